@@ -1,0 +1,96 @@
+"""Batched random augmentations shared by every method, for 2D and 3D tensors.
+
+Geometry goes through MONAI's ``AffineTransform`` layer, which warps a whole batch
+in one call (per-sample array transforms would dominate the step time on a CPU).
+All randomness comes from an explicit ``torch.Generator`` so runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.networks.layers import AffineTransform
+
+from pipeline.config import AugmentConfig
+
+
+def _rotation(angles: torch.Tensor, dims: int) -> torch.Tensor:
+    """Rotation matrices (B, dims, dims) from angles in radians: (B,) for 2D, (B, 3) for 3D."""
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    if dims == 2:
+        return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    eye = torch.eye(3).expand(angles.shape[0], 3, 3)
+    result = eye.clone()
+    for axis in range(3):
+        i, j = [a for a in range(3) if a != axis]
+        rot = eye.clone()
+        rot[:, i, i], rot[:, i, j] = cos[:, axis], -sin[:, axis]
+        rot[:, j, i], rot[:, j, j] = sin[:, axis], cos[:, axis]
+        result = rot @ result
+    return result
+
+
+def random_affine_matrices(
+    batch: int, dims: int, rotate_deg: float, scale: float, shear: float, translate: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Random affine matrices (B, dims, dims+1) in normalised [-1, 1] coordinates."""
+
+    def uniform(*shape):
+        return torch.rand(*shape, generator=generator) * 2 - 1
+
+    angle_shape = (batch,) if dims == 2 else (batch, 3)
+    linear = _rotation(uniform(*angle_shape) * math.radians(rotate_deg), dims)
+    zoom = 1 + uniform(batch, 1, 1) * scale
+    shear_matrix = torch.eye(dims).repeat(batch, 1, 1)
+    if shear > 0:
+        off_diagonal = ~torch.eye(dims, dtype=torch.bool)
+        shear_matrix[:, off_diagonal] = uniform(batch, dims * dims - dims) * shear
+    linear = linear @ shear_matrix / zoom
+    offset = uniform(batch, dims, 1) * translate * 2
+    return torch.cat([linear, offset], dim=2)
+
+
+class BatchAugmenter:
+    """Weak and strong random views of a batch (B, C, *spatial)."""
+
+    def __init__(self, config: AugmentConfig, spatial_dims: int, seed: int = 0):
+        self.config = config
+        self.spatial_dims = spatial_dims
+        self.generator = torch.Generator().manual_seed(seed)
+        self._warp = AffineTransform(normalized=True, padding_mode="zeros", align_corners=False)
+
+    def _affine(self, images, rotate, scale, shear, translate):
+        theta = random_affine_matrices(
+            images.shape[0], self.spatial_dims, rotate, scale, shear, translate, self.generator
+        ).to(images.device, images.dtype)
+        return self._warp(images, theta)
+
+    def weak(self, images: torch.Tensor) -> torch.Tensor:
+        """Small shifts, rotations and zooms: label-preserving for any scan."""
+        c = self.config
+        return self._affine(images, c.weak_rotate, c.weak_scale, 0.0, c.weak_translate)
+
+    def strong(self, images: torch.Tensor) -> torch.Tensor:
+        """Larger geometry, Gaussian noise and a random erased box (cutout)."""
+        c = self.config
+        out = self._affine(images, c.strong_rotate, c.strong_scale, c.strong_shear, c.strong_translate)
+        if c.strong_noise > 0:
+            noise = torch.randn(out.shape, generator=self.generator).to(out.device, out.dtype)
+            out = out + noise * c.strong_noise
+        if c.strong_cutout > 0:
+            out = self._cutout(out, c.strong_cutout)
+        return out
+
+    def _cutout(self, images: torch.Tensor, fraction: float) -> torch.Tensor:
+        batch, spatial = images.shape[0], images.shape[2:]
+        keep = torch.ones((batch, 1, *spatial), dtype=images.dtype)
+        for b in range(batch):
+            region = []
+            for size in spatial:
+                side = max(1, int(round(size * fraction)))
+                start = int(torch.randint(0, size - side + 1, (1,), generator=self.generator))
+                region.append(slice(start, start + side))
+            keep[(b, slice(None), *region)] = 0
+        return images * keep.to(images.device)

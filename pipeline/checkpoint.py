@@ -1,0 +1,89 @@
+"""Checkpoints that carry their own config and load without executing code.
+
+A run folder holds ``model.safetensors`` (weights only) and ``checkpoint.json`` (the
+resolved config, class names, preprocessing and the weights' sha256).  Loading
+rebuilds the network from the config and refuses weights whose hash does not match.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pipeline.config import Config, config_from_dict
+from pipeline.io import atomic_path, sha256_file, write_json
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+METADATA = "checkpoint.json"
+
+
+class CheckpointError(RuntimeError):
+    """A run folder's checkpoint is missing, tampered with, or of an unknown format."""
+
+
+def build_method(config: Config, num_classes: int, in_channels: int):
+    from pipeline.methods import get_method, method_params
+    from pipeline.networks import network_factory
+
+    factory = network_factory(config.network, in_channels, config.preprocess.spatial_size, num_classes)
+    cls = get_method(config.method_name)
+    return cls(method_params(config.method), factory, num_classes)
+
+
+def save_checkpoint(run_dir: Path, method, config: Config, classes: list[str], in_channels: int,
+                    extra: dict | None = None) -> str:
+    """Write the prediction network's weights and metadata; return the weights' sha256."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in method.prediction_network().state_dict().items()}
+    with atomic_path(run_dir / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    digest = sha256_file(run_dir / WEIGHTS)
+    write_json(run_dir / METADATA, {
+        "format_version": FORMAT_VERSION,
+        "weights": WEIGHTS,
+        "weights_sha256": digest,
+        "classes": list(classes),
+        "positive_class": config.data.positive_class,
+        "in_channels": in_channels,
+        "config": config.to_dict(),
+        **(extra or {}),
+    })
+    return digest
+
+
+@dataclass
+class LoadedModel:
+    network: nn.Module
+    config: Config
+    classes: list[str]
+    weights_sha256: str
+    metadata: dict
+    run_dir: Path
+
+
+def load_checkpoint(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
+    run_dir = Path(run_dir)
+    meta_path = run_dir / METADATA
+    if not meta_path.is_file():
+        raise CheckpointError(f"{meta_path} not found: is {run_dir} a run folder written by 'pipeline train'?")
+    metadata = json.loads(meta_path.read_text())
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: unknown checkpoint format {metadata.get('format_version')!r}")
+    weights_path = run_dir / metadata["weights"]
+    digest = sha256_file(weights_path)
+    if digest != metadata["weights_sha256"]:
+        raise CheckpointError(
+            f"{weights_path}: sha256 {digest[:12]}... does not match {meta_path} "
+            f"({metadata['weights_sha256'][:12]}...); the weights were changed or corrupted, refusing to load"
+        )
+    config = config_from_dict(metadata["config"])
+    method = build_method(config, len(metadata["classes"]), metadata["in_channels"])
+    network = method.prediction_network()
+    network.load_state_dict(load_file(str(weights_path)))
+    network.to(device).eval()
+    return LoadedModel(network, config, metadata["classes"], digest, metadata, run_dir)

@@ -1,0 +1,240 @@
+"""Run configuration: TOML file + ``section.key=value`` overrides, validated once up front.
+
+Every section is a dataclass; an unknown section or key, or a value of the wrong
+type, raises :class:`ConfigError` naming the key.  Method-specific keys live in the
+``[method]`` table and are validated against the chosen method's own parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the scans are and what they mean."""
+
+    dataset: str = ""  # a name known to ``pipeline fetch`` (e.g. "mnist"), or "" for user data
+    scans: str = "data/mnist_scans"
+    labels: str = ""  # default: <scans>/labels.csv when present
+    class_subfolders: bool = False
+    manifest: str = ""  # default: data_manifests/<scans folder name>.csv
+    split: str = ""  # default: <manifest stem>.split.csv; used as given when it exists
+    classes: list[str] = field(default_factory=list)  # default: labels found by ingest
+    positive_class: str = ""  # the "abnormal" class of a screening task, if any
+    cache_dir: str = "cache"
+
+
+@dataclass
+class SplitConfig:
+    labels_per_class: int = 10
+    labelled_fraction: float = 0.0  # used instead of labels_per_class when > 0
+    calibration_per_class: int = 10
+    calibration_fraction: float = 0.0
+    test_fraction: float = 0.2  # only when the labels file has no test split
+    selection: str = "first"  # "first" (file order, the MNIST-100 protocol) or "random"
+    seed: int = 0
+
+
+@dataclass
+class PreprocessConfig:
+    """MONAI preprocessing applied identically in training and scoring."""
+
+    spatial_size: list[int] = field(default_factory=lambda: [28, 28])
+    channels: int = 1  # colour images are averaged to one channel when 1
+    intensity: str = "range"  # range | minmax | percentile | zscore
+    intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])
+    resize: str = "pad_crop"  # pad_crop | resize
+
+
+@dataclass
+class NetworkConfig:
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    convs_per_stage: int = 1
+    hidden: list[int] = field(default_factory=lambda: [1000, 500, 250, 250, 250])
+    dropout: float = 0.0
+    channels_last: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    """Batched random transforms; ``weak`` and ``strong`` views for consistency methods."""
+
+    weak_translate: float = 0.1  # fraction of the image size
+    weak_rotate: float = 10.0  # degrees
+    weak_scale: float = 0.1
+    strong_translate: float = 0.15
+    strong_rotate: float = 25.0
+    strong_scale: float = 0.2
+    strong_shear: float = 0.25
+    strong_noise: float = 0.1
+    strong_cutout: float = 0.35  # side of the erased box, fraction of the image size
+
+
+@dataclass
+class TrainConfig:
+    minutes: float = 0.0  # wall-clock budget; 0 = use ``steps``
+    steps: int = 3000
+    batch_size: int = 64  # labelled batch
+    unlabelled_batch_size: int = 256
+    lr: float = 0.003
+    weight_decay: float = 0.0005
+    decay_last_fraction: float = 0.33  # linear decay to 0 over this last part of training
+    eval_every: int = 250
+    eval_test: bool = False  # also log test accuracy during training (benchmarks only)
+    threads: int = 0  # 0 = all cores
+    device: str = "auto"  # auto | cpu | cuda
+    workers: int = 2  # processes for preprocessing
+
+
+@dataclass
+class CalibrateConfig:
+    target_precision: float = 0.95
+    min_support: int = 5
+    ece_bins: int = 15
+
+
+@dataclass
+class ScoreConfig:
+    batch_size: int = 256
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "supervised"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    @property
+    def method_name(self) -> str:
+        return str(self.method.get("name", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if type(value) is not annotation:
+            raise ConfigError(
+                f"config key '{key}' must be {annotation.__name__}, got {type(value).__name__} {value!r}"
+            )
+        return value
+    if origin is list:
+        (inner,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {type(value).__name__} {value!r}")
+        return [_check_type(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is dict or annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {annotation}")
+
+
+def build_dataclass(cls, values: dict[str, Any], prefix: str):
+    """Instantiate ``cls`` from ``values``; unknown keys and wrong types raise ConfigError."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix}' must be a table, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f"section [{prefix}]" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown config key '{(prefix + '.') if prefix else ''}{unknown[0]}' in {where}; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = build_dataclass(annotation, value, key)
+        else:
+            kwargs[name] = _check_type(key, value, annotation)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value``; the value is read as TOML, else taken as a string."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has no key")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        table = raw
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+        table[path[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a TOML config (or the defaults), apply overrides and validate everything.
+
+    The method's own keys are checked by the method registry (see ``pipeline.methods``).
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    raw = apply_overrides(raw, list(overrides or []))
+    if not isinstance(raw.setdefault("method", {}), dict):
+        raise ConfigError("config key 'method' must be a table with a 'name'")
+    raw["method"].setdefault("name", "supervised")
+    config = build_dataclass(Config, raw, "")
+    from pipeline.methods import validate_method_config
+
+    config.method = validate_method_config(config.method)
+    return config
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a Config saved in a checkpoint (already validated when it was written)."""
+    config = build_dataclass(Config, raw, "")
+    from pipeline.methods import validate_method_config
+
+    config.method = validate_method_config(config.method)
+    return config

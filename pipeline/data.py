@@ -1,0 +1,212 @@
+"""Preprocessing (MONAI dictionary transforms keyed on "image") and the tensor cache.
+
+Training, calibration and scoring all preprocess through :func:`build_preprocess`.
+Preprocessed images are cached as one tensor per (manifest rows, preprocessing) so
+epochs index into memory instead of re-reading files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapTransform,
+    NormalizeIntensityd,
+    ResizeWithPadOrCropd,
+    Resized,
+    ScaleIntensityd,
+    ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
+)
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from pipeline.config import PreprocessConfig
+from pipeline.io import atomic_path, write_json
+from pipeline.reading import ScanReadError, load_scan
+
+log = logging.getLogger("pipeline.data")
+CACHE_VERSION = 1
+SUBSETS = ("labelled", "unlabelled", "calibration", "test")
+
+
+class LoadScand(MapTransform):
+    """Read ``d[key]`` (a path) with :func:`pipeline.reading.load_scan`, channel first.
+
+    Colour images become channel-first (alpha dropped); a 3D volume with a singleton
+    fourth axis is squeezed.  A scan whose dimensionality does not match the model's
+    raises :class:`ScanReadError` naming the file.
+    """
+
+    def __init__(self, keys, spatial_dims: int, channels: int):
+        super().__init__(keys)
+        self.spatial_dims = spatial_dims
+        self.channels = channels
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = d[key]
+            scan = load_scan(path)
+            array = np.asarray(scan.array, dtype=np.float32)
+            if self.spatial_dims == 2:
+                if array.ndim == 3 and array.shape[-1] in (3, 4) and not scan.is_volume:
+                    array = np.moveaxis(array[..., :3], -1, 0)
+                elif array.ndim == 2:
+                    array = array[None]
+                else:
+                    raise ScanReadError(path, f"expected a 2D image, got an array of shape {array.shape} "
+                                        "(is this a 3D volume given to a 2D model?)")
+            else:
+                if array.ndim == 4 and array.shape[-1] == 1:
+                    array = array[..., 0]
+                if array.ndim != 3:
+                    raise ScanReadError(path, f"expected a 3D volume, got an array of shape {array.shape} "
+                                        "(a 2D image or a 4D series given to a 3D model?)")
+                array = array[None]
+            if not np.isfinite(array).all():
+                raise ScanReadError(path, "contains NaN or infinite values")
+            if array.shape[0] != self.channels:
+                if self.channels == 1:
+                    array = array.mean(axis=0, keepdims=True)
+                else:
+                    raise ScanReadError(path, f"has {array.shape[0]} channels, the model expects {self.channels}")
+            affine = scan.affine if scan.affine is not None else np.eye(4)
+            d[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=torch.as_tensor(affine))
+        return d
+
+
+def build_preprocess(config: PreprocessConfig) -> Compose:
+    """The MONAI preprocessing chain for one scan path -> float tensor (C, *spatial_size)."""
+    spatial_dims = len(config.spatial_size)
+    steps = [LoadScand("image", spatial_dims, config.channels)]
+    if config.intensity == "range":
+        low, high = config.intensity_range
+        steps.append(ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    elif config.intensity == "minmax":
+        steps.append(ScaleIntensityd("image", minv=0.0, maxv=1.0))
+    elif config.intensity == "percentile":
+        steps.append(ScaleIntensityRangePercentilesd("image", 0.5, 99.5, 0.0, 1.0, clip=True))
+    elif config.intensity == "zscore":
+        steps.append(NormalizeIntensityd("image"))
+    else:
+        raise ValueError(f"preprocess.intensity must be range|minmax|percentile|zscore, got '{config.intensity}'")
+    if config.resize == "pad_crop":
+        steps.append(ResizeWithPadOrCropd("image", config.spatial_size))
+    elif config.resize == "resize":
+        steps.append(Resized("image", config.spatial_size))
+    else:
+        raise ValueError(f"preprocess.resize must be pad_crop|resize, got '{config.resize}'")
+    steps.append(EnsureTyped("image", dtype=torch.float32, track_meta=False))
+    return Compose(steps)
+
+
+_worker_transform = None
+
+
+def _init_worker(config_dict):
+    global _worker_transform
+    torch.set_num_threads(1)
+    _worker_transform = build_preprocess(PreprocessConfig(**config_dict))
+
+
+def _preprocess_one(path):
+    try:
+        return _worker_transform({"image": path})["image"].numpy(), None
+    except ScanReadError as error:
+        return None, error.reason
+    except Exception as error:  # a MONAI transform failing names itself in the message
+        return None, f"preprocessing failed: {type(error).__name__}: {error}"
+
+
+def preprocess_paths(
+    paths: list[str], config: PreprocessConfig, workers: int = 2, progress: bool = True
+) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Preprocess many files in worker processes; returns (arrays, errors) aligned with paths."""
+    chunk = max(1, min(512, len(paths) // (4 * max(workers, 1)) or 1))
+    if workers <= 1 or len(paths) < 64:
+        _init_worker(asdict(config))
+        results = [_preprocess_one(p) for p in tqdm(paths, disable=not progress, desc="preprocess")]
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(asdict(config),)) as pool:
+            results = list(tqdm(pool.map(_preprocess_one, paths, chunksize=chunk), total=len(paths),
+                                disable=not progress, desc="preprocess"))
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+def cache_key(frame: pd.DataFrame, config: PreprocessConfig) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": CACHE_VERSION, "preprocess": asdict(config)}, sort_keys=True).encode())
+    for scan_id, sha in zip(frame["scan_id"], frame["sha256"]):
+        digest.update(f"{scan_id}\0{sha}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def load_images(frame: pd.DataFrame, config: PreprocessConfig, cache_dir: str | Path, workers: int = 2) -> torch.Tensor:
+    """Preprocessed images (N, C, *spatial) for the manifest rows in ``frame``, cached on disk."""
+    cache_path = Path(cache_dir) / f"images-{cache_key(frame, config)}.safetensors"
+    if cache_path.exists():
+        log.info("using preprocessed cache %s", cache_path)
+        return load_file(cache_path)["images"]
+    arrays, errors = preprocess_paths(list(frame["path"]), config, workers)
+    failed = [f"{sid}: {err}" for sid, err in zip(frame["scan_id"], errors) if err]
+    if failed:
+        raise ScanReadError(
+            failed[0].split(":")[0],
+            f"{len(failed)} scan(s) that ingest accepted failed preprocessing; re-run ingest or fix them:\n  "
+            + "\n  ".join(failed[:20]),
+        )
+    images = torch.from_numpy(np.stack(arrays))
+    with atomic_path(cache_path) as tmp:
+        save_file({"images": images}, str(tmp))
+    write_json(cache_path.with_suffix(".json"), {"scan_ids": list(frame["scan_id"]), "preprocess": asdict(config)})
+    return images
+
+
+@dataclass
+class TrainingData:
+    """All preprocessed images in memory plus the index of each subset.
+
+    ``labels`` holds the class index of every scan with a known label (-1 otherwise);
+    methods read labels only at ``labelled`` indices.  Labels of unlabelled scans are
+    kept so that pseudo-label accuracy can be reported, never used for training.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    scan_ids: list[str]
+    classes: list[str]
+    labelled: torch.Tensor
+    unlabelled: torch.Tensor
+    calibration: torch.Tensor
+    test: torch.Tensor
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.images.ndim - 2
+
+
+def build_training_data(split_frame: pd.DataFrame, classes: list[str], config: PreprocessConfig,
+                        cache_dir: str | Path, workers: int = 2) -> TrainingData:
+    """``split_frame``: manifest rows merged with a ``subset`` column (see pipeline.split)."""
+    frame = split_frame.reset_index(drop=True)
+    unknown = sorted(set(frame["label"][frame["label"] != ""]) - set(classes))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among data.classes {classes}; add them to the config")
+    images = load_images(frame, config, cache_dir, workers)
+    index = {name: i for i, name in enumerate(classes)}
+    labels = torch.tensor([index.get(label, -1) for label in frame["label"]], dtype=torch.long)
+    subsets = {name: torch.as_tensor(np.flatnonzero(frame["subset"].to_numpy() == name), dtype=torch.long)
+               for name in SUBSETS}
+    return TrainingData(images, labels, list(frame["scan_id"]), list(classes), **subsets)

@@ -1,0 +1,357 @@
+"""Ingest a scan folder: read every scan once, record what it is, and list every problem.
+
+The manifest written here is the one list of scans that later stages use. Unreadable
+scans and bad label rows do not stop the run: they are all collected, written to a
+problems file and logged together, so a user can fix everything in one pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline.io import sha256_file, write_csv
+from pipeline.reading import ScanReadError, find_scans, load_scan, scan_suffix
+
+log = logging.getLogger("pipeline.ingest")
+
+MANIFEST_COLUMNS = "scan_id path label group split status error sha256 shape dtype spacing".split()
+PROBLEM_COLUMNS = ["source", "item", "reason"]
+LABELS_REQUIRED_COLUMNS = ("file", "label")
+KNOWN_SPLITS = ("train", "val", "test")
+PROBLEMS_LOGGED = 20
+
+
+@dataclass
+class IngestResult:
+    """What :func:`ingest` wrote, and the same tables in memory."""
+
+    manifest_path: Path
+    problems_path: Path
+    manifest: pd.DataFrame
+    problems: pd.DataFrame
+    classes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _LabelRow:
+    label: str
+    group: str
+    split: str
+    where: str  # "labels.csv line 7", for messages
+
+
+# ---------------------------------------------------------------------------- reading scans
+
+
+def describe_scan(path: str | os.PathLike) -> dict[str, str]:
+    """Read one scan and return its manifest fields: status, error, sha256, shape, dtype, spacing."""
+    fields = {"status": "ok", "error": "", "sha256": "", "shape": "", "dtype": "", "spacing": ""}
+    try:
+        fields["sha256"] = sha256_file(path)
+        scan = load_scan(path)
+    except ScanReadError as error:
+        return {**fields, "status": "error", "error": error.reason}
+    except OSError as error:  # e.g. no read permission
+        return {
+            **fields,
+            "status": "error",
+            "error": f"cannot read file: {error.strerror or error}",
+        }
+    fields["shape"] = "x".join(str(size) for size in scan.shape)
+    fields["dtype"] = scan.source_dtype
+    fields["spacing"] = "x".join(f"{value:g}" for value in scan.spacing) if scan.spacing else ""
+    return fields
+
+
+def _describe_chunk(paths: list[str]) -> list[dict[str, str]]:
+    return [describe_scan(path) for path in paths]
+
+
+def _map_chunks(function: Callable, chunks: list, workers: int) -> Iterator:
+    if workers <= 1:
+        yield from map(function, chunks)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(function, chunks)
+
+
+def describe_scans(paths: list[str], workers: int = 2) -> list[dict[str, str]]:
+    """:func:`describe_scan` for every path, in order, on ``workers`` processes."""
+    # A few chunks per worker keeps the progress bar moving without per-file IPC.
+    size = max(1, min(500, math.ceil(len(paths) / (4 * max(1, workers)))))
+    chunks = [paths[start : start + size] for start in range(0, len(paths), size)]
+    described: list[dict[str, str]] = []
+    with tqdm(total=len(paths), desc="ingest", unit="scan") as progress:
+        for result in _map_chunks(_describe_chunk, chunks, workers):
+            described.extend(result)
+            progress.update(len(result))
+    return described
+
+
+# ---------------------------------------------------------------------------- labels file
+
+
+def read_labels(
+    labels_path: str | os.PathLike,
+) -> tuple[dict[str, _LabelRow], list[tuple[str, str, str]]]:
+    """Read a labels CSV into ``{real path of the file: label row}`` and a list of problems.
+
+    Raises
+    ------
+    ValueError
+        The file is empty, not CSV, or lacks a required column (``file``, ``label``).
+    """
+    labels_path = Path(labels_path)
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"labels file {labels_path} does not exist")
+    try:
+        table = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"labels file {labels_path} is empty; it needs a header line file,label"
+        ) from None
+    except pd.errors.ParserError as error:
+        raise ValueError(f"labels file {labels_path} is not valid CSV: {error}") from None
+    table.columns = [str(column).strip().lower() for column in table.columns]
+    missing = [column for column in LABELS_REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(
+            f"labels file {labels_path} has no {' or '.join(repr(c) for c in missing)} column "
+            f"(found: {', '.join(table.columns)}); it needs columns file,label and may have split,group"
+        )
+    for optional in ("split", "group"):
+        if optional not in table.columns:
+            table[optional] = ""
+
+    base = labels_path.absolute().parent
+    rows: dict[str, _LabelRow] = {}
+    problems = []
+    columns = (table[name].str.strip() for name in ("file", "label", "split", "group"))
+    # Line numbers as an editor shows them: the header is line 1.
+    for line, (file, label, split, group) in enumerate(zip(*columns), start=2):
+        where = f"{labels_path.name} line {line}"
+        if not file:
+            problems.append(("labels", where, "no file name; fill it in or delete the row"))
+            continue
+        key = os.path.realpath(base / file)  # an absolute ``file`` replaces ``base``
+        if key in rows:
+            reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
+            problems.append(("labels", where, reason + ", delete the repeat"))
+            continue
+        if not os.path.exists(key):
+            reason = (
+                f"file {file!r} does not exist (looked for {key}); fix the path or delete the row"
+            )
+            problems.append(("labels", where, reason))
+            continue
+        if split.lower() not in ("", *KNOWN_SPLITS):
+            reason = f"split {split!r} is not one of {', '.join(KNOWN_SPLITS)}; treated as no split"
+            problems.append(("labels", where, reason))
+            split = ""
+        rows[key] = _LabelRow(label=label, group=group, split=split.lower(), where=where)
+    return rows, problems
+
+
+# ---------------------------------------------------------------------------- ingest
+
+
+def ingest(
+    scans: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    name: str | None = None,
+    classes: Iterable[str] | None = None,
+    class_subfolders: bool = False,
+    manifest_dir: str | os.PathLike = "data_manifests",
+    workers: int = 2,
+) -> IngestResult:
+    """Read every scan under ``scans`` and write a manifest and a problems list.
+
+    Parameters
+    ----------
+    scans
+        Folder searched recursively for ``.nii.gz``, ``.nii``, ``.png``, ``.jpg``, ``.jpeg``.
+    labels
+        CSV with columns ``file,label`` and optional ``split``, ``group``; ``file`` is relative
+        to the CSV's folder or absolute. Default: ``<scans>/labels.csv`` if it exists.
+    out
+        Manifest path; default ``<manifest_dir>/<name>.csv``. Problems go beside it as
+        ``<stem>.problems.csv``.
+    name
+        Data set name; default the scan folder's name.
+    classes
+        Allowed labels; other labels are reported and the scan kept unlabelled.
+        Default: every label found.
+    class_subfolders
+        Take each scan's label from its first-level subfolder instead of a labels file.
+    workers
+        Processes reading scans.
+
+    Returns
+    -------
+    IngestResult
+        Paths written, the manifest and problems tables, and the classes.
+    """
+    if labels is not None and class_subfolders:
+        raise ValueError("give either a labels file or class_subfolders=True, not both")
+    root = Path(os.path.abspath(scans))
+    paths = find_scans(root)
+    if not paths:
+        raise ValueError(f"no scans (.nii.gz, .nii, .png, .jpg, .jpeg) found under {root}")
+    name = name or root.name
+    if os.sep in name or "/" in name:
+        raise ValueError(f"name {name!r} must be a plain name, not a path; use out= for a path")
+    manifest_path = Path(out) if out is not None else Path(manifest_dir) / f"{name}.csv"
+    problems_path = manifest_path.with_name(f"{manifest_path.stem}.problems.csv")
+    if labels is None and not class_subfolders and (root / "labels.csv").is_file():
+        labels = root / "labels.csv"
+        log.info("using labels file %s", labels)
+
+    label_rows, problems = read_labels(labels) if labels is not None else ({}, [])
+    rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems)
+    classes = _check_classes(rows, classes, label_source, problems)
+    for row, fields in zip(rows, describe_scans([row["path"] for row in rows], workers)):
+        row.update(fields)
+    _mark_id_clashes(rows, root)
+    _mark_duplicates(rows)
+    problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]
+
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
+    write_csv(manifest_path, manifest)
+    write_csv(problems_path, problem_table)
+    _log_summary(root, manifest, problem_table, classes, manifest_path, problems_path)
+    return IngestResult(manifest_path, problems_path, manifest, problem_table, classes)
+
+
+def _manifest_rows(
+    root: Path,
+    paths: list[Path],
+    label_rows: dict[str, _LabelRow],
+    class_subfolders: bool,
+    problems: list,
+) -> tuple[list[dict[str, str]], dict[int, str]]:
+    """One manifest row per scan with id and labels (reading fills in the rest).
+
+    Also returns where each row's label came from (labels file line), for messages.
+    """
+    rows, label_source = [], {}
+    label_rows = dict(label_rows)
+    for index, path in enumerate(paths):
+        relative = path.relative_to(root).as_posix()
+        row = dict.fromkeys(MANIFEST_COLUMNS, "")
+        row.update(scan_id=relative[: -len(scan_suffix(path))], path=str(path))
+        if class_subfolders:
+            if "/" in relative:
+                row["label"] = relative.split("/", 1)[0]
+            else:
+                problems.append(
+                    ("scan", row["scan_id"], "not inside a class subfolder; kept unlabelled")
+                )
+        elif (label_row := label_rows.pop(os.path.realpath(path), None)) is not None:
+            row.update(label=label_row.label, group=label_row.group, split=label_row.split)
+            label_source[index] = label_row.where
+        rows.append(row)
+    # Rows left over name existing files that are not among the scans found.
+    for key, label_row in label_rows.items():
+        reason = f"{key} is not a scan under {root} (other folder, hidden, or not a scan type)"
+        problems.append(("labels", label_row.where, reason + "; fix the path or delete the row"))
+    return rows, label_source
+
+
+def _check_classes(
+    rows: list[dict[str, str]],
+    classes: Iterable[str] | None,
+    label_source: dict[int, str],
+    problems: list,
+) -> list[str]:
+    """Report and blank labels outside ``classes``; return the class list."""
+    if classes is None:
+        return sorted({row["label"] for row in rows if row["label"]})
+    classes = [str(name) for name in classes]
+    for index, row in enumerate(rows):
+        if row["label"] and row["label"] not in classes:
+            reason = f"label {row['label']!r} is not one of the classes {', '.join(classes)}"
+            reason += "; the scan is kept unlabelled, fix the label or add the class"
+            problems.append(("labels", label_source.get(index, row["scan_id"]), reason))
+            row["label"] = ""
+    return classes
+
+
+def _mark_id_clashes(rows: list[dict[str, str]], root: Path) -> None:
+    """Make every scan but the first with a given scan_id an error (e.g. a.png beside a.nii.gz)."""
+    first_file: dict[str, str] = {}
+    for row in rows:
+        relative = Path(row["path"]).relative_to(root).as_posix()
+        if row["scan_id"] not in first_file:
+            first_file[row["scan_id"]] = relative
+            continue
+        clash = f"scan_id {row['scan_id']!r} is also the id of {first_file[row['scan_id']]}"
+        clash += "; rename one of the two files"
+        row.update(status="error", error="; ".join(filter(None, [clash, row["error"]])))
+
+
+def _mark_duplicates(rows: list[dict[str, str]]) -> None:
+    """Mark readable scans whose bytes equal an earlier readable scan as ``duplicate``."""
+    first_with: dict[str, str] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        if row["sha256"] in first_with:
+            row.update(
+                status="duplicate", error=f"same content (sha256) as {first_with[row['sha256']]}"
+            )
+        else:
+            first_with[row["sha256"]] = row["scan_id"]
+
+
+def _log_summary(root, manifest, problems, classes, manifest_path, problems_path) -> None:
+    counts = manifest["status"].value_counts()
+    log.info(
+        "ingested %d scans from %s: %d ok, %d error, %d duplicate; %d labelled in %d classes; "
+        "%d problems. Manifest: %s",
+        len(manifest),
+        root,
+        counts.get("ok", 0),
+        counts.get("error", 0),
+        counts.get("duplicate", 0),
+        int((manifest["label"] != "").sum()),
+        len(classes),
+        len(problems),
+        manifest_path,
+    )
+    for source, item, reason in problems.head(PROBLEMS_LOGGED).itertuples(index=False):
+        log.warning("%s %s: %s", source, item, reason)
+    if len(problems) > PROBLEMS_LOGGED:
+        log.warning(
+            "... and %d more problems, all listed in %s",
+            len(problems) - PROBLEMS_LOGGED,
+            problems_path,
+        )
+
+
+def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a manifest written by :func:`ingest`, every column as text ("" for empty).
+
+    Text throughout because ids and labels such as ``00001`` or ``7`` must not become numbers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} does not exist; run ingest first")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path} is not a manifest: missing column(s) {', '.join(missing)}; re-create it with ingest"
+        )
+    return frame

@@ -1,0 +1,79 @@
+"""The interface every method implements.
+
+A method owns its networks and computes losses; it never steps the optimiser (the
+trainer does).  Optional hooks cover what the other SSL families need: outer rounds
+(self-training, co-training), a pool of unlabelled indices to draw from, updates
+after each optimiser step (EMA teachers), several networks and decoders (as
+submodules, so their parameters are trained and saved).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline.augment import BatchAugmenter
+
+if TYPE_CHECKING:
+    from pipeline.trainer import RoundContext
+
+
+@dataclass
+class StepBatch:
+    """One training step's data, unaugmented; methods draw their own views."""
+
+    labelled: torch.Tensor  # (B, C, *spatial)
+    labels: torch.Tensor  # (B,)
+    unlabelled: torch.Tensor  # (U, C, *spatial); U may be 0
+    unlabelled_index: torch.Tensor  # (U,) positions within TrainingData.unlabelled
+    augment: BatchAugmenter
+    progress: float  # fraction of the training budget used, in [0, 1)
+
+
+class Method(nn.Module):
+    """Base class: a supervised learner that subclasses extend with unsupervised terms."""
+
+    name: ClassVar[str] = ""
+
+    @dataclass
+    class Params:
+        pass
+
+    rounds: int = 1
+
+    def __init__(self, params: Any, build_network: Callable[[], nn.Module], num_classes: int):
+        super().__init__()
+        self.params = params
+        self.num_classes = num_classes
+        self.network = build_network()
+
+    def prediction_network(self) -> nn.Module:
+        """The network that calibration and scoring use (saved in the checkpoint)."""
+        return self.network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.prediction_network()(images)
+
+    def losses(self, batch: StepBatch) -> dict[str, torch.Tensor]:
+        """Loss terms; ``loss`` is the total the trainer back-propagates."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after each optimiser step (e.g. to update an EMA teacher)."""
+
+    def start_round(self, round_index: int, context: RoundContext) -> dict[str, float]:
+        """Called when training enters round ``round_index``; returns numbers to log."""
+        return {}
+
+    def unlabelled_pool(self) -> torch.Tensor | None:
+        """Positions within the unlabelled set to sample from; None means all of them."""
+        return None
+
+    def artifacts(self, scan_ids: list[str], classes: list[str]) -> dict[str, pd.DataFrame]:
+        """Tables to write into the run folder (name -> frame); ``scan_ids`` are the unlabelled scans'."""
+        return {}

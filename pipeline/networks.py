@@ -1,0 +1,92 @@
+"""Classifier networks for 2D and 3D scans, built from MONAI blocks.
+
+Every network maps (B, C, *spatial) to class logits and takes ``dropout``, so any
+method can use dropout.  Networks are rebuilt from their config when a checkpoint is
+loaded, so a checkpoint holds weights only (no pickled code).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.layers import Pool
+from torch import nn
+
+from pipeline.config import NetworkConfig
+
+
+class ConvNet(nn.Module):
+    """Conv-BN-ReLU stages with max pooling, global average pooling and a linear head."""
+
+    def __init__(self, spatial_dims, in_channels, num_classes, channels, dropout, convs_per_stage=1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for index, width in enumerate(channels):
+            for repeat in range(convs_per_stage):
+                layers.append(
+                    Convolution(
+                        spatial_dims, previous, width, kernel_size=3, act="relu", norm="batch",
+                        dropout=dropout if repeat == 0 and index > 0 else None,
+                    )
+                )
+                previous = width
+            if index < len(channels) - 1:
+                layers.append(Pool[Pool.MAX, spatial_dims](2))
+        self.features = nn.Sequential(*layers)
+        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(previous, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool(self.features(images)).flatten(1)
+        return self.head(self.dropout(pooled))
+
+
+class MLP(nn.Module):
+    """Permutation-invariant multilayer perceptron with batch norm (the ladder's encoder shape)."""
+
+    def __init__(self, in_features, num_classes, hidden, dropout):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        previous = in_features
+        for width in hidden:
+            layers += [nn.Linear(previous, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Dropout(dropout)]
+            previous = width
+        layers.append(nn.Linear(previous, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+NETWORKS = ("cnn", "mlp")
+
+
+def network_factory(
+    config: NetworkConfig, in_channels: int, spatial_size: list[int], num_classes: int
+) -> Callable[[], nn.Module]:
+    """Return a function that builds a fresh network (methods with two networks call it twice)."""
+    spatial_dims = len(spatial_size)
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"preprocess.spatial_size must have 2 or 3 entries, got {spatial_size}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"network.dropout must be in [0, 1), got {config.dropout}")
+
+    def build() -> nn.Module:
+        if config.name == "cnn":
+            net = ConvNet(
+                spatial_dims, in_channels, num_classes, config.channels, config.dropout,
+                config.convs_per_stage,
+            )
+        elif config.name == "mlp":
+            net = MLP(in_channels * math.prod(spatial_size), num_classes, config.hidden, config.dropout)
+        else:
+            raise ValueError(f"unknown network.name '{config.name}'; known: {', '.join(NETWORKS)}")
+        return net
+
+    build()  # fail on a bad config now, not deep inside training
+    return build

@@ -1,0 +1,137 @@
+"""One reading path for every scan format (NIfTI, PNG, JPEG), through MONAI's readers.
+
+Ingest, training and scoring all read through :func:`load_scan`, so a model never
+sees one orientation in training and another when scoring (MONAI's PIL reader swaps
+the two axes of a PNG unless told not to).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCAN_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg")
+
+
+class ScanReadError(Exception):
+    """A scan could not be read; ``reason`` says why in words a person can act on."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def scan_suffix(path: str | os.PathLike) -> str | None:
+    """Return the recognised scan suffix of ``path`` (lower case), or None."""
+    name = str(path).lower()
+    for suffix in SCAN_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def is_scan_file(path: str | os.PathLike) -> bool:
+    return scan_suffix(path) is not None
+
+
+def find_scans(folder: str | os.PathLike) -> list[Path]:
+    """Every file with a scan suffix below ``folder``, sorted, hidden files skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"scan folder {folder} does not exist or is not a folder")
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if not f.startswith(".") and is_scan_file(f))
+    return sorted(found)
+
+
+def _reader_for(path: str):
+    from monai.data import NibabelReader, PILReader
+
+    suffix = scan_suffix(path)
+    if suffix in (".png", ".jpg", ".jpeg"):
+        # reverse_indexing=False keeps numpy/Pillow's (row, column) order.
+        return PILReader(reverse_indexing=False)
+    if suffix in (".nii", ".nii.gz"):
+        return NibabelReader()
+    raise ScanReadError(path, f"unsupported file type; expected one of {', '.join(SCAN_SUFFIXES)}")
+
+
+@dataclass
+class LoadedScan:
+    """A scan as read from disk: the raw array (spatial axes first, channels last if any)."""
+
+    array: np.ndarray
+    source_dtype: str
+    spacing: tuple[float, ...] | None
+    affine: np.ndarray | None
+    is_volume: bool
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def load_scan(path: str | os.PathLike) -> LoadedScan:
+    """Read one scan through MONAI's readers.
+
+    Raises
+    ------
+    ScanReadError
+        The file is missing, empty, of an unknown type, or cannot be decoded.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise ScanReadError(path, "file does not exist")
+    if os.path.isdir(path):
+        raise ScanReadError(path, "is a folder, not a file")
+    if os.path.getsize(path) == 0:
+        raise ScanReadError(path, "empty file (0 bytes)")
+    reader = _reader_for(path)
+    try:
+        image = reader.read(path)
+        data, meta = reader.get_data(image)
+    except ScanReadError:
+        raise
+    except Exception as error:  # decoders raise many types; the reason is what matters
+        kind = "NIfTI" if scan_suffix(path).startswith(".nii") else "image"
+        raise ScanReadError(path, f"cannot decode as {kind}: {type(error).__name__}: {error}") from None
+    array = np.asarray(data)
+    if array.size == 0:
+        raise ScanReadError(path, "image has no pixels")
+    is_volume = scan_suffix(path).startswith(".nii")
+    spacing = None
+    affine = None
+    if is_volume:
+        pixdim = np.asarray(meta.get("pixdim", []), dtype=float)
+        spatial = min(array.ndim, 3)
+        if pixdim.size > spatial:
+            spacing = tuple(float(v) for v in pixdim[1 : spatial + 1])
+        affine = np.asarray(meta.get("affine")) if meta.get("affine") is not None else None
+    return LoadedScan(
+        array=array,
+        source_dtype=str(array.dtype),
+        spacing=spacing,
+        affine=affine,
+        is_volume=is_volume,
+    )
+
+
+def list_files(folder: str | os.PathLike) -> list[Path]:
+    """Every non-hidden entry below ``folder`` that is not a folder, sorted, links not followed.
+
+    Scoring reports a row for each of them, so nothing in a folder is silently skipped.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"scan folder {folder} does not exist or is not a folder")
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if not f.startswith("."))
+    return sorted(found)

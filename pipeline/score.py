@@ -1,0 +1,125 @@
+"""Score stage: a folder of scans -> a CSV report, one row per file, never a crash per scan."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.calibrate import CALIBRATION
+from pipeline.calibration import softmax
+from pipeline.checkpoint import load_checkpoint
+from pipeline.data import preprocess_paths
+from pipeline.io import write_csv, write_json, write_text
+from pipeline.reading import list_files, scan_suffix
+
+log = logging.getLogger("pipeline.score")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(text: str) -> str:
+    """Keep text from a file name from running as a spreadsheet formula (CSV injection)."""
+    return "'" + text if isinstance(text, str) and text.startswith(FORMULA_PREFIXES) else text
+
+
+def default_report_path(run_dir: Path, scans: Path) -> Path:
+    return Path("reports") / run_dir.name / f"{scans.resolve().name}.csv"
+
+
+def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
+          batch_size: int | None = None, workers: int = 2, progress: bool = True) -> Path:
+    """Score every file below ``scans`` with the model in ``run_dir``; return the report path.
+
+    Columns: scan_id, path, prediction, confidence, needs_review, status, error and one
+    ``p_<class>`` per class (temperature-scaled).  ``needs_review`` marks scans whose
+    confidence is below the calibrated threshold of their predicted class.
+    """
+    scans, run_dir = Path(scans), Path(run_dir)
+    model = load_checkpoint(run_dir)
+    calibration_file = run_dir / CALIBRATION
+    if not calibration_file.exists():
+        raise FileNotFoundError(f"{calibration_file} not found: run 'pipeline calibrate {run_dir}' first")
+    calibration = json.loads(calibration_file.read_text())
+    if calibration.get("weights_sha256") != model.weights_sha256:
+        raise ValueError(f"{calibration_file} was made for other weights; re-run 'pipeline calibrate {run_dir}'")
+    temperature = float(calibration["temperature"])
+    thresholds = np.array([calibration["class_thresholds"][c]["threshold"] for c in model.classes])
+    out = Path(out) if out else default_report_path(run_dir, scans)
+
+    started = time.time()
+    files = list_files(scans)
+    rows = []
+    batch_size = batch_size or model.config.score.batch_size
+    chunk = max(batch_size, 1024)
+    for begin in range(0, len(files), chunk):
+        paths = files[begin:begin + chunk]
+        readable = [p for p in paths if scan_suffix(p)]
+        arrays, errors = preprocess_paths([str(p) for p in readable], model.config.preprocess, workers, progress)
+        outcome = {p: (a, e) for p, a, e in zip(readable, arrays, errors)}
+        good = [p for p in readable if outcome[p][1] is None]
+        probs = {}
+        if good:
+            images = torch.from_numpy(np.stack([outcome[p][0] for p in good]))
+            with torch.no_grad():
+                logits = torch.cat([model.network(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+            probs = dict(zip(good, softmax(logits.numpy(), temperature)))
+        for path in paths:
+            scan_id = path.relative_to(scans).as_posix()
+            row = {"scan_id": scan_id, "path": str(path.resolve())}
+            if path in probs:
+                p = probs[path]
+                k = int(p.argmax())
+                row.update(prediction=model.classes[k], confidence=float(p[k]),
+                           needs_review=bool(p[k] < thresholds[k]), status="ok", error="")
+                row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
+            else:
+                reason = outcome[path][1] if path in outcome else "unsupported file type (not NIfTI, PNG or JPEG)"
+                row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason)
+            rows.append(row)
+    columns = ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error"]
+    columns += [f"p_{c}" for c in model.classes]
+    report = pd.DataFrame(rows, columns=columns)
+    for column in ("scan_id", "path", "error"):
+        report[column] = report[column].map(neutralise_formula)
+    write_csv(out, report)
+    summary = summarise(report, model.classes)
+    write_json(out.with_suffix(".meta.json"), {
+        "command": sys.argv,
+        "scans": str(scans.resolve()),
+        "model": str(run_dir.resolve()),
+        "weights_sha256": model.weights_sha256,
+        "calibration": calibration,
+        "config": model.config.to_dict(),
+        "seconds": round(time.time() - started, 2),
+        "summary": summary,
+    })
+    write_text(out.with_suffix(".summary.txt"), format_summary(summary, out))
+    log.info("\n%s", format_summary(summary, out))
+    return out
+
+
+def summarise(report: pd.DataFrame, classes: list[str]) -> dict:
+    ok = report[report["status"] == "ok"]
+    return {
+        "files": int(len(report)),
+        "scored": int(len(ok)),
+        "errors": int((report["status"] == "error").sum()),
+        "needs_review": int(ok["needs_review"].sum()),
+        "predicted": {c: int((ok["prediction"] == c).sum()) for c in classes},
+    }
+
+
+def format_summary(summary: dict, out: Path) -> str:
+    lines = [
+        f"report: {out}",
+        f"files: {summary['files']}  scored: {summary['scored']}  errors: {summary['errors']}  "
+        f"needs review: {summary['needs_review']}",
+        "predicted: " + ", ".join(f"{c}={n}" for c, n in summary["predicted"].items()),
+    ]
+    return "\n".join(lines) + "\n"

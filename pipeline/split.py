@@ -1,0 +1,334 @@
+"""Split a manifest into labelled, unlabelled, calibration and test subsets.
+
+Splits are group-aware: scans that share a ``group`` (a patient) always land in the
+same subset, so no patient is seen in training and again in calibration or test.
+A labelled scan that is not picked for labelled, calibration or test joins the
+unlabelled pool with its label kept, so pseudo-label accuracy can be measured later
+(training does not read labels of the unlabelled subset).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.ingest import load_manifest
+from pipeline.io import sha256_file, write_csv, write_json
+
+log = logging.getLogger("pipeline.split")
+
+SUBSETS = ("labelled", "unlabelled", "calibration", "test")
+LABELLED_SUBSETS = ("labelled", "calibration", "test")
+SPLIT_COLUMNS = ["scan_id", "subset", "label", "group"]
+SELECTIONS = ("first", "random")
+
+
+def make_split(
+    manifest: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    labels_per_class: int | None = None,
+    labelled_fraction: float | None = None,
+    calibration_per_class: int = 0,
+    calibration_fraction: float | None = None,
+    test_fraction: float = 0.2,
+    selection: str = "first",
+    seed: int = 0,
+) -> Path:
+    """Write a split file for the ``ok`` scans of ``manifest``.
+
+    Order of drawing: test, then labelled, then calibration from what is left; the rest
+    is unlabelled. Rows whose manifest ``split`` is ``test`` form the test set; only if
+    there are none is ``test_fraction`` of the labelled scans drawn (per class, seeded).
+
+    Parameters
+    ----------
+    manifest
+        Manifest CSV written by ``ingest``.
+    out
+        Split CSV; default ``<manifest stem>.split.csv`` beside the manifest. A JSON
+        record of the parameters and counts is written beside it.
+    labels_per_class, labelled_fraction
+        Size of the labelled subset per class; give exactly one.
+    calibration_per_class, calibration_fraction
+        Size of the calibration subset per class, drawn after the labelled one.
+    test_fraction
+        Share of each class drawn for test when the manifest names no test rows.
+    selection
+        ``"first"``: the first scans of each class in manifest order (MNIST-100 takes the
+        first 10 per class this way); ``"random"``: a seeded random draw.
+    seed
+        Seed for every random draw.
+
+    Returns
+    -------
+    Path
+        The split file.
+
+    Raises
+    ------
+    ValueError
+        A parameter is invalid, a class has too few scans for the request, or a group
+        has both test and non-test rows in the manifest.
+    """
+    _check_parameters(
+        labels_per_class, labelled_fraction, calibration_per_class, calibration_fraction,
+        test_fraction, selection, seed,
+    )  # fmt: skip
+    manifest = Path(manifest)
+    rows = load_manifest(manifest)
+    rows = rows[rows["status"] == "ok"].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(f"{manifest} has no scans with status ok; nothing to split")
+    # A scan without a group is a group of its own.
+    rows["unit"] = np.where(rows["group"] != "", "group:" + rows["group"], "scan:" + rows["scan_id"])
+    rng = np.random.default_rng(seed)
+
+    test = _test_units(rows, test_fraction, rng)
+    pool = rows[~rows["unit"].isin(test)]
+    quotas = _quotas(pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction")
+    labelled = _take_units(pool, quotas, _order(pool, selection, rng), "labelled")
+    pool = pool[~pool["unit"].isin(labelled)]
+    calibration: set[str] = set()
+    if calibration_per_class or calibration_fraction:
+        quotas = _quotas(
+            pool, calibration_per_class or None, calibration_fraction,
+            "calibration_per_class", "calibration_fraction", classes=list(quotas),
+        )  # fmt: skip
+        calibration = _take_units(pool, quotas, _order(pool, selection, rng), "calibration")
+
+    rows["subset"] = "unlabelled"
+    for subset, units in (("test", test), ("labelled", labelled), ("calibration", calibration)):
+        rows.loc[rows["unit"].isin(units), "subset"] = subset
+    # Unlabelled scans of a patient picked for a labelled subset can be used nowhere.
+    unusable = rows["subset"].isin(LABELLED_SUBSETS) & (rows["label"] == "")
+    if unusable.any():
+        log.warning(
+            "%d unlabelled scans left out of the split: their group is in labelled, calibration "
+            "or test, which need labels (first: %s)",
+            int(unusable.sum()), ", ".join(rows.loc[unusable, "scan_id"].head(5)),
+        )  # fmt: skip
+    split = rows.loc[~unusable, SPLIT_COLUMNS].reset_index(drop=True)
+    validate_split(rows, split, source="the generated split")
+
+    out = Path(out) if out is not None else manifest.with_name(f"{manifest.stem}.split.csv")
+    write_csv(out, split)
+    counts = split.groupby(["subset", "label"]).size()
+    write_json(
+        out.with_suffix(".json"),
+        {
+            "manifest": str(manifest),
+            "manifest_sha256": sha256_file(manifest),
+            "parameters": {
+                "labels_per_class": labels_per_class, "labelled_fraction": labelled_fraction,
+                "calibration_per_class": calibration_per_class,
+                "calibration_fraction": calibration_fraction, "test_fraction": test_fraction,
+                "selection": selection, "seed": seed,
+                "test_from_manifest": bool((rows["split"] == "test").any()),
+            },
+            "counts": {
+                subset: {label: int(n) for label, n in counts[subset].items()}
+                for subset in SUBSETS
+                if subset in counts.index.get_level_values(0)
+            },
+            "left_out_unlabelled": int(unusable.sum()),
+        },
+    )  # fmt: skip
+    log.info("split %s: %s", out, ", ".join(f"{s} {n}" for s, n in split["subset"].value_counts().items()))
+    return out
+
+
+# ---------------------------------------------------------------------------- drawing
+
+
+def _test_units(rows: pd.DataFrame, test_fraction: float, rng: np.random.Generator) -> set[str]:
+    """The units of the manifest's own test rows, or a stratified draw of ``test_fraction``."""
+    is_test = rows["split"] == "test"
+    if is_test.any():
+        test = set(rows.loc[is_test, "unit"])
+        mixed = sorted(set(rows.loc[~is_test & rows["unit"].isin(test), "group"]))
+        if mixed:
+            raise ValueError(
+                f"groups {', '.join(mixed[:10])}{' ...' if len(mixed) > 10 else ''} have scans with "
+                "split 'test' and scans without; put all of a group's scans on one side in the "
+                "labels file and re-run ingest"
+            )
+        return test
+    if test_fraction == 0:
+        return set()
+    counts = rows.loc[rows["label"] != "", "label"].value_counts()
+    quotas = {label: round(test_fraction * n) for label, n in counts.items()}
+    return _take_units(rows, quotas, rng.permutation(len(rows)), "test")
+
+
+def _quotas(
+    pool: pd.DataFrame,
+    per_class: int | None,
+    fraction: float | None,
+    per_class_name: str,
+    fraction_name: str,
+    classes: list[str] | None = None,
+) -> dict[str, int]:
+    """Rows wanted per class: ``per_class`` each, or ``fraction`` of what each class has."""
+    available = pool.loc[pool["label"] != "", "label"].value_counts()
+    classes = classes if classes is not None else sorted(available.index)
+    if not classes:
+        raise ValueError("the manifest has no labelled scans outside the test set; nothing to label")
+    if per_class is not None:
+        quotas = dict.fromkeys(classes, per_class)
+        request = f"{per_class_name}={per_class}"
+    else:
+        quotas = {label: round(fraction * available.get(label, 0)) for label in classes}
+        request = f"{fraction_name}={fraction}"
+    short = [
+        f"class {label!r} has {available.get(label, 0)} available, {request} needs {quotas[label]}"
+        for label in classes
+        if available.get(label, 0) < quotas[label] or quotas[label] == 0
+    ]
+    if short:
+        raise ValueError("too few labelled scans: " + "; ".join(short))
+    return quotas
+
+
+def _order(pool: pd.DataFrame, selection: str, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(len(pool)) if selection == "first" else rng.permutation(len(pool))
+
+
+def _take_units(pool: pd.DataFrame, quotas: dict[str, int], order: np.ndarray, subset: str) -> set[str]:
+    """Take whole units in ``order`` while the class of the row reached still needs rows.
+
+    Without groups this takes exactly ``quotas`` rows per class; a group's other labelled
+    scans come along and may push a class past its quota.
+    """
+    labelled = pool[pool["label"] != ""]
+    labels_in_unit = defaultdict(list)
+    for unit, label in zip(labelled["unit"], labelled["label"]):
+        labels_in_unit[unit].append(label)
+    counts = defaultdict(int)
+    taken: set[str] = set()
+    for label, unit in zip(pool["label"].to_numpy()[order], pool["unit"].to_numpy()[order]):
+        if label and unit not in taken and counts[label] < quotas.get(label, 0):
+            taken.add(unit)
+            for member_label in labels_in_unit[unit]:
+                counts[member_label] += 1
+    over = {label: counts[label] for label, wanted in quotas.items() if counts[label] > wanted}
+    if over:
+        log.info("%s: whole groups push some classes past their quota: %s", subset, over)
+    return taken
+
+
+def _check_parameters(
+    labels_per_class, labelled_fraction, calibration_per_class, calibration_fraction,
+    test_fraction, selection, seed,
+) -> None:  # fmt: skip
+    problems = []
+    if (labels_per_class is None) == (labelled_fraction is None):
+        problems.append("give exactly one of labels_per_class and labelled_fraction")
+    if labels_per_class is not None and not _is_count(labels_per_class, minimum=1):
+        problems.append(f"labels_per_class must be a whole number >= 1, got {labels_per_class!r}")
+    if labelled_fraction is not None and not _is_fraction(labelled_fraction, allow_one=True):
+        problems.append(f"labelled_fraction must be in (0, 1], got {labelled_fraction!r}")
+    if not _is_count(calibration_per_class, minimum=0):
+        problems.append(f"calibration_per_class must be a whole number >= 0, got {calibration_per_class!r}")
+    if calibration_fraction is not None:
+        if not _is_fraction(calibration_fraction):
+            problems.append(f"calibration_fraction must be in (0, 1), got {calibration_fraction!r}")
+        if calibration_per_class:
+            problems.append("give calibration_per_class or calibration_fraction, not both")
+    if not (test_fraction == 0 or _is_fraction(test_fraction)):
+        problems.append(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    if selection not in SELECTIONS:
+        problems.append(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if not _is_count(seed, minimum=0):
+        problems.append(f"seed must be a whole number >= 0, got {seed!r}")
+    if problems:
+        raise ValueError("invalid split parameters: " + "; ".join(problems))
+
+
+def _is_count(value, minimum: int) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_fraction(value, allow_one: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        return False
+    return math.isfinite(value) and 0 < value and (value < 1 or (allow_one and value == 1))
+
+
+# ---------------------------------------------------------------------------- checking
+
+
+def validate_split(manifest: pd.DataFrame, split: pd.DataFrame, *, source: str = "split file") -> None:
+    """Check a split table against its manifest; raise one ValueError listing every problem.
+
+    Checks: required columns; every scan_id is an ``ok`` manifest scan and appears once;
+    subsets are valid; labelled, calibration and test scans have a label; labels and groups
+    agree with the manifest; no group is in two subsets. Problems name the line of the
+    split file (the header is line 1).
+    """
+    missing = [column for column in ("scan_id", "subset") if column not in split.columns]
+    if missing:
+        raise ValueError(
+            f"{source} has no {' or '.join(missing)} column (found: {', '.join(split.columns)}); "
+            f"a split file needs columns {', '.join(SPLIT_COLUMNS)}"
+        )
+    by_id = manifest.set_index("scan_id")
+    problems = []
+    first_line: dict[str, int] = {}
+    group_lines: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for line, row in enumerate(split.to_dict("records"), start=2):
+        scan_id, subset = str(row["scan_id"]).strip(), str(row["subset"]).strip()
+        if subset not in SUBSETS:
+            problems.append(f"line {line}: subset {subset!r} is not one of {', '.join(SUBSETS)}")
+        if scan_id in first_line:
+            problems.append(f"line {line}: scan {scan_id!r} is listed again (first on line {first_line[scan_id]})")
+            continue
+        first_line[scan_id] = line
+        if scan_id not in by_id.index:
+            problems.append(f"line {line}: scan {scan_id!r} is not in the manifest")
+            continue
+        scan = by_id.loc[scan_id]
+        if scan["status"] != "ok":
+            problems.append(f"line {line}: scan {scan_id!r} has status {scan['status']} in the manifest ({scan['error']}); remove it")  # fmt: skip
+        if subset in LABELLED_SUBSETS and not scan["label"]:
+            problems.append(f"line {line}: scan {scan_id!r} is in {subset} but has no label in the manifest")
+        for column in ("label", "group"):
+            given = str(row.get(column, "") or "").strip()
+            if given and given != scan[column]:
+                problems.append(f"line {line}: {column} {given!r} differs from the manifest's {scan[column]!r}; {column}s come from the labels file, fix it there and re-run ingest")  # fmt: skip
+        if scan["group"]:
+            group_lines[scan["group"]][subset].append(line)
+    for group, lines_by_subset in group_lines.items():
+        if len(lines_by_subset) > 1:
+            where = "; ".join(f"{subset} (lines {_first_few(lines)})" for subset, lines in lines_by_subset.items())
+            problems.append(f"group {group!r} is in more than one subset: {where}")
+    if problems:
+        raise ValueError(f"{source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+
+
+def _first_few(numbers: list[int], shown: int = 5) -> str:
+    text = ", ".join(str(n) for n in numbers[:shown])
+    return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
+
+
+def load_split(manifest: pd.DataFrame | str | os.PathLike, split_path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate a split file; return its manifest rows with a ``subset`` column.
+
+    ``manifest`` is a table from :func:`pipeline.ingest.load_manifest` or a manifest path.
+    Rows come in manifest order.
+    """
+    if not isinstance(manifest, pd.DataFrame):
+        manifest = load_manifest(manifest)
+    split_path = Path(split_path)
+    if not split_path.is_file():
+        raise FileNotFoundError(f"split file {split_path} does not exist; create it with make_split")
+    split = pd.read_csv(split_path, dtype=str, keep_default_na=False)
+    validate_split(manifest, split, source=f"split file {split_path}")
+    subsets = split[["scan_id", "subset"]].assign(scan_id=lambda t: t["scan_id"].str.strip(), subset=lambda t: t["subset"].str.strip())  # fmt: skip
+    return manifest.merge(subsets, on="scan_id", how="inner", validate="one_to_one")

@@ -1,0 +1,239 @@
+"""One trainer for every method: sampling, optimiser, schedule, evaluation, logging.
+
+Data stays in memory as tensors; batches are drawn by indexing.  Methods compute
+losses (``pipeline.methods``); only this module steps the optimiser.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.augment import BatchAugmenter
+from pipeline.checkpoint import build_method, save_checkpoint
+from pipeline.config import CalibrateConfig, Config
+from pipeline.data import TrainingData
+from pipeline.io import write_csv, write_json
+from pipeline.methods.base import StepBatch
+
+log = logging.getLogger("pipeline.train")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_logits(network: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024) -> np.ndarray:
+    was_training = network.training
+    network.eval()
+    out = [network(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    network.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+@torch.no_grad()
+def refresh_batchnorm(network: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> None:
+    """Re-estimate batch-norm running statistics on clean images.
+
+    Training sees augmented, noisy views; statistics gathered on them skew evaluation.
+    """
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(images) == 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = network.training
+    network.train()
+    for i in range(0, len(images), batch_size):
+        network(images[i:i + batch_size].to(device))
+    network.train(was_training)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
+@dataclass
+class RoundContext:
+    """What a method may use at the start of a round."""
+
+    data: TrainingData
+    calibrate: CalibrateConfig
+    predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]]  # subset -> (logits, labels)
+
+
+def learning_rate_factor(progress: float, decay_last_fraction: float) -> float:
+    """Constant, then linear decay to zero over the last ``decay_last_fraction`` of training."""
+    if decay_last_fraction <= 0:
+        return 1.0
+    start = 1.0 - decay_last_fraction
+    return 1.0 if progress < start else max(0.0, (1.0 - progress) / decay_last_fraction)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+class Trainer:
+    def __init__(self, config: Config, data: TrainingData, run_dir: Path, progress: bool = True):
+        self.config = config
+        self.data = data
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        train = config.train
+        if train.threads > 0:
+            torch.set_num_threads(train.threads)
+        else:
+            torch.set_num_threads(os.cpu_count() or 1)
+        torch.manual_seed(config.seed)
+        self.device = resolve_device(train.device)
+        if len(data.labelled) == 0:
+            raise ValueError("the split has no labelled scans; training needs at least one per class")
+        self.in_channels = data.images.shape[1]
+        self.method = build_method(config, len(data.classes), self.in_channels).to(self.device)
+        self.augment = BatchAugmenter(config.augment, data.spatial_dims, seed=config.seed)
+        self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.sampler = torch.Generator().manual_seed(config.seed + 1)
+        self.history: list[dict] = []
+        self.round_log: list[dict] = []
+
+    def subset_logits(self, subset: str) -> tuple[np.ndarray, np.ndarray]:
+        index = getattr(self.data, subset)
+        network = self.method.prediction_network()
+        return predict_logits(network, self.data.images[index], self.device), self.data.labels[index].numpy()
+
+    def _refresh(self) -> None:
+        d = self.data
+        pool = torch.cat([d.labelled, d.unlabelled])
+        pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:4096]]
+        refresh_batchnorm(self.method.prediction_network(), d.images[pick], self.device)
+
+    def _batch(self, progress: float) -> StepBatch:
+        d, train = self.data, self.config.train
+        pick = d.labelled[torch.randint(len(d.labelled), (train.batch_size,), generator=self.sampler)]
+        pool = self.method.unlabelled_pool()
+        positions = torch.arange(len(d.unlabelled)) if pool is None else pool
+        if len(positions) and train.unlabelled_batch_size > 0:
+            chosen = positions[torch.randint(len(positions), (train.unlabelled_batch_size,), generator=self.sampler)]
+        else:
+            chosen = torch.empty(0, dtype=torch.long)
+        return StepBatch(
+            labelled=d.images[pick].to(self.device),
+            labels=d.labels[pick].to(self.device),
+            unlabelled=d.images[d.unlabelled[chosen]].to(self.device),
+            unlabelled_index=chosen,
+            augment=self.augment,
+            progress=progress,
+        )
+
+    def _evaluate(self, step: int, elapsed: float, round_index: int, sums: dict, count: int) -> dict:
+        self._refresh()
+        row = {"step": step, "round": round_index, "elapsed_s": round(elapsed, 2),
+               "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update({k: v / max(count, 1) for k, v in sums.items()})
+        row["calibration_accuracy"] = accuracy(*self.subset_logits("calibration"))
+        if self.config.train.eval_test:
+            row["test_accuracy"] = accuracy(*self.subset_logits("test"))
+        self.history.append(row)
+        return row
+
+    def fit(self) -> dict:
+        train = self.config.train
+        method = self.method
+        context = RoundContext(self.data, self.config.calibrate, self.subset_logits)
+        budget_s = train.minutes * 60.0
+        total = None if budget_s > 0 else train.steps
+        bar = tqdm(total=total or int(budget_s), disable=not self.progress,
+                   desc=f"train {self.config.method_name}", unit="step" if total else "s")
+        start = time.perf_counter()
+        train_time = 0.0  # excludes evaluation, so the budget measures learning
+        round_index, step, sums, count = -1, 0, defaultdict(float), 0
+        samples = 0
+        while True:
+            progress = train_time / budget_s if budget_s > 0 else step / max(train.steps, 1)
+            if progress >= 1.0:
+                break
+            wanted_round = min(int(progress * method.rounds), method.rounds - 1)
+            if wanted_round != round_index:
+                round_index = wanted_round
+                self.method.eval()
+                if round_index > 0:
+                    self._refresh()
+                info = method.start_round(round_index, context)
+                self.method.train()
+                self.round_log.append({"round": round_index, "step": step, **info})
+                log.info("round %d: %s", round_index, {k: round(v, 4) for k, v in info.items()})
+            tick = time.perf_counter()
+            for group in self.optimizer.param_groups:
+                group["lr"] = train.lr * learning_rate_factor(progress, train.decay_last_fraction)
+            batch = self._batch(progress)
+            terms = method.losses(batch)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            method.after_step()
+            train_time += time.perf_counter() - tick
+            samples += len(batch.labels) + len(batch.unlabelled_index)
+            step += 1
+            for key, value in terms.items():
+                sums[key] += float(value.detach())
+            count += 1
+            bar.update(1 if total else int(train_time) - bar.n)
+            if step % train.eval_every == 0:
+                row = self._evaluate(step, train_time, round_index, sums, count)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", cal_acc=f"{row['calibration_accuracy']:.3f}")
+                sums, count = defaultdict(float), 0
+        bar.close()
+        if count or not self.history:
+            self._evaluate(step, train_time, round_index, sums, count)
+        test_logits, test_labels = self.subset_logits("test")
+        summary = {
+            "method": self.config.method_name,
+            "steps": step,
+            "train_seconds": round(train_time, 1),
+            "wall_seconds": round(time.perf_counter() - start, 1),
+            "samples_per_second": round(samples / max(train_time, 1e-9), 1),
+            "calibration_accuracy": self.history[-1]["calibration_accuracy"],
+            "test_accuracy": accuracy(test_logits, test_labels),
+            "n_labelled": len(self.data.labelled),
+            "n_unlabelled": len(self.data.unlabelled),
+            "n_calibration": len(self.data.calibration),
+            "n_test": len(self.data.test),
+        }
+        self._write(summary)
+        return summary
+
+    def _write(self, summary: dict) -> None:
+        from pipeline.plots import plot_training_curves
+
+        run = self.run_dir
+        save_checkpoint(run, self.method, self.config, self.data.classes, self.in_channels,
+                        extra={"train_summary": summary})
+        write_csv(run / "metrics.csv", pd.DataFrame(self.history))
+        if self.round_log:
+            write_csv(run / "rounds.csv", pd.DataFrame(self.round_log))
+        unlabelled_ids = [self.data.scan_ids[i] for i in self.data.unlabelled.tolist()]
+        for name, frame in self.method.artifacts(unlabelled_ids, self.data.classes).items():
+            write_csv(run / f"{name}.csv", frame)
+        write_json(run / "train_summary.json", summary)
+        plot_training_curves(pd.DataFrame(self.history), run / "training_curves.png",
+                             title=f"{self.config.name}: {self.config.method_name}")

@@ -1,0 +1,106 @@
+"""The stages chained: fetch -> ingest -> split -> train -> calibrate (what ``make train`` runs)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.data import TrainingData, build_training_data
+
+log = logging.getLogger("pipeline")
+
+
+def manifest_path(config: Config) -> Path:
+    if config.data.manifest:
+        return Path(config.data.manifest)
+    return Path("data_manifests") / f"{Path(config.data.scans).name}.csv"
+
+
+def split_path(config: Config) -> Path:
+    if config.data.split:
+        return Path(config.data.split)
+    manifest = manifest_path(config)
+    return manifest.with_name(f"{manifest.stem}.split.csv")
+
+
+def prepare_data(config: Config, progress: bool = True) -> TrainingData:
+    """Make sure each earlier stage's file exists (running the stage if not), then load tensors.
+
+    A manifest or split file that already exists is used as it is, so a user may edit
+    or supply their own; delete it to have it made again.
+    """
+    from pipeline.fetch import fetch, materialise_mnist
+    from pipeline.ingest import ingest, load_manifest
+    from pipeline.split import load_split, make_split
+
+    data = config.data
+    if data.dataset:
+        root = Path(data.scans).parent
+        fetch(data.dataset, root=root)
+        if data.dataset == "mnist":
+            materialise_mnist(root, out=data.scans)
+    manifest = manifest_path(config)
+    if not manifest.exists():
+        ingest(data.scans, labels=data.labels or None, out=manifest, classes=data.classes or None,
+               class_subfolders=data.class_subfolders, workers=config.train.workers)
+    frame = load_manifest(manifest)
+    split_file = split_path(config)
+    if not split_file.exists():
+        s = config.split
+        make_split(
+            manifest, out=split_file,
+            labels_per_class=None if s.labelled_fraction > 0 else s.labels_per_class,
+            labelled_fraction=s.labelled_fraction or None,
+            calibration_per_class=0 if s.calibration_fraction > 0 else s.calibration_per_class,
+            calibration_fraction=s.calibration_fraction or None,
+            test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
+        )
+    merged = load_split(frame, split_file)
+    classes = data.classes or sorted(set(merged["label"]) - {""})
+    return build_training_data(merged, classes, config.preprocess, data.cache_dir, config.train.workers)
+
+
+def new_run_dir(config: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.runs_dir) / f"{config.name}_{config.method_name}_{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(config.runs_dir) / f"{config.name}_{config.method_name}_{stamp}-{suffix}"
+    return run_dir
+
+
+def train_stage(config: Config, run_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Train and write a run folder; ``runs/LATEST`` then names it."""
+    from pipeline.io import write_text
+    from pipeline.trainer import Trainer
+
+    data = prepare_data(config, progress)
+    if config.method_name == "self_training" and len(data.calibration) == 0:
+        raise ValueError("self_training chooses its thresholds on the calibration set, which is empty; "
+                         "set split.calibration_per_class or split.calibration_fraction")
+    run_dir = Path(run_dir) if run_dir else new_run_dir(config)
+    log.info("training %s on %d labelled + %d unlabelled scans -> %s", config.method_name,
+             len(data.labelled), len(data.unlabelled), run_dir)
+    summary = Trainer(config, data, run_dir, progress).fit()
+    write_text(Path(config.runs_dir) / "LATEST", str(run_dir) + "\n")
+    log.info("test accuracy %.4f (%d test scans), %.0f s training", summary["test_accuracy"],
+             summary["n_test"], summary["train_seconds"])
+    return run_dir
+
+
+def run_all(config: Config, progress: bool = True) -> Path:
+    from pipeline.calibrate import calibrate
+
+    run_dir = train_stage(config, progress=progress)
+    calibrate(run_dir)
+    return run_dir
+
+
+def latest_run(runs_dir: str | Path = "runs") -> Path:
+    marker = Path(runs_dir) / "LATEST"
+    if not marker.exists():
+        raise FileNotFoundError(f"no trained model: {marker} does not exist; run 'make train' first or pass --model")
+    return Path(marker.read_text().strip())

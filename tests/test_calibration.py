@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from pipeline.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    precision_thresholds,
+    softmax,
+)
+
+
+def overconfident_logits(n=3000, classes=4, true_temperature=3.0, seed=0):
+    """Logits drawn from a calibrated model, then sharpened by ``true_temperature``."""
+    rng = np.random.default_rng(seed)
+    calibrated = rng.normal(size=(n, classes)) * 1.5
+    probs = softmax(calibrated)
+    labels = np.array([rng.choice(classes, p=p) for p in probs])
+    return calibrated * true_temperature, labels
+
+
+def test_temperature_recovers_the_sharpening_and_lowers_ece_and_nll():
+    logits, labels = overconfident_logits()
+    temperature = fit_temperature(logits, labels)
+    assert temperature == pytest.approx(3.0, rel=0.15)
+    before, after = softmax(logits), softmax(logits, temperature)
+    assert expected_calibration_error(after, labels) < expected_calibration_error(before, labels) / 2
+    assert negative_log_likelihood(after, labels) < negative_log_likelihood(before, labels)
+
+
+def test_empty_calibration_set_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int))
+
+
+def test_thresholds_reach_target_precision_on_fresh_data():
+    logits, labels = overconfident_logits(n=6000, seed=1)
+    probs = softmax(logits, 3.0)
+    thresholds, precision, support = precision_thresholds(probs[:3000], labels[:3000], 0.9, min_support=20)
+    assert (thresholds < 1).all()
+    assert (precision >= 0.9).all()
+    held_probs, held_labels = probs[3000:], labels[3000:]
+    predicted, confidence = held_probs.argmax(1), held_probs.max(1)
+    accepted = confidence >= thresholds[predicted]
+    assert accepted.sum() > 100
+    assert (predicted[accepted] == held_labels[accepted]).mean() > 0.85
+
+
+def test_unreachable_precision_gives_threshold_one():
+    probs = np.full((50, 2), 0.5)
+    probs[:, 0] += 0.01
+    probs[:, 1] -= 0.01
+    labels = np.arange(50) % 2  # half of the class-0 predictions are wrong
+    thresholds, precision, support = precision_thresholds(probs, labels, 0.95)
+    assert thresholds[0] == 1.0 and support[0] == 0 and np.isnan(precision[0])
+
+
+def test_bad_target_is_rejected():
+    with pytest.raises(ValueError, match="target_precision"):
+        precision_thresholds(np.ones((2, 2)) / 2, np.array([0, 1]), 1.5)

@@ -1,0 +1,71 @@
+import pytest
+
+from pipeline.config import ConfigError, load_config, parse_override
+
+
+def test_defaults_load_and_method_defaults_are_filled():
+    config = load_config(None, ["method.name=self_training"])
+    assert config.method["name"] == "self_training"
+    assert config.method["self_training"]["rounds"] >= 1
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train.stepz=3", "train.stepz"),
+    ("bogus.x=1", "bogus"),
+    ("method.self_training.roundz=2", "method.self_training.roundz"),
+    ("method.not_a_method.x=1", "method.not_a_method"),
+])
+def test_unknown_keys_are_rejected_by_name(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_wrong_types_are_rejected_by_name():
+    with pytest.raises(ConfigError, match=r"train\.steps.*int"):
+        load_config(None, ['train.steps="many"'])
+    with pytest.raises(ConfigError, match=r"preprocess\.spatial_size"):
+        load_config(None, ["preprocess.spatial_size=28"])
+
+
+def test_unknown_method_name_lists_known_methods():
+    with pytest.raises(ConfigError, match="supervised"):
+        load_config(None, ["method.name=magic"])
+
+
+def test_config_file_with_unknown_key(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n[train]\nsteps = 10\nlearning_rate = 0.1\n')
+    with pytest.raises(ConfigError, match=r"train\.learning_rate"):
+        load_config(path)
+
+
+def test_config_file_that_is_not_toml(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train\nsteps = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_overrides_parse_toml_values_and_fall_back_to_strings():
+    assert parse_override("train.lr=0.01") == (["train", "lr"], 0.01)
+    assert parse_override("method.name=fixmatch") == (["method", "name"], "fixmatch")
+    assert parse_override("preprocess.spatial_size=[16, 16]") == (["preprocess", "spatial_size"], [16, 16])
+    with pytest.raises(ConfigError):
+        parse_override("train.lr")
+
+
+def test_switching_method_keeps_other_method_tables_valid(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[method]\nname = "self_training"\n[method.self_training]\nrounds = 3\n')
+    config = load_config(path, ["method.name=supervised"])
+    assert config.method["name"] == "supervised"
+    assert config.method["self_training"]["rounds"] == 3
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).parent.parent.glob("configs/*.toml"))
+    assert configs
+    for path in configs:
+        load_config(path)

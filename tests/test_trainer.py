@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+
+from pipeline.checkpoint import CheckpointError, load_checkpoint
+from pipeline.config import load_config
+from pipeline.trainer import Trainer, learning_rate_factor, refresh_batchnorm
+from toy import toy_training_data
+
+TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.steps=60", "train.eval_every=20",
+       "train.threads=2"]
+
+
+def test_learning_rate_schedule_is_constant_then_decays_to_zero():
+    assert learning_rate_factor(0.0, 0.3) == 1.0
+    assert learning_rate_factor(0.69, 0.3) == 1.0
+    assert learning_rate_factor(0.85, 0.3) == pytest.approx(0.5)
+    assert learning_rate_factor(1.0, 0.3) == 0.0
+
+
+def test_run_folder_has_checkpoint_curves_and_metrics(tmp_path):
+    config = load_config(None, ["method.name=supervised", *TOY])
+    Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
+    for name in ("model.safetensors", "checkpoint.json", "metrics.csv", "training_curves.png", "train_summary.json"):
+        assert (tmp_path / name).exists(), name
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert meta["classes"] == ["a", "b", "c"]
+    assert meta["config"]["preprocess"]["spatial_size"] == [16, 16]
+
+
+def test_checkpoint_reloads_to_the_same_predictions(tmp_path):
+    config = load_config(None, ["method.name=supervised", *TOY])
+    data = toy_training_data()
+    trainer = Trainer(config, data, tmp_path, progress=False)
+    trainer.fit()
+    before, _ = trainer.subset_logits("test")
+    model = load_checkpoint(tmp_path)
+    with torch.no_grad():
+        after = model.network(data.images[data.test]).numpy()
+    assert abs(before - after).max() < 1e-4
+
+
+def test_tampered_checkpoint_is_refused(tmp_path):
+    config = load_config(None, ["method.name=supervised", *TOY, "train.steps=5"])
+    Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
+    weights = tmp_path / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_checkpoint(tmp_path)
+
+
+def test_missing_run_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint.json not found"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_refresh_batchnorm_uses_clean_statistics():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    images = torch.rand(64, 1, 8, 8) * 5 + 3
+    refresh_batchnorm(net, images, torch.device("cpu"))
+    with torch.no_grad():
+        expected = net[0](images).mean(dim=(0, 2, 3))
+    assert torch.allclose(net[1].running_mean, expected, atol=1e-4)
+    assert net[1].momentum == 0.1
+
+
+def test_time_budget_stops_training(tmp_path):
+    config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0.02", "train.steps=100000"])
+    summary = Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
+    assert summary["train_seconds"] <= 3
+    assert 0 < summary["steps"] < 100000
