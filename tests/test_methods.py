@@ -9,6 +9,7 @@ from pipeline.config import ConfigError, load_config
 from pipeline.methods import METHODS, get_method
 from pipeline.methods.base import StepBatch
 from pipeline.trainer import RoundContext, Trainer, accuracy
+
 from toy import toy_training_data
 
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.unlabelled_batch_size=64",

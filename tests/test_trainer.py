@@ -6,6 +6,7 @@ import torch
 from pipeline.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import load_config
 from pipeline.trainer import Trainer, learning_rate_factor, refresh_batchnorm
+
 from toy import toy_training_data
 
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.steps=60", "train.eval_every=20",

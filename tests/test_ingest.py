@@ -1,0 +1,192 @@
+"""ingest: one manifest row per scan, every problem reported at once, labels checked."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.ingest import MANIFEST_COLUMNS, ingest, load_manifest
+
+
+def run(scans, tmp_path, **options):
+    return ingest(scans, manifest_dir=tmp_path / "manifests", workers=1, **options)
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, write):
+    """Good PNGs, a NIfTI volume, and every kind of bad file ingest must survive."""
+    scans = tmp_path / "scans"
+    write.png(scans / "a.png", write.image(1))
+    write.png(scans / "b.png", write.image(2))
+    write.nifti(scans / "sub" / "vol.nii.gz", np.zeros((4, 5, 6), np.float32), spacing=(1, 1, 1.5))
+    good = (scans / "a.png").read_bytes()
+    (scans / "c_truncated.png").write_bytes(good[: len(good) // 2])
+    (scans / "d_empty.png").write_bytes(b"")
+    (scans / "e_text.png").write_text("not an image\n")
+    shutil.copy(scans / "a.png", scans / "f_copy.png")
+    (scans / "notes.txt").write_text("not a scan, ignored\n")
+    return scans
+
+
+def test_every_file_gets_a_row_and_every_bad_one_a_problem(mixed_folder, tmp_path):
+    result = run(mixed_folder, tmp_path)
+    manifest = result.manifest.set_index("scan_id")
+
+    assert list(result.manifest.columns) == MANIFEST_COLUMNS
+    assert result.manifest["scan_id"].tolist() == [
+        "a",
+        "b",
+        "c_truncated",
+        "d_empty",
+        "e_text",
+        "f_copy",
+        "sub/vol",
+    ]
+    assert manifest["status"].to_dict() == {
+        "a": "ok",
+        "b": "ok",
+        "c_truncated": "error",
+        "d_empty": "error",
+        "e_text": "error",
+        "f_copy": "duplicate",
+        "sub/vol": "ok",
+    }
+    assert "truncated" in manifest.loc["c_truncated", "error"]
+    assert "empty" in manifest.loc["d_empty", "error"]
+    assert "cannot decode" in manifest.loc["e_text", "error"]
+    assert manifest.loc["f_copy", "error"] == "same content (sha256) as a"
+    assert manifest.loc["a", ["shape", "dtype", "spacing"]].tolist() == ["6x8", "uint8", ""]
+    assert manifest.loc["sub/vol", ["shape", "dtype", "spacing"]].tolist() == [
+        "4x5x6",
+        "float32",
+        "1x1x1.5",
+    ]
+    assert manifest.loc["sub/vol", "path"] == str(mixed_folder / "sub" / "vol.nii.gz")
+    assert len(manifest.loc["a", "sha256"]) == 64
+
+    assert result.problems[["source", "item"]].values.tolist() == [
+        ["scan", "c_truncated"],
+        ["scan", "d_empty"],
+        ["scan", "e_text"],
+        ["scan", "f_copy"],
+    ]
+    assert result.manifest_path == tmp_path / "manifests" / "scans.csv"
+    assert result.problems_path == tmp_path / "manifests" / "scans.problems.csv"
+    pd.testing.assert_frame_equal(
+        load_manifest(result.manifest_path), result.manifest, check_dtype=False
+    )
+    assert len(pd.read_csv(result.problems_path)) == 4
+
+
+def test_parallel_workers_give_the_same_manifest(mixed_folder, tmp_path):
+    serial = run(mixed_folder, tmp_path, name="serial").manifest
+    parallel = ingest(mixed_folder, manifest_dir=tmp_path, name="parallel", workers=2).manifest
+    pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog):
+    scans = tmp_path / "scans"
+    for index, name in enumerate(["cat1", "cat2", "dog1", "dog2"]):
+        write.png(scans / f"{name}.png", write.image(index))
+    (scans / "readme.md").write_text("x")
+    labels = write.csv(
+        tmp_path / "labels.csv",
+        [
+            {"file": "scans/cat1.png", "label": "cat", "split": "train", "group": "p1"},
+            {"file": "scans/cat2.png", "label": "cat", "split": "TEST", "group": "p1"},
+            {"file": "scans/dog1.png", "label": "dgo", "split": "", "group": ""},
+            {"file": "scans/missing.png", "label": "dog", "split": "", "group": ""},
+            {"file": "scans/cat1.png", "label": "dog", "split": "", "group": ""},
+            {"file": "scans/readme.md", "label": "dog", "split": "", "group": ""},
+            {"file": str(scans / "dog2.png"), "label": "dog", "split": "tset", "group": "p2"},
+        ],
+    )
+    caplog.set_level("INFO", logger="pipeline.ingest")
+    result = run(scans, tmp_path, labels=labels, classes=["cat", "dog"])
+    manifest = result.manifest.set_index("scan_id")
+
+    assert manifest.loc["cat1", ["label", "group", "split"]].tolist() == ["cat", "p1", "train"]
+    assert manifest.loc["cat2", ["label", "split"]].tolist() == ["cat", "test"]
+    assert manifest.loc["dog1", "label"] == "", "an unknown label leaves the scan unlabelled"
+    assert manifest.loc["dog2", ["label", "group", "split"]].tolist() == ["dog", "p2", ""]
+    problems = dict(zip(result.problems["item"], result.problems["reason"]))
+    assert set(problems) == {
+        "labels.csv line 4",
+        "labels.csv line 5",
+        "labels.csv line 6",
+        "labels.csv line 7",
+        "labels.csv line 8",
+    }
+    assert "'dgo' is not one of the classes cat, dog" in problems["labels.csv line 4"]
+    assert "'scans/missing.png' does not exist" in problems["labels.csv line 5"]
+    assert "listed again (first on labels.csv line 2)" in problems["labels.csv line 6"]
+    assert "readme.md is not a scan" in problems["labels.csv line 7"]
+    assert "split 'tset' is not one of train, val, test" in problems["labels.csv line 8"]
+    assert result.classes == ["cat", "dog"]
+    assert "5 problems" in caplog.text and "missing.png" in caplog.text
+
+
+def test_labels_file_in_the_scan_folder_is_used_by_default(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "x" / "1.png", write.image(1))
+    write.png(scans / "x" / "2.png", write.image(2))
+    write.csv(scans / "labels.csv", [{"file": "x/2.png", "label": "7", "extra": "ignored"}])
+    result = run(scans, tmp_path)
+    assert result.manifest[["scan_id", "label"]].values.tolist() == [["x/1", ""], ["x/2", "7"]]
+    assert result.classes == ["7"]
+    assert result.problems.empty
+
+
+@pytest.mark.parametrize("columns", [["file", "lable"], ["path", "label"]])
+def test_labels_file_without_a_required_column_is_a_clear_error(tmp_path, write, columns):
+    write.png(tmp_path / "scans" / "a.png", write.image(1))
+    labels = write.csv(tmp_path / "my_labels.csv", [dict.fromkeys(columns, "a.png")])
+    missing = ({"file", "label"} - set(columns)).pop()
+    with pytest.raises(ValueError, match=rf"my_labels\.csv has no '{missing}' column"):
+        run(tmp_path / "scans", tmp_path, labels=labels)
+
+
+def test_class_subfolders_give_labels(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "cat" / "1.png", write.image(1))
+    write.png(scans / "dog" / "deep" / "2.png", write.image(2))
+    write.png(scans / "loose.png", write.image(3))
+    result = run(scans, tmp_path, class_subfolders=True, name="pets")
+    assert result.manifest[["scan_id", "label"]].values.tolist() == [
+        ["cat/1", "cat"],
+        ["dog/deep/2", "dog"],
+        ["loose", ""],
+    ]
+    assert result.problems.values.tolist() == [
+        ["scan", "loose", "not inside a class subfolder; kept unlabelled"]
+    ]
+    assert result.manifest_path.name == "pets.csv"
+    with pytest.raises(ValueError, match="not both"):
+        run(scans, tmp_path, labels=tmp_path / "x.csv", class_subfolders=True)
+
+
+def test_two_files_with_one_scan_id_are_an_error(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "a.png", write.image(1))
+    write.nifti(scans / "a.nii.gz", np.ones((3, 3, 3), np.float32))
+    result = run(scans, tmp_path)
+    assert result.manifest["status"].tolist() == ["ok", "error"]
+    assert "also the id of a.nii.gz" in result.manifest["error"].iloc[1]
+
+
+def test_folder_without_scans_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no scans"):
+        run(tmp_path / "empty", tmp_path)
+
+
+def test_load_manifest_keeps_ids_and_labels_as_text_and_checks_columns(tmp_path, write):
+    path = write.manifest(tmp_path / "m.csv", [{"scan_id": "00007", "label": "7", "group": ""}])
+    manifest = load_manifest(path)
+    assert manifest.loc[0, ["scan_id", "label", "group"]].tolist() == ["00007", "7", ""]
+    write.csv(tmp_path / "bad.csv", [{"scan_id": "a", "path": "/a.png"}])
+    with pytest.raises(ValueError, match=r"bad\.csv is not a manifest: missing column\(s\) label"):
+        load_manifest(tmp_path / "bad.csv")

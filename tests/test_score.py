@@ -1,0 +1,103 @@
+"""Calibrate and score a toy model; bad files become error rows, never a crash."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.calibrate import calibrate
+from pipeline.config import load_config
+from pipeline.score import neutralise_formula, score
+from pipeline.trainer import Trainer
+
+from toy import toy_images, toy_training_data
+
+TOY = [
+    "preprocess.spatial_size=[16,16]",
+    "network.channels=[8,16]",
+    "train.steps=80",
+    "train.eval_every=40",
+    "train.threads=2",
+    "calibrate.min_support=3",
+    "method.name=supervised",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    data = toy_training_data()
+    Trainer(load_config(None, TOY), data, run, progress=False).fit()
+    calibrate(run, data=data)
+    return run
+
+
+def write_pngs(folder, n=12, seed=5):
+    images, labels = toy_images(n, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(
+            folder / f"scan{i:02d}.png"
+        )
+    return labels
+
+
+def test_calibration_json_and_reliability_plot(trained_run):
+    result = json.loads((trained_run / "calibration.json").read_text())
+    assert result["temperature"] > 0
+    assert set(result["class_thresholds"]) == {"a", "b", "c"}
+    assert result["n_calibration"] == 60
+    assert "ece_before" in result and "ece_after" in result
+    assert (trained_run / "reliability.png").stat().st_size > 1000
+
+
+def test_score_writes_one_row_per_file_with_bad_files_as_errors(trained_run, tmp_path):
+    scans = tmp_path / "scans"
+    labels = write_pngs(scans)
+    good = (scans / "scan00.png").read_bytes()
+    (scans / "truncated.png").write_bytes(good[: len(good) // 2])
+    (scans / "empty.png").write_bytes(b"")
+    (scans / "text.png").write_text("this is not an image\n")
+    (scans / "notes.txt").write_text("a stray file\n")
+    (scans / "=HYPERLINK(1).png").write_bytes(good)
+    out = score(scans, trained_run, out=tmp_path / "report.csv", progress=False)
+    report = pd.read_csv(out, keep_default_na=False)
+    assert len(report) == 12 + 5
+    errors = report[report["status"] == "error"].set_index("scan_id")
+    assert set(errors.index) == {"truncated.png", "empty.png", "text.png", "notes.txt"}
+    assert "empty" in errors.loc["empty.png", "error"]
+    assert "unsupported" in errors.loc["notes.txt", "error"]
+    assert all(errors["error"] != "")
+    ok = report[report["status"] == "ok"]
+    assert len(ok) == 13
+    probs = ok[["p_a", "p_b", "p_c"]].astype(float).to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    scored = ok[ok["scan_id"].str.startswith("scan")].sort_values("scan_id")
+    predicted = scored["prediction"].map({"a": 0, "b": 1, "c": 2}).to_numpy()
+    assert (predicted == labels.numpy()).mean() > 0.7
+    assert "'=HYPERLINK(1).png" in set(report["scan_id"])  # neutralised, not a formula
+    meta = json.loads(out.with_suffix(".meta.json").read_text())
+    assert (
+        meta["weights_sha256"]
+        == json.loads((trained_run / "checkpoint.json").read_text())["weights_sha256"]
+    )
+    assert meta["summary"]["errors"] == 4
+    assert out.with_suffix(".summary.txt").exists()
+
+
+def test_score_needs_a_calibrated_run(tmp_path):
+    run = tmp_path / "run"
+    Trainer(
+        load_config(None, TOY + ["train.steps=2"]), toy_training_data(), run, progress=False
+    ).fit()
+    write_pngs(tmp_path / "scans", n=2)
+    with pytest.raises(FileNotFoundError, match="calibrate"):
+        score(tmp_path / "scans", run, out=tmp_path / "r.csv", progress=False)
+
+
+def test_formula_neutralisation():
+    assert neutralise_formula("=1+1") == "'=1+1"
+    assert neutralise_formula("@SUM") == "'@SUM"
+    assert neutralise_formula("scan-01") == "scan-01"

@@ -1,0 +1,199 @@
+"""split: labelled/unlabelled/calibration/test subsets, per class, seeded and group-aware."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.split import load_split, make_split, validate_split
+
+
+def read(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def members(split: pd.DataFrame, subset: str) -> list[str]:
+    return split.loc[split["subset"] == subset, "scan_id"].tolist()
+
+
+@pytest.fixture
+def interleaved(tmp_path, write):
+    """30 scans labelled a, b, c in turn; the first of each class is a labels-file test row."""
+    rows = [
+        {"scan_id": f"s{i:02d}", "label": "abc"[i % 3], "split": "test" if i < 3 else "train"}
+        for i in range(30)
+    ]
+    rows += [{"scan_id": "u1"}, {"scan_id": "x1", "label": "a", "status": "error"}]
+    return write.manifest(tmp_path / "toy.csv", rows)
+
+
+def test_first_n_per_class_in_manifest_order_then_calibration_next(interleaved):
+    path = make_split(interleaved, labels_per_class=2, calibration_per_class=3)
+    split = read(path)
+
+    assert path == interleaved.with_name("toy.split.csv")
+    assert list(split.columns) == ["scan_id", "subset", "label", "group"]
+    assert members(split, "test") == ["s00", "s01", "s02"]
+    assert members(split, "labelled") == ["s03", "s04", "s05", "s06", "s07", "s08"]
+    assert members(split, "calibration") == [f"s{i:02d}" for i in range(9, 18)]
+    assert members(split, "unlabelled") == [f"s{i:02d}" for i in range(18, 30)] + ["u1"]
+    assert "x1" not in split["scan_id"].tolist(), "only status ok scans are split"
+    unused = split[split["scan_id"] == "s18"]
+    assert unused["label"].tolist() == ["a"], "unused labelled scans keep their label"
+
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["parameters"]["labels_per_class"] == 2
+    assert record["counts_per_subset_and_label"]["calibration"] == {"a": 3, "b": 3, "c": 3}
+
+
+def test_test_fraction_is_drawn_per_class_when_the_manifest_has_no_test_rows(tmp_path, write):
+    rows = [{"scan_id": f"s{i:03d}", "label": "ab"[i % 2]} for i in range(40)]
+    path = write.manifest(tmp_path / "m.csv", rows)
+    split = read(make_split(path, labelled_fraction=0.5, test_fraction=0.25, seed=3))
+    counts = split.groupby(["subset", "label"]).size().to_dict()
+    assert counts == {
+        ("test", "a"): 5,
+        ("test", "b"): 5,
+        ("labelled", "a"): 8,  # half of the 15 left, rounded
+        ("labelled", "b"): 8,
+        ("unlabelled", "a"): 7,
+        ("unlabelled", "b"): 7,
+    }
+    assert members(split, "test") != members(
+        read(make_split(path, labelled_fraction=0.5, seed=4)), "test"
+    )
+
+
+def test_random_selection_is_seeded(interleaved, tmp_path):
+    def labelled(seed, name):
+        out = make_split(
+            interleaved, out=tmp_path / name, labels_per_class=2, selection="random", seed=seed
+        )
+        return out.read_bytes(), members(read(out), "labelled")
+
+    first, again, other = labelled(7, "a.csv"), labelled(7, "b.csv"), labelled(8, "c.csv")
+    assert first[0] == again[0]
+    assert first[1] != other[1]
+    assert len(other[1]) == 6
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_groups_never_span_two_subsets(tmp_path, write, seed):
+    rng = np.random.default_rng(seed)
+    groups = [f"p{g}" if g < 30 else "" for g in rng.integers(0, 40, size=300)]
+    rows = [
+        {"scan_id": f"s{i:03d}", "label": str(rng.integers(0, 3)), "group": group}
+        for i, group in enumerate(groups)
+    ]
+    path = write.manifest(tmp_path / "m.csv", rows)
+    out = make_split(
+        path,
+        labels_per_class=5,
+        calibration_per_class=5,
+        test_fraction=0.2,
+        selection="random",
+        seed=seed,
+    )
+    split = load_split(path, out)
+    grouped = split[split["group"] != ""]
+    assert (grouped.groupby("group")["subset"].nunique() == 1).all()
+    assert len(split) == 300
+    for subset in ("labelled", "calibration"):
+        assert (split[split["subset"] == subset]["label"].value_counts() >= 5).all()
+        assert split[split["subset"] == subset]["label"].nunique() == 3
+
+
+def test_a_group_split_across_test_in_the_labels_file_is_refused(tmp_path, write):
+    rows = [
+        {"scan_id": "a", "label": "x", "group": "p1", "split": "test"},
+        {"scan_id": "b", "label": "x", "group": "p1", "split": "train"},
+        {"scan_id": "c", "label": "x"},
+    ]
+    path = write.manifest(tmp_path / "m.csv", rows)
+    with pytest.raises(
+        ValueError, match="groups p1 have scans with split 'test' and scans without"
+    ):
+        make_split(path, labels_per_class=1)
+
+
+def test_too_few_scans_in_a_class_names_it(interleaved):
+    with pytest.raises(ValueError, match="class 'c' has 9 available, labels_per_class=10 needs 10"):
+        make_split(interleaved, labels_per_class=10)
+    with pytest.raises(ValueError, match="class 'a' has 7 available, calibration_per_class=8"):
+        make_split(interleaved, labels_per_class=2, calibration_per_class=8)
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({}, "exactly one of labels_per_class and labelled_fraction"),
+        ({"labels_per_class": 2, "labelled_fraction": 0.1}, "exactly one of"),
+        ({"labels_per_class": 0}, "labels_per_class must be"),
+        ({"labels_per_class": 2.5}, "labels_per_class must be"),
+        ({"labelled_fraction": 1.5}, "labelled_fraction must be"),
+        ({"labels_per_class": 1, "calibration_per_class": -1}, "calibration_per_class must be"),
+        (
+            {"labels_per_class": 1, "calibration_fraction": 0.1, "calibration_per_class": 1},
+            "not both",
+        ),
+        ({"labels_per_class": 1, "test_fraction": 1.0}, "test_fraction must be"),
+        ({"labels_per_class": 1, "selection": "best"}, "selection must be one of first, random"),
+    ],
+)
+def test_bad_parameters_are_named(interleaved, options, named):
+    with pytest.raises(ValueError, match=named):
+        make_split(interleaved, **options)
+
+
+def test_a_user_split_with_several_problems_lists_them_all(tmp_path, write):
+    manifest = write.manifest(
+        tmp_path / "m.csv",
+        [
+            {"scan_id": "a", "label": "x", "group": "p1"},
+            {"scan_id": "b", "label": "x", "group": "p1"},
+            {"scan_id": "c", "label": "y"},
+            {"scan_id": "d"},
+        ],
+    )
+    split = write.csv(
+        tmp_path / "mine.csv",
+        [
+            {"scan_id": "a", "subset": "labelled"},
+            {"scan_id": "b", "subset": "test"},
+            {"scan_id": "zzz", "subset": "unlabelled"},
+            {"scan_id": "c", "subset": "training"},
+            {"scan_id": "d", "subset": "calibration"},
+            {"scan_id": "c", "subset": "test"},
+        ],
+    )
+    with pytest.raises(ValueError) as raised:
+        load_split(manifest, split)
+    message = str(raised.value)
+    assert "mine.csv has 5 problem(s)" in message
+    assert "line 4: scan 'zzz' is not in the manifest" in message
+    assert "line 5: subset 'training' is not one of" in message
+    assert "line 6: scan 'd' is in calibration but has no label" in message
+    assert "line 7: scan 'c' is listed again (first on line 5)" in message
+    assert "group 'p1' is in more than one subset: labelled (lines 2); test (lines 3)" in message
+
+
+def test_load_split_returns_manifest_rows_with_their_subset(interleaved):
+    manifest = pd.read_csv(interleaved, dtype=str, keep_default_na=False)
+    rows = load_split(manifest, make_split(interleaved, labels_per_class=1))
+    assert rows["scan_id"].tolist() == manifest["scan_id"].tolist()[:-1]  # x1 is an error row
+    assert rows.loc[rows["scan_id"] == "s03", "subset"].item() == "labelled"
+    assert set(rows.columns) == set(manifest.columns) | {"subset"}
+
+
+def test_validate_split_catches_a_label_that_disagrees_with_the_manifest(tmp_path, write):
+    manifest = pd.read_csv(
+        write.manifest(tmp_path / "m.csv", [{"scan_id": "a", "label": "x"}]),
+        dtype=str,
+        keep_default_na=False,
+    )
+    edited = pd.DataFrame([{"scan_id": "a", "subset": "labelled", "label": "y", "group": ""}])
+    with pytest.raises(ValueError, match="line 2: label 'y' differs from the manifest's 'x'"):
+        validate_split(manifest, edited)
