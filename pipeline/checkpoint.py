@@ -32,7 +32,8 @@ def build_method(config: Config, num_classes: int, in_channels: int):
 
     factory = network_factory(config.network, in_channels, config.preprocess.spatial_size, num_classes)
     cls = get_method(config.method_name)
-    return cls(method_params(config.method), factory, num_classes)
+    input_shape = (in_channels, *config.preprocess.spatial_size)
+    return cls(method_params(config.method), factory, num_classes, input_shape)
 
 
 def save_checkpoint(run_dir: Path, method, config: Config, classes: list[str], in_channels: int,

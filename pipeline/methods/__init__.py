@@ -59,7 +59,16 @@ def validate_method_config(method: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-# Importing the modules registers the methods.
-from pipeline.methods import self_training, supervised  # noqa: E402,F401
+def _import_all_methods() -> None:
+    """Import every module of this package: each registers its method on import."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in ("base", "shared"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_all_methods()
 
 __all__ = ["METHODS", "Method", "StepBatch", "get_method", "method_params", "register", "validate_method_config"]

@@ -46,10 +46,14 @@ class Method(nn.Module):
 
     rounds: int = 1
 
-    def __init__(self, params: Any, build_network: Callable[[], nn.Module], num_classes: int):
+    def __init__(self, params: Any, build_network: Callable[[], nn.Module], num_classes: int,
+                 input_shape: tuple[int, ...]):
+        """``build_network()`` returns a fresh classifier from ``[network]``; ``input_shape`` is
+        (channels, *spatial) for methods that build networks of their own (ladder, VAE)."""
         super().__init__()
         self.params = params
         self.num_classes = num_classes
+        self.input_shape = tuple(input_shape)
         self.network = build_network()
 
     def prediction_network(self) -> nn.Module:

@@ -34,8 +34,8 @@ class SelfTraining(Method):
         unlabelled_weight: float = 1.0
         pseudo_view: str = "strong"  # view of pseudo-labelled scans: weak | strong
 
-    def __init__(self, params, build_network, num_classes):
-        super().__init__(params, build_network, num_classes)
+    def __init__(self, params, build_network, num_classes, input_shape):
+        super().__init__(params, build_network, num_classes, input_shape)
         if params.rounds < 1:
             raise ValueError(f"method.rounds must be >= 1, got {params.rounds}")
         if params.pseudo_view not in ("weak", "strong"):
