@@ -11,7 +11,7 @@ MODEL  ?=
 OUT    ?=
 ARGS   ?=
 
-.PHONY: setup data train score test lint clean
+.PHONY: setup data train score test lint bench-mnist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check pipeline tests
+
+bench-mnist: setup
+	$(BIN)/python benchmarks/mnist100.py $(if $(METHODS),--methods $(METHODS)) $(ARGS)
 
 clean:
 	rm -rf runs reports cache

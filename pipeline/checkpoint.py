@@ -11,11 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli_w
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.config import Config, config_from_dict
-from pipeline.io import atomic_path, sha256_file, write_json
+from pipeline.io import atomic_path, sha256_file, write_json, write_text
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -44,6 +45,8 @@ def save_checkpoint(run_dir: Path, method, config: Config, classes: list[str], i
     with atomic_path(run_dir / WEIGHTS) as tmp:
         save_file(state, str(tmp))
     digest = sha256_file(run_dir / WEIGHTS)
+    # The resolved config as TOML: 'pipeline train --config <run>/config.toml' repeats the run.
+    write_text(run_dir / "config.toml", tomli_w.dumps(config.to_dict()))
     write_json(run_dir / METADATA, {
         "format_version": FORMAT_VERSION,
         "weights": WEIGHTS,

@@ -7,6 +7,7 @@ epochs index into memory instead of re-reading files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -135,19 +136,44 @@ def _preprocess_one(path):
         return None, f"preprocessing failed: {type(root).__name__}: {root}{where}"
 
 
+@contextlib.contextmanager
+def preprocessor(config: PreprocessConfig, workers: int = 2, progress: bool = True):
+    """Yield ``process(paths) -> (arrays, errors)`` backed by one pool of worker processes.
+
+    Starting workers costs seconds (each imports MONAI), so callers that process many
+    batches (scoring a large folder) keep one pool for all of them.
+    """
+    pool = None
+    if workers > 1:
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(asdict(config),))
+    else:
+        _init_worker(asdict(config))
+
+    def process(paths: list[str]) -> tuple[list[np.ndarray | None], list[str | None]]:
+        bar = dict(total=len(paths), disable=not progress, desc="preprocess", leave=False)
+        if pool is None or len(paths) < 64:
+            if pool is not None:
+                results = list(tqdm(pool.map(_preprocess_one, paths), **bar))
+            else:
+                results = [_preprocess_one(p) for p in tqdm(paths, **bar)]
+        else:
+            chunk = max(1, min(512, len(paths) // (4 * workers)))
+            results = list(tqdm(pool.map(_preprocess_one, paths, chunksize=chunk), **bar))
+        return [r[0] for r in results], [r[1] for r in results]
+
+    try:
+        yield process
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
 def preprocess_paths(
     paths: list[str], config: PreprocessConfig, workers: int = 2, progress: bool = True
 ) -> tuple[list[np.ndarray | None], list[str | None]]:
     """Preprocess many files in worker processes; returns (arrays, errors) aligned with paths."""
-    chunk = max(1, min(512, len(paths) // (4 * max(workers, 1)) or 1))
-    if workers <= 1 or len(paths) < 64:
-        _init_worker(asdict(config))
-        results = [_preprocess_one(p) for p in tqdm(paths, disable=not progress, desc="preprocess")]
-    else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(asdict(config),)) as pool:
-            results = list(tqdm(pool.map(_preprocess_one, paths, chunksize=chunk), total=len(paths),
-                                disable=not progress, desc="preprocess"))
-    return [r[0] for r in results], [r[1] for r in results]
+    with preprocessor(config, workers if len(paths) >= 64 else 1, progress) as process:
+        return process(paths)
 
 
 def cache_key(frame: pd.DataFrame, config: PreprocessConfig) -> str:

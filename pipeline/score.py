@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from pipeline.calibrate import CALIBRATION
 from pipeline.calibration import softmax
 from pipeline.checkpoint import load_checkpoint
-from pipeline.data import preprocess_paths
+from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.reading import list_files, scan_suffix
 
@@ -57,31 +58,11 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     rows = []
     batch_size = batch_size or model.config.score.batch_size
     chunk = max(batch_size, 1024)
-    for begin in range(0, len(files), chunk):
-        paths = files[begin:begin + chunk]
-        readable = [p for p in paths if scan_suffix(p)]
-        arrays, errors = preprocess_paths([str(p) for p in readable], model.config.preprocess, workers, progress)
-        outcome = {p: (a, e) for p, a, e in zip(readable, arrays, errors)}
-        good = [p for p in readable if outcome[p][1] is None]
-        probs = {}
-        if good:
-            images = torch.from_numpy(np.stack([outcome[p][0] for p in good]))
-            with torch.no_grad():
-                logits = torch.cat([model.network(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-            probs = dict(zip(good, softmax(logits.numpy(), temperature)))
-        for path in paths:
-            scan_id = path.relative_to(scans).as_posix()
-            row = {"scan_id": scan_id, "path": str(path.resolve())}
-            if path in probs:
-                p = probs[path]
-                k = int(p.argmax())
-                row.update(prediction=model.classes[k], confidence=float(p[k]),
-                           needs_review=bool(p[k] < thresholds[k]), status="ok", error="")
-                row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
-            else:
-                reason = outcome[path][1] if path in outcome else "unsupported file type (not NIfTI, PNG or JPEG)"
-                row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason)
-            rows.append(row)
+    with preprocessor(model.config.preprocess, workers, progress) as process:
+        for begin in tqdm(range(0, len(files), chunk), disable=not progress or len(files) <= chunk,
+                          desc="score", unit="chunk"):
+            rows.extend(_score_chunk(files[begin:begin + chunk], scans, process, model, temperature,
+                                     thresholds, batch_size))
     columns = ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error"]
     columns += [f"p_{c}" for c in model.classes]
     report = pd.DataFrame(rows, columns=columns)
@@ -102,6 +83,33 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     write_text(out.with_suffix(".summary.txt"), format_summary(summary, out))
     log.info("\n%s", format_summary(summary, out))
     return out
+
+
+def _score_chunk(paths, scans, process, model, temperature, thresholds, batch_size) -> list[dict]:
+    readable = [p for p in paths if scan_suffix(p)]
+    arrays, errors = process([str(p) for p in readable])
+    outcome = {p: (a, e) for p, a, e in zip(readable, arrays, errors)}
+    good = [p for p in readable if outcome[p][1] is None]
+    probs = {}
+    if good:
+        images = torch.from_numpy(np.stack([outcome[p][0] for p in good]))
+        with torch.no_grad():
+            logits = torch.cat([model.network(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        probs = dict(zip(good, softmax(logits.numpy(), temperature)))
+    rows = []
+    for path in paths:
+        row = {"scan_id": path.relative_to(scans).as_posix(), "path": str(path.resolve())}
+        if path in probs:
+            p = probs[path]
+            k = int(p.argmax())
+            row.update(prediction=model.classes[k], confidence=float(p[k]),
+                       needs_review=bool(p[k] < thresholds[k]), status="ok", error="")
+            row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
+        else:
+            reason = outcome[path][1] if path in outcome else "unsupported file type (not NIfTI, PNG or JPEG)"
+            row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason)
+        rows.append(row)
+    return rows
 
 
 def summarise(report: pd.DataFrame, classes: list[str]) -> dict:

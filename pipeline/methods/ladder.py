@@ -1,0 +1,220 @@
+"""Ladder network (Rasmus et al. 2015, "Semi-supervised learning with ladder networks").
+
+The encoder is a permutation-invariant MLP: every layer is Linear -> batch norm without
+affine parameters -> (+ Gaussian noise on the corrupted pass) -> learned per-unit shift
+``beta`` (and scale ``gamma`` on the top layer) -> ReLU (softmax on top).  Images of any
+shape, 2D or 3D, are flattened, so a big volume gives a very wide first layer: a
+convolutional ladder for volumes is future work.
+
+One training step runs
+
+* a corrupted pass on the labelled batch -> cross-entropy (the supervised term);
+* a clean and a corrupted pass on the unlabelled batch (each batch-normalised with its own
+  statistics, the labelled and unlabelled batches separately);
+* the top-down decoder on the unlabelled batch: ``u_L = batchnorm(softmax(corrupted top))``,
+  ``u_l = batchnorm(V_l zhat_{l+1})`` and ``zhat_l = g_l(ztilde_l, u_l)`` with the paper's
+  per-unit "vanilla" combinator ``g`` (10 parameters per unit);
+* per-layer denoising costs ``lambda_l * mean ||zhat_l^BN - z_l||^2 / width_l``, where
+  ``z_l`` are the clean encoder's normalised pre-activations and ``zhat_l^BN`` is the
+  reconstruction normalised with the clean batch's mean and standard deviation (layer 0 is
+  the input itself).  Their sum is the unsupervised term.
+
+``variant`` selects the model:
+
+* ``full`` - the ladder above, denoising at every layer;
+* ``gamma`` - the Gamma-model: only the top layer is reconstructed and denoised
+  (cost ``denoising_costs[-1]``);
+* ``decoder_only`` - a simplified ladder without lateral connections: each layer's
+  reconstruction is a per-unit affine map of the top-down signal ``u_l`` alone (a
+  plain denoising autoencoder's decoder, never seeing ``ztilde_l``), costs as in ``full``.
+
+The prediction network (calibration, scoring, checkpoint) is the clean encoder.
+``[network]`` is not used except for ``network.dropout``, which (when > 0) drops units of
+the corrupted passes' layer inputs as extra corruption; the clean encoder never drops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.methods import register
+from pipeline.methods.base import Method, StepBatch
+
+VARIANTS = ("full", "gamma", "decoder_only")
+EPS = 1e-5
+
+
+def _batch_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = values.mean(0)
+    std = torch.sqrt(values.var(0, unbiased=False) + EPS)
+    return mean, std
+
+
+def _normalise(values: torch.Tensor) -> torch.Tensor:
+    mean, std = _batch_stats(values)
+    return (values - mean) / std
+
+
+class LadderEncoder(nn.Module):
+    """The ladder's encoder; called on images it is the clean encoder and returns logits."""
+
+    def __init__(self, in_features: int, hidden: list[int], num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.sizes = [in_features, *hidden, num_classes]
+        self.linears = nn.ModuleList(
+            nn.Linear(a, b, bias=False) for a, b in zip(self.sizes[:-1], self.sizes[1:])
+        )
+        # Normalisation without affine parameters; the running statistics serve evaluation
+        # (the trainer re-estimates them on clean images before every evaluation).
+        self.norms = nn.ModuleList(nn.BatchNorm1d(width, affine=False, eps=EPS) for width in self.sizes[1:])
+        self.beta = nn.ParameterList(nn.Parameter(torch.zeros(width)) for width in self.sizes[1:])
+        self.gamma = nn.Parameter(torch.ones(num_classes))  # only the softmax layer needs a scale
+        self.dropout = nn.Dropout(dropout)
+        for linear in self.linears:
+            nn.init.normal_(linear.weight, std=1.0 / math.sqrt(linear.in_features))
+
+    def _activate(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        if layer == len(self.linears) - 1:
+            return self.gamma * (z + self.beta[layer])  # logits; softmax is applied by the losses
+        return F.relu(z + self.beta[layer])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h = images.flatten(1)
+        for layer, (linear, norm) in enumerate(zip(self.linears, self.norms)):
+            h = self._activate(layer, norm(linear(h)))
+        return h
+
+    def corrupted(self, images: torch.Tensor, noise: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Noisy pass with batch statistics (no running-statistics update).
+
+        Returns the logits and the noisy normalised pre-activations ``ztilde_l`` (l = 0..L).
+        """
+        h = images.flatten(1)
+        h = h + noise * torch.randn_like(h)
+        zs = [h]
+        for layer, linear in enumerate(self.linears):
+            z = _normalise(linear(self.dropout(h) if layer > 0 else h))
+            z = z + noise * torch.randn_like(z)
+            zs.append(z)
+            h = self._activate(layer, z)
+        return h, zs
+
+    def clean(self, images: torch.Tensor):
+        """Clean pass in training mode: logits, normalised pre-activations ``z_l`` and the
+        batch mean and standard deviation of every layer's pre-activations (for layer 0, the
+        input, mean 0 and std 1)."""
+        h = images.flatten(1)
+        zs, means, stds = [h], [torch.zeros(())], [torch.ones(())]
+        for layer, (linear, norm) in enumerate(zip(self.linears, self.norms)):
+            pre = linear(h)
+            mean, std = _batch_stats(pre)
+            norm(pre.detach())  # keeps the running statistics current; output not needed
+            z = (pre - mean) / std
+            zs.append(z)
+            means.append(mean)
+            stds.append(std)
+            h = self._activate(layer, z)
+        return h, zs, means, stds
+
+
+class VanillaCombinator(nn.Module):
+    """g(z~, u) = (z~ - mu(u)) * v(u) + mu(u), with mu(u) = a1 sigmoid(a2 u + a3) + a4 u + a5 and
+    v(u) = a6 sigmoid(a7 u + a8) + a9 u + a10: ten parameters per unit (initialised as in the
+    authors' code: a2 = a7 = 1, the rest 0)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        init = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+        self.a = nn.Parameter(init[:, None].repeat(1, width))
+
+    def forward(self, z_noisy: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        a = self.a
+        mu = a[0] * torch.sigmoid(a[1] * u + a[2]) + a[3] * u + a[4]
+        v = a[5] * torch.sigmoid(a[6] * u + a[7]) + a[8] * u + a[9]
+        return (z_noisy - mu) * v + mu
+
+
+class TopDownOnly(nn.Module):
+    """The ``decoder_only`` variant's per-unit reconstruction from the top-down signal alone."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(width))
+        self.shift = nn.Parameter(torch.zeros(width))
+
+    def forward(self, z_noisy: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.scale * u + self.shift
+
+
+@register
+class Ladder(Method):
+    name = "ladder"
+
+    @dataclass
+    class Params:
+        hidden: list[int] = field(default_factory=lambda: [1000, 500, 250, 250, 250])
+        noise: float = 0.3  # std of the Gaussian corruption at every layer, input included
+        # lambda_l for layers 0 (input) .. L (top); one per layer, len(hidden) + 2 entries
+        denoising_costs: list[float] = field(default_factory=lambda: [1000.0, 10.0, 0.1, 0.1, 0.1, 0.1, 0.1])
+        variant: str = "full"  # full | gamma | decoder_only
+
+    def __init__(self, params, build_network, num_classes, input_shape):
+        super().__init__(params, build_network, num_classes, input_shape)
+        if params.variant not in VARIANTS:
+            raise ValueError(f"method.ladder.variant must be one of {', '.join(VARIANTS)}, got '{params.variant}'")
+        if len(params.denoising_costs) != len(params.hidden) + 2:
+            raise ValueError(
+                f"method.ladder.denoising_costs needs one weight per layer, input and output included: "
+                f"{len(params.hidden) + 2} for hidden={params.hidden}, got {len(params.denoising_costs)}"
+            )
+        if params.noise < 0:
+            raise ValueError(f"method.ladder.noise must be >= 0, got {params.noise}")
+        # [network] only contributes its dropout rate (extra corruption of the noisy passes).
+        dropout = next((m.p for m in self.network.modules() if isinstance(m, nn.Dropout)), 0.0)
+        encoder = LadderEncoder(math.prod(self.input_shape), list(params.hidden), num_classes, dropout)
+        self.network = encoder
+        sizes = encoder.sizes
+        top = len(sizes) - 1
+        self.layers = [top] if params.variant == "gamma" else list(range(top, -1, -1))
+        # V_l maps layer l+1's reconstruction down to layer l (l = 0 .. L-1).
+        self.decoder = nn.ModuleList(
+            nn.Linear(sizes[layer + 1], sizes[layer], bias=False) for layer in range(top)
+        ) if params.variant != "gamma" else nn.ModuleList()
+        combinator = TopDownOnly if params.variant == "decoder_only" else VanillaCombinator
+        self.combinators = nn.ModuleDict({str(layer): combinator(sizes[layer]) for layer in self.layers})
+
+    def denoising_costs(self, unlabelled: torch.Tensor) -> list[torch.Tensor]:
+        """Weighted denoising cost of every decoded layer, top first."""
+        encoder = self.network
+        top_noisy, z_noisy = encoder.corrupted(unlabelled, self.params.noise)
+        _, z_clean, means, stds = encoder.clean(unlabelled)
+        costs = []
+        reconstruction = None
+        for layer in self.layers:
+            if layer == len(encoder.sizes) - 1:
+                u = _normalise(F.softmax(top_noisy, dim=1))
+            else:
+                u = _normalise(self.decoder[layer](reconstruction))
+            reconstruction = self.combinators[str(layer)](z_noisy[layer], u)
+            normalised = (reconstruction - means[layer]) / stds[layer]
+            error = (normalised - z_clean[layer]).pow(2).sum(1).mean() / encoder.sizes[layer]
+            costs.append(self.params.denoising_costs[layer] * error)
+        return costs
+
+    def losses(self, batch: StepBatch):
+        logits, _ = self.network.corrupted(batch.labelled, self.params.noise)
+        supervised = F.cross_entropy(logits, batch.labels)
+        terms = {}
+        if len(batch.unlabelled) > 1:  # batch statistics need two samples
+            costs = self.denoising_costs(batch.unlabelled)
+            unsupervised = torch.stack(costs).sum()
+            terms = {f"denoise_{layer}": cost.detach() for layer, cost in zip(self.layers, costs)}
+        else:
+            unsupervised = supervised.new_zeros(())
+        return {"loss": supervised + unsupervised, "supervised": supervised.detach(),
+                "unsupervised": unsupervised.detach(), **terms}

@@ -1,0 +1,64 @@
+"""Pi-model (Laine & Aila 2017): consistency between two stochastic passes.
+
+Each unlabelled scan is augmented twice and passed through the network twice (with
+dropout, from ``[network] dropout``); the mean squared difference between the two
+softmax outputs is the unsupervised loss, its weight ramped up with a sigmoid.  Both
+passes carry gradient, as in the paper.  Labelled scans get cross-entropy.  Labelled
+and both unlabelled views go through one forward pass so they share batch-norm
+statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.methods import register
+from pipeline.methods.base import Method, StepBatch
+from pipeline.methods.shared import sigmoid_rampup, softmax_mse
+
+
+@register
+class PiModel(Method):
+    name = "pi_model"
+
+    @dataclass
+    class Params:
+        consistency_weight: float = 30.0  # maximum weight of the softmax MSE
+        rampup: float = 0.3  # fraction of training over which the weight ramps up
+        view: str = "weak"  # augmentation of the two unlabelled passes: weak | strong
+
+    def __init__(self, params, build_network, num_classes, input_shape):
+        super().__init__(params, build_network, num_classes, input_shape)
+        if params.view not in ("weak", "strong"):
+            raise ValueError(f"method.pi_model.view must be weak or strong, got '{params.view}'")
+
+    def losses(self, batch: StepBatch):
+        """Cross-entropy on labelled scans plus ramped softmax MSE between two unlabelled passes.
+
+        Returns
+        -------
+        dict
+            ``loss`` (total), ``supervised``, ``unsupervised`` and ``weight`` (detached).
+        """
+        n_labelled, n_unlabelled = len(batch.labels), len(batch.unlabelled)
+        view = batch.augment.strong if self.params.view == "strong" else batch.augment.weak
+        parts = [batch.augment.weak(batch.labelled)]
+        if n_unlabelled:
+            parts += [view(batch.unlabelled), view(batch.unlabelled)]
+        logits = self.network(torch.cat(parts))
+        supervised = F.cross_entropy(logits[:n_labelled], batch.labels)
+        terms = {"supervised": supervised.detach()}
+        loss = supervised
+        if n_unlabelled:
+            first = logits[n_labelled:n_labelled + n_unlabelled]
+            second = logits[n_labelled + n_unlabelled:]
+            unsupervised = softmax_mse(first, second)
+            weight = self.params.consistency_weight * sigmoid_rampup(batch.progress, self.params.rampup)
+            loss = loss + weight * unsupervised
+            terms["unsupervised"] = unsupervised.detach()
+            terms["weight"] = torch.tensor(weight)
+        terms["loss"] = loss
+        return terms

@@ -1,0 +1,272 @@
+"""Pieces used by more than one method, written once.
+
+Ramp-up of unsupervised weights, EMA teachers, confidence masks, a two-network
+ensemble, image views, and calibrated pseudo-labelling with its bookkeeping.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline.calibration import fit_temperature, precision_thresholds, softmax
+
+
+def sigmoid_rampup(progress: float, length: float) -> float:
+    """Sigmoid-shaped ramp from 0 to 1 (Laine & Aila 2017): ``exp(-5 (1 - t)^2)``.
+
+    Parameters
+    ----------
+    progress : float
+        Fraction of training done, in [0, 1].
+    length : float
+        Fraction of training over which the ramp rises; 0 means no ramp (always 1).
+
+    Returns
+    -------
+    float
+        The weight factor, in (0, 1].
+    """
+    if length <= 0:
+        return 1.0
+    t = min(max(progress / length, 0.0), 1.0)
+    return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+
+def ema_copy(network: nn.Module) -> nn.Module:
+    """A frozen copy of ``network`` to serve as an EMA teacher (no gradients)."""
+    teacher = copy.deepcopy(network)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """``teacher <- decay * teacher + (1 - decay) * student``; buffers (batch norm) are copied.
+
+    Parameters
+    ----------
+    teacher, student : nn.Module
+        Networks of identical structure.
+    decay : float
+        EMA decay in [0, 1); about 0.99 suits runs of a few thousand steps.
+    """
+    for t, s in zip(teacher.parameters(), student.parameters()):
+        t.lerp_(s.detach(), 1.0 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers()):
+        t.copy_(s)
+
+
+def confidence_mask(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels from logits and which of them are confident enough.
+
+    Parameters
+    ----------
+    logits : (N, K) tensor
+        Detached here; pseudo-labels never carry gradient.
+    threshold : float
+        Minimum softmax probability of the predicted class.
+
+    Returns
+    -------
+    labels : (N,) long tensor
+        Argmax classes.
+    mask : (N,) float tensor
+        1 where the maximum probability is at least ``threshold``, else 0.
+    confidence : (N,) float tensor
+        The maximum probabilities.
+    """
+    probs = torch.softmax(logits.detach().float(), dim=1)
+    confidence, labels = probs.max(dim=1)
+    return labels, (confidence >= threshold).float(), confidence
+
+
+def softmax_mse(student_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the two softmax outputs (averaged over samples and classes)."""
+    return torch.mean((torch.softmax(student_logits, 1) - torch.softmax(target_logits, 1)) ** 2)
+
+
+class HalfView(nn.Module):
+    """Keep one half of the image along its last spatial axis; zero the other half.
+
+    Parameters
+    ----------
+    side : int
+        0 keeps the first (left) half, 1 the second (right) half.
+    """
+
+    def __init__(self, side: int):
+        super().__init__()
+        if side not in (0, 1):
+            raise ValueError(f"side must be 0 or 1, got {side}")
+        self.side = side
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        width = images.shape[-1]
+        middle = width // 2
+        keep = torch.zeros(width, dtype=images.dtype, device=images.device)
+        if self.side == 0:
+            keep[:middle] = 1
+        else:
+            keep[middle:] = 1
+        return images * keep
+
+
+class Ensemble(nn.Module):
+    """Average of several networks' probabilities, each seeing its own (fixed) view.
+
+    ``forward`` returns the log of the mean probability, so its output reads as logits
+    (argmax, softmax and temperature scaling behave as for a single network).
+
+    Parameters
+    ----------
+    members : sequence of nn.Module
+        Classifiers returning logits.
+    views : sequence of nn.Module, optional
+        A deterministic input transform per member (``nn.Identity`` when omitted).
+    """
+
+    def __init__(self, members: Sequence[nn.Module], views: Sequence[nn.Module] | None = None):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.views = nn.ModuleList(views if views is not None else [nn.Identity() for _ in members])
+        if len(self.views) != len(self.members):
+            raise ValueError("Ensemble needs one view per member")
+
+    def member_logits(self, index: int, images: torch.Tensor) -> torch.Tensor:
+        return self.members[index](self.views[index](images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(self.member_logits(i, images).float(), 1)
+                             for i in range(len(self.members))]).mean(0)
+        return torch.log(probs.clamp_min(1e-12))
+
+
+def subset_predictor(network: Callable[[torch.Tensor], torch.Tensor], modules: nn.Module, data,
+                     batch_size: int = 1024) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
+    """A ``subset -> (logits, labels)`` function (as ``RoundContext.predict_subset``) for any network.
+
+    Parameters
+    ----------
+    network : callable
+        Maps a batch of images to logits (may include a view).
+    modules : nn.Module
+        The module whose train/eval mode to switch while predicting; its device is used.
+    data : TrainingData
+        Images, labels and subset indices.
+    """
+
+    @torch.no_grad()
+    def predict(subset: str) -> tuple[np.ndarray, np.ndarray]:
+        index = getattr(data, subset)
+        images = data.images[index]
+        device = next(modules.parameters()).device
+        was_training = modules.training
+        modules.eval()
+        out = [network(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+        modules.train(was_training)
+        logits = torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+        return logits, data.labels[index].numpy()
+
+    return predict
+
+
+@dataclass
+class Proposal:
+    """Calibrated predictions on every unlabelled scan and which pass the thresholds."""
+
+    predicted: np.ndarray  # (N,) class index
+    confidence: np.ndarray  # (N,) temperature-scaled maximum probability
+    accepted: np.ndarray  # (N,) bool
+    truth: np.ndarray  # (N,) true class where known, else -1 (reporting only)
+    temperature: float
+    thresholds: np.ndarray  # (K,)
+
+
+def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]], calibrate,
+                        target_precision: float = 0.0) -> Proposal:
+    """Pseudo-label candidates with per-class thresholds chosen on the calibration set.
+
+    Probabilities are temperature-scaled (temperature fitted on the calibration set) and
+    each class's confidence threshold is the lowest at which calibration predictions of
+    that class reach the target precision (see ``pipeline.calibration``).
+
+    Parameters
+    ----------
+    predict_subset : callable
+        ``subset name -> (logits, labels)``, e.g. ``RoundContext.predict_subset``.
+    calibrate : CalibrateConfig
+        Supplies ``target_precision`` (unless overridden) and ``min_support``.
+    target_precision : float
+        Overrides ``calibrate.target_precision`` when > 0.
+    """
+    target = target_precision or calibrate.target_precision
+    cal_logits, cal_labels = predict_subset("calibration")
+    temperature = fit_temperature(cal_logits, cal_labels)
+    thresholds, _, _ = precision_thresholds(softmax(cal_logits, temperature), cal_labels, target,
+                                            calibrate.min_support)
+    logits, truth = predict_subset("unlabelled")
+    probs = softmax(logits, temperature)
+    predicted, confidence = probs.argmax(1), probs.max(1)
+    accepted = confidence >= thresholds[predicted]
+    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds)
+
+
+class PseudoLabels:
+    """Pseudo-labels of the unlabelled scans (-1 = none), the round each was first given, confidences."""
+
+    def __init__(self):
+        self.labels = torch.empty(0, dtype=torch.long)
+        self.round = np.empty(0, dtype=int)
+        self.confidence = np.empty(0)
+        self.truth = np.empty(0, dtype=int)
+
+    def ensure(self, n_unlabelled: int, truth: np.ndarray) -> None:
+        """Start empty for ``n_unlabelled`` scans (once); ``truth`` is -1 where unknown."""
+        if self.labels.numel() != n_unlabelled:
+            self.labels = torch.full((n_unlabelled,), -1, dtype=torch.long)
+            self.round = np.full(n_unlabelled, -1)
+            self.confidence = np.zeros(n_unlabelled)
+            self.truth = np.asarray(truth, dtype=int)
+
+    def update(self, proposal: Proposal, round_index: int) -> dict[str, float]:
+        """Replace the pseudo-labels by ``proposal``'s accepted ones; return numbers to log."""
+        accepted, predicted = proposal.accepted, proposal.predicted
+        changed = accepted & (self.labels.numpy() != predicted)
+        self.round[changed] = round_index
+        self.round[~accepted] = -1
+        self.labels = torch.as_tensor(np.where(accepted, predicted, -1), dtype=torch.long)
+        self.confidence = np.where(accepted, proposal.confidence, 0.0)
+        known = accepted & (self.truth >= 0)
+        accuracy = float((predicted[known] == self.truth[known]).mean()) if known.any() else float("nan")
+        return {
+            "temperature": proposal.temperature,
+            "pseudo_labelled": float(accepted.sum()),
+            "pseudo_fraction": float(accepted.mean()) if len(accepted) else 0.0,
+            "pseudo_accuracy": accuracy,
+            "min_threshold": float(proposal.thresholds.min()),
+        }
+
+    def pool(self) -> torch.Tensor:
+        """Positions of the unlabelled scans that carry a pseudo-label."""
+        return torch.nonzero(self.labels >= 0).flatten()
+
+    def table(self, scan_ids: list[str], classes: list[str]) -> pd.DataFrame:
+        """Accepted pseudo-labels as a frame: scan_id, pseudo_label, confidence, round, true_label."""
+        labels = self.labels.numpy()
+        names = np.array(list(classes) + [""], dtype=object)  # index -1 -> ""
+        frame = pd.DataFrame({
+            "scan_id": scan_ids,
+            "pseudo_label": names[labels],
+            "confidence": self.confidence,
+            "round": self.round,
+            "true_label": names[self.truth],
+        })
+        return frame[labels >= 0].reset_index(drop=True)
