@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
-from pipeline.reading import ScanReadError, find_scans, load_scan, scan_suffix
+from pipeline.reading import ScanReadError, find_scans, is_scan_file, list_files, load_scan, scan_suffix
 
 log = logging.getLogger("pipeline.ingest")
 
@@ -218,6 +218,12 @@ def ingest(
         log.info("using labels file %s", labels)
 
     label_rows, problems = read_labels(labels) if labels is not None else ({}, [])
+    # Files that are not scans are not ingested, but they are named, never silently dropped.
+    labels_file = Path(os.path.abspath(labels)) if labels is not None else None
+    problems += [
+        ("file", other.relative_to(root).as_posix(), "not a NIfTI, PNG or JPEG file; not ingested")
+        for other in list_files(root) if not is_scan_file(other) and other != labels_file
+    ]
     rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems)
     classes = _check_classes(rows, classes, label_source, problems)
     for row, fields in zip(rows, describe_scans([row["path"] for row in rows], workers)):

@@ -27,7 +27,7 @@ def mixed_folder(tmp_path, write):
     (scans / "d_empty.png").write_bytes(b"")
     (scans / "e_text.png").write_text("not an image\n")
     shutil.copy(scans / "a.png", scans / "f_copy.png")
-    (scans / "notes.txt").write_text("not a scan, ignored\n")
+    (scans / "notes.txt").write_text("not a scan: named in the problems, not ingested\n")
     return scans
 
 
@@ -68,6 +68,7 @@ def test_every_file_gets_a_row_and_every_bad_one_a_problem(mixed_folder, tmp_pat
     assert len(manifest.loc["a", "sha256"]) == 64
 
     assert result.problems[["source", "item"]].values.tolist() == [
+        ["file", "notes.txt"],
         ["scan", "c_truncated"],
         ["scan", "d_empty"],
         ["scan", "e_text"],
@@ -78,7 +79,7 @@ def test_every_file_gets_a_row_and_every_bad_one_a_problem(mixed_folder, tmp_pat
     pd.testing.assert_frame_equal(
         load_manifest(result.manifest_path), result.manifest, check_dtype=False
     )
-    assert len(pd.read_csv(result.problems_path)) == 4
+    assert len(pd.read_csv(result.problems_path)) == 5
 
 
 def test_parallel_workers_give_the_same_manifest(mixed_folder, tmp_path):
@@ -119,6 +120,7 @@ def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog)
         "labels.csv line 6",
         "labels.csv line 7",
         "labels.csv line 8",
+        "readme.md",
     }
     assert "'dgo' is not one of the classes cat, dog" in problems["labels.csv line 4"]
     assert "'scans/missing.png' does not exist" in problems["labels.csv line 5"]
@@ -190,3 +192,13 @@ def test_load_manifest_keeps_ids_and_labels_as_text_and_checks_columns(tmp_path,
     write.csv(tmp_path / "bad.csv", [{"scan_id": "a", "path": "/a.png"}])
     with pytest.raises(ValueError, match=r"bad\.csv is not a manifest: missing column\(s\) label"):
         load_manifest(tmp_path / "bad.csv")
+
+
+def test_files_that_are_not_scans_are_named_in_the_problems(tmp_path, write):
+    write.png(tmp_path / "scans" / "a.png", write.image(1))
+    (tmp_path / "scans" / "notes.txt").write_text("x")
+    (tmp_path / "scans" / "series.dcm").write_bytes(b"DICM")
+    result = ingest(tmp_path / "scans", manifest_dir=tmp_path / "m", workers=1)
+    named = set(result.problems["item"])
+    assert {"notes.txt", "series.dcm"} <= named
+    assert len(result.manifest) == 1
