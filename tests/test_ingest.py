@@ -128,7 +128,7 @@ def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog)
     assert "readme.md is not a scan" in problems["labels.csv line 7"]
     assert "split 'tset' is not one of train, val, test" in problems["labels.csv line 8"]
     assert result.classes == ["cat", "dog"]
-    assert "5 problems" in caplog.text and "missing.png" in caplog.text
+    assert "6 problems" in caplog.text and "missing.png" in caplog.text
 
 
 def test_labels_file_in_the_scan_folder_is_used_by_default(tmp_path, write):
