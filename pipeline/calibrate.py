@@ -8,15 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.calibration import (
+    bootstrap_interval,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
     precision_thresholds,
+    screening_thresholds,
     softmax,
 )
 from pipeline.checkpoint import load_checkpoint
 from pipeline.io import write_json
-from pipeline.plots import plot_reliability
+from pipeline.plots import plot_reliability, plot_roc, plot_score_histogram
 
 log = logging.getLogger("pipeline.calibrate")
 CALIBRATION = "calibration.json"
@@ -61,7 +63,23 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
             for name, t, p, n in zip(model.classes, thresholds, precision, support)
         },
         "weights_sha256": model.weights_sha256,
+        "warnings": [],
     }
+    n_boot = c.bootstrap if len(labels) < 1000 else 0  # intervals matter when the set is small
+    for name, metric in (("ece", lambda p, y: expected_calibration_error(p, y, c.ece_bins)),
+                         ("nll", negative_log_likelihood)):
+        for when, probs in (("before", before), ("after", after)):
+            interval = bootstrap_interval(metric, (probs, labels), n_boot, seed=config.seed)
+            if interval:
+                result[f"{name}_{when}_ci95"] = interval
+    positive = config.data.positive_class
+    if positive:
+        result["screening"] = _screening(model.classes, positive, after, labels, c, config.seed, result["warnings"])
+        k = model.classes.index(positive)
+        plot_roc(after[:, k], labels == k, result["screening"], run_dir / "roc.png",
+                 title=f"calibration set (n={len(labels)})")
+        plot_score_histogram(after[:, k], labels, model.classes, positive, result["screening"],
+                             run_dir / "score_histogram.png", title="calibration set")
     if len(data.test):
         test_logits = predict_logits(network, data.images[data.test], device)
         test_labels = data.labels[data.test].numpy()
@@ -72,9 +90,47 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
             "ece_before": expected_calibration_error(softmax(test_logits), test_labels, c.ece_bins),
             "ece_after": expected_calibration_error(test_probs, test_labels, c.ece_bins),
         }
+    if len(labels) < 100:
+        result["warnings"].append(f"only {len(labels)} labelled calibration scans: thresholds and rates are "
+                                  "rough estimates; label more scans for calibration")
+    for warning in result["warnings"]:
+        log.warning("%s", warning)
     write_json(run_dir / CALIBRATION, result)
     plot_reliability(before, after, labels, run_dir / "reliability.png", c.ece_bins,
                      title=f"calibration set (n={len(labels)}), T={temperature:.2f}")
     log.info("temperature %.3f; ECE %.4f -> %.4f on %d calibration scans", temperature,
              result["ece_before"], result["ece_after"], len(labels))
     return result
+
+
+def _screening(classes, positive, probs, labels, c, seed, warnings) -> dict:
+    """Decision threshold at the target sensitivity, its specificity, and the review band."""
+    if positive not in classes:
+        raise ValueError(f"data.positive_class '{positive}' is not one of the classes {classes}")
+    k = classes.index(positive)
+    p_positive, is_positive = probs[:, k], labels == k
+    screening = screening_thresholds(p_positive, is_positive, c.target_sensitivity,
+                                     c.review_sensitivity, c.review_precision)
+    n_positive = int(is_positive.sum())
+    screening.update(positive_class=positive, target_sensitivity=c.target_sensitivity,
+                     n_positive=n_positive, n_negative=int(len(labels) - n_positive))
+    decision = screening["decision"]
+
+    def sensitivity(p, y):
+        if not y.any():
+            raise ValueError("no positives")
+        return float((p[y] >= decision).mean())
+
+    def specificity(p, y):
+        if y.all():
+            raise ValueError("no negatives")
+        return float((p[~y] < decision).mean())
+
+    for name, statistic in (("sensitivity", sensitivity), ("specificity", specificity)):
+        interval = bootstrap_interval(statistic, (p_positive, is_positive), c.bootstrap, seed=seed)
+        if interval:
+            screening[f"{name}_ci95"] = interval
+    if n_positive < c.min_positives:
+        warnings.append(f"the decision threshold rests on {n_positive} {positive} calibration scans "
+                        f"(fewer than {c.min_positives}): its sensitivity is uncertain")
+    return screening

@@ -99,3 +99,68 @@ def precision_thresholds(
             precision[k] = correct[included].mean()
             support[k] = included.sum()
     return thresholds, precision, support
+
+
+def screening_thresholds(
+    p_positive: np.ndarray, is_positive: np.ndarray, target_sensitivity: float,
+    review_sensitivity: float, review_precision: float,
+) -> dict:
+    """Decision threshold and review band for a screening task (positive = abnormal).
+
+    - ``decision``: the highest threshold whose sensitivity on these scans reaches
+      ``target_sensitivity``; scans at or above it are called abnormal.
+    - ``review_low``: the highest threshold reaching ``review_sensitivity``: below it a scan
+      is confidently healthy.
+    - ``review_high``: the lowest threshold above which every threshold keeps precision
+      >= ``review_precision``: above it a scan is confidently abnormal.
+    Scans with ``review_low <= p < max(review_high, decision)`` are flagged for review.
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    y = np.asarray(is_positive, dtype=int)
+    if y.min() == y.max():
+        raise ValueError("the calibration set needs both healthy and abnormal scans to choose a threshold")
+    fpr, tpr, roc_thresholds = roc_curve(y, p_positive)
+    roc_thresholds = np.minimum(roc_thresholds, 1.0)  # sklearn puts inf first
+
+    def at_sensitivity(target: float) -> int:
+        return int(np.flatnonzero(tpr >= target)[0])
+
+    i = at_sensitivity(target_sensitivity)
+    decision = float(roc_thresholds[i])
+    review_low = float(roc_thresholds[at_sensitivity(review_sensitivity)])
+    precision, _, pr_thresholds = precision_recall_curve(y, p_positive)
+    precision = precision[:-1]  # the last point has no threshold
+    # Lowest threshold from which precision never drops below the target again.
+    tail_min = np.minimum.accumulate(precision[::-1])[::-1]
+    good = np.flatnonzero(tail_min >= review_precision)
+    review_high = float(pr_thresholds[good[0]]) if len(good) else 1.0
+    review_high = max(review_high, decision)
+    return {
+        "decision": decision,
+        "sensitivity": float(tpr[i]),
+        "specificity": float(1.0 - fpr[i]),
+        "review_low": min(review_low, decision),
+        "review_high": review_high,
+        "review_fraction": float(np.mean((p_positive >= min(review_low, decision)) & (p_positive < review_high))),
+    }
+
+
+def bootstrap_interval(statistic, arrays: tuple[np.ndarray, ...], n_resamples: int = 1000,
+                       level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``statistic(*arrays)`` over resampled rows."""
+    if n_resamples <= 0 or len(arrays[0]) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    n = len(arrays[0])
+    values = []
+    for _ in range(n_resamples):
+        pick = rng.integers(0, n, n)
+        try:
+            values.append(statistic(*(a[pick] for a in arrays)))
+        except ValueError:  # a resample with one class only
+            continue
+    if not values:
+        return None
+    low, high = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(low), float(high)

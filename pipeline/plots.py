@@ -58,3 +58,33 @@ def plot_reliability(probs_before: np.ndarray, probs_after: np.ndarray, labels: 
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     return _save(fig, path)
+
+
+def plot_roc(p_positive: np.ndarray, is_positive: np.ndarray, screening: dict, path: Path, title: str = "") -> Path:
+    """ROC curve with the calibrated operating point marked."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(is_positive, p_positive)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=f"ROC (AUROC {roc_auc_score(is_positive, p_positive):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+    ax.plot(1 - screening["specificity"], screening["sensitivity"], "o", color="C3",
+            label=f"operating point: sens {screening['sensitivity']:.2f}, spec {screening['specificity']:.2f}")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_score_histogram(p_positive: np.ndarray, labels: np.ndarray, classes: list[str], positive: str,
+                         screening: dict, path: Path, title: str = "") -> Path:
+    """Histogram of the calibrated abnormal probability per true class, thresholds marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1, 26)
+    for k, name in enumerate(classes):
+        ax.hist(p_positive[labels == k], bins=bins, alpha=0.6, label=f"true {name}")
+    ax.axvspan(screening["review_low"], screening["review_high"], color="gold", alpha=0.25, label="review band")
+    ax.axvline(screening["decision"], color="C3", label="decision threshold")
+    ax.set(xlabel=f"calibrated p({positive})", ylabel="scans", title=title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

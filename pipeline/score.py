@@ -50,7 +50,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     if calibration.get("weights_sha256") != model.weights_sha256:
         raise ValueError(f"{calibration_file} was made for other weights; re-run 'pipeline calibrate {run_dir}'")
     temperature = float(calibration["temperature"])
-    thresholds = np.array([calibration["class_thresholds"][c]["threshold"] for c in model.classes])
+    decide = decision_rule(calibration, model.classes)
     out = Path(out) if out else default_report_path(run_dir, scans)
 
     started = time.time()
@@ -62,7 +62,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
         for begin in tqdm(range(0, len(files), chunk), disable=not progress or len(files) <= chunk,
                           desc="score", unit="chunk"):
             rows.extend(_score_chunk(files[begin:begin + chunk], scans, process, model, temperature,
-                                     thresholds, batch_size))
+                                     decide, batch_size))
     columns = ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error"]
     columns += [f"p_{c}" for c in model.classes]
     report = pd.DataFrame(rows, columns=columns)
@@ -85,7 +85,33 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     return out
 
 
-def _score_chunk(paths, scans, process, model, temperature, thresholds, batch_size) -> list[dict]:
+def decision_rule(calibration: dict, classes: list[str]):
+    """``decide(probs) -> (class index, needs_review)`` from a run's calibration.
+
+    Screening tasks call a scan abnormal at the calibrated decision threshold (not at the
+    largest probability) and flag the review band; other tasks take the most probable
+    class and flag confidences below that class's calibrated threshold.
+    """
+    screening = calibration.get("screening")
+    if screening:
+        k = classes.index(screening["positive_class"])
+        others = [i for i in range(len(classes)) if i != k]
+
+        def decide(p):
+            predicted = k if p[k] >= screening["decision"] else max(others, key=lambda i: p[i])
+            return predicted, bool(screening["review_low"] <= p[k] < screening["review_high"])
+
+        return decide
+    thresholds = np.array([calibration["class_thresholds"][c]["threshold"] for c in classes])
+
+    def decide(p):
+        predicted = int(p.argmax())
+        return predicted, bool(p[predicted] < thresholds[predicted])
+
+    return decide
+
+
+def _score_chunk(paths, scans, process, model, temperature, decide, batch_size) -> list[dict]:
     readable = [p for p in paths if scan_suffix(p)]
     arrays, errors = process([str(p) for p in readable])
     outcome = {p: (a, e) for p, a, e in zip(readable, arrays, errors)}
@@ -101,9 +127,9 @@ def _score_chunk(paths, scans, process, model, temperature, thresholds, batch_si
         row = {"scan_id": path.relative_to(scans).as_posix(), "path": str(path.resolve())}
         if path in probs:
             p = probs[path]
-            k = int(p.argmax())
-            row.update(prediction=model.classes[k], confidence=float(p[k]),
-                       needs_review=bool(p[k] < thresholds[k]), status="ok", error="")
+            k, review = decide(p)
+            row.update(prediction=model.classes[k], confidence=float(p[k]), needs_review=review,
+                       status="ok", error="")
             row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
         else:
             reason = outcome[path][1] if path in outcome else "unsupported file type (not NIfTI, PNG or JPEG)"

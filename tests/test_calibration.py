@@ -58,3 +58,29 @@ def test_unreachable_precision_gives_threshold_one():
 def test_bad_target_is_rejected():
     with pytest.raises(ValueError, match="target_precision"):
         precision_thresholds(np.ones((2, 2)) / 2, np.array([0, 1]), 1.5)
+
+
+def test_screening_threshold_reaches_target_sensitivity_and_band_brackets_it():
+    from pipeline.calibration import screening_thresholds
+
+    rng = np.random.default_rng(0)
+    y = rng.random(2000) < 0.3
+    p = np.clip(np.where(y, rng.normal(0.7, 0.2, 2000), rng.normal(0.3, 0.2, 2000)), 0, 1)
+    s = screening_thresholds(p, y, 0.95, 0.99, 0.95)
+    assert (p[y] >= s["decision"]).mean() >= 0.95
+    assert s["sensitivity"] >= 0.95 and 0 < s["specificity"] < 1
+    assert s["review_low"] <= s["decision"] <= s["review_high"]
+    assert (p[y] >= s["review_low"]).mean() >= 0.99
+    above = p >= s["review_high"]
+    assert y[above].mean() >= 0.95
+    with pytest.raises(ValueError, match="both"):
+        screening_thresholds(p[~y], y[~y], 0.95, 0.99, 0.95)
+
+
+def test_bootstrap_interval_brackets_the_statistic():
+    from pipeline.calibration import bootstrap_interval
+
+    values = np.random.default_rng(1).normal(5, 1, 400)
+    low, high = bootstrap_interval(np.mean, (values,), 500)
+    assert low < values.mean() < high and high - low < 0.5
+    assert bootstrap_interval(np.mean, (values,), 0) is None

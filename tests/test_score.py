@@ -101,3 +101,34 @@ def test_formula_neutralisation():
     assert neutralise_formula("=1+1") == "'=1+1"
     assert neutralise_formula("@SUM") == "'@SUM"
     assert neutralise_formula("scan-01") == "scan-01"
+
+
+def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
+    """A two-class task with a positive class: decision threshold, review band, ROC, histogram."""
+    data = toy_training_data(n=500, n_calibration=120)
+    data.labels = (data.labels == 2).long()  # the square is "abnormal", bars are "healthy"
+    data.classes = ["healthy", "abnormal"]
+    run = tmp_path / "run"
+    config = load_config(None, TOY + ["data.positive_class=abnormal", "calibrate.bootstrap=200",
+                                      "calibrate.min_positives=60"])
+    Trainer(config, data, run, progress=False).fit()
+    result = calibrate(run, data=data)
+    screening = result["screening"]
+    assert screening["positive_class"] == "abnormal" and screening["sensitivity"] >= 0.95
+    assert screening["review_low"] <= screening["decision"] <= screening["review_high"]
+    assert screening["n_positive"] + screening["n_negative"] == 120
+    assert len(screening["sensitivity_ci95"]) == 2
+    assert any("abnormal calibration scans" in w for w in result["warnings"])  # ~40 positives < 60
+    for name in ("roc.png", "score_histogram.png", "reliability.png"):
+        assert (run / name).stat().st_size > 1000
+    images, labels = toy_images(10, seed=9)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(scans / f"s{i}.png")
+    report = pd.read_csv(score(scans, run, out=tmp_path / "r.csv", progress=False), keep_default_na=False)
+    p = report["p_abnormal"].astype(float)
+    called = report["prediction"] == "abnormal"
+    assert (called == (p >= screening["decision"])).all()
+    in_band = (p >= screening["review_low"]) & (p < screening["review_high"])
+    assert (report["needs_review"].astype(str) == in_band.astype(str)).all()
