@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the scans are and what they mean."""
 
-    dataset: str = ""  # a name known to ``pipeline fetch`` (e.g. "mnist"), or "" for user data
+    dataset: str = ""  # "mnist" (fetched), "synth_volumes" (generated when missing), or "" for user data
     scans: str = "data/mnist_scans"
     labels: str = ""  # default: <scans>/labels.csv when present
     class_subfolders: bool = False
@@ -55,7 +55,12 @@ class PreprocessConfig:
     channels: int = 1  # colour images are averaged to one channel when 1
     intensity: str = "range"  # range | minmax | percentile | zscore
     intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])
+    intensity_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # for "percentile"
     resize: str = "pad_crop"  # pad_crop | resize
+    # 3D only (2D images have no meaningful affine): reorient to these axis codes first
+    # ("" = keep the file's array order), then resample to target_spacing in mm ([] = keep).
+    orientation: str = "RAS"
+    target_spacing: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +86,10 @@ class AugmentConfig:
     strong_shear: float = 0.25
     strong_noise: float = 0.1
     strong_cutout: float = 0.35  # side of the erased box, fraction of the image size
+    # 3D only: smooth multiplicative bias field (std of its log-coefficients) and a
+    # random contrast change, intensity ** exp(U(-strong_gamma, strong_gamma)).
+    strong_bias_field: float = 0.2
+    strong_gamma: float = 0.3
 
 
 @dataclass
@@ -101,9 +110,15 @@ class TrainConfig:
 
 @dataclass
 class CalibrateConfig:
-    target_precision: float = 0.95
+    target_precision: float = 0.95  # pseudo-label thresholds per class
     min_support: int = 5
     ece_bins: int = 15
+    # Screening tasks (data.positive_class set): decision threshold and review band.
+    target_sensitivity: float = 0.95  # the decision threshold catches this share of abnormal scans
+    review_sensitivity: float = 0.99  # below the band's lower edge: confidently healthy
+    review_precision: float = 0.95  # above the band's upper edge: confidently abnormal
+    min_positives: int = 30  # fewer abnormal calibration scans than this: a warning in the report
+    bootstrap: int = 1000  # resamples for confidence intervals (0 = none)
 
 
 @dataclass
