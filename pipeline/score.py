@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,12 +35,15 @@ def default_report_path(run_dir: Path, scans: Path) -> Path:
 
 
 def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
-          batch_size: int | None = None, workers: int = 2, progress: bool = True) -> Path:
+          batch_size: int | None = None, workers: int = 2, progress: bool = True,
+          resume: bool = False, chunk_size: int = 512, max_thumbnails: int = 500) -> Path:
     """Score every file below ``scans`` with the model in ``run_dir``; return the report path.
 
     Columns: scan_id, path, prediction, confidence, needs_review, status, error and one
-    ``p_<class>`` per class (temperature-scaled).  ``needs_review`` marks scans whose
-    confidence is below the calibrated threshold of their predicted class.
+    ``p_<class>`` per class (temperature-scaled).  Rows are appended to ``<out>.partial``
+    as each chunk of scans finishes; with ``resume=True`` a killed run carries on from
+    there.  The finished report, its ``.meta.json``, ``.summary.txt`` and ``.html`` review
+    page are each replaced atomically.
     """
     scans, run_dir = Path(scans), Path(run_dir)
     model = load_checkpoint(run_dir)
@@ -52,23 +56,39 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     temperature = float(calibration["temperature"])
     decide = decision_rule(calibration, model.classes)
     out = Path(out) if out else default_report_path(run_dir, scans)
+    columns = ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error"]
+    columns += [f"p_{c}" for c in model.classes]
 
     started = time.time()
     files = list_files(scans)
-    rows = []
+    partial = out.with_name(out.name + ".partial")
+    done = _finished_rows(partial, columns) if resume else set()
+    if not resume and partial.exists():
+        partial.unlink()
+    todo = [f for f in files if f.relative_to(scans).as_posix() not in done]
+    if done:
+        log.info("resuming: %d of %d files already scored in %s", len(files) - len(todo), len(files), partial)
     batch_size = batch_size or model.config.score.batch_size
-    chunk = max(batch_size, 1024)
-    with preprocessor(model.config.preprocess, workers, progress) as process:
-        for begin in tqdm(range(0, len(files), chunk), disable=not progress or len(files) <= chunk,
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with preprocessor(model.config.preprocess, workers, progress) as process, open(partial, "a") as sink:
+        if sink.tell() == 0:
+            sink.write(",".join(columns) + "\n")
+        for begin in tqdm(range(0, len(todo), chunk_size), disable=not progress or len(todo) <= chunk_size,
                           desc="score", unit="chunk"):
-            rows.extend(_score_chunk(files[begin:begin + chunk], scans, process, model, temperature,
-                                     decide, batch_size))
-    columns = ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error"]
-    columns += [f"p_{c}" for c in model.classes]
-    report = pd.DataFrame(rows, columns=columns)
+            rows = _score_chunk(todo[begin:begin + chunk_size], scans, process, model, temperature,
+                                decide, batch_size)
+            # One write per chunk, flushed to disk: a killed run loses at most the chunk in flight.
+            sink.write(pd.DataFrame(rows, columns=columns).to_csv(index=False, header=False))
+            sink.flush()
+            os.fsync(sink.fileno())
+    report = _read_rows(partial, columns)
+    order = {f.relative_to(scans).as_posix(): i for i, f in enumerate(files)}
+    report = report[report["scan_id"].isin(order)].drop_duplicates("scan_id", keep="last")
+    report = report.sort_values("scan_id", key=lambda ids: ids.map(order)).reset_index(drop=True)
     for column in ("scan_id", "path", "error"):
         report[column] = report[column].map(neutralise_formula)
     write_csv(out, report)
+    partial.unlink()
     summary = summarise(report, model.classes)
     write_json(out.with_suffix(".meta.json"), {
         "command": sys.argv,
@@ -78,11 +98,54 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
         "calibration": calibration,
         "config": model.config.to_dict(),
         "seconds": round(time.time() - started, 2),
+        "resumed_from": len(done),
         "summary": summary,
     })
     write_text(out.with_suffix(".summary.txt"), format_summary(summary, out))
+    _write_review(out, report, model, calibration, summary, workers, max_thumbnails)
     log.info("\n%s", format_summary(summary, out))
     return out
+
+
+def _read_rows(partial: Path, columns: list[str]) -> pd.DataFrame:
+    text = {c: str for c in ("scan_id", "path", "prediction", "status", "error")}
+    frame = pd.read_csv(partial, dtype=text, keep_default_na=False, na_values={"confidence": [""]},
+                        on_bad_lines="skip")
+    frame = frame.reindex(columns=columns)
+    # A row cut short by a kill has an unknown status or missing probabilities: score it again.
+    probabilities = frame[[c for c in columns if c.startswith("p_")]].apply(pd.to_numeric, errors="coerce")
+    complete = (frame["status"] == "error") | ((frame["status"] == "ok") & probabilities.notna().all(axis=1))
+    frame = frame[complete].copy()
+    frame["needs_review"] = frame["needs_review"].astype(str) == "True"
+    return frame
+
+
+def _finished_rows(partial: Path, columns: list[str]) -> set[str]:
+    """Scan ids already scored in ``partial``; a last line cut off by a kill is removed
+    first, so that rows appended next start on a line of their own."""
+    if not partial.exists() or partial.stat().st_size == 0:
+        return set()
+    data = partial.read_bytes()
+    os.truncate(partial, data.rfind(b"\n") + 1)
+    if partial.stat().st_size == 0:
+        return set()
+    return set(_read_rows(partial, columns)["scan_id"])
+
+
+def _write_review(out, report, model, calibration, summary, workers, max_thumbnails) -> None:
+    """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order."""
+    from pipeline.review import review_order, thumbnail_png, write_review_page
+
+    screening = calibration.get("screening")
+    ordered = review_order(report, screening["positive_class"] if screening else None)
+    shown = ordered[ordered["status"] == "ok"].head(max_thumbnails)
+    thumbnails = {}
+    if len(shown):
+        with preprocessor(model.config.preprocess, workers if len(shown) >= 64 else 1, False) as process:
+            arrays, _ = process(list(shown["path"]))
+        thumbnails = {sid: thumbnail_png(a) for sid, a in zip(shown["scan_id"], arrays) if a is not None}
+    write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
+                      title=f"Screening report: {out.stem} ({model.run_dir.name})")
 
 
 def decision_rule(calibration: dict, classes: list[str]):
@@ -124,7 +187,7 @@ def _score_chunk(paths, scans, process, model, temperature, decide, batch_size) 
         probs = dict(zip(good, softmax(logits.numpy(), temperature)))
     rows = []
     for path in paths:
-        row = {"scan_id": path.relative_to(scans).as_posix(), "path": str(path.resolve())}
+        row = {"scan_id": path.relative_to(scans).as_posix(), "path": str(path.absolute())}
         if path in probs:
             p = probs[path]
             k, review = decide(p)
