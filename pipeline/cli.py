@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG path (default: <run>/samples_<label>.png)")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("validate", help="check a folder before any work; list every bad file at once")
+    p.add_argument("scans")
+    p.add_argument("--model", help="also check against this run's preprocessing (2D/3D, channels)")
+    p.add_argument("--out", help="write the table as CSV")
+    p.add_argument("--workers", type=int, default=2)
+
     p = sub.add_parser("run", help="all stages: fetch, ingest, split, train, calibrate (what 'make train' runs)")
     _add_config_arguments(p)
     return parser
@@ -129,4 +135,16 @@ def _dispatch(args) -> int:
         from pipeline.sample import sample
 
         print(sample(args.run, args.label, n=args.n, out=args.out, seed=args.seed))
+    elif args.command == "validate":
+        from pipeline.io import write_csv
+        from pipeline.validate import validate
+
+        table = validate(args.scans, args.model, workers=args.workers)
+        bad = table[table["status"] != "ok"]
+        for row in bad.itertuples(index=False):
+            print(f"{row.file}: {row.reason}")
+        print(f"{len(table)} files, {len(table) - len(bad)} ok, {len(bad)} bad")
+        if args.out:
+            write_csv(args.out, table)
+        return 1 if len(bad) else 0
     return 0

@@ -57,6 +57,7 @@ class PreprocessConfig:
     intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])
     intensity_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # for "percentile"
     resize: str = "pad_crop"  # pad_crop | resize
+    max_file_mb: float = 2048.0  # larger files are refused with an error row (0 = no limit)
     # 3D only (2D images have no meaningful affine): reorient to these axis codes first
     # ("" = keep the file's array order), then resample to target_spacing in mm ([] = keep).
     orientation: str = "RAS"

@@ -24,11 +24,13 @@ from monai.transforms import (
     EnsureTyped,
     MapTransform,
     NormalizeIntensityd,
+    Orientationd,
     Resized,
     ResizeWithPadOrCropd,
     ScaleIntensityd,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
+    Spacingd,
 )
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
@@ -50,16 +52,17 @@ class LoadScand(MapTransform):
     raises :class:`ScanReadError` naming the file.
     """
 
-    def __init__(self, keys, spatial_dims: int, channels: int):
+    def __init__(self, keys, spatial_dims: int, channels: int, max_bytes: int | None = None):
         super().__init__(keys)
         self.spatial_dims = spatial_dims
         self.channels = channels
+        self.max_bytes = max_bytes
 
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
             path = d[key]
-            scan = load_scan(path)
+            scan = load_scan(path, self.max_bytes)
             array = np.asarray(scan.array, dtype=np.float32)
             if self.spatial_dims == 2:
                 if array.ndim == 3 and array.shape[-1] in (3, 4) and not scan.is_volume:
@@ -78,6 +81,9 @@ class LoadScand(MapTransform):
                 array = array[None]
             if not np.isfinite(array).all():
                 raise ScanReadError(path, "contains NaN or infinite values")
+            if array.min() == array.max():
+                # Nothing to screen, and intensity normalisation would divide by zero.
+                raise ScanReadError(path, f"constant image (every value is {array.min():g})")
             if array.shape[0] != self.channels:
                 if self.channels == 1:
                     array = array.mean(axis=0, keepdims=True)
@@ -89,16 +95,35 @@ class LoadScand(MapTransform):
 
 
 def build_preprocess(config: PreprocessConfig) -> Compose:
-    """The MONAI preprocessing chain for one scan path -> float tensor (C, *spatial_size)."""
+    """The MONAI preprocessing chain for one scan path -> float tensor (C, *spatial_size).
+
+    One chain serves 2D and 3D.  For volumes, ``orientation`` (e.g. "RAS") reorients the
+    array by its affine and ``target_spacing`` resamples it to that voxel size in mm, so
+    files stored in different orientations or spacings give alike tensors; both are
+    skipped for 2D images, whose files carry no affine.
+    """
     spatial_dims = len(config.spatial_size)
-    steps = [LoadScand("image", spatial_dims, config.channels)]
+    max_bytes = int(config.max_file_mb * 1e6) if config.max_file_mb > 0 else None
+    steps = [LoadScand("image", spatial_dims, config.channels, max_bytes)]
+    if spatial_dims == 3:
+        if config.orientation:
+            steps.append(Orientationd("image", axcodes=config.orientation))
+        if config.target_spacing:
+            if len(config.target_spacing) != 3 or min(config.target_spacing) <= 0:
+                raise ValueError("preprocess.target_spacing must be 3 positive numbers (mm) or [], "
+                                 f"got {config.target_spacing}")
+            steps.append(Spacingd("image", pixdim=config.target_spacing, mode="bilinear",
+                                  padding_mode="border"))
     if config.intensity == "range":
         low, high = config.intensity_range
         steps.append(ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
     elif config.intensity == "minmax":
         steps.append(ScaleIntensityd("image", minv=0.0, maxv=1.0))
     elif config.intensity == "percentile":
-        steps.append(ScaleIntensityRangePercentilesd("image", 0.5, 99.5, 0.0, 1.0, clip=True))
+        low, high = config.intensity_percentiles
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"preprocess.intensity_percentiles must be 0 <= low < high <= 100, got {[low, high]}")
+        steps.append(ScaleIntensityRangePercentilesd("image", low, high, 0.0, 1.0, clip=True))
     elif config.intensity == "zscore":
         steps.append(NormalizeIntensityd("image"))
     else:
@@ -111,6 +136,21 @@ def build_preprocess(config: PreprocessConfig) -> Compose:
         raise ValueError(f"preprocess.resize must be pad_crop|resize, got '{config.resize}'")
     steps.append(EnsureTyped("image", dtype=torch.float32, track_meta=False))
     return Compose(steps)
+
+
+def effective_preprocess(config: PreprocessConfig) -> dict:
+    """The preprocessing settings that change the result, for cache keys.
+
+    Keys added after the first release are left out where they have no effect (the 3D
+    ones for 2D images) or hold their default, so caches made before them stay valid.
+    """
+    settings = asdict(config)
+    if len(config.spatial_size) != 3:
+        settings.pop("orientation")
+        settings.pop("target_spacing")
+    if config.intensity != "percentile" or config.intensity_percentiles == [0.5, 99.5]:
+        settings.pop("intensity_percentiles")
+    return settings
 
 
 _worker_transform = None
@@ -178,7 +218,8 @@ def preprocess_paths(
 
 def cache_key(frame: pd.DataFrame, config: PreprocessConfig) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": CACHE_VERSION, "preprocess": asdict(config)}, sort_keys=True).encode())
+    digest.update(json.dumps({"version": CACHE_VERSION, "preprocess": effective_preprocess(config)},
+                             sort_keys=True).encode())
     for scan_id, sha in zip(frame["scan_id"], frame["sha256"]):
         digest.update(f"{scan_id}\0{sha}\n".encode())
     return digest.hexdigest()[:24]

@@ -7,7 +7,9 @@ the two axes of a PNG unless told not to).
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,27 +79,52 @@ class LoadedScan:
         return tuple(self.array.shape)
 
 
-def load_scan(path: str | os.PathLike) -> LoadedScan:
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+
+def check_file(path: str, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
+    """Raise ScanReadError for what stops a file being read before any decoding: a missing
+    file, a broken link or link loop, a folder, no read permission, 0 bytes, or a size over
+    ``max_bytes``."""
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ScanReadError(path, "symbolic link loop; fix or remove the link") from None
+        if error.errno == errno.ENOENT:
+            reason = "broken symbolic link" if os.path.islink(path) else "file does not exist"
+            raise ScanReadError(path, reason) from None
+        raise ScanReadError(path, f"cannot access: {error.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ScanReadError(path, "is a folder, not a file")
+    if not os.access(path, os.R_OK):
+        raise ScanReadError(path, "permission denied: the file is not readable by this user")
+    if info.st_size == 0:
+        raise ScanReadError(path, "empty file (0 bytes)")
+    if max_bytes and info.st_size > max_bytes:
+        raise ScanReadError(path, f"file is {info.st_size / 1e6:.1f} MB, over the size limit of "
+                                  f"{max_bytes / 1e6:.1f} MB (preprocess.max_file_mb)")
+
+
+def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES) -> LoadedScan:
     """Read one scan through MONAI's readers.
 
     Raises
     ------
     ScanReadError
-        The file is missing, empty, of an unknown type, or cannot be decoded.
+        The file is missing, unreadable, empty, too large, of an unknown type, or cannot
+        be decoded.
     """
     path = str(path)
-    if not os.path.exists(path):
-        raise ScanReadError(path, "file does not exist")
-    if os.path.isdir(path):
-        raise ScanReadError(path, "is a folder, not a file")
-    if os.path.getsize(path) == 0:
-        raise ScanReadError(path, "empty file (0 bytes)")
+    check_file(path, max_bytes)
     reader = _reader_for(path)
     try:
         image = reader.read(path)
         data, meta = reader.get_data(image)
     except ScanReadError:
         raise
+    except PermissionError:
+        raise ScanReadError(path, "permission denied: the file is not readable by this user") from None
     except Exception as error:  # decoders raise many types; the reason is what matters
         kind = "NIfTI" if scan_suffix(path).startswith(".nii") else "image"
         raise ScanReadError(path, f"cannot decode as {kind}: {type(error).__name__}: {error}") from None

@@ -1,0 +1,51 @@
+"""Check a folder before any work: every bad file listed at once, with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.reading import ScanReadError, list_files, load_scan, scan_suffix
+
+
+def _read_problem(path: str) -> str | None:
+    try:
+        array = np.asarray(load_scan(path).array, dtype=np.float64)
+    except ScanReadError as error:
+        return error.reason
+    if not np.isfinite(array).all():
+        return "contains NaN or infinite values"
+    if array.min() == array.max():
+        return f"constant image (every value is {array.min():g})"
+    return None
+
+
+def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int = 2,
+             progress: bool = True) -> pd.DataFrame:
+    """One row per file below ``scans``: file, status (ok/error), reason.
+
+    With a run folder, files go through that model's own preprocessing, so a 3D volume
+    offered to a 2D model (or a 4D series, or the wrong channel count) is caught too;
+    without one, each file is read and checked for non-finite and constant values.
+    """
+    scans = Path(scans)
+    files = list_files(scans)
+    readable = [str(f) for f in files if scan_suffix(f)]
+    if run_dir is not None:
+        from pipeline.checkpoint import load_checkpoint
+        from pipeline.data import preprocessor
+
+        config = load_checkpoint(run_dir).config.preprocess
+        with preprocessor(config, workers if len(readable) >= 64 else 1, progress) as process:
+            _, errors = process(readable)
+    else:
+        errors = [_read_problem(p) for p in readable]
+    reasons = dict(zip(readable, errors))
+    rows = []
+    for f in files:
+        reason = reasons[str(f)] if str(f) in reasons else "unsupported file type (not NIfTI, PNG or JPEG)"
+        rows.append({"file": f.relative_to(scans).as_posix(), "status": "error" if reason else "ok",
+                     "reason": reason or ""})
+    return pd.DataFrame(rows, columns=["file", "status", "reason"])
