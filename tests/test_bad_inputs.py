@@ -15,6 +15,7 @@ from pipeline.config import load_config
 from pipeline.score import score
 from pipeline.trainer import Trainer
 from pipeline.validate import validate
+
 from toy import toy_images, toy_training_data
 
 VOLUME = ["preprocess.spatial_size=[8,8,8]", "preprocess.intensity=minmax", "network.channels=[4,8]",

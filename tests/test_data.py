@@ -31,7 +31,7 @@ def test_colour_png_is_averaged_to_one_channel(tmp_path):
 
 
 def test_pad_crop_and_resize_reach_the_configured_shape(tmp_path):
-    Image.fromarray(np.full((20, 40), 128, dtype=np.uint8)).save(tmp_path / "wide.png")
+    Image.fromarray(np.arange(800).reshape(20, 40).astype(np.uint8)).save(tmp_path / "wide.png")
     for mode in ("pad_crop", "resize"):
         config = PreprocessConfig(spatial_size=[28, 28], resize=mode)
         assert build_preprocess(config)({"image": str(tmp_path / "wide.png")})["image"].shape == (
@@ -72,7 +72,7 @@ def test_dimension_mismatches_and_bad_values_are_errors_naming_the_reason(tmp_pa
 def test_cache_is_reused_and_keyed_on_content(tmp_path, monkeypatch):
     paths = []
     for i in range(3):
-        Image.fromarray(np.full((28, 28), i * 40, np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray((np.arange(784).reshape(28, 28) * (i + 1) % 256).astype(np.uint8)).save(tmp_path / f"{i}.png")
         paths.append(str(tmp_path / f"{i}.png"))
     frame = pd.DataFrame(
         {
