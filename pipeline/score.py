@@ -116,6 +116,8 @@ def _read_rows(partial: Path, columns: list[str]) -> pd.DataFrame:
     probabilities = frame[[c for c in columns if c.startswith("p_")]].apply(pd.to_numeric, errors="coerce")
     complete = (frame["status"] == "error") | ((frame["status"] == "ok") & probabilities.notna().all(axis=1))
     frame = frame[complete].copy()
+    frame[probabilities.columns] = probabilities[complete]
+    frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce")
     frame["needs_review"] = frame["needs_review"].astype(str) == "True"
     return frame
 
