@@ -73,9 +73,18 @@ class BatchAugmenter:
         return self._affine(images, c.weak_rotate, c.weak_scale, 0.0, c.weak_translate)
 
     def strong(self, images: torch.Tensor) -> torch.Tensor:
-        """Larger geometry, Gaussian noise and a random erased box (cutout)."""
+        """Larger geometry, Gaussian noise and a random erased box (cutout).
+
+        Volumes (3D) also get a smooth multiplicative bias field and a random gamma
+        (contrast) change, as MRI intensities vary between scanners and coils.
+        """
         c = self.config
         out = self._affine(images, c.strong_rotate, c.strong_scale, c.strong_shear, c.strong_translate)
+        if self.spatial_dims == 3:
+            if c.strong_bias_field > 0:
+                out = out * self._bias_field(out, c.strong_bias_field)
+            if c.strong_gamma > 0:
+                out = self._gamma(out, c.strong_gamma)
         if c.strong_noise > 0:
             noise = torch.randn(out.shape, generator=self.generator).to(out.device, out.dtype)
             out = out + noise * c.strong_noise
@@ -94,3 +103,26 @@ class BatchAugmenter:
                 region.append(slice(start, start + side))
             keep[(b, slice(None), *region)] = 0
         return images * keep.to(images.device)
+
+    def _bias_field(self, images: torch.Tensor, strength: float) -> torch.Tensor:
+        """exp of a random quadratic polynomial of the coordinates in [-1, 1], (B, 1, *spatial)."""
+        batch, spatial = images.shape[0], images.shape[2:]
+        axes = torch.meshgrid(*[torch.linspace(-1, 1, n) for n in spatial], indexing="ij")
+        linear = list(axes)
+        terms = linear + [a * a - 1 / 3 for a in linear]
+        terms += [linear[i] * linear[j] for i in range(len(linear)) for j in range(i + 1, len(linear))]
+        basis = torch.stack(terms)  # (T, *spatial)
+        coefficients = torch.randn(batch, basis.shape[0], generator=self.generator) * strength
+        log_field = torch.einsum("bt,t...->b...", coefficients, basis)
+        return torch.exp(log_field).unsqueeze(1).to(images.device, images.dtype)
+
+    def _gamma(self, images: torch.Tensor, strength: float) -> torch.Tensor:
+        """Per-sample ``low + (high - low) * ((x - low) / (high - low)) ** gamma``."""
+        batch = images.shape[0]
+        gamma = torch.exp((torch.rand(batch, generator=self.generator) * 2 - 1) * strength)
+        gamma = gamma.view(batch, *([1] * (images.ndim - 1))).to(images.device, images.dtype)
+        flat = images.flatten(1)
+        low = flat.amin(1).view_as(gamma)
+        high = flat.amax(1).view_as(gamma)
+        span = (high - low).clamp_min(1e-6)
+        return low + span * ((images - low) / span).clamp(0, 1) ** gamma

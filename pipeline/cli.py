@@ -26,6 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default="data")
     p.add_argument("--no-scans", action="store_true", help="do not write the scan folder of PNGs")
 
+    p = sub.add_parser("synth", help="write a synthetic data set (volumes: MRI-like head phantoms)")
+    p.add_argument("kind", choices=["volumes"])
+    p.add_argument("--n", type=int, required=True, help="number of volumes")
+    p.add_argument("--out", required=True, help="folder for the NIfTI files and labels.csv")
+    p.add_argument("--abnormal-fraction", type=float, default=0.5)
+    p.add_argument("--test-fraction", type=float, default=0.0, help="share of each class marked split=test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=32, help="field of view in voxels at 1 mm (about)")
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("ingest", help="scan folder (+ labels file) -> manifest CSV")
     p.add_argument("scans")
     p.add_argument("--labels", help="CSV file,label[,split][,group] (default: <scans>/labels.csv)")
@@ -98,6 +108,11 @@ def _dispatch(args) -> int:
         print(fetch(args.dataset, root=args.root))
         if args.dataset == "mnist" and not args.no_scans:
             print(materialise_mnist(args.root))
+    elif args.command == "synth":
+        from pipeline.synth import generate_volumes
+
+        print(generate_volumes(args.out, args.n, abnormal_fraction=args.abnormal_fraction, seed=args.seed,
+                               size=args.size, test_fraction=args.test_fraction, progress=not args.quiet))
     elif args.command == "ingest":
         from pipeline.ingest import ingest
 

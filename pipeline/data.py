@@ -107,7 +107,9 @@ def build_preprocess(config: PreprocessConfig) -> Compose:
     steps = [LoadScand("image", spatial_dims, config.channels, max_bytes)]
     if spatial_dims == 3:
         if config.orientation:
-            steps.append(Orientationd("image", axcodes=config.orientation))
+            # nibabel affines map to RAS+ world coordinates
+            steps.append(Orientationd("image", axcodes=config.orientation,
+                                      labels=(("L", "R"), ("P", "A"), ("I", "S"))))
         if config.target_spacing:
             if len(config.target_spacing) != 3 or min(config.target_spacing) <= 0:
                 raise ValueError("preprocess.target_spacing must be 3 positive numbers (mm) or [], "
@@ -145,6 +147,7 @@ def effective_preprocess(config: PreprocessConfig) -> dict:
     ones for 2D images) or hold their default, so caches made before them stay valid.
     """
     settings = asdict(config)
+    settings.pop("max_file_mb", None)  # refuses files, never changes a tensor
     if len(config.spatial_size) != 3:
         settings.pop("orientation")
         settings.pop("target_spacing")

@@ -19,7 +19,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
-from pipeline.reading import ScanReadError, find_scans, is_scan_file, list_files, load_scan, scan_suffix
+from pipeline.reading import (
+    ScanReadError,
+    find_scans,
+    is_scan_file,
+    list_files,
+    load_scan,
+    scan_suffix,
+)
 
 log = logging.getLogger("pipeline.ingest")
 

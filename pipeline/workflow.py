@@ -36,7 +36,13 @@ def prepare_data(config: Config, progress: bool = True) -> TrainingData:
     from pipeline.split import load_split, make_split
 
     data = config.data
-    if data.dataset:
+    if data.dataset == "synth_volumes":
+        if not (Path(data.scans) / "labels.csv").exists():
+            from pipeline.synth import SYNTH_VOLUMES_DATASET, generate_volumes
+
+            log.info("generating the synthetic volume set into %s", data.scans)
+            generate_volumes(data.scans, progress=progress, **SYNTH_VOLUMES_DATASET)
+    elif data.dataset:
         root = Path(data.scans).parent
         fetch(data.dataset, root=root)
         if data.dataset == "mnist":
