@@ -3,6 +3,11 @@
 A run folder holds ``model.safetensors`` (weights only) and ``checkpoint.json`` (the
 resolved config, class names, preprocessing and the weights' sha256).  Loading
 rebuilds the network from the config and refuses weights whose hash does not match.
+
+``method.safetensors`` additionally holds the whole method's state (decoders, teachers,
+second networks), with its own sha256, for stages that need more than the prediction
+network (``pipeline sample`` decodes with a generative method's decoder):
+:func:`load_method` rebuilds the method and loads it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pipeline.io import atomic_path, sha256_file, write_json, write_text
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
+METHOD_WEIGHTS = "method.safetensors"
 METADATA = "checkpoint.json"
 
 
@@ -45,12 +51,19 @@ def save_checkpoint(run_dir: Path, method, config: Config, classes: list[str], i
     with atomic_path(run_dir / WEIGHTS) as tmp:
         save_file(state, str(tmp))
     digest = sha256_file(run_dir / WEIGHTS)
+    # The whole method too (decoders, teachers, second networks); clones, because
+    # safetensors refuses tensors that share memory (one network under two names).
+    full = {k: v.detach().cpu().clone().contiguous() for k, v in method.state_dict().items()}
+    with atomic_path(run_dir / METHOD_WEIGHTS) as tmp:
+        save_file(full, str(tmp))
     # The resolved config as TOML: 'pipeline train --config <run>/config.toml' repeats the run.
     write_text(run_dir / "config.toml", tomli_w.dumps(config.to_dict()))
     write_json(run_dir / METADATA, {
         "format_version": FORMAT_VERSION,
         "weights": WEIGHTS,
         "weights_sha256": digest,
+        "method_weights": METHOD_WEIGHTS,
+        "method_weights_sha256": sha256_file(run_dir / METHOD_WEIGHTS),
         "classes": list(classes),
         "positive_class": config.data.positive_class,
         "in_channels": in_channels,
@@ -70,24 +83,63 @@ class LoadedModel:
     run_dir: Path
 
 
-def load_checkpoint(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
-    run_dir = Path(run_dir)
+def read_metadata(run_dir: Path) -> dict:
+    """A run folder's ``checkpoint.json``, checked for its format version."""
     meta_path = run_dir / METADATA
     if not meta_path.is_file():
         raise CheckpointError(f"{meta_path} not found: is {run_dir} a run folder written by 'pipeline train'?")
     metadata = json.loads(meta_path.read_text())
     if metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{meta_path}: unknown checkpoint format {metadata.get('format_version')!r}")
-    weights_path = run_dir / metadata["weights"]
-    digest = sha256_file(weights_path)
-    if digest != metadata["weights_sha256"]:
+    return metadata
+
+
+def _verified(run_dir: Path, name: str, expected: str) -> tuple[Path, str]:
+    path = run_dir / name
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; the run folder is incomplete")
+    digest = sha256_file(path)
+    if digest != expected:
         raise CheckpointError(
-            f"{weights_path}: sha256 {digest[:12]}... does not match {meta_path} "
-            f"({metadata['weights_sha256'][:12]}...); the weights were changed or corrupted, refusing to load"
+            f"{path}: sha256 {digest[:12]}... does not match {run_dir / METADATA} "
+            f"({expected[:12]}...); the weights were changed or corrupted, refusing to load"
         )
+    return path, digest
+
+
+def load_checkpoint(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
+    run_dir = Path(run_dir)
+    metadata = read_metadata(run_dir)
+    weights_path, digest = _verified(run_dir, metadata["weights"], metadata["weights_sha256"])
     config = config_from_dict(metadata["config"])
     method = build_method(config, len(metadata["classes"]), metadata["in_channels"])
     network = method.prediction_network()
     network.load_state_dict(load_file(str(weights_path)))
     network.to(device).eval()
     return LoadedModel(network, config, metadata["classes"], digest, metadata, run_dir)
+
+
+@dataclass
+class LoadedMethod:
+    method: nn.Module  # the whole method (a pipeline.methods.base.Method), in eval mode
+    config: Config
+    classes: list[str]
+    metadata: dict
+    run_dir: Path
+
+
+def load_method(run_dir: str | Path, device: str = "cpu") -> LoadedMethod:
+    """Rebuild the run's method from its config and load its full state (``method.safetensors``)."""
+    run_dir = Path(run_dir)
+    metadata = read_metadata(run_dir)
+    if "method_weights" not in metadata:
+        raise CheckpointError(
+            f"{run_dir} holds only the prediction network (trained before {METHOD_WEIGHTS} was written); "
+            "train again to get the full method"
+        )
+    path, _ = _verified(run_dir, metadata["method_weights"], metadata["method_weights_sha256"])
+    config = config_from_dict(metadata["config"])
+    method = build_method(config, len(metadata["classes"]), metadata["in_channels"])
+    method.load_state_dict(load_file(str(path)))
+    method.to(device).eval()
+    return LoadedMethod(method, config, metadata["classes"], metadata, run_dir)

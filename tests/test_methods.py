@@ -83,7 +83,10 @@ def test_self_training_unsupervised_term_is_nonzero_and_carries_gradient(tmp_pat
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_learns_toy_task_beyond_chance(name, tmp_path):
-    config = toy_config(name, "train.steps=120", "train.eval_every=40", "method.self_training.rounds=2")
+    # 120 steps: methods with rounds get 2 (one supervised, one with pseudo-labels); co-training's half
+    # views need more than 60 steps on the toy shapes before their pseudo-labels cover every class.
+    config = toy_config(name, "train.steps=120", "train.eval_every=40", "method.self_training.rounds=2",
+                        "method.co_teaching.rounds=2", "method.co_training.rounds=2", "method.co_training.views=augment")
     data = toy_training_data()
     summary = Trainer(config, data, tmp_path, progress=False).fit()
     assert summary["test_accuracy"] > 0.8  # chance is 1/3

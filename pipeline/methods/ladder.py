@@ -31,6 +31,9 @@ One training step runs
 The prediction network (calibration, scoring, checkpoint) is the clean encoder.
 ``[network]`` is not used except for ``network.dropout``, which (when > 0) drops units of
 the corrupted passes' layer inputs as extra corruption; the clean encoder never drops.
+On MNIST-100 dropout 0.1 cost a point (94.5 % against 95.5 % after 3,000 steps), so run the
+ladder with ``network.dropout = 0``.  The three passes of a step share each layer's matrix
+product (one product over the stacked batches, normalised batch by batch).
 """
 
 from __future__ import annotations
@@ -58,6 +61,16 @@ def _batch_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _normalise(values: torch.Tensor) -> torch.Tensor:
     mean, std = _batch_stats(values)
     return (values - mean) / std
+
+
+@dataclass
+class Pass:
+    """One batch's encoder pass: normalised pre-activations per layer, batch statistics, top."""
+
+    z: list[torch.Tensor]
+    mean: list
+    std: list
+    top: torch.Tensor | None = None
 
 
 class LadderEncoder(nn.Module):
@@ -89,37 +102,47 @@ class LadderEncoder(nn.Module):
             h = self._activate(layer, norm(linear(h)))
         return h
 
-    def corrupted(self, images: torch.Tensor, noise: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Noisy pass with batch statistics (no running-statistics update).
+    def passes(self, noisy: list[torch.Tensor], clean: list[torch.Tensor], noise: float) -> list[Pass]:
+        """Training passes over several batches at once, corrupted ones first, then clean ones.
 
-        Returns the logits and the noisy normalised pre-activations ``ztilde_l`` (l = 0..L).
+        Each batch is normalised with its own batch statistics (labelled and unlabelled apart,
+        corrupted and clean apart); they share each layer's matrix product for speed.  Every
+        pass returns its top output (logits), its normalised pre-activations ``z_l`` (noisy on
+        corrupted passes; l = 0 is the input) and, for clean passes, the batch mean and
+        standard deviation of every layer's pre-activations (layer 0: 0 and 1).  Only clean
+        passes update the running statistics.
         """
-        h = images.flatten(1)
-        h = h + noise * torch.randn_like(h)
-        zs = [h]
-        for layer, linear in enumerate(self.linears):
-            z = _normalise(linear(self.dropout(h) if layer > 0 else h))
-            z = z + noise * torch.randn_like(z)
-            zs.append(z)
-            h = self._activate(layer, z)
-        return h, zs
+        batches = [*noisy, *clean]
+        counts = [len(x) for x in batches]
+        n_noisy = sum(counts[:len(noisy)])
+        results = [Pass([], [0.0], [1.0]) for _ in batches]
 
-    def clean(self, images: torch.Tensor):
-        """Clean pass in training mode: logits, normalised pre-activations ``z_l`` and the
-        batch mean and standard deviation of every layer's pre-activations (for layer 0, the
-        input, mean 0 and std 1)."""
-        h = images.flatten(1)
-        zs, means, stds = [h], [torch.zeros(())], [torch.ones(())]
+        def corrupt(values: torch.Tensor) -> torch.Tensor:
+            if noise == 0 or n_noisy == 0:
+                return values
+            return torch.cat([values[:n_noisy] + noise * torch.randn_like(values[:n_noisy]), values[n_noisy:]])
+
+        h = corrupt(torch.cat([x.flatten(1) for x in batches]))
+        for result, z in zip(results, h.split(counts)):
+            result.z.append(z)
         for layer, (linear, norm) in enumerate(zip(self.linears, self.norms)):
-            pre = linear(h)
-            mean, std = _batch_stats(pre)
-            norm(pre.detach())  # keeps the running statistics current; output not needed
-            z = (pre - mean) / std
-            zs.append(z)
-            means.append(mean)
-            stds.append(std)
+            if layer > 0 and self.dropout.p > 0 and n_noisy:
+                h = torch.cat([self.dropout(h[:n_noisy]), h[n_noisy:]])
+            parts = []
+            for index, pre in enumerate(linear(h).split(counts)):
+                mean, std = _batch_stats(pre)
+                parts.append((pre - mean) / std)
+                if index >= len(noisy):
+                    norm(pre.detach())  # keeps the running statistics current
+                    results[index].mean.append(mean)
+                    results[index].std.append(std)
+            z = corrupt(torch.cat(parts))
+            for result, part in zip(results, z.split(counts)):
+                result.z.append(part)
             h = self._activate(layer, z)
-        return h, zs, means, stds
+        for result, top in zip(results, h.split(counts)):
+            result.top = top
+        return results
 
 
 class VanillaCombinator(nn.Module):
@@ -188,33 +211,40 @@ class Ladder(Method):
         combinator = TopDownOnly if params.variant == "decoder_only" else VanillaCombinator
         self.combinators = nn.ModuleDict({str(layer): combinator(sizes[layer]) for layer in self.layers})
 
-    def denoising_costs(self, unlabelled: torch.Tensor) -> list[torch.Tensor]:
+    def _decode(self, corrupted: Pass, clean: Pass) -> list[torch.Tensor]:
         """Weighted denoising cost of every decoded layer, top first."""
-        encoder = self.network
-        top_noisy, z_noisy = encoder.corrupted(unlabelled, self.params.noise)
-        _, z_clean, means, stds = encoder.clean(unlabelled)
-        costs = []
-        reconstruction = None
+        sizes = self.network.sizes
+        costs, reconstruction = [], None
         for layer in self.layers:
-            if layer == len(encoder.sizes) - 1:
-                u = _normalise(F.softmax(top_noisy, dim=1))
+            if layer == len(sizes) - 1:
+                u = _normalise(F.softmax(corrupted.top, dim=1))
             else:
                 u = _normalise(self.decoder[layer](reconstruction))
-            reconstruction = self.combinators[str(layer)](z_noisy[layer], u)
-            normalised = (reconstruction - means[layer]) / stds[layer]
-            error = (normalised - z_clean[layer]).pow(2).sum(1).mean() / encoder.sizes[layer]
+            reconstruction = self.combinators[str(layer)](corrupted.z[layer], u)
+            normalised = (reconstruction - clean.mean[layer]) / clean.std[layer]
+            error = (normalised - clean.z[layer]).pow(2).sum(1).mean() / sizes[layer]
             costs.append(self.params.denoising_costs[layer] * error)
         return costs
 
+    def denoising_costs(self, unlabelled: torch.Tensor) -> list[torch.Tensor]:
+        """Weighted denoising costs of a batch (a corrupted and a clean pass), top layer first."""
+        corrupted, clean = self.network.passes([unlabelled], [unlabelled], self.params.noise)
+        return self._decode(corrupted, clean)
+
     def losses(self, batch: StepBatch):
-        logits, _ = self.network.corrupted(batch.labelled, self.params.noise)
-        supervised = F.cross_entropy(logits, batch.labels)
+        noise = self.params.noise
         terms = {}
         if len(batch.unlabelled) > 1:  # batch statistics need two samples
-            costs = self.denoising_costs(batch.unlabelled)
+            labelled, corrupted, clean = self.network.passes(
+                [batch.labelled, batch.unlabelled], [batch.unlabelled], noise)
+            costs = self._decode(corrupted, clean)
             unsupervised = torch.stack(costs).sum()
             terms = {f"denoise_{layer}": cost.detach() for layer, cost in zip(self.layers, costs)}
         else:
+            (labelled,) = self.network.passes([batch.labelled], [], noise)
+            unsupervised = None
+        supervised = F.cross_entropy(labelled.top, batch.labels)  # on the corrupted encoder
+        if unsupervised is None:
             unsupervised = supervised.new_zeros(())
         return {"loss": supervised + unsupervised, "supervised": supervised.detach(),
                 "unsupervised": unsupervised.detach(), **terms}

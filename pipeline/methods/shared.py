@@ -251,6 +251,7 @@ class PseudoLabels:
             "pseudo_labelled": float(accepted.sum()),
             "pseudo_fraction": float(accepted.mean()) if len(accepted) else 0.0,
             "pseudo_accuracy": accuracy,
+            "pseudo_classes": float(len(np.unique(predicted[accepted]))),
             "min_threshold": float(proposal.thresholds.min()),
         }
 

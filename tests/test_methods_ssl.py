@@ -1,0 +1,316 @@
+"""Semi-supervised methods: live unsupervised terms, gradient paths, schedules, views, shared pieces."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.augment import BatchAugmenter
+from pipeline.checkpoint import build_method, load_checkpoint
+from pipeline.config import load_config
+from pipeline.methods import fixmatch as fixmatch_module
+from pipeline.methods.base import StepBatch
+from pipeline.methods.co_teaching import forget_rate
+from pipeline.methods.shared import (
+    Ensemble,
+    HalfView,
+    calibrated_proposal,
+    confidence_mask,
+    ema_copy,
+    ema_update,
+    sigmoid_rampup,
+    subset_predictor,
+)
+from pipeline.trainer import RoundContext, Trainer
+
+from toy import toy_training_data
+
+TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.unlabelled_batch_size=32",
+       "calibrate.min_support=3", "train.threads=2"]
+SSL = ["pi_model", "mean_teacher", "fixmatch", "co_training", "co_teaching"]
+# The parameter scaling each method's unsupervised term, and settings that make it non-zero at once.
+WEIGHT_KEY = {"pi_model": "consistency_weight", "mean_teacher": "consistency_weight",
+              "fixmatch": "unlabelled_weight", "co_training": "unlabelled_weight",
+              "co_teaching": "unlabelled_weight"}
+EXTRA = {"fixmatch": ["method.fixmatch.threshold=0.0"]}
+
+
+def build(name, *extra, dims=2):
+    size = [16, 16] if dims == 2 else [8, 8, 8]
+    config = load_config(None, [f"method.name={name}", *TOY, f"preprocess.spatial_size={size}", *extra])
+    torch.manual_seed(0)
+    return config, build_method(config, 3, 1)
+
+
+def give_pseudo_labels(method, data):
+    """Pseudo-label every unlabelled toy scan with its true class (bypasses calibration)."""
+    truth = data.labels[data.unlabelled]
+    books = method.pseudo if isinstance(method.pseudo, list) else [method.pseudo]
+    for book in books:
+        book.ensure(len(truth), truth.numpy())
+        book.labels = truth.clone()
+
+
+def batch_for(config, data, n_labelled=8, n_unlabelled=16, progress=0.5, seed=0):
+    lab, unl = data.labelled[:n_labelled], torch.arange(n_unlabelled)
+    augment = BatchAugmenter(config.augment, data.spatial_dims, seed=seed)
+    return StepBatch(data.images[lab], data.labels[lab], data.images[data.unlabelled[unl]], unl, augment, progress)
+
+
+def trained_gradients(name, weight, data):
+    """Gradients of the total loss with the unsupervised weight set to ``weight`` (same seeds)."""
+    config, method = build(name, f"method.{name}.{WEIGHT_KEY[name]}={weight}", *EXTRA.get(name, []))
+    if hasattr(method, "pseudo"):
+        give_pseudo_labels(method, data)
+    torch.manual_seed(1)
+    terms = method.losses(batch_for(config, data))
+    terms["loss"].backward()
+    grads = {n: p.grad.clone() for n, p in method.named_parameters() if p.requires_grad and p.grad is not None}
+    return method, terms, grads
+
+
+@pytest.mark.parametrize("name", SSL)
+def test_unsupervised_term_is_nonzero_and_carries_gradient_to_trained_networks(name):
+    data = toy_training_data()
+    method, terms, with_term = trained_gradients(name, 1.0, data)
+    _, _, without = trained_gradients(name, 0.0, data)
+    assert terms["unsupervised"] > 0
+    # Everything but the weight is identical, so any difference is the unsupervised term's gradient.
+    changed = {n.split(".")[0] for n in with_term if (with_term[n] - without[n]).abs().sum() > 1e-8}
+    networks = {"network", "partner"} if name in ("co_training", "co_teaching") else {"network"}
+    assert networks <= changed
+    assert not any(p.grad is not None for n, p in method.named_parameters() if not p.requires_grad)
+
+
+def test_mean_teacher_consistency_pulls_the_student_towards_a_fixed_teacher():
+    data = toy_training_data()
+    config, method = build("mean_teacher", "network.dropout=0.0")
+    for _ in range(3):  # let the teacher differ from the student
+        with torch.no_grad():
+            for p in method.network.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        method.after_step()
+    seen = {}
+    student_inputs = []
+    method.network.register_forward_hook(lambda module, args, out: student_inputs.append(args[0]))
+    original = method.consistency
+
+    def spy(student_logits, teacher_logits):
+        seen["student"], seen["teacher"] = student_logits, teacher_logits
+        seen["value"] = original(student_logits, teacher_logits)
+        return seen["value"]
+
+    method.consistency = spy
+    batch = batch_for(config, data, n_labelled=4, n_unlabelled=32)
+    method.losses(batch)
+    assert seen["student"].requires_grad and seen["student"].grad_fn is not None
+    student_params = [p for p in method.network.parameters()]
+    grads = torch.autograd.grad(seen["value"], student_params, allow_unused=True, retain_graph=True)
+    assert sum(g.abs().sum() for g in grads if g is not None) > 0
+    # The teacher's output is a constant target: no path from the consistency into the teacher.
+    assert not seen["teacher"].requires_grad
+    assert all(not p.requires_grad for p in method.teacher.parameters())
+    seen["value"].backward()
+    assert all(p.grad is None for p in method.teacher.parameters())
+    # Teacher and student saw different views of the unlabelled scans.
+    student_view = student_inputs[0][4:]
+    assert not torch.allclose(student_view, batch.unlabelled)
+    # A small step of the student along the gradient brings it closer to the fixed teacher target.
+    target = torch.softmax(seen["teacher"], 1)
+
+    def distance():
+        with torch.no_grad():
+            return float(((torch.softmax(method.network(student_inputs[0])[4:], 1) - target) ** 2).mean())
+
+    before = distance()
+    with torch.no_grad():
+        for p, g in zip(student_params, grads):
+            if g is not None:
+                p.sub_(g * 1e-3 / float(sum(x.norm() ** 2 for x in grads if x is not None)) ** 0.5)
+    assert distance() < before
+
+
+def test_mean_teacher_teacher_is_an_ema_of_the_student_and_predicts():
+    _, method = build("mean_teacher", "method.mean_teacher.ema_decay=0.9")
+    assert method.prediction_network() is method.teacher
+    old = [p.clone() for p in method.teacher.parameters()]
+    with torch.no_grad():
+        for p in method.network.parameters():
+            p.add_(1.0)
+    method.after_step()
+    for t, o, s in zip(method.teacher.parameters(), old, method.network.parameters()):
+        assert torch.allclose(t, 0.9 * o + 0.1 * s, atol=1e-6)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 0.9, 1.0])
+def test_fixmatch_mask_rate_is_a_fraction_and_respects_the_threshold(threshold, monkeypatch):
+    data = toy_training_data()
+    config, method = build("fixmatch", f"method.fixmatch.threshold={threshold}")
+    seen = {}
+
+    def spy(logits, thr):
+        seen["out"] = confidence_mask(logits, thr)
+        seen["grad"] = logits.requires_grad
+        return seen["out"]
+
+    monkeypatch.setattr(fixmatch_module, "confidence_mask", spy)
+    terms = method.losses(batch_for(config, data, n_unlabelled=64))
+    labels, mask, confidence = seen["out"]
+    assert 0.0 <= float(terms["mask_rate"]) <= 1.0
+    assert float(terms["mask_rate"]) == pytest.approx(float(mask.mean()))
+    assert torch.equal(mask.bool(), confidence >= threshold)
+    assert not labels.requires_grad
+    if threshold == 0.0:
+        assert float(terms["mask_rate"]) == 1.0
+    if threshold == 1.0:
+        assert float(terms["unsupervised"]) == 0.0
+
+
+def test_confidence_mask():
+    logits = torch.log(torch.tensor([[0.97, 0.02, 0.01], [0.5, 0.3, 0.2]]))
+    labels, mask, confidence = confidence_mask(logits, 0.95)
+    assert labels.tolist() == [0, 0]
+    assert mask.tolist() == [1.0, 0.0]
+    assert confidence[0] == pytest.approx(0.97)
+
+
+def test_co_teaching_forget_rate_follows_han_et_al_schedule():
+    assert forget_rate(0.0, 0.2, 0.1) == 0.0
+    assert forget_rate(0.05, 0.2, 0.1) == pytest.approx(0.1)
+    assert forget_rate(0.1, 0.2, 0.1) == pytest.approx(0.2)
+    assert forget_rate(0.7, 0.2, 0.1) == pytest.approx(0.2)
+    assert forget_rate(0.3, 0.2, 0.0) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.1, 0.25, 0.5, 0.9])
+def test_co_teaching_keeps_the_scheduled_small_loss_fraction(progress):
+    data = toy_training_data()
+    tau, ramp, n = 0.4, 0.5, 40
+    config, method = build("co_teaching", f"method.co_teaching.forget_rate={tau}",
+                           f"method.co_teaching.forget_ramp={ramp}")
+    give_pseudo_labels(method, data)
+    terms = method.losses(batch_for(config, data, n_unlabelled=n, progress=progress))
+    expected = 1.0 - tau * min(progress / ramp, 1.0)
+    assert float(terms["forget_rate"]) == pytest.approx(tau * min(progress / ramp, 1.0))
+    assert abs(float(terms["kept_fraction"]) - expected) <= 0.5 / n + 1e-9
+
+
+def test_co_teaching_peer_learns_from_the_small_loss_picks():
+    """Each network's unsupervised loss is its CE on the scans its PEER ranks as small-loss."""
+    data = toy_training_data()
+    config, method = build("co_teaching", "method.co_teaching.forget_rate=0.5", "method.co_teaching.forget_ramp=0.0")
+    give_pseudo_labels(method, data)
+    method.pseudo.labels[::3] = (method.pseudo.labels[::3] + 1) % 3  # some wrong pseudo-labels
+    images = []
+    method.network.register_forward_hook(lambda m, args, out: images.append(args[0]))
+    method.eval()  # deterministic outputs, so the losses can be recomputed
+    batch = batch_for(config, data, n_labelled=4, n_unlabelled=20)
+    terms = method.losses(batch)
+    assert float(terms["kept_fraction"]) == pytest.approx(0.5)
+    targets = method.pseudo.labels[batch.unlabelled_index]
+    with torch.no_grad():
+        per_sample = [torch.nn.functional.cross_entropy(net(images[0])[4:], targets, reduction="none")
+                      for net in method.ensemble.members]
+    picks = [torch.argsort(losses)[:10] for losses in per_sample]
+    expected = (per_sample[0][picks[1]].mean() + per_sample[1][picks[0]].mean()) / 2
+    assert float(terms["unsupervised"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_co_training_views_are_complementary_halves():
+    for shape in [(2, 1, 6, 7), (2, 1, 4, 5, 9)]:
+        x = torch.rand(shape) + 0.1
+        left, right = HalfView(0)(x), HalfView(1)(x)
+        assert torch.equal(left + right, x)
+        assert torch.all((left == 0) | (right == 0))
+        assert (left != 0).any() and (right != 0).any()
+        width = shape[-1]
+        assert torch.all(left[..., width // 2:] == 0) and torch.all(right[..., :width // 2] == 0)
+
+
+def test_co_training_networks_train_on_their_own_half():
+    data = toy_training_data()
+    config, method = build("co_training")
+    give_pseudo_labels(method, data)
+    inputs = {}
+    for i, network in enumerate(method.ensemble.members):
+        network.register_forward_hook(lambda m, args, out, i=i: inputs.update({i: args[0]}))
+    method.losses(batch_for(config, data))
+    assert torch.all(inputs[0][..., 8:] == 0) and (inputs[0][..., :8] != 0).any()
+    assert torch.all(inputs[1][..., :8] == 0) and (inputs[1][..., 8:] != 0).any()
+
+
+def test_co_training_gives_each_network_the_other_networks_pseudo_labels(tmp_path):
+    data = toy_training_data()
+    config = load_config(None, ["method.name=co_training", *TOY, "method.co_training.rounds=2"])
+    trainer = Trainer(config, data, tmp_path, progress=False)
+    method = trainer.method
+    context = RoundContext(data, config.calibrate, trainer.subset_logits)
+    method.start_round(0, context)
+    for _ in range(40):
+        terms = method.losses(trainer._batch(0.1))
+        trainer.optimizer.zero_grad()
+        terms["loss"].backward()
+        trainer.optimizer.step()
+    method.eval()
+    trainer._refresh()
+    info = method.start_round(1, context)
+    assert info["pseudo_labelled_0"] > 0 and info["pseudo_labelled_1"] > 0
+    for teacher in (0, 1):
+        predict = subset_predictor(lambda x, i=teacher: method.ensemble.member_logits(i, x),
+                                   method.ensemble.members[teacher], data)
+        own = calibrated_proposal(predict, config.calibrate)
+        given = method.pseudo[1 - teacher].labels.numpy()
+        assert np.array_equal(given, np.where(own.accepted, own.predicted, -1))
+    assert not np.array_equal(method.pseudo[0].labels.numpy(), method.pseudo[1].labels.numpy())
+
+
+@pytest.mark.parametrize("name", SSL)
+def test_methods_step_on_volumes(name):
+    data = toy_training_data(n=300, size=8, dims=3, n_calibration=30, n_test=30)
+    config, method = build(name, *EXTRA.get(name, []), dims=3)
+    if hasattr(method, "pseudo"):
+        give_pseudo_labels(method, data)
+    terms = method.losses(batch_for(config, data))
+    assert torch.isfinite(terms["loss"]) and terms["unsupervised"] >= 0
+    terms["loss"].backward()
+    method.after_step()
+
+
+@pytest.mark.parametrize("name", ["co_training", "co_teaching", "mean_teacher"])
+def test_checkpoint_of_the_prediction_network_reloads(name, tmp_path):
+    config = load_config(None, [f"method.name={name}", *TOY, "train.steps=6", "train.eval_every=3",
+                                f"method.{name}.rounds=2" if name.startswith("co_") else "seed=0"])
+    data = toy_training_data()
+    trainer = Trainer(config, data, tmp_path, progress=False)
+    trainer.fit()
+    before, _ = trainer.subset_logits("test")
+    model = load_checkpoint(tmp_path)
+    with torch.no_grad():
+        after = model.network(data.images[data.test]).numpy()
+    assert abs(before - after).max() < 1e-4
+
+
+def test_ensemble_returns_log_of_mean_probability():
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    x = torch.randn(5, 4)
+    out = Ensemble([a, b])(x)
+    expected = (torch.softmax(a(x), 1) + torch.softmax(b(x), 1)) / 2
+    assert torch.allclose(out.exp(), expected, atol=1e-6)
+    assert torch.allclose(out.exp().sum(1), torch.ones(5), atol=1e-6)
+
+
+def test_ema_copy_is_frozen_and_copies_batchnorm_buffers():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    teacher = ema_copy(net)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    net(torch.randn(8, 4) * 3 + 1)  # moves the student's running statistics
+    ema_update(teacher, net, 0.99)
+    assert torch.equal(teacher[1].running_mean, net[1].running_mean)
+
+
+def test_sigmoid_rampup():
+    assert sigmoid_rampup(0.0, 0.3) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(0.15, 0.3) == pytest.approx(math.exp(-5 * 0.25))
+    assert sigmoid_rampup(0.3, 0.3) == 1.0 and sigmoid_rampup(0.9, 0.3) == 1.0
+    assert sigmoid_rampup(0.1, 0.0) == 1.0
