@@ -11,7 +11,7 @@ MODEL  ?=
 OUT    ?=
 ARGS   ?=
 
-.PHONY: setup data train score test lint bench-mnist clean
+.PHONY: setup data train score test lint bench-mnist bench-volumes clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,11 @@ lint: setup
 	$(BIN)/ruff check pipeline tests
 
 bench-mnist: setup
-	$(BIN)/python benchmarks/mnist100.py $(if $(METHODS),--methods $(METHODS)) $(ARGS)
+	$(BIN)/python -m benchmarks.mnist100 $(if $(METHODS),--methods $(METHODS)) $(ARGS)
+
+# Supervised against SSL on the synthetic volumes, PneumoniaMNIST and AdrenalMNIST3D.
+bench-volumes: setup
+	$(BIN)/python -m benchmarks.volumes $(if $(DATASETS),--datasets $(DATASETS)) $(if $(METHODS),--methods $(METHODS)) $(ARGS)
 
 clean:
 	rm -rf runs reports cache

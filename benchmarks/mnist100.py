@@ -1,128 +1,148 @@
 """Regenerate benchmarks/mnist100.md: every method (or those named) on MNIST-100, one run each.
 
-Usage: python benchmarks/mnist100.py [--methods a,b] [--config configs/mnist100.toml] [overrides...]
+Usage: python -m benchmarks.mnist100 [--methods a,b] [--config configs/mnist100.toml]
+                                     [--report-only] [overrides...]
 
-Runs are sequential (never two trainings at once on a small machine). Each run logs test
+Each method trains with the config (and its ``[per_method.<name>]`` settings), logging test
 accuracy during training (train.eval_test=true) for the accuracy-against-time figure; the
-training time excludes those evaluations.
+training time excludes those evaluations. Results accumulate in benchmarks/results/mnist100/
+and the page is rebuilt from all of them, so the methods can be run a few at a time. Runs are
+sequential: never two trainings at once on a small machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 
+from benchmarks.common import HERE, load_results, markdown_table, record  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import atomic_path, write_text  # noqa: E402
 from pipeline.methods import METHODS  # noqa: E402
-from pipeline.workflow import run_all  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+SUITE = "mnist100"
 # The source notes' own programs on this machine (../shared/notes), shown beside ours.
 NOTES = [("notes: VAE-SSL program", 0.672), ("notes: ladder program", 0.575)]
+# Published MNIST-100 test accuracies, for reference (not measured here).
+PUBLISHED = [("ladder network (Rasmus et al. 2015)", 0.9894), ("M1+M2 (Kingma et al. 2014)", 0.9667),
+             ("VAT (Miyato et al. 2018)", 0.9864)]
+# Targets of the methods issue, shown beside each result.
+TARGETS = {"ladder": 0.985, "vae_m2": 0.93, "fixmatch": 0.98, "pi_model": 0.95, "mean_teacher": 0.95,
+           "self_training": 0.92, "co_training": 0.90, "co_teaching": 0.90}
 
 
-def machine() -> str:
-    import os
+def run_one(config_path: str, method: str, overrides: list[str]) -> None:
+    from pipeline.workflow import run_all
 
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.python_version()}"
-
-
-def commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+uncommitted" if dirty else "")
-    except OSError:
-        return "unknown"
+    config = load_config(config_path, [f"method.name={method}", "train.eval_test=true", *overrides])
+    started = time.perf_counter()
+    run = run_all(config)
+    result = record(SUITE, method, run, time.perf_counter() - started,
+                    extra={"method": method, "config": config_path, "overrides": overrides,
+                           "budget": {"steps": config.train.steps, "minutes": config.train.minutes}})
+    print(f"{method}: test accuracy {result['summary']['test_accuracy']:.4f}", flush=True)
 
 
-def markdown_table(rows: list[dict]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", default=",".join(sorted(METHODS)))
-    parser.add_argument("--config", default="configs/mnist100.toml")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
-    rows, curves = [], {}
-    for name in args.methods.split(","):
-        config = load_config(args.config, [f"method.name={name}", "train.eval_test=true", *args.overrides])
-        started = time.perf_counter()
-        run = run_all(config)
-        wall = time.perf_counter() - started
-        summary = json.loads((run / "train_summary.json").read_text())
-        calibration = json.loads((run / "calibration.json").read_text())
+def table_rows(results: list[dict]) -> list[dict]:
+    rows = []
+    for r in sorted(results, key=lambda r: -r["summary"]["test_accuracy"]):
+        s = r["summary"]
+        target = TARGETS.get(r["method"])
+        met = "" if target is None else (" ✓" if s["test_accuracy"] >= target else " ✗")
+        budget = r.get("budget", {})
         rows.append({
-            "method": name,
-            "test accuracy": f"{summary['test_accuracy'] * 100:.2f}%",
-            "train s": f"{summary['train_seconds']:.0f}",
-            "stage wall s": f"{wall:.0f}",
-            "steps": summary["steps"],
-            "samples/s": f"{summary['samples_per_second']:.0f}",
-            "ECE test (after T)": f"{calibration.get('test', {}).get('ece_after', float('nan')):.3f}",
-            "run": run.name,
+            "method": r["method"],
+            "test accuracy": f"**{s['test_accuracy'] * 100:.2f}%**",
+            "target": "-" if target is None else f"{target * 100:.1f}%{met}",
+            "budget": (f"{budget['minutes']:g} min" if budget.get("minutes") else f"{budget.get('steps', s['steps'])} steps"),
+            "train s": f"{s['train_seconds']:.0f}",
+            "whole run s": "-" if r["stage_wall_s"] is None else f"{r['stage_wall_s']:.0f}",
+            "steps": s["steps"],
+            "samples/s": f"{s['samples_per_second']:.0f}",
+            "ECE test (after T)": f"{r['calibration'].get('test', {}).get('ece_after', float('nan')):.3f}",
+            "load at end": r.get("cpu_load_at_end", "-"),
+            "commit": r["commit"],
+            "run": r["run"],
         })
-        curves[name] = pd.read_csv(run / "metrics.csv")
-        print(rows[-1], flush=True)
-    figure = HERE / "mnist100_accuracy_vs_time.png"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, history in curves.items():
-        ax.plot(history["elapsed_s"] / 60, history["test_accuracy"] * 100, marker=".", label=name)
+    return rows
+
+
+def plot(loaded) -> str:
+    figure = HERE / "figures" / "mnist100_accuracy_vs_time.png"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r, curve in sorted(loaded, key=lambda e: e[0]["method"]):
+        if "test_accuracy" in curve:
+            ax.plot(curve["elapsed_s"] / 60, curve["test_accuracy"] * 100, marker=".", label=r["method"])
     for label, accuracy in NOTES:
         ax.axhline(accuracy * 100, ls=":", color="grey")
         ax.text(0, accuracy * 100 + 0.5, label, color="grey", fontsize=8)
     ax.set(xlabel="training time (min, evaluation excluded)", ylabel="test accuracy (%)",
            title="MNIST, 100 labels", ylim=(50, 100))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower right")
     with atomic_path(figure) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    table = markdown_table(rows)
-    notes = "\n".join(f"| {label} | {acc * 100:.1f}% |" for label, acc in NOTES)
+    plt.close(fig)
+    return f"figures/{figure.name}"
+
+
+def write_report() -> None:
+    loaded = load_results(SUITE)
+    results = [r for r, _ in loaded]
+    missing = sorted(set(METHODS) - {r["method"] for r in results})
+    table = markdown_table(table_rows(results)) if results else "No results yet."
+    figure = plot(loaded) if results else None
+    machines = "; ".join(sorted({r["machine"] for r in results})) or "-"
+    notes = "\n".join(f"| {label} (measured here) | {acc * 100:.1f}% |" for label, acc in NOTES)
+    published = "\n".join(f"| {label} (published) | {acc * 100:.2f}% |" for label, acc in PUBLISHED)
     text = f"""# MNIST with 100 labels
 
-Regenerate: `make bench-mnist` (`python benchmarks/mnist100.py`). One run per method, default
-seed, config `{args.config}`{' with ' + ' '.join(args.overrides) if args.overrides else ''}.
+Regenerate: `make bench-mnist` (all methods, about two hours) or `make bench-mnist METHODS=a,b`;
+results accumulate in `benchmarks/results/mnist100/` and this page is rebuilt from all of them.
+One run per method, default seed, config `configs/mnist100.toml` with its per-method budgets.
 Labels: the first 10 training images of each class; the next 10 of each class are the calibration
 set (temperature and thresholds only, never trained on); 59,800 unlabelled; 10,000 test images.
 
-Machine: {machine()}. Commit: {commit()}. Date: {time.strftime('%Y-%m-%d')}.
+Machine: {machines}.
 
 {table}
 
-"train s" is training time without evaluation; "stage wall s" is the whole fetch → calibrate
-chain including the per-checkpoint test evaluations this benchmark adds.
+"train s" is training time without evaluation; "whole run s" is the whole fetch → calibrate
+chain including the per-checkpoint test evaluations this benchmark adds (data stages are cached
+after the first run). "load at end" is the 1-minute load average when the run ended: above 2 on
+this 2-core machine something else shared the cores and the times are upper bounds.
+{'Not yet run: ' + ', '.join(missing) + '.' if missing else ''}
 
-The source notes' own programs, measured on this kind of machine:
-
-| program | test accuracy |
+| reference | test accuracy |
 |---|---|
 {notes}
+{published}
 
-![test accuracy against training time](mnist100_accuracy_vs_time.png)
+{f'![test accuracy against training time]({figure})' if figure else ''}
 """
     write_text(HERE / "mnist100.md", text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--methods", default=",".join(sorted(METHODS)))
+    parser.add_argument("--config", default="configs/mnist100.toml")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild mnist100.md from stored results")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if not args.report_only:
+        for name in args.methods.split(","):
+            if name not in METHODS:
+                raise SystemExit(f"unknown method '{name}'; registered: {', '.join(sorted(METHODS))}")
+            run_one(args.config, name, args.overrides)
+            write_report()
+    write_report()
     return 0
 
 

@@ -90,6 +90,15 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
             "ece_before": expected_calibration_error(softmax(test_logits), test_labels, c.ece_bins),
             "ece_after": expected_calibration_error(test_probs, test_labels, c.ece_bins),
         }
+        if positive:
+            k = model.classes.index(positive)
+            result["test"]["screening"] = _test_operating_point(test_probs[:, k], test_labels == k,
+                                                                result["screening"])
+            if result["test"]["screening"]["auroc"] is not None:
+                plot_roc(test_probs[:, k], test_labels == k, result["test"]["screening"], run_dir / "roc_test.png",
+                         title=f"test set (n={len(test_labels)}), operating point from calibration")
+            plot_score_histogram(test_probs[:, k], test_labels, model.classes, positive, result["screening"],
+                                 run_dir / "score_histogram_test.png", title="test set")
     if len(labels) < 100:
         result["warnings"].append(f"only {len(labels)} labelled calibration scans: thresholds and rates are "
                                   "rough estimates; label more scans for calibration")
@@ -101,6 +110,23 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
     log.info("temperature %.3f; ECE %.4f -> %.4f on %d calibration scans", temperature,
              result["ece_before"], result["ece_after"], len(labels))
     return result
+
+
+def _test_operating_point(p_positive: np.ndarray, is_positive: np.ndarray, screening: dict) -> dict:
+    """What the thresholds chosen on the calibration set do on held-out test scans."""
+    from sklearn.metrics import roc_auc_score
+
+    called = p_positive >= screening["decision"]
+    review = (p_positive >= screening["review_low"]) & (p_positive < screening["review_high"])
+    both = is_positive.any() and not is_positive.all()
+    return {
+        "auroc": float(roc_auc_score(is_positive, p_positive)) if both else None,
+        "sensitivity": float(called[is_positive].mean()) if is_positive.any() else None,
+        "specificity": float((~called[~is_positive]).mean()) if not is_positive.all() else None,
+        "review_fraction": float(review.mean()),
+        "n_positive": int(is_positive.sum()),
+        "n_negative": int((~is_positive).sum()),
+    }
 
 
 def _screening(classes, positive, probs, labels, c, seed, warnings) -> dict:

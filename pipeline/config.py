@@ -7,6 +7,7 @@ type, raises :class:`ConfigError` naming the key.  Method-specific keys live in 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -223,10 +224,45 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _check_per_method(per_method: Any, raw: dict[str, Any]) -> None:
+    """Every ``[per_method.<name>]`` table names a registered method and holds known keys."""
+    from pipeline.methods import METHODS, validate_method_config
+
+    if not isinstance(per_method, dict):
+        raise ConfigError("config key 'per_method' must be a table of [per_method.<method name>] tables")
+    for name, table in per_method.items():
+        if name not in METHODS:
+            raise ConfigError(f"[per_method.{name}]: '{name}' is not a registered method; "
+                              f"known: {', '.join(sorted(METHODS))}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[per_method.{name}] must be a table")
+        if "method" in table and "name" in table["method"]:
+            raise ConfigError(f"[per_method.{name}] must not set method.name")
+        trial = _deep_merge(raw, table)
+        trial.setdefault("method", {})["name"] = name
+        try:
+            validate_method_config(build_dataclass(Config, trial, "").method)
+        except ConfigError as error:
+            raise ConfigError(f"in [per_method.{name}]: {error}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a TOML config (or the defaults), apply overrides and validate everything.
 
-    The method's own keys are checked by the method registry (see ``pipeline.methods``).
+    Settings resolve in this order, later winning: the built-in defaults, the file, the file's
+    ``[per_method.<name>]`` table for the chosen method (for example a longer budget for the
+    ladder network), then the ``section.key=value`` overrides. The method's own keys are
+    checked by the method registry (see ``pipeline.methods``).
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -237,10 +273,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
-    raw = apply_overrides(raw, list(overrides or []))
-    if not isinstance(raw.setdefault("method", {}), dict):
+    per_method = raw.pop("per_method", {})
+    chosen = apply_overrides(copy.deepcopy(raw), list(overrides or []))
+    if not isinstance(chosen.setdefault("method", {}), dict):
         raise ConfigError("config key 'method' must be a table with a 'name'")
-    raw["method"].setdefault("name", "supervised")
+    name = chosen["method"].setdefault("name", "supervised")
+    _check_per_method(per_method, raw)
+    # The file's settings for the chosen method sit between the file and the command line.
+    raw = apply_overrides(_deep_merge(raw, per_method.get(name, {})), list(overrides or []))
+    raw.setdefault("method", {}).setdefault("name", "supervised")
     config = build_dataclass(Config, raw, "")
     from pipeline.methods import validate_method_config
 

@@ -90,6 +90,16 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
+def positive_auroc(logits: np.ndarray, labels: np.ndarray, positive: int) -> float:
+    """AUROC of the positive class's score; NaN unless both classes are present."""
+    from sklearn.metrics import roc_auc_score
+
+    is_positive = labels == positive
+    if is_positive.all() or not is_positive.any():
+        return float("nan")
+    return float(roc_auc_score(is_positive, logits[:, positive] - np.delete(logits, positive, 1).max(1)))
+
+
 class Trainer:
     def __init__(self, config: Config, data: TrainingData, run_dir: Path, progress: bool = True):
         self.config = config
@@ -149,7 +159,11 @@ class Trainer:
         row.update({k: v / max(count, 1) for k, v in sums.items()})
         row["calibration_accuracy"] = accuracy(*self.subset_logits("calibration"))
         if self.config.train.eval_test:
-            row["test_accuracy"] = accuracy(*self.subset_logits("test"))
+            test_logits, test_labels = self.subset_logits("test")
+            row["test_accuracy"] = accuracy(test_logits, test_labels)
+            if self.config.data.positive_class in self.data.classes:
+                positive = self.data.classes.index(self.config.data.positive_class)
+                row["test_auroc"] = positive_auroc(test_logits, test_labels, positive)
         self.history.append(row)
         return row
 
@@ -214,6 +228,9 @@ class Trainer:
             "samples_per_second": round(samples / max(train_time, 1e-9), 1),
             "calibration_accuracy": self.history[-1]["calibration_accuracy"],
             "test_accuracy": accuracy(test_logits, test_labels),
+            **({"test_auroc": positive_auroc(test_logits, test_labels,
+                                             self.data.classes.index(self.config.data.positive_class))}
+               if self.config.data.positive_class in self.data.classes else {}),
             "n_labelled": len(self.data.labelled),
             "n_unlabelled": len(self.data.unlabelled),
             "n_calibration": len(self.data.calibration),

@@ -69,3 +69,39 @@ def test_shipped_configs_are_valid():
     assert configs
     for path in configs:
         load_config(path)
+
+
+PER_METHOD = """
+[train]
+steps = 100
+lr = 0.003
+[per_method.ladder.train]
+minutes = 2.0
+lr = 0.002
+[per_method.ladder.method.ladder]
+noise = 0.2
+"""
+
+
+def test_per_method_settings_apply_to_their_method_only(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(PER_METHOD)
+    ladder = load_config(path, ["method.name=ladder"])
+    assert (ladder.train.minutes, ladder.train.lr, ladder.train.steps) == (2.0, 0.002, 100)
+    assert ladder.method["ladder"]["noise"] == 0.2
+    other = load_config(path, ["method.name=fixmatch"])
+    assert (other.train.minutes, other.train.lr) == (0.0, 0.003)
+    # The command line wins over the file's per-method table.
+    assert load_config(path, ["method.name=ladder", "train.lr=0.01"]).train.lr == 0.01
+
+
+@pytest.mark.parametrize("extra, named", [
+    ("[per_method.magic.train]\nsteps = 1\n", "magic"),
+    ("[per_method.fixmatch.train]\nstepz = 1\n", r"per_method\.fixmatch.*train\.stepz"),
+    ("[per_method.fixmatch.method.fixmatch]\nthreshhold = 0.9\n", r"per_method\.fixmatch.*threshhold"),
+])
+def test_per_method_tables_are_checked_even_when_not_chosen(tmp_path, extra, named):
+    path = tmp_path / "c.toml"
+    path.write_text(PER_METHOD + extra)
+    with pytest.raises(ConfigError, match=named):
+        load_config(path, ["method.name=supervised"])

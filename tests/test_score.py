@@ -5,12 +5,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from pipeline.calibrate import calibrate
+from pipeline.calibration import softmax
+from pipeline.checkpoint import load_checkpoint
 from pipeline.config import load_config
 from pipeline.score import neutralise_formula, score
-from pipeline.trainer import Trainer
+from pipeline.trainer import Trainer, predict_logits
 
 from toy import toy_images, toy_training_data
 
@@ -119,8 +123,18 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
     assert screening["n_positive"] + screening["n_negative"] == 120
     assert len(screening["sensitivity_ci95"]) == 2
     assert any("abnormal calibration scans" in w for w in result["warnings"])  # ~40 positives < 60
-    for name in ("roc.png", "score_histogram.png", "reliability.png"):
+    for name in ("roc.png", "score_histogram.png", "reliability.png", "roc_test.png", "score_histogram_test.png"):
         assert (run / name).stat().st_size > 1000
+    # The calibration set's thresholds, applied to the untouched test scans.
+    logits = predict_logits(load_checkpoint(run).network, data.images[data.test], torch.device("cpu"))
+    p_test = softmax(logits, result["temperature"])[:, 1]
+    y_test = data.labels[data.test].numpy() == 1
+    test = result["test"]["screening"]
+    assert (test["n_positive"], test["n_negative"]) == (y_test.sum(), (~y_test).sum())
+    assert test["auroc"] == pytest.approx(roc_auc_score(y_test, p_test), abs=1e-6)
+    called = p_test >= screening["decision"]
+    assert test["sensitivity"] == pytest.approx(called[y_test].mean())
+    assert test["specificity"] == pytest.approx((~called[~y_test]).mean())
     images, labels = toy_images(10, seed=9)
     scans = tmp_path / "scans"
     scans.mkdir()
