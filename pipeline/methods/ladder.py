@@ -3,8 +3,8 @@
 The encoder is a permutation-invariant MLP: every layer is Linear -> batch norm without
 affine parameters -> (+ Gaussian noise on the corrupted pass) -> learned per-unit shift
 ``beta`` (and scale ``gamma`` on the top layer) -> ReLU (softmax on top).  Images of any
-shape, 2D or 3D, are flattened, so a big volume gives a very wide first layer: a
-convolutional ladder for volumes is future work.
+shape, 2D or 3D, are flattened, so a big volume gives a very wide first layer; for volumes
+use ``conv_gamma`` (below).
 
 One training step runs
 
@@ -26,14 +26,24 @@ One training step runs
   (cost ``denoising_costs[-1]``);
 * ``decoder_only`` - a simplified ladder without lateral connections: each layer's
   reconstruction is a per-unit affine map of the top-down signal ``u_l`` alone (a
-  plain denoising autoencoder's decoder, never seeing ``ztilde_l``), costs as in ``full``.
+  plain denoising autoencoder's decoder, never seeing ``ztilde_l``), costs as in ``full``;
+* ``conv_gamma`` - the Gamma-model on a convolutional encoder, 2D or 3D: the ``[network]``
+  classifier (the ConvNet for ``network.name = "cnn"``) whose logits are the top
+  pre-activations, batch-normalised without affine parameters, then ``gamma * (z + beta)``.
+  The corrupted pass adds Gaussian noise to the input and to the normalised top only (the
+  authors' code corrupts every layer; here the ConvNet's inner layers are untouched MONAI
+  blocks); the top is denoised with the vanilla combinator as in ``gamma``, cost
+  ``top_cost * mean ||zhat_L^BN - z_L||^2 / K``.  ``hidden`` and ``denoising_costs`` are
+  not used.  The classifier runs once per batch, so its own batch norms also see the
+  labelled, corrupted and clean batches apart.
 
-The prediction network (calibration, scoring, checkpoint) is the clean encoder.
-``[network]`` is not used except for ``network.dropout``, which (when > 0) drops units of
-the corrupted passes' layer inputs as extra corruption; the clean encoder never drops.
+The prediction network (calibration, scoring, checkpoint) is the clean encoder.  The MLP
+variants use ``[network]`` only for ``network.dropout``, which (when > 0) drops units of the
+corrupted passes' layer inputs as extra corruption; ``conv_gamma`` keeps the classifier's
+own dropout, likewise on the corrupted passes only.  The clean encoder never drops.
 On MNIST-100 dropout 0.1 cost a point (94.5 % against 95.5 % after 3,000 steps), so run the
-ladder with ``network.dropout = 0``.  The three passes of a step share each layer's matrix
-product (one product over the stacked batches, normalised batch by batch).
+ladder with ``network.dropout = 0``.  The MLP's three passes of a step share each layer's
+matrix product (one product over the stacked batches, normalised batch by batch).
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from torch import nn
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
 
-VARIANTS = ("full", "gamma", "decoder_only")
+VARIANTS = ("full", "gamma", "decoder_only", "conv_gamma")
 EPS = 1e-5
 
 
@@ -145,6 +155,63 @@ class LadderEncoder(nn.Module):
         return results
 
 
+class ConvLadderEncoder(nn.Module):
+    """The ``conv_gamma`` encoder around a classifier; called on images it is the clean
+    encoder and returns logits.
+
+    Parameters
+    ----------
+    network : nn.Module
+        The ``[network]`` classifier; its outputs are the top pre-activations.
+    num_classes : int
+        Width of the top layer.
+    in_features : int
+        Number of input values (the width of layer 0, which ``conv_gamma`` never decodes).
+    """
+
+    def __init__(self, network: nn.Module, num_classes: int, in_features: int):
+        super().__init__()
+        self.sizes = [in_features, num_classes]
+        self.convnet = network
+        self.norm = nn.BatchNorm1d(num_classes, affine=False, eps=EPS)
+        self.beta = nn.Parameter(torch.zeros(num_classes))
+        self.gamma = nn.Parameter(torch.ones(num_classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.gamma * (self.norm(self.convnet(images)) + self.beta)
+
+    def passes(self, noisy: list[torch.Tensor], clean: list[torch.Tensor], noise: float) -> list[Pass]:
+        """As :meth:`LadderEncoder.passes`, with two layers: 0 the input, 1 the top.
+
+        Each batch goes through the classifier on its own (so its batch norms see the
+        batches apart); its dropout is active on the corrupted passes only.  The top's
+        running statistics follow the clean passes; the classifier's inner ones follow all
+        passes, which is harmless because the trainer re-estimates them on clean images
+        before every evaluation.
+        """
+        dropouts = [m for m in self.convnet.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+        results = []
+        for index, images in enumerate([*noisy, *clean]):
+            corrupted = index < len(noisy)
+            for dropout in dropouts:
+                dropout.train(corrupted and self.training)
+            x = images + noise * torch.randn_like(images) if corrupted else images
+            pre = self.convnet(x)
+            mean, std = _batch_stats(pre)
+            z = (pre - mean) / std
+            if corrupted:
+                z = z + noise * torch.randn_like(z)
+                result = Pass([x, z], [0.0], [1.0])
+            else:
+                self.norm(pre.detach())  # keeps the running statistics current
+                result = Pass([x, z], [0.0, mean], [1.0, std])
+            result.top = self.gamma * (z + self.beta)
+            results.append(result)
+        for dropout in dropouts:
+            dropout.train(self.training)
+        return results
+
+
 class VanillaCombinator(nn.Module):
     """g(z~, u) = (z~ - mu(u)) * v(u) + mu(u), with mu(u) = a1 sigmoid(a2 u + a3) + a4 u + a5 and
     v(u) = a6 sigmoid(a7 u + a8) + a9 u + a10: ten parameters per unit (initialised as in the
@@ -181,33 +248,40 @@ class Ladder(Method):
     @dataclass
     class Params:
         hidden: list[int] = field(default_factory=lambda: [1000, 500, 250, 250, 250])
-        noise: float = 0.3  # std of the Gaussian corruption at every layer, input included
+        noise: float = 0.3  # std of the Gaussian corruption at every layer, input included (conv_gamma: input, top)
         # lambda_l for layers 0 (input) .. L (top); one per layer, len(hidden) + 2 entries
         denoising_costs: list[float] = field(default_factory=lambda: [1000.0, 10.0, 0.1, 0.1, 0.1, 0.1, 0.1])
-        variant: str = "full"  # full | gamma | decoder_only
+        variant: str = "full"  # full | gamma | decoder_only | conv_gamma
+        # conv_gamma's lambda_L (the authors' Conv-Small Gamma-model on MNIST-100 used 1)
+        top_cost: float = 1.0
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
         if params.variant not in VARIANTS:
             raise ValueError(f"method.ladder.variant must be one of {', '.join(VARIANTS)}, got '{params.variant}'")
-        if len(params.denoising_costs) != len(params.hidden) + 2:
-            raise ValueError(
-                f"method.ladder.denoising_costs needs one weight per layer, input and output included: "
-                f"{len(params.hidden) + 2} for hidden={params.hidden}, got {len(params.denoising_costs)}"
-            )
         if params.noise < 0:
             raise ValueError(f"method.ladder.noise must be >= 0, got {params.noise}")
-        # [network] only contributes its dropout rate (extra corruption of the noisy passes).
-        dropout = next((m.p for m in self.network.modules() if isinstance(m, nn.Dropout)), 0.0)
-        encoder = LadderEncoder(math.prod(self.input_shape), list(params.hidden), num_classes, dropout)
-        self.network = encoder
-        sizes = encoder.sizes
+        gamma = params.variant in ("gamma", "conv_gamma")
+        if params.variant == "conv_gamma":
+            self.network = ConvLadderEncoder(self.network, num_classes, math.prod(self.input_shape))
+            self.lambdas = [0.0, params.top_cost]
+        else:
+            if len(params.denoising_costs) != len(params.hidden) + 2:
+                raise ValueError(
+                    f"method.ladder.denoising_costs needs one weight per layer, input and output included: "
+                    f"{len(params.hidden) + 2} for hidden={params.hidden}, got {len(params.denoising_costs)}"
+                )
+            # [network] only contributes its dropout rate (extra corruption of the noisy passes).
+            dropout = next((m.p for m in self.network.modules() if isinstance(m, nn.Dropout)), 0.0)
+            self.network = LadderEncoder(math.prod(self.input_shape), list(params.hidden), num_classes, dropout)
+            self.lambdas = list(params.denoising_costs)
+        sizes = self.network.sizes
         top = len(sizes) - 1
-        self.layers = [top] if params.variant == "gamma" else list(range(top, -1, -1))
+        self.layers = [top] if gamma else list(range(top, -1, -1))
         # V_l maps layer l+1's reconstruction down to layer l (l = 0 .. L-1).
-        self.decoder = nn.ModuleList(
+        self.decoder = nn.ModuleList() if gamma else nn.ModuleList(
             nn.Linear(sizes[layer + 1], sizes[layer], bias=False) for layer in range(top)
-        ) if params.variant != "gamma" else nn.ModuleList()
+        )
         combinator = TopDownOnly if params.variant == "decoder_only" else VanillaCombinator
         self.combinators = nn.ModuleDict({str(layer): combinator(sizes[layer]) for layer in self.layers})
 
@@ -223,7 +297,7 @@ class Ladder(Method):
             reconstruction = self.combinators[str(layer)](corrupted.z[layer], u)
             normalised = (reconstruction - clean.mean[layer]) / clean.std[layer]
             error = (normalised - clean.z[layer]).pow(2).sum(1).mean() / sizes[layer]
-            costs.append(self.params.denoising_costs[layer] * error)
+            costs.append(self.lambdas[layer] * error)
         return costs
 
     def denoising_costs(self, unlabelled: torch.Tensor) -> list[torch.Tensor]:

@@ -7,11 +7,17 @@ Three networks:
   permutation-invariant MLP with batch norm and ``network.dropout`` (``classifier = "mlp"``).
   It sees random views of the images (``classifier_augment``, weak by default, and/or
   Gaussian noise), labelled and unlabelled in one pass; the bound always uses the clean image;
-* encoder ``q(z|x,y)`` - an MLP on the flattened image and the one-hot label, giving the
-  mean and log-variance of a diagonal Gaussian over ``latent`` dimensions;
-* decoder ``p(x|y,z)`` - an MLP giving per-voxel Bernoulli logits (binary cross-entropy
-  reconstruction, so images must lie in [0, 1]: MNIST with ``intensity = "range"``;
-  targets outside are clipped to [0, 1]).
+* encoder ``q(z|x,y)`` - giving the mean and log-variance of a diagonal Gaussian over
+  ``latent`` dimensions from the image and the one-hot label: with ``architecture = "mlp"``
+  (the default) an MLP on the flattened image; with ``"conv"`` a stack of stride-2
+  convolutions (``conv_channels``; 2D or 3D, as the input), flattened, concatenated
+  with the label and mapped linearly to the mean and log-variance;
+* decoder ``p(x|y,z)`` - per-voxel Bernoulli logits (binary cross-entropy reconstruction,
+  so images must lie in [0, 1]: MNIST with ``intensity = "range"``; targets outside are
+  clipped to [0, 1]): an MLP, or with ``"conv"`` a linear map from ``[z, y]`` to a small
+  feature map and stride-2 transposed convolutions back up, cropped to the input size.
+
+Either encoder computes its image part once per image, however many classes are tried.
 
 Objective, per image (all in nats):
 
@@ -22,7 +28,8 @@ Objective, per image (all in nats):
 
 Each step decodes every unlabelled image once per class: memory and time grow with
 ``unlabelled_batch_size x classes x voxels``, so lower ``train.unlabelled_batch_size`` for
-big volumes (an MLP decoder for volumes is a baseline; a convolutional one is future work).
+big volumes, and use ``architecture = "conv"`` there: the MLP's first and last layers are
+``voxels x hidden`` wide.
 
 The batch loss is ``mean L + mean U + alpha * mean CE`` (``supervised`` is the CE,
 ``unsupervised`` the mean ``U``).  The paper's ``alpha = 0.1 N`` weighs the summed
@@ -46,6 +53,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import Convolution
 from torch import nn
 
 from pipeline.methods import register
@@ -53,6 +61,8 @@ from pipeline.methods.base import Method, StepBatch
 from pipeline.networks import MLP
 
 CLASSIFIERS = ("mlp", "network")
+ARCHITECTURES = ("mlp", "conv")
+LOG_VAR_RANGE = (-12.0, 8.0)
 
 
 def _mlp_layers(sizes: list[int]) -> nn.Sequential:
@@ -76,7 +86,7 @@ class Encoder(nn.Module):
 
     def forward(self, image_part: torch.Tensor, labels_onehot: torch.Tensor):
         h = self.body(F.softplus(image_part + self.label_in(labels_onehot)))
-        return self.mean(h), self.log_var(h).clamp(-12.0, 8.0)
+        return self.mean(h), self.log_var(h).clamp(*LOG_VAR_RANGE)
 
 
 class Decoder(nn.Module):
@@ -89,6 +99,94 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, labels_onehot: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z, labels_onehot], dim=1))
+
+
+def _halved(spatial: tuple[int, ...], stages: int) -> list[int]:
+    """Spatial size after ``stages`` stride-2 convolutions (kernel 3, padding 1): ceil(s / 2^stages)."""
+    sizes = list(spatial)
+    for _ in range(stages):
+        sizes = [(s + 1) // 2 for s in sizes]
+    return sizes
+
+
+class ConvEncoder(nn.Module):
+    """q(z|x,y) for ``architecture = "conv"``.
+
+    ``image_in`` takes flattened images, as the MLP encoder's does, so the bound is computed
+    the same way for both; it restores the shape, applies the stride-2 convolutions and
+    flattens the features.  ``forward`` concatenates them with the one-hot label and maps
+    linearly to the mean and log-variance.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        (channels, *spatial), 2 or 3 spatial dimensions.
+    num_classes : int
+        Length of the one-hot label.
+    channels : list of int
+        Output channels of each stride-2 convolution.
+    latent : int
+        Dimension of z.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: list[int], latent: int):
+        super().__init__()
+        dims = len(input_shape) - 1
+        widths = [input_shape[0], *channels]
+        self.image_in = nn.Sequential(
+            nn.Unflatten(1, tuple(input_shape)),
+            *(Convolution(dims, a, b, strides=2, kernel_size=3, act="elu", norm=None)
+              for a, b in zip(widths[:-1], widths[1:])),
+            nn.Flatten(),
+        )
+        features = channels[-1] * math.prod(_halved(input_shape[1:], len(channels)))
+        self.mean = nn.Linear(features + num_classes, latent)
+        self.log_var = nn.Linear(features + num_classes, latent)
+
+    def forward(self, image_part: torch.Tensor, labels_onehot: torch.Tensor):
+        h = torch.cat([image_part, labels_onehot], dim=1)
+        return self.mean(h), self.log_var(h).clamp(*LOG_VAR_RANGE)
+
+
+class ConvDecoder(nn.Module):
+    """p(x|y,z) for ``architecture = "conv"``: Bernoulli logits of every voxel, flattened.
+
+    A linear map from ``[z, onehot y]`` to a feature map of ``ceil(size / 2^stages)`` per axis,
+    then one stride-2 transposed convolution per stage (each doubles the size; the last
+    gives the logits), cropped to the input size (28 -> 7 -> 28, 13 -> 4 -> 16 -> 13).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        (channels, *spatial), 2 or 3 spatial dimensions.
+    num_classes : int
+        Length of the one-hot label.
+    channels : list of int
+        The encoder's channels; the decoder runs through them in reverse.
+    latent : int
+        Dimension of z.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: list[int], latent: int):
+        super().__init__()
+        self.spatial = tuple(input_shape[1:])
+        self.start = (channels[-1], *_halved(self.spatial, len(channels)))
+        self.project = nn.Sequential(nn.Linear(latent + num_classes, math.prod(self.start)), nn.ELU())
+        widths = [*channels[::-1], input_shape[0]]
+        last = len(widths) - 2
+        self.up = nn.Sequential(*(
+            Convolution(len(self.spatial), a, b, strides=2, kernel_size=3, is_transposed=True, act="elu",
+                        norm=None, conv_only=index == last)
+            for index, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+        ))
+
+    def images(self, z: torch.Tensor, labels_onehot: torch.Tensor) -> torch.Tensor:
+        """Logits shaped as the input, ``(N, C, *spatial)``."""
+        h = self.project(torch.cat([z, labels_onehot], dim=1)).view(len(z), *self.start)
+        return self.up(h)[(..., *(slice(0, s) for s in self.spatial))]
+
+    def forward(self, z: torch.Tensor, labels_onehot: torch.Tensor) -> torch.Tensor:
+        return self.images(z, labels_onehot).flatten(1)
 
 
 @register
@@ -105,6 +203,8 @@ class VaeM2(Method):
         classifier_augment: str = "weak"  # none | weak | strong: random views for the classifier
         alpha: float = 10.0  # weight of the labelled cross-entropy (paper: 0.1 x number of labels)
         kl_warmup: float = 0.0  # fraction of training over which the KL weight ramps 0 -> 1
+        architecture: str = "mlp"  # mlp | conv: the encoder and decoder (not the classifier)
+        conv_channels: list[int] = field(default_factory=lambda: [32, 64])  # for "conv": one per stride-2 stage
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
@@ -114,14 +214,25 @@ class VaeM2(Method):
         if params.classifier_augment not in ("none", "weak", "strong"):
             raise ValueError(f"method.vae_m2.classifier_augment must be none, weak or strong, "
                              f"got '{params.classifier_augment}'")
-        if not params.hidden or params.latent < 1:
+        if params.architecture not in ARCHITECTURES:
+            raise ValueError(f"method.vae_m2.architecture must be one of {', '.join(ARCHITECTURES)}, "
+                             f"got '{params.architecture}'")
+        if params.latent < 1 or (params.architecture == "mlp" and not params.hidden):
             raise ValueError("method.vae_m2 needs at least one hidden layer and latent >= 1")
+        if params.architecture == "conv" and (not params.conv_channels or min(params.conv_channels) < 1):
+            raise ValueError(f"method.vae_m2.conv_channels needs at least one positive width, "
+                             f"got {params.conv_channels}")
         features = math.prod(self.input_shape)
         if params.classifier == "mlp":
             dropout = next((m.p for m in self.network.modules() if isinstance(m, nn.Dropout)), 0.0)
             self.network = MLP(features, num_classes, list(params.classifier_hidden), dropout)
-        self.encoder = Encoder(features, num_classes, list(params.hidden), params.latent)
-        self.decoder = Decoder(features, num_classes, list(params.hidden)[::-1], params.latent)
+        if params.architecture == "conv":
+            channels = list(params.conv_channels)
+            self.encoder = ConvEncoder(self.input_shape, num_classes, channels, params.latent)
+            self.decoder = ConvDecoder(self.input_shape, num_classes, channels, params.latent)
+        else:
+            self.encoder = Encoder(features, num_classes, list(params.hidden), params.latent)
+            self.decoder = Decoder(features, num_classes, list(params.hidden)[::-1], params.latent)
 
     # -- the bound -------------------------------------------------------------------------
 
