@@ -131,6 +131,8 @@ def _test_operating_point(p_positive: np.ndarray, is_positive: np.ndarray, scree
 
 def _screening(classes, positive, probs, labels, c, seed, warnings) -> dict:
     """Decision threshold at the target sensitivity, its specificity, and the review band."""
+    from sklearn.metrics import roc_auc_score
+
     if positive not in classes:
         raise ValueError(f"data.positive_class '{positive}' is not one of the classes {classes}")
     k = classes.index(positive)
@@ -139,7 +141,8 @@ def _screening(classes, positive, probs, labels, c, seed, warnings) -> dict:
                                      c.review_sensitivity, c.review_precision)
     n_positive = int(is_positive.sum())
     screening.update(positive_class=positive, target_sensitivity=c.target_sensitivity,
-                     n_positive=n_positive, n_negative=int(len(labels) - n_positive))
+                     n_positive=n_positive, n_negative=int(len(labels) - n_positive),
+                     auroc=float(roc_auc_score(is_positive, p_positive)))
     decision = screening["decision"]
 
     def sensitivity(p, y):
