@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# The pinned CPU build first: an unpinned torch would pull gigabytes of CUDA packages.
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev]'
+	# The Ray extra too, so that the tests of the Ray scoring engine run.
+	$(BIN)/pip install -e '.[dev,ray]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
 
-    p = sub.add_parser("train", help="train a model (runs fetch/ingest/split first when their files are missing)")
+    p = sub.add_parser("train", help="train a model (runs fetch/ingest/split first when their files are missing); "
+                       "under 'torchrun --nproc_per_node N -m pipeline train ...' on N processes with DDP")
     _add_config_arguments(p)
 
     p = sub.add_parser("calibrate", help="temperature scaling and thresholds for a run folder")
@@ -66,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scans")
     p.add_argument("--model", help="run folder (default: the latest run)")
     p.add_argument("--out", help="report CSV path")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2,
+                   help="preprocessing processes (local engine) or Ray actors (ray engine)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: worker processes on this machine; ray: Ray Data on a Ray cluster "
+                        "(needs pip install 'ssl-screening-pipeline[ray]')")
+    p.add_argument("--address", help="Ray cluster to connect to (default: start a local one); only with --engine ray")
     p.add_argument("--resume", action="store_true", help="carry on from the rows a killed run left")
     p.add_argument("--chunk-size", type=int, default=512, help="scans scored between two appends")
     p.add_argument("--quiet", action="store_true")
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from pipeline import workflow
+    from pipeline import distributed, workflow
 
     if args.command == "fetch":
         from pipeline.fetch import fetch, materialise_mnist
@@ -132,6 +138,8 @@ def _dispatch(args) -> int:
         config = load_config(args.config, args.overrides)
         stage = workflow.run_all if args.command == "run" else workflow.train_stage
         run_dir = stage(config, progress=not args.quiet)
+        if not distributed.launched_as_main():  # torchrun's other processes: rank 0 reports
+            return 0
         summary = json.loads((run_dir / "train_summary.json").read_text())
         print(f"run folder: {run_dir}")
         print(f"test accuracy: {summary['test_accuracy']:.4f} ({summary['method']}, "
@@ -144,8 +152,11 @@ def _dispatch(args) -> int:
     elif args.command == "score":
         from pipeline.score import score
 
+        if args.address and args.engine != "ray":
+            raise ValueError("--address names a Ray cluster; use it with --engine ray")
         print(score(args.scans, args.model or workflow.latest_run(), out=args.out, workers=args.workers,
-                    progress=not args.quiet, resume=args.resume, chunk_size=args.chunk_size))
+                    progress=not args.quiet, resume=args.resume, chunk_size=args.chunk_size,
+                    engine=args.engine, address=args.address))
     elif args.command == "sample":
         from pipeline.sample import sample
 

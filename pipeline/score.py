@@ -23,6 +23,7 @@ from pipeline.reading import list_files, scan_suffix
 
 log = logging.getLogger("pipeline.score")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+ENGINES = ("local", "ray")
 
 
 def neutralise_formula(text: str) -> str:
@@ -34,18 +35,8 @@ def default_report_path(run_dir: Path, scans: Path) -> Path:
     return Path("reports") / run_dir.name / f"{scans.resolve().name}.csv"
 
 
-def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
-          batch_size: int | None = None, workers: int = 2, progress: bool = True,
-          resume: bool = False, chunk_size: int = 512, max_thumbnails: int = 500) -> Path:
-    """Score every file below ``scans`` with the model in ``run_dir``; return the report path.
-
-    Columns: scan_id, path, prediction, confidence, needs_review, status, error and one
-    ``p_<class>`` per class (temperature-scaled).  Rows are appended to ``<out>.partial``
-    as each chunk of scans finishes; with ``resume=True`` a killed run carries on from
-    there.  The finished report, its ``.meta.json``, ``.summary.txt`` and ``.html`` review
-    page are each replaced atomically.
-    """
-    scans, run_dir = Path(scans), Path(run_dir)
+def load_scorer(run_dir: Path) -> tuple:
+    """``(model, calibration, temperature, decide)`` for a calibrated run folder."""
     model = load_checkpoint(run_dir)
     calibration_file = run_dir / CALIBRATION
     if not calibration_file.exists():
@@ -53,11 +44,37 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     calibration = json.loads(calibration_file.read_text())
     if calibration.get("weights_sha256") != model.weights_sha256:
         raise ValueError(f"{calibration_file} was made for other weights; re-run 'pipeline calibrate {run_dir}'")
-    temperature = float(calibration["temperature"])
-    decide = decision_rule(calibration, model.classes)
+    return model, calibration, float(calibration["temperature"]), decision_rule(calibration, model.classes)
+
+
+def report_columns(classes: list[str]) -> list[str]:
+    """The report's columns, in order, for a model with these classes."""
+    return ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error",
+            *(f"p_{c}" for c in classes)]
+
+
+def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
+          batch_size: int | None = None, workers: int = 2, progress: bool = True,
+          resume: bool = False, chunk_size: int = 512, max_thumbnails: int = 500,
+          engine: str = "local", address: str | None = None) -> Path:
+    """Score every file below ``scans`` with the model in ``run_dir``; return the report path.
+
+    Columns: scan_id, path, prediction, confidence, needs_review, status, error and one
+    ``p_<class>`` per class (temperature-scaled).  Rows are appended to ``<out>.partial``
+    as each chunk of scans finishes; with ``resume=True`` a killed run carries on from
+    there.  The finished report, its ``.meta.json``, ``.summary.txt`` and ``.html`` review
+    page are each replaced atomically.
+
+    ``engine="local"`` scores in ``workers`` processes on this machine; ``engine="ray"``
+    on ``workers`` Ray actors (``pipeline.score_ray``), on the cluster at ``address`` or a
+    local Ray instance.  Both give the same report.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown scoring engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    scans, run_dir = Path(scans), Path(run_dir)
+    model, calibration, temperature, decide = load_scorer(run_dir)
     out = Path(out) if out else default_report_path(run_dir, scans)
-    columns = ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error"]
-    columns += [f"p_{c}" for c in model.classes]
+    columns = report_columns(model.classes)
 
     started = time.time()
     files = list_files(scans)
@@ -70,15 +87,20 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
         log.info("resuming: %d of %d files already scored in %s", len(files) - len(todo), len(files), partial)
     batch_size = batch_size or model.config.score.batch_size
     out.parent.mkdir(parents=True, exist_ok=True)
-    with preprocessor(model.config.preprocess, workers, progress) as process, open(partial, "a") as sink:
+    if engine == "ray":
+        from pipeline.score_ray import score_on_ray
+
+        chunks = score_on_ray(todo, scans, run_dir, model.weights_sha256, batch_size, chunk_size, workers,
+                              address, progress)
+    else:
+        chunks = _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_size, workers,
+                                progress)
+    with open(partial, "a") as sink:
         if sink.tell() == 0:
             sink.write(",".join(columns) + "\n")
-        for begin in tqdm(range(0, len(todo), chunk_size), disable=not progress or len(todo) <= chunk_size,
-                          desc="score", unit="chunk"):
-            rows = _score_chunk(todo[begin:begin + chunk_size], scans, process, model, temperature,
-                                decide, batch_size)
+        for rows in chunks:
             # One write per chunk, flushed to disk: a killed run loses at most the chunk in flight.
-            sink.write(pd.DataFrame(rows, columns=columns).to_csv(index=False, header=False))
+            sink.write(rows_frame(rows, columns).to_csv(index=False, header=False))
             sink.flush()
             os.fsync(sink.fileno())
     report = _read_rows(partial, columns)
@@ -99,6 +121,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
         "config": model.config.to_dict(),
         "seconds": round(time.time() - started, 2),
         "resumed_from": len(done),
+        "engine": engine,
         "summary": summary,
     })
     write_text(out.with_suffix(".summary.txt"), format_summary(summary, out))
@@ -174,6 +197,23 @@ def decision_rule(calibration: dict, classes: list[str]):
         return predicted, bool(p[predicted] < thresholds[predicted])
 
     return decide
+
+
+def _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_size, workers, progress):
+    """The local engine: chunks of report rows, scored in ``workers`` processes on this machine."""
+    with preprocessor(model.config.preprocess, workers, progress) as process:
+        for begin in tqdm(range(0, len(todo), chunk_size), disable=not progress or len(todo) <= chunk_size,
+                          desc="score", unit="chunk"):
+            yield _score_chunk(todo[begin:begin + chunk_size], scans, process, model, temperature, decide,
+                               batch_size)
+
+
+def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Report rows as a frame with fixed column types, whichever engine made them."""
+    frame = pd.DataFrame(rows, columns=columns)
+    numeric = [c for c in columns if c == "confidence" or c.startswith("p_")]
+    frame[numeric] = frame[numeric].astype(float)  # a chunk of error rows only would be object-typed
+    return frame
 
 
 def _score_chunk(paths, scans, process, model, temperature, decide, batch_size) -> list[dict]:

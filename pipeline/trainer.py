@@ -1,7 +1,8 @@
 """One trainer for every method: sampling, optimiser, schedule, evaluation, logging.
 
 Data stays in memory as tensors; batches are drawn by indexing.  Methods compute
-losses (``pipeline.methods``); only this module steps the optimiser.
+losses (``pipeline.methods``); only this module steps the optimiser.  Under torchrun
+the same loop runs in every process (``pipeline.distributed``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.augment import BatchAugmenter
 from pipeline.checkpoint import build_method, save_checkpoint
 from pipeline.config import CalibrateConfig, Config
@@ -105,21 +107,24 @@ class Trainer:
         self.config = config
         self.data = data
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.world = distributed.world()
+        self.progress = progress and self.world.main
         train = config.train
         if train.threads > 0:
             torch.set_num_threads(train.threads)
-        else:
-            torch.set_num_threads(os.cpu_count() or 1)
+        else:  # processes on one machine share its cores
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world.local_size))
         torch.manual_seed(config.seed)
         self.device = resolve_device(train.device)
         if len(data.labelled) == 0:
             raise ValueError("the split has no labelled scans; training needs at least one per class")
         self.in_channels = data.images.shape[1]
         self.method = build_method(config, len(data.classes), self.in_channels).to(self.device)
-        self.augment = BatchAugmenter(config.augment, data.spatial_dims, seed=config.seed)
+        self.losses = distributed.wrap(self.method, config, len(data.labelled), self.world)
+        seed = self.world.seed(config.seed)
+        self.augment = BatchAugmenter(config.augment, data.spatial_dims, seed=seed)
         self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-        self.sampler = torch.Generator().manual_seed(config.seed + 1)
+        self.sampler = torch.Generator().manual_seed(seed + 1)
         self.history: list[dict] = []
         self.round_log: list[dict] = []
 
@@ -135,12 +140,15 @@ class Trainer:
         refresh_batchnorm(self.method.prediction_network(), d.images[pick], self.device)
 
     def _batch(self, progress: float) -> StepBatch:
-        d, train = self.data, self.config.train
-        pick = d.labelled[torch.randint(len(d.labelled), (train.batch_size,), generator=self.sampler)]
+        """This process's part of a step's batch, drawn from its own shards (all of it in one process)."""
+        d, train, world = self.data, self.config.train, self.world
+        labelled = distributed.shard(d.labelled, world)
+        pick = labelled[torch.randint(len(labelled), (world.share(train.batch_size),), generator=self.sampler)]
         pool = self.method.unlabelled_pool()
-        positions = torch.arange(len(d.unlabelled)) if pool is None else pool
-        if len(positions) and train.unlabelled_batch_size > 0:
-            chosen = positions[torch.randint(len(positions), (train.unlabelled_batch_size,), generator=self.sampler)]
+        positions = distributed.shard(torch.arange(len(d.unlabelled)) if pool is None else pool, world)
+        n_unlabelled = world.share(train.unlabelled_batch_size)
+        if len(positions) and n_unlabelled > 0:
+            chosen = positions[torch.randint(len(positions), (n_unlabelled,), generator=self.sampler)]
         else:
             chosen = torch.empty(0, dtype=torch.long)
         return StepBatch(
@@ -153,10 +161,14 @@ class Trainer:
         )
 
     def _evaluate(self, step: int, elapsed: float, round_index: int, sums: dict, count: int) -> dict:
+        """Log a row of metrics (rank 0; the other processes return ``{}``)."""
+        losses = distributed.average({k: v / max(count, 1) for k, v in sums.items()})
+        if not self.world.main:
+            return {}
         self._refresh()
         row = {"step": step, "round": round_index, "elapsed_s": round(elapsed, 2),
                "lr": self.optimizer.param_groups[0]["lr"]}
-        row.update({k: v / max(count, 1) for k, v in sums.items()})
+        row.update(losses)
         row["calibration_accuracy"] = accuracy(*self.subset_logits("calibration"))
         if self.config.train.eval_test:
             test_logits, test_labels = self.subset_logits("test")
@@ -170,7 +182,8 @@ class Trainer:
     def fit(self) -> dict:
         train = self.config.train
         method = self.method
-        context = RoundContext(self.data, self.config.calibrate, self.subset_logits)
+        # Round hooks see rank 0's predictions, so every process makes the same pseudo-labels.
+        context = RoundContext(self.data, self.config.calibrate, distributed.from_main(self.subset_logits))
         budget_s = train.minutes * 60.0
         total = None if budget_s > 0 else train.steps
         bar = tqdm(total=total or int(budget_s), disable=not self.progress,
@@ -181,6 +194,8 @@ class Trainer:
         samples = 0
         while True:
             progress = train_time / budget_s if budget_s > 0 else step / max(train.steps, 1)
+            if budget_s > 0:  # clocks differ between processes; rank 0's decides rounds and the end
+                progress = distributed.broadcast(progress)
             if progress >= 1.0:
                 break
             wanted_round = min(int(progress * method.rounds), method.rounds - 1)
@@ -197,7 +212,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = train.lr * learning_rate_factor(progress, train.decay_last_fraction)
             batch = self._batch(progress)
-            terms = method.losses(batch)
+            terms = self.losses(batch)
             loss = terms["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
@@ -214,13 +229,22 @@ class Trainer:
             bar.update(1 if total else int(train_time) - bar.n)
             if step % train.eval_every == 0:
                 row = self._evaluate(step, train_time, round_index, sums, count)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", cal_acc=f"{row['calibration_accuracy']:.3f}")
+                if row:
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", cal_acc=f"{row['calibration_accuracy']:.3f}")
                 sums, count = defaultdict(float), 0
         bar.close()
-        if count or not self.history:
+        if count or step == 0:  # steps since the last row, or no row yet: the same on every process
             self._evaluate(step, train_time, round_index, sums, count)
+        samples = distributed.total(samples)
+        summary = None
+        if self.world.main:
+            summary = self._summary(step, train_time, start, samples)
+            self._write(summary)
+        return distributed.broadcast(summary)
+
+    def _summary(self, step: int, train_time: float, start: float, samples: int) -> dict:
         test_logits, test_labels = self.subset_logits("test")
-        summary = {
+        return {
             "method": self.config.method_name,
             "steps": step,
             "train_seconds": round(train_time, 1),
@@ -235,9 +259,8 @@ class Trainer:
             "n_unlabelled": len(self.data.unlabelled),
             "n_calibration": len(self.data.calibration),
             "n_test": len(self.data.test),
+            **({"processes": self.world.size} if self.world.size > 1 else {}),
         }
-        self._write(summary)
-        return summary
 
     def _write(self, summary: dict) -> None:
         from pipeline.plots import plot_training_curves

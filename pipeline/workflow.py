@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from pipeline import distributed
 from pipeline.config import Config
 from pipeline.data import TrainingData, build_training_data
 
@@ -79,19 +80,26 @@ def new_run_dir(config: Config) -> Path:
 
 
 def train_stage(config: Config, run_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Train and write a run folder; ``runs/LATEST`` then names it."""
-    from pipeline.io import write_text
-    from pipeline.trainer import Trainer
+    """Train and write a run folder; ``runs/LATEST`` then names it.
 
-    data = prepare_data(config, progress)
-    if config.method_name == "self_training" and len(data.calibration) == 0:
-        raise ValueError("self_training chooses its thresholds on the calibration set, which is empty; "
-                         "set split.calibration_per_class or split.calibration_fraction")
-    run_dir = Path(run_dir) if run_dir else new_run_dir(config)
-    log.info("training %s on %d labelled + %d unlabelled scans -> %s", config.method_name,
-             len(data.labelled), len(data.unlabelled), run_dir)
-    summary = Trainer(config, data, run_dir, progress).fit()
-    write_text(Path(config.runs_dir) / "LATEST", str(run_dir) + "\n")
+    Under torchrun every process calls this: rank 0 prepares the data and writes the run
+    folder, and every process returns its path (see ``pipeline.distributed``).
+    """
+    from pipeline.io import write_text
+    from pipeline.trainer import Trainer, resolve_device
+
+    with distributed.session(resolve_device(config.train.device)) as world:
+        with distributed.main_first():
+            data = prepare_data(config, progress and world.main)
+        if config.method_name == "self_training" and len(data.calibration) == 0:
+            raise ValueError("self_training chooses its thresholds on the calibration set, which is empty; "
+                             "set split.calibration_per_class or split.calibration_fraction")
+        run_dir = distributed.broadcast(Path(run_dir) if run_dir else new_run_dir(config))
+        log.info("training %s on %d labelled + %d unlabelled scans -> %s", config.method_name,
+                 len(data.labelled), len(data.unlabelled), run_dir)
+        summary = Trainer(config, data, run_dir, progress).fit()
+        if world.main:
+            write_text(Path(config.runs_dir) / "LATEST", str(run_dir) + "\n")
     log.info("test accuracy %.4f (%d test scans), %.0f s training", summary["test_accuracy"],
              summary["n_test"], summary["train_seconds"])
     return run_dir
@@ -99,9 +107,12 @@ def train_stage(config: Config, run_dir: str | Path | None = None, progress: boo
 
 def run_all(config: Config, progress: bool = True) -> Path:
     from pipeline.calibrate import calibrate
+    from pipeline.trainer import resolve_device
 
-    run_dir = train_stage(config, progress=progress)
-    calibrate(run_dir)
+    with distributed.session(resolve_device(config.train.device)) as world:
+        run_dir = train_stage(config, progress=progress)
+        if world.main:
+            calibrate(run_dir)
     return run_dir
 
 
