@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
-from pipeline.methods.shared import Ensemble, PseudoLabels, calibrated_proposal
+from pipeline.methods.shared import CalibratedPseudoLabelRounds, Ensemble, PseudoLabels
 
 
 def forget_rate(progress: float, tau: float, ramp: float) -> float:
@@ -28,7 +28,7 @@ def forget_rate(progress: float, tau: float, ramp: float) -> float:
 
 
 @register
-class CoTeaching(Method):
+class CoTeaching(CalibratedPseudoLabelRounds, Method):
     name = "co_teaching"
 
     @dataclass
@@ -55,17 +55,6 @@ class CoTeaching(Method):
 
     def prediction_network(self):
         return self.ensemble
-
-    def start_round(self, round_index, context):
-        data = context.data
-        self.pseudo.ensure(len(data.unlabelled), data.labels[data.unlabelled].numpy())
-        if round_index == 0:
-            return {"pseudo_labelled": 0.0}
-        proposal = calibrated_proposal(context.predict_subset, context.calibrate, self.params.target_precision)
-        return self.pseudo.update(proposal, round_index)
-
-    def unlabelled_pool(self):
-        return self.pseudo.pool()
 
     def losses(self, batch: StepBatch):
         """Cross-entropy on labelled scans for both networks, plus cross-update on small-loss pseudo-labels.

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
-from pipeline.methods.shared import PseudoLabels, calibrated_proposal
+from pipeline.methods.shared import CalibratedPseudoLabelRounds, PseudoLabels
 
 
 @register
-class SelfTraining(Method):
+class SelfTraining(CalibratedPseudoLabelRounds, Method):
     name = "self_training"
 
     @dataclass
@@ -49,17 +49,6 @@ class SelfTraining(Method):
     @property
     def pseudo_round(self):
         return self.pseudo.round
-
-    def start_round(self, round_index, context):
-        data = context.data
-        self.pseudo.ensure(len(data.unlabelled), data.labels[data.unlabelled].numpy())
-        if round_index == 0:
-            return {"pseudo_labelled": 0.0}
-        proposal = calibrated_proposal(context.predict_subset, context.calibrate, self.params.target_precision)
-        return self.pseudo.update(proposal, round_index)
-
-    def unlabelled_pool(self):
-        return self.pseudo.pool()
 
     def losses(self, batch: StepBatch):
         n_labelled = len(batch.labels)

@@ -271,3 +271,24 @@ class PseudoLabels:
             "true_label": names[self.truth],
         })
         return frame[labels >= 0].reset_index(drop=True)
+
+
+class CalibratedPseudoLabelRounds:
+    """Mixin for methods that pseudo-label round by round at calibrated thresholds.
+
+    Before each round after the first, the prediction network's confident calls on the
+    unlabelled scans (``calibrated_proposal``) update ``self.pseudo``; training then draws
+    unlabelled scans only from those with a pseudo-label.  Needs ``self.pseudo``
+    (a :class:`PseudoLabels`) and ``self.params.target_precision``.
+    """
+
+    def start_round(self, round_index, context):
+        data = context.data
+        self.pseudo.ensure(len(data.unlabelled), data.labels[data.unlabelled].numpy())
+        if round_index == 0:
+            return {"pseudo_labelled": 0.0}
+        proposal = calibrated_proposal(context.predict_subset, context.calibrate, self.params.target_precision)
+        return self.pseudo.update(proposal, round_index)
+
+    def unlabelled_pool(self):
+        return self.pseudo.pool()
