@@ -21,8 +21,13 @@ from pipeline.config import NetworkConfig
 class ConvNet(nn.Module):
     """Conv-BN-ReLU stages with max pooling, global average pooling and a linear head."""
 
-    def __init__(self, spatial_dims, in_channels, num_classes, channels, dropout, convs_per_stage=1):
+    def __init__(self, spatial_dims, in_channels, num_classes, channels, dropout, convs_per_stage=1,
+                 channels_last=False):
         super().__init__()
+        # Channels-last convolutions run markedly faster on CPUs (oneDNN); weights and
+        # inputs both take that layout, the outputs and the saved weights do not change.
+        self.memory_format = ({2: torch.channels_last, 3: torch.channels_last_3d}[spatial_dims]
+                              if channels_last else torch.contiguous_format)
         layers: list[nn.Module] = []
         previous = in_channels
         for index, width in enumerate(channels):
@@ -42,6 +47,7 @@ class ConvNet(nn.Module):
         self.head = nn.Linear(previous, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.contiguous(memory_format=self.memory_format)
         pooled = self.pool(self.features(images)).flatten(1)
         return self.head(self.dropout(pooled))
 
@@ -80,8 +86,9 @@ def network_factory(
         if config.name == "cnn":
             net = ConvNet(
                 spatial_dims, in_channels, num_classes, config.channels, config.dropout,
-                config.convs_per_stage,
+                config.convs_per_stage, config.channels_last,
             )
+            net = net.to(memory_format=net.memory_format)
         elif config.name == "mlp":
             net = MLP(in_channels * math.prod(spatial_size), num_classes, config.hidden, config.dropout)
         else:

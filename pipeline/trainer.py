@@ -125,6 +125,7 @@ class Trainer:
         self.augment = BatchAugmenter(config.augment, data.spatial_dims, seed=seed)
         self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.sampler = torch.Generator().manual_seed(seed + 1)
+        self.steps_taken = 0
         self.history: list[dict] = []
         self.round_log: list[dict] = []
 
@@ -159,6 +160,28 @@ class Trainer:
             augment=self.augment,
             progress=progress,
         )
+
+    def step(self, progress: float) -> tuple[dict[str, torch.Tensor], int]:
+        """One optimiser step on a freshly drawn batch: (loss terms, samples drawn)."""
+        train = self.config.train
+        for group in self.optimizer.param_groups:
+            group["lr"] = train.lr * learning_rate_factor(progress, train.decay_last_fraction)
+        batch = self._batch(progress)
+        return self.step_on(batch), len(batch.labels) + len(batch.unlabelled_index)
+
+    def step_on(self, batch: StepBatch) -> dict[str, torch.Tensor]:
+        """Back-propagate the method's loss on ``batch`` and step the optimiser."""
+        terms = self.losses(batch)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.steps_taken}; "
+                                     "lower train.lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.method.after_step()
+        self.steps_taken += 1
+        return terms
 
     def _evaluate(self, step: int, elapsed: float, round_index: int, sums: dict, count: int) -> dict:
         """Log a row of metrics (rank 0; the other processes return ``{}``)."""
@@ -209,19 +232,9 @@ class Trainer:
                 self.round_log.append({"round": round_index, "step": step, **info})
                 log.info("round %d: %s", round_index, {k: round(v, 4) for k, v in info.items()})
             tick = time.perf_counter()
-            for group in self.optimizer.param_groups:
-                group["lr"] = train.lr * learning_rate_factor(progress, train.decay_last_fraction)
-            batch = self._batch(progress)
-            terms = self.losses(batch)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr or check the data")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            method.after_step()
+            terms, used = self.step(progress)
             train_time += time.perf_counter() - tick
-            samples += len(batch.labels) + len(batch.unlabelled_index)
+            samples += used
             step += 1
             for key, value in terms.items():
                 sums[key] += float(value.detach())

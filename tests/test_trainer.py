@@ -73,3 +73,22 @@ def test_time_budget_stops_training(tmp_path):
     summary = Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
     assert summary["train_seconds"] <= 3
     assert 0 < summary["steps"] < 100000
+
+
+@pytest.mark.parametrize("spatial_size", [[16, 16], [8, 8, 8]])
+def test_channels_last_changes_the_layout_not_the_outputs(spatial_size):
+    from pipeline.config import NetworkConfig
+    from pipeline.networks import network_factory
+
+    layouts = {}
+    for channels_last in (True, False):
+        torch.manual_seed(0)
+        config = NetworkConfig(channels=[4, 8], channels_last=channels_last)
+        layouts[channels_last] = network_factory(config, 1, spatial_size, 3)().eval()
+    fast, plain = layouts[True], layouts[False]
+    fast.load_state_dict(plain.state_dict())
+    conv = [m for m in fast.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))][-1]  # C_in > 1
+    layout = torch.channels_last if len(spatial_size) == 2 else torch.channels_last_3d
+    assert conv.weight.is_contiguous(memory_format=layout) and not conv.weight.is_contiguous()
+    images = torch.rand(5, 1, *spatial_size)
+    torch.testing.assert_close(fast(images), plain(images), rtol=1e-4, atol=1e-5)
