@@ -11,15 +11,15 @@ MODEL  ?=
 OUT    ?=
 ARGS   ?=
 
-.PHONY: setup data train score test lint bench-mnist bench-volumes clean
+.PHONY: setup data train score test lint bench bench-mnist bench-volumes clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	# The pinned CPU build first: an unpinned torch would pull gigabytes of CUDA packages.
 	$(BIN)/pip install torch==2.13.0
-	# The Ray extra too, so that the tests of the Ray scoring engine run.
-	$(BIN)/pip install -e '.[dev,ray]'
+	# The Ray extra too, so that the tests of the Ray scoring engine run; psutil for `make bench`.
+	$(BIN)/pip install -e '.[dev,ray,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -38,6 +38,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check pipeline tests
+
+# Speed and memory against the plain alternatives (benchmarks/performance.md); PARTS= picks parts.
+bench: setup
+	$(BIN)/python -m benchmarks.performance $(if $(PARTS),--parts $(PARTS)) $(if $(METHODS),--methods $(METHODS)) $(ARGS)
 
 bench-mnist: setup
 	$(BIN)/python -m benchmarks.mnist100 $(if $(METHODS),--methods $(METHODS)) $(ARGS)

@@ -1,0 +1,191 @@
+"""Scoring speed and memory, against only reading and decoding the same files.
+
+Every measurement runs in a fresh Python process (``python -m benchmarks.perf_scoring
+decode|score ...``) so that its peak memory is its own; the parent samples the proportional
+set size (PSS) of that process and its worker processes, summed, so pages the workers share
+with their parent are not counted twice.  Scoring time is that of ``pipeline.score.score``
+(report, summary and review page included), without interpreter start-up and imports.
+
+The folders and the short model runs this needs are made once under ``cache/bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORK = Path("cache/bench")
+
+
+# ----- the folders and models the measurements use ------------------------------------------------
+
+def link_folder(sources: list[Path], out: Path, n: int, suffix: str) -> Path:
+    """``out`` holding ``n`` hard links (copies across file systems) cycling through ``sources``."""
+    marker = out / ".complete"
+    if marker.exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        target = out / f"scan_{i:05d}{suffix}"
+        if not target.exists():
+            try:
+                os.link(sources[i % len(sources)], target)
+            except OSError:
+                target.write_bytes(sources[i % len(sources)].read_bytes())
+    marker.write_text(f"{n} files from {len(sources)} distinct sources\n")
+    return out
+
+
+def mnist_png_folder(n: int) -> Path:
+    """``n`` distinct MNIST training PNGs (n <= 60,000), as the mnist100 config writes them."""
+    from pipeline.config import load_config
+    from pipeline.workflow import prepare_data
+
+    config = load_config("configs/mnist100.toml")
+    train = Path(config.data.scans) / "train"
+    if not train.exists():
+        prepare_data(config)
+    sources = sorted(train.glob("*.png"))[:n]
+    if len(sources) < n:
+        raise RuntimeError(f"only {len(sources)} PNGs in {train}; need {n}")
+    return link_folder(sources, WORK / f"png_{n}", n, ".png")
+
+
+def volume_folder(n: int, distinct: int = 50) -> Path:
+    """``n`` synthetic 64^3 ``.nii.gz`` volumes, ``distinct`` of them different (the generator
+    takes seconds per volume at 64^3, so larger folders repeat files)."""
+    from pipeline.synth import generate_volumes
+
+    source = WORK / f"volumes64_distinct{distinct}"
+    if not (source / "labels.csv").exists():
+        generate_volumes(source, n=distinct, size=64, seed=1, progress=True)
+    return link_folder(sorted(source.glob("*.nii.gz")), WORK / f"volumes64_{n}", n, ".nii.gz")
+
+
+def quick_model(name: str, config_path: str, overrides: list[str]) -> Path:
+    """A calibrated run trained for a few steps: scoring cost does not depend on what it learned."""
+    from pipeline.config import load_config
+    from pipeline.workflow import run_all
+
+    marker = WORK / f"model_{name}.txt"
+    if marker.exists() and (Path(marker.read_text().strip()) / "calibration.json").exists():
+        return Path(marker.read_text().strip())
+    config = load_config(config_path, [f"runs_dir={WORK / 'runs'}", f"name=bench_{name}", *overrides])
+    run = run_all(config, progress=False)
+    marker.write_text(str(run) + "\n")
+    return run
+
+
+def png_model() -> Path:
+    return quick_model("png", "configs/mnist100.toml", ["method.name=supervised", "train.steps=100",
+                                                        "train.eval_every=100"])
+
+
+def volume_model() -> Path:
+    from pipeline.synth import generate_volumes
+
+    scans = WORK / "volume_model_scans"
+    if not (scans / "labels.csv").exists():
+        generate_volumes(scans, n=48, size=32, seed=2, test_fraction=0.25, progress=False)
+    return quick_model("volumes", "configs/volumes.toml", [
+        "method.name=supervised", "train.steps=20", "train.eval_every=20", f"data.scans={scans}",
+        f"data.manifest={WORK / 'volume_model.csv'}", f"data.split={WORK / 'volume_model.split.csv'}",
+        "split.labels_per_class=8", "split.calibration_per_class=8"])
+
+
+# ----- measuring a child process ------------------------------------------------------------------
+
+def run_sampled(command: list[str]) -> tuple[str, float, float]:
+    """Run ``command``; return its stdout, wall seconds and the peak PSS (MiB) of it and its children."""
+    import psutil
+
+    start = time.perf_counter()
+    child = psutil.Popen(command, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while child.poll() is None:
+        total = 0
+        for process in [child, *child.children(recursive=True)]:
+            try:
+                total += process.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        peak = max(peak, total)
+        time.sleep(0.1)
+    output = child.stdout.read()
+    if child.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed with exit code {child.returncode}")
+    return output, time.perf_counter() - start, round(peak / 2**20, 1)
+
+
+def measured(*args: str) -> dict:
+    """Run ``python -m benchmarks.perf_scoring *args``; its JSON result plus ``peak_pss_mb``."""
+    output, _, peak = run_sampled([sys.executable, "-m", "benchmarks.perf_scoring", *args])
+    return {**json.loads(output.strip().splitlines()[-1]), "peak_pss_mb": peak}
+
+
+def decode_all(folder: Path) -> dict:
+    """Only read and decode every scan file, in this process: the floor scoring is compared to."""
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.reading import find_scans
+
+    files = find_scans(folder)
+    start = time.perf_counter()
+    for path in files:
+        if path.name.endswith((".nii", ".nii.gz")):
+            np.asanyarray(nib.load(path).dataobj)
+        else:
+            with Image.open(path) as image:
+                np.asarray(image)
+    return {"files": len(files), "seconds": time.perf_counter() - start}
+
+
+def score_all(folder: Path, run: Path, out: Path, workers: int) -> dict:
+    from pipeline.reading import find_scans
+    from pipeline.score import score
+
+    files = len(find_scans(folder))
+    start = time.perf_counter()
+    score(folder, run, out=out, workers=workers, progress=False)
+    return {"files": files, "seconds": time.perf_counter() - start, "workers": workers}
+
+
+def scoring_against_decoding(kind: str, n: int, workers: int = 2) -> dict:
+    folder = mnist_png_folder(n) if kind == "png" else volume_folder(n)
+    run = png_model() if kind == "png" else volume_model()
+    decoded = measured("decode", str(folder))
+    scored = measured("score", str(folder), str(run), str(WORK / "reports" / f"{folder.name}.csv"), str(workers))
+    return {"kind": kind, "files": n, "workers": workers,
+            "decode": decoded, "score": scored,
+            "decode_per_second": decoded["files"] / decoded["seconds"],
+            "score_per_second": scored["files"] / scored["seconds"],
+            "ratio": (scored["files"] / scored["seconds"]) / (decoded["files"] / decoded["seconds"])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="one measurement, run by benchmarks.performance")
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("decode").add_argument("folder", type=Path)
+    scoring = sub.add_parser("score")
+    for name in ("folder", "run", "out"):
+        scoring.add_argument(name, type=Path)
+    scoring.add_argument("workers", type=int)
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    result = decode_all(args.folder) if args.what == "decode" else score_all(args.folder, args.run, args.out,
+                                                                                 args.workers)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The benchmarks' own machinery: the notes-style loop trains the same method as the pipeline."""
+
+import torch
+
+from benchmarks.perf_training import (
+    PerItemAugmenter,
+    notes_style_batches,
+    pseudo_label_everything,
+    training_throughput,
+)
+from pipeline.config import AugmentConfig, load_config
+from pipeline.trainer import Trainer
+
+from toy import toy_training_data
+
+TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.threads=2",
+       "train.batch_size=8", "train.unlabelled_batch_size=16"]
+
+
+def test_round_based_methods_are_timed_with_every_unlabelled_image_pseudo_labelled(tmp_path):
+    data = toy_training_data()
+    for name in ("self_training", "co_training", "co_teaching"):
+        trainer = Trainer(load_config(None, [f"method.name={name}", *TOY]), data, tmp_path, progress=False)
+        assert trainer.method.unlabelled_pool() is not None and len(trainer.method.unlabelled_pool()) == 0
+        pseudo_label_everything(trainer.method, data)
+        assert len(trainer.method.unlabelled_pool()) == len(data.unlabelled), name
+
+
+def test_notes_style_batches_zip_per_item_loaders_over_the_same_images(tmp_path):
+    data = toy_training_data()
+    trainer = Trainer(load_config(None, ["method.name=fixmatch", *TOY]), data, tmp_path, progress=False)
+    pixels = (data.images[:, 0] * 255).round().to(torch.uint8).numpy()
+    batches = notes_style_batches(trainer, data, pixels)
+    labelled, labels, unlabelled, positions = next(batches)
+    assert labelled.shape == (8, 1, 16, 16) and unlabelled.shape == (16, 1, 16, 16)
+    expected = data.images[data.unlabelled[positions]]
+    torch.testing.assert_close(unlabelled, torch.round(expected * 255) / 255)
+    assert set(labels.tolist()) <= set(data.labels[data.labelled].tolist())
+    # 15 labelled images in batches of 8: the zip restarts both loaders after 2 batches
+    assert [len(next(batches)[1]) for _ in range(3)] == [7, 8, 7]
+
+
+def test_per_item_views_keep_shape_and_differ_from_the_input():
+    augment = PerItemAugmenter(AugmentConfig(), (16, 16), seed=0)
+    images = toy_training_data().images[:4]
+    for view in (augment.weak, augment.strong):
+        out = view(images)
+        assert out.shape == images.shape and type(out) is torch.Tensor
+        assert not torch.allclose(out, images)
+
+
+def test_training_throughput_measures_both_loops(tmp_path):
+    config = load_config(None, ["method.name=fixmatch", *TOY])
+    result = training_throughput(config, toy_training_data(), steps=2, warmup=1)
+    for side in ("pipeline", "notes_loop"):
+        assert result[side]["samples_per_second"] > 0
+    assert result["ratio"] > 0 and result["notes_loop"]["data_seconds_per_step"] > 0
