@@ -96,6 +96,25 @@ class PerItemAugmenter:
         return torch.stack([convert_to_tensor(self._strong(x), track_meta=False) for x in images])
 
 
+class TimedViews:
+    """Wraps an augmenter, adding up the seconds spent making views."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, 0.0
+
+    def _timed(self, view, images):
+        tick = time.perf_counter()
+        out = view(images)
+        self.seconds += time.perf_counter() - tick
+        return out
+
+    def weak(self, images):
+        return self._timed(self.inner.weak, images)
+
+    def strong(self, images):
+        return self._timed(self.inner.strong, images)
+
+
 def pseudo_label_everything(method, data: TrainingData) -> None:
     """Give every unlabelled image its true class as pseudo-label in each of the method's books."""
     books = getattr(method, "pseudo", None)
@@ -141,16 +160,32 @@ def notes_style_batches(trainer: Trainer, data: TrainingData, pixels: np.ndarray
             yield images, targets, unlabelled_images, unlabelled_positions
 
 
+def _breakdown(seconds: float, samples: int, steps: int, data_seconds: float, view_seconds: float) -> dict:
+    return {"samples_per_second": samples / seconds, "seconds_per_step": seconds / steps,
+            "data_seconds_per_step": data_seconds / steps, "view_seconds_per_step": view_seconds / steps,
+            "compute_seconds_per_step": (seconds - data_seconds - view_seconds) / steps}
+
+
 def time_pipeline(config: Config, data: TrainingData, steps: int, warmup: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         trainer = _trainer(config, data, folder)
-        for _ in range(warmup):
-            trainer.step(PROGRESS)
-        samples, start = 0, time.perf_counter()
-        for _ in range(steps):
+        trainer.augment = views = TimedViews(trainer.augment)
+        draw, data_seconds = trainer._batch, [0.0]
+
+        def timed_draw(progress):
+            tick = time.perf_counter()
+            batch = draw(progress)
+            data_seconds[0] += time.perf_counter() - tick
+            return batch
+
+        trainer._batch = timed_draw
+        samples = 0
+        for index in range(warmup + steps):
+            if index == warmup:
+                samples, data_seconds[0], views.seconds, start = 0, 0.0, 0.0, time.perf_counter()
             samples += trainer.step(PROGRESS)[1]
         seconds = time.perf_counter() - start
-    return {"samples_per_second": samples / seconds, "seconds_per_step": seconds / steps, "data_seconds_per_step": None}
+    return _breakdown(seconds, samples, steps, data_seconds[0], views.seconds)
 
 
 def time_notes_loop(config: Config, data: TrainingData, pixels: np.ndarray, steps: int, warmup: int) -> dict:
@@ -159,26 +194,25 @@ def time_notes_loop(config: Config, data: TrainingData, pixels: np.ndarray, step
     try:
         with tempfile.TemporaryDirectory() as folder:
             trainer = _trainer(config, data, folder)
-            augment = PerItemAugmenter(config.augment, tuple(data.images.shape[2:]), seed=config.seed)
+            views = TimedViews(PerItemAugmenter(config.augment, tuple(data.images.shape[2:]), seed=config.seed))
             batches = notes_style_batches(trainer, data, pixels)
             samples, data_seconds = 0, 0.0
             for index in range(warmup + steps):
                 if index == warmup:
-                    samples, data_seconds, start = 0, 0.0, time.perf_counter()
+                    samples, data_seconds, views.seconds, start = 0, 0.0, 0.0, time.perf_counter()
                 tick = time.perf_counter()
                 images, targets, unlabelled, positions = next(batches)
                 data_seconds += time.perf_counter() - tick
                 device = trainer.device
                 batch = StepBatch(labelled=images.to(device), labels=targets.to(device),
                                   unlabelled=unlabelled.to(device), unlabelled_index=positions,
-                                  augment=augment, progress=PROGRESS)
+                                  augment=views, progress=PROGRESS)
                 trainer.step_on(batch)
                 samples += len(targets) + len(positions)
             seconds = time.perf_counter() - start
     finally:
         set_track_meta(previous)
-    return {"samples_per_second": samples / seconds, "seconds_per_step": seconds / steps,
-            "data_seconds_per_step": data_seconds / steps}
+    return _breakdown(seconds, samples, steps, data_seconds, views.seconds)
 
 
 def training_throughput(config: Config, data: TrainingData, steps: int = 30, warmup: int = 5) -> dict:
