@@ -171,7 +171,8 @@ class Trainer:
 
     def step_on(self, batch: StepBatch) -> dict[str, torch.Tensor]:
         """Back-propagate the method's loss on ``batch`` and step the optimiser."""
-        terms = self.losses(batch)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bfloat16"):
+            terms = self.losses(batch)
         loss = terms["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.steps_taken}; "

@@ -92,3 +92,18 @@ def test_channels_last_changes_the_layout_not_the_outputs(spatial_size):
     assert conv.weight.is_contiguous(memory_format=layout) and not conv.weight.is_contiguous()
     images = torch.rand(5, 1, *spatial_size)
     torch.testing.assert_close(fast(images), plain(images), rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_precision_learns_and_keeps_float32_weights(tmp_path):
+    config = load_config(None, ["method.name=fixmatch", "train.precision=bfloat16", *TOY])
+    trainer = Trainer(config, toy_training_data(), tmp_path, progress=False)
+    summary = trainer.fit()
+    assert summary["test_accuracy"] > 0.6  # three classes: chance is 1/3
+    assert {p.dtype for p in trainer.method.parameters()} == {torch.float32}
+
+
+def test_unknown_precision_is_refused_by_name():
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.precision.*float32, bfloat16.*'half'"):
+        load_config(None, ["train.precision=half"])
