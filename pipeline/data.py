@@ -28,8 +28,8 @@ from monai.transforms import (
     Resized,
     ResizeWithPadOrCropd,
     ScaleIntensityd,
+    ScaleIntensityRange,
     ScaleIntensityRanged,
-    ScaleIntensityRangePercentilesd,
     Spacingd,
 )
 from safetensors.torch import load_file, save_file
@@ -94,6 +94,44 @@ class LoadScand(MapTransform):
         return d
 
 
+class PercentileScaled(MapTransform):
+    """Map the ``lower``-``upper`` percentiles of ``d[key]`` to [0, 1], clipping outside.
+
+    The same as MONAI's ``ScaleIntensityRangePercentilesd(lower, upper, 0, 1, clip=True)``
+    (linear interpolation between order statistics), but the percentiles come from numpy's
+    selection algorithm: MONAI takes them with ``torch.quantile``, which sorts the whole
+    volume and was two thirds of the preprocessing time of a 64^3 volume.
+    """
+
+    def __init__(self, keys, lower: float, upper: float):
+        super().__init__(keys)
+        self.lower, self.upper = lower, upper
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            values = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+            low, high = np.percentile(values, [self.lower, self.upper])
+            d[key] = ScaleIntensityRange(a_min=float(low), a_max=float(high), b_min=0.0, b_max=1.0,
+                                         clip=True)(image)
+        return d
+
+
+class PadOrCropd(ResizeWithPadOrCropd):
+    """MONAI's ``ResizeWithPadOrCropd``, skipped for images already of the target shape
+    (most 2D data sets): its bookkeeping was half the preprocessing time of a 28x28 PNG."""
+
+    def __init__(self, keys, spatial_size):
+        super().__init__(keys, spatial_size)
+        self.target_shape = tuple(spatial_size)
+
+    def __call__(self, data, lazy=None):
+        if all(tuple(data[key].shape[1:]) == self.target_shape for key in self.key_iterator(data)):
+            return dict(data)
+        return super().__call__(data, lazy=lazy)
+
+
 def build_preprocess(config: PreprocessConfig) -> Compose:
     """The MONAI preprocessing chain for one scan path -> float tensor (C, *spatial_size).
 
@@ -125,13 +163,13 @@ def build_preprocess(config: PreprocessConfig) -> Compose:
         low, high = config.intensity_percentiles
         if not 0 <= low < high <= 100:
             raise ValueError(f"preprocess.intensity_percentiles must be 0 <= low < high <= 100, got {[low, high]}")
-        steps.append(ScaleIntensityRangePercentilesd("image", low, high, 0.0, 1.0, clip=True))
+        steps.append(PercentileScaled("image", low, high))
     elif config.intensity == "zscore":
         steps.append(NormalizeIntensityd("image"))
     else:
         raise ValueError(f"preprocess.intensity must be range|minmax|percentile|zscore, got '{config.intensity}'")
     if config.resize == "pad_crop":
-        steps.append(ResizeWithPadOrCropd("image", config.spatial_size))
+        steps.append(PadOrCropd("image", config.spatial_size))
     elif config.resize == "resize":
         steps.append(Resized("image", config.spatial_size))
     else:

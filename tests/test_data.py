@@ -111,3 +111,20 @@ def test_labels_outside_the_configured_classes_are_rejected(tmp_path):
     )
     with pytest.raises(ValueError, match="zebra"):
         build_training_data(frame, ["a", "b"], PreprocessConfig(), tmp_path, workers=1)
+
+
+def test_percentile_scaling_matches_monai_and_padcrop_skips_only_when_shape_matches():
+    from monai.transforms import ResizeWithPadOrCropd, ScaleIntensityRangePercentilesd
+
+    from pipeline.data import PadOrCropd, PercentileScaled
+
+    volume = {"image": torch.from_numpy(np.random.default_rng(0).gamma(2.0, 50.0, (1, 9, 11, 7)).astype(np.float32))}
+    ours = PercentileScaled("image", 0.5, 99.5)(volume)["image"]
+    monai = ScaleIntensityRangePercentilesd("image", 0.5, 99.5, 0.0, 1.0, clip=True)(volume)["image"]
+    torch.testing.assert_close(torch.as_tensor(ours), torch.as_tensor(monai), rtol=0, atol=1e-5)
+    assert float(ours.min()) == 0.0 and float(ours.max()) == 1.0
+    for shape in ((1, 9, 11, 7), (1, 12, 5, 7)):
+        image = {"image": torch.rand(*shape)}
+        ours = PadOrCropd("image", [9, 11, 7])(image)["image"]
+        monai = ResizeWithPadOrCropd("image", [9, 11, 7])(image)["image"]
+        assert torch.equal(torch.as_tensor(ours), torch.as_tensor(monai)) and tuple(ours.shape) == (1, 9, 11, 7)
