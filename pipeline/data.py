@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -217,9 +218,36 @@ def _preprocess_one(path):
         return None, f"preprocessing failed: {type(root).__name__}: {root}{where}"
 
 
+class Preprocessor:
+    """``process(paths) -> (arrays, errors)``, in a pool of worker processes when there is one.
+
+    ``start(paths)`` hands the paths to the workers at once and returns a function that
+    waits for the result, so the caller can work (run a model) meanwhile.
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor | None, workers: int, progress: bool):
+        self.pool, self.workers, self.progress = pool, workers, progress
+
+    def start(self, paths: list[str]) -> Callable[[], tuple[list[np.ndarray | None], list[str | None]]]:
+        bar = dict(total=len(paths), disable=not self.progress, desc="preprocess", leave=False)
+        if self.pool is None:
+            results = [_preprocess_one(p) for p in tqdm(paths, **bar)]
+            return lambda: _unzip(results)
+        chunk = 1 if len(paths) < 64 else max(1, min(512, len(paths) // (4 * self.workers)))
+        pending = self.pool.map(_preprocess_one, paths, chunksize=chunk)  # submits every task now
+        return lambda: _unzip(list(tqdm(pending, **bar)))
+
+    def __call__(self, paths: list[str]) -> tuple[list[np.ndarray | None], list[str | None]]:
+        return self.start(paths)()
+
+
+def _unzip(results):
+    return [r[0] for r in results], [r[1] for r in results]
+
+
 @contextlib.contextmanager
 def preprocessor(config: PreprocessConfig, workers: int = 2, progress: bool = True):
-    """Yield ``process(paths) -> (arrays, errors)`` backed by one pool of worker processes.
+    """Yield a :class:`Preprocessor` backed by one pool of worker processes.
 
     Starting workers costs seconds (each imports MONAI), so callers that process many
     batches (scoring a large folder) keep one pool for all of them.
@@ -229,21 +257,8 @@ def preprocessor(config: PreprocessConfig, workers: int = 2, progress: bool = Tr
         pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(asdict(config),))
     else:
         _init_worker(asdict(config))
-
-    def process(paths: list[str]) -> tuple[list[np.ndarray | None], list[str | None]]:
-        bar = dict(total=len(paths), disable=not progress, desc="preprocess", leave=False)
-        if pool is None or len(paths) < 64:
-            if pool is not None:
-                results = list(tqdm(pool.map(_preprocess_one, paths), **bar))
-            else:
-                results = [_preprocess_one(p) for p in tqdm(paths, **bar)]
-        else:
-            chunk = max(1, min(512, len(paths) // (4 * workers)))
-            results = list(tqdm(pool.map(_preprocess_one, paths, chunksize=chunk), **bar))
-        return [r[0] for r in results], [r[1] for r in results]
-
     try:
-        yield process
+        yield Preprocessor(pool, workers, progress)
     finally:
         if pool is not None:
             pool.shutdown()

@@ -200,12 +200,25 @@ def decision_rule(calibration: dict, classes: list[str]):
 
 
 def _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_size, workers, progress):
-    """The local engine: chunks of report rows, scored in ``workers`` processes on this machine."""
+    """The local engine: chunks of report rows, scored in ``workers`` processes on this machine.
+
+    The workers preprocess the next chunk while this process runs the model on the current one.
+    """
+    chunks = [todo[begin:begin + chunk_size] for begin in range(0, len(todo), chunk_size)]
     with preprocessor(model.config.preprocess, workers, progress) as process:
-        for begin in tqdm(range(0, len(todo), chunk_size), disable=not progress or len(todo) <= chunk_size,
-                          desc="score", unit="chunk"):
-            yield _score_chunk(todo[begin:begin + chunk_size], scans, process, model, temperature, decide,
+        pending = process.start(_readable(chunks[0])) if chunks else None
+        for index, chunk in enumerate(tqdm(chunks, disable=not progress or len(chunks) <= 1, desc="score",
+                                           unit="chunk")):
+            ready = pending
+            if index + 1 < len(chunks):
+                pending = process.start(_readable(chunks[index + 1]))
+            yield _score_chunk(chunk, scans, lambda paths, ready=ready: ready(), model, temperature, decide,
                                batch_size)
+
+
+def _readable(paths) -> list[str]:
+    """The paths of a chunk that look like scans (the others get an error row without reading)."""
+    return [str(p) for p in paths if scan_suffix(p)]
 
 
 def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -218,7 +231,7 @@ def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFr
 
 def _score_chunk(paths, scans, process, model, temperature, decide, batch_size) -> list[dict]:
     readable = [p for p in paths if scan_suffix(p)]
-    arrays, errors = process([str(p) for p in readable])
+    arrays, errors = process(_readable(paths))
     outcome = {p: (a, e) for p, a, e in zip(readable, arrays, errors)}
     good = [p for p in readable if outcome[p][1] is None]
     probs = {}
