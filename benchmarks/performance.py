@@ -9,7 +9,8 @@ Parts (each leaves ``results/performance/<part>.json``; the page is rebuilt from
   source notes' loop style (``benchmarks.perf_training``); on CUDA too where there is a GPU.
 - scoring: scans per second of ``pipeline score`` on 10,000 PNGs and 1,000 64^3 ``.nii.gz``
   volumes against only reading and decoding them (``benchmarks.perf_scoring``).
-- scaling: scoring time and peak memory for 1,000, 10,000 and 50,000 PNGs.
+- scaling: scoring time and peak memory for 1,000, 10,000 and 50,000 PNGs and 1,000 and
+  10,000 volumes.
 - cache: files opened when the training tensors are built, built again, and trained on.
 - make_train: wall time and peak memory of the README's ``make train`` (about 15 minutes).
 
@@ -77,16 +78,24 @@ def scoring_part() -> None:
     save("scoring", {"rows": rows})
 
 
-def scaling_part(sizes=(1_000, 10_000, 50_000)) -> None:
-    from benchmarks.perf_scoring import measured, mnist_png_folder, png_model
+def scaling_part(png_sizes=(1_000, 10_000, 50_000), volume_sizes=(1_000, 10_000)) -> None:
+    from benchmarks.perf_scoring import (
+        measured,
+        mnist_png_folder,
+        png_model,
+        volume_folder,
+        volume_model,
+    )
 
-    run = png_model()
     rows = []
-    for n in sizes:
-        folder = mnist_png_folder(n)
-        result = measured("score", str(folder), str(run), str(Path("cache/bench/reports") / f"{folder.name}.csv"), "2")
-        rows.append({"files": n, **result})
-        print(f"score {n}: {result['seconds']:.1f} s, peak {result['peak_pss_mb']} MiB", flush=True)
+    for kind, sizes, folder_of, run in (("png", png_sizes, mnist_png_folder, png_model()),
+                                        ("volumes", volume_sizes, volume_folder, volume_model())):
+        for n in sizes:
+            folder = folder_of(n)
+            result = measured("score", str(folder), str(run), str(Path("cache/bench/reports") / f"{folder.name}.csv"),
+                              "2")
+            rows.append({"kind": kind, "files": n, **result})
+            print(f"score {kind} {n}: {result['seconds']:.1f} s, peak {result['peak_pss_mb']} MiB", flush=True)
     save("scaling", {"rows": rows})
 
 
@@ -230,18 +239,24 @@ in one process. Target {TARGETS['scoring']}x. Peak memory is the PSS of the proc
 
 
 def scaling_section(result) -> str:
-    rows = result["rows"]
-    base = rows[0]
-    table = [{
-        "PNG scans": f"{r['files']:,}", "score s": f"{r['seconds']:.1f}",
-        "s per 1,000 scans": f"{r['seconds'] / r['files'] * 1000:.2f}",
-        "time / time at 1,000 per scan": f"{(r['seconds'] / r['files']) / (base['seconds'] / base['files']):.2f}",
-        "peak memory (MiB)": f"{r['peak_pss_mb']:.0f}",
-    } for r in rows]
+    table = []
+    for kind in ("png", "volumes"):
+        rows = [r for r in result["rows"] if r.get("kind", "png") == kind]
+        if not rows:
+            continue
+        base = rows[0]
+        table += [{
+            "scans": f"{r['files']:,} {'PNG' if kind == 'png' else '64^3 .nii.gz'}", "score s": f"{r['seconds']:.1f}",
+            "s per 1,000 scans": f"{r['seconds'] / r['files'] * 1000:.2f}",
+            "time per scan / at 1,000": f"{(r['seconds'] / r['files']) / (base['seconds'] / base['files']):.2f}",
+            "peak memory (MiB)": f"{r['peak_pss_mb']:.0f}",
+        } for r in rows]
     return f"""## Scoring scales linearly ({provenance(result)})
 
-Distinct MNIST PNGs, the same model, 2 workers. Linear scaling means a flat "s per 1,000 scans";
-flat memory means peak memory that does not grow with the folder.
+The same model per kind, 2 workers. PNGs are distinct MNIST images; the volume folders repeat 50
+distinct generated volumes through hard links (the 64^3 generator takes seconds a volume). Linear
+scaling means a flat "s per 1,000 scans"; flat memory means peak memory that does not grow with
+the folder.
 
 {markdown_table(table)}
 """
@@ -278,7 +293,7 @@ def write_report() -> None:
     notes = HERE / "performance_notes.md"
     text = f"""# Performance
 
-Regenerate: `make bench` (every part, about 40 minutes, on an idle machine) or
+Regenerate: `make bench` (every part, about 25 minutes, on an idle machine) or
 `make bench PARTS=training,scoring`. Results accumulate in `benchmarks/results/performance/`.
 
 Machine: {machines}. No CUDA GPU was available when these figures were taken; where one is,
