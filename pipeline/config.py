@@ -17,7 +17,6 @@ from typing import Any
 
 import tomllib
 
-
 PRECISIONS = ("float32", "bfloat16")
 
 
