@@ -13,8 +13,10 @@ sequential: never two trainings at once on a small machine.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import matplotlib
 
@@ -51,9 +53,6 @@ def run_one(config_path: str, method: str, overrides: list[str]) -> None:
 
 def record_existing(run_dir: str) -> None:
     """Add a finished run (e.g. from ``make train``) to the results; its own wall time is unknown."""
-    import json
-    from pathlib import Path
-
     run = Path(run_dir)
     meta = json.loads((run / "train_summary.json").read_text())
     config = load_config(run / "config.toml") if (run / "config.toml").exists() else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -35,8 +36,6 @@ TARGETS = {"training": 3.0, "scoring": 0.8}
 
 
 def save(part: str, payload: dict) -> None:
-    import os
-
     write_json(RESULTS / SUITE / f"{part}.json", {
         "part": part, "machine": machine(), "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpu_load_at_end": round(os.getloadavg()[0], 2), **payload})

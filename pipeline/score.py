@@ -206,19 +206,24 @@ def _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_si
     """
     chunks = [todo[begin:begin + chunk_size] for begin in range(0, len(todo), chunk_size)]
     with preprocessor(model.config.preprocess, workers, progress) as process:
-        pending = process.start(_readable(chunks[0])) if chunks else None
+        pending = process.start(_as_strings(_readable(chunks[0]))) if chunks else None
         for index, chunk in enumerate(tqdm(chunks, disable=not progress or len(chunks) <= 1, desc="score",
                                            unit="chunk")):
             ready = pending
             if index + 1 < len(chunks):
-                pending = process.start(_readable(chunks[index + 1]))
-            yield _score_chunk(chunk, scans, lambda paths, ready=ready: ready(), model, temperature, decide,
+                pending = process.start(_as_strings(_readable(chunks[index + 1])))
+            # The chunk's readable scans are already in the workers: hand _score_chunk their result.
+            yield _score_chunk(chunk, scans, lambda _paths, ready=ready: ready(), model, temperature, decide,
                                batch_size)
 
 
-def _readable(paths) -> list[str]:
+def _readable(paths: list[Path]) -> list[Path]:
     """The paths of a chunk that look like scans (the others get an error row without reading)."""
-    return [str(p) for p in paths if scan_suffix(p)]
+    return [p for p in paths if scan_suffix(p)]
+
+
+def _as_strings(paths: list[Path]) -> list[str]:
+    return [str(p) for p in paths]
 
 
 def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -230,8 +235,8 @@ def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFr
 
 
 def _score_chunk(paths, scans, process, model, temperature, decide, batch_size) -> list[dict]:
-    readable = [p for p in paths if scan_suffix(p)]
-    arrays, errors = process(_readable(paths))
+    readable = _readable(paths)
+    arrays, errors = process(_as_strings(readable))
     outcome = {p: (a, e) for p, a, e in zip(readable, arrays, errors)}
     good = [p for p in readable if outcome[p][1] is None]
     probs = {}

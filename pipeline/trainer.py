@@ -125,6 +125,7 @@ class Trainer:
         self.augment = BatchAugmenter(config.augment, data.spatial_dims, seed=seed)
         self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.sampler = torch.Generator().manual_seed(seed + 1)
+        self.bfloat16 = train.precision == "bfloat16"
         self.steps_taken = 0
         self.history: list[dict] = []
         self.round_log: list[dict] = []
@@ -171,7 +172,7 @@ class Trainer:
 
     def step_on(self, batch: StepBatch) -> dict[str, torch.Tensor]:
         """Back-propagate the method's loss on ``batch`` and step the optimiser."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bfloat16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
             terms = self.losses(batch)
         loss = terms["loss"]
         if not torch.isfinite(loss):

@@ -16,7 +16,7 @@ from pipeline.config import load_config
 from pipeline.score import neutralise_formula, score
 from pipeline.trainer import Trainer, predict_logits
 
-from toy import toy_images, toy_training_data
+from toy import calibrated_toy_run, toy_images, toy_training_data
 
 TOY = [
     "preprocess.spatial_size=[16,16]",
@@ -31,11 +31,7 @@ TOY = [
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    data = toy_training_data()
-    Trainer(load_config(None, TOY), data, run, progress=False).fit()
-    calibrate(run, data=data)
-    return run
+    return calibrated_toy_run(tmp_path_factory.mktemp("run"), TOY)
 
 
 def write_pngs(folder, n=12, seed=5):

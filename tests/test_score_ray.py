@@ -8,13 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.calibrate import calibrate
-from pipeline.config import load_config
 from pipeline.score import score
 from pipeline.score_ray import import_ray
-from pipeline.trainer import Trainer
 
-from toy import toy_images, toy_training_data
+from toy import calibrated_toy_run, toy_images
 
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.steps=20", "train.eval_every=20",
        "train.threads=1", "calibrate.min_support=3", "calibrate.bootstrap=0", "method.name=supervised"]
@@ -30,11 +27,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    data = toy_training_data()
-    Trainer(load_config(None, TOY), data, run, progress=False).fit()
-    calibrate(run, data=data)
-    return run
+    return calibrated_toy_run(tmp_path_factory.mktemp("run"), TOY)
 
 
 def test_ray_engine_writes_the_local_report(local_ray, run, tmp_path):

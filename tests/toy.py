@@ -39,3 +39,15 @@ def toy_training_data(n: int = 600, size: int = 16, dims: int = 2, n_labelled: i
         labelled=index[:n_labelled], unlabelled=index[n_labelled:unlabelled_end],
         calibration=index[unlabelled_end:n - n_test], test=index[n - n_test:],
     )
+
+
+def calibrated_toy_run(folder, overrides: list[str]):
+    """Train a toy model with config ``overrides`` into ``folder`` and calibrate it; return the folder."""
+    from pipeline.calibrate import calibrate
+    from pipeline.config import load_config
+    from pipeline.trainer import Trainer
+
+    data = toy_training_data()
+    Trainer(load_config(None, overrides), data, folder, progress=False).fit()
+    calibrate(folder, data=data)
+    return folder
