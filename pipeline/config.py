@@ -75,6 +75,7 @@ class NetworkConfig:
     hidden: list[int] = field(default_factory=lambda: [1000, 500, 250, 250, 250])
     dropout: float = 0.0
     channels_last: bool = True
+    pooling: str = "avg"  # global pooling of the cnn: avg | max | avgmax (max suits small findings)
 
 
 @dataclass

@@ -19,10 +19,15 @@ from pipeline.config import NetworkConfig
 
 
 class ConvNet(nn.Module):
-    """Conv-BN-ReLU stages with max pooling, global average pooling and a linear head."""
+    """Conv-BN-ReLU stages with max pooling, global pooling and a linear head.
+
+    ``pooling`` is the global pooling: ``avg`` suits whole-image classes (digits),
+    ``max`` or ``avgmax`` (both, concatenated) suit detection, where one small finding
+    anywhere in a scan decides the class and an average would dilute it.
+    """
 
     def __init__(self, spatial_dims, in_channels, num_classes, channels, dropout, convs_per_stage=1,
-                 channels_last=False):
+                 channels_last=False, pooling="avg"):
         super().__init__()
         # Channels-last convolutions run markedly faster on CPUs (oneDNN); weights and
         # inputs both take that layout, the outputs and the saved weights do not change.
@@ -42,13 +47,16 @@ class ConvNet(nn.Module):
             if index < len(channels) - 1:
                 layers.append(Pool[Pool.MAX, spatial_dims](2))
         self.features = nn.Sequential(*layers)
-        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown network.pooling '{pooling}'; known: {', '.join(POOLINGS)}")
+        kinds = {"avg": [Pool.ADAPTIVEAVG], "max": [Pool.ADAPTIVEMAX], "avgmax": [Pool.ADAPTIVEAVG, Pool.ADAPTIVEMAX]}
+        self.pools = nn.ModuleList(Pool[kind, spatial_dims](1) for kind in kinds[pooling])
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(previous, num_classes)
+        self.head = nn.Linear(previous * len(self.pools), num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.contiguous(memory_format=self.memory_format)
-        pooled = self.pool(self.features(images)).flatten(1)
+        features = self.features(images.contiguous(memory_format=self.memory_format))
+        pooled = torch.cat([pool(features).flatten(1) for pool in self.pools], dim=1)
         return self.head(self.dropout(pooled))
 
 
@@ -70,6 +78,7 @@ class MLP(nn.Module):
 
 
 NETWORKS = ("cnn", "mlp")
+POOLINGS = ("avg", "max", "avgmax")
 
 
 def network_factory(
@@ -86,7 +95,7 @@ def network_factory(
         if config.name == "cnn":
             net = ConvNet(
                 spatial_dims, in_channels, num_classes, config.channels, config.dropout,
-                config.convs_per_stage, config.channels_last,
+                config.convs_per_stage, config.channels_last, config.pooling,
             )
             net = net.to(memory_format=net.memory_format)
         elif config.name == "mlp":

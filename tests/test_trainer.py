@@ -94,6 +94,29 @@ def test_channels_last_changes_the_layout_not_the_outputs(spatial_size):
     torch.testing.assert_close(fast(images), plain(images), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["avg", "max", "avgmax"])
+def test_cnn_global_pooling_is_selectable(pooling):
+    from pipeline.config import NetworkConfig
+    from pipeline.networks import network_factory
+
+    net = network_factory(NetworkConfig(channels=[4, 8], pooling=pooling), 1, [8, 8, 8], 2)().eval()
+    images = torch.rand(3, 1, 8, 8, 8)
+    features = net.features(images).flatten(2)
+    expected = {"avg": [features.mean(2)], "max": [features.amax(2)],
+                "avgmax": [features.mean(2), features.amax(2)]}[pooling]
+    torch.testing.assert_close(net(images), net.head(torch.cat(expected, dim=1)))
+    # avg keeps the parameter names of checkpoints written before pooling was selectable
+    assert sorted(k for k in net.state_dict() if k.startswith("head")) == ["head.bias", "head.weight"]
+
+
+def test_unknown_pooling_is_refused_by_name():
+    from pipeline.config import NetworkConfig
+    from pipeline.networks import network_factory
+
+    with pytest.raises(ValueError, match="network.pooling 'median'"):
+        network_factory(NetworkConfig(channels=[4], pooling="median"), 1, [8, 8], 2)
+
+
 def test_bfloat16_precision_learns_and_keeps_float32_weights(tmp_path):
     config = load_config(None, ["method.name=fixmatch", "train.precision=bfloat16", *TOY])
     trainer = Trainer(config, toy_training_data(), tmp_path, progress=False)

@@ -122,7 +122,7 @@ def test_anisotropic_spacing_is_resampled_to_the_target(tmp_path):
     # no resampling: the 2 mm axis keeps half the voxels (padded), far from the fine copy
     plain = build_preprocess(PreprocessConfig(spatial_size=[16, 16, 16], intensity="percentile"))
     squashed = plain({"image": b})["image"]
-    assert np.corrcoef(out_a.flatten().numpy(), squashed.flatten().numpy())[0, 1] < correlation - 0.2
+    assert np.corrcoef(out_a.flatten().numpy(), squashed.flatten().numpy())[0, 1] < correlation - 0.15
 
 
 def test_int16_with_scale_slope_is_read_scaled(tmp_path):
