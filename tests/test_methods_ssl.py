@@ -143,6 +143,24 @@ def test_mean_teacher_teacher_is_an_ema_of_the_student_and_predicts():
         assert torch.allclose(t, 0.9 * o + 0.1 * s, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["pi_model", "fixmatch"])
+def test_weight_average_predicts_when_asked_and_follows_the_trained_network(name):
+    _, plain = build(name)
+    assert plain.ema is None and plain.prediction_network() is plain.network
+    _, method = build(name, f"method.{name}.ema_decay=0.9")
+    assert method.prediction_network() is method.ema
+    assert not any(p.requires_grad for p in method.ema.parameters())
+    old = [p.clone() for p in method.ema.parameters()]
+    with torch.no_grad():
+        for p in method.network.parameters():
+            p.add_(1.0)
+    method.after_step()
+    for averaged, before, trained in zip(method.ema.parameters(), old, method.network.parameters()):
+        assert torch.allclose(averaged, 0.9 * before + 0.1 * trained, atol=1e-6)
+    with pytest.raises(ValueError, match=f"method.{name}.ema_decay"):
+        build(name, f"method.{name}.ema_decay=1.0")
+
+
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 0.9, 1.0])
 def test_fixmatch_mask_rate_is_a_fraction_and_respects_the_threshold(threshold, monkeypatch):
     data = toy_training_data()

@@ -5,7 +5,8 @@ dropout, from ``[network] dropout``); the mean squared difference between the tw
 softmax outputs is the unsupervised loss, its weight ramped up with a sigmoid.  Both
 passes carry gradient, as in the paper.  Labelled scans get cross-entropy.  Labelled
 and both unlabelled views go through one forward pass so they share batch-norm
-statistics.
+statistics.  With ``ema_decay`` > 0 an exponential moving average of the weights (not
+trained itself, unlike mean teacher's) predicts at calibration and scoring.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
-from pipeline.methods.shared import sigmoid_rampup, softmax_mse
+from pipeline.methods.shared import ema_copy, ema_update, sigmoid_rampup, softmax_mse
 
 
 @register
@@ -29,11 +30,18 @@ class PiModel(Method):
         consistency_weight: float = 30.0  # maximum weight of the softmax MSE
         rampup: float = 0.3  # fraction of training over which the weight ramps up
         view: str = "weak"  # augmentation of the two unlabelled passes: weak | strong
+        ema_decay: float = 0.0  # > 0: an EMA of the weights is the prediction network
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
         if params.view not in ("weak", "strong"):
             raise ValueError(f"method.pi_model.view must be weak or strong, got '{params.view}'")
+        if not 0.0 <= params.ema_decay < 1.0:
+            raise ValueError(f"method.pi_model.ema_decay must be in [0, 1), got {params.ema_decay}")
+        self.ema = ema_copy(self.network) if params.ema_decay > 0 else None
+
+    def prediction_network(self):
+        return self.ema if self.ema is not None else self.network
 
     def losses(self, batch: StepBatch):
         """Cross-entropy on labelled scans plus ramped softmax MSE between two unlabelled passes.
@@ -62,3 +70,7 @@ class PiModel(Method):
             terms["weight"] = torch.tensor(weight)
         terms["loss"] = loss
         return terms
+
+    def after_step(self):
+        if self.ema is not None:
+            ema_update(self.ema, self.network, self.params.ema_decay)
