@@ -98,7 +98,7 @@ def _step(distance: np.ndarray, width: float) -> np.ndarray:
 
 
 def _contrast(rng: np.random.Generator) -> float:
-    """Intensity factor of a focal spot, hyper- or hypo-intense with equal odds.
+    """Intensity factor of a lesion, hyper- or hypo-intense with equal odds.
 
     Nine in ten are clear (x1.35-1.8 or x0.25-0.65); one in ten is subtle (x1.12-1.35
     or x0.65-0.85), so a few abnormal heads stay hard to tell from healthy ones.
@@ -109,7 +109,7 @@ def _contrast(rng: np.random.Generator) -> float:
     return float(rng.uniform(0.65, 0.85) if subtle else rng.uniform(0.25, 0.65))
 
 
-def _spot_radius(rng: np.random.Generator, unit: float) -> np.ndarray:
+def _lesion_semi_axes(rng: np.random.Generator, unit: float) -> np.ndarray:
     """Semi-axes (mm) of a lesion: 3-5 mm at the 32-voxel scale, slightly elongated."""
     return rng.uniform(3.0, 5.0) * unit * rng.uniform(0.8, 1.2, 3)
 
@@ -191,7 +191,7 @@ def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False
     # global intensity statistics say little (tests/test_volumes.py).
     lesions = int(rng.integers(1, 4)) if abnormal else 0
     for _ in range(lesions):
-        semi_axes = _spot_radius(rng, unit)
+        semi_axes = _lesion_semi_axes(rng, unit)
         direction = rng.normal(0, 1, 3)
         depth = rng.uniform(white_radius, thresholds[3])
         centre_mm = (direction / np.linalg.norm(direction) * depth * radii).astype(np.float32)
