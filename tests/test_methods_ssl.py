@@ -131,16 +131,21 @@ def test_mean_teacher_consistency_pulls_the_student_towards_a_fixed_teacher():
     assert distance() < before
 
 
-def test_mean_teacher_teacher_is_an_ema_of_the_student_and_predicts():
-    _, method = build("mean_teacher", "method.mean_teacher.ema_decay=0.9")
-    assert method.prediction_network() is method.teacher
-    old = [p.clone() for p in method.teacher.parameters()]
+def assert_after_step_averages(method, averaged, decay):
+    """Moving the trained network, then ``after_step``, moves ``averaged`` by ``1 - decay`` of the way."""
+    old = [p.clone() for p in averaged.parameters()]
     with torch.no_grad():
         for p in method.network.parameters():
             p.add_(1.0)
     method.after_step()
-    for t, o, s in zip(method.teacher.parameters(), old, method.network.parameters()):
-        assert torch.allclose(t, 0.9 * o + 0.1 * s, atol=1e-6)
+    for new, before, trained in zip(averaged.parameters(), old, method.network.parameters()):
+        assert torch.allclose(new, decay * before + (1 - decay) * trained, atol=1e-6)
+
+
+def test_mean_teacher_teacher_is_an_ema_of_the_student_and_predicts():
+    _, method = build("mean_teacher", "method.mean_teacher.ema_decay=0.9")
+    assert method.prediction_network() is method.teacher
+    assert_after_step_averages(method, method.teacher, 0.9)
 
 
 @pytest.mark.parametrize("name", ["pi_model", "fixmatch"])
@@ -150,13 +155,7 @@ def test_weight_average_predicts_when_asked_and_follows_the_trained_network(name
     _, method = build(name, f"method.{name}.ema_decay=0.9")
     assert method.prediction_network() is method.ema
     assert not any(p.requires_grad for p in method.ema.parameters())
-    old = [p.clone() for p in method.ema.parameters()]
-    with torch.no_grad():
-        for p in method.network.parameters():
-            p.add_(1.0)
-    method.after_step()
-    for averaged, before, trained in zip(method.ema.parameters(), old, method.network.parameters()):
-        assert torch.allclose(averaged, 0.9 * before + 0.1 * trained, atol=1e-6)
+    assert_after_step_averages(method, method.ema, 0.9)
     with pytest.raises(ValueError, match=f"method.{name}.ema_decay"):
         build(name, f"method.{name}.ema_decay=1.0")
 

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
-from pipeline.methods.shared import confidence_mask, ema_copy, ema_update
+from pipeline.methods.shared import WeightAveraged, confidence_mask
 
 
 @register
-class FixMatch(Method):
+class FixMatch(WeightAveraged, Method):
     name = "fixmatch"
 
     @dataclass
@@ -35,12 +35,7 @@ class FixMatch(Method):
         super().__init__(params, build_network, num_classes, input_shape)
         if not 0.0 <= params.threshold <= 1.0:
             raise ValueError(f"method.fixmatch.threshold must be in [0, 1], got {params.threshold}")
-        if not 0.0 <= params.ema_decay < 1.0:
-            raise ValueError(f"method.fixmatch.ema_decay must be in [0, 1), got {params.ema_decay}")
-        self.ema = ema_copy(self.network) if params.ema_decay > 0 else None
-
-    def prediction_network(self):
-        return self.ema if self.ema is not None else self.network
+        self.init_weight_average()
 
     def losses(self, batch: StepBatch):
         """Supervised cross-entropy plus masked cross-entropy of strong views on weak-view pseudo-labels.
@@ -69,7 +64,3 @@ class FixMatch(Method):
             terms["mask_rate"] = mask.mean()
         terms["loss"] = loss
         return terms
-
-    def after_step(self):
-        if self.ema is not None:
-            ema_update(self.ema, self.network, self.params.ema_decay)

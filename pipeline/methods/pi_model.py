@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
-from pipeline.methods.shared import ema_copy, ema_update, sigmoid_rampup, softmax_mse
+from pipeline.methods.shared import WeightAveraged, sigmoid_rampup, softmax_mse
 
 
 @register
-class PiModel(Method):
+class PiModel(WeightAveraged, Method):
     name = "pi_model"
 
     @dataclass
@@ -36,12 +36,7 @@ class PiModel(Method):
         super().__init__(params, build_network, num_classes, input_shape)
         if params.view not in ("weak", "strong"):
             raise ValueError(f"method.pi_model.view must be weak or strong, got '{params.view}'")
-        if not 0.0 <= params.ema_decay < 1.0:
-            raise ValueError(f"method.pi_model.ema_decay must be in [0, 1), got {params.ema_decay}")
-        self.ema = ema_copy(self.network) if params.ema_decay > 0 else None
-
-    def prediction_network(self):
-        return self.ema if self.ema is not None else self.network
+        self.init_weight_average()
 
     def losses(self, batch: StepBatch):
         """Cross-entropy on labelled scans plus ramped softmax MSE between two unlabelled passes.
@@ -70,7 +65,3 @@ class PiModel(Method):
             terms["weight"] = torch.tensor(weight)
         terms["loss"] = loss
         return terms
-
-    def after_step(self):
-        if self.ema is not None:
-            ema_update(self.ema, self.network, self.params.ema_decay)

@@ -1,6 +1,6 @@
 """Pieces used by more than one method, written once.
 
-Ramp-up of unsupervised weights, EMA teachers, confidence masks, a two-network
+Ramp-up of unsupervised weights, EMA teachers and weight averages, confidence masks, a two-network
 ensemble, image views, and calibrated pseudo-labelling with its bookkeeping.
 """
 
@@ -62,6 +62,27 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         t.lerp_(s.detach(), 1.0 - decay)
     for t, s in zip(teacher.buffers(), student.buffers()):
         t.copy_(s)
+
+
+class WeightAveraged:
+    """Mixin for a Method whose ``params.ema_decay`` > 0 makes an EMA of ``self.network``'s
+    weights (never trained itself) the prediction network, updated after every step.
+
+    List it before ``Method`` and call ``init_weight_average()`` at the end of ``__init__``.
+    """
+
+    def init_weight_average(self) -> None:
+        decay = self.params.ema_decay
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"method.{self.name}.ema_decay must be in [0, 1), got {decay}")
+        self.ema = ema_copy(self.network) if decay > 0 else None
+
+    def prediction_network(self) -> nn.Module:
+        return self.ema if self.ema is not None else self.network
+
+    def after_step(self) -> None:
+        if self.ema is not None:
+            ema_update(self.ema, self.network, self.params.ema_decay)
 
 
 def confidence_mask(logits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
