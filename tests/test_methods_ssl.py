@@ -19,6 +19,7 @@ from pipeline.methods.shared import (
     confidence_mask,
     ema_copy,
     ema_update,
+    mean_entropy,
     sigmoid_rampup,
     subset_predictor,
 )
@@ -158,6 +159,27 @@ def test_weight_average_predicts_when_asked_and_follows_the_trained_network(name
     assert_after_step_averages(method, method.ema, 0.9)
     with pytest.raises(ValueError, match=f"method.{name}.ema_decay"):
         build(name, f"method.{name}.ema_decay=1.0")
+
+
+def test_pi_model_entropy_term_adds_its_ramped_weight_times_the_unlabelled_entropy():
+    data = toy_training_data()
+    totals = {}
+    for weight in (0.0, 2.0):
+        config, method = build("pi_model", f"method.pi_model.entropy_weight={weight}", "method.pi_model.ema_decay=0")
+        torch.manual_seed(1)
+        terms = method.losses(batch_for(config, data, progress=0.1))
+        totals[weight] = terms
+    entropy = totals[2.0]["entropy"]
+    assert "entropy" not in totals[0.0] and 0 < float(entropy) <= math.log(3) + 1e-6
+    ramp = sigmoid_rampup(0.1, method.params.rampup)
+    assert float(totals[2.0]["loss"] - totals[0.0]["loss"]) == pytest.approx(2.0 * ramp * float(entropy), rel=1e-4)
+    with pytest.raises(ValueError, match="entropy_weight"):
+        build("pi_model", "method.pi_model.entropy_weight=-1")
+
+
+def test_mean_entropy_is_zero_for_certain_and_log_k_for_uniform_predictions():
+    assert float(mean_entropy(torch.zeros(5, 4))) == pytest.approx(math.log(4))
+    assert float(mean_entropy(torch.tensor([[50.0, 0.0, 0.0]]))) == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 0.9, 1.0])

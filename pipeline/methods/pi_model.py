@@ -6,7 +6,9 @@ softmax outputs is the unsupervised loss, its weight ramped up with a sigmoid.  
 passes carry gradient, as in the paper.  Labelled scans get cross-entropy.  Labelled
 and both unlabelled views go through one forward pass so they share batch-norm
 statistics.  With ``ema_decay`` > 0 an exponential moving average of the weights (not
-trained itself, unlike mean teacher's) predicts at calibration and scoring.
+trained itself, unlike mean teacher's) predicts at calibration and scoring.  With
+``entropy_weight`` > 0 the entropy of the unlabelled predictions is also minimised
+(ramped like the consistency weight), as in "Pi-model + EntMin" of Oliver et al. 2018.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
-from pipeline.methods.shared import WeightAveraged, sigmoid_rampup, softmax_mse
+from pipeline.methods.shared import WeightAveraged, mean_entropy, sigmoid_rampup, softmax_mse
 
 
 @register
@@ -31,11 +33,14 @@ class PiModel(WeightAveraged, Method):
         rampup: float = 0.3  # fraction of training over which the weight ramps up
         view: str = "weak"  # augmentation of the two unlabelled passes: weak | strong
         ema_decay: float = 0.0  # > 0: an EMA of the weights is the prediction network
+        entropy_weight: float = 0.0  # > 0: also minimise the unlabelled predictions' entropy
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
         if params.view not in ("weak", "strong"):
             raise ValueError(f"method.pi_model.view must be weak or strong, got '{params.view}'")
+        if params.entropy_weight < 0:
+            raise ValueError(f"method.pi_model.entropy_weight must be >= 0, got {params.entropy_weight}")
         self.init_weight_average()
 
     def losses(self, batch: StepBatch):
@@ -44,7 +49,8 @@ class PiModel(WeightAveraged, Method):
         Returns
         -------
         dict
-            ``loss`` (total), ``supervised``, ``unsupervised`` and ``weight`` (detached).
+            ``loss`` (total), ``supervised``, ``unsupervised`` and ``weight`` (detached), and
+            ``entropy`` when ``entropy_weight`` > 0.
         """
         n_labelled, n_unlabelled = len(batch.labels), len(batch.unlabelled)
         view = batch.augment.strong if self.params.view == "strong" else batch.augment.weak
@@ -59,8 +65,13 @@ class PiModel(WeightAveraged, Method):
             first = logits[n_labelled:n_labelled + n_unlabelled]
             second = logits[n_labelled + n_unlabelled:]
             unsupervised = softmax_mse(first, second)
-            weight = self.params.consistency_weight * sigmoid_rampup(batch.progress, self.params.rampup)
+            ramp = sigmoid_rampup(batch.progress, self.params.rampup)
+            weight = self.params.consistency_weight * ramp
             loss = loss + weight * unsupervised
+            if self.params.entropy_weight > 0:
+                entropy = mean_entropy(logits[n_labelled:])
+                loss = loss + self.params.entropy_weight * ramp * entropy
+                terms["entropy"] = entropy.detach()
             terms["unsupervised"] = unsupervised.detach()
             terms["weight"] = torch.tensor(weight)
         terms["loss"] = loss

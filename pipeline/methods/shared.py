@@ -114,6 +114,13 @@ def softmax_mse(student_logits: torch.Tensor, target_logits: torch.Tensor) -> to
     return torch.mean((torch.softmax(student_logits, 1) - torch.softmax(target_logits, 1)) ** 2)
 
 
+def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy (nats) of the softmax predictions; minimising it pushes decision
+    boundaries away from dense unlabelled data (Grandvalet & Bengio 2005)."""
+    log_probs = torch.log_softmax(logits.float(), dim=1)
+    return -(log_probs.exp() * log_probs).sum(dim=1).mean()
+
+
 class HalfView(nn.Module):
     """Keep one half of the image along its last spatial axis; zero the other half.
 
