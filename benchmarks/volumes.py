@@ -14,6 +14,7 @@ with a message. ``--record RUN`` stores a run that was trained with ``pipeline r
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import time
@@ -23,6 +24,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from benchmarks.common import HERE, load_results, markdown_table, record  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
@@ -40,12 +43,41 @@ DESCRIPTION = {
     "adrenalmnist3d": "AdrenalMNIST3D shape volumes (MedMNIST v2), normal or abnormal, 28^3 NIfTI",
 }
 FIGURES = HERE / "figures"
+# Abnormal test scans grouped by what their lesions are (truth.csv of `pipeline synth volumes`),
+# each group scored against all healthy test scans: which lesions the model finds.
+LESION_GROUPS = {
+    "a hypo-intense lesion": lambda t: t["hypo_lesions"] > 0,
+    "hyper-intense lesions only": lambda t: (t["hypo_lesions"] == 0) & (t["lesions"] > 0),
+    "subtle lesions only": lambda t: (t["subtle_lesions"] == t["lesions"]) & (t["lesions"] > 0),
+}
 
 
 def data_available(config) -> bool:
     if config.data.dataset:  # generated or fetched by the pipeline itself
         return True
     return Path(config.data.scans).is_dir()
+
+
+def lesion_breakdown(run: Path, config) -> dict | None:
+    """Test AUROC per lesion group, from the run's test predictions and the generator's truth.csv."""
+    truth_path, predictions_path = Path(config.data.scans) / "truth.csv", Path(run) / "test_predictions.csv"
+    positive = config.data.positive_class
+    if not (truth_path.exists() and predictions_path.exists() and positive):
+        return None
+    truth = pd.read_csv(truth_path)
+    if "hypo_lesions" not in truth.columns:
+        return None  # written before the generator recorded lesion types; regenerate the set
+    truth["scan_id"] = truth["file"].str.replace(r"\.nii(\.gz)?$", "", regex=True)
+    frame = pd.read_csv(predictions_path).merge(truth.drop(columns="label"), on="scan_id", how="inner")
+    healthy = frame["label"] != positive
+    out = {}
+    for name, select in LESION_GROUPS.items():
+        group = (frame["label"] == positive) & select(frame)
+        subset = frame[healthy | group]
+        auroc = (float(roc_auc_score(subset["label"] == positive, subset[f"p_{positive}"]))
+                 if group.any() and healthy.any() else None)
+        out[name] = {"n": int(group.sum()), "auroc": auroc}
+    return out
 
 
 def run_one(dataset: str, method: str, overrides: list[str]) -> None:
@@ -58,7 +90,8 @@ def run_one(dataset: str, method: str, overrides: list[str]) -> None:
     started = time.perf_counter()
     run = run_all(config)
     result = record(SUITE, f"{dataset}__{method}", run, time.perf_counter() - started,
-                    extra={"dataset": dataset, "method": method, "overrides": overrides})
+                    extra={"dataset": dataset, "method": method, "overrides": overrides,
+                           "lesion_breakdown": lesion_breakdown(run, config)})
     print(f"{dataset} {method}: test AUROC {test_auroc(result)}", flush=True)
 
 
@@ -75,6 +108,7 @@ def record_run(run: Path) -> None:
     record(SUITE, key, run, previous["stage_wall_s"] if previous else None,
            extra={"dataset": dataset, "method": config.method_name,
                   "overrides": previous["overrides"] if previous else ["recorded from a run"],
+                  "lesion_breakdown": lesion_breakdown(run, config),
                   **({"commit": previous["commit"], "date": previous["date"]} if previous else {})})
 
 
@@ -134,6 +168,20 @@ def plot_curves(dataset: str, entries: list[tuple[dict, object]]) -> Path | None
     return path
 
 
+def breakdown_rows(results: list[dict]) -> list[dict]:
+    rows = []
+    for r in sorted(results, key=lambda r: (r["method"] != "supervised", r["method"])):
+        groups = r.get("lesion_breakdown")
+        if not groups:
+            continue
+        row = {"method": r["method"]}
+        for name, g in groups.items():
+            auroc = g["auroc"]
+            row[f"{name} (n)"] = "-" if auroc is None or math.isnan(auroc) else f"{auroc:.3f} ({g['n']})"
+        rows.append(row)
+    return rows
+
+
 def write_report() -> Path:
     loaded = load_results(SUITE)
     sections = []
@@ -154,6 +202,10 @@ def write_report() -> Path:
             gain = test_auroc(best) - test_auroc(supervised)
             text.append(f"Best SSL method: **{best['method']}**, test AUROC {test_auroc(best):.4f} against "
                         f"{test_auroc(supervised):.4f} for supervised on the same labels ({gain:+.4f}).\n")
+        breakdown = breakdown_rows(results)
+        if breakdown:
+            text += ["Test AUROC by lesion type: the abnormal test scans of each group against all healthy "
+                     "test scans (lesion types from the generator's `truth.csv`).\n", markdown_table(breakdown), ""]
         figure = plot_curves(dataset, entries)
         if figure:
             text.append(f"![test AUROC against training time](figures/{figure.name})\n")

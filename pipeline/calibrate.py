@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pipeline.calibration import (
     bootstrap_interval,
@@ -17,11 +18,12 @@ from pipeline.calibration import (
     softmax,
 )
 from pipeline.checkpoint import load_checkpoint
-from pipeline.io import write_json
+from pipeline.io import write_csv, write_json
 from pipeline.plots import plot_reliability, plot_roc, plot_score_histogram
 
 log = logging.getLogger("pipeline.calibrate")
 CALIBRATION = "calibration.json"
+TEST_PREDICTIONS = "test_predictions.csv"
 
 
 def calibrate(run_dir: str | Path, data=None) -> dict:
@@ -84,6 +86,7 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
         test_logits = predict_logits(network, data.images[data.test], device)
         test_labels = data.labels[data.test].numpy()
         test_probs = softmax(test_logits, temperature)
+        _write_test_predictions(run_dir / TEST_PREDICTIONS, data, model.classes, test_probs)
         result["test"] = {
             "n": int(len(test_labels)),
             "accuracy": float((test_probs.argmax(1) == test_labels).mean()),
@@ -110,6 +113,17 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
     log.info("temperature %.3f; ECE %.4f -> %.4f on %d calibration scans", temperature,
              result["ece_before"], result["ece_after"], len(labels))
     return result
+
+
+def _write_test_predictions(path: Path, data, classes: list[str], probs: np.ndarray) -> None:
+    """Per-scan calibrated test probabilities, so that results can be broken down afterwards
+    (by lesion type, scanner, site...) without retraining."""
+    index = data.test.numpy()
+    frame = pd.DataFrame({"scan_id": [data.scan_ids[i] for i in index],
+                          "label": [classes[k] for k in data.labels[index].numpy()]})
+    for k, name in enumerate(classes):
+        frame[f"p_{name}"] = probs[:, k]
+    write_csv(path, frame)
 
 
 def _test_operating_point(p_positive: np.ndarray, is_positive: np.ndarray, screening: dict) -> dict:

@@ -53,7 +53,12 @@ class Volume:
     inter: float
     orientation: str
     spacing: tuple[float, float, float]
-    lesions: int
+    lesion_contrasts: tuple[float, ...]  # intensity factor of each lesion (> 1 hyper, < 1 hypo)
+    subtle_lesions: int
+
+    @property
+    def lesions(self) -> int:
+        return len(self.lesion_contrasts)
 
     def to_nifti(self) -> nib.Nifti1Image:
         image = nib.Nifti1Image(self.data, self.affine, dtype=self.data.dtype)
@@ -97,16 +102,16 @@ def _step(distance: np.ndarray, width: float) -> np.ndarray:
     return 0.5 * (1.0 - np.tanh(distance / (2.0 * width)))
 
 
-def _contrast(rng: np.random.Generator) -> float:
-    """Intensity factor of a lesion, hyper- or hypo-intense with equal odds.
+def _contrast(rng: np.random.Generator) -> tuple[float, bool]:
+    """Intensity factor of a lesion, hyper- or hypo-intense with equal odds, and whether it is subtle.
 
     Nine in ten are clear (x1.35-1.8 or x0.25-0.65); one in ten is subtle (x1.12-1.35
     or x0.65-0.85), so a few abnormal heads stay hard to tell from healthy ones.
     """
-    subtle = rng.random() < 0.1
+    subtle = bool(rng.random() < 0.1)
     if rng.random() < 0.5:
-        return float(rng.uniform(1.12, 1.35) if subtle else rng.uniform(1.35, 1.8))
-    return float(rng.uniform(0.65, 0.85) if subtle else rng.uniform(0.25, 0.65))
+        return float(rng.uniform(1.12, 1.35) if subtle else rng.uniform(1.35, 1.8)), subtle
+    return float(rng.uniform(0.65, 0.85) if subtle else rng.uniform(0.25, 0.65)), subtle
 
 
 def _lesion_semi_axes(rng: np.random.Generator, unit: float) -> np.ndarray:
@@ -190,6 +195,7 @@ def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False
     # So lesions change which normal intensities occur where more than the histogram:
     # global intensity statistics say little (tests/test_volumes.py).
     lesions = int(rng.integers(1, 4)) if abnormal else 0
+    contrasts, subtle_count = [], 0
     for _ in range(lesions):
         semi_axes = _lesion_semi_axes(rng, unit)
         direction = rng.normal(0, 1, 3)
@@ -197,7 +203,10 @@ def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False
         centre_mm = (direction / np.linalg.norm(direction) * depth * radii).astype(np.float32)
         d = (p - centre_mm[:, None]) / semi_axes[:, None].astype(np.float32)
         mask = _step(np.sqrt((d * d).sum(0)) - 1.0, 0.5 / semi_axes.min()) * brain
-        changed = value * (1 + (_contrast(rng) - 1) * mask)
+        contrast, subtle = _contrast(rng)
+        contrasts.append(round(contrast, 4))
+        subtle_count += subtle
+        changed = value * (1 + (contrast - 1) * mask)
         value = np.minimum(changed, np.maximum(value, white))
 
     # smooth multiplicative bias field (quadratic in world coordinates)
@@ -224,7 +233,7 @@ def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False
     else:
         slope, inter = 1.0, 0.0
         data = value.astype(np.float32)
-    return Volume(data, affine, slope, inter, orientation, tuple(spacing), lesions)
+    return Volume(data, affine, slope, inter, orientation, tuple(spacing), tuple(contrasts), subtle_count)
 
 
 def generate_volumes(
@@ -235,7 +244,8 @@ def generate_volumes(
 
     ``round(n * abnormal_fraction)`` volumes are abnormal, in a seeded random order.  A
     stratified ``test_fraction`` of each class gets split ``test``, the rest ``train``.
-    ``truth.csv`` adds how each file was made (lesions, orientation, spacing, dtype).
+    ``truth.csv`` adds how each file was made: its lesions (how many, how many hyper-,
+    hypo-intense and subtle, each one's intensity factor), orientation, spacing, dtype.
     Returns the path of ``labels.csv``.
     """
     if n < 1:
@@ -264,7 +274,12 @@ def generate_volumes(
         nib.save(volume.to_nifti(), out / name)
         label = CLASSES[int(abnormal[i])]
         rows.append({"file": name, "label": label, "split": split[i]})
-        truth.append({"file": name, "label": label, "lesions": volume.lesions, "orientation": volume.orientation,
+        contrasts = volume.lesion_contrasts
+        truth.append({"file": name, "label": label, "lesions": volume.lesions,
+                      "hyper_lesions": sum(c > 1 for c in contrasts), "hypo_lesions": sum(c < 1 for c in contrasts),
+                      "subtle_lesions": volume.subtle_lesions,
+                      "lesion_contrasts": ";".join(f"{c:g}" for c in contrasts),
+                      "orientation": volume.orientation,
                       "spacing": "x".join(f"{s:g}" for s in volume.spacing),
                       "shape": "x".join(str(s) for s in volume.data.shape), "dtype": str(volume.data.dtype),
                       "slope": volume.slope, "inter": volume.inter})

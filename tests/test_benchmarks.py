@@ -59,3 +59,34 @@ def test_training_throughput_measures_both_loops(tmp_path):
         timed = result[side]
         assert timed["data_seconds_per_step"] > 0 and timed["view_seconds_per_step"] > 0
         assert timed["compute_seconds_per_step"] > 0
+
+
+def test_lesion_breakdown_scores_each_lesion_group_against_all_healthy_scans(tmp_path):
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from benchmarks.volumes import breakdown_rows, lesion_breakdown
+
+    scans, run = tmp_path / "scans", tmp_path / "run"
+    scans.mkdir()
+    run.mkdir()
+    truth = pd.DataFrame({
+        "file": [f"vol_{i}.nii.gz" for i in range(6)],
+        "label": ["healthy", "healthy", "abnormal", "abnormal", "abnormal", "abnormal"],
+        "lesions": [0, 0, 1, 2, 1, 1], "hyper_lesions": [0, 0, 1, 1, 0, 1],
+        "hypo_lesions": [0, 0, 0, 1, 1, 0], "subtle_lesions": [0, 0, 0, 0, 1, 1],
+    })
+    truth.to_csv(scans / "truth.csv", index=False)
+    p = [0.1, 0.5, 0.3, 0.9, 0.8, 0.05]  # hyper-only scans score low, hypo ones high
+    pd.DataFrame({"scan_id": [f"vol_{i}" for i in range(6)], "label": truth["label"],
+                  "p_healthy": [1 - v for v in p], "p_abnormal": p}).to_csv(run / "test_predictions.csv", index=False)
+    config = load_config(None, [f"data.scans={scans}", "data.positive_class=abnormal"])
+    groups = lesion_breakdown(run, config)
+    assert groups["a hypo-intense lesion"] == {"n": 2, "auroc": 1.0}
+    hyper = groups["hyper-intense lesions only"]
+    assert hyper["n"] == 2 and hyper["auroc"] == roc_auc_score([0, 0, 1, 1], [0.1, 0.5, 0.3, 0.05])
+    assert groups["subtle lesions only"]["n"] == 2
+    rows = breakdown_rows([{"method": "pi_model", "lesion_breakdown": groups}])
+    assert rows[0]["a hypo-intense lesion (n)"] == "1.000 (2)"
+    truth.drop(columns="hypo_lesions").to_csv(scans / "truth.csv", index=False)
+    assert lesion_breakdown(run, config) is None  # an older truth.csv without lesion types

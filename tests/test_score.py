@@ -131,6 +131,11 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
     called = p_test >= screening["decision"]
     assert test["sensitivity"] == pytest.approx(called[y_test].mean())
     assert test["specificity"] == pytest.approx((~called[~y_test]).mean())
+    predictions = pd.read_csv(run / "test_predictions.csv")  # per scan, for breakdowns afterwards
+    assert list(predictions["scan_id"]) == [data.scan_ids[i] for i in data.test.numpy()]
+    assert (predictions["label"] == np.where(y_test, "abnormal", "healthy")).all()
+    assert np.allclose(predictions["p_abnormal"], p_test, atol=1e-6)
+    assert np.allclose(predictions["p_healthy"] + predictions["p_abnormal"], 1.0, atol=1e-6)
     images, labels = toy_images(10, seed=9)
     scans = tmp_path / "scans"
     scans.mkdir()
