@@ -11,7 +11,7 @@ are alike.  A smooth bias field, Rician noise, a random intensity scale and the 
 type (int16 with a scale slope/intercept, or float32) vary as well.
 
 Abnormal volumes carry one to three roughly spherical lesions (hyper- or hypo-intense,
-6-10 mm across at the 32-voxel scale, one in ten subtle) centred in the cortical ribbon;
+7-12 mm across at the 32-voxel scale, one in ten subtle) centred in the cortical ribbon;
 healthy ones carry none.  Hyper-intense lesions are capped at the head's white-matter
 level, so a lesion changes where normal intensities occur more than which occur: a
 logistic regression on global intensity statistics stays near chance
@@ -115,8 +115,8 @@ def _contrast(rng: np.random.Generator) -> tuple[float, bool]:
 
 
 def _lesion_semi_axes(rng: np.random.Generator, unit: float) -> np.ndarray:
-    """Semi-axes (mm) of a lesion: 3-5 mm at the 32-voxel scale, slightly elongated."""
-    return rng.uniform(3.0, 5.0) * unit * rng.uniform(0.8, 1.2, 3)
+    """Semi-axes (mm) of a lesion: 3.6-6 mm at the 32-voxel scale, slightly elongated."""
+    return rng.uniform(3.6, 6.0) * unit * rng.uniform(0.8, 1.2, 3)
 
 
 def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False, *,
@@ -159,10 +159,12 @@ def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False
     r = np.sqrt((q * q).sum(0))
     edge = 0.6 / (radii.mean())  # soft edges about half a millimetre wide, in normalised radius
 
-    # cortical folding on the grey/white boundary
+    # Cortical folding on the grey/white boundary.  Gentle: with folds as deep as a lesion is
+    # wide (amplitude 0.035), a white-matter-bright lesion in the ribbon looked like one more
+    # fold, and no method told hyper-intense-only heads from healthy ones (benchmarks/volumes.md).
     fold_freq = rng.normal(0, 1, (6, 3)) / (1.6 * unit)
     fold_phase = rng.uniform(0, 2 * np.pi, (6, 1))
-    fold = (0.035 * np.sin(fold_freq @ p + fold_phase)).sum(0).astype(np.float32)
+    fold = (0.014 * np.sin(fold_freq @ p + fold_phase)).sum(0).astype(np.float32)
 
     # tissue intensities (T1-like: WM > GM > CSF; bright scalp, dark bone), jittered per head
     jitter = rng.uniform(0.9, 1.1, 5)
