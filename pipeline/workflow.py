@@ -38,11 +38,13 @@ def prepare_data(config: Config, progress: bool = True) -> TrainingData:
 
     data = config.data
     if data.dataset == "synth_volumes":
-        if not (Path(data.scans) / "labels.csv").exists():
-            from pipeline.synth import SYNTH_VOLUMES_DATASET, generate_volumes
+        from pipeline.synth import SYNTH_VOLUMES_DATASET, generate_volumes, stale_set_warning
 
+        if not (Path(data.scans) / "labels.csv").exists():
             log.info("generating the synthetic volume set into %s", data.scans)
             generate_volumes(data.scans, progress=progress, **SYNTH_VOLUMES_DATASET)
+        elif warning := stale_set_warning(data.scans):
+            log.warning("%s", warning)
     elif data.dataset:
         root = Path(data.scans).parent
         fetch(data.dataset, root=root)

@@ -2,6 +2,7 @@
 spacing, scaled int16, 4D singleton), and all stages on tiny synthetic volumes."""
 
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -229,7 +230,7 @@ def test_adrenalmnist3d_files_ingest_and_preprocess(tmp_path):
     assert stacked.shape == (6, 1, 28, 28, 28) and stacked.min() == 0.0 and stacked.max() == 1.0
 
 
-def test_prepare_data_generates_the_synthetic_set_when_missing(tmp_path, monkeypatch):
+def test_prepare_data_generates_the_synthetic_set_when_missing(tmp_path, monkeypatch, caplog):
     import pipeline.synth as synth
     from pipeline.workflow import prepare_data
 
@@ -243,3 +244,8 @@ def test_prepare_data_generates_the_synthetic_set_when_missing(tmp_path, monkeyp
     assert (tmp_path / "synth" / "labels.csv").exists()
     assert data.images.shape == (16, 1, 16, 16, 16)
     assert len(data.labelled) == 4 and len(data.test) == 4 and data.classes == ["healthy", "abnormal"]
+    assert json.loads((tmp_path / "synth" / "generator.json").read_text())["generator_version"] == synth.GENERATOR_VERSION
+    monkeypatch.setattr(synth, "GENERATOR_VERSION", synth.GENERATOR_VERSION + 1)
+    with caplog.at_level(logging.WARNING):
+        prepare_data(config, progress=False)  # an existing set is used as it is, with a warning
+    assert any("generator version" in r.getMessage() and "Delete it" in r.getMessage() for r in caplog.records)
