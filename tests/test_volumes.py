@@ -186,7 +186,7 @@ def test_all_stages_on_tiny_synthetic_volumes(tmp_path, monkeypatch):
     assert (pd.read_csv(manifest, dtype=str)["status"] == "ok").all()
     overrides = [f"data.scans={scans}", f"data.manifest={manifest}", "data.dataset=", "data.split=",
                  "split.labels_per_class=5", "split.calibration_per_class=5", "preprocess.spatial_size=[16,16,16]",
-                 "network.channels=[4,8]", "train.steps=6", "train.eval_every=3", "train.batch_size=8",
+                 "network.channels=[4,8]", "train.steps=6", "train.minutes=0", "train.eval_every=3", "train.batch_size=8",
                  "train.unlabelled_batch_size=8", "train.workers=1", "calibrate.min_support=1", "--quiet"]
     config = REPO / "configs" / "volumes.toml"
     assert main(["run", "--config", str(config), "method.name=supervised", *overrides]) == 0
@@ -201,6 +201,7 @@ def test_all_stages_on_tiny_synthetic_volumes(tmp_path, monkeypatch):
     generate_volumes(incoming, 4, seed=99, size=16, progress=False)
     (incoming / "labels.csv").unlink()
     (incoming / "truth.csv").unlink()
+    (incoming / "generator.json").unlink()
     good = (incoming / "vol_00000.nii.gz").read_bytes()
     (incoming / "broken.nii.gz").write_bytes(good[: len(good) // 3])
     out = tmp_path / "report.csv"
