@@ -14,7 +14,6 @@ with a message. ``--record RUN`` stores a run that was trained with ``pipeline r
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import time
@@ -30,6 +29,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from benchmarks.common import HERE, load_results, markdown_table, record  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import atomic_path, write_text  # noqa: E402
+from pipeline.reading import scan_suffix  # noqa: E402
 
 SUITE = "volumes"
 CONFIGS = {
@@ -67,7 +67,7 @@ def lesion_breakdown(run: Path, config) -> dict | None:
     truth = pd.read_csv(truth_path)
     if "hypo_lesions" not in truth.columns:
         return None  # written before the generator recorded lesion types; regenerate the set
-    truth["scan_id"] = truth["file"].str.replace(r"\.nii(\.gz)?$", "", regex=True)
+    truth["scan_id"] = [name[: -len(scan_suffix(name))] for name in truth["file"]]  # as ingest names scans
     frame = pd.read_csv(predictions_path).merge(truth.drop(columns="label"), on="scan_id", how="inner")
     healthy = frame["label"] != positive
     out = {}
@@ -177,7 +177,7 @@ def breakdown_rows(results: list[dict]) -> list[dict]:
         row = {"method": r["method"]}
         for name, g in groups.items():
             auroc = g["auroc"]
-            row[f"{name} (n)"] = "-" if auroc is None or math.isnan(auroc) else f"{auroc:.3f} ({g['n']})"
+            row[f"{name} (n)"] = "-" if auroc is None else f"{auroc:.3f} ({g['n']})"
         rows.append(row)
     return rows
 
