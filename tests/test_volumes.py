@@ -250,3 +250,5 @@ def test_prepare_data_generates_the_synthetic_set_when_missing(tmp_path, monkeyp
     with caplog.at_level(logging.WARNING):
         prepare_data(config, progress=False)  # an existing set is used as it is, with a warning
     assert any("generator version" in r.getMessage() and "Delete it" in r.getMessage() for r in caplog.records)
+    (tmp_path / "synth" / "generator.json").write_text("{not json")
+    assert "unreadable" in synth.stale_set_warning(tmp_path / "synth")  # a warning, never a crash
