@@ -11,9 +11,11 @@ are alike.  A smooth bias field, Rician noise, a random intensity scale and the 
 type (int16 with a scale slope/intercept, or float32) vary as well.
 
 Abnormal volumes carry one to three roughly spherical lesions (hyper- or hypo-intense,
-7-12 mm across at the 32-voxel scale, one in ten subtle) centred in the cortical ribbon;
-healthy ones carry none.  Hyper-intense lesions are capped at the head's white-matter
-level, so a lesion changes where normal intensities occur more than which occur: a
+7-12 mm across at the 32-voxel scale, one in ten subtle) anywhere in the white matter or
+the cortical ribbon; healthy ones carry none.  A lesion makes up a few per cent of a head
+this coarse, so it must not show in the histogram: hyper-intense lesions stay darker than
+the scalp fat, the brightest tissue of a T1 image, and the amounts of fat, white matter
+and bias-field shading vary more between heads than one lesion changes them.  So a
 logistic regression on global intensity statistics stays near chance
 (``tests/test_volumes.py``).
 
@@ -38,8 +40,9 @@ from pipeline.io import write_csv, write_json
 log = logging.getLogger("pipeline.synth")
 
 # Bumped whenever a change makes a seed give different volumes; written to generator.json
-# so that a set made by an older generator is recognised (2: gentler folds, larger lesions).
-GENERATOR_VERSION = 2
+# so that a set made by an older generator is recognised (2: gentler folds, larger lesions;
+# 3: hyper-intense lesions brighter than white matter, bright scalp fat, lesions anywhere in the brain).
+GENERATOR_VERSION = 3
 ORIENTATIONS = ("RAS", "LPS", "LAS", "PIR")
 # voxel spacing (mm) per array axis; the phantom is sized for 1 mm voxels at ``size``
 SPACINGS = ((1.0, 1.0, 1.0), (1.0, 1.0, 2.0), (2.0, 1.0, 1.0), (0.8, 0.8, 1.5), (1.2, 1.2, 1.2))
@@ -109,12 +112,14 @@ def _step(distance: np.ndarray, width: float) -> np.ndarray:
 def _contrast(rng: np.random.Generator) -> tuple[float, bool]:
     """Intensity factor of a lesion, hyper- or hypo-intense with equal odds, and whether it is subtle.
 
-    Nine in ten are clear (x1.35-1.8 or x0.25-0.65); one in ten is subtle (x1.12-1.35
-    or x0.65-0.85), so a few abnormal heads stay hard to tell from healthy ones.
+    A hyper-intense lesion is its own tissue, ``factor`` x the head's white-matter level; a
+    hypo-intense one darkens the tissue it lies in by ``factor``.  Nine in ten are clear
+    (x1.5-2.1 or x0.25-0.65); one in ten is subtle (x1.17-1.5 or x0.65-0.85), so a few
+    abnormal heads stay hard to tell from healthy ones.
     """
     subtle = bool(rng.random() < 0.1)
     if rng.random() < 0.5:
-        return float(rng.uniform(1.12, 1.35) if subtle else rng.uniform(1.35, 1.8)), subtle
+        return float(rng.uniform(1.17, 1.5) if subtle else rng.uniform(1.5, 2.1)), subtle
     return float(rng.uniform(0.65, 0.85) if subtle else rng.uniform(0.25, 0.65)), subtle
 
 
@@ -170,12 +175,16 @@ def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False
     fold_phase = rng.uniform(0, 2 * np.pi, (6, 1))
     fold = (0.014 * np.sin(fold_freq @ p + fold_phase)).sum(0).astype(np.float32)
 
-    # tissue intensities (T1-like: WM > GM > CSF; bright scalp, dark bone), jittered per head
-    jitter = rng.uniform(0.9, 1.1, 5)
-    jitter[0] = rng.uniform(0.8, 1.4)  # scalp fat varies most, so the brightest tissue varies
-    scalp, skull, csf, grey, white = np.array([0.75, 0.12, 0.22, 0.52, 0.8]) * jitter
-    thresholds = np.array([1.0, rng.uniform(0.89, 0.94), 0.84, 0.79]) + rng.normal(0, 0.01, 4)
-    white_radius = rng.uniform(0.52, 0.62)
+    # Tissue intensities (T1-like: fat > WM > GM > CSF > bone), jittered per head.  The scalp
+    # fat is the brightest tissue and its thickness varies (the brain fills 78-92% of the
+    # head's radius), as does the white-matter volume: so the share of bright voxels varies
+    # between healthy heads more than a hyper-intense lesion changes it.
+    skull, csf, grey, white = np.array([0.12, 0.22, 0.52, 0.8]) * rng.uniform(0.9, 1.1, 4)
+    scalp = white * rng.uniform(1.6, 2.4)
+    brain_fraction = rng.uniform(0.78, 0.92)
+    thresholds = np.array([1.0, rng.uniform(0.89, 0.94) * brain_fraction, 0.84 * brain_fraction,
+                           0.79 * brain_fraction]) + rng.normal(0, 0.01, 4)
+    white_radius = rng.uniform(0.45, 0.68) * brain_fraction
     value = (
         scalp * _step(r - thresholds[0], edge)
         + (skull - scalp) * _step(r - thresholds[1], edge)
@@ -195,30 +204,31 @@ def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False
         ventricles = np.maximum(ventricles, _step(np.sqrt((d * d).sum(0)) - 1.0, edge / ventricle_radii.mean()))
     value = value * (1 - ventricles) + csf * ventricles
 
-    # Abnormal heads carry one to three lesions, centred in the cortical ribbon (grey
-    # matter) and reaching into the white matter beneath.  Hyper-intense ones are capped at
-    # the head's white-matter level, as a T1 lesion brighter than grey matter still is.
-    # So lesions change which normal intensities occur where more than the histogram:
-    # global intensity statistics say little (tests/test_volumes.py).
+    # Abnormal heads carry one to three lesions centred anywhere from the deep white matter
+    # to the cortical ribbon (not only in the ribbon: there a bright lesion next to the
+    # bright scalp looked like thicker fat).  Version 2 capped hyper-intense lesions at the
+    # white-matter level, which left them invisible in white matter and no method found them.
     lesions = int(rng.integers(1, 4)) if abnormal else 0
     contrasts, subtle_count = [], 0
     for _ in range(lesions):
         semi_axes = _lesion_semi_axes(rng, unit)
         direction = rng.normal(0, 1, 3)
-        depth = rng.uniform(white_radius, thresholds[3])
+        depth = rng.uniform(0.3 * brain_fraction, thresholds[3])
         centre_mm = (direction / np.linalg.norm(direction) * depth * radii).astype(np.float32)
         d = (p - centre_mm[:, None]) / semi_axes[:, None].astype(np.float32)
         mask = _step(np.sqrt((d * d).sum(0)) - 1.0, 0.5 / semi_axes.min()) * brain
         contrast, subtle = _contrast(rng)
         contrasts.append(round(contrast, 4))
         subtle_count += subtle
-        changed = value * (1 + (contrast - 1) * mask)
-        value = np.minimum(changed, np.maximum(value, white))
+        if contrast > 1:
+            value = value + (white * contrast - value) * mask
+        else:
+            value = value * (1 + (contrast - 1) * mask)
 
     # smooth multiplicative bias field (quadratic in world coordinates)
     x = world / (size / 2)
     basis = np.concatenate([x, x * x - 1 / 3, x[[0]] * x[[1]], x[[1]] * x[[2]], x[[0]] * x[[2]]])
-    bias = np.exp(rng.normal(0, 0.12, basis.shape[0]).astype(np.float32) @ basis)
+    bias = np.exp(rng.normal(0, 0.2, basis.shape[0]).astype(np.float32) @ basis)
     value = value * bias
 
     # intensity scale and Rician noise
