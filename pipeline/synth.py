@@ -123,6 +123,18 @@ def _contrast(rng: np.random.Generator) -> tuple[float, bool]:
     return float(rng.uniform(0.65, 0.85) if subtle else rng.uniform(0.25, 0.65)), subtle
 
 
+def paint_lesion(value: np.ndarray, mask: np.ndarray, contrast: float, white: float) -> np.ndarray:
+    """Intensities with a lesion of ``contrast`` painted where ``mask`` (0-1) is set.
+
+    Hyper-intense (``contrast > 1``): the lesion is its own tissue at ``contrast`` x the
+    white-matter level, so it is brighter than every brain tissue it covers.  Hypo-intense:
+    the covered tissue is darkened by ``contrast``.
+    """
+    if contrast > 1:
+        return value + (white * contrast - value) * mask
+    return value * (1 + (contrast - 1) * mask)
+
+
 def _lesion_semi_axes(rng: np.random.Generator, unit: float) -> np.ndarray:
     """Semi-axes (mm) of a lesion: 3.6-6 mm at the 32-voxel scale, slightly elongated."""
     return rng.uniform(3.6, 6.0) * unit * rng.uniform(0.8, 1.2, 3)
@@ -220,10 +232,7 @@ def make_volume(rng: np.random.Generator, size: int = 32, abnormal: bool = False
         contrast, subtle = _contrast(rng)
         contrasts.append(round(contrast, 4))
         subtle_count += subtle
-        if contrast > 1:
-            value = value + (white * contrast - value) * mask
-        else:
-            value = value * (1 + (contrast - 1) * mask)
+        value = paint_lesion(value, mask, contrast, white)
 
     # smooth multiplicative bias field (quadratic in world coordinates)
     x = world / (size / 2)

@@ -90,3 +90,11 @@ def test_lesion_breakdown_scores_each_lesion_group_against_all_healthy_scans(tmp
     assert rows[0]["a hypo-intense lesion (n)"] == "1.000 (2)"
     truth.drop(columns="hypo_lesions").to_csv(scans / "truth.csv", index=False)
     assert lesion_breakdown(run, config) is None  # an older truth.csv without lesion types
+
+
+def test_target_verdict_marks_the_volumes_bar_met_or_not():
+    from benchmarks.volumes import target_verdict
+
+    assert target_verdict("volumes", 0.951).endswith("0.95 ✓.")
+    assert "✗" in target_verdict("volumes", 0.949)
+    assert target_verdict("pneumoniamnist", 0.99) == ""

@@ -15,7 +15,7 @@ from pipeline.augment import BatchAugmenter
 from pipeline.cli import main
 from pipeline.config import AugmentConfig, PreprocessConfig, load_config
 from pipeline.data import build_preprocess, cache_key, preprocess_paths
-from pipeline.synth import generate_volumes, make_volume
+from pipeline.synth import generate_volumes, make_volume, paint_lesion
 
 REPO = Path(__file__).resolve().parent.parent
 ADRENAL = REPO.parent / "shared" / "data" / "adrenalmnist3d"
@@ -53,6 +53,19 @@ def test_generator_is_deterministic_and_writes_varied_valid_nifti(tmp_path):
     assert len(factors) == truth["lesions"].sum() and ((factors >= 0.25) & (factors <= 2.1) & (factors != 1)).all()
     assert len(codes) >= 2 and len(spacings) >= 2 and dtypes == {"int16", "float32"}
     assert slopes and all(s != 1.0 for s in slopes)
+
+
+def test_hyper_intense_lesion_is_brighter_than_white_matter_and_hypo_darkens():
+    white, grey, csf = 0.8, 0.52, 0.22
+    tissue = np.array([white, grey, csf, white], dtype=np.float32)
+    mask = np.array([1.0, 1.0, 1.0, 0.0], dtype=np.float32)  # the last voxel lies outside the lesion
+    hyper = paint_lesion(tissue, mask, 1.6, white)
+    # inside: brighter than white matter wherever it lies (generator v2 left white matter unchanged)
+    assert np.allclose(hyper[:3], 1.6 * white) and hyper[3] == white
+    hypo = paint_lesion(tissue, mask, 0.5, white)
+    assert np.allclose(hypo[:3], 0.5 * tissue[:3]) and hypo[3] == white
+    soft = paint_lesion(tissue, mask * 0.5, 1.6, white)  # the soft lesion edge blends
+    assert np.allclose(soft[:3], 0.5 * tissue[:3] + 0.5 * 1.6 * white)
 
 
 def test_cli_synth_volumes(tmp_path):
