@@ -13,9 +13,10 @@ type (int16 with a scale slope/intercept, or float32) vary as well.
 Abnormal volumes carry one to three roughly spherical lesions (hyper- or hypo-intense,
 7-12 mm across at the 32-voxel scale, one in ten subtle) anywhere in the white matter or
 the cortical ribbon; healthy ones carry none.  A lesion makes up a few per cent of a head
-this coarse, so it must not show in the histogram: hyper-intense lesions stay darker than
-the scalp fat, the brightest tissue of a T1 image, and the amounts of fat, white matter
-and bias-field shading vary more between heads than one lesion changes them.  So a
+this coarse, so it must not show in the histogram: hyper-intense lesions (1.17-2.1 x the
+white-matter level) stay within the range of the scalp fat (1.6-2.4 x), the brightest
+tissue of a T1 image, and the amounts of fat, white matter and bias-field shading vary
+more between heads than one lesion changes them.  So a
 logistic regression on global intensity statistics stays near chance
 (``tests/test_volumes.py``).
 
