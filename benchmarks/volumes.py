@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from benchmarks.common import HERE, load_results, markdown_table, record  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.io import atomic_path, write_text  # noqa: E402
-from pipeline.reading import scan_suffix  # noqa: E402
+from pipeline.reading import scan_id  # noqa: E402
 
 SUITE = "volumes"
 CONFIGS = {
@@ -70,7 +70,7 @@ def lesion_breakdown(run: Path, config) -> dict | None:
     truth = pd.read_csv(truth_path)
     if "hypo_lesions" not in truth.columns:
         return None  # written before the generator recorded lesion types; regenerate the set
-    truth["scan_id"] = [name[: -len(scan_suffix(name))] for name in truth["file"]]  # as ingest names scans
+    truth["scan_id"] = [scan_id(name) for name in truth["file"]]
     frame = pd.read_csv(predictions_path).merge(truth.drop(columns="label"), on="scan_id", how="inner")
     healthy = frame["label"] != positive
     out = {}

@@ -25,7 +25,7 @@ from pipeline.reading import (
     is_scan_file,
     list_files,
     load_scan,
-    scan_suffix,
+    scan_id,
 )
 
 log = logging.getLogger("pipeline.ingest")
@@ -263,7 +263,7 @@ def _manifest_rows(
     for index, path in enumerate(paths):
         relative = path.relative_to(root).as_posix()
         row = dict.fromkeys(MANIFEST_COLUMNS, "")
-        row.update(scan_id=relative[: -len(scan_suffix(path))], path=str(path))
+        row.update(scan_id=scan_id(relative), path=str(path))
         if class_subfolders:
             if "/" in relative:
                 row["label"] = relative.split("/", 1)[0]

@@ -36,6 +36,11 @@ def scan_suffix(path: str | os.PathLike) -> str | None:
     return None
 
 
+def scan_id(relative_path: str) -> str:
+    """The id of a scan: its path relative to the scanned folder, without the scan suffix."""
+    return relative_path[: -len(scan_suffix(relative_path))]
+
+
 def is_scan_file(path: str | os.PathLike) -> bool:
     return scan_suffix(path) is not None
 
