@@ -11,7 +11,14 @@ MODEL  ?=
 OUT    ?=
 ARGS   ?=
 
-.PHONY: setup data train score test lint bench bench-mnist bench-volumes clean
+# Your own data, no config: make train SCANS=folder [LABELS=csv] [POSITIVE=class] [MINUTES=n] [LABELS_PER_CLASS=n]
+LABELS ?=
+POSITIVE ?=
+MINUTES ?=
+LABELS_PER_CLASS ?=
+OWN_DATA = $(filter command line environment,$(origin SCANS))
+
+.PHONY: setup data train plan score test lint bench bench-mnist bench-volumes bench-real clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +34,16 @@ setup: $(STAMP)
 data: setup
 	$(BIN)/pipeline fetch mnist
 
+OWN_ARGS = $(if $(OWN_DATA),--scans $(SCANS) $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)),--config $(CONFIG)) \
+	$(if $(LABELS),--labels $(LABELS)) $(if $(POSITIVE),--positive $(POSITIVE)) \
+	$(if $(MINUTES),--minutes $(MINUTES)) $(if $(LABELS_PER_CLASS),--labels-per-class $(LABELS_PER_CLASS)) \
+	$(if $(METHOD),method.name=$(METHOD)) $(ARGS)
+
 train: setup
-	$(BIN)/pipeline run --config $(CONFIG) $(if $(METHOD),method.name=$(METHOD)) $(ARGS)
+	$(BIN)/pipeline run $(OWN_ARGS)
+
+plan: setup
+	$(BIN)/pipeline plan $(OWN_ARGS)
 
 score: setup
 	$(BIN)/pipeline score $(SCANS) $(if $(MODEL),--model $(MODEL)) $(if $(OUT),--out $(OUT))
@@ -49,6 +64,10 @@ bench-mnist: setup
 # Supervised against SSL on the synthetic volumes, PneumoniaMNIST and AdrenalMNIST3D.
 bench-volumes: setup
 	$(BIN)/python -m benchmarks.volumes $(if $(DATASETS),--datasets $(DATASETS)) $(if $(METHODS),--methods $(METHODS)) $(ARGS)
+
+# Default SSL method against supervised on every development-panel set, 3 label draws (benchmarks/real.md).
+bench-real: setup
+	$(BIN)/python -m benchmarks.real $(if $(SETS),--sets $(SETS)) $(if $(DRAWS),--draws $(DRAWS)) $(ARGS)
 
 clean:
 	rm -rf runs reports cache

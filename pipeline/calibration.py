@@ -164,3 +164,40 @@ def bootstrap_interval(statistic, arrays: tuple[np.ndarray, ...], n_resamples: i
         return None
     low, high = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(low), float(high)
+
+
+def estimate_prior_em(probs: np.ndarray, source_prior: np.ndarray, iterations: int = 200,
+                      tolerance: float = 1e-7) -> np.ndarray:
+    """Class prior of an unlabelled set under label shift (Saerens, Latinne & Decaestecker 2002).
+
+    ``probs`` are calibrated posteriors of a classifier trained where the classes occurred at
+    ``source_prior``; EM alternates re-weighting each posterior by the ratio of the current
+    prior estimate to the source prior with averaging them into the next estimate.
+
+    Parameters
+    ----------
+    probs : (N, K) array
+        Posteriors on the unlabelled scans.
+    source_prior : (K,) array
+        Class frequencies the classifier was trained at.
+
+    Returns
+    -------
+    (K,) array
+        The estimated class prior of the unlabelled set, summing to 1.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    source = np.clip(np.asarray(source_prior, dtype=np.float64), 1e-6, None)
+    source = source / source.sum()
+    if len(probs) == 0:
+        return source
+    prior = source.copy()
+    for _ in range(iterations):
+        weighted = probs * (prior / source)
+        weighted /= weighted.sum(axis=1, keepdims=True)
+        updated = weighted.mean(axis=0)
+        if np.abs(updated - prior).max() < tolerance:
+            prior = updated
+            break
+        prior = updated
+    return prior / prior.sum()

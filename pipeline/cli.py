@@ -15,6 +15,48 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="override config keys, e.g. method.name=supervised train.steps=500")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    own = parser.add_argument_group("your own data, no config needed (the plan chooses the rest)")
+    own.add_argument("--scans", help="folder of scans (sets data.scans)")
+    own.add_argument("--labels", help="labels CSV file,label[,split][,group] (default: <scans>/labels.csv, "
+                     "else the first-level subfolder names are the classes)")
+    own.add_argument("--positive", help="the abnormal class of a screening task (data.positive_class)")
+    own.add_argument("--minutes", type=float, help="training budget in minutes of wall time (train.minutes)")
+    own.add_argument("--labels-per-class", type=int,
+                     help="label this many scans per class, and as many for calibration; the other "
+                          "labelled scans join the unlabelled pool (default: use every label)")
+    own.add_argument("--seed", type=int, help="seed of the label draw and of training")
+
+
+def own_data_overrides(args) -> list[str]:
+    """``section.key=value`` overrides for the ``--scans ...`` options (before the user's own)."""
+    from pathlib import Path
+
+    out = []
+    if args.scans:
+        scans = Path(args.scans)
+        if not scans.is_dir():
+            raise FileNotFoundError(f"--scans {scans}: no such folder")
+        name = scans.resolve().name
+        out += [f"name={json.dumps(name)}", f"data.scans={json.dumps(str(scans))}", "data.dataset=\"\"",
+                f"data.manifest={json.dumps(f'data_manifests/{name}.csv')}", "data.split=\"\"",
+                "split.selection=\"random\"", "data.classes=[]", "data.positive_class=\"\""]
+        if not args.labels and not (scans / "labels.csv").exists():
+            out.append("data.class_subfolders=true")
+        if args.labels_per_class is None:
+            out += ["split.labelled_fraction=0.75", "split.calibration_fraction=0.99"]
+    if args.labels:
+        out.append(f"data.labels={json.dumps(args.labels)}")
+    if args.positive:
+        out.append(f"data.positive_class={json.dumps(args.positive)}")
+    if args.minutes is not None:
+        out.append(f"train.minutes={args.minutes}")
+    if args.labels_per_class is not None:
+        n = args.labels_per_class
+        out += [f"split.labels_per_class={n}", f"split.calibration_per_class={n}", "split.labelled_fraction=0.0",
+                "split.calibration_fraction=0.0"]
+    if args.seed is not None:
+        out += [f"seed={args.seed}", f"split.seed={args.seed}"]
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "under 'torchrun --nproc_per_node N -m pipeline train ...' on N processes with DDP")
     _add_config_arguments(p)
 
+    p = sub.add_parser("plan", help="fingerprint the data and plan every setting the config leaves unset "
+                       "(runs ingest and split first when their files are missing)")
+    _add_config_arguments(p)
+    p.add_argument("--out", help="plan.json path (default: data_manifests/<manifest stem>.plan.json)")
+    p.add_argument("--no-probe", action="store_true", help="plan without timing training steps")
+
     p = sub.add_parser("calibrate", help="temperature scaling and thresholds for a run folder")
     p.add_argument("run", help="run folder (default: the latest run)", nargs="?")
 
@@ -90,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the table as CSV")
     p.add_argument("--workers", type=int, default=2)
 
-    p = sub.add_parser("run", help="all stages: fetch, ingest, split, train, calibrate (what 'make train' runs)")
+    p = sub.add_parser("run", help="all stages: fetch, ingest, split, plan, train, calibrate (what 'make train' runs)")
     _add_config_arguments(p)
     return parser
 
@@ -134,10 +182,24 @@ def _dispatch(args) -> int:
                          calibration_per_class=args.calibration_per_class,
                          calibration_fraction=args.calibration_fraction, test_fraction=args.test_fraction,
                          selection=args.selection, seed=args.seed))
+    elif args.command == "plan":
+        from pipeline.io import write_json
+
+        config, plan = workflow.planned_config(args.config, own_data_overrides(args) + args.overrides,
+                                               probe=not args.no_probe, progress=not args.quiet)
+        out = args.out or workflow.manifest_path(config).with_suffix(".plan.json")
+        write_json(out, plan)
+        for key, entry in plan["settings"].items():
+            print(f"{key} = {json.dumps(entry['value'])}  [{entry['set_by']}] {entry.get('reason', '')}")
+        print(out)
     elif args.command in ("train", "run"):
-        config = load_config(args.config, args.overrides)
+        overrides = own_data_overrides(args) + args.overrides
+        if not distributed.under_torchrun():
+            config, plan = workflow.planned_config(args.config, overrides, progress=not args.quiet)
+        else:  # every torchrun process would plan (and ingest) at once: the config is used as it is
+            config, plan = load_config(args.config, overrides), None
         stage = workflow.run_all if args.command == "run" else workflow.train_stage
-        run_dir = stage(config, progress=not args.quiet)
+        run_dir = stage(config, progress=not args.quiet, plan=plan)
         if not distributed.launched_as_main():  # torchrun's other processes: rank 0 reports
             return 0
         summary = json.loads((run_dir / "train_summary.json").read_text())

@@ -69,6 +69,11 @@ def launched_as_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def under_torchrun() -> bool:
+    """True in every process of a torchrun launch of more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 @contextlib.contextmanager
 def session(device: torch.device):
     """Join torchrun's process group for the block when ``WORLD_SIZE`` > 1; yield :func:`world`.

@@ -27,7 +27,7 @@ class ConvNet(nn.Module):
     """
 
     def __init__(self, spatial_dims, in_channels, num_classes, channels, dropout, convs_per_stage=1,
-                 channels_last=False, pooling="avg"):
+                 channels_last=False, pooling="avg", stem_stride=1):
         super().__init__()
         # Channels-last convolutions run markedly faster on CPUs (oneDNN); weights and
         # inputs both take that layout, the outputs and the saved weights do not change.
@@ -40,6 +40,8 @@ class ConvNet(nn.Module):
                 layers.append(
                     Convolution(
                         spatial_dims, previous, width, kernel_size=3, act="relu", norm="batch",
+                        # a strided first convolution: large inputs shrink before the costly stages
+                        strides=stem_stride if index == 0 and repeat == 0 else 1,
                         dropout=dropout if repeat == 0 and index > 0 else None,
                     )
                 )
@@ -88,6 +90,8 @@ def network_factory(
     spatial_dims = len(spatial_size)
     if spatial_dims not in (2, 3):
         raise ValueError(f"preprocess.spatial_size must have 2 or 3 entries, got {spatial_size}")
+    if config.stem_stride not in (1, 2, 4):
+        raise ValueError(f"network.stem_stride must be 1, 2 or 4, got {config.stem_stride}")
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"network.dropout must be in [0, 1), got {config.dropout}")
 
@@ -95,7 +99,7 @@ def network_factory(
         if config.name == "cnn":
             net = ConvNet(
                 spatial_dims, in_channels, num_classes, config.channels, config.dropout,
-                config.convs_per_stage, config.channels_last, config.pooling,
+                config.convs_per_stage, config.channels_last, config.pooling, config.stem_stride,
             )
             net = net.to(memory_format=net.memory_format)
         elif config.name == "mlp":

@@ -205,6 +205,13 @@ class Trainer:
         return row
 
     def fit(self) -> dict:
+        """Train until ``train.steps`` or, with ``train.minutes``, until the wall-clock budget is spent.
+
+        The budget is the wall time of the whole training stage, round starts and evaluations
+        included: training stops early enough to leave room for the final evaluation (estimated
+        from the slowest one so far), and evaluations are spread out when they cost over a tenth
+        of the budget.
+        """
         train = self.config.train
         method = self.method
         # Round hooks see rank 0's predictions, so every process makes the same pseudo-labels.
@@ -212,15 +219,22 @@ class Trainer:
         budget_s = train.minutes * 60.0
         total = None if budget_s > 0 else train.steps
         bar = tqdm(total=total or int(budget_s), disable=not self.progress,
-                   desc=f"train {self.config.method_name}", unit="step" if total else "s")
+                   desc=f"train {self.config.method_name}", unit="step" if total else "s wall")
         start = time.perf_counter()
-        train_time = 0.0  # excludes evaluation, so the budget measures learning
+        train_time = 0.0  # time in optimiser steps alone: samples per second are measured on it
+        eval_time, slowest_eval = 0.0, 0.0
+        eval_every = train.eval_every
         round_index, step, sums, count = -1, 0, defaultdict(float), 0
         samples = 0
         while True:
-            progress = train_time / budget_s if budget_s > 0 else step / max(train.steps, 1)
-            if budget_s > 0:  # clocks differ between processes; rank 0's decides rounds and the end
+            if budget_s > 0:
+                # The final evaluation and the summary's test predictions come after the loop.
+                elapsed = time.perf_counter() - start
+                progress = min(1.0, (elapsed + 2 * slowest_eval) / budget_s)
+                # clocks differ between processes; rank 0's decides rounds and the end
                 progress = distributed.broadcast(progress)
+            else:
+                progress = step / max(train.steps, 1)
             if progress >= 1.0:
                 break
             wanted_round = min(int(progress * method.rounds), method.rounds - 1)
@@ -241,9 +255,15 @@ class Trainer:
             for key, value in terms.items():
                 sums[key] += float(value.detach())
             count += 1
-            bar.update(1 if total else int(train_time) - bar.n)
-            if step % train.eval_every == 0:
+            bar.update(1 if total else int(time.perf_counter() - start) - bar.n)
+            if step % eval_every == 0:
+                tick = time.perf_counter()
                 row = self._evaluate(step, train_time, round_index, sums, count)
+                spent = distributed.broadcast(time.perf_counter() - tick)
+                eval_time += spent
+                slowest_eval = max(slowest_eval, spent)
+                if budget_s > 0 and eval_time > 0.1 * (time.perf_counter() - start):
+                    eval_every *= 2  # evaluation took over a tenth of the time so far: look less often
                 if row:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", cal_acc=f"{row['calibration_accuracy']:.3f}")
                 sums, count = defaultdict(float), 0
@@ -255,6 +275,8 @@ class Trainer:
         if self.world.main:
             summary = self._summary(step, train_time, start, samples)
             self._write(summary)
+            summary["wall_seconds"] = round(time.perf_counter() - start, 1)
+            write_json(self.run_dir / "train_summary.json", summary)
         return distributed.broadcast(summary)
 
     def _summary(self, step: int, train_time: float, start: float, samples: int) -> dict:

@@ -1,4 +1,4 @@
-"""The stages chained: fetch -> ingest -> split -> train -> calibrate (what ``make train`` runs)."""
+"""The stages chained: fetch -> ingest -> split -> plan -> train -> calibrate (what ``make train`` runs)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,24 @@ def manifest_path(config: Config) -> Path:
 
 
 def split_path(config: Config) -> Path:
+    """``data.split``, else a name that carries the draw (labels per class or fraction, seed), so
+    that another draw never reuses a split file made for a different one."""
     if config.data.split:
         return Path(config.data.split)
     manifest = manifest_path(config)
-    return manifest.with_name(f"{manifest.stem}.split.csv")
+    s = config.split
+    labels = f"{s.labelled_fraction:g}of-labels" if s.labelled_fraction > 0 else f"{s.labels_per_class}per-class"
+    return manifest.with_name(f"{manifest.stem}.{labels}.seed{s.seed}.split.csv")
 
 
 def prepare_data(config: Config, progress: bool = True) -> TrainingData:
-    """Make sure each earlier stage's file exists (running the stage if not), then load tensors.
+    """Make sure each earlier stage's file exists (running the stage if not), then load tensors."""
+    merged, classes = prepare_split(config, progress)
+    return build_training_data(merged, classes, config.preprocess, config.data.cache_dir, config.train.workers)
+
+
+def prepare_split(config: Config, progress: bool = True):
+    """Fetch, ingest and split as needed; return (manifest rows with a ``subset`` column, classes).
 
     A manifest or split file that already exists is used as it is, so a user may edit
     or supply their own; delete it to have it made again.
@@ -68,7 +78,38 @@ def prepare_data(config: Config, progress: bool = True) -> TrainingData:
         )
     merged = load_split(frame, split_file)
     classes = data.classes or sorted(set(merged["label"]) - {""})
-    return build_training_data(merged, classes, config.preprocess, data.cache_dir, config.train.workers)
+    return merged, classes
+
+
+def planned_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                   probe: bool = True, progress: bool = True) -> tuple[Config, dict]:
+    """The plan stage: the config a run trains with, and the record written as ``plan.json``.
+
+    Ingest and split run first when their files are missing (the plan reads their output);
+    then :func:`pipeline.plan.fingerprint` and :func:`pipeline.plan.make_plan` fill every
+    setting the user left unset. With ``plan = false`` in the config only the fingerprint is
+    recorded and the config is used as it is.
+    """
+    from pipeline.config import flat_keys, load_config, user_settings
+    from pipeline.plan import fingerprint, make_plan
+
+    user = flat_keys(user_settings(path, overrides))
+    first = load_config(path, overrides)
+    merged, classes = prepare_split(first, progress)
+    fp = fingerprint(merged, classes, seed=first.seed)
+    if not first.plan:
+        log.info("plan: off for this config (plan = false); its settings are used as they are")
+        return first, {"fingerprint": fp, "settings": {}, "note": "plan = false: the config's settings"}
+    minutes = user.get("train.minutes")
+    plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe)
+    if "train.steps" in user and "train.minutes" not in user:
+        plan.set("train.minutes", 0.0, "the user gave train.steps")
+    config = load_config(path, overrides, base=plan.nested())
+    record = plan.record(fp, user, config)
+    for key, entry in record["settings"].items():
+        log.info("plan: %s = %s (%s%s)", key, entry["value"], entry["set_by"],
+                 f": {entry['reason']}" if entry.get("reason") and entry["set_by"] == "plan" else "")
+    return config, record
 
 
 def new_run_dir(config: Config) -> Path:
@@ -81,7 +122,8 @@ def new_run_dir(config: Config) -> Path:
     return run_dir
 
 
-def train_stage(config: Config, run_dir: str | Path | None = None, progress: bool = True) -> Path:
+def train_stage(config: Config, run_dir: str | Path | None = None, progress: bool = True,
+                plan: dict | None = None) -> Path:
     """Train and write a run folder; ``runs/LATEST`` then names it.
 
     Under torchrun every process calls this: rank 0 prepares the data and writes the run
@@ -101,18 +143,38 @@ def train_stage(config: Config, run_dir: str | Path | None = None, progress: boo
                  len(data.labelled), len(data.unlabelled), run_dir)
         summary = Trainer(config, data, run_dir, progress).fit()
         if world.main:
+            write_plan(run_dir, config, plan)
             write_text(Path(config.runs_dir) / "LATEST", str(run_dir) + "\n")
     log.info("test accuracy %.4f (%d test scans), %.0f s training", summary["test_accuracy"],
              summary["n_test"], summary["train_seconds"])
     return run_dir
 
 
-def run_all(config: Config, progress: bool = True) -> Path:
+def write_plan(run_dir: Path, config: Config, plan: dict | None) -> None:
+    """``plan.json`` (fingerprint, each setting with who set it and why) and ``config.toml`` (the
+    resolved config, to rerun or edit) beside the run."""
+    import tomli_w
+
+    from pipeline.io import write_json, write_text
+
+    if plan is not None:
+        write_json(Path(run_dir) / "plan.json", plan)
+    raw = config.to_dict()
+    write_text(Path(run_dir) / "config.toml", tomli_w.dumps(_without_none(raw)))
+
+
+def _without_none(raw):
+    if isinstance(raw, dict):
+        return {k: _without_none(v) for k, v in raw.items() if v is not None}
+    return raw
+
+
+def run_all(config: Config, progress: bool = True, plan: dict | None = None) -> Path:
     from pipeline.calibrate import calibrate
     from pipeline.trainer import resolve_device
 
     with distributed.session(resolve_device(config.train.device)) as world:
-        run_dir = train_stage(config, progress=progress)
+        run_dir = train_stage(config, progress=progress, plan=plan)
         if world.main:
             calibrate(run_dir)
     return run_dir

@@ -9,6 +9,10 @@ statistics.  With ``ema_decay`` > 0 an exponential moving average of the weights
 trained itself, unlike mean teacher's) predicts at calibration and scoring.  With
 ``entropy_weight`` > 0 the entropy of the unlabelled predictions is also minimised
 (ramped like the consistency weight), as in "Pi-model + EntMin" of Oliver et al. 2018.
+With ``alignment_weight`` > 0 the average unlabelled prediction is also held at the pool's
+class prior, estimated round by round by EM under label shift (``PoolPriorRounds``): the
+pool's own mix, not the labelled scans', so entropy minimisation cannot drift towards one class
+and a pool that is mostly healthy is not pushed towards balanced labels' mix.
 """
 
 from __future__ import annotations
@@ -20,11 +24,18 @@ import torch.nn.functional as F
 
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
-from pipeline.methods.shared import WeightAveraged, mean_entropy, sigmoid_rampup, softmax_mse
+from pipeline.methods.shared import (
+    PoolPriorRounds,
+    WeightAveraged,
+    mean_entropy,
+    prior_alignment,
+    sigmoid_rampup,
+    softmax_mse,
+)
 
 
 @register
-class PiModel(WeightAveraged, Method):
+class PiModel(PoolPriorRounds, WeightAveraged, Method):
     name = "pi_model"
 
     @dataclass
@@ -34,6 +45,8 @@ class PiModel(WeightAveraged, Method):
         view: str = "weak"  # augmentation of the two unlabelled passes: weak | strong
         ema_decay: float = 0.0  # > 0: an EMA of the weights is the prediction network
         entropy_weight: float = 0.0  # > 0: also minimise the unlabelled predictions' entropy
+        alignment_weight: float = 0.0  # > 0: hold the mean unlabelled prediction at the pool's prior
+        prior_rounds: int = 4  # with alignment: the prior is re-estimated at the start of each round
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
@@ -41,7 +54,17 @@ class PiModel(WeightAveraged, Method):
             raise ValueError(f"method.pi_model.view must be weak or strong, got '{params.view}'")
         if params.entropy_weight < 0:
             raise ValueError(f"method.pi_model.entropy_weight must be >= 0, got {params.entropy_weight}")
+        if params.alignment_weight < 0:
+            raise ValueError(f"method.pi_model.alignment_weight must be >= 0, got {params.alignment_weight}")
+        if params.prior_rounds < 2:
+            raise ValueError(f"method.pi_model.prior_rounds must be >= 2, got {params.prior_rounds}")
+        self.rounds = params.prior_rounds if params.alignment_weight > 0 else 1
         self.init_weight_average()
+
+    def start_round(self, round_index, context):
+        if self.params.alignment_weight > 0:
+            return super().start_round(round_index, context)
+        return {}
 
     def losses(self, batch: StepBatch):
         """Cross-entropy on labelled scans plus ramped softmax MSE between two unlabelled passes.
@@ -49,8 +72,8 @@ class PiModel(WeightAveraged, Method):
         Returns
         -------
         dict
-            ``loss`` (total), ``supervised``, ``unsupervised`` and ``weight`` (detached), and
-            ``entropy`` when ``entropy_weight`` > 0.
+            ``loss`` (total), ``supervised``, ``unsupervised`` and ``weight`` (detached),
+            ``entropy`` when ``entropy_weight`` > 0, ``alignment`` once a pool prior is estimated.
         """
         n_labelled, n_unlabelled = len(batch.labels), len(batch.unlabelled)
         view = batch.augment.strong if self.params.view == "strong" else batch.augment.weak
@@ -72,6 +95,10 @@ class PiModel(WeightAveraged, Method):
                 entropy = mean_entropy(logits[n_labelled:])
                 loss = loss + self.params.entropy_weight * ramp * entropy
                 terms["entropy"] = entropy.detach()
+            if self.params.alignment_weight > 0 and self.pool_prior is not None:
+                alignment = prior_alignment(logits[n_labelled:], self.pool_prior)
+                loss = loss + self.params.alignment_weight * ramp * alignment
+                terms["alignment"] = alignment.detach()
             terms["unsupervised"] = unsupervised.detach()
             terms["weight"] = torch.tensor(weight)
         terms["loss"] = loss

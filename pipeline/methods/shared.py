@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.calibration import fit_temperature, precision_thresholds, softmax
+from pipeline.calibration import estimate_prior_em, fit_temperature, precision_thresholds, softmax
 
 
 def sigmoid_rampup(progress: float, length: float) -> float:
@@ -119,6 +119,44 @@ def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
     boundaries away from dense unlabelled data (Grandvalet & Bengio 2005)."""
     log_probs = torch.log_softmax(logits.float(), dim=1)
     return -(log_probs.exp() * log_probs).sum(dim=1).mean()
+
+
+def prior_alignment(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """KL(prior || mean softmax): how far the batch's average prediction is from a class prior.
+
+    Carries gradient to the logits; zero when the predictions average to ``prior``.
+    """
+    mean = torch.softmax(logits.float(), dim=1).mean(dim=0).clamp_min(1e-8)
+    prior = prior.to(mean)
+    return torch.sum(prior * (torch.log(prior.clamp_min(1e-8)) - torch.log(mean)))
+
+
+class PoolPriorRounds:
+    """Mixin: at the start of each round after the first, estimate the unlabelled pool's class
+    prior from the prediction network (temperature-scaled on the calibration scans, then EM
+    against the labelled scans' class mix, see ``pipeline.calibration.estimate_prior_em``).
+
+    The pool's mix may differ from the labelled one (a screening pool is mostly healthy while
+    labels are often balanced); a method that holds its unlabelled predictions at this estimate
+    neither forces the labelled mix onto the pool nor lets entropy minimisation drift to one
+    class. ``self.pool_prior`` is None until the first estimate.
+    """
+
+    pool_prior: torch.Tensor | None = None
+
+    def start_round(self, round_index, context):
+        data = context.data
+        labelled = data.labels[data.labelled].numpy()
+        source = np.bincount(labelled, minlength=self.num_classes) / max(len(labelled), 1)
+        if round_index == 0:
+            self.pool_prior = None
+            return {f"pool_prior_{k}": float("nan") for k in range(self.num_classes)}
+        pool_logits, _ = context.predict_subset("unlabelled")
+        cal_logits, cal_labels = context.predict_subset("calibration")
+        temperature = fit_temperature(cal_logits, cal_labels) if len(cal_labels) else 1.0
+        prior = estimate_prior_em(softmax(pool_logits, temperature), source)
+        self.pool_prior = torch.as_tensor(prior, dtype=torch.float32)
+        return {f"pool_prior_{k}": float(p) for k, p in enumerate(prior)}
 
 
 class HalfView(nn.Module):

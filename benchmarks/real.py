@@ -1,0 +1,233 @@
+"""Regenerate benchmarks/real.md: the default SSL method against supervised on the real panel.
+
+Usage: python -m benchmarks.real [--sets pneumoniamnist,covid_cxr] [--methods supervised,pi_model]
+                                 [--draws 3] [--report-only]
+
+Every set of ``benchmarks/real_sets.toml`` whose folder exists is run the way a new user runs
+it, ``pipeline run --scans ... --positive ... --labels-per-class ... --minutes ... --seed D``,
+with no config: the plan stage chooses everything else. Each method trains on the same label
+draws (split seeds 0, 1, 2, ...), so the SSL - supervised difference is paired. A finished
+(set, method, draw) leaves ``results/real/<set>__<method>__draw<D>.json`` and is not run again;
+the page is rebuilt from every result present. Runs are sequential: one training at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from benchmarks.common import HERE, RESULTS, commit, machine, markdown_table  # noqa: E402
+from pipeline.io import atomic_path, write_json, write_text  # noqa: E402
+from pipeline.plan import DEFAULT_METHOD  # noqa: E402
+
+SUITE = "real"
+SETS_FILE = HERE / "real_sets.toml"
+FIGURE = HERE / "figures" / "real_auroc.png"
+BASELINE = "supervised"
+
+
+def load_sets() -> dict[str, dict]:
+    return tomllib.loads(SETS_FILE.read_text())
+
+
+def result_path(name: str, method: str, draw: int) -> Path:
+    return RESULTS / SUITE / f"{name}__{method}__draw{draw}.json"
+
+
+def skip_share(run: Path, positive: str, calibration: dict) -> tuple[float, float]:
+    """Share of test scans below the review band (called healthy, not flagged: a reader may skip
+    them), and the share of abnormal test scans among those skipped."""
+    frame = pd.read_csv(run / "test_predictions.csv")
+    screening = calibration["screening"]
+    cut = min(screening["review_low"], screening["decision"])
+    skipped = frame[f"p_{positive}"] < cut
+    missed = float((frame.loc[skipped, "label"] == positive).mean()) if skipped.any() else 0.0
+    return float(skipped.mean()), missed
+
+
+def run_one(name: str, spec: dict, method: str, draw: int) -> dict:
+    command = [sys.executable, "-m", "pipeline", "run", "--scans", spec["scans"], "--positive", spec["positive"],
+               "--labels-per-class", str(spec["labels_per_class"]), "--minutes", str(spec["minutes"]),
+               "--seed", str(draw), "--quiet"]
+    if method != DEFAULT_METHOD:
+        command.append(f"method.name={method}")
+    print(f"[{time.strftime('%H:%M:%S')}] {name} {method} draw {draw}: {' '.join(command[2:])}", flush=True)
+    tick = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - tick
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} {method} draw {draw} failed:\n{done.stderr[-3000:]}")
+    run = Path(Path("runs/LATEST").read_text().strip())
+    summary = json.loads((run / "train_summary.json").read_text())
+    calibration = json.loads((run / "calibration.json").read_text())
+    plan = json.loads((run / "plan.json").read_text())
+    skipped, missed = skip_share(run, spec["positive"], calibration)
+    test = calibration["test"]["screening"]
+    result = {
+        "set": name, "method": summary["method"], "draw": draw, "run": run.name,
+        "test_auroc": test["auroc"], "sensitivity": test["sensitivity"], "specificity": test["specificity"],
+        "review_fraction": test["review_fraction"], "skip_fraction": skipped, "abnormal_among_skipped": missed,
+        "n_test": calibration["test"]["n"], "steps": summary["steps"], "train_wall_s": summary["wall_seconds"],
+        "minutes": spec["minutes"], "run_wall_s": round(wall, 1),
+        "plan": {k: v["value"] for k, v in plan["settings"].items() if v["set_by"] == "plan"},
+        "user": {k: spec[k] for k in ("positive", "labels_per_class", "minutes")},
+        "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu_load_at_end": round(os.getloadavg()[0], 2),
+    }
+    write_json(result_path(name, method, draw), result)
+    print(f"    test AUROC {result['test_auroc']:.3f}, {result['steps']} steps, training {result['train_wall_s']:.0f} s "
+          f"of {spec['minutes'] * 60:.0f} s, whole run {wall:.0f} s", flush=True)
+    return result
+
+
+def paired_interval(differences: np.ndarray) -> tuple[float, float, float]:
+    """Mean of paired differences with a two-sided 95% t interval."""
+    mean = float(differences.mean())
+    if len(differences) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / np.sqrt(len(differences)))
+    return mean, mean - half, mean + half
+
+
+def _pm(values: pd.Series, digits: int = 3) -> str:
+    if len(values) < 2:
+        return f"{values.mean():.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def build_page(sets: dict[str, dict]) -> str:
+    results = [json.loads(p.read_text()) for p in sorted((RESULTS / SUITE).glob("*.json"))]
+    if not results:
+        return "# Real-data benchmark\n\nNo results yet: run `make bench-real`.\n"
+    frame = pd.DataFrame(results)
+    rows, diffs = [], []
+    for name in [s for s in sets if s in set(frame["set"])]:
+        part = frame[frame["set"] == name]
+        for method, runs in part.groupby("method", sort=False):
+            rows.append({
+                "set": name, "method": method, "draws": len(runs),
+                "test AUROC (mean ± sd)": _pm(runs["test_auroc"]),
+                "sensitivity": _pm(runs["sensitivity"], 2), "specificity": _pm(runs["specificity"], 2),
+                "skippable share of test scans": _pm(runs["skip_fraction"], 2),
+                "abnormal among skipped": f"{runs['abnormal_among_skipped'].mean():.1%}",
+                "steps": f"{runs['steps'].mean():.0f}",
+                "training wall s / budget s": f"{runs['train_wall_s'].mean():.0f} / {runs['minutes'].iloc[0] * 60:.0f}",
+            })
+        pivot = part.pivot_table(index="draw", columns="method", values="test_auroc")
+        if {BASELINE, DEFAULT_METHOD} <= set(pivot.columns):
+            paired = pivot[[BASELINE, DEFAULT_METHOD]].dropna()
+            mean, low, high = paired_interval((paired[DEFAULT_METHOD] - paired[BASELINE]).to_numpy())
+            diffs.append({"set": name, "paired draws": len(paired),
+                          f"{DEFAULT_METHOD} - {BASELINE} test AUROC": f"{mean:+.3f}",
+                          "95% interval": f"[{low:+.3f}, {high:+.3f}]" if np.isfinite(low) else "(one draw)",
+                          "per draw": ", ".join(f"{d:+.3f}" for d in paired[DEFAULT_METHOD] - paired[BASELINE]),
+                          "met +0.03": "yes" if mean >= 0.03 else "no"})
+    _figure(frame, sets)
+    plans = []
+    for name in [s for s in sets if s in set(frame["set"])]:
+        first = frame[(frame["set"] == name) & (frame["method"] == DEFAULT_METHOD)]
+        if len(first):
+            p = first.iloc[0]["plan"]
+            plans.append({"set": name, "spatial size": "x".join(map(str, p.get("preprocess.spatial_size", []))),
+                          "intensity": p.get("preprocess.intensity", ""), "channels": p.get("preprocess.channels", ""),
+                          "network": str(p.get("network.channels", "")), "stem": p.get("network.stem_stride", ""),
+                          "batches": f"{p.get('train.batch_size', '')} + {p.get('train.unlabelled_batch_size', '')}"})
+    commits = sorted(set(frame["commit"]))
+    return "\n".join([
+        "# Real-data benchmark: the default SSL method against supervised, as a new user runs it",
+        "",
+        "Regenerate: `make bench-real` (every set of `benchmarks/real_sets.toml` whose folder exists, "
+        "3 label draws each; finished runs in `benchmarks/results/real/` are kept, so it resumes). Each run is "
+        "`pipeline run --scans S --positive P --labels-per-class N --minutes M --seed D` with no config; "
+        f"`{BASELINE}` adds `method.name={BASELINE}` and trains with the same plan (inputs, network, "
+        "augmentation, batch sizes, budget). Draw D seeds the split (which scans are labelled) and training.",
+        "",
+        f"Machine: {frame['machine'].iloc[0]}. Commits: {', '.join(commits)}. "
+        f"Dates: {frame['date'].min()} to {frame['date'].max()}.",
+        "",
+        "Sensitivity and specificity are on the test scans at the operating point calibrated for 95% "
+        "sensitivity on the calibration scans. *Skippable*: test scans below the review band, called healthy "
+        "and not flagged, which a reader could leave to the model; *abnormal among skipped* is the price.",
+        "",
+        markdown_table(rows),
+        "",
+        "## Paired difference (same label draws)",
+        "",
+        markdown_table(diffs) if diffs else "No set has both methods yet.",
+        "",
+        "## What the plan chose",
+        "",
+        markdown_table(plans) if plans else "",
+        "",
+        f"![test AUROC per set and draw]({FIGURE.relative_to(HERE).as_posix()})",
+        "",
+    ])
+
+
+def _figure(frame: pd.DataFrame, sets: dict[str, dict]) -> None:
+    names = [s for s in sets if s in set(frame["set"])]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        part = frame[frame["set"] == name]
+        pivot = part.pivot_table(index="draw", columns="method", values="test_auroc")
+        methods = [m for m in (BASELINE, DEFAULT_METHOD) if m in pivot.columns]
+        for draw, row in pivot.iterrows():
+            ax.plot(range(len(methods)), [row[m] for m in methods], "o-", color="0.6", alpha=0.8)
+        for i, m in enumerate(methods):
+            ax.plot(i, pivot[m].mean(), "D", color="C3", markersize=9)
+        ax.set_xticks(range(len(methods)), methods)
+        ax.set_xlim(-0.4, len(methods) - 0.6)
+        ax.set_title(name)
+        ax.set_ylabel("test AUROC")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Test AUROC per label draw (grey, paired) and mean (red)")
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(FIGURE) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", help="comma-separated set names (default: all in real_sets.toml)")
+    parser.add_argument("--methods", default=f"{BASELINE},{DEFAULT_METHOD}")
+    parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    sets = load_sets()
+    chosen = args.sets.split(",") if args.sets else list(sets)
+    unknown = sorted(set(chosen) - set(sets))
+    if unknown:
+        raise SystemExit(f"unknown set(s) {unknown}; known: {', '.join(sets)}")
+    if not args.report_only:
+        for draw in range(args.draws):
+            for name in chosen:
+                if not Path(sets[name]["scans"]).is_dir():
+                    print(f"{name}: {sets[name]['scans']} is missing; skipped")
+                    continue
+                for method in args.methods.split(","):
+                    if not result_path(name, method, draw).exists():
+                        run_one(name, sets[name], method, draw)
+                    write_text(HERE / "real.md", build_page(sets))
+    write_text(HERE / "real.md", build_page(sets))
+    print(HERE / "real.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,393 @@
+"""Plan stage: a fingerprint of the ingested data becomes the settings a run trains with.
+
+As nnU-Net's experiment planner does for segmentation, the rules here turn what the data is
+(2D or 3D, sizes and spacings, colour, intensity kind, class counts) into preprocessing,
+network, batch sizes, augmentation, method and budget, each with its reason, so that a user
+brings a folder and a labels file and no config. A short timing probe on this machine decides
+how large the inputs may be for enough steps to fit the time budget. Whatever the user set in
+a config or on the command line wins and is marked as theirs; ``plan.json`` records it all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.reading import ScanReadError, load_scan, scan_suffix
+
+log = logging.getLogger("pipeline.plan")
+
+FINGERPRINT_SAMPLE = 120  # scans read for intensity statistics
+SIZES_2D = (28, 32, 48, 64, 96, 128, 160, 192, 224, 256)
+SIZES_3D = (24, 28, 32, 48, 64, 96)
+TARGET_STEPS = 1500  # the consistency methods were still gaining at 1,000 steps on every panel set
+MIN_STEPS = 600
+DEFAULT_MINUTES = 10.0
+MIN_UNLABELLED_FOR_SSL = 100
+DEFAULT_METHOD = "pi_model"
+# The default method's parameters: entropy minimisation sharpens decisions on the unlabelled
+# scans, and the prior-alignment term holds the unlabelled predictions at the pool's own
+# estimated class mix (not the labelled one), so a pool with another mix is not pushed to it.
+DEFAULT_METHOD_PARAMS = {"consistency_weight": 30.0, "entropy_weight": 0.3, "alignment_weight": 1.0}
+
+
+# ---------------------------------------------------------------------------- fingerprint
+
+
+def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
+    """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
+    sizes = tuple(int(v) for v in shape.split("x") if v)
+    if suffix.startswith(".nii"):
+        if len(sizes) == 4 and sizes[-1] == 1:
+            sizes = sizes[:3]
+        return sizes, 1
+    if len(sizes) == 3 and sizes[-1] in (3, 4):
+        return sizes[:2], sizes[-1]
+    return sizes, 1
+
+
+def _intensity_of(path: str) -> dict[str, Any] | None:
+    try:
+        scan = load_scan(path)
+    except (ScanReadError, OSError):
+        return None
+    array = np.asarray(scan.array)
+    colour = False
+    if not scan.is_volume and array.ndim == 3 and array.shape[-1] in (3, 4):
+        rgb = array[..., :3].astype(np.float32)
+        spread = float(np.ptp(rgb)) or 1.0
+        # grey pictures saved as RGB have identical channels; real colour differs between them
+        colour = float(np.abs(rgb - rgb.mean(-1, keepdims=True)).mean()) > 0.02 * spread
+        array = rgb.mean(-1)
+    values = array.astype(np.float64).ravel()
+    if values.size > 200_000:
+        values = values[:: values.size // 200_000 + 1]
+    low, high = np.percentile(values, [0.5, 99.5])
+    return {"min": float(values.min()), "max": float(values.max()), "p0_5": float(low), "p99_5": float(high),
+            "binary": bool(np.unique(values).size <= 2), "colour": colour, "dtype": scan.source_dtype}
+
+
+def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRINT_SAMPLE,
+                seed: int = 0) -> dict[str, Any]:
+    """Describe the usable scans of a split frame (manifest rows with a ``subset`` column).
+
+    Returns a JSON-ready dict: dimensionality, file types, sizes (median, min, max per axis),
+    spacings, channels and colour, intensity kind (binary mask, 8-bit picture, CT-like,
+    MRI-like) from a sample of scans, and class counts per subset.
+    """
+    rows = frame[frame.get("status", pd.Series("ok", index=frame.index)) == "ok"]
+    if rows.empty:
+        raise ValueError("no usable scans to plan for: every scan has an error")
+    suffixes = [scan_suffix(p) or "" for p in rows["path"]]
+    parsed = [_spatial_shape(str(s), x) for s, x in zip(rows["shape"], suffixes)]
+    dims = Counter(len(shape) for shape, _ in parsed)
+    spatial_dims = dims.most_common(1)[0][0]
+    shapes = np.array([shape for shape, _ in parsed if len(shape) == spatial_dims], dtype=float)
+    channels = Counter(c for shape, c in parsed if len(shape) == spatial_dims)
+    spacings = []
+    for text in rows["spacing"].astype(str):
+        values = [float(v) for v in text.split("x") if v and v != "nan"]
+        if len(values) == spatial_dims:
+            spacings.append(values)
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(rows), size=min(sample, len(rows)), replace=False)
+    stats = [s for s in (_intensity_of(rows["path"].iloc[i]) for i in sorted(picks)) if s]
+    if not stats:
+        raise ValueError("none of the sampled scans could be read for the fingerprint")
+    kind = _intensity_kind(stats)
+    counts = {
+        subset: {label or "(unlabelled)": int(n) for label, n in members["label"].value_counts().sort_index().items()}
+        for subset, members in rows.groupby("subset")
+    } if "subset" in rows else {}
+    return {
+        "n_scans": int(len(rows)),
+        "spatial_dims": int(spatial_dims),
+        "mixed_dimensionality": len(dims) > 1,
+        "file_types": dict(Counter(suffixes)),
+        "size": {"median": np.median(shapes, 0).tolist(), "min": shapes.min(0).tolist(),
+                 "max": shapes.max(0).tolist()},
+        "all_same_size": bool((shapes == shapes[0]).all()),
+        "spacing": ({"median": np.median(spacings, 0).tolist(), "min": np.min(spacings, 0).tolist(),
+                     "max": np.max(spacings, 0).tolist()} if spacings else None),
+        "channels": {str(k): int(v) for k, v in channels.items()},
+        "colour_fraction": round(float(np.mean([s["colour"] for s in stats])), 3),
+        "dtypes": dict(Counter(s["dtype"] for s in stats)),
+        "intensity": {"kind": kind, "sampled": len(stats),
+                      "min": min(s["min"] for s in stats), "max": max(s["max"] for s in stats),
+                      "median_p0_5": float(np.median([s["p0_5"] for s in stats])),
+                      "median_p99_5": float(np.median([s["p99_5"] for s in stats])),
+                      "binary_fraction": round(float(np.mean([s["binary"] for s in stats])), 3)},
+        "classes": list(classes),
+        "counts": counts,
+    }
+
+
+def _intensity_kind(stats: list[dict[str, Any]]) -> str:
+    if np.mean([s["binary"] for s in stats]) >= 0.9:
+        return "binary_mask"
+    if all(s["dtype"] in ("uint8", "bool") for s in stats):
+        return "8bit_picture"
+    if np.median([s["min"] for s in stats]) <= -500:
+        return "ct_like"  # Hounsfield units: air near -1000
+    return "mri_like"  # other scanner intensities: arbitrary scale, no fixed range
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Plan:
+    """Planned settings (``section.key`` -> value) with a reason for each."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    probe: list[dict[str, Any]] = field(default_factory=list)
+
+    def set(self, key: str, value: Any, reason: str) -> None:
+        self.settings[key] = value
+        self.reasons[key] = reason
+
+    def nested(self) -> dict[str, Any]:
+        """The settings as a nested dict, the form ``load_config(base=...)`` takes."""
+        out: dict[str, Any] = {}
+        for key, value in self.settings.items():
+            table = out
+            *parents, leaf = key.split(".")
+            for part in parents:
+                table = table.setdefault(part, {})
+            table[leaf] = value
+        return out
+
+    def record(self, fingerprint: dict[str, Any], user: dict[str, Any], config) -> dict[str, Any]:
+        """JSON for ``plan.json``: every planned or user-set value, with who set it and why."""
+        from pipeline.config import flat_keys
+
+        resolved = flat_keys(config.to_dict())
+        entries = {}
+        for key in sorted(set(self.settings) | set(user)):
+            if key in user:
+                entries[key] = {"value": user[key], "set_by": "user",
+                                "planned": self.settings.get(key), "reason": self.reasons.get(key, "")}
+            else:
+                entries[key] = {"value": resolved.get(key, self.settings[key]), "set_by": "plan",
+                                "reason": self.reasons[key]}
+        return {"fingerprint": fingerprint, "settings": entries, "probe": self.probe}
+
+
+def _fmt(size) -> str:
+    return "x".join(str(int(v)) for v in size)
+
+
+def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | None = None,
+              probe: bool = True) -> Plan:
+    """Rules from fingerprint to settings.
+
+    Parameters
+    ----------
+    fp
+        :func:`fingerprint` of the data.
+    minutes
+        The user's training budget (wall time); None plans the default.
+    method
+        The user's method, if they chose one (the probe still times the default method, so
+        that every method trains on the same inputs).
+    probe
+        Time training steps on this machine to choose the input size (off: the size rules
+        alone, for tests and dry runs).
+    """
+    plan = Plan()
+    dims = fp["spatial_dims"]
+    median = fp["size"]["median"]
+    kind = fp["intensity"]["kind"]
+    if minutes is None:
+        minutes = DEFAULT_MINUTES
+        plan.set("train.minutes", minutes, f"{minutes:g} minutes: the default budget of a planned run")
+
+    # ---- intensity and channels
+    if kind == "binary_mask":
+        plan.set("preprocess.intensity", "minmax", "binary masks: scaled to 0-1 as they are")
+    elif kind == "8bit_picture":
+        plan.set("preprocess.intensity", "range", "8-bit pictures: the fixed 0-255 range keeps brightness "
+                 "comparable between scans")
+        plan.set("preprocess.intensity_range", [0.0, 255.0], "8-bit pictures")
+    else:
+        plan.set("preprocess.intensity", "percentile", f"{kind.replace('_', '-')} intensities have no fixed "
+                 "scale: each scan's 0.5-99.5th percentiles map to 0-1")
+        plan.set("preprocess.intensity_percentiles", [0.5, 99.5], "robust to a few extreme voxels")
+    colour = dims == 2 and fp["colour_fraction"] >= 0.5
+    plan.set("preprocess.channels", 3 if colour else 1,
+             f"{fp['colour_fraction']:.0%} of sampled scans have colour" +
+             ("" if colour else ("; grey or grey stored as RGB: one channel" if fp["channels"].get("3") or
+                                 fp["channels"].get("4") else "")))
+
+    # ---- geometry
+    if dims == 3:
+        spacing = fp.get("spacing")
+        if spacing and np.allclose(spacing["min"], spacing["max"], rtol=0.01):
+            plan.set("preprocess.target_spacing", [], f"every volume has spacing {_fmt_mm(spacing['median'])}: "
+                     "no resampling")
+            extent = median
+        elif spacing:
+            target = [float(np.median(spacing["median"]))] * 3
+            plan.set("preprocess.target_spacing", target, f"spacings vary ({_fmt_mm(spacing['min'])} to "
+                     f"{_fmt_mm(spacing['max'])}): resampled to {_fmt_mm(target)}, the median voxel size")
+            extent = [m * s / target[0] for m, s in zip(median, spacing["median"])]
+        else:
+            extent = median
+        plan.set("preprocess.orientation", "RAS", "volumes reoriented by their affine so that every scan "
+                 "has the same axis order")
+        candidates = [s for s in SIZES_3D if s <= max(min(extent), SIZES_3D[0])]
+    else:
+        candidates = [s for s in SIZES_2D if s <= max(min(median), SIZES_2D[0])]
+    uniform = fp["all_same_size"]
+    # Timed with the default method whatever the user chose, so that runs of different methods on
+    # the same data (a supervised baseline, say) train on the same inputs and network.
+    chosen, probes = _choose_size(candidates, dims, kind, fp, minutes, probe)
+    plan.probe = probes
+    size = [chosen] * dims
+    arch = _architecture(chosen, dims)
+    exact = uniform and [int(v) for v in median] == size
+    plan.set("preprocess.spatial_size", size, _size_reason(size, median, chosen, candidates, probes, minutes))
+    plan.set("preprocess.resize", "pad_crop" if exact else "resize",
+             "every scan already has this size" if exact else
+             f"scans of {'one size' if uniform else 'different sizes'} ({_fmt(fp['size']['min'])} to "
+             f"{_fmt(fp['size']['max'])}) resized to it")
+    plan.set("network.channels", arch["channels"], arch["reason"])
+    plan.set("network.stem_stride", arch["stem_stride"], arch["stem_reason"])
+    plan.set("network.dropout", 0.1, "dropout in every method: a few hundred labels overfit without it")
+    labelled, unlabelled = _batch_sizes(chosen, dims, fp)
+    plan.set("train.batch_size", labelled, f"labelled batch for {_fmt(size)} inputs"
+             + (" (fewer labelled scans than that)" if labelled < _batch_sizes(chosen, dims, None)[0] else ""))
+    plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans are "
+             "the larger pool" if unlabelled else "no unlabelled scans")
+
+    # ---- augmentation
+    if kind == "binary_mask":
+        for key in ("strong_bias_field", "strong_gamma", "strong_noise"):
+            plan.set(f"augment.{key}", 0.0, "binary masks: no MRI-like intensity changes or noise")
+    if dims == 2 and kind != "binary_mask":
+        plan.set("augment.strong_bias_field", 0.0, "2D pictures: a bias field is an MRI volume artefact")
+
+    # ---- method
+    n_unlabelled = sum(fp["counts"].get("unlabelled", {}).values())
+    if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
+        plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled} unlabelled scans: the Pi-model with entropy "
+                 "minimisation and prior alignment, the method that held on every development-panel set")
+        for key, value in DEFAULT_METHOD_PARAMS.items():
+            plan.set(f"method.{DEFAULT_METHOD}.{key}", value, "the default method's tested default")
+    else:
+        plan.set("method.name", "supervised", f"only {n_unlabelled} unlabelled scans (under "
+                 f"{MIN_UNLABELLED_FOR_SSL}): semi-supervised terms would have too little to learn from")
+    step_s = next((p["seconds_per_step"] for p in probes if p["size"] == chosen), None)
+    if step_s:
+        expected = int(minutes * 60 * 0.9 / step_s)
+        every = max(25, expected // 8)
+        plan.set("train.eval_every", every, f"about 8 evaluations in the ~{expected} steps expected")
+    return plan
+
+
+def _fmt_mm(values) -> str:
+    return "x".join(f"{v:.3g}" for v in values) + " mm"
+
+
+def _architecture(size: int, dims: int) -> dict[str, Any]:
+    stem = 1 if size < 96 else (2 if size < 192 else 4)
+    # Stages until the feature map is about 4 wide at the last one (pooling halves each stage).
+    stages = max(3, min(5, int(math.log2(max(size // stem, 8) / 4)) + 1))
+    widths = ([16, 32, 64, 128, 128] if dims == 3 else [32, 64, 128, 192, 256])[:stages]
+    return {"channels": widths, "stem_stride": stem,
+            "reason": f"{stages} stages for {size}-wide inputs: the last sees a map about "
+                      f"{max(size // stem // 2 ** (stages - 1), 1)} wide",
+            "stem_reason": ("no early downsampling at this size" if stem == 1 else
+                            f"a stride-{stem} first convolution: {size}-wide inputs shrink before the costly stages")}
+
+
+def _batch_sizes(size: int, dims: int, fp: dict[str, Any] | None) -> tuple[int, int]:
+    labelled = (64 if size <= 32 else 32) if dims == 2 else (32 if size <= 32 else 16)
+    if fp is not None:
+        n_labelled = sum(fp["counts"].get("labelled", {}).values())
+        if n_labelled:
+            labelled = min(labelled, max(8, n_labelled))
+        if not sum(fp["counts"].get("unlabelled", {}).values()):
+            return labelled, 0
+    return labelled, 2 * labelled
+
+
+def _size_reason(size, median, chosen, candidates, probes, minutes) -> str:
+    text = f"spatial_size {_fmt(size)}: median scan {_fmt(median)}"
+    timed = {p["size"]: p for p in probes}
+    if chosen in timed:
+        steps = timed[chosen]["steps_in_budget"]
+        text += f"; {steps:,} steps fit {minutes:g} minutes at this size (probe: " \
+                f"{timed[chosen]['seconds_per_step']:.3f} s a step)"
+        larger = [s for s in candidates if s > chosen and s in timed]
+        if larger:
+            text += f", {timed[larger[0]]['steps_in_budget']:,} at {larger[0]}"
+    elif chosen < max(candidates, default=chosen):
+        text += "; downsampled"
+    return text
+
+
+def _choose_size(candidates, dims, kind, fp, minutes, probe) -> tuple[int, list[dict[str, Any]]]:
+    """The largest candidate size (at most 128 in 2D, 64 in 3D) at which ``TARGET_STEPS`` fit the
+    budget, by timing a few training steps; without a probe, the size rules alone."""
+    cap = 128 if dims == 2 else 64
+    ordered = sorted((s for s in candidates if s <= cap), reverse=True) or [min(candidates or [28])]
+    if not probe:
+        return ordered[0], []
+    results = []
+    for size in ordered:
+        seconds = time_step(size, dims, fp, DEFAULT_METHOD)
+        steps = int(minutes * 60 * 0.9 / seconds)
+        results.append({"size": size, "seconds_per_step": round(seconds, 4), "steps_in_budget": steps})
+        log.info("plan probe: %s at %d: %.3f s a step, %d steps in %g minutes",
+                 DEFAULT_METHOD, size, seconds, steps, minutes)
+        if steps >= TARGET_STEPS:
+            return size, results
+    # Nothing reaches the target: the largest size that still gets the minimum, else the smallest.
+    for r in results:
+        if r["steps_in_budget"] >= MIN_STEPS:
+            return r["size"], results
+    return results[-1]["size"], results
+
+
+def time_step(size: int, dims: int, fp: dict[str, Any], method: str, repeats: int = 4) -> float:
+    """Seconds of one training step of ``method`` at ``size`` on random inputs of the planned shape."""
+    from pipeline.augment import BatchAugmenter
+    from pipeline.config import AugmentConfig, NetworkConfig
+    from pipeline.methods import StepBatch, get_method, method_params
+    from pipeline.networks import network_factory
+
+    arch = _architecture(size, dims)
+    labelled, unlabelled = _batch_sizes(size, dims, fp)
+    channels = 3 if dims == 2 and fp["colour_fraction"] >= 0.5 else 1
+    shape = [size] * dims
+    build = network_factory(NetworkConfig(channels=arch["channels"], stem_stride=arch["stem_stride"],
+                                          dropout=0.1), channels, shape, len(fp["classes"]) or 2)
+    cls = get_method(method)
+    params = method_params({"name": method, **({method: DEFAULT_METHOD_PARAMS} if method == DEFAULT_METHOD else {})})
+    model = cls(params, build, max(len(fp["classes"]), 2), (channels, *shape))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    batch = StepBatch(labelled=torch.rand(labelled, channels, *shape, generator=generator),
+                      labels=torch.randint(2, (labelled,), generator=generator),
+                      unlabelled=torch.rand(unlabelled, channels, *shape, generator=generator),
+                      unlabelled_index=torch.arange(unlabelled), augment=BatchAugmenter(AugmentConfig(), dims),
+                      progress=0.5)
+    times = []
+    for _ in range(repeats + 1):  # the first step warms up allocators and kernels
+        tick = time.perf_counter()
+        loss = model.losses(batch)["loss"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        times.append(time.perf_counter() - tick)
+    return float(np.median(times[1:]))
