@@ -19,10 +19,10 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import matplotlib
+import tomllib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -185,7 +185,7 @@ def _figure(frame: pd.DataFrame, sets: dict[str, dict]) -> None:
         part = frame[frame["set"] == name]
         pivot = part.pivot_table(index="draw", columns="method", values="test_auroc")
         methods = [m for m in (BASELINE, DEFAULT_METHOD) if m in pivot.columns]
-        for draw, row in pivot.iterrows():
+        for _, row in pivot.iterrows():
             ax.plot(range(len(methods)), [row[m] for m in methods], "o-", color="0.6", alpha=0.8)
         for i, m in enumerate(methods):
             ax.plot(i, pivot[m].mean(), "D", color="C3", markersize=9)
