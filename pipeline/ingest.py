@@ -22,6 +22,7 @@ from pipeline.io import sha256_file, write_csv
 from pipeline.reading import (
     ScanReadError,
     find_scans,
+    has_old_style_id,
     is_scan_file,
     list_files,
     load_scan,
@@ -235,7 +236,6 @@ def ingest(
     classes = _check_classes(rows, classes, label_source, problems)
     for row, fields in zip(rows, describe_scans([row["path"] for row in rows], workers)):
         row.update(fields)
-    _mark_id_clashes(rows, root)
     _mark_duplicates(rows)
     problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]
 
@@ -301,19 +301,6 @@ def _check_classes(
     return classes
 
 
-def _mark_id_clashes(rows: list[dict[str, str]], root: Path) -> None:
-    """Make every scan but the first with a given scan_id an error (e.g. a.png beside a.nii.gz)."""
-    first_file: dict[str, str] = {}
-    for row in rows:
-        relative = Path(row["path"]).relative_to(root).as_posix()
-        if row["scan_id"] not in first_file:
-            first_file[row["scan_id"]] = relative
-            continue
-        clash = f"scan_id {row['scan_id']!r} is also the id of {first_file[row['scan_id']]}"
-        clash += "; rename one of the two files"
-        row.update(status="error", error="; ".join(filter(None, [clash, row["error"]])))
-
-
 def _mark_duplicates(rows: list[dict[str, str]]) -> None:
     """Mark readable scans whose bytes equal an earlier readable scan as ``duplicate``."""
     first_with: dict[str, str] = {}
@@ -366,5 +353,12 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if missing:
         raise ValueError(
             f"{path} is not a manifest: missing column(s) {', '.join(missing)}; re-create it with ingest"
+        )
+    old = [sid for sid, p in zip(frame["scan_id"], frame["path"]) if has_old_style_id(sid, p)]
+    if old:
+        raise ValueError(
+            f"{path} was written by an older version whose scan ids drop the file suffix (e.g. {old[0]!r}); "
+            f"scan ids now keep it. Delete {path} and the split files made from it "
+            f"({path.with_suffix('')}*.split.csv) and run again to have them made anew"
         )
     return frame

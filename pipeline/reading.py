@@ -36,9 +36,16 @@ def scan_suffix(path: str | os.PathLike) -> str | None:
     return None
 
 
-def scan_id(relative_path: str) -> str:
-    """The id of a scan: its path relative to the scanned folder, without the scan suffix."""
-    return relative_path[: -len(scan_suffix(relative_path))]
+def scan_id(relative_path: str | os.PathLike) -> str:
+    """The id of a scan, the same in every stage: its path relative to the scanned folder, with
+    '/' separators and the suffix kept, so ``Y92.jpg`` and ``Y92.png`` are two scans."""
+    return Path(relative_path).as_posix()
+
+
+def has_old_style_id(scan_id_text: str, path: str) -> bool:
+    """True for an id written before ids kept the file suffix (``yes/Y92`` for ``yes/Y92.jpg``)."""
+    suffix = scan_suffix(path)
+    return bool(suffix) and not scan_id_text.lower().endswith(suffix)
 
 
 def is_scan_file(path: str | os.PathLike) -> bool:

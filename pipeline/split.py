@@ -377,5 +377,15 @@ def load_split(
         )
     split = pd.read_csv(split_path, dtype=str, keep_default_na=False)
     split = split.apply(lambda column: column.str.strip())
+    if "scan_id" in split and len(split):
+        known = set(manifest["scan_id"])
+        unknown = [sid for sid in split["scan_id"] if sid not in known]
+        suffixed = {Path(sid).with_suffix("").as_posix(): sid for sid in known}
+        if unknown and all(sid in suffixed or f"{sid}.nii.gz" in known for sid in unknown[:20]):
+            raise ValueError(
+                f"split file {split_path} names scans by the older ids without a file suffix (e.g. "
+                f"{unknown[0]!r} for {suffixed.get(unknown[0], unknown[0] + '.nii.gz')!r}); scan ids now keep "
+                "the suffix. Delete the split file and run again, or add the suffixes to its scan_id column"
+            )
     validate_split(manifest, split, source=f"split file {split_path}")
     return manifest.merge(split[["scan_id", "subset"]], on="scan_id", how="inner", validate="1:1")

@@ -52,7 +52,7 @@ def write_manifest(path: str | Path, rows: list[dict]) -> Path:
 
     full = [{**dict.fromkeys(MANIFEST_COLUMNS, ""), "status": "ok", **row} for row in rows]
     for row in full:
-        row["path"] = row["path"] or f"/scans/{row['scan_id']}.png"
+        row["path"] = row["path"] or f"/scans/{row['scan_id']}"
     return write_csv(path, full, columns=MANIFEST_COLUMNS)
 
 

@@ -78,7 +78,7 @@ def test_lesion_breakdown_scores_each_lesion_group_against_all_healthy_scans(tmp
     })
     truth.to_csv(scans / "truth.csv", index=False)
     p = [0.1, 0.5, 0.3, 0.9, 0.8, 0.05]  # hyper-only scans score low, hypo ones high
-    pd.DataFrame({"scan_id": [f"vol_{i}" for i in range(6)], "label": truth["label"],
+    pd.DataFrame({"scan_id": [f"vol_{i}.nii.gz" for i in range(6)], "label": truth["label"],
                   "p_healthy": [1 - v for v in p], "p_abnormal": p}).to_csv(run / "test_predictions.csv", index=False)
     config = load_config(None, [f"data.scans={scans}", "data.positive_class=abnormal"])
     groups = lesion_breakdown(run, config)

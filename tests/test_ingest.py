@@ -37,42 +37,42 @@ def test_every_file_gets_a_row_and_every_bad_one_a_problem(mixed_folder, tmp_pat
 
     assert list(result.manifest.columns) == MANIFEST_COLUMNS
     assert result.manifest["scan_id"].tolist() == [
-        "a",
-        "b",
-        "c_truncated",
-        "d_empty",
-        "e_text",
-        "f_copy",
-        "sub/vol",
+        "a.png",
+        "b.png",
+        "c_truncated.png",
+        "d_empty.png",
+        "e_text.png",
+        "f_copy.png",
+        "sub/vol.nii.gz",
     ]
     assert manifest["status"].to_dict() == {
-        "a": "ok",
-        "b": "ok",
-        "c_truncated": "error",
-        "d_empty": "error",
-        "e_text": "error",
-        "f_copy": "duplicate",
-        "sub/vol": "ok",
+        "a.png": "ok",
+        "b.png": "ok",
+        "c_truncated.png": "error",
+        "d_empty.png": "error",
+        "e_text.png": "error",
+        "f_copy.png": "duplicate",
+        "sub/vol.nii.gz": "ok",
     }
-    assert "truncated" in manifest.loc["c_truncated", "error"]
-    assert "empty" in manifest.loc["d_empty", "error"]
-    assert "cannot decode" in manifest.loc["e_text", "error"]
-    assert manifest.loc["f_copy", "error"] == "same content (sha256) as a"
-    assert manifest.loc["a", ["shape", "dtype", "spacing"]].tolist() == ["6x8", "uint8", ""]
-    assert manifest.loc["sub/vol", ["shape", "dtype", "spacing"]].tolist() == [
+    assert "truncated" in manifest.loc["c_truncated.png", "error"]
+    assert "empty" in manifest.loc["d_empty.png", "error"]
+    assert "cannot decode" in manifest.loc["e_text.png", "error"]
+    assert manifest.loc["f_copy.png", "error"] == "same content (sha256) as a.png"
+    assert manifest.loc["a.png", ["shape", "dtype", "spacing"]].tolist() == ["6x8", "uint8", ""]
+    assert manifest.loc["sub/vol.nii.gz", ["shape", "dtype", "spacing"]].tolist() == [
         "4x5x6",
         "float32",
         "1x1x1.5",
     ]
-    assert manifest.loc["sub/vol", "path"] == str(mixed_folder / "sub" / "vol.nii.gz")
-    assert len(manifest.loc["a", "sha256"]) == 64
+    assert manifest.loc["sub/vol.nii.gz", "path"] == str(mixed_folder / "sub" / "vol.nii.gz")
+    assert len(manifest.loc["a.png", "sha256"]) == 64
 
     assert result.problems[["source", "item"]].values.tolist() == [
         ["file", "notes.txt"],
-        ["scan", "c_truncated"],
-        ["scan", "d_empty"],
-        ["scan", "e_text"],
-        ["scan", "f_copy"],
+        ["scan", "c_truncated.png"],
+        ["scan", "d_empty.png"],
+        ["scan", "e_text.png"],
+        ["scan", "f_copy.png"],
     ]
     assert result.manifest_path == tmp_path / "manifests" / "scans.csv"
     assert result.problems_path == tmp_path / "manifests" / "scans.problems.csv"
@@ -109,10 +109,10 @@ def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog)
     result = run(scans, tmp_path, labels=labels, classes=["cat", "dog"])
     manifest = result.manifest.set_index("scan_id")
 
-    assert manifest.loc["cat1", ["label", "group", "split"]].tolist() == ["cat", "p1", "train"]
-    assert manifest.loc["cat2", ["label", "split"]].tolist() == ["cat", "test"]
-    assert manifest.loc["dog1", "label"] == "", "an unknown label leaves the scan unlabelled"
-    assert manifest.loc["dog2", ["label", "group", "split"]].tolist() == ["dog", "p2", ""]
+    assert manifest.loc["cat1.png", ["label", "group", "split"]].tolist() == ["cat", "p1", "train"]
+    assert manifest.loc["cat2.png", ["label", "split"]].tolist() == ["cat", "test"]
+    assert manifest.loc["dog1.png", "label"] == "", "an unknown label leaves the scan unlabelled"
+    assert manifest.loc["dog2.png", ["label", "group", "split"]].tolist() == ["dog", "p2", ""]
     problems = dict(zip(result.problems["item"], result.problems["reason"]))
     assert set(problems) == {
         "labels.csv line 4",
@@ -137,7 +137,7 @@ def test_labels_file_in_the_scan_folder_is_used_by_default(tmp_path, write):
     write.png(scans / "x" / "2.png", write.image(2))
     write.csv(scans / "labels.csv", [{"file": "x/2.png", "label": "7", "extra": "ignored"}])
     result = run(scans, tmp_path)
-    assert result.manifest[["scan_id", "label"]].values.tolist() == [["x/1", ""], ["x/2", "7"]]
+    assert result.manifest[["scan_id", "label"]].values.tolist() == [["x/1.png", ""], ["x/2.png", "7"]]
     assert result.classes == ["7"]
     assert result.problems.empty
 
@@ -158,25 +158,34 @@ def test_class_subfolders_give_labels(tmp_path, write):
     write.png(scans / "loose.png", write.image(3))
     result = run(scans, tmp_path, class_subfolders=True, name="pets")
     assert result.manifest[["scan_id", "label"]].values.tolist() == [
-        ["cat/1", "cat"],
-        ["dog/deep/2", "dog"],
-        ["loose", ""],
+        ["cat/1.png", "cat"],
+        ["dog/deep/2.png", "dog"],
+        ["loose.png", ""],
     ]
     assert result.problems.values.tolist() == [
-        ["scan", "loose", "not inside a class subfolder; kept unlabelled"]
+        ["scan", "loose.png", "not inside a class subfolder; kept unlabelled"]
     ]
     assert result.manifest_path.name == "pets.csv"
     with pytest.raises(ValueError, match="not both"):
         run(scans, tmp_path, labels=tmp_path / "x.csv", class_subfolders=True)
 
 
-def test_two_files_with_one_scan_id_are_an_error(tmp_path, write):
+def test_files_differing_only_by_suffix_are_two_scans(tmp_path, write):
     scans = tmp_path / "scans"
-    write.png(scans / "a.png", write.image(1))
-    write.nifti(scans / "a.nii.gz", np.ones((3, 3, 3), np.float32))
+    write.png(scans / "yes" / "Y92.png", write.image(1))
+    write.png(scans / "yes" / "Y92.jpg", write.image(2))
+    write.nifti(scans / "a.nii.gz", np.arange(27, dtype=np.float32).reshape(3, 3, 3))
     result = run(scans, tmp_path)
-    assert result.manifest["status"].tolist() == ["ok", "error"]
-    assert "also the id of a.nii.gz" in result.manifest["error"].iloc[1]
+    assert result.manifest["scan_id"].tolist() == ["a.nii.gz", "yes/Y92.jpg", "yes/Y92.png"]
+    assert result.manifest["status"].tolist() == ["ok", "ok", "ok"]
+
+
+def test_a_manifest_with_the_old_suffixless_ids_says_what_to_do(tmp_path, write):
+    from pipeline.ingest import load_manifest
+
+    old = write.manifest(tmp_path / "old.csv", [{"scan_id": "yes/Y92", "path": "/scans/yes/Y92.jpg"}])
+    with pytest.raises(ValueError, match=r"older version.*'yes/Y92'.*Delete .*old.csv"):
+        load_manifest(old)
 
 
 def test_folder_without_scans_is_an_error(tmp_path):

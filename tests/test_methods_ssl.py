@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -353,3 +354,58 @@ def test_sigmoid_rampup():
     assert sigmoid_rampup(0.15, 0.3) == pytest.approx(math.exp(-5 * 0.25))
     assert sigmoid_rampup(0.3, 0.3) == 1.0 and sigmoid_rampup(0.9, 0.3) == 1.0
     assert sigmoid_rampup(0.1, 0.0) == 1.0
+
+
+def shifted_pool_data(seed=0):
+    """Toy data whose labelled, calibration and test scans are balanced while the unlabelled pool is
+    80% class 0: the class-mix mismatch of a screening pool (mostly healthy) against balanced labels."""
+    from pipeline.data import TrainingData
+
+    from toy import toy_images
+
+    images, labels = toy_images(1500, seed=seed)
+    by_class = [torch.nonzero(labels == k).flatten() for k in range(3)]
+    labelled = torch.cat([idx[:5] for idx in by_class])
+    calibration = torch.cat([idx[5:25] for idx in by_class])
+    test = torch.cat([idx[25:55] for idx in by_class])
+    pool = torch.cat([by_class[0][55:455], by_class[1][55:105], by_class[2][55:105]])
+    return TrainingData(images=images, labels=labels, scan_ids=[f"s{i}" for i in range(len(labels))],
+                        classes=["a", "b", "c"], labelled=labelled, unlabelled=pool,
+                        calibration=calibration, test=test)
+
+
+def test_pi_model_prior_alignment_is_nonzero_and_carries_gradient():
+    data = toy_training_data()
+    config, method = build("pi_model", "method.pi_model.alignment_weight=2.0")
+    assert method.rounds == 4
+    torch.manual_seed(1)
+    assert "alignment" not in method.losses(batch_for(config, data))  # no prior estimated yet
+    method.pool_prior = torch.tensor([0.8, 0.1, 0.1])
+    terms = method.losses(batch_for(config, data, progress=0.9))
+    assert float(terms["alignment"]) > 0
+    method.zero_grad()
+    from pipeline.methods.shared import prior_alignment
+
+    logits = method.network(batch_for(config, data).augment.weak(data.images[data.unlabelled[:16]]))
+    prior_alignment(logits, method.pool_prior).backward()
+    grads = [p.grad.abs().sum() for p in method.network.parameters() if p.grad is not None]
+    assert grads and float(sum(grads)) > 0
+    # zero where the predictions average to the prior
+    uniform = prior_alignment(torch.zeros(6, 3), torch.full((3,), 1 / 3))
+    assert float(uniform) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="alignment_weight"):
+        build("pi_model", "method.pi_model.alignment_weight=-1")
+
+
+def test_pi_model_with_alignment_learns_when_the_pool_mix_differs_and_estimates_that_mix(tmp_path):
+    data = shifted_pool_data()
+    config = load_config(None, ["method.name=pi_model", *TOY, "train.steps=240", "train.eval_every=60",
+                                "method.pi_model.alignment_weight=1.0", "method.pi_model.entropy_weight=0.3",
+                                "train.batch_size=15"])
+    trainer = Trainer(config, data, tmp_path, progress=False)
+    summary = trainer.fit()
+    assert summary["test_accuracy"] > 0.7  # three classes: chance is 1/3
+    priors = [row["pool_prior_0"] for row in trainer.round_log[1:]]
+    assert len(priors) == 3 and priors[-1] > 0.6  # the pool is 80% class 0; the labels are balanced
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert {"pool_prior_0", "pool_prior_1", "pool_prior_2"} <= set(rounds.columns)

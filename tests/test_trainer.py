@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -130,3 +131,14 @@ def test_unknown_precision_is_refused_by_name():
 
     with pytest.raises(ConfigError, match=r"train\.precision.*float32, bfloat16.*'half'"):
         load_config(None, ["train.precision=half"])
+
+
+def test_time_budget_is_wall_time_with_evaluation_included(tmp_path):
+    # An evaluation after every step: without counting it, the stage would run far past its budget.
+    config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0.05", "train.steps=100000",
+                                "train.eval_every=1"])
+    summary = Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
+    assert summary["wall_seconds"] <= 3.0 * 1.1
+    assert summary["train_seconds"] < summary["wall_seconds"]
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics["step"].diff().dropna().max() > 1  # evaluations were spread out to save the budget

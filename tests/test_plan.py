@@ -1,0 +1,199 @@
+"""Plan stage: the fingerprint of tiny 2D and 3D sets, the rules that turn it into settings, the
+user's values winning, and a no-config run through every stage."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline import plan as planning
+from pipeline.cli import main
+from pipeline.workflow import planned_config
+
+
+def split_frame(rows, subsets=None):
+    """Manifest-like rows (path, shape, spacing, label) with a subset column."""
+    frame = pd.DataFrame(rows)
+    frame["status"] = "ok"
+    frame["subset"] = subsets if subsets is not None else ["unlabelled"] * len(frame)
+    return frame
+
+
+def jpeg_folder(root, write):
+    """Grey X-ray-like pictures of mixed sizes, some stored as RGB or RGBA, as JPEG and PNG."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        h, w = [(300, 240), (512, 432), (420, 512), (256, 256)][i % 4]
+        grey = (rng.random((h, w)) * 200).astype(np.uint8)
+        mode = ["L", "RGB", "RGBA"][i % 3]
+        picture = Image.fromarray(grey).convert(mode)
+        suffix = ".png" if mode == "RGBA" else ".jpg"
+        path = root / f"{'ab' if i % 2 else 'no'}" / f"x{i}{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+        shape = f"{h}x{w}" + ("" if mode == "L" else f"x{len(mode)}")
+        rows.append({"path": str(path), "shape": shape, "spacing": "", "label": path.parent.name})
+    return rows
+
+
+def test_mixed_size_rgb_and_grey_jpeg_folder_gets_one_sensible_plan(tmp_path, write):
+    rows = jpeg_folder(tmp_path, write)
+    subsets = ["labelled"] * 8 + ["unlabelled"] * 16
+    fp = planning.fingerprint(split_frame(rows, subsets), ["ab", "no"])
+    assert fp["spatial_dims"] == 2 and not fp["all_same_size"]
+    assert fp["colour_fraction"] == 0  # grey content saved as RGB is not colour
+    assert fp["intensity"]["kind"] == "8bit_picture"
+    assert fp["size"]["min"] == [256, 240] and fp["size"]["max"] == [512, 512]
+    plan = planning.make_plan(fp, minutes=5, probe=False)
+    s = plan.settings
+    assert s["preprocess.channels"] == 1
+    assert s["preprocess.intensity"] == "range" and s["preprocess.intensity_range"] == [0.0, 255.0]
+    assert s["preprocess.resize"] == "resize"
+    side = s["preprocess.spatial_size"]
+    assert side[0] == side[1] and 28 <= side[0] <= 128  # downsampled, square, not above the cap
+    assert s["network.stem_stride"] == (2 if side[0] >= 96 else 1)
+    assert s["augment.strong_bias_field"] == 0.0
+    assert s["method.name"] == "supervised"  # 16 unlabelled scans are too few for SSL terms
+    assert all(plan.reasons[k] for k in s)  # every value has its reason
+
+
+def test_colour_pictures_keep_three_channels(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(6):
+        colour = (rng.random((40, 40, 3)) * 255).astype(np.uint8)
+        path = tmp_path / f"c{i}.png"
+        Image.fromarray(colour).save(path)
+        rows.append({"path": str(path), "shape": "40x40x3", "spacing": "", "label": "a"})
+    fp = planning.fingerprint(split_frame(rows), ["a"])
+    assert fp["colour_fraction"] == 1.0
+    assert planning.make_plan(fp, probe=False).settings["preprocess.channels"] == 3
+
+
+def test_3d_binary_masks_with_one_spacing_keep_geometry_and_skip_intensity_augmentation(tmp_path, write):
+    rows = []
+    for i in range(10):
+        mask = (np.random.default_rng(i).random((28, 28, 28)) > 0.7).astype(np.uint8) * 255
+        path = write.nifti(tmp_path / f"m{i}.nii.gz", mask)
+        rows.append({"path": str(path), "shape": "28x28x28", "spacing": "1x1x1", "label": "a"})
+    fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
+    assert fp["spatial_dims"] == 3 and fp["intensity"]["kind"] == "binary_mask"
+    s = planning.make_plan(fp, probe=False).settings
+    assert s["preprocess.target_spacing"] == []
+    assert s["preprocess.spatial_size"] == [28, 28, 28] and s["preprocess.resize"] == "pad_crop"
+    assert s["preprocess.intensity"] == "minmax"
+    assert s["augment.strong_bias_field"] == s["augment.strong_gamma"] == 0.0
+
+
+def test_3d_mri_like_volumes_of_mixed_spacing_are_resampled(tmp_path, write):
+    rows = []
+    for i, spacing in enumerate([(1.0, 1.0, 1.0), (0.8, 0.8, 2.0), (1.2, 1.2, 1.2), (1.0, 1.0, 3.0)]):
+        volume = np.random.default_rng(i).normal(300, 80, (40, 40, 30)).astype(np.float32)
+        path = write.nifti(tmp_path / f"v{i}.nii.gz", volume, spacing)
+        rows.append({"path": str(path), "shape": "40x40x30", "spacing": "x".join(map(str, spacing)), "label": "a"})
+    fp = planning.fingerprint(split_frame(rows), ["a"])
+    assert fp["intensity"]["kind"] == "mri_like"
+    s = planning.make_plan(fp, probe=False).settings
+    assert s["preprocess.intensity"] == "percentile"
+    assert s["preprocess.target_spacing"] == [1.0, 1.0, 1.0]  # isotropic, the median voxel side
+    assert "resampled" in planning.make_plan(fp, probe=False).reasons["preprocess.target_spacing"]
+    assert len(s["preprocess.spatial_size"]) == 3
+    assert "preprocess.intensity_range" not in s
+
+
+def test_ct_like_intensities_are_recognised():
+    stats = [{"binary": False, "dtype": "int16", "min": -1024.0}] * 3
+    assert planning._intensity_kind(stats) == "ct_like"
+
+
+def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path):
+    fp = {"spatial_dims": 2, "colour_fraction": 0.0, "classes": ["a", "b"],
+          "counts": {"labelled": {"a": 4, "b": 4}, "unlabelled": {"(unlabelled)": 500}}}
+    size, probes = planning._choose_size([28], 2, "8bit_picture", fp, minutes=60, probe=True)
+    assert size == 28 and probes[0]["seconds_per_step"] > 0 and probes[0]["steps_in_budget"] > 0
+    # With no time at all the smallest candidate is chosen, every candidate having been timed.
+    size, probes = planning._choose_size([32, 28], 2, "8bit_picture", fp, minutes=1e-4, probe=True)
+    assert size == 28 and [p["size"] for p in probes] == [32, 28]
+
+
+def class_folder(root, n_per_class=12, size=20):
+    """Two classes as subfolders: a bright square (abnormal) or not, grey PNGs."""
+    rng = np.random.default_rng(0)
+    for label in ("normal", "abnormal"):
+        for i in range(n_per_class):
+            array = (rng.random((size, size)) * 60).astype(np.uint8)
+            if label == "abnormal":
+                array[6:14, 6:14] = 230
+            path = root / label / f"{label}{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    return root
+
+
+def test_user_values_win_over_the_plan_and_are_marked(tmp_path, monkeypatch):
+    scans = class_folder(tmp_path / "scans")
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"data.scans=\"{scans}\"", "data.class_subfolders=true", "split.labels_per_class=3",
+                 "split.calibration_per_class=3", "split.test_fraction=0.25",
+                 "preprocess.spatial_size=[24,24]", "network.channels=[4,8]"]
+    config, record = planned_config(None, overrides, probe=False, progress=False)
+    assert config.preprocess.spatial_size == [24, 24] and config.network.channels == [4, 8]
+    entry = record["settings"]["preprocess.spatial_size"]
+    assert entry["set_by"] == "user" and entry["value"] == [24, 24] and entry["planned"] == [28, 28]
+    assert record["settings"]["preprocess.intensity"]["set_by"] == "plan"
+    assert config.preprocess.intensity == "range"  # planned, as the user left it unset
+    assert record["fingerprint"]["counts"]["labelled"] == {"abnormal": 3, "normal": 3}
+
+
+def test_plan_false_keeps_every_config_value(tmp_path, monkeypatch):
+    scans = class_folder(tmp_path / "scans")
+    monkeypatch.chdir(tmp_path)
+    overrides = ["plan=false", f"data.scans=\"{scans}\"", "data.class_subfolders=true",
+                 "split.labels_per_class=3", "split.calibration_per_class=3"]
+    config, record = planned_config(None, overrides, probe=False, progress=False)
+    assert config.preprocess.intensity == "range" and config.network.channels == [32, 64, 128]  # defaults
+    assert record["settings"] == {} and record["fingerprint"]["spatial_dims"] == 2
+
+
+def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_path, monkeypatch, capsys):
+    scans = class_folder(tmp_path / "scans", n_per_class=14)
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--scans", str(scans), "--positive", "abnormal", "--minutes", "0.05",
+                 "--labels-per-class", "3", "--quiet", "split.test_fraction=0.3", "network.channels=[4,8]"])
+    assert code == 0
+    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["settings"]["data.positive_class"]["set_by"] == "user"
+    assert plan["settings"]["preprocess.spatial_size"]["value"] == [28, 28]
+    assert (run / "config.toml").read_text().count("positive_class = \"abnormal\"") == 1
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["screening"]["positive_class"] == "abnormal"
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["wall_seconds"] <= 0.05 * 60 * 1.1 + 1.0
+    # the draw is in the split file's name: another --seed never reuses it
+    assert (tmp_path / "data_manifests" / "scans.3per-class.seed0.split.csv").exists()
+
+
+def test_run_with_a_missing_scan_folder_names_it(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--scans", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    assert "nowhere" in caplog.text
+
+
+@pytest.mark.parametrize("shift", [0.2, 0.5, 0.8])
+def test_em_recovers_a_shifted_class_prior(shift):
+    from pipeline.calibration import estimate_prior_em
+
+    rng = np.random.default_rng(0)
+    # Two Gaussian classes; posteriors are exact under a 50/50 training prior.
+    n = 4000
+    labels = rng.random(n) < shift
+    x = rng.normal(np.where(labels, 1.0, -1.0), 1.0)
+    p1 = 1 / (1 + np.exp(-2 * x))
+    probs = np.stack([1 - p1, p1], 1)
+    prior = estimate_prior_em(probs, np.array([0.5, 0.5]))
+    assert prior[1] == pytest.approx(labels.mean(), abs=0.03)
+    assert prior.sum() == pytest.approx(1.0)
