@@ -20,13 +20,16 @@ from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
 from pipeline.reading import (
+    SCAN_SUFFIXES,
     ScanReadError,
     find_scans,
     has_old_style_id,
     is_scan_file,
+    is_system_file,
     list_files,
     load_scan,
     scan_id,
+    system_files,
 )
 
 log = logging.getLogger("pipeline.ingest")
@@ -215,7 +218,7 @@ def ingest(
     root = Path(os.path.abspath(scans))
     paths = find_scans(root)
     if not paths:
-        raise ValueError(f"no scans (.nii.gz, .nii, .png, .jpg, .jpeg) found under {root}")
+        raise ValueError(f"no scans ({', '.join(SCAN_SUFFIXES)}) found under {root}")
     name = name or root.name
     if os.sep in name or "/" in name:
         raise ValueError(f"name {name!r} must be a plain name, not a path; use out= for a path")
@@ -229,9 +232,11 @@ def ingest(
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     problems += [
-        ("file", other.relative_to(root).as_posix(), "not a NIfTI, PNG or JPEG file; not ingested")
+        ("file", other.relative_to(root).as_posix(), "not a scan file (NIfTI, PNG, JPEG, TIFF, BMP); not ingested")
         for other in list_files(root) if not is_scan_file(other) and other != labels_file
     ]
+    problems += [("skipped", name, "system file (operating-system metadata or a hidden folder); skipped")
+                 for name in system_files(root)]
     rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems)
     classes = _check_classes(rows, classes, label_source, problems)
     for row, fields in zip(rows, describe_scans([row["path"] for row in rows], workers)):
@@ -277,7 +282,11 @@ def _manifest_rows(
         rows.append(row)
     # Rows left over name existing files that are not among the scans found.
     for key, label_row in label_rows.items():
-        reason = f"{key} is not a scan under {root} (other folder, hidden, or not a scan type)"
+        inside = key.startswith(str(root) + os.sep)
+        if inside and is_system_file(os.path.relpath(key, root)):
+            reason = f"{key} is a system file (operating-system metadata or in a hidden folder), never a scan"
+        else:
+            reason = f"{key} is not a scan under {root} (other folder, or not a scan type)"
         problems.append(("labels", label_row.where, reason + "; fix the path or delete the row"))
     return rows, label_source
 

@@ -1,4 +1,4 @@
-"""One reading path for every scan format (NIfTI, PNG, JPEG), through MONAI's readers.
+"""One reading path for every scan format (NIfTI, PNG, JPEG, TIFF, BMP), through MONAI's readers.
 
 Ingest, training and scoring all read through :func:`load_scan`, so a model never
 sees one orientation in training and another when scoring (MONAI's PIL reader swaps
@@ -15,7 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-SCAN_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg")
+SCAN_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+# Metadata that operating systems leave in folders: never scans, skipped and counted, not errors.
+SYSTEM_FILE_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"}
+SYSTEM_FOLDER_NAMES = {"__macosx"}
+
+
+def is_system_file(relative_path: str | os.PathLike) -> bool:
+    """True for operating-system metadata: ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, anything
+    in ``__MACOSX/`` or in a hidden folder (``.ipynb_checkpoints/``), and hidden files."""
+    parts = Path(relative_path).parts
+    if any(part.lower() in SYSTEM_FOLDER_NAMES or part.startswith(".") for part in parts[:-1]):
+        return True
+    name = parts[-1] if parts else ""
+    return name.lower() in SYSTEM_FILE_NAMES or name.startswith(".")
 
 
 class ScanReadError(Exception):
@@ -53,22 +67,15 @@ def is_scan_file(path: str | os.PathLike) -> bool:
 
 
 def find_scans(folder: str | os.PathLike) -> list[Path]:
-    """Every file with a scan suffix below ``folder``, sorted, hidden files skipped."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"scan folder {folder} does not exist or is not a folder")
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in files if not f.startswith(".") and is_scan_file(f))
-    return sorted(found)
+    """Every file with a scan suffix below ``folder``, sorted, system files skipped."""
+    return [path for path in list_files(folder) if is_scan_file(path)]
 
 
 def _reader_for(path: str):
     from monai.data import NibabelReader, PILReader
 
     suffix = scan_suffix(path)
-    if suffix in (".png", ".jpg", ".jpeg"):
+    if suffix in PICTURE_SUFFIXES:
         # reverse_indexing=False keeps numpy/Pillow's (row, column) order.
         return PILReader(reverse_indexing=False)
     if suffix in (".nii", ".nii.gz"):
@@ -132,6 +139,10 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     reader = _reader_for(path)
     try:
         image = reader.read(path)
+        pages = getattr(image, "n_frames", 1)
+        if pages > 1:
+            raise ScanReadError(path, f"multi-page TIFF ({pages} pages): which page is the scan is not known; "
+                                      "save the page to screen as a file of its own")
         data, meta = reader.get_data(image)
     except ScanReadError:
         raise
@@ -162,15 +173,29 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
 
 
 def list_files(folder: str | os.PathLike) -> list[Path]:
-    """Every non-hidden entry below ``folder`` that is not a folder, sorted, links not followed.
+    """Every entry below ``folder`` that is not a folder and not a system file (see
+    :func:`is_system_file`), sorted, links not followed.
 
-    Scoring reports a row for each of them, so nothing in a folder is silently skipped.
+    Scoring reports a row for each of them, so nothing in a folder is silently skipped;
+    :func:`system_files` lists what this leaves out.
     """
+    return _walk(folder)[0]
+
+
+def system_files(folder: str | os.PathLike) -> list[str]:
+    """The system files below ``folder`` (relative paths), which every stage skips and counts."""
+    return _walk(folder)[1]
+
+
+def _walk(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"scan folder {folder} does not exist or is not a folder")
-    found = []
+    found, skipped = [], []
     for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in files if not f.startswith("."))
-    return sorted(found)
+        dirs.sort()
+        for name in files:
+            path = Path(root) / name
+            relative = path.relative_to(folder).as_posix()
+            (skipped.append(relative) if is_system_file(relative) else found.append(path))
+    return sorted(found), sorted(skipped)

@@ -19,7 +19,7 @@ from pipeline.calibration import softmax
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
-from pipeline.reading import list_files, scan_suffix
+from pipeline.reading import list_files, scan_suffix, system_files
 
 log = logging.getLogger("pipeline.score")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -112,6 +112,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     write_csv(out, report)
     partial.unlink()
     summary = summarise(report, model.classes)
+    summary["skipped_system_files"] = len(system_files(scans))
     write_json(out.with_suffix(".meta.json"), {
         "command": sys.argv,
         "scans": str(scans.resolve()),
@@ -255,7 +256,7 @@ def _score_chunk(paths, scans, process, model, temperature, decide, batch_size) 
                        status="ok", error="")
             row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
         else:
-            reason = outcome[path][1] if path in outcome else "unsupported file type (not NIfTI, PNG or JPEG)"
+            reason = outcome[path][1] if path in outcome else "unsupported file type (not NIfTI, PNG, JPEG, TIFF or BMP)"
             row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason)
         rows.append(row)
     return rows
@@ -279,4 +280,7 @@ def format_summary(summary: dict, out: Path) -> str:
         f"needs review: {summary['needs_review']}",
         "predicted: " + ", ".join(f"{c}={n}" for c, n in summary["predicted"].items()),
     ]
+    if summary.get("skipped_system_files"):
+        lines.append(f"skipped: {summary['skipped_system_files']} system files (.DS_Store, Thumbs.db, "
+                     "__MACOSX/, hidden folders)")
     return "\n".join(lines) + "\n"

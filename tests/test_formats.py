@@ -1,0 +1,66 @@
+"""TIFF and BMP through the one reading path, and system files skipped and counted, never errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.ingest import ingest
+from pipeline.reading import ScanReadError, is_system_file, list_files, load_scan, system_files
+
+
+def test_16_bit_tiff_and_8_bit_bmp_read_like_png(tmp_path):
+    wide = (np.arange(6 * 8).reshape(6, 8) * 1000).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "xray.tif")
+    small = (wide // 256).astype(np.uint8)
+    Image.fromarray(small).save(tmp_path / "a.bmp")
+    Image.fromarray(small).save(tmp_path / "a.png")
+    tiff = load_scan(tmp_path / "xray.tif")
+    assert tiff.array.dtype == np.uint16 and tiff.array.max() == 47000
+    np.testing.assert_array_equal(tiff.array, wide)  # rows stay rows: same orientation as numpy
+    np.testing.assert_array_equal(load_scan(tmp_path / "a.bmp").array, load_scan(tmp_path / "a.png").array)
+
+
+def test_multi_page_tiff_is_an_error_that_says_so(tmp_path):
+    pages = [Image.fromarray(np.full((5, 5), v, np.uint8)) for v in (10, 200)]
+    pages[0].save(tmp_path / "stack.tiff", save_all=True, append_images=pages[1:])
+    with pytest.raises(ScanReadError, match=r"multi-page TIFF \(2 pages\)"):
+        load_scan(tmp_path / "stack.tiff")
+
+
+@pytest.mark.parametrize("relative, system", [
+    (".DS_Store", True), ("sub/Thumbs.db", True), ("desktop.ini", True), ("__MACOSX/a/._x.png", True),
+    (".ipynb_checkpoints/x.png", True), ("._scan.png", True), ("scan.png", False), ("a/b.nii.gz", False),
+])
+def test_system_files_are_recognised(relative, system):
+    assert is_system_file(relative) is system
+
+
+def folder_with_system_files(root, write):
+    write.png(root / "yes" / "Y1.png", write.image(1))
+    write.png(root / "no" / "N1.png", write.image(2))
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "yes" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    write.png(root / "__MACOSX" / "yes" / "._Y1.png", write.image(3))
+    write.png(root / ".ipynb_checkpoints" / "Y1-checkpoint.png", write.image(4))
+    return root
+
+
+def test_ingest_skips_and_counts_system_files(tmp_path, write):
+    scans = folder_with_system_files(tmp_path / "scans", write)
+    assert [p.name for p in list_files(scans)] == ["N1.png", "Y1.png"]
+    assert len(system_files(scans)) == 4
+    result = ingest(scans, class_subfolders=True, out=tmp_path / "m.csv")
+    assert result.manifest["scan_id"].tolist() == ["no/N1.png", "yes/Y1.png"]
+    assert (result.manifest["status"] == "ok").all()
+    skipped = result.problems[result.problems["source"] == "skipped"]
+    assert sorted(skipped["item"]) == sorted(system_files(scans))
+    assert (result.problems["source"] == "skipped").sum() == len(result.problems)  # nothing else
+
+
+def test_a_labels_row_naming_a_system_file_gets_a_clear_reason(tmp_path, write):
+    scans = folder_with_system_files(tmp_path / "scans", write)
+    labels = write.csv(tmp_path / "labels.csv", [{"file": "scans/yes/Y1.png", "label": "yes"},
+                                                 {"file": "scans/yes/Thumbs.db", "label": "yes"}])
+    result = ingest(scans, labels=labels, out=tmp_path / "m.csv")
+    reasons = result.problems.loc[result.problems["source"] == "labels", "reason"].tolist()
+    assert len(reasons) == 1 and "Thumbs.db is a system file" in reasons[0]
