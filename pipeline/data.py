@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from pipeline.config import PreprocessConfig
 from pipeline.io import atomic_path, write_json
+from pipeline.processes import worker_pool
 from pipeline.reading import ScanReadError, load_scan
 
 log = logging.getLogger("pipeline.data")
@@ -254,7 +255,7 @@ def preprocessor(config: PreprocessConfig, workers: int = 2, progress: bool = Tr
     """
     pool = None
     if workers > 1:
-        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(asdict(config),))
+        pool = worker_pool(workers, _init_worker, (asdict(config),))
     else:
         _init_worker(asdict(config))
     try:

@@ -20,7 +20,6 @@ import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.io import atomic_path, sha256_bytes, write_bytes, write_csv
+from pipeline.processes import worker_pool
 
 log = logging.getLogger("pipeline.fetch")
 
@@ -381,7 +381,7 @@ def materialise_mnist(
             for start in range(0, len(images), chunk)
         ]
     with (
-        ProcessPoolExecutor(max_workers=max(1, workers)) as pool,
+        worker_pool(max(1, workers)) as pool,
         tqdm(total=len(expected), desc="MNIST -> PNG", unit="img") as progress,
     ):
         for written in pool.map(_write_png_chunk, *zip(*tasks)):

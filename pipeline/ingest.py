@@ -11,7 +11,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
+from pipeline.processes import worker_pool
 from pipeline.reading import (
     SCAN_SUFFIXES,
     ScanReadError,
@@ -91,7 +91,7 @@ def _map_chunks(function: Callable, chunks: list, workers: int) -> Iterator:
     if workers <= 1:
         yield from map(function, chunks)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with worker_pool(workers) as pool:
         yield from pool.map(function, chunks)
 
 
