@@ -9,7 +9,6 @@ import time
 import pytest
 
 
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
