@@ -94,14 +94,14 @@ def read_metadata(run_dir: Path) -> dict:
     return metadata
 
 
-def _verified(run_dir: Path, name: str, expected: str) -> tuple[Path, str]:
+def _verified(run_dir: Path, name: str, expected: str, listed_in: str = METADATA) -> tuple[Path, str]:
     path = run_dir / name
     if not path.is_file():
         raise CheckpointError(f"{path} not found; the run folder is incomplete")
     digest = sha256_file(path)
     if digest != expected:
         raise CheckpointError(
-            f"{path}: sha256 {digest[:12]}... does not match {run_dir / METADATA} "
+            f"{path}: sha256 {digest[:12]}... does not match {run_dir / listed_in} "
             f"({expected[:12]}...); the weights were changed or corrupted, refusing to load"
         )
     return path, digest
@@ -143,3 +143,44 @@ def load_method(run_dir: str | Path, device: str = "cpu") -> LoadedMethod:
     method.load_state_dict(load_file(str(path)))
     method.to(device).eval()
     return LoadedMethod(method, config, metadata["classes"], metadata, run_dir)
+
+
+# ---------------------------------------------------------------------------- resumable training state
+
+RESUME_DIR = "resume"
+RESUME_STATE = "state.json"
+
+
+def save_training_state(run_dir: Path, tensors: dict, info: dict) -> Path:
+    """Write a resumable training state into ``<run>/resume/``: tensors (weights, optimiser moments,
+    random states, method books) as safetensors, everything else as JSON, nothing pickled.
+
+    The tensors go to a new file named by step, then the JSON that names it and its sha256
+    replaces the old JSON atomically, then older tensor files are removed: a kill at any moment
+    leaves one complete, consistent state.
+    """
+    folder = Path(run_dir) / RESUME_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"state-{int(info['loop']['step']):09d}.safetensors"
+    with atomic_path(folder / name) as tmp:
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp))
+    write_json(folder / RESUME_STATE, {"format_version": FORMAT_VERSION, "tensors": name,
+                                        "tensors_sha256": sha256_file(folder / name), **info})
+    for old in folder.glob("state-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return folder / RESUME_STATE
+
+
+def load_training_state(run_dir: str | Path) -> tuple[dict, dict]:
+    """(tensors, info) of the run's resumable state; CheckpointError when there is none or it is damaged."""
+    folder = Path(run_dir) / RESUME_DIR
+    state = folder / RESUME_STATE
+    if not state.is_file():
+        raise CheckpointError(
+            f"{run_dir} has no resumable training state ({state} is missing): the run ended, or was stopped "
+            "before its first save (train.checkpoint_minutes); start it again"
+        )
+    info = json.loads(state.read_text())
+    path, _ = _verified(folder, info["tensors"], info["tensors_sha256"], RESUME_STATE)
+    return load_file(str(path)), info

@@ -27,6 +27,24 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     own.add_argument("--seed", type=int, help="seed of the label draw and of training")
 
 
+def _add_resume_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume", nargs="?", const="LATEST", metavar="RUN",
+                        help="carry on a stopped or killed run from its last resumable state "
+                             "(default: the latest run)")
+
+
+def _report(run_dir) -> int:
+    from pipeline import distributed
+
+    if not distributed.launched_as_main():  # torchrun's other processes: rank 0 reports
+        return 0
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    print(f"run folder: {run_dir}")
+    print(f"test accuracy: {summary['test_accuracy']:.4f} ({summary['method']}, {summary['steps']} steps, "
+          f"{summary['wall_seconds']:.0f} s training, {summary['n_labelled']} labels)")
+    return 0
+
+
 def own_data_overrides(args) -> list[str]:
     """``section.key=value`` overrides for the ``--scans ...`` options (before the user's own)."""
     from pathlib import Path
@@ -98,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out")
 
-    p = sub.add_parser("train", help="train a model (runs fetch/ingest/split first when their files are missing); "
-                       "under 'torchrun --nproc_per_node N -m pipeline train ...' on N processes with DDP")
+    p = sub.add_parser("train", help="train a model (runs fetch/ingest/split/plan first when their files are "
+                       "missing); under 'torchrun --nproc_per_node N -m pipeline train ...' on N processes with DDP")
     _add_config_arguments(p)
+    _add_resume_argument(p)
 
     p = sub.add_parser("plan", help="fingerprint the data and plan every setting the config leaves unset "
                        "(runs ingest and split first when their files are missing)")
@@ -140,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="all stages: fetch, ingest, split, plan, train, calibrate (what 'make train' runs)")
     _add_config_arguments(p)
+    _add_resume_argument(p)
     return parser
 
 
@@ -192,6 +212,14 @@ def _dispatch(args) -> int:
         for key, entry in plan["settings"].items():
             print(f"{key} = {json.dumps(entry['value'])}  [{entry['set_by']}] {entry.get('reason', '')}")
         print(out)
+    elif args.command in ("train", "run") and args.resume:
+        if args.config or args.overrides or args.scans:
+            raise ValueError("--resume carries on with the run's own config; give no --config, --scans or overrides")
+        run = workflow.latest_run() if args.resume == "LATEST" else args.resume
+        config = workflow.resumable_config(run)
+        stage = workflow.run_all if args.command == "run" else workflow.train_stage
+        run_dir = stage(config, progress=not args.quiet, run_dir=run, resume=True)
+        return _report(run_dir)
     elif args.command in ("train", "run"):
         overrides = own_data_overrides(args) + args.overrides
         if not distributed.under_torchrun():
@@ -200,12 +228,7 @@ def _dispatch(args) -> int:
             config, plan = load_config(args.config, overrides), None
         stage = workflow.run_all if args.command == "run" else workflow.train_stage
         run_dir = stage(config, progress=not args.quiet, plan=plan)
-        if not distributed.launched_as_main():  # torchrun's other processes: rank 0 reports
-            return 0
-        summary = json.loads((run_dir / "train_summary.json").read_text())
-        print(f"run folder: {run_dir}")
-        print(f"test accuracy: {summary['test_accuracy']:.4f} ({summary['method']}, "
-              f"{summary['train_seconds']:.0f} s training, {summary['n_labelled']} labels)")
+        return _report(run_dir)
     elif args.command == "calibrate":
         from pipeline.calibrate import calibrate
 

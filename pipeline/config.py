@@ -115,6 +115,7 @@ class TrainConfig:
     # evaluation stay float32); faster on CPUs with AVX512-BF16 or AMX and on recent GPUs.
     precision: str = "float32"
     workers: int = 2  # processes for preprocessing
+    checkpoint_minutes: float = 5.0  # a resumable state in the run folder this often (0 = never)
 
 
 @dataclass

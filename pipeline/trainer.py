@@ -7,12 +7,13 @@ the same loop runs in every process (``pipeline.distributed``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
 import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,16 @@ from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.augment import BatchAugmenter
-from pipeline.checkpoint import build_method, save_checkpoint
+from pipeline.checkpoint import (
+    RESUME_DIR,
+    CheckpointError,
+    build_method,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+)
 from pipeline.config import CalibrateConfig, Config
-from pipeline.data import TrainingData
+from pipeline.data import SUBSETS, TrainingData
 from pipeline.io import write_csv, write_json
 from pipeline.methods.base import StepBatch
 
@@ -100,6 +108,22 @@ def positive_auroc(logits: np.ndarray, labels: np.ndarray, positive: int) -> flo
     if is_positive.all() or not is_positive.any():
         return float("nan")
     return float(roc_auc_score(is_positive, logits[:, positive] - np.delete(logits, positive, 1).max(1)))
+
+
+@dataclass
+class LoopState:
+    """Where the training loop is: what a resumable state saves besides weights and random streams."""
+
+    step: int = 0
+    round_index: int = -1
+    train_time: float = 0.0  # time in optimiser steps alone: samples per second are measured on it
+    eval_time: float = 0.0
+    slowest_eval: float = 0.0
+    eval_every: int = 250
+    samples: int = 0
+    elapsed: float = 0.0  # wall seconds of the stage when saved
+    sums: dict[str, float] = field(default_factory=dict)  # loss terms since the last evaluation
+    count: int = 0
 
 
 class Trainer:
@@ -204,80 +228,137 @@ class Trainer:
         self.history.append(row)
         return row
 
-    def fit(self) -> dict:
+    def fit(self, resume: bool = False) -> dict:
         """Train until ``train.steps`` or, with ``train.minutes``, until the wall-clock budget is spent.
 
         The budget is the wall time of the whole training stage, round starts and evaluations
         included: training stops early enough to leave room for the final evaluation (estimated
         from the slowest one so far), and evaluations are spread out when they cost over a tenth
-        of the budget.
+        of the time. Every ``train.checkpoint_minutes`` the run folder gets a resumable state;
+        ``resume=True`` continues from it (same step count, same budget, same random streams).
         """
         train = self.config.train
         method = self.method
         # Round hooks see rank 0's predictions, so every process makes the same pseudo-labels.
         context = RoundContext(self.data, self.config.calibrate, distributed.from_main(self.subset_logits))
         budget_s = train.minutes * 60.0
+        loop = self.restore() if resume else LoopState(eval_every=train.eval_every)
         total = None if budget_s > 0 else train.steps
-        bar = tqdm(total=total or int(budget_s), disable=not self.progress,
-                   desc=f"train {self.config.method_name}", unit="step" if total else "s wall")
-        start = time.perf_counter()
-        train_time = 0.0  # time in optimiser steps alone: samples per second are measured on it
-        eval_time, slowest_eval = 0.0, 0.0
-        eval_every = train.eval_every
-        round_index, step, sums, count = -1, 0, defaultdict(float), 0
-        samples = 0
+        bar = tqdm(total=total or int(budget_s), initial=loop.step if total else int(loop.elapsed),
+                   disable=not self.progress, desc=f"train {self.config.method_name}",
+                   unit="step" if total else "s wall")
+        start = time.perf_counter() - loop.elapsed
+        last_save = time.perf_counter()
+        save_every = train.checkpoint_minutes * 60.0
         while True:
             if budget_s > 0:
                 # The final evaluation and the summary's test predictions come after the loop.
                 elapsed = time.perf_counter() - start
-                progress = min(1.0, (elapsed + 2 * slowest_eval) / budget_s)
+                progress = min(1.0, (elapsed + 2 * loop.slowest_eval) / budget_s)
                 # clocks differ between processes; rank 0's decides rounds and the end
                 progress = distributed.broadcast(progress)
             else:
-                progress = step / max(train.steps, 1)
+                progress = loop.step / max(train.steps, 1)
             if progress >= 1.0:
                 break
             wanted_round = min(int(progress * method.rounds), method.rounds - 1)
-            if wanted_round != round_index:
-                round_index = wanted_round
+            if wanted_round != loop.round_index:
+                loop.round_index = wanted_round
                 self.method.eval()
-                if round_index > 0:
+                if loop.round_index > 0:
                     self._refresh()
-                info = method.start_round(round_index, context)
+                info = method.start_round(loop.round_index, context)
                 self.method.train()
-                self.round_log.append({"round": round_index, "step": step, **info})
-                log.info("round %d: %s", round_index, {k: round(v, 4) for k, v in info.items()})
+                self.round_log.append({"round": loop.round_index, "step": loop.step, **info})
+                log.info("round %d: %s", loop.round_index, {k: round(v, 4) for k, v in info.items()})
             tick = time.perf_counter()
             terms, used = self.step(progress)
-            train_time += time.perf_counter() - tick
-            samples += used
-            step += 1
+            loop.train_time += time.perf_counter() - tick
+            loop.samples += used
+            loop.step += 1
             for key, value in terms.items():
-                sums[key] += float(value.detach())
-            count += 1
+                loop.sums[key] = loop.sums.get(key, 0.0) + float(value.detach())
+            loop.count += 1
             bar.update(1 if total else int(time.perf_counter() - start) - bar.n)
-            if step % eval_every == 0:
+            if loop.step % loop.eval_every == 0:
                 tick = time.perf_counter()
-                row = self._evaluate(step, train_time, round_index, sums, count)
+                row = self._evaluate(loop.step, loop.train_time, loop.round_index, loop.sums, loop.count)
                 spent = distributed.broadcast(time.perf_counter() - tick)
-                eval_time += spent
-                slowest_eval = max(slowest_eval, spent)
-                if budget_s > 0 and eval_time > 0.1 * (time.perf_counter() - start):
-                    eval_every *= 2  # evaluation took over a tenth of the time so far: look less often
+                loop.eval_time += spent
+                loop.slowest_eval = max(loop.slowest_eval, spent)
+                if budget_s > 0 and loop.eval_time > 0.1 * (time.perf_counter() - start):
+                    loop.eval_every *= 2  # evaluation took over a tenth of the time so far: look less often
                 if row:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", cal_acc=f"{row['calibration_accuracy']:.3f}")
-                sums, count = defaultdict(float), 0
+                loop.sums, loop.count = {}, 0
+            if save_every > 0 and time.perf_counter() - last_save >= save_every:
+                loop.elapsed = time.perf_counter() - start
+                self.save_resumable(loop)
+                last_save = time.perf_counter()
         bar.close()
-        if count or step == 0:  # steps since the last row, or no row yet: the same on every process
-            self._evaluate(step, train_time, round_index, sums, count)
-        samples = distributed.total(samples)
+        if loop.count or loop.step == 0:  # steps since the last row, or no row yet: the same on every process
+            self._evaluate(loop.step, loop.train_time, loop.round_index, loop.sums, loop.count)
+        samples = distributed.total(loop.samples)
         summary = None
         if self.world.main:
-            summary = self._summary(step, train_time, start, samples)
+            summary = self._summary(loop.step, loop.train_time, start, samples)
+            if resume:
+                summary["resumed"] = True
             self._write(summary)
             summary["wall_seconds"] = round(time.perf_counter() - start, 1)
             write_json(self.run_dir / "train_summary.json", summary)
+            shutil.rmtree(self.run_dir / RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
         return distributed.broadcast(summary)
+
+    # ------------------------------------------------------------------------ resuming
+
+    def save_resumable(self, loop: LoopState) -> None:
+        """Everything :meth:`restore` needs to carry on (rank 0 writes it)."""
+        if not self.world.main:
+            return
+        optimiser = self.optimizer.state_dict()
+        tensors = {f"method.{k}": v for k, v in self.method.state_dict().items()}
+        for index, moments in optimiser["state"].items():
+            tensors.update({f"optimizer.{index}.{k}": torch.as_tensor(v) for k, v in moments.items()})
+        tensors.update({f"extra.{k}": v for k, v in self.method.resume_state().items()})
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.sampler"] = self.sampler.get_state()
+        tensors["rng.augment"] = self.augment.generator.get_state()
+        save_training_state(self.run_dir, tensors, {
+            "loop": dataclasses.asdict(loop),
+            "optimizer_param_groups": optimiser["param_groups"],
+            "history": self.history,
+            "round_log": self.round_log,
+            "config": self.config.to_dict(),
+            "subset_sizes": {name: len(getattr(self.data, name)) for name in SUBSETS},
+        })
+
+    def restore(self) -> LoopState:
+        """Load the run folder's resumable state into this trainer; return the loop's state."""
+        tensors, info = load_training_state(self.run_dir)
+        sizes = {name: len(getattr(self.data, name)) for name in SUBSETS}
+        if info["subset_sizes"] != sizes:
+            raise CheckpointError(f"{self.run_dir}: the data changed since the run was saved (subset sizes "
+                                  f"{info['subset_sizes']} then, {sizes} now); start the run again")
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        self.method.load_state_dict(part("method."))
+        self.method.load_resume_state(part("extra."))
+        moments: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in part("optimizer.").items():
+            index, name = key.split(".", 1)
+            moments.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": moments, "param_groups": info["optimizer_param_groups"]})
+        torch.set_rng_state(tensors["rng.torch"])
+        self.sampler.set_state(tensors["rng.sampler"])
+        self.augment.generator.set_state(tensors["rng.augment"])
+        self.history, self.round_log = info["history"], info["round_log"]
+        loop = LoopState(**info["loop"])
+        self.steps_taken = loop.step
+        log.info("resuming %s at step %d (%.0f s of wall time used)", self.run_dir, loop.step, loop.elapsed)
+        return loop
 
     def _summary(self, step: int, train_time: float, start: float, samples: int) -> dict:
         test_logits, test_labels = self.subset_logits("test")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -123,13 +124,13 @@ def new_run_dir(config: Config) -> Path:
 
 
 def train_stage(config: Config, run_dir: str | Path | None = None, progress: bool = True,
-                plan: dict | None = None) -> Path:
+                plan: dict | None = None, resume: bool = False) -> Path:
     """Train and write a run folder; ``runs/LATEST`` then names it.
 
     Under torchrun every process calls this: rank 0 prepares the data and writes the run
     folder, and every process returns its path (see ``pipeline.distributed``).
     """
-    from pipeline.io import write_text
+    from pipeline.io import write_json, write_text
     from pipeline.trainer import Trainer, resolve_device
 
     with distributed.session(resolve_device(config.train.device)) as world:
@@ -139,42 +140,37 @@ def train_stage(config: Config, run_dir: str | Path | None = None, progress: boo
             raise ValueError("self_training chooses its thresholds on the calibration set, which is empty; "
                              "set split.calibration_per_class or split.calibration_fraction")
         run_dir = distributed.broadcast(Path(run_dir) if run_dir else new_run_dir(config))
+        if world.main and plan is not None:
+            write_json(Path(run_dir) / "plan.json", plan)
         log.info("training %s on %d labelled + %d unlabelled scans -> %s", config.method_name,
                  len(data.labelled), len(data.unlabelled), run_dir)
-        summary = Trainer(config, data, run_dir, progress).fit()
+        summary = Trainer(config, data, run_dir, progress).fit(resume=resume)
         if world.main:
-            write_plan(run_dir, config, plan)
             write_text(Path(config.runs_dir) / "LATEST", str(run_dir) + "\n")
     log.info("test accuracy %.4f (%d test scans), %.0f s training", summary["test_accuracy"],
              summary["n_test"], summary["train_seconds"])
     return run_dir
 
 
-def write_plan(run_dir: Path, config: Config, plan: dict | None) -> None:
-    """``plan.json`` (fingerprint, each setting with who set it and why) and ``config.toml`` (the
-    resolved config, to rerun or edit) beside the run."""
-    import tomli_w
+def resumable_config(run_dir: str | Path) -> Config:
+    """The resolved config a stopped run was training with (from its resumable state)."""
+    from pipeline.checkpoint import RESUME_DIR, RESUME_STATE, CheckpointError
+    from pipeline.config import config_from_dict
 
-    from pipeline.io import write_json, write_text
-
-    if plan is not None:
-        write_json(Path(run_dir) / "plan.json", plan)
-    raw = config.to_dict()
-    write_text(Path(run_dir) / "config.toml", tomli_w.dumps(_without_none(raw)))
-
-
-def _without_none(raw):
-    if isinstance(raw, dict):
-        return {k: _without_none(v) for k, v in raw.items() if v is not None}
-    return raw
+    state = Path(run_dir) / RESUME_DIR / RESUME_STATE
+    if not state.is_file():
+        raise CheckpointError(f"{run_dir} has no resumable training state ({state} is missing): the run "
+                              "finished, or was stopped before its first save (train.checkpoint_minutes)")
+    return config_from_dict(json.loads(state.read_text())["config"])
 
 
-def run_all(config: Config, progress: bool = True, plan: dict | None = None) -> Path:
+def run_all(config: Config, progress: bool = True, plan: dict | None = None,
+            run_dir: str | Path | None = None, resume: bool = False) -> Path:
     from pipeline.calibrate import calibrate
     from pipeline.trainer import resolve_device
 
     with distributed.session(resolve_device(config.train.device)) as world:
-        run_dir = train_stage(config, progress=progress, plan=plan)
+        run_dir = train_stage(config, run_dir=run_dir, progress=progress, plan=plan, resume=resume)
         if world.main:
             calibrate(run_dir)
     return run_dir

@@ -78,6 +78,28 @@ class Method(nn.Module):
         """Positions within the unlabelled set to sample from; None means all of them."""
         return None
 
+    def resume_state(self) -> dict[str, torch.Tensor]:
+        """State outside the modules' weights that a resumed run needs: pseudo-label books
+        (``self.pseudo``, one or a list) and an estimated pool prior (``self.pool_prior``)."""
+        out: dict[str, torch.Tensor] = {}
+        for index, book in enumerate(self._pseudo_books()):
+            out.update({f"pseudo.{index}.{k}": v for k, v in book.state().items()})
+        if getattr(self, "pool_prior", None) is not None:
+            out["pool_prior"] = self.pool_prior
+        return out
+
+    def load_resume_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Put back what :meth:`resume_state` saved."""
+        for index, book in enumerate(self._pseudo_books()):
+            prefix = f"pseudo.{index}."
+            book.load({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        if "pool_prior" in tensors:
+            self.pool_prior = tensors["pool_prior"]
+
+    def _pseudo_books(self) -> list:
+        books = getattr(self, "pseudo", None)
+        return books if isinstance(books, list) else [books] if books is not None else []
+
     def artifacts(self, scan_ids: list[str], classes: list[str]) -> dict[str, pd.DataFrame]:
         """Tables to write into the run folder (name -> frame); ``scan_ids`` are the unlabelled scans'."""
         return {}

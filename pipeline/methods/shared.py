@@ -321,6 +321,18 @@ class PseudoLabels:
             "min_threshold": float(proposal.thresholds.min()),
         }
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """As tensors, for a resumable training state."""
+        return {"labels": self.labels, "round": torch.as_tensor(self.round, dtype=torch.long),
+                "confidence": torch.as_tensor(self.confidence, dtype=torch.float64),
+                "truth": torch.as_tensor(self.truth, dtype=torch.long)}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            self.labels = state["labels"].long()
+            self.round, self.confidence = state["round"].numpy(), state["confidence"].numpy()
+            self.truth = state["truth"].numpy()
+
     def pool(self) -> torch.Tensor:
         """Positions of the unlabelled scans that carry a pseudo-label."""
         return torch.nonzero(self.labels >= 0).flatten()
