@@ -31,10 +31,14 @@ from pipeline.reading import (
     scan_id,
     system_files,
 )
+from pipeline.similarity import connected_groups, near_duplicate_groups, perceptual_hash
 
 log = logging.getLogger("pipeline.ingest")
 
-MANIFEST_COLUMNS = "scan_id path label group split status error sha256 shape dtype spacing".split()
+MANIFEST_COLUMNS = ("scan_id path label group split status error sha256 shape dtype spacing "
+                    "perceptual_hash duplicate_group").split()
+# Columns added after the first release: a manifest without them still loads (as empty).
+LATER_COLUMNS = ("perceptual_hash", "duplicate_group")
 PROBLEM_COLUMNS = ["source", "item", "reason"]
 LABELS_REQUIRED_COLUMNS = ("file", "label")
 KNOWN_SPLITS = ("train", "val", "test")
@@ -64,8 +68,10 @@ class _LabelRow:
 
 
 def describe_scan(path: str | os.PathLike) -> dict[str, str]:
-    """Read one scan and return its manifest fields: status, error, sha256, shape, dtype, spacing."""
-    fields = {"status": "ok", "error": "", "sha256": "", "shape": "", "dtype": "", "spacing": ""}
+    """Read one scan and return its manifest fields: status, error, sha256, shape, dtype, spacing,
+    perceptual_hash."""
+    fields = {"status": "ok", "error": "", "sha256": "", "shape": "", "dtype": "", "spacing": "",
+              "perceptual_hash": ""}
     try:
         fields["sha256"] = sha256_file(path)
         scan = load_scan(path)
@@ -80,6 +86,7 @@ def describe_scan(path: str | os.PathLike) -> dict[str, str]:
     fields["shape"] = "x".join(str(size) for size in scan.shape)
     fields["dtype"] = scan.source_dtype
     fields["spacing"] = "x".join(f"{value:g}" for value in scan.spacing) if scan.spacing else ""
+    fields["perceptual_hash"] = perceptual_hash(scan.array, scan.is_volume)
     return fields
 
 
@@ -242,6 +249,7 @@ def ingest(
     for row, fields in zip(rows, describe_scans([row["path"] for row in rows], workers)):
         row.update(fields)
     _mark_duplicates(rows)
+    problems += _mark_near_duplicates(rows)
     problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]
 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
@@ -324,6 +332,31 @@ def _mark_duplicates(rows: list[dict[str, str]]) -> None:
             first_with[row["sha256"]] = row["scan_id"]
 
 
+def _mark_near_duplicates(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
+    """Give readable scans that look alike (re-saved or resized copies) one ``duplicate_group``,
+    which split keeps on one side; return a problem row for each such scan."""
+    ok = [row for row in rows if row["status"] == "ok"]
+    pairs = near_duplicate_groups([row["perceptual_hash"] for row in ok])
+    if not pairs:
+        return []
+    root = connected_groups(len(ok), pairs)
+    closest: dict[int, tuple[int, int]] = {}
+    for i, j, distance in pairs:
+        for a, b in ((i, j), (j, i)):
+            if a not in closest or distance < closest[a][1]:
+                closest[a] = (b, distance)
+    problems = []
+    for index, row in enumerate(ok):
+        if index in closest:
+            other, distance = closest[index]
+            row["duplicate_group"] = ok[root[index]]["scan_id"]
+            problems.append(("near-duplicate", row["scan_id"],
+                             f"looks like {ok[other]['scan_id']} (perceptual hashes {distance} of 256 bits apart: "
+                             "a re-saved or resized copy?); split keeps them on one side"))
+    log.info("%d scans in %d near-duplicate groups", len(closest), len({root[i] for i in closest}))
+    return problems
+
+
 def _log_summary(root, manifest, problems, classes, manifest_path, problems_path) -> None:
     counts = manifest["status"].value_counts()
     log.info(
@@ -358,6 +391,9 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist; run ingest first")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in LATER_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
     missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(

@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipeline.ingest import load_manifest
 from pipeline.io import sha256_file, write_csv, write_json
+from pipeline.similarity import connected_groups
 
 log = logging.getLogger("pipeline.split")
 
@@ -95,10 +96,11 @@ def make_split(
     rows = rows[rows["status"] == "ok"].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"{manifest} has no scans with status ok; nothing to split")
-    # A scan without a group is a group of its own.
-    rows["unit"] = np.where(
-        rows["group"] != "", "group:" + rows["group"], "scan:" + rows["scan_id"]
-    )
+    # Units are drawn whole: a patient's scans (group) together with near duplicates of any of them.
+    rows["unit"], merged = _units(rows)
+    if merged:
+        log.info("split: %d near-duplicate groups kept on one side each (with their patients' other scans)",
+                 merged)
     rng = np.random.default_rng(seed)
 
     test = _test_units(rows, test_fraction, rng)
@@ -162,12 +164,36 @@ def make_split(
 # ---------------------------------------------------------------------------- drawing
 
 
+def _units(rows: pd.DataFrame) -> tuple[list[str], int]:
+    """A unit per row: rows sharing a patient group or a near-duplicate group, transitively, share
+    one. Returns (units, number of near-duplicate groups that joined rows)."""
+    links = []
+    for column in ("group", "duplicate_group"):
+        for _, members in rows[rows[column] != ""].groupby(column).groups.items():
+            members = list(members)
+            links += [(members[0], other, 0) for other in members[1:]]
+    root = connected_groups(len(rows), links)
+    ids = rows["scan_id"].tolist()
+    units = [f"unit:{ids[r]}" for r in root]
+    merged = int(rows.loc[rows["duplicate_group"] != "", "duplicate_group"].value_counts().gt(1).sum())
+    return units, merged
+
+
 def _test_units(rows: pd.DataFrame, test_fraction: float, rng: np.random.Generator) -> set[str]:
-    """The units of the manifest's own test rows, or a stratified draw of ``test_fraction``."""
+    """The units of the manifest's own test rows, or a stratified draw of ``test_fraction``.
+
+    A near duplicate of a test scan joins the test set (a copy in training would leak); a patient
+    group with test and non-test rows in the labels file is refused.
+    """
     is_test = rows["split"] == "test"
     if is_test.any():
         test = set(rows.loc[is_test, "unit"])
-        mixed = sorted(set(rows.loc[~is_test & rows["unit"].isin(test), "group"]))
+        spans = rows[rows["group"] != ""].groupby("group")["split"].agg(lambda s: (s == "test").nunique() > 1)
+        mixed = sorted(spans[spans].index)
+        joined = rows[~is_test & rows["unit"].isin(test)]
+        if len(joined) and not mixed:
+            log.warning("%d scans join the test set as near duplicates of test scans (first: %s)",
+                        len(joined), ", ".join(joined["scan_id"].head(5)))
         if mixed:
             raise ValueError(
                 f"groups {', '.join(mixed[:10])}{' ...' if len(mixed) > 10 else ''} have scans with "

@@ -1,0 +1,88 @@
+"""Leakage check: re-saved and resized copies of a scan are found and kept on one side of the split."""
+
+import io
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from pipeline.ingest import ingest
+from pipeline.similarity import near_duplicate_groups, perceptual_hash
+from pipeline.split import make_split
+
+
+def radiograph(seed: int, size: int = 96) -> np.ndarray:
+    """A smooth grey picture with a few blobs, different for every seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    picture = 60 + 40 * np.sin(6 * x + rng.random() * 6) * np.cos(4 * y + rng.random() * 6)
+    for _ in range(6):
+        cy, cx, r = rng.random(3) * [1, 1, 0.2] + [0, 0, 0.05]
+        picture += 120 * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / r**2)
+    return np.clip(picture + rng.normal(0, 4, picture.shape), 0, 255).astype(np.uint8)
+
+
+def planted_folder(root):
+    """20 distinct scans per class; scan 0 of each class re-saved as JPEG, scan 1 resized and
+    stored as RGB, scan 2 both darkened and shrunk."""
+    for label, offset in (("normal", 0), ("abnormal", 100)):
+        for i in range(20):
+            path = root / label / f"{label}{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(radiograph(offset + i)).save(path)
+        first = Image.fromarray(radiograph(offset))
+        first.save(root / label / f"{label}0_copy.jpg", quality=60)
+        Image.fromarray(radiograph(offset + 1)).resize((150, 150)).convert("RGB").save(root / label / f"{label}1_big.png")
+        darker = (radiograph(offset + 2) * 0.7).astype(np.uint8)
+        Image.fromarray(darker).resize((64, 64)).save(root / label / f"{label}2_small.png")
+    return root
+
+
+def test_hash_is_close_for_copies_and_far_for_other_scans():
+    original = radiograph(1)
+    buffer = io.BytesIO()
+    Image.fromarray(original).save(buffer, "JPEG", quality=50)
+    copy = np.asarray(Image.open(buffer))
+    resized = np.asarray(Image.fromarray(original).resize((57, 57)))
+    hashes = [perceptual_hash(a) for a in (original, copy, resized, radiograph(2), radiograph(3))]
+    pairs = {(i, j) for i, j, _ in near_duplicate_groups(hashes)}
+    assert pairs == {(0, 1), (0, 2), (1, 2)}
+    assert perceptual_hash(np.zeros((8, 8))) == ""  # a constant image has no hash, matches nothing
+
+
+def test_ingest_reports_near_duplicates_and_split_keeps_each_group_on_one_side(tmp_path):
+    scans = planted_folder(tmp_path / "scans")
+    result = ingest(scans, class_subfolders=True, out=tmp_path / "m.csv")
+    manifest = result.manifest.set_index("scan_id")
+    groups = manifest.loc[manifest["duplicate_group"] != "", "duplicate_group"]
+    expected = {"normal/normal0.png": "normal/normal0.png", "normal/normal0_copy.jpg": "normal/normal0.png",
+                "normal/normal1.png": "normal/normal1.png", "normal/normal1_big.png": "normal/normal1.png",
+                "normal/normal2.png": "normal/normal2.png", "normal/normal2_small.png": "normal/normal2.png"}
+    assert {k: v for k, v in groups.items() if k.startswith("normal/")} == expected
+    assert groups.nunique() == 6 and len(groups) == 12  # three pairs per class, nothing else
+    near = result.problems[result.problems["source"] == "near-duplicate"]
+    assert set(near["item"]) == set(groups.index)
+    assert "normal/normal0.png" in near.set_index("item").loc["normal/normal0_copy.jpg", "reason"]
+
+    for seed in range(6):
+        split = pd.read_csv(make_split(tmp_path / "m.csv", out=tmp_path / f"s{seed}.csv", labels_per_class=4,
+                                       calibration_per_class=4, test_fraction=0.3, selection="random", seed=seed))
+        subset = split.set_index("scan_id")["subset"]
+        for _, members in groups.groupby(groups):
+            assert subset[members.index].nunique() == 1, f"seed {seed}: {list(members.index)} split apart"
+
+
+def test_a_near_duplicate_of_a_test_scan_joins_the_test_set(tmp_path, write, caplog):
+    scans = planted_folder(tmp_path / "scans")
+    rows = [{"file": f"scans/{p.relative_to(scans).as_posix()}", "label": p.parent.name,
+             "split": "test" if p.name in ("normal0.png", "abnormal0.png", "normal5.png") else "train"}
+            for p in sorted(scans.rglob("*.*"))]
+    labels = write.csv(tmp_path / "labels.csv", rows)
+    ingest(scans, labels=labels, out=tmp_path / "m.csv")
+    caplog.set_level("WARNING")
+    split = pd.read_csv(make_split(tmp_path / "m.csv", out=tmp_path / "s.csv", labels_per_class=3,
+                                   calibration_per_class=3, selection="random"))
+    subset = split.set_index("scan_id")["subset"]
+    assert subset["normal/normal0_copy.jpg"] == "test" and subset["abnormal/abnormal0_copy.jpg"] == "test"
+    assert (subset == "test").sum() == 5
+    assert "2 scans join the test set as near duplicates" in caplog.text
