@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from pipeline.reading import (
     scan_id,
     system_files,
 )
-from pipeline.similarity import connected_groups, near_duplicate_groups, perceptual_hash
+from pipeline.similarity import MAX_GROUP, connected_groups, near_duplicate_groups, perceptual_hash
 
 log = logging.getLogger("pipeline.ingest")
 
@@ -340,6 +341,12 @@ def _mark_near_duplicates(rows: list[dict[str, str]]) -> list[tuple[str, str, st
     if not pairs:
         return []
     root = connected_groups(len(ok), pairs)
+    sizes = Counter(root)
+    large = {r for r, n in sizes.items() if n > MAX_GROUP}
+    if large:
+        log.warning("%d scans look alike in chains of over %d (e.g. %s); not treated as copies of one another",
+                    sum(sizes[r] for r in large), MAX_GROUP, ok[min(large)]["scan_id"])
+        pairs = [(i, j, d) for i, j, d in pairs if root[i] not in large]
     closest: dict[int, tuple[int, int]] = {}
     for i, j, distance in pairs:
         for a, b in ((i, j), (j, i)):

@@ -1,12 +1,16 @@
 """Near-duplicate scans: a perceptual hash robust to re-encoding and resizing, and groups of
 scans whose hashes are close.
 
-The hash is a 16x16 difference hash (Krawetz's dHash): the scan, as grey (a volume by its mean
-projection along the last axis), is scaled to 0-255, shrunk to 17x16 pixels, and each bit says
-whether a pixel is brighter than its left neighbour. Re-saving as JPEG or resizing changes few
-bits; measured on the development panel, copies re-saved at JPEG quality 60 or resized by 0.6 or
-1.7 differ by at most 7 of 256 bits on chest radiographs (up to 18 on 28-pixel thumbnails),
-while 95% of distinct radiographs are more than 23 bits from their nearest neighbour.
+The hash is a 16x16 difference hash (Krawetz's dHash) of 2D pictures: the scan, as grey, is
+scaled to 0-255, shrunk to 17x16 pixels, and each bit says whether a pixel is brighter than its
+left neighbour. Re-saving as JPEG or resizing changes few bits; measured on the development
+panel, copies re-saved at JPEG quality 60 or resized by 0.6 or 1.7 differ by at most 7 of 256
+bits on chest radiographs (up to 18 on 28-pixel thumbnails), while 95% of distinct radiographs
+are more than 23 bits from their nearest neighbour.
+
+Volumes get no hash (exact duplicates are still found by sha256): on the panel's binary shape
+masks every mask was within 4% of another under projection and 3D difference hashes alike,
+so no threshold told a resampled copy from a different patient's organ.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ from PIL import Image
 
 HASH_SIDE = 16
 MAX_DISTANCE = 10  # bits of 256: the largest Hamming distance still called a near duplicate
+# A real group of copies is small; a larger connected group means look-alike scans chained
+# together (plain backgrounds, thumbnails), which are not merged.
+MAX_GROUP = 20
 
 
 def perceptual_hash(array: np.ndarray, is_volume: bool = False) -> str:
-    """The 256-bit difference hash of a scan as 64 hex digits ("" for a constant image)."""
-    values = np.asarray(array, dtype=np.float32)
+    """The 256-bit difference hash of a 2D scan as 64 hex digits ("" for a constant image or a volume)."""
     if is_volume:
-        values = values.reshape(values.shape[:3]).mean(axis=2)
-    elif values.ndim == 3 and values.shape[-1] in (3, 4):
+        return ""
+    values = np.asarray(array, dtype=np.float32)
+    if values.ndim == 3 and values.shape[-1] in (3, 4):
         values = values[..., :3].mean(axis=-1)
     values = values.reshape(values.shape[:2]) if values.ndim > 2 else values
     low, high = float(values.min()), float(values.max())

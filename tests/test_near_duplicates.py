@@ -86,3 +86,15 @@ def test_a_near_duplicate_of_a_test_scan_joins_the_test_set(tmp_path, write, cap
     assert subset["normal/normal0_copy.jpg"] == "test" and subset["abnormal/abnormal0_copy.jpg"] == "test"
     assert (subset == "test").sum() == 5
     assert "2 scans join the test set as near duplicates" in caplog.text
+
+
+def test_large_chains_of_look_alike_scans_are_not_merged_and_volumes_get_no_hash(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    ramp = np.tile(np.linspace(0, 200, 64), (64, 1))
+    for i in range(25):  # one smooth ramp, 25 times with faint noise: alike, but not copies of one scan
+        Image.fromarray((ramp + rng.normal(0, 1, ramp.shape)).clip(0, 255).astype(np.uint8)).save(tmp_path / f"r{i}.png")
+    caplog.set_level("WARNING")
+    result = ingest(tmp_path, out=tmp_path / "m.csv")
+    assert (result.manifest["duplicate_group"] == "").all()
+    assert "25 scans look alike in chains of over 20" in caplog.text
+    assert perceptual_hash(rng.random((8, 8, 8)), is_volume=True) == ""
