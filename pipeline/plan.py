@@ -250,12 +250,13 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     uniform = fp["all_same_size"]
     # Timed with the default method whatever the user chose, so that runs of different methods on
     # the same data (a supervised baseline, say) train on the same inputs and network.
-    chosen, probes = _choose_size(candidates, dims, kind, fp, minutes, probe)
+    chosen, batch_scale, probes = _choose_size(candidates, dims, kind, fp, minutes, probe)
     plan.probe = probes
     size = [chosen] * dims
     arch = _architecture(chosen, dims)
     exact = uniform and [int(v) for v in median] == size
-    plan.set("preprocess.spatial_size", size, _size_reason(size, median, chosen, candidates, probes, minutes))
+    plan.set("preprocess.spatial_size", size, _size_reason(size, median, chosen, batch_scale, candidates,
+                                                                     probes, minutes))
     plan.set("preprocess.resize", "pad_crop" if exact else "resize",
              "every scan already has this size" if exact else
              f"scans of {'one size' if uniform else 'different sizes'} ({_fmt(fp['size']['min'])} to "
@@ -263,11 +264,13 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     plan.set("network.channels", arch["channels"], arch["reason"])
     plan.set("network.stem_stride", arch["stem_stride"], arch["stem_reason"])
     plan.set("network.dropout", 0.1, "dropout in every method: a few hundred labels overfit without it")
-    labelled, unlabelled = _batch_sizes(chosen, dims, fp)
-    plan.set("train.batch_size", labelled, f"labelled batch for {_fmt(size)} inputs"
-             + (" (fewer labelled scans than that)" if labelled < _batch_sizes(chosen, dims, None)[0] else ""))
+    labelled, unlabelled = _scaled(_batch_sizes(chosen, dims, fp), batch_scale)
+    smaller = f", scaled by {batch_scale:g} so that more steps fit the budget" if batch_scale < 1 else ""
+    plan.set("train.batch_size", labelled, f"labelled batch for {_fmt(size)} inputs{smaller}"
+             + (" (fewer labelled scans than that)"
+                if labelled < _scaled(_batch_sizes(chosen, dims, None), batch_scale)[0] else ""))
     plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans are "
-             "the larger pool" if unlabelled else "no unlabelled scans")
+             f"the larger pool{smaller}" if unlabelled else "no unlabelled scans")
 
     # ---- augmentation
     if kind == "binary_mask":
@@ -286,7 +289,8 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     else:
         plan.set("method.name", "supervised", f"only {n_unlabelled} unlabelled scans (under "
                  f"{MIN_UNLABELLED_FOR_SSL}): semi-supervised terms would have too little to learn from")
-    step_s = next((p["seconds_per_step"] for p in probes if p["size"] == chosen), None)
+    step_s = next((p["seconds_per_step"] for p in probes
+                   if p["size"] == chosen and p["batch_scale"] == batch_scale), None)
     if step_s:
         expected = int(minutes * 60 * 0.9 / step_s)
         every = max(25, expected // 8)
@@ -321,45 +325,68 @@ def _batch_sizes(size: int, dims: int, fp: dict[str, Any] | None) -> tuple[int, 
     return labelled, 2 * labelled
 
 
-def _size_reason(size, median, chosen, candidates, probes, minutes) -> str:
+def _size_reason(size, median, chosen, scale, candidates, probes, minutes) -> str:
     text = f"spatial_size {_fmt(size)}: median scan {_fmt(median)}"
-    timed = {p["size"]: p for p in probes}
-    if chosen in timed:
-        steps = timed[chosen]["steps_in_budget"]
-        text += f"; {steps:,} steps fit {minutes:g} minutes at this size (probe: " \
-                f"{timed[chosen]['seconds_per_step']:.3f} s a step)"
-        larger = [s for s in candidates if s > chosen and s in timed]
+    row = next((p for p in probes if p["size"] == chosen and p["batch_scale"] == scale), None)
+    if row:
+        text += f"; {row['steps_in_budget']:,} steps fit {minutes:g} minutes at this size with batches " \
+                f"{row['batches'][0]} + {row['batches'][1]} (probe: {row['seconds_per_step']:.3f} s a step)"
+        larger = [p for p in probes if p["size"] > chosen and p["batch_scale"] == scale]
         if larger:
-            text += f", {timed[larger[0]]['steps_in_budget']:,} at {larger[0]}"
+            text += f", {larger[-1]['steps_in_budget']:,} at {larger[-1]['size']}"
     elif chosen < max(candidates, default=chosen):
         text += "; downsampled"
     return text
 
 
-def _choose_size(candidates, dims, kind, fp, minutes, probe) -> tuple[int, list[dict[str, Any]]]:
-    """The largest candidate size (at most 128 in 2D, 64 in 3D) at which ``TARGET_STEPS`` fit the
-    budget, by timing a few training steps; without a probe, the size rules alone."""
+BATCH_SCALES = (1.0, 0.5, 0.25)  # tried in turn at each size when too few steps fit
+MIN_BATCH = 8
+
+
+def _scaled(batches: tuple[int, int], scale: float) -> tuple[int, int]:
+    labelled, unlabelled = batches
+    return max(MIN_BATCH, int(labelled * scale)), (max(MIN_BATCH, int(unlabelled * scale)) if unlabelled else 0)
+
+
+def _choose_size(candidates, dims, kind, fp, minutes, probe) -> tuple[int, float, list[dict[str, Any]]]:
+    """The largest candidate size (at most 128 in 2D, 64 in 3D), with the largest batches, at which
+    ``TARGET_STEPS`` fit the budget; returns (size, batch scale, probe rows).
+
+    Each size's step is timed once at full batches; smaller batches are predicted from it (the
+    time of a step grows with the images in it). Without a probe, the size rules alone.
+    """
     cap = 128 if dims == 2 else 64
     ordered = sorted((s for s in candidates if s <= cap), reverse=True) or [min(candidates or [28])]
     if not probe:
-        return ordered[0], []
+        return ordered[0], 1.0, []
     results = []
     for size in ordered:
-        seconds = time_step(size, dims, fp, DEFAULT_METHOD)
-        steps = int(minutes * 60 * 0.9 / seconds)
-        results.append({"size": size, "seconds_per_step": round(seconds, 4), "steps_in_budget": steps})
-        log.info("plan probe: %s at %d: %.3f s a step, %d steps in %g minutes",
-                 DEFAULT_METHOD, size, seconds, steps, minutes)
-        if steps >= TARGET_STEPS:
-            return size, results
-    # Nothing reaches the target: the largest size that still gets the minimum, else the smallest.
+        full = _batch_sizes(size, dims, fp)
+        seconds = time_step(size, dims, fp, DEFAULT_METHOD, full)
+        for scale in BATCH_SCALES:
+            batches = _scaled(full, scale)
+            share = sum(batches) / max(sum(full), 1)
+            estimate = seconds * (share if scale < 1 else 1.0)
+            steps = int(minutes * 60 * 0.9 / estimate)
+            results.append({"size": size, "batch_scale": scale, "batches": list(batches),
+                            "seconds_per_step": round(estimate, 4), "steps_in_budget": steps,
+                            "timed": scale == 1.0})
+            log.info("plan probe: %s at %d, batches %s: %.3f s a step, %d steps in %g minutes",
+                     DEFAULT_METHOD, size, batches, estimate, steps, minutes)
+            if steps >= TARGET_STEPS:
+                return size, scale, results
+            if batches == _scaled(full, BATCH_SCALES[-1]):
+                break
+    # Nothing reaches the target: the largest size that still gets the minimum, else the cheapest.
     for r in results:
         if r["steps_in_budget"] >= MIN_STEPS:
-            return r["size"], results
-    return results[-1]["size"], results
+            return r["size"], r["batch_scale"], results
+    cheapest = min(results, key=lambda r: r["seconds_per_step"])
+    return cheapest["size"], cheapest["batch_scale"], results
 
 
-def time_step(size: int, dims: int, fp: dict[str, Any], method: str, repeats: int = 4) -> float:
+def time_step(size: int, dims: int, fp: dict[str, Any], method: str, batches: tuple[int, int] | None = None,
+              repeats: int = 3) -> float:
     """Seconds of one training step of ``method`` at ``size`` on random inputs of the planned shape."""
     from pipeline.augment import BatchAugmenter
     from pipeline.config import AugmentConfig, NetworkConfig
@@ -367,7 +394,7 @@ def time_step(size: int, dims: int, fp: dict[str, Any], method: str, repeats: in
     from pipeline.networks import network_factory
 
     arch = _architecture(size, dims)
-    labelled, unlabelled = _batch_sizes(size, dims, fp)
+    labelled, unlabelled = batches or _batch_sizes(size, dims, fp)
     channels = 3 if dims == 2 and fp["colour_fraction"] >= 0.5 else 1
     shape = [size] * dims
     build = network_factory(NetworkConfig(channels=arch["channels"], stem_stride=arch["stem_stride"],

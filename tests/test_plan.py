@@ -112,11 +112,14 @@ def test_ct_like_intensities_are_recognised():
 def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path):
     fp = {"spatial_dims": 2, "colour_fraction": 0.0, "classes": ["a", "b"],
           "counts": {"labelled": {"a": 4, "b": 4}, "unlabelled": {"(unlabelled)": 500}}}
-    size, probes = planning._choose_size([28], 2, "8bit_picture", fp, minutes=60, probe=True)
-    assert size == 28 and probes[0]["seconds_per_step"] > 0 and probes[0]["steps_in_budget"] > 0
-    # With no time at all the smallest candidate is chosen, every candidate having been timed.
-    size, probes = planning._choose_size([32, 28], 2, "8bit_picture", fp, minutes=1e-4, probe=True)
-    assert size == 28 and [p["size"] for p in probes] == [32, 28]
+    size, scale, probes = planning._choose_size([28], 2, "8bit_picture", fp, minutes=60, probe=True)
+    assert (size, scale) == (28, 1.0) and probes[0]["seconds_per_step"] > 0 and probes[0]["steps_in_budget"] > 0
+    # With no time at all: the smallest size with the smallest batches, every size having been timed.
+    size, scale, probes = planning._choose_size([32, 28], 2, "8bit_picture", fp, minutes=1e-4, probe=True)
+    assert size == 28 and [p["size"] for p in probes if p["timed"]] == [32, 28]
+    chosen = next(p for p in probes if p["size"] == 28 and p["batch_scale"] == scale)
+    assert chosen["batches"] == [8, 8]  # never below 8 scans a batch
+    assert [p["batches"] for p in probes if p["size"] == 28] == [[8, 16], [8, 8]]
 
 
 def class_folder(root, n_per_class=12, size=20):

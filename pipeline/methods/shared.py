@@ -143,20 +143,29 @@ class PoolPriorRounds:
     """
 
     pool_prior: torch.Tensor | None = None
+    # EM under label shift needs roughly calibrated posteriors: below this calibration accuracy
+    # over chance (a model still near its start) the estimate runs to one class, so none is made.
+    MIN_MARGIN_OVER_CHANCE = 0.15
+    PRIOR_FLOOR = 0.02  # no class is estimated absent from the pool
 
     def start_round(self, round_index, context):
         data = context.data
         labelled = data.labels[data.labelled].numpy()
         source = np.bincount(labelled, minlength=self.num_classes) / max(len(labelled), 1)
+        unknown = {f"pool_prior_{k}": float("nan") for k in range(self.num_classes)}
         if round_index == 0:
             self.pool_prior = None
-            return {f"pool_prior_{k}": float("nan") for k in range(self.num_classes)}
-        pool_logits, _ = context.predict_subset("unlabelled")
+            return unknown
         cal_logits, cal_labels = context.predict_subset("calibration")
-        temperature = fit_temperature(cal_logits, cal_labels) if len(cal_labels) else 1.0
-        prior = estimate_prior_em(softmax(pool_logits, temperature), source)
+        accuracy = float((cal_logits.argmax(1) == cal_labels).mean()) if len(cal_labels) else 0.0
+        if accuracy < 1.0 / self.num_classes + self.MIN_MARGIN_OVER_CHANCE:
+            return {**unknown, "prior_calibration_accuracy": accuracy}  # keep the last estimate, if any
+        pool_logits, _ = context.predict_subset("unlabelled")
+        prior = estimate_prior_em(softmax(pool_logits, fit_temperature(cal_logits, cal_labels)), source)
+        prior = np.clip(prior, self.PRIOR_FLOOR, None)
+        prior /= prior.sum()
         self.pool_prior = torch.as_tensor(prior, dtype=torch.float32)
-        return {f"pool_prior_{k}": float(p) for k, p in enumerate(prior)}
+        return {**{f"pool_prior_{k}": float(p) for k, p in enumerate(prior)}, "prior_calibration_accuracy": accuracy}
 
 
 class HalfView(nn.Module):
