@@ -7,6 +7,7 @@ problems file and logged together, so a user can fix everything in one pass.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -23,13 +25,13 @@ from pipeline.processes import worker_pool
 from pipeline.reading import (
     SCAN_SUFFIXES,
     ScanReadError,
-    find_scans,
     has_old_style_id,
     is_scan_file,
     is_system_file,
     list_files,
     load_scan,
     scan_id,
+    series_location,
     system_files,
 )
 from pipeline.similarity import MAX_GROUP, connected_groups, near_duplicate_groups, perceptual_hash
@@ -37,9 +39,9 @@ from pipeline.similarity import MAX_GROUP, connected_groups, near_duplicate_grou
 log = logging.getLogger("pipeline.ingest")
 
 MANIFEST_COLUMNS = ("scan_id path label group split status error sha256 shape dtype spacing "
-                    "perceptual_hash duplicate_group").split()
+                    "perceptual_hash duplicate_group modality body_part study_uid series_uid").split()
 # Columns added after the first release: a manifest without them still loads (as empty).
-LATER_COLUMNS = ("perceptual_hash", "duplicate_group")
+LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid")
 PROBLEM_COLUMNS = ["source", "item", "reason"]
 LABELS_REQUIRED_COLUMNS = ("file", "label")
 KNOWN_SPLITS = ("train", "val", "test")
@@ -72,9 +74,10 @@ def describe_scan(path: str | os.PathLike) -> dict[str, str]:
     """Read one scan and return its manifest fields: status, error, sha256, shape, dtype, spacing,
     perceptual_hash."""
     fields = {"status": "ok", "error": "", "sha256": "", "shape": "", "dtype": "", "spacing": "",
-              "perceptual_hash": ""}
+              "perceptual_hash": "", "modality": "", "body_part": "", "study_uid": "", "series_uid": "",
+              "patient_group": ""}
     try:
-        fields["sha256"] = sha256_file(path)
+        fields["sha256"] = sha256_scan(path)
         scan = load_scan(path)
     except ScanReadError as error:
         return {**fields, "status": "error", "error": error.reason}
@@ -84,11 +87,29 @@ def describe_scan(path: str | os.PathLike) -> dict[str, str]:
             "status": "error",
             "error": f"cannot read file: {error.strerror or error}",
         }
+    values = np.asarray(scan.array)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        return {**fields, "status": "error", "error": "contains NaN or infinite values"}
+    if values.min() == values.max():  # nothing to screen; training would refuse it later
+        return {**fields, "status": "error", "error": f"constant image (every value is {values.min():g})"}
     fields["shape"] = "x".join(str(size) for size in scan.shape)
     fields["dtype"] = scan.source_dtype
     fields["spacing"] = "x".join(f"{value:g}" for value in scan.spacing) if scan.spacing else ""
     fields["perceptual_hash"] = perceptual_hash(scan.array, scan.is_volume)
+    fields.update({k: v for k, v in scan.info.items() if k in fields})
     return fields
+
+
+def sha256_scan(path: str | os.PathLike) -> str:
+    """sha256 of a scan file, or of a DICOM series' slices (their hashes in file-name order)."""
+    location = series_location(path)
+    if location is None:
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for item in sorted(location[0].iterdir()):
+        if item.is_file() and not is_system_file(item.name):
+            digest.update(sha256_file(item).encode())
+    return digest.hexdigest()
 
 
 def _describe_chunk(paths: list[str]) -> list[dict[str, str]]:
@@ -224,7 +245,8 @@ def ingest(
     if labels is not None and class_subfolders:
         raise ValueError("give either a labels file or class_subfolders=True, not both")
     root = Path(os.path.abspath(scans))
-    paths = find_scans(root)
+    everything = list_files(root)
+    paths = [path for path in everything if is_scan_file(path)]
     if not paths:
         raise ValueError(f"no scans ({', '.join(SCAN_SUFFIXES)}) found under {root}")
     name = name or root.name
@@ -241,14 +263,17 @@ def ingest(
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     problems += [
         ("file", other.relative_to(root).as_posix(), "not a scan file (NIfTI, PNG, JPEG, TIFF, BMP); not ingested")
-        for other in list_files(root) if not is_scan_file(other) and other != labels_file
+        for other in everything if not is_scan_file(other) and other != labels_file
     ]
     problems += [("skipped", name, "system file (operating-system metadata or a hidden folder); skipped")
                  for name in system_files(root)]
     rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems)
     classes = _check_classes(rows, classes, label_source, problems)
     for row, fields in zip(rows, describe_scans([row["path"] for row in rows], workers)):
+        patient = fields.pop("patient_group")
         row.update(fields)
+        if not row["group"] and patient:
+            row["group"] = patient  # DICOM PatientID, hashed: a patient's scans stay on one side
     _mark_duplicates(rows)
     problems += _mark_near_duplicates(rows)
     problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]

@@ -42,6 +42,11 @@ DEFAULT_METHOD_PARAMS = {"consistency_weight": 30.0, "entropy_weight": 0.3, "ali
 # ---------------------------------------------------------------------------- fingerprint
 
 
+def spatial_shape_of(shape: str, path: str) -> tuple[tuple[int, ...], int]:
+    """(spatial shape, channels) of a manifest row from its shape string such as '512x432x3'."""
+    return _spatial_shape(str(shape), scan_suffix(path) or "dicom")
+
+
 def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
     """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
     sizes = tuple(int(v) for v in shape.split("x") if v)
@@ -86,7 +91,7 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
     rows = frame[frame.get("status", pd.Series("ok", index=frame.index)) == "ok"]
     if rows.empty:
         raise ValueError("no usable scans to plan for: every scan has an error")
-    suffixes = [scan_suffix(p) or "" for p in rows["path"]]
+    suffixes = [scan_suffix(p) or "dicom" for p in rows["path"]]
     parsed = [_spatial_shape(str(s), x) for s, x in zip(rows["shape"], suffixes)]
     dims = Counter(len(shape) for shape, _ in parsed)
     spatial_dims = dims.most_common(1)[0][0]

@@ -1,4 +1,8 @@
-"""One reading path for every scan format (NIfTI, PNG, JPEG, TIFF, BMP), through MONAI's readers.
+"""One reading path for every scan format: NIfTI, PNG, JPEG, TIFF and BMP through MONAI's readers,
+DICOM files and series through pydicom (``pipeline.dicom``).
+
+A DICOM series is one scan whose path is its folder (``<folder>/#<SeriesInstanceUID>`` when the
+folder holds several series, or when the series lies in the scanned folder itself).
 
 Ingest, training and scoring all read through :func:`load_scan`, so a model never
 sees one orientation in training and another when scoring (MONAI's PIL reader swaps
@@ -10,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +66,20 @@ def has_old_style_id(scan_id_text: str, path: str) -> bool:
     return bool(suffix) and not scan_id_text.lower().endswith(suffix)
 
 
+def series_location(path: str | os.PathLike) -> tuple[Path, str | None] | None:
+    """(folder, series uid or None) when ``path`` names a DICOM series, else None."""
+    path = Path(path)
+    if path.name.startswith("#") and path.parent.is_dir():
+        return path.parent, path.name[1:]
+    if path.is_dir():
+        return path, None
+    return None
+
+
 def is_scan_file(path: str | os.PathLike) -> bool:
-    return scan_suffix(path) is not None
+    from pipeline.dicom import is_dicom_file
+
+    return scan_suffix(path) is not None or series_location(path) is not None or is_dicom_file(path)
 
 
 def find_scans(folder: str | os.PathLike) -> list[Path]:
@@ -92,6 +108,7 @@ class LoadedScan:
     spacing: tuple[float, ...] | None
     affine: np.ndarray | None
     is_volume: bool
+    info: dict = field(default_factory=dict)  # DICOM: modality, body part, study/series uids, patient group
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -135,6 +152,10 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
         be decoded.
     """
     path = str(path)
+    from pipeline.dicom import is_dicom_file
+
+    if series_location(path) is not None or (os.path.isfile(path) and is_dicom_file(path)):
+        return _load_dicom(path, max_bytes)
     check_file(path, max_bytes)
     reader = _reader_for(path)
     try:
@@ -172,14 +193,76 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     )
 
 
+def _load_dicom(path: str, max_bytes: int | None) -> LoadedScan:
+    from pipeline import dicom
+
+    location = series_location(path)
+    try:
+        if location is None:
+            check_file(path, max_bytes)
+            array, spacing, affine, is_volume = dicom.read_file(path)
+            header = dicom.read_header(path)
+        else:
+            folder, uid = location
+            headers = []
+            for item in sorted(folder.iterdir()):
+                if item.is_file() and not is_system_file(item.name) and dicom.is_dicom_file(item):
+                    try:
+                        headers.append(dicom.read_header(item))
+                    except dicom.DicomError:
+                        continue  # not part of any series; scored on its own
+            members = [h for h in headers if h.is_slice and (uid is None or h.series_uid == uid)]
+            if not members:
+                raise dicom.DicomError("no DICOM slices of this series in the folder")
+            array, spacing, affine = dicom.read_series([h.path for h in members])
+            header, is_volume = members[0], True
+    except dicom.DicomError as error:
+        raise ScanReadError(path, str(error)) from None
+    except PermissionError:
+        raise ScanReadError(path, "permission denied: a file of the scan is not readable by this user") from None
+    info = {"modality": header.modality, "body_part": header.body_part, "study_uid": header.study_uid,
+            "series_uid": header.series_uid, "patient_group": header.patient_group}
+    return LoadedScan(array=np.asarray(array), source_dtype=str(np.asarray(array).dtype), spacing=spacing,
+                      affine=affine, is_volume=is_volume, info=info)
+
+
 def list_files(folder: str | os.PathLike) -> list[Path]:
     """Every entry below ``folder`` that is not a folder and not a system file (see
-    :func:`is_system_file`), sorted, links not followed.
+    :func:`is_system_file`), sorted, links not followed; the slices of a DICOM series are one
+    entry, the series' path (see :func:`series_location`).
 
     Scoring reports a row for each of them, so nothing in a folder is silently skipped;
     :func:`system_files` lists what this leaves out.
     """
-    return _walk(folder)[0]
+    return _collapse_series(Path(folder), _walk(folder)[0])
+
+
+def _collapse_series(root: Path, files: list[Path]) -> list[Path]:
+    """Replace the slices of each DICOM series (2+ positioned single-frame files of one
+    SeriesInstanceUID in one folder) by the series' path."""
+    from pipeline import dicom
+
+    series: dict[tuple[Path, str], list[Path]] = {}
+    for path in files:
+        if dicom.is_dicom_file(path):
+            try:
+                header = dicom.read_header(path)
+            except dicom.DicomError:
+                continue
+            if header.is_slice and header.series_uid:
+                series.setdefault((path.parent, header.series_uid), []).append(path)
+    series = {key: members for key, members in series.items() if len(members) >= 2}
+    if not series:
+        return files
+    members = {path for group in series.values() for path in group}
+    per_folder: dict[Path, int] = {}
+    for folder, _ in series:
+        per_folder[folder] = per_folder.get(folder, 0) + 1
+    entries = [path for path in files if path not in members]
+    for folder, uid in series:
+        alone = per_folder[folder] == 1 and folder != root
+        entries.append(folder if alone else folder / f"#{uid}")
+    return sorted(entries)
 
 
 def system_files(folder: str | os.PathLike) -> list[str]:

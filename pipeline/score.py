@@ -19,7 +19,7 @@ from pipeline.calibration import softmax
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
-from pipeline.reading import list_files, scan_suffix, system_files
+from pipeline.reading import is_scan_file, list_files, system_files
 
 log = logging.getLogger("pipeline.score")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -220,7 +220,7 @@ def _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_si
 
 def _readable(paths: list[Path]) -> list[Path]:
     """The paths of a chunk that look like scans (the others get an error row without reading)."""
-    return [p for p in paths if scan_suffix(p)]
+    return [p for p in paths if is_scan_file(p)]
 
 
 def _as_strings(paths: list[Path]) -> list[str]:
@@ -256,7 +256,7 @@ def _score_chunk(paths, scans, process, model, temperature, decide, batch_size) 
                        status="ok", error="")
             row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
         else:
-            reason = outcome[path][1] if path in outcome else "unsupported file type (not NIfTI, PNG, JPEG, TIFF or BMP)"
+            reason = outcome[path][1] if path in outcome else "unsupported file type (not DICOM, NIfTI, PNG, JPEG, TIFF or BMP)"
             row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason)
         rows.append(row)
     return rows

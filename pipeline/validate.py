@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.reading import ScanReadError, list_files, load_scan, scan_suffix
+from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan
 
 
 def _read_problem(path: str) -> str | None:
@@ -32,7 +32,7 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     """
     scans = Path(scans)
     files = list_files(scans)
-    readable = [str(f) for f in files if scan_suffix(f)]
+    readable = [str(f) for f in files if is_scan_file(f)]
     if run_dir is not None:
         from pipeline.checkpoint import load_checkpoint
         from pipeline.data import preprocessor
@@ -45,7 +45,7 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     reasons = dict(zip(readable, errors))
     rows = []
     for f in files:
-        reason = reasons[str(f)] if str(f) in reasons else "unsupported file type (not NIfTI, PNG or JPEG)"
+        reason = reasons[str(f)] if str(f) in reasons else "unsupported file type (not DICOM, NIfTI, PNG, JPEG, TIFF or BMP)"
         rows.append({"file": f.relative_to(scans).as_posix(), "status": "error" if reason else "ok",
                      "reason": reason or ""})
     return pd.DataFrame(rows, columns=["file", "status", "reason"])

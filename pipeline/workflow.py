@@ -34,7 +34,21 @@ def split_path(config: Config) -> Path:
 def prepare_data(config: Config, progress: bool = True) -> TrainingData:
     """Make sure each earlier stage's file exists (running the stage if not), then load tensors."""
     merged, classes = prepare_split(config, progress)
-    return build_training_data(merged, classes, config.preprocess, config.data.cache_dir, config.train.workers)
+    return build_training_data(matching_dimensionality(merged, len(config.preprocess.spatial_size)), classes,
+                               config.preprocess, config.data.cache_dir, config.train.workers)
+
+
+def matching_dimensionality(frame, dims: int):
+    """The rows whose scans have ``dims`` spatial dimensions; the others (2D pictures in a folder
+    of volumes, say) are left out of training with a warning, not a crash."""
+    from pipeline.plan import spatial_shape_of
+
+    keep = [len(spatial_shape_of(shape, path)[0]) == dims for shape, path in zip(frame["shape"], frame["path"])]
+    dropped = frame[[not k for k in keep]]
+    if len(dropped):
+        log.warning("%d scans left out of training: they are not %dD like the run (first: %s)", len(dropped), dims,
+                    ", ".join(dropped["scan_id"].head(5)))
+    return frame[keep].reset_index(drop=True)
 
 
 def prepare_split(config: Config, progress: bool = True):

@@ -21,7 +21,7 @@ def mixed_folder(tmp_path, write):
     scans = tmp_path / "scans"
     write.png(scans / "a.png", write.image(1))
     write.png(scans / "b.png", write.image(2))
-    write.nifti(scans / "sub" / "vol.nii.gz", np.zeros((4, 5, 6), np.float32), spacing=(1, 1, 1.5))
+    write.nifti(scans / "sub" / "vol.nii.gz", np.arange(120, dtype=np.float32).reshape(4, 5, 6), spacing=(1, 1, 1.5))
     good = (scans / "a.png").read_bytes()
     (scans / "c_truncated.png").write_bytes(good[: len(good) // 2])
     (scans / "d_empty.png").write_bytes(b"")
@@ -206,8 +206,9 @@ def test_load_manifest_keeps_ids_and_labels_as_text_and_checks_columns(tmp_path,
 def test_files_that_are_not_scans_are_named_in_the_problems(tmp_path, write):
     write.png(tmp_path / "scans" / "a.png", write.image(1))
     (tmp_path / "scans" / "notes.txt").write_text("x")
-    (tmp_path / "scans" / "series.dcm").write_bytes(b"DICM")
+    (tmp_path / "scans" / "broken.dcm").write_bytes(b"DICM")
     result = ingest(tmp_path / "scans", manifest_dir=tmp_path / "m", workers=1)
     named = set(result.problems["item"])
-    assert {"notes.txt", "series.dcm"} <= named
-    assert len(result.manifest) == 1
+    assert {"notes.txt", "broken.dcm"} <= named
+    assert result.manifest["status"].tolist() == ["ok", "error"]  # a DICOM that cannot be read: an error row
+    assert "not a readable DICOM file" in result.manifest["error"].iloc[1]

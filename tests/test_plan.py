@@ -109,12 +109,17 @@ def test_ct_like_intensities_are_recognised():
     assert planning._intensity_kind(stats) == "ct_like"
 
 
-def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path):
+def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, monkeypatch):
     fp = {"spatial_dims": 2, "colour_fraction": 0.0, "classes": ["a", "b"],
           "counts": {"labelled": {"a": 4, "b": 4}, "unlabelled": {"(unlabelled)": 500}}}
     size, scale, probes = planning._choose_size([28], 2, "8bit_picture", fp, minutes=60, probe=True)
     assert (size, scale) == (28, 1.0) and probes[0]["seconds_per_step"] > 0 and probes[0]["steps_in_budget"] > 0
-    # With no time at all: the smallest size with the smallest batches, every size having been timed.
+    # With no time at all: the smallest size with the smallest batches, every size having been timed
+    # (timed here by a stand-in whose cost grows with the images in a step, as real steps' does).
+    def stand_in(size, dims, fp, method, batches):
+        return 1e-4 * size**2 * sum(batches)
+
+    monkeypatch.setattr(planning, "time_step", stand_in)
     size, scale, probes = planning._choose_size([32, 28], 2, "8bit_picture", fp, minutes=1e-4, probe=True)
     assert size == 28 and [p["size"] for p in probes if p["timed"]] == [32, 28]
     chosen = next(p for p in probes if p["size"] == 28 and p["batch_scale"] == scale)

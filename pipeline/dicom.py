@@ -1,0 +1,233 @@
+"""DICOM scans through pydicom: single-file images, multi-frame files and slice series.
+
+A series (CT/MR slices sharing a SeriesInstanceUID in one folder) is one scan: slices are ordered
+by their position along the slice normal (not by InstanceNumber, which scanners number in either
+direction), checked for one orientation, one in-plane geometry and no missing slices, stacked,
+and given the affine of their geometry in RAS (DICOM is LPS), as NIfTI volumes have. Stored
+values become modality values (RescaleSlope/Intercept); MONOCHROME1 images are inverted so that
+bright is dense, as in MONOCHROME2. MONAI's PydicomReader stacks series by InstanceNumber and
+takes spacing from one axis, which mis-stacks tilted or reverse-numbered series, so the stacking
+is done here.
+
+Nothing that identifies a patient leaves this module: the patient becomes an opaque group
+(a hash of PatientID), and names, birth dates, accession numbers and institutions are never read
+into the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+HEADER_TAGS = ["SOPClassUID", "Modality", "BodyPartExamined", "StudyInstanceUID", "SeriesInstanceUID",
+               "SeriesNumber", "PatientID", "ImagePositionPatient", "ImageOrientationPatient",
+               "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "InstanceNumber"]
+ORIENTATION_TOLERANCE = 1e-3
+GAP_TOLERANCE = 1.5  # a step this many times its neighbours' (and a whole multiple of them): a missing slice
+UNEVEN_TOLERANCE = 1.05  # steps differing by more than this: resampled to even spacing
+
+
+class DicomError(Exception):
+    """A DICOM file or series cannot be used as a scan; the message says why."""
+
+
+def has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """True for a file with the 'DICM' marker after its 128-byte preamble (extension-less DICOM)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    name = str(path).lower()
+    if name.endswith(DICOM_SUFFIXES):
+        return True
+    return "." not in Path(name).name and has_dicom_preamble(path)
+
+
+@dataclass
+class DicomHeader:
+    """What the pipeline reads from a DICOM header (nothing identifying)."""
+
+    path: str
+    modality: str
+    body_part: str
+    study_uid: str
+    series_uid: str
+    series_number: int
+    patient_group: str  # an opaque hash of PatientID, "" when absent
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    frames: int
+    rows: int
+    columns: int
+    instance: int
+
+    @property
+    def is_slice(self) -> bool:
+        """A single-frame image with a position in space: a member of a slice series."""
+        return self.frames == 1 and self.position is not None and self.orientation is not None
+
+
+def _floats(value) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(v) for v in value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def read_header(path: str | os.PathLike) -> DicomHeader:
+    """The header fields of one DICOM file, without its pixels."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=HEADER_TAGS)
+    except Exception as error:  # pydicom raises several types for damaged files
+        raise DicomError(f"not a readable DICOM file: {type(error).__name__}: {error}") from None
+    patient = str(ds.get("PatientID", "") or "")
+    return DicomHeader(
+        path=str(path), modality=str(ds.get("Modality", "") or ""),
+        body_part=str(ds.get("BodyPartExamined", "") or ""),
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""), series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        series_number=int(ds.get("SeriesNumber", 0) or 0),
+        patient_group=("patient-" + hashlib.sha256(patient.encode()).hexdigest()[:12]) if patient else "",
+        position=_floats(ds.get("ImagePositionPatient")), orientation=_floats(ds.get("ImageOrientationPatient")),
+        frames=int(ds.get("NumberOfFrames", 1) or 1), rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0), instance=int(ds.get("InstanceNumber", 0) or 0),
+    )
+
+
+def _pixels(ds, path: str) -> np.ndarray:
+    """Modality values of a dataset's pixels (rescaled; MONOCHROME1 inverted)."""
+    from pydicom.pixels import apply_rescale
+
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomError("DICOM file without pixel data (a report, presentation state or other non-image object)")
+    try:
+        array = ds.pixel_array
+    except Exception as error:
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        name = f"{syntax.name} ({syntax})" if syntax is not None else "unknown"
+        raise DicomError(f"cannot decode pixel data of transfer syntax {name}: {type(error).__name__}: {error}") \
+            from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric.startswith("MONOCHROME"):
+        array = apply_rescale(array, ds).astype(np.float32, copy=False)
+        if photometric == "MONOCHROME1":
+            array = array.max() + array.min() - array
+    elif photometric.startswith(("YBR", "RGB", "PALETTE")) and photometric != "RGB":
+        from pydicom.pixels import convert_color_space
+
+        if photometric.startswith("YBR"):
+            array = convert_color_space(array, photometric, "RGB")
+    return np.asarray(array)
+
+
+def _affine(orientation, spacing_rc, first, step) -> np.ndarray:
+    """RAS affine of an array indexed (row, column, slice)."""
+    row_cosine, column_cosine = np.array(orientation[:3]), np.array(orientation[3:])
+    lps = np.eye(4)
+    lps[:3, 0] = column_cosine * spacing_rc[0]  # down the rows: the column direction
+    lps[:3, 1] = row_cosine * spacing_rc[1]  # along a row
+    lps[:3, 2] = step
+    lps[:3, 3] = first
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def read_file(path: str | os.PathLike):
+    """One DICOM file: a 2D image (rows, columns[, 3]) or, for a multi-frame file, a volume
+    (rows, columns, frames). Returns (array, spacing or None, affine or None, is_volume)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as error:
+        raise DicomError(f"not a readable DICOM file: {type(error).__name__}: {error}") from None
+    if "SOPClassUID" not in ds and "Rows" not in ds:  # pydicom reads damaged bytes leniently
+        raise DicomError("not a readable DICOM file: no image header in it (damaged, or not DICOM)")
+    array = _pixels(ds, str(path))
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    spacing_rc = [float(v) for v in ds.get("PixelSpacing", None) or ds.get("ImagerPixelSpacing", None) or [1, 1]]
+    if frames > 1 and array.ndim >= 3:
+        volume = np.moveaxis(array, 0, 2) if array.ndim == 3 else None
+        if volume is None:
+            raise DicomError(f"multi-frame colour DICOM ({frames} frames of colour pixels): not a volume the "
+                             "pipeline can screen")
+        thickness = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
+        orientation = _floats(ds.get("ImageOrientationPatient")) or (1, 0, 0, 0, 1, 0)
+        first = np.array(_floats(ds.get("ImagePositionPatient")) or (0.0, 0.0, 0.0))
+        normal = np.cross(orientation[:3], orientation[3:])
+        affine = _affine(orientation, spacing_rc, first, normal * thickness)
+        return volume, (spacing_rc[0], spacing_rc[1], thickness), affine, True
+    return array, None, None, False
+
+
+def read_series(paths: list[str]):
+    """Slices of one series stacked into (rows, columns, slices), ordered along the slice normal.
+
+    Returns (volume, spacing, affine). Raises DicomError for mixed orientations or geometries,
+    missing slices, a slice without pixel data, or fewer than two slices.
+    """
+    import pydicom
+
+    if len(paths) < 2:
+        raise DicomError("a series needs at least two slices")
+    headers = [read_header(p) for p in paths]
+    orientations = np.array([h.orientation for h in headers])
+    if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE:
+        raise DicomError(f"series of {len(paths)} slices with mixed orientations (ImageOrientationPatient differs); "
+                         "split it into one folder per orientation")
+    if len({(h.rows, h.columns) for h in headers}) > 1:
+        raise DicomError(f"series of {len(paths)} slices of different sizes")
+    orientation = orientations[0]
+    normal = np.cross(orientation[:3], orientation[3:])
+    along = np.array([np.dot(h.position, normal) for h in headers])
+    order = np.argsort(along)
+    along = along[order]
+    steps = np.diff(along)
+    if (steps < 1e-4).any():
+        raise DicomError("series has two slices at the same position (a duplicate slice, or two series in one)")
+    median = float(np.median(steps))
+    # A missing slice leaves a step a whole multiple of its neighbours'; a series acquired with
+    # thin slices at one end and thick ones at the other (GE heads) changes step once, and is kept.
+    for i, step in enumerate(steps):
+        around = np.r_[steps[max(0, i - 2):i], steps[i + 1:i + 3]]
+        ratio = step / float(np.median(around)) if len(around) else 1.0
+        if ratio > GAP_TOLERANCE and abs(ratio - round(ratio)) < 0.15:
+            raise DicomError(f"series has a gap of {step:.3g} mm where slices are {step / ratio:.3g} mm apart: "
+                             "a slice is missing")
+    slices, spacing_rc = [], None
+    for index in order:
+        try:
+            ds = pydicom.dcmread(paths[index])
+        except Exception as error:
+            raise DicomError(f"slice {Path(paths[index]).name}: {type(error).__name__}: {error}") from None
+        slices.append(_pixels(ds, paths[index]))
+        spacing_rc = spacing_rc or [float(v) for v in ds.get("PixelSpacing", None) or [1, 1]]
+    volume = np.stack(slices, axis=-1)
+    positions = np.array([headers[i].position for i in order])
+    if steps.max() > UNEVEN_TOLERANCE * steps.min():
+        volume, positions = _even_slices(volume, positions, along, median)
+    first, last = positions[0], positions[-1]
+    step = (last - first) / (len(positions) - 1)  # follows a gantry tilt: the stack may be sheared
+    affine = _affine(orientation, spacing_rc, first, step)
+    return volume, (spacing_rc[0], spacing_rc[1], float(np.linalg.norm(step))), affine
+
+
+def _even_slices(volume: np.ndarray, positions: np.ndarray, along: np.ndarray, step: float):
+    """Linear interpolation of unevenly spaced slices onto slices ``step`` mm apart (as dcm2niix
+    does for variable slice thickness), with their positions."""
+    count = int(np.floor((along[-1] - along[0]) / step + 1e-6)) + 1
+    targets = along[0] + step * np.arange(count)
+    below = np.clip(np.searchsorted(along, targets, side="right") - 1, 0, len(along) - 2)
+    weight = ((targets - along[below]) / (along[below + 1] - along[below])).astype(np.float32)
+    even = volume[..., below] * (1 - weight) + volume[..., below + 1] * weight
+    where = positions[below] * (1 - weight[:, None]) + positions[below + 1] * weight[:, None]
+    return even.astype(np.float32), where

@@ -1,0 +1,224 @@
+"""DICOM: single-file images, multi-frame files and slice series read through pydicom, the same
+volume as a series and as NIfTI giving the same tensor and probability, every bad DICOM an error
+row, and no patient name anywhere in what the pipeline writes."""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
+
+from pipeline.cli import main
+from pipeline.config import NetworkConfig, PreprocessConfig
+from pipeline.data import build_preprocess
+from pipeline.ingest import ingest
+from pipeline.networks import network_factory
+from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan
+
+PATIENT_NAME = "Doe^Jane"  # must never appear in any output
+SLOPE, INTERCEPT = 2.0, -1024.0
+
+
+def dicom_dataset(pixels: np.ndarray, sop_class=CTImageStorage, patient_id="PAT-0001", **tags) -> Dataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, patient_id, "19600101"
+    ds.AccessionNumber, ds.InstitutionName = "ACC-77", "Saint Nobody Hospital"
+    ds.Modality, ds.BodyPartExamined = tags.pop("Modality", "CT"), "HEAD"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = tags.pop("study", generate_uid()), tags.pop("series", generate_uid())
+    ds.SeriesNumber = 1
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, tags.pop("PhotometricInterpretation", "MONOCHROME2")
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept = SLOPE, INTERCEPT
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.PixelData = np.ascontiguousarray(pixels.astype(np.int16)).tobytes()
+    return ds
+
+
+def write_series(folder: Path, stored: np.ndarray, affine_ras: np.ndarray, patient_id="PAT-0001",
+                 order=None) -> list[Path]:
+    """Slices stored[:, :, k] of a volume whose voxel -> RAS affine is ``affine_ras``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
+    spacing_r, spacing_c = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
+    column_cosine, row_cosine = lps[:3, 0] / spacing_r, lps[:3, 1] / spacing_c
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    n = stored.shape[2]
+    for position, k in enumerate(order if order is not None else range(n)):
+        ds = dicom_dataset(stored[:, :, k], patient_id=patient_id, study=study, series=series,
+                           InstanceNumber=n - k,  # numbered against the position order
+                           ImagePositionPatient=[float(v) for v in lps[:3, 3] + k * lps[:3, 2]],
+                           ImageOrientationPatient=[float(v) for v in (*row_cosine, *column_cosine)],
+                           PixelSpacing=[float(spacing_r), float(spacing_c)], SliceThickness=float(np.linalg.norm(lps[:3, 2])))
+        path = folder / f"IM{position:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def head(seed=0, shape=(20, 22, 12)):
+    """Stored int16 values of a smooth phantom, and its modality values (slope and intercept applied)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    stored = (600 + 400 * np.exp(-(grid**2).sum(0) * 2) + rng.normal(0, 20, shape)).astype(np.int16)
+    return stored, stored.astype(np.float32) * SLOPE + INTERCEPT
+
+
+AFFINE = np.array([[-0.9, 0, 0, 10.0], [0, 0.95, 0, -20.0], [0, 0, 1.6, 5.0], [0, 0, 0, 1]])
+
+
+def test_a_series_and_the_same_volume_as_nifti_give_the_same_tensor_and_probability(tmp_path):
+    stored, values = head()
+    order = list(np.random.default_rng(1).permutation(stored.shape[2]))  # files in no particular order
+    write_series(tmp_path / "series", stored, AFFINE, order=order)
+    nib.save(nib.Nifti1Image(values, AFFINE), tmp_path / "same.nii.gz")
+    series = load_scan(tmp_path / "series")
+    assert series.is_volume and series.array.shape == stored.shape
+    np.testing.assert_allclose(series.array, values)  # slices ordered by position, rescale applied
+    np.testing.assert_allclose(series.affine, AFFINE, atol=1e-5)
+    assert series.info["modality"] == "CT" and series.info["patient_group"].startswith("patient-")
+    config = PreprocessConfig(spatial_size=[16, 16, 16], intensity="percentile", target_spacing=[1.2, 1.2, 1.2])
+    chain = build_preprocess(config)
+    a = chain({"image": str(tmp_path / "series")})["image"]
+    b = chain({"image": str(tmp_path / "same.nii.gz")})["image"]
+    assert float((a - b).abs().max()) < 1e-4
+    torch.manual_seed(0)
+    net = network_factory(NetworkConfig(channels=[4, 8]), 1, [16, 16, 16], 2)().eval()
+    with torch.no_grad():
+        p = torch.softmax(net(torch.stack([a, b])), 1)
+    assert float((p[0] - p[1]).abs().max()) < 1e-4
+
+
+def test_single_images_multiframe_files_and_monochrome1(tmp_path):
+    pixels = np.arange(30, dtype=np.int16).reshape(5, 6) * 10
+    dicom_dataset(pixels, DigitalXRayImageStorageForPresentation, Modality="DX",
+                  PhotometricInterpretation="MONOCHROME1").save_as(tmp_path / "chest", enforce_file_format=True)
+    image = load_scan(tmp_path / "chest")  # no suffix: recognised by its DICM preamble
+    assert is_scan_file(tmp_path / "chest") and not image.is_volume
+    values = pixels * SLOPE + INTERCEPT
+    np.testing.assert_allclose(image.array, values.max() + values.min() - values)  # inverted: bright is dense
+    frames = np.stack([pixels + 100 * k for k in range(4)])
+    ds = dicom_dataset(frames, NumberOfFrames=4, PixelSpacing=[0.5, 0.5], SpacingBetweenSlices=2.0,
+                       ImageOrientationPatient=[1, 0, 0, 0, 1, 0], ImagePositionPatient=[0, 0, 0])
+    ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
+    volume = load_scan(tmp_path / "cine.dcm")
+    assert volume.is_volume and volume.array.shape == (5, 6, 4) and volume.spacing == (0.5, 0.5, 2.0)
+    np.testing.assert_allclose(volume.array[:, :, 3], (pixels + 300) * SLOPE + INTERCEPT)
+
+
+def test_every_bad_dicom_is_an_error_naming_the_problem(tmp_path):
+    stored, _ = head(shape=(8, 8, 6))
+    good = write_series(tmp_path / "complete", stored, AFFINE)
+    assert load_scan(tmp_path / "complete").array.shape == (8, 8, 6)
+    (tmp_path / "corrupt.dcm").write_bytes(b"\x00" * 128 + b"DICM" + bytes(range(256)) * 3)
+    (tmp_path / "truncated.dcm").write_bytes(good[0].read_bytes()[:-40])
+    gap = write_series(tmp_path / "gap", stored, AFFINE)
+    gap[3].unlink()
+    mixed = write_series(tmp_path / "mixed", stored, AFFINE)
+    tilted = dicom_dataset(stored[:, :, 0], ImageOrientationPatient=[1, 0, 0, 0, 0.8, 0.6],
+                           ImagePositionPatient=[0, 0, 99], PixelSpacing=[1, 1])
+    import pydicom
+
+    tilted.SeriesInstanceUID = pydicom.dcmread(mixed[0]).SeriesInstanceUID
+    tilted.save_as(tmp_path / "mixed" / "odd.dcm", enforce_file_format=True)
+    no_pixels = dicom_dataset(stored[:, :, 0])
+    del no_pixels.PixelData
+    no_pixels.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    expected = {"corrupt.dcm": "not a readable DICOM file", "truncated.dcm": "cannot decode pixel data",
+                "gap": "a slice is missing",
+                "mixed": "mixed orientations", "report.dcm": "without pixel data"}
+    for name, reason in expected.items():
+        with pytest.raises(ScanReadError, match=reason):
+            load_scan(tmp_path / name)
+
+
+def test_compressed_transfer_syntaxes_decode_through_the_pylibjpeg_plugins():
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPEG2000.dcm")
+    if path is None:
+        pytest.skip("pydicom's test files are not in this wheel")
+    scan = load_scan(path)
+    assert scan.array.ndim == 2 and np.isfinite(scan.array).all() and scan.array.std() > 0
+
+
+def mixed_folder(root: Path) -> Path:
+    """DICOM series, single DICOM, NIfTI, PNG, JPEG, 16-bit TIFF and BMP, 2D in the majority."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        label = "abnormal" if i % 2 else "normal"
+        picture = (rng.random((24, 24)) * 90).astype(np.uint8)
+        if label == "abnormal":
+            picture[8:16, 8:16] = 230
+        kind = ["png", "jpg", "tif", "bmp", "dcm", "jpg"][i % 6]
+        name = f"{label}/s{i}.{kind}"
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "tif":
+            Image.fromarray(picture.astype(np.uint16) * 250).save(path)
+        elif kind == "dcm":
+            dicom_dataset(picture.astype(np.int16), DigitalXRayImageStorageForPresentation, Modality="DX",
+                          patient_id=f"PAT-{i}").save_as(path, enforce_file_format=True)
+        else:
+            Image.fromarray(picture).save(path)
+        rows.append({"file": name, "label": label})
+    stored, values = head()
+    write_series(root / "normal" / "ct_series", stored, AFFINE)
+    nib.save(nib.Nifti1Image(values, AFFINE), root / "normal" / "ct.nii.gz")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "normal" / "Y92.png")  # a constant: an error row
+    Image.fromarray((rng.random((24, 24)) * 90).astype(np.uint8)).save(root / "normal" / "Y92.jpg")
+    rows += [{"file": "normal/ct_series", "label": "normal"}, {"file": "normal/Y92.jpg", "label": "normal"}]
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def test_a_mixed_folder_ingests_trains_and_scores_one_row_per_scan(tmp_path, monkeypatch):
+    scans = mixed_folder(tmp_path / "scans")
+    monkeypatch.chdir(tmp_path)
+    entries = list_files(scans)
+    assert scans / "normal" / "ct_series" in entries and not any(p.name.startswith("IM") for p in entries)
+    result = ingest(scans, out=tmp_path / "data_manifests" / "scans.csv")
+    manifest = result.manifest.set_index("scan_id")
+    assert "normal/ct_series" in manifest.index and manifest.loc["normal/ct_series", "shape"] == "20x22x12"
+    assert manifest.loc["normal/ct_series", "label"] == "normal"  # a labels row may name a series folder
+    assert manifest.loc["normal/s4.dcm", "modality"] == "DX"
+    assert manifest.loc["normal/s4.dcm", "group"].startswith("patient-")  # hashed PatientID
+    assert {"normal/Y92.jpg", "normal/Y92.png"} <= set(manifest.index)  # two scans, not a clash
+    assert main(["run", "--scans", str(scans), "--positive", "abnormal", "--labels-per-class", "3", "--quiet",
+                 "split.test_fraction=0.25", "network.channels=[4,8]", "train.minutes=0", "train.steps=8",
+                 "train.eval_every=4"]) == 0
+    run = Path((tmp_path / "runs" / "LATEST").read_text().strip())
+    assert main(["score", str(scans), "--model", str(run), "--out", str(tmp_path / "report.csv"), "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "report.csv").set_index("scan_id")
+    assert len(report) == len(entries) and report.index.is_unique
+    assert report.loc["normal/s0.png", "status"] == "ok" and report.loc["normal/s4.dcm", "status"] == "ok"
+    assert report.loc["abnormal/s3.bmp", "status"] == "ok" and report.loc["normal/s2.tif", "status"] == "ok"
+    assert report.loc["normal/ct_series", "status"] == "error"  # a volume given to the 2D model
+    assert report.loc["normal/Y92.jpg", "status"] == "ok" and report.loc["normal/Y92.png", "status"] == "error"
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(scans)]
+    for path in written:
+        if path.suffix in (".csv", ".json", ".html", ".txt", ".toml"):
+            text = path.read_text(errors="ignore")
+            for secret in (PATIENT_NAME, "PAT-0001", "19600101", "ACC-77", "Saint Nobody"):
+                assert secret not in text, f"{secret} leaked into {path}"
+    assert json.loads((run / "plan.json").read_text())["fingerprint"]["spatial_dims"] == 2
