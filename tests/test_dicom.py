@@ -185,9 +185,20 @@ def mixed_folder(root: Path) -> Path:
     stored, values = head()
     write_series(root / "normal" / "ct_series", stored, AFFINE)
     nib.save(nib.Nifti1Image(values, AFFINE), root / "normal" / "ct.nii.gz")
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "normal" / "Y92.png")  # a constant: an error row
-    Image.fromarray((rng.random((24, 24)) * 90).astype(np.uint8)).save(root / "normal" / "Y92.jpg")
-    rows += [{"file": "normal/ct_series", "label": "normal"}, {"file": "normal/Y92.jpg", "label": "normal"}]
+    for suffix in ("png", "jpg"):  # two scans that differ only by their suffix
+        Image.fromarray((rng.random((24, 24)) * 90).astype(np.uint8)).save(root / "normal" / f"Y92.{suffix}")
+    # bad input: each an error row, the rest of the folder scored
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "normal" / "blank.png")
+    (root / "normal" / "broken.dcm").write_bytes(b"\x00" * 128 + b"DICM" + bytes(range(256)))
+    no_pixels = dicom_dataset(np.zeros((4, 4), np.int16))
+    del no_pixels.PixelData
+    no_pixels.save_as(root / "normal" / "report.dcm", enforce_file_format=True)
+    pages = [Image.fromarray(np.full((5, 5), v, np.uint8)) for v in (10, 200)]
+    pages[0].save(root / "normal" / "stack.tif", save_all=True, append_images=pages[1:])
+    gap = write_series(root / "abnormal" / "gap_series", *head(seed=3, shape=(8, 8, 6))[:1], AFFINE)
+    gap[2].unlink()
+    rows += [{"file": "normal/ct_series", "label": "normal"}, {"file": "normal/Y92.jpg", "label": "normal"},
+             {"file": "normal/Y92.png", "label": "normal"}]
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root
 
@@ -214,7 +225,13 @@ def test_a_mixed_folder_ingests_trains_and_scores_one_row_per_scan(tmp_path, mon
     assert report.loc["normal/s0.png", "status"] == "ok" and report.loc["normal/s4.dcm", "status"] == "ok"
     assert report.loc["abnormal/s3.bmp", "status"] == "ok" and report.loc["normal/s2.tif", "status"] == "ok"
     assert report.loc["normal/ct_series", "status"] == "error"  # a volume given to the 2D model
-    assert report.loc["normal/Y92.jpg", "status"] == "ok" and report.loc["normal/Y92.png", "status"] == "error"
+    assert report.loc["normal/Y92.jpg", "status"] == "ok" and report.loc["normal/Y92.png", "status"] == "ok"
+    reasons = report["error"].fillna("")
+    assert "constant image" in reasons["normal/blank.png"]
+    assert "not a readable DICOM file" in reasons["normal/broken.dcm"]
+    assert "without pixel data" in reasons["normal/report.dcm"]
+    assert "multi-page TIFF" in reasons["normal/stack.tif"]
+    assert "a slice is missing" in reasons["abnormal/gap_series"]
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(scans)]
     for path in written:
         if path.suffix in (".csv", ".json", ".html", ".txt", ".toml"):
