@@ -41,7 +41,7 @@ BEST_TARGET = 0.99  # the best method (published ladder, conv ladder, Improved G
 
 
 def run_one(config_path: str, method: str, overrides: list[str]) -> None:
-    from pipeline.workflow import run_all
+    from pipeline.stages.run import run_all
 
     config = load_config(config_path, [f"method.name={method}", "train.eval_test=true", *overrides])
     started = time.perf_counter()

@@ -3,7 +3,7 @@
 Every measurement runs in a fresh Python process (``python -m benchmarks.perf_scoring
 decode|score ...``) so that its peak memory is its own; the parent samples the proportional
 set size (PSS) of that process and its worker processes, summed, so pages the workers share
-with their parent are not counted twice.  Scoring time is that of ``pipeline.score.score``
+with their parent are not counted twice.  Scoring time is that of ``pipeline.stages.score.score``
 (report, summary and review page included), without interpreter start-up and imports.
 
 The folders and the short model runs this needs are made once under ``cache/bench``.
@@ -44,7 +44,7 @@ def link_folder(sources: list[Path], out: Path, n: int, suffix: str) -> Path:
 def mnist_png_folder(n: int) -> Path:
     """``n`` distinct MNIST training PNGs (n <= 60,000), as the mnist100 config writes them."""
     from pipeline.config import load_config
-    from pipeline.workflow import prepare_data
+    from pipeline.stages.run import prepare_data
 
     config = load_config("configs/mnist100.toml")
     train = Path(config.data.scans) / "train"
@@ -70,7 +70,7 @@ def volume_folder(n: int, distinct: int = 50) -> Path:
 def quick_model(name: str, config_path: str, overrides: list[str]) -> Path:
     """A calibrated run trained for a few steps: scoring cost does not depend on what it learned."""
     from pipeline.config import load_config
-    from pipeline.workflow import run_all
+    from pipeline.stages.run import run_all
 
     marker = WORK / f"model_{name}.txt"
     if marker.exists() and (Path(marker.read_text().strip()) / "calibration.json").exists():
@@ -149,7 +149,7 @@ def decode_all(folder: Path) -> dict:
 
 def score_all(folder: Path, run: Path, out: Path, workers: int) -> dict:
     from pipeline.reading import find_scans
-    from pipeline.score import score
+    from pipeline.stages.score import score
 
     files = len(find_scans(folder))
     start = time.perf_counter()

@@ -43,7 +43,7 @@ def save(part: str, payload: dict) -> None:
 
 def mnist_data():
     from pipeline.config import load_config
-    from pipeline.workflow import prepare_data
+    from pipeline.stages.run import prepare_data
 
     return prepare_data(load_config("configs/mnist100.toml"), progress=False)
 
@@ -102,10 +102,8 @@ def cache_part() -> None:
     """Count the files opened for reading while tensors are built, rebuilt and trained on."""
     from pipeline.config import load_config
     from pipeline.data import build_training_data
-    from pipeline.ingest import load_manifest
-    from pipeline.split import load_split
+    from pipeline.manifest import load_manifest, load_split, manifest_path, split_path
     from pipeline.trainer import Trainer
-    from pipeline.workflow import manifest_path, split_path
 
     config = load_config("configs/mnist100.toml", ["method.name=fixmatch", "train.steps=24", "train.eval_every=1000"])
     mnist_data()  # makes sure the scans, manifest and split exist
@@ -229,7 +227,7 @@ def scoring_section(result) -> str:
     } for r in result["rows"]]
     return f"""## Scoring throughput ({provenance(result)})
 
-`pipeline.score.score` on a folder (preprocessing in worker processes, the model, the CSV report,
+`pipeline.stages.score.score` on a folder (preprocessing in worker processes, the model, the CSV report,
 summary and review page) against only reading and decoding the same files with nibabel / Pillow
 in one process. Target {TARGETS['scoring']}x. Peak memory is the PSS of the process and its workers, summed.
 

@@ -32,7 +32,7 @@ from scipy import stats  # noqa: E402
 
 from benchmarks.common import HERE, RESULTS, commit, machine, markdown_table  # noqa: E402
 from pipeline.io import atomic_path, write_json, write_text  # noqa: E402
-from pipeline.plan import DEFAULT_METHOD  # noqa: E402
+from pipeline.stages.plan import DEFAULT_METHOD  # noqa: E402
 
 SUITE = "real"
 SETS_FILE = HERE / "real_sets.toml"

@@ -84,7 +84,7 @@ def lesion_breakdown(run: Path, config) -> dict | None:
 
 
 def run_one(dataset: str, method: str, overrides: list[str]) -> None:
-    from pipeline.workflow import run_all
+    from pipeline.stages.run import run_all
 
     config = load_config(CONFIGS[dataset], [f"method.name={method}", "train.eval_test=true", *overrides])
     if not data_available(config):

@@ -8,11 +8,14 @@ All randomness comes from an explicit ``torch.Generator`` so runs are repeatable
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from monai.networks.layers import AffineTransform
 
-from pipeline.config import AugmentConfig
+if TYPE_CHECKING:  # annotations only: the config module imports the method registry
+    from pipeline.config import AugmentConfig
+
 
 
 def _rotation(angles: torch.Tensor, dims: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 METHOD_WEIGHTS = "method.safetensors"
 METADATA = "checkpoint.json"
+CALIBRATION = "calibration.json"  # written by the calibrate stage
 
 
 class CheckpointError(RuntimeError):
@@ -184,3 +185,10 @@ def load_training_state(run_dir: str | Path) -> tuple[dict, dict]:
     info = json.loads(state.read_text())
     path, _ = _verified(folder, info["tensors"], info["tensors_sha256"], RESUME_STATE)
     return load_file(str(path)), info
+
+
+def latest_run(runs_dir: str | Path = "runs") -> Path:
+    marker = Path(runs_dir) / "LATEST"
+    if not marker.exists():
+        raise FileNotFoundError(f"no trained model: {marker} does not exist; run 'make train' first or pass --model")
+    return Path(marker.read_text().strip())

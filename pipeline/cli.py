@@ -174,10 +174,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from pipeline import distributed, workflow
+    from pipeline import distributed
+    from pipeline.checkpoint import latest_run
+    from pipeline.manifest import manifest_path
+    from pipeline.stages import run as workflow
 
     if args.command == "fetch":
-        from pipeline.fetch import fetch, materialise_mnist
+        from pipeline.stages.fetch import fetch, materialise_mnist
 
         print(fetch(args.dataset, root=args.root))
         if args.dataset == "mnist" and not args.no_scans:
@@ -188,14 +191,14 @@ def _dispatch(args) -> int:
         print(generate_volumes(args.out, args.n, abnormal_fraction=args.abnormal_fraction, seed=args.seed,
                                size=args.size, test_fraction=args.test_fraction, progress=not args.quiet))
     elif args.command == "ingest":
-        from pipeline.ingest import ingest
+        from pipeline.stages.ingest import ingest
 
         result = ingest(args.scans, labels=args.labels, out=args.out, name=args.name,
                         classes=args.classes.split(",") if args.classes else None,
                         class_subfolders=args.class_subfolders, workers=args.workers)
         print(result.manifest_path)
     elif args.command == "split":
-        from pipeline.split import make_split
+        from pipeline.stages.split import make_split
 
         print(make_split(args.manifest, out=args.out, labels_per_class=args.labels_per_class,
                          labelled_fraction=args.labelled_fraction,
@@ -207,7 +210,7 @@ def _dispatch(args) -> int:
 
         config, plan = workflow.planned_config(args.config, own_data_overrides(args) + args.overrides,
                                                probe=not args.no_probe, progress=not args.quiet)
-        out = args.out or workflow.manifest_path(config).with_suffix(".plan.json")
+        out = args.out or manifest_path(config).with_suffix(".plan.json")
         write_json(out, plan)
         for key, entry in plan["settings"].items():
             print(f"{key} = {json.dumps(entry['value'])}  [{entry['set_by']}] {entry.get('reason', '')}")
@@ -215,9 +218,9 @@ def _dispatch(args) -> int:
     elif args.command in ("train", "run") and args.resume:
         if args.config or args.overrides or args.scans:
             raise ValueError("--resume carries on with the run's own config; give no --config, --scans or overrides")
-        run = workflow.latest_run() if args.resume == "LATEST" else args.resume
+        run = latest_run() if args.resume == "LATEST" else args.resume
         config = workflow.resumable_config(run)
-        stage = workflow.run_all if args.command == "run" else workflow.train_stage
+        stage = workflow.run_all if args.command == "run" else workflow.train
         run_dir = stage(config, progress=not args.quiet, run_dir=run, resume=True)
         return _report(run_dir)
     elif args.command in ("train", "run"):
@@ -226,29 +229,29 @@ def _dispatch(args) -> int:
             config, plan = workflow.planned_config(args.config, overrides, progress=not args.quiet)
         else:  # every torchrun process would plan (and ingest) at once: the config is used as it is
             config, plan = load_config(args.config, overrides), None
-        stage = workflow.run_all if args.command == "run" else workflow.train_stage
+        stage = workflow.run_all if args.command == "run" else workflow.train
         run_dir = stage(config, progress=not args.quiet, plan=plan)
         return _report(run_dir)
     elif args.command == "calibrate":
-        from pipeline.calibrate import calibrate
+        from pipeline.stages.calibrate import calibrate
 
-        result = calibrate(args.run or workflow.latest_run())
+        result = calibrate(args.run or latest_run())
         print(json.dumps({k: v for k, v in result.items() if k != "class_thresholds"}, indent=2))
     elif args.command == "score":
-        from pipeline.score import score
+        from pipeline.stages.score import score
 
         if args.address and args.engine != "ray":
             raise ValueError("--address names a Ray cluster; use it with --engine ray")
-        print(score(args.scans, args.model or workflow.latest_run(), out=args.out, workers=args.workers,
+        print(score(args.scans, args.model or latest_run(), out=args.out, workers=args.workers,
                     progress=not args.quiet, resume=args.resume, chunk_size=args.chunk_size,
                     engine=args.engine, address=args.address))
     elif args.command == "sample":
-        from pipeline.sample import sample
+        from pipeline.stages.sample import sample
 
         print(sample(args.run, args.label, n=args.n, out=args.out, seed=args.seed))
     elif args.command == "validate":
         from pipeline.io import write_csv
-        from pipeline.validate import validate
+        from pipeline.stages.validate import validate
 
         table = validate(args.scans, args.model, workers=args.workers)
         bad = table[table["status"] != "ok"]

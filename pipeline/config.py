@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
+from pipeline.settings import ConfigError, build_dataclass
+
 PRECISIONS = ("float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
 
 
 @dataclass
@@ -162,52 +158,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _check_type(key: str, value: Any, annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation in (int, float, str, bool):
-        if type(value) is not annotation:
-            raise ConfigError(
-                f"config key '{key}' must be {annotation.__name__}, got {type(value).__name__} {value!r}"
-            )
-        return value
-    if origin is list:
-        (inner,) = typing.get_args(annotation)
-        if not isinstance(value, list):
-            raise ConfigError(f"config key '{key}' must be a list, got {type(value).__name__} {value!r}")
-        return [_check_type(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
-    if origin is dict or annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        return value
-    raise ConfigError(f"config key '{key}': unsupported type {annotation}")
-
-
-def build_dataclass(cls, values: dict[str, Any], prefix: str):
-    """Instantiate ``cls`` from ``values``; unknown keys and wrong types raise ConfigError."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section '{prefix}' must be a table, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        where = f"section [{prefix}]" if prefix else "the top level"
-        raise ConfigError(
-            f"unknown config key '{(prefix + '.') if prefix else ''}{unknown[0]}' in {where}; "
-            f"known keys: {', '.join(sorted(known))}"
-        )
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{prefix}.{name}" if prefix else name
-        annotation = hints[name]
-        if dataclasses.is_dataclass(annotation):
-            kwargs[name] = build_dataclass(annotation, value, key)
-        else:
-            kwargs[name] = _check_type(key, value, annotation)
-    return cls(**kwargs)
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``section.key=value``; the value is read as TOML, else taken as a string."""
     if "=" not in text:
@@ -314,7 +264,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a TOML config (or the defaults), apply overrides and validate everything.
 
     Settings resolve in this order, later winning: the built-in defaults, ``base`` (the
-    plan stage's settings, see ``pipeline.plan``), the file, the file's
+    plan stage's settings, see ``pipeline.stages.plan``), the file, the file's
     ``[per_method.<name>]`` table for the chosen method (for example a longer budget for the
     ladder network), then the ``section.key=value`` overrides. The method's own keys are
     checked by the method registry (see ``pipeline.methods``).

@@ -36,14 +36,14 @@ from monai.transforms import (
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from pipeline.config import PreprocessConfig
+from pipeline.config import Config, PreprocessConfig
 from pipeline.io import atomic_path, write_json
+from pipeline.manifest import SUBSETS, load_manifest, load_split, manifest_path, split_path
 from pipeline.processes import worker_pool
-from pipeline.reading import ScanReadError, load_scan
+from pipeline.reading import ScanReadError, load_scan, spatial_shape_of
 
 log = logging.getLogger("pipeline.data")
 CACHE_VERSION = 1
-SUBSETS = ("labelled", "unlabelled", "calibration", "test")
 
 
 class LoadScand(MapTransform):
@@ -328,7 +328,7 @@ class TrainingData:
 
 def build_training_data(split_frame: pd.DataFrame, classes: list[str], config: PreprocessConfig,
                         cache_dir: str | Path, workers: int = 2) -> TrainingData:
-    """``split_frame``: manifest rows merged with a ``subset`` column (see pipeline.split)."""
+    """``split_frame``: manifest rows merged with a ``subset`` column (see pipeline.stages.split)."""
     frame = split_frame.reset_index(drop=True)
     unknown = sorted(set(frame["label"][frame["label"] != ""]) - set(classes))
     if unknown:
@@ -339,3 +339,32 @@ def build_training_data(split_frame: pd.DataFrame, classes: list[str], config: P
     subsets = {name: torch.as_tensor(np.flatnonzero(frame["subset"].to_numpy() == name), dtype=torch.long)
                for name in SUBSETS}
     return TrainingData(images, labels, list(frame["scan_id"]), list(classes), **subsets)
+
+
+def split_frame(config: Config):
+    """(the manifest's rows with their ``subset`` from the split file, classes) of a config whose
+    manifest and split exist (``pipeline run`` makes them first)."""
+    merged = load_split(load_manifest(manifest_path(config)), split_path(config))
+    classes = config.data.classes or sorted(set(merged["label"]) - {""})
+    return merged, classes
+
+
+def load_training_data(config: Config, frame: pd.DataFrame | None = None, classes: list[str] | None = None
+                       ) -> TrainingData:
+    """The tensors of a config's split (``frame`` and ``classes`` when already read); scans of
+    another dimensionality than the run's are left out (see :func:`matching_dimensionality`)."""
+    if frame is None:
+        frame, classes = split_frame(config)
+    frame = matching_dimensionality(frame, len(config.preprocess.spatial_size))
+    return build_training_data(frame, classes, config.preprocess, config.data.cache_dir, config.train.workers)
+
+
+def matching_dimensionality(frame: pd.DataFrame, dims: int) -> pd.DataFrame:
+    """The rows whose scans have ``dims`` spatial dimensions; the others (2D pictures in a folder
+    of volumes, say) are left out of training with a warning, not a crash."""
+    keep = [len(spatial_shape_of(shape, path)[0]) == dims for shape, path in zip(frame["shape"], frame["path"])]
+    dropped = frame[[not k for k in keep]]
+    if len(dropped):
+        log.warning("%d scans left out of training: they are not %dD like the run (first: %s)", len(dropped), dims,
+                    ", ".join(dropped["scan_id"].head(5)))
+    return frame[keep].reset_index(drop=True)

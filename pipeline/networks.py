@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from monai.networks.blocks import Convolution
 from monai.networks.layers import Pool
 from torch import nn
 
-from pipeline.config import NetworkConfig
+if TYPE_CHECKING:  # annotations only: the config module imports the method registry
+    from pipeline.config import NetworkConfig
+
 
 
 class ConvNet(nn.Module):

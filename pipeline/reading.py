@@ -282,3 +282,20 @@ def _walk(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
             relative = path.relative_to(folder).as_posix()
             (skipped.append(relative) if is_system_file(relative) else found.append(path))
     return sorted(found), sorted(skipped)
+def spatial_shape_of(shape: str, path: str) -> tuple[tuple[int, ...], int]:
+    """(spatial shape, channels) of a manifest row from its shape string such as '512x432x3'."""
+    return _spatial_shape(str(shape), scan_suffix(path) or "dicom")
+
+
+def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
+    """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
+    sizes = tuple(int(v) for v in shape.split("x") if v)
+    if suffix.startswith(".nii"):
+        if len(sizes) == 4 and sizes[-1] == 1:
+            sizes = sizes[:3]
+        return sizes, 1
+    if len(sizes) == 3 and sizes[-1] in (3, 4):
+        return sizes[:2], sizes[-1]
+    return sizes, 1
+
+

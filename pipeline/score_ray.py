@@ -1,6 +1,6 @@
 """The Ray scoring engine: the local engine's rows, computed by Ray Data on worker actors.
 
-:func:`pipeline.score.score` lists the files, appends rows to the partial file and
+:func:`pipeline.stages.score.score` lists the files, appends rows to the partial file and
 writes the report and its side files the same way for both engines; only the middle
 step differs.  Here a Ray dataset of the file paths (in the listing's order) goes
 through ``map_batches`` with :class:`Scorer`, an actor that loads the run's model once
@@ -46,7 +46,7 @@ class Scorer:
 
     def __init__(self, run_dir: str, scans: str, weights_sha256: str, batch_size: int):
         from pipeline.data import preprocessor
-        from pipeline.score import load_scorer, report_columns
+        from pipeline.scoring import load_scorer, report_columns
 
         torch.set_num_threads(1)  # each actor holds one CPU
         self.model, _, self.temperature, self.decide = load_scorer(Path(run_dir))
@@ -60,10 +60,10 @@ class Scorer:
         self.process = preprocessor(self.model.config.preprocess, 1, False).__enter__()
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from pipeline.score import _score_chunk, rows_frame
+        from pipeline.scoring import rows_frame, score_chunk
 
         paths = [Path(p) for p in batch["path"]]
-        rows = _score_chunk(paths, self.scans, self.process, self.model, self.temperature, self.decide,
+        rows = score_chunk(paths, self.scans, self.process, self.model, self.temperature, self.decide,
                             self.batch_size)
         return rows_frame(rows, self.columns)
 

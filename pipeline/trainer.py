@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +31,10 @@ from pipeline.checkpoint import (
     save_checkpoint,
     save_training_state,
 )
-from pipeline.config import CalibrateConfig, Config
+from pipeline.config import Config
 from pipeline.data import SUBSETS, TrainingData
 from pipeline.io import write_csv, write_json
-from pipeline.methods.base import StepBatch
+from pipeline.methods.base import RoundContext, StepBatch
 
 log = logging.getLogger("pipeline.train")
 
@@ -77,15 +76,6 @@ def refresh_batchnorm(network: nn.Module, images: torch.Tensor, device: torch.de
     network.train(was_training)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
-
-
-@dataclass
-class RoundContext:
-    """What a method may use at the start of a round."""
-
-    data: TrainingData
-    calibrate: CalibrateConfig
-    predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]]  # subset -> (logits, labels)
 
 
 def learning_rate_factor(progress: float, decay_last_fraction: float) -> float:

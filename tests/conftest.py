@@ -48,7 +48,7 @@ def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = No
 
 def write_manifest(path: str | Path, rows: list[dict]) -> Path:
     """A manifest CSV; each row gives at least ``scan_id``, other columns default to ok/empty."""
-    from pipeline.ingest import MANIFEST_COLUMNS
+    from pipeline.manifest import MANIFEST_COLUMNS
 
     full = [{**dict.fromkeys(MANIFEST_COLUMNS, ""), "status": "ok", **row} for row in rows]
     for row in full:

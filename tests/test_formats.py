@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.ingest import ingest
 from pipeline.reading import ScanReadError, is_system_file, list_files, load_scan, system_files
+from pipeline.stages.ingest import ingest
 
 
 def test_16_bit_tiff_and_8_bit_bmp_read_like_png(tmp_path):

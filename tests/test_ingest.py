@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.ingest import MANIFEST_COLUMNS, ingest, load_manifest
+from pipeline.manifest import MANIFEST_COLUMNS, load_manifest
+from pipeline.stages.ingest import ingest
 
 
 def run(scans, tmp_path, **options):
@@ -105,7 +106,7 @@ def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog)
             {"file": str(scans / "dog2.png"), "label": "dog", "split": "tset", "group": "p2"},
         ],
     )
-    caplog.set_level("INFO", logger="pipeline.ingest")
+    caplog.set_level("INFO", logger="pipeline.stages.ingest")
     result = run(scans, tmp_path, labels=labels, classes=["cat", "dog"])
     manifest = result.manifest.set_index("scan_id")
 
@@ -181,7 +182,7 @@ def test_files_differing_only_by_suffix_are_two_scans(tmp_path, write):
 
 
 def test_a_manifest_with_the_old_suffixless_ids_says_what_to_do(tmp_path, write):
-    from pipeline.ingest import load_manifest
+    from pipeline.manifest import load_manifest
 
     old = write.manifest(tmp_path / "old.csv", [{"scan_id": "yes/Y92", "path": "/scans/yes/Y92.jpg"}])
     with pytest.raises(ValueError, match=r"older version.*'yes/Y92'.*Delete .*old.csv"):

@@ -7,8 +7,8 @@ from pipeline.augment import BatchAugmenter
 from pipeline.checkpoint import build_method
 from pipeline.config import ConfigError, load_config
 from pipeline.methods import METHODS, get_method
-from pipeline.methods.base import StepBatch
-from pipeline.trainer import RoundContext, Trainer, accuracy
+from pipeline.methods.base import RoundContext, StepBatch
+from pipeline.trainer import Trainer, accuracy
 
 from toy import toy_training_data
 

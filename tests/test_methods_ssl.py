@@ -11,7 +11,7 @@ from pipeline.augment import BatchAugmenter
 from pipeline.checkpoint import build_method, load_checkpoint
 from pipeline.config import load_config
 from pipeline.methods import fixmatch as fixmatch_module
-from pipeline.methods.base import StepBatch
+from pipeline.methods.base import RoundContext, StepBatch
 from pipeline.methods.co_teaching import forget_rate
 from pipeline.methods.shared import (
     Ensemble,
@@ -24,7 +24,7 @@ from pipeline.methods.shared import (
     sigmoid_rampup,
     subset_predictor,
 )
-from pipeline.trainer import RoundContext, Trainer
+from pipeline.trainer import Trainer
 
 from toy import toy_training_data
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.ingest import ingest
 from pipeline.similarity import near_duplicate_groups, perceptual_hash
-from pipeline.split import make_split
+from pipeline.stages.ingest import ingest
+from pipeline.stages.split import make_split
 
 
 def radiograph(seed: int, size: int = 96) -> np.ndarray:

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import plan as planning
 from pipeline.cli import main
-from pipeline.workflow import planned_config
+from pipeline.stages import plan as planning
+from pipeline.stages.run import planned_config
 
 
 def split_frame(rows, subsets=None):

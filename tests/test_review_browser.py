@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.calibrate import calibrate
 from pipeline.config import load_config
-from pipeline.score import score
+from pipeline.stages.calibrate import calibrate
+from pipeline.stages.score import score
 from pipeline.trainer import Trainer
 
 from toy import toy_images, toy_training_data

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from pipeline.calibrate import calibrate
 from pipeline.calibration import softmax
 from pipeline.checkpoint import load_checkpoint
 from pipeline.config import load_config
-from pipeline.score import neutralise_formula, score
+from pipeline.stages.calibrate import calibrate
+from pipeline.stages.score import neutralise_formula, score
 from pipeline.trainer import Trainer, predict_logits
 
 from toy import calibrated_toy_run, toy_images, toy_training_data

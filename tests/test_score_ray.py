@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.score import score
 from pipeline.score_ray import import_ray
+from pipeline.stages.score import score
 
 from toy import calibrated_toy_run, toy_images
 

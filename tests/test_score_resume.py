@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.score import score
+from pipeline.stages.score import score
 
 from toy import calibrated_toy_run, toy_images
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.split import load_split, make_split, validate_split
+from pipeline.manifest import load_split, validate_split
+from pipeline.stages.split import make_split
 
 
 def read(path) -> pd.DataFrame:

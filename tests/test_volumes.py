@@ -227,7 +227,7 @@ def test_all_stages_on_tiny_synthetic_volumes(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not (ADRENAL / "labels.csv").exists(), reason="../shared/data/adrenalmnist3d is absent")
 def test_adrenalmnist3d_files_ingest_and_preprocess(tmp_path):
-    from pipeline.ingest import ingest
+    from pipeline.stages.ingest import ingest
 
     labels = pd.read_csv(ADRENAL / "labels.csv").groupby("label").head(3)
     subset = tmp_path / "adrenal"
@@ -246,7 +246,7 @@ def test_adrenalmnist3d_files_ingest_and_preprocess(tmp_path):
 
 def test_prepare_data_generates_the_synthetic_set_when_missing(tmp_path, monkeypatch, caplog):
     import pipeline.synth as synth
-    from pipeline.workflow import prepare_data
+    from pipeline.stages.run import prepare_data
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(synth, "SYNTH_VOLUMES_DATASET", {**synth.SYNTH_VOLUMES_DATASET, "n": 16, "size": 16})

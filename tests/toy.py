@@ -43,8 +43,8 @@ def toy_training_data(n: int = 600, size: int = 16, dims: int = 2, n_labelled: i
 
 def calibrated_toy_run(folder, overrides: list[str]):
     """Train a toy model with config ``overrides`` into ``folder`` and calibrate it; return the folder."""
-    from pipeline.calibrate import calibrate
     from pipeline.config import load_config
+    from pipeline.stages.calibrate import calibrate
     from pipeline.trainer import Trainer
 
     data = toy_training_data()

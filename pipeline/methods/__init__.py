@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pipeline.config import ConfigError, build_dataclass
 from pipeline.methods.base import Method, StepBatch
+from pipeline.settings import ConfigError, build_dataclass
 
 METHODS: dict[str, type[Method]] = {}
 

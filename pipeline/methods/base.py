@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -20,7 +21,17 @@ from torch import nn
 from pipeline.augment import BatchAugmenter
 
 if TYPE_CHECKING:
-    from pipeline.trainer import RoundContext
+    from pipeline.config import CalibrateConfig
+    from pipeline.data import TrainingData
+
+
+@dataclass
+class RoundContext:
+    """What a method may use at the start of a round."""
+
+    data: TrainingData
+    calibrate: CalibrateConfig
+    predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]]  # subset -> (logits, labels)
 
 
 @dataclass

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.reading import ScanReadError, load_scan, scan_suffix
+from pipeline.reading import ScanReadError, load_scan, scan_suffix, spatial_shape_of
 
-log = logging.getLogger("pipeline.plan")
+log = logging.getLogger("pipeline.stages.plan")
 
 FINGERPRINT_SAMPLE = 120  # scans read for intensity statistics
 SIZES_2D = (28, 32, 48, 64, 96, 128, 160, 192, 224, 256)
@@ -40,23 +40,6 @@ DEFAULT_METHOD_PARAMS = {"consistency_weight": 30.0, "entropy_weight": 0.3, "ali
 
 
 # ---------------------------------------------------------------------------- fingerprint
-
-
-def spatial_shape_of(shape: str, path: str) -> tuple[tuple[int, ...], int]:
-    """(spatial shape, channels) of a manifest row from its shape string such as '512x432x3'."""
-    return _spatial_shape(str(shape), scan_suffix(path) or "dicom")
-
-
-def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
-    """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
-    sizes = tuple(int(v) for v in shape.split("x") if v)
-    if suffix.startswith(".nii"):
-        if len(sizes) == 4 and sizes[-1] == 1:
-            sizes = sizes[:3]
-        return sizes, 1
-    if len(sizes) == 3 and sizes[-1] in (3, 4):
-        return sizes[:2], sizes[-1]
-    return sizes, 1
 
 
 def _intensity_of(path: str) -> dict[str, Any] | None:
@@ -92,7 +75,7 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
     if rows.empty:
         raise ValueError("no usable scans to plan for: every scan has an error")
     suffixes = [scan_suffix(p) or "dicom" for p in rows["path"]]
-    parsed = [_spatial_shape(str(s), x) for s, x in zip(rows["shape"], suffixes)]
+    parsed = [spatial_shape_of(s, p) for s, p in zip(rows["shape"], rows["path"])]
     dims = Counter(len(shape) for shape, _ in parsed)
     spatial_dims = dims.most_common(1)[0][0]
     shapes = np.array([shape for shape, _ in parsed if len(shape) == spatial_dims], dtype=float)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from pipeline.io import atomic_path, sha256_bytes, write_bytes, write_csv
 from pipeline.processes import worker_pool
 
-log = logging.getLogger("pipeline.fetch")
+log = logging.getLogger("pipeline.stages.fetch")
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from pipeline.calibration import (
     screening_thresholds,
     softmax,
 )
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import CALIBRATION, load_checkpoint
+from pipeline.data import load_training_data
 from pipeline.io import write_csv, write_json
 from pipeline.plots import plot_reliability, plot_roc, plot_score_histogram
 
-log = logging.getLogger("pipeline.calibrate")
-CALIBRATION = "calibration.json"
+log = logging.getLogger("pipeline.stages.calibrate")
 TEST_PREDICTIONS = "test_predictions.csv"
 
 
@@ -35,12 +35,11 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
     data : TrainingData, optional; loaded from the run's own config (and cache) when omitted.
     """
     from pipeline.trainer import predict_logits, resolve_device
-    from pipeline.workflow import prepare_data
 
     run_dir = Path(run_dir)
     model = load_checkpoint(run_dir)
     config = model.config
-    data = data if data is not None else prepare_data(config)
+    data = data if data is not None else load_training_data(config)
     if len(data.calibration) == 0:
         raise ValueError(f"{run_dir}: the split has no calibration scans; set split.calibration_per_class")
     device = resolve_device(config.train.device)

@@ -18,19 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.ingest import load_manifest
 from pipeline.io import sha256_file, write_csv, write_json
+from pipeline.manifest import (
+    LABELLED_SUBSETS,
+    SPLIT_COLUMNS,
+    load_manifest,
+    validate_split,
+)
 from pipeline.similarity import connected_groups
 
-log = logging.getLogger("pipeline.split")
+log = logging.getLogger("pipeline.stages.split")
 
-SUBSETS = ("labelled", "unlabelled", "calibration", "test")
-LABELLED_SUBSETS = ("labelled", "calibration", "test")
-SPLIT_COLUMNS = ["scan_id", "subset", "label", "group"]
 SELECTIONS = ("first", "random")
-MANIFEST_FIELDS = ["scan_id", "label", "group", "status", "error"]
-
-
 def make_split(
     manifest: str | os.PathLike,
     *,
@@ -322,96 +321,3 @@ def _is_fraction(value, allow_one: bool = False) -> bool:
 # ---------------------------------------------------------------------------- checking
 
 
-def validate_split(
-    manifest: pd.DataFrame, split: pd.DataFrame, *, source: str = "split file"
-) -> None:
-    """Check a split table against its manifest; raise one ValueError listing every problem.
-
-    Checks: required columns; every scan_id is an ``ok`` manifest scan and appears once;
-    subsets are valid; labelled, calibration and test scans have a label; labels and groups
-    agree with the manifest; no group is in two subsets. Problems name the line of the
-    split file (the header is line 1).
-    """
-    missing = [column for column in ("scan_id", "subset") if column not in split.columns]
-    if missing:
-        raise ValueError(
-            f"{source} has no {' or '.join(missing)} column (found: {', '.join(split.columns)}); "
-            f"a split file needs columns {', '.join(SPLIT_COLUMNS)}"
-        )
-    by_id = {row["scan_id"]: row for row in manifest[MANIFEST_FIELDS].to_dict("records")}
-    problems = []
-    first_line: dict[str, int] = {}
-    group_lines: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for line, row in enumerate(split.to_dict("records"), start=2):
-        scan_id, subset = str(row["scan_id"]).strip(), str(row["subset"]).strip()
-        if subset not in SUBSETS:
-            problems.append(f"line {line}: subset {subset!r} is not one of {', '.join(SUBSETS)}")
-        if scan_id in first_line:
-            problems.append(
-                f"line {line}: scan {scan_id!r} is listed again (first on line {first_line[scan_id]})"
-            )
-            continue
-        first_line[scan_id] = line
-        scan = by_id.get(scan_id)
-        if scan is None:
-            problems.append(f"line {line}: scan {scan_id!r} is not in the manifest")
-            continue
-        if scan["status"] != "ok":
-            reason = f"has status {scan['status']} in the manifest ({scan['error']}); remove it"
-            problems.append(f"line {line}: scan {scan_id!r} {reason}")
-        if subset in LABELLED_SUBSETS and not scan["label"]:
-            problems.append(
-                f"line {line}: scan {scan_id!r} is in {subset} but has no label in the manifest"
-            )
-        for column in ("label", "group"):
-            given = str(row.get(column, "") or "").strip()
-            if given and given != scan[column]:
-                reason = f"{column} {given!r} differs from the manifest's {scan[column]!r}"
-                reason += f"; {column}s come from the labels file, fix it there and re-run ingest"
-                problems.append(f"line {line}: {reason}")
-        if scan["group"]:
-            group_lines[scan["group"]][subset].append(line)
-    for group, lines_by_subset in group_lines.items():
-        if len(lines_by_subset) > 1:
-            where = "; ".join(
-                f"{subset} (lines {_first_few(lines)})" for subset, lines in lines_by_subset.items()
-            )
-            problems.append(f"group {group!r} is in more than one subset: {where}")
-    if problems:
-        raise ValueError(f"{source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
-
-
-def _first_few(numbers: list[int], shown: int = 5) -> str:
-    text = ", ".join(str(n) for n in numbers[:shown])
-    return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
-
-
-def load_split(
-    manifest: pd.DataFrame | str | os.PathLike, split_path: str | os.PathLike
-) -> pd.DataFrame:
-    """Read and validate a split file; return its manifest rows with a ``subset`` column.
-
-    ``manifest`` is a table from :func:`pipeline.ingest.load_manifest` or a manifest path.
-    Rows come in manifest order.
-    """
-    if not isinstance(manifest, pd.DataFrame):
-        manifest = load_manifest(manifest)
-    split_path = Path(split_path)
-    if not split_path.is_file():
-        raise FileNotFoundError(
-            f"split file {split_path} does not exist; create it with make_split"
-        )
-    split = pd.read_csv(split_path, dtype=str, keep_default_na=False)
-    split = split.apply(lambda column: column.str.strip())
-    if "scan_id" in split and len(split):
-        known = set(manifest["scan_id"])
-        unknown = [sid for sid in split["scan_id"] if sid not in known]
-        suffixed = {Path(sid).with_suffix("").as_posix(): sid for sid in known}
-        if unknown and all(sid in suffixed or f"{sid}.nii.gz" in known for sid in unknown[:20]):
-            raise ValueError(
-                f"split file {split_path} names scans by the older ids without a file suffix (e.g. "
-                f"{unknown[0]!r} for {suffixed.get(unknown[0], unknown[0] + '.nii.gz')!r}); scan ids now keep "
-                "the suffix. Delete the split file and run again, or add the suffixes to its scan_id column"
-            )
-    validate_split(manifest, split, source=f"split file {split_path}")
-    return manifest.merge(split[["scan_id", "subset"]], on="scan_id", how="inner", validate="1:1")

@@ -21,11 +21,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
+from pipeline.manifest import MANIFEST_COLUMNS
 from pipeline.processes import worker_pool
 from pipeline.reading import (
     SCAN_SUFFIXES,
     ScanReadError,
-    has_old_style_id,
     is_scan_file,
     is_system_file,
     list_files,
@@ -36,12 +36,8 @@ from pipeline.reading import (
 )
 from pipeline.similarity import MAX_GROUP, connected_groups, near_duplicate_groups, perceptual_hash
 
-log = logging.getLogger("pipeline.ingest")
+log = logging.getLogger("pipeline.stages.ingest")
 
-MANIFEST_COLUMNS = ("scan_id path label group split status error sha256 shape dtype spacing "
-                    "perceptual_hash duplicate_group modality body_part study_uid series_uid").split()
-# Columns added after the first release: a manifest without them still loads (as empty).
-LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid")
 PROBLEM_COLUMNS = ["source", "item", "reason"]
 LABELS_REQUIRED_COLUMNS = ("file", "label")
 KNOWN_SPLITS = ("train", "val", "test")
@@ -414,28 +410,3 @@ def _log_summary(root, manifest, problems, classes, manifest_path, problems_path
         )
 
 
-def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a manifest written by :func:`ingest`, every column as text ("" for empty).
-
-    Text throughout because ids and labels such as ``00001`` or ``7`` must not become numbers.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist; run ingest first")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for column in LATER_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = ""
-    missing = [column for column in MANIFEST_COLUMNS if column not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{path} is not a manifest: missing column(s) {', '.join(missing)}; re-create it with ingest"
-        )
-    old = [sid for sid, p in zip(frame["scan_id"], frame["path"]) if has_old_style_id(sid, p)]
-    if old:
-        raise ValueError(
-            f"{path} was written by an older version whose scan ids drop the file suffix (e.g. {old[0]!r}); "
-            f"scan ids now keep it. Delete {path} and the split files made from it "
-            f"({path.with_suffix('')}*.split.csv) and run again to have them made anew"
-        )
-    return frame

@@ -1,0 +1,105 @@
+"""Scoring pieces shared by the score stage's engines (local processes, Ray): the model and its
+calibrated decision rule, and the report rows of a chunk of files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.calibration import softmax
+from pipeline.checkpoint import CALIBRATION, load_checkpoint
+from pipeline.reading import is_scan_file
+
+
+def load_scorer(run_dir: Path) -> tuple:
+    """``(model, calibration, temperature, decide)`` for a calibrated run folder."""
+    model = load_checkpoint(run_dir)
+    calibration_file = run_dir / CALIBRATION
+    if not calibration_file.exists():
+        raise FileNotFoundError(f"{calibration_file} not found: run 'pipeline calibrate {run_dir}' first")
+    calibration = json.loads(calibration_file.read_text())
+    if calibration.get("weights_sha256") != model.weights_sha256:
+        raise ValueError(f"{calibration_file} was made for other weights; re-run 'pipeline calibrate {run_dir}'")
+    return model, calibration, float(calibration["temperature"]), decision_rule(calibration, model.classes)
+
+
+def report_columns(classes: list[str]) -> list[str]:
+    """The report's columns, in order, for a model with these classes."""
+    return ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error",
+            *(f"p_{c}" for c in classes)]
+
+
+def decision_rule(calibration: dict, classes: list[str]):
+    """``decide(probs) -> (class index, needs_review)`` from a run's calibration.
+
+    Screening tasks call a scan abnormal at the calibrated decision threshold (not at the
+    largest probability) and flag the review band; other tasks take the most probable
+    class and flag confidences below that class's calibrated threshold.
+    """
+    screening = calibration.get("screening")
+    if screening:
+        k = classes.index(screening["positive_class"])
+        others = [i for i in range(len(classes)) if i != k]
+
+        def decide(p):
+            predicted = k if p[k] >= screening["decision"] else max(others, key=lambda i: p[i])
+            return predicted, bool(screening["review_low"] <= p[k] < screening["review_high"])
+
+        return decide
+    thresholds = np.array([calibration["class_thresholds"][c]["threshold"] for c in classes])
+
+    def decide(p):
+        predicted = int(p.argmax())
+        return predicted, bool(p[predicted] < thresholds[predicted])
+
+    return decide
+
+
+def readable_paths(paths: list[Path]) -> list[Path]:
+    """The paths of a chunk that look like scans (the others get an error row without reading)."""
+    return [p for p in paths if is_scan_file(p)]
+
+
+def as_strings(paths: list[Path]) -> list[str]:
+    return [str(p) for p in paths]
+
+
+def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Report rows as a frame with fixed column types, whichever engine made them."""
+    frame = pd.DataFrame(rows, columns=columns)
+    numeric = [c for c in columns if c == "confidence" or c.startswith("p_")]
+    frame[numeric] = frame[numeric].astype(float)  # a chunk of error rows only would be object-typed
+    return frame
+
+
+def score_chunk(paths, scans, process, model, temperature, decide, batch_size) -> list[dict]:
+    readable = readable_paths(paths)
+    arrays, errors = process(as_strings(readable))
+    outcome = {p: (a, e) for p, a, e in zip(readable, arrays, errors)}
+    good = [p for p in readable if outcome[p][1] is None]
+    probs = {}
+    if good:
+        images = torch.from_numpy(np.stack([outcome[p][0] for p in good]))
+        with torch.no_grad():
+            logits = torch.cat([model.network(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        probs = dict(zip(good, softmax(logits.numpy(), temperature)))
+    rows = []
+    for path in paths:
+        row = {"scan_id": path.relative_to(scans).as_posix(), "path": str(path.absolute())}
+        if path in probs:
+            p = probs[path]
+            k, review = decide(p)
+            row.update(prediction=model.classes[k], confidence=float(p[k]), needs_review=review,
+                       status="ok", error="")
+            row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
+        else:
+            reason = outcome[path][1] if path in outcome else "unsupported file type (not DICOM, NIfTI, PNG, JPEG, TIFF or BMP)"
+            row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason)
+        rows.append(row)
+    return rows
+
+

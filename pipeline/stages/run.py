@@ -1,0 +1,110 @@
+"""The stages chained: fetch -> ingest -> split -> plan -> train -> calibrate (what ``make train`` runs)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pipeline import distributed
+from pipeline.config import Config, flat_keys, load_config, user_settings
+from pipeline.data import TrainingData, load_training_data, split_frame
+from pipeline.manifest import manifest_path, split_path
+from pipeline.stages.calibrate import calibrate
+from pipeline.stages.fetch import fetch, materialise_mnist
+from pipeline.stages.ingest import ingest
+from pipeline.stages.plan import fingerprint, make_plan
+from pipeline.stages.split import make_split
+from pipeline.stages.train import train_stage
+from pipeline.synth import SYNTH_VOLUMES_DATASET, generate_volumes, stale_set_warning
+
+log = logging.getLogger("pipeline")
+
+
+def prepare_split(config: Config, progress: bool = True):
+    """Fetch, ingest and split as needed; return (manifest rows with a ``subset`` column, classes).
+
+    A manifest or split file that already exists is used as it is, so a user may edit
+    or supply their own; delete it to have it made again.
+    """
+    data = config.data
+    if data.dataset == "synth_volumes":
+        if not (Path(data.scans) / "labels.csv").exists():
+            log.info("generating the synthetic volume set into %s", data.scans)
+            generate_volumes(data.scans, progress=progress, **SYNTH_VOLUMES_DATASET)
+        elif warning := stale_set_warning(data.scans):
+            log.warning("%s", warning)
+    elif data.dataset:
+        root = Path(data.scans).parent
+        fetch(data.dataset, root=root)
+        if data.dataset == "mnist":
+            materialise_mnist(root, out=data.scans)
+    manifest = manifest_path(config)
+    if not manifest.exists():
+        ingest(data.scans, labels=data.labels or None, out=manifest, classes=data.classes or None,
+               class_subfolders=data.class_subfolders, workers=config.train.workers)
+    split_file = split_path(config)
+    if not split_file.exists():
+        s = config.split
+        make_split(
+            manifest, out=split_file,
+            labels_per_class=None if s.labelled_fraction > 0 else s.labels_per_class,
+            labelled_fraction=s.labelled_fraction or None,
+            calibration_per_class=0 if s.calibration_fraction > 0 else s.calibration_per_class,
+            calibration_fraction=s.calibration_fraction or None,
+            test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
+        )
+    return split_frame(config)
+
+
+def prepare_data(config: Config, progress: bool = True) -> TrainingData:
+    """The earlier stages as needed, then the tensors of the config's split."""
+    frame, classes = prepare_split(config, progress)
+    return load_training_data(config, frame, classes)
+
+
+def planned_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                   probe: bool = True, progress: bool = True) -> tuple[Config, dict]:
+    """The plan stage: the config a run trains with, and the record written as ``plan.json``.
+
+    Ingest and split run first when their files are missing (the plan reads their output);
+    then :func:`pipeline.stages.plan.fingerprint` and :func:`pipeline.stages.plan.make_plan` fill every
+    setting the user left unset. With ``plan = false`` in the config only the fingerprint is
+    recorded and the config is used as it is.
+    """
+    user = flat_keys(user_settings(path, overrides))
+    first = load_config(path, overrides)
+    merged, classes = prepare_split(first, progress)
+    fp = fingerprint(merged, classes, seed=first.seed)
+    if not first.plan:
+        log.info("plan: off for this config (plan = false); its settings are used as they are")
+        return first, {"fingerprint": fp, "settings": {}, "note": "plan = false: the config's settings"}
+    minutes = user.get("train.minutes")
+    plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe)
+    if "train.steps" in user and "train.minutes" not in user:
+        plan.set("train.minutes", 0.0, "the user gave train.steps")
+    config = load_config(path, overrides, base=plan.nested())
+    record = plan.record(fp, user, config)
+    for key, entry in record["settings"].items():
+        log.info("plan: %s = %s (%s%s)", key, entry["value"], entry["set_by"],
+                 f": {entry['reason']}" if entry.get("reason") and entry["set_by"] == "plan" else "")
+    return config, record
+
+
+def train(config: Config, run_dir: str | Path | None = None, progress: bool = True, plan: dict | None = None,
+          resume: bool = False) -> Path:
+    """The train stage after the earlier stages whose files are missing (``pipeline train``)."""
+    return train_stage(config, run_dir=run_dir, progress=progress, plan=plan, resume=resume,
+                       prepare=lambda: prepare_split(config, progress))
+
+
+def run_all(config: Config, progress: bool = True, plan: dict | None = None,
+            run_dir: str | Path | None = None, resume: bool = False) -> Path:
+    from pipeline.trainer import resolve_device
+
+    with distributed.session(resolve_device(config.train.device)) as world:
+        run_dir = train(config, run_dir=run_dir, progress=progress, plan=plan, resume=resume)
+        if world.main:
+            calibrate(run_dir)
+    return run_dir
+
+
