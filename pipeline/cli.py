@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 
+import pandas as pd
+
 from pipeline.config import ConfigError, load_config
 
 
@@ -130,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="temperature scaling and thresholds for a run folder")
     p.add_argument("run", help="run folder (default: the latest run)", nargs="?")
 
+    p = sub.add_parser("check-labels", help="rank a run's labelled and calibration scans by how likely their "
+                       "label is wrong (cleanlab on cross-validated predictions); label_issues.csv and .html")
+    p.add_argument("run", nargs="?", help="run folder (default: the latest run)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds over the labelled scans")
+    p.add_argument("--steps", type=int, default=300, help="training steps of each fold's supervised model")
+
     p = sub.add_parser("score", help="folder of scans -> CSV report")
     p.add_argument("scans")
     p.add_argument("--model", help="run folder (default: the latest run)")
@@ -237,6 +245,15 @@ def _dispatch(args) -> int:
 
         result = calibrate(args.run or latest_run())
         print(json.dumps({k: v for k, v in result.items() if k != "class_thresholds"}, indent=2))
+    elif args.command == "check-labels":
+        from pipeline.stages.check_labels import check_labels
+
+        out = check_labels(args.run or latest_run(), folds=args.folds, steps=args.steps)
+        issues = pd.read_csv(out)
+        for row in issues[issues["is_issue"]].head(20).itertuples(index=False):
+            print(f"{row.rank:4d}  {row.scan_id}: labelled {row.given_label}, looks like {row.suggested_label} "
+                  f"(quality {row.label_quality:.3f})")
+        print(f"{int(issues['is_issue'].sum())} of {len(issues)} labels look wrong; all ranked in {out}")
     elif args.command == "score":
         from pipeline.stages.score import score
 

@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
-STAGES = {"fetch", "ingest", "split", "plan", "train", "calibrate", "score", "validate", "sample", "run"}
+STAGES = {"fetch", "ingest", "split", "plan", "train", "calibrate", "score", "validate", "sample", "run",
+          "check_labels"}
 
 
 def module_name(path: Path) -> str:
