@@ -27,6 +27,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
                      help="label this many scans per class, and as many for calibration; the other "
                           "labelled scans join the unlabelled pool (default: use every label)")
     own.add_argument("--seed", type=int, help="seed of the label draw and of training")
+    own.add_argument("--extra-labels", metavar="VERDICTS_CSV",
+                     help="verdicts exported from a review page (file,label,verdict,reviewed_at, files relative "
+                          "to --scans): merged into a new labels file with each label's provenance, then used")
 
 
 def _add_resume_argument(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +67,17 @@ def own_data_overrides(args) -> list[str]:
             out.append("data.class_subfolders=true")
         if args.labels_per_class is None:
             out += ["split.labelled_fraction=0.75", "split.calibration_fraction=0.99"]
-    if args.labels:
+    if getattr(args, "extra_labels", None):
+        if not args.scans:
+            raise ValueError("--extra-labels needs --scans: the folder the verdicts' files are relative to")
+        from pipeline.verdicts import merge_verdicts
+
+        merged = merge_verdicts(args.scans, args.extra_labels, "data_manifests", labels=args.labels)
+        logging.getLogger("pipeline").info("verdicts merged into %s", merged)
+        stem = merged.name[: -len(".labels.csv")]
+        out += [f"data.labels={json.dumps(str(merged))}", "data.class_subfolders=false",
+                f"data.manifest={json.dumps(f'data_manifests/{stem}.csv')}"]
+    elif args.labels:
         out.append(f"data.labels={json.dumps(args.labels)}")
     if args.positive:
         out.append(f"data.positive_class={json.dumps(args.positive)}")

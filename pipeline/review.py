@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 
 import numpy as np
 import pandas as pd
@@ -49,40 +50,170 @@ PAGE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; }}
 tr.error td {{ background: #fde2e2; }} tr.review td {{ background: #fff6cc; }} tr.positive td {{ background: #fde9d9; }}
+tr.selected td {{ outline: 2px solid #2a6fdb; }} #scans tbody tr {{ cursor: pointer; }}
 .summary td {{ border: none; padding: 2px 12px 2px 0; }} img {{ image-rendering: pixelated; }}
+#toolbar {{ position: sticky; top: 0; background: #fff; padding: 6px 0; border-bottom: 1px solid #ccc; }}
+#toolbar > * {{ margin-right: 10px; }} .verdict {{ font-weight: bold; }}
+#viewer {{ display: none; position: fixed; inset: 0; background: rgba(0,0,0,.8); color: #fff; padding: 2em; }}
+#viewer img {{ width: min(80vh, 90vw); height: auto; display: block; margin: 1em auto; }}
+kbd {{ border: 1px solid #999; border-radius: 3px; padding: 0 4px; }}
 </style></head><body>
 <h1>{title}</h1>
 <table class="summary">{summary}</table>
 <h2>Operating point</h2><p>{operating_point}</p>
 <h2>Scans ({n_rows}; flagged and {positive_word} first)</h2>
+<div id="toolbar">
+<label>show <select id="filter"></select></label>
+<label>sort <select id="sort"><option value="review">review order</option><option value="prob-desc">probability, high first</option>
+<option value="prob-asc">probability, low first</option><option value="id">scan id</option></select></label>
+<button id="prev">&larr;</button><span id="pageinfo"></span><button id="next">&rarr;</button>
+<button id="export">export verdicts (CSV)</button><span id="verdictcount"></span>
+<div><small>Keys: <kbd>j</kbd>/<kbd>k</kbd> or arrows move, <kbd>Enter</kbd> enlarges, <kbd>Esc</kbd> closes,
+<kbd>c</kbd> confirms the prediction, {class_keys}, <kbd>u</kbd> unsure, <kbd>x</kbd> exclude, <kbd>Backspace</kbd> clears.
+Verdicts stay in this browser until exported.</small></div>
+</div>
 <table id="scans"><thead><tr><th>#</th><th>thumbnail</th><th>scan</th><th>prediction</th><th>probability</th>
-<th>status</th><th>needs review</th><th>error</th></tr></thead><tbody>
-{rows}
-</tbody></table>
+<th>status</th><th>needs review</th><th>verdict</th><th>error</th></tr></thead><tbody></tbody></table>
 {truncated}
+<div id="viewer"><div id="viewertitle"></div><img id="viewerimg" alt=""><div id="viewerinfo"></div></div>
+<script id="data" type="application/json">{data}</script>
+<script>
+"use strict";
+const DATA = JSON.parse(document.getElementById("data").textContent);
+const PAGE_SIZE = 100, KEY = "review-verdicts:" + DATA.key;
+let verdicts = JSON.parse(localStorage.getItem(KEY) || "{{}}");
+let view = [], page = 0, selected = 0;
+const filters = [["all", "all scans", r => true], ["flagged", "flagged for review", r => r.review],
+  ["errors", "errors", r => r.status !== "ok"], ["unreviewed", "no verdict yet", r => !verdicts[r.id]],
+  ["ood", "out of distribution", r => r.ood]];
+if (DATA.positive) filters.splice(2, 0, ["positive", "called " + DATA.positive, r => r.pred === DATA.positive]);
+for (const c of DATA.classes) filters.push(["class:" + c, "predicted " + c, r => r.pred === c]);
+const filterBox = document.getElementById("filter");
+for (const [value, text] of filters) filterBox.add(new Option(text, value));
+function save() {{ localStorage.setItem(KEY, JSON.stringify(verdicts)); }}
+function apply() {{
+  const keep = filters.find(f => f[0] === filterBox.value)[2];
+  view = DATA.rows.filter(keep);
+  const how = document.getElementById("sort").value;
+  if (how === "prob-desc") view.sort((a, b) => (b.p ?? -1) - (a.p ?? -1));
+  if (how === "prob-asc") view.sort((a, b) => (a.p ?? 2) - (b.p ?? 2));
+  if (how === "id") view.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  page = 0; selected = 0; render();
+}}
+function cell(text) {{ const td = document.createElement("td"); td.textContent = text; return td; }}
+function render() {{
+  const body = document.querySelector("#scans tbody");
+  body.replaceChildren();
+  const start = page * PAGE_SIZE, rows = view.slice(start, start + PAGE_SIZE);
+  rows.forEach((r, i) => {{
+    const tr = document.createElement("tr");
+    tr.className = (r.status !== "ok" ? "error" : r.review ? "review" : r.pred === DATA.positive ? "positive" : "")
+      + (start + i === selected ? " selected" : "");
+    tr.dataset.id = r.id;
+    tr.append(cell(r.n));
+    const td = document.createElement("td");
+    if (DATA.thumbs[r.id]) {{ const img = new Image(); img.alt = r.id; img.loading = "lazy";
+      img.src = "data:image/png;base64," + DATA.thumbs[r.id]; td.append(img); }}
+    tr.append(td, cell(r.id), cell(r.pred), cell(r.p == null ? "" : r.p.toFixed(3)), cell(r.status),
+              cell(r.review ? "yes" : "no"));
+    const v = cell(verdicts[r.id] ? verdicts[r.id].verdict : ""); v.className = "verdict"; tr.append(v, cell(r.error));
+    tr.addEventListener("click", () => {{ selected = start + i; render(); enlarge(); }});
+    body.append(tr);
+  }});
+  const pages = Math.max(1, Math.ceil(view.length / PAGE_SIZE));
+  document.getElementById("pageinfo").textContent = `page ${{page + 1}} of ${{pages}} (${{view.length}} scans)`;
+  document.getElementById("verdictcount").textContent = `${{Object.keys(verdicts).length}} verdicts`;
+}}
+function current() {{ return view[selected]; }}
+function enlarge() {{
+  const r = current(); if (!r) return;
+  document.getElementById("viewer").style.display = "block";
+  document.getElementById("viewertitle").textContent = r.id;
+  const img = document.getElementById("viewerimg");
+  img.src = DATA.thumbs[r.id] ? "data:image/png;base64," + DATA.thumbs[r.id] : ""; img.alt = r.id;
+  document.getElementById("viewerinfo").textContent =
+    `prediction ${{r.pred || "-"}}, probability ${{r.p == null ? "-" : r.p.toFixed(3)}}, ${{r.status}} ${{r.error || ""}}`;
+}}
+function closeViewer() {{ document.getElementById("viewer").style.display = "none"; }}
+function move(step) {{
+  if (!view.length) return;
+  selected = Math.min(view.length - 1, Math.max(0, selected + step));
+  page = Math.floor(selected / PAGE_SIZE); render();
+  if (document.getElementById("viewer").style.display === "block") enlarge();
+}}
+function setVerdict(verdict, label) {{
+  const r = current(); if (!r) return;
+  if (verdict === null) delete verdicts[r.id];
+  else verdicts[r.id] = {{verdict, label, at: new Date().toISOString()}};
+  save(); render();
+}}
+function csvField(text) {{ text = String(text); if (/^[=+\\-@\t\r]/.test(text)) text = "'" + text;
+  return /[",\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text; }}
+window.exportCSV = function () {{
+  const lines = ["file,label,verdict,reviewed_at"];
+  for (const r of DATA.rows) {{
+    const v = verdicts[r.id]; if (!v || !v.label) continue;
+    lines.push([r.id, v.label, v.verdict, v.at].map(csvField).join(","));
+  }}
+  return lines.join("\n") + "\n";
+}};
+document.getElementById("export").addEventListener("click", () => {{
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([window.exportCSV()], {{type: "text/csv"}}));
+  a.download = DATA.export_name; a.click();
+}});
+document.getElementById("prev").addEventListener("click", () => {{ if (page > 0) {{ page--; selected = page * PAGE_SIZE; render(); }} }});
+document.getElementById("next").addEventListener("click", () => {{
+  if ((page + 1) * PAGE_SIZE < view.length) {{ page++; selected = page * PAGE_SIZE; render(); }} }});
+filterBox.addEventListener("change", apply);
+document.getElementById("sort").addEventListener("change", apply);
+document.addEventListener("keydown", e => {{
+  if (e.target.tagName === "SELECT") return;
+  const k = e.key, r = current();
+  if (k === "j" || k === "ArrowDown") move(1);
+  else if (k === "k" || k === "ArrowUp") move(-1);
+  else if (k === "Enter") enlarge();
+  else if (k === "Escape") closeViewer();
+  else if (k === "c" && r && r.pred) setVerdict("confirmed", r.pred);
+  else if (k === "u") setVerdict("unsure", "");
+  else if (k === "x") setVerdict("excluded", "");
+  else if (k === "Backspace") setVerdict(null);
+  else if (/^[1-9]$/.test(k) && DATA.classes[+k - 1]) setVerdict("relabelled", DATA.classes[+k - 1]);
+  else return;
+  e.preventDefault();
+}});
+document.getElementById("viewer").addEventListener("click", closeViewer);
+apply();
+</script>
 </body></html>
 """
 
 
 def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], summary: dict,
-                      calibration: dict, classes: list[str], title: str, max_rows: int = 2000) -> None:
-    """Write the page; ``thumbnails`` maps scan_id -> PNG bytes (those missing show none)."""
+                      calibration: dict, classes: list[str], title: str, max_rows: int = 50_000,
+                      key: str = "") -> None:
+    """Write the interactive page: filters, sorting, paging, an enlarged view, keyboard verdicts kept
+    in the browser (``localStorage``, under ``key``: the report's identity) and exported as a labels
+    CSV (``file,label,verdict,reviewed_at``) that ``pipeline ingest --labels`` reads.
+
+    ``thumbnails`` maps scan_id -> PNG bytes (those missing show none); rows are embedded as JSON
+    and drawn a page of 100 at a time, so a folder of 10,000 scans opens at once.
+    """
     screening = calibration.get("screening")
     positive = screening["positive_class"] if screening else None
-    ordered = review_order(report, positive)
+    ordered = review_order(report, positive).head(max_rows)
     rows = []
-    for number, row in enumerate(ordered.head(max_rows).itertuples(index=False), start=1):
-        status, review = row.status, bool(row.needs_review) if row.status == "ok" else True
-        css = "error" if status != "ok" else "review" if review else "positive" if row.prediction == positive else ""
-        png = thumbnails.get(row.scan_id)
-        image = f'<img alt="{html.escape(row.scan_id)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+    for number, row in enumerate(ordered.itertuples(index=False), start=1):
+        review = bool(row.needs_review) if row.status == "ok" else True
         probability = getattr(row, f"p_{positive}") if positive else row.confidence
-        shown = "" if pd.isna(probability) else f"{float(probability):.3f}"
-        rows.append(
-            f'<tr class="{css}"><td>{number}</td><td>{image}</td><td>{html.escape(str(row.scan_id))}</td>'
-            f"<td>{html.escape(str(row.prediction))}</td><td>{shown}</td><td>{html.escape(status)}</td>"
-            f"<td>{'yes' if review else 'no'}</td><td>{html.escape(str(row.error))}</td></tr>"
-        )
+        rows.append({"n": number, "id": str(row.scan_id), "pred": "" if pd.isna(row.prediction) else str(row.prediction),
+                     "p": None if pd.isna(probability) else round(float(probability), 4), "status": str(row.status),
+                     "review": review, "error": "" if pd.isna(row.error) else str(row.error),
+                     "ood": bool(getattr(row, "out_of_distribution", False) is True)})
+    shown = {r["id"] for r in rows}
+    data = {"rows": rows, "classes": list(classes), "positive": positive, "key": key or title,
+            "thumbs": {k: base64.b64encode(v).decode() for k, v in thumbnails.items() if k in shown},
+            "export_name": f"verdicts_{_safe_name(title)}.csv"}
     counts = {"files": summary["files"], "scored": summary["scored"], "errors": summary["errors"],
               "needs review": summary["needs_review"],
               **{f"predicted {c}": n for c, n in summary["predicted"].items()}}
@@ -103,8 +234,15 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
                      f"{calibration.get('n_calibration', '?')} calibration scans.")
     for warning in calibration.get("warnings", []):
         operating += f"<br><b>Warning:</b> {html.escape(warning)}"
-    truncated = (f"<p>Showing the first {max_rows} of {len(ordered)} rows; the CSV report has them all.</p>"
-                 if len(ordered) > max_rows else "")
+    truncated = (f"<p>The page holds the first {max_rows} of {len(report)} rows; the CSV report has them all.</p>"
+                 if len(report) > max_rows else "")
+    class_keys = ", ".join(f"<kbd>{i}</kbd> {html.escape(c)}" for i, c in enumerate(classes[:9], start=1))
+    # "</" inside the JSON would end the script element early.
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     write_text(path, PAGE.format(title=html.escape(title), summary=summary_html, operating_point=operating,
                                  n_rows=len(ordered), positive_word=html.escape(positive or "error"),
-                                 rows="\n".join(rows), truncated=truncated))
+                                 truncated=truncated, data=payload, class_keys=class_keys))
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:60] or "report"

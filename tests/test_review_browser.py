@@ -1,6 +1,7 @@
 """The review page opens in headless Chromium from disk, with no console errors, and shows
 every flagged scan. CI installs Debian's chromium (.ci/run) and sets REQUIRE_BROWSER=1."""
 
+import io
 import os
 import re
 import shutil
@@ -33,7 +34,8 @@ def browser():
     return CHROMIUM
 
 
-def test_review_page_loads_without_console_errors_and_shows_flagged_scans(browser, tmp_path):
+def scored_folder(tmp_path):
+    """A toy model's report on 25 toy scans and a broken file: (report CSV, page)."""
     data = toy_training_data()
     run = tmp_path / "run"
     config = load_config(None, ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.steps=15",
@@ -47,21 +49,97 @@ def test_review_page_loads_without_console_errors_and_shows_flagged_scans(browse
         Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(scans / f"s{i:02d}.png")
     (scans / "broken.png").write_text("x")
     out = score(scans, run, out=tmp_path / "report.csv", workers=1, progress=False)
-    page = out.with_suffix(".html")
-    result = subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                             page.as_uri()], capture_output=True, text=True, timeout=120)
+    return out, out.with_suffix(".html")
+
+
+def run_page(browser, tmp_path, page, profile="profile"):
+    result = subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / profile}", "--allow-file-access-from-files",
+                             "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    dom = result.stdout
     console_errors = [line for line in result.stderr.splitlines()
                       if "CONSOLE" in line and re.search(r"error|uncaught", line, re.I)]
     assert not console_errors, console_errors
+    return result.stdout
+
+
+def test_review_page_loads_without_console_errors_and_shows_flagged_scans(browser, tmp_path):
+    out, page = scored_folder(tmp_path)
+    dom = run_page(browser, tmp_path, page)
     report = pd.read_csv(out, keep_default_na=False)
     flagged = report.loc[report["needs_review"].astype(str) == "True", "scan_id"]
     assert len(flagged) >= 1  # the broken file at least
     for scan_id in flagged:
-        assert f">{scan_id}<" in dom, scan_id
-    assert dom.count("<img") == 25
+        assert f'data-id="{scan_id}"' in dom, scan_id
+    assert dom.count("<img") >= 25  # every scored scan's thumbnail (one page of 100 rows)
     shot = tmp_path / "page.png"
     subprocess.run([browser, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
                     "--window-size=1000,800", page.as_uri()], capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 5000
+
+
+HARNESS = """<!doctype html><html><body><pre id="out">pending</pre>
+<iframe id="f" src="REPORT" width="1000" height="700"></iframe>
+<script>
+const frame = document.getElementById("f"), out = document.getElementById("out");
+const steps = [];
+function key(k) { frame.contentWindow.document.dispatchEvent(new KeyboardEvent("keydown", {key: k, bubbles: true})); }
+function doc() { return frame.contentWindow.document; }
+let loads = 0;
+frame.addEventListener("load", () => {
+  loads += 1;
+  const d = doc();
+  try {
+    if (loads === 1) {
+      const filter = d.getElementById("filter");
+      filter.value = "flagged"; filter.dispatchEvent(new Event("change"));
+      steps.push({flagged_rows: d.querySelectorAll("#scans tbody tr").length});
+      filter.value = "all"; filter.dispatchEvent(new Event("change"));
+      steps.push({all_rows: d.querySelectorAll("#scans tbody tr").length});
+      key("j"); key("Enter");
+      steps.push({viewer: d.getElementById("viewer").style.display,
+                  viewer_title: d.getElementById("viewertitle").textContent,
+                  selected: d.querySelector("tr.selected").dataset.id});
+      key("Escape");
+      steps.push({viewer_after_escape: d.getElementById("viewer").style.display});
+      key("c");                    // confirm the second row's prediction
+      key("j"); key("j"); key("2"); // relabel the fourth row as class 2
+      key("j"); key("u");          // the fifth: unsure (not exported as a label)
+      steps.push({verdicts_before_reload: d.getElementById("verdictcount").textContent});
+      frame.contentWindow.location.reload();
+    } else {
+      steps.push({verdicts_after_reload: d.getElementById("verdictcount").textContent,
+                  csv: frame.contentWindow.exportCSV(),
+                  ids: Array.from(d.querySelectorAll("#scans tbody tr")).slice(0, 5).map(r => r.dataset.id)});
+      out.textContent = JSON.stringify(steps);
+    }
+  } catch (error) { out.textContent = "harness error: " + error; }
+});
+</script></body></html>"""
+
+
+def test_review_page_filters_enlarges_keeps_keyboard_verdicts_across_reloads_and_exports(browser, tmp_path):
+    import html
+    import json
+
+    out, page = scored_folder(tmp_path)
+    harness = tmp_path / "harness.html"
+    harness.write_text(HARNESS.replace("REPORT", page.as_uri()))
+    dom = run_page(browser, tmp_path, harness)
+    text = html.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1))
+    assert not text.startswith(("pending", "harness error")), text
+    steps = {k: v for step in json.loads(text) for k, v in step.items()}
+    report = pd.read_csv(out, keep_default_na=False)
+    assert steps["flagged_rows"] == (report["needs_review"].astype(str) == "True").sum()
+    assert steps["all_rows"] == len(report)
+    assert steps["viewer"] == "block" and steps["viewer_title"] == steps["selected"]
+    assert steps["viewer_after_escape"] == "none"
+    assert steps["verdicts_before_reload"] == "3 verdicts" and steps["verdicts_after_reload"] == "3 verdicts"
+    ids = steps["ids"]
+    exported = pd.read_csv(io.StringIO(steps["csv"]), keep_default_na=False)
+    assert list(exported.columns) == ["file", "label", "verdict", "reviewed_at"]
+    by_file = exported.set_index("file")
+    predicted = report.set_index("scan_id")["prediction"]
+    assert by_file.loc[ids[1], ["label", "verdict"]].tolist() == [predicted[ids[1]], "confirmed"]
+    assert by_file.loc[ids[3], ["label", "verdict"]].tolist() == ["b", "relabelled"]  # key 2: the second class
+    assert ids[4] not in by_file.index and len(exported) == 2  # unsure is recorded, not exported as a label

@@ -155,7 +155,8 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
             arrays, _ = process(list(shown["path"]))
         thumbnails = {sid: thumbnail_png(a) for sid, a in zip(shown["scan_id"], arrays) if a is not None}
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
-                      title=f"Screening report: {out.stem} ({model.run_dir.name})")
+                      title=f"Screening report: {out.stem} ({model.run_dir.name})",
+                      key=f"{model.weights_sha256[:16]}:{out.resolve()}")
 
 
 def _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_size, workers, progress):

@@ -1,0 +1,51 @@
+"""Reviewed labels back into training: verdicts merged into a new labels file, bad rows named."""
+
+import pandas as pd
+import pytest
+
+from pipeline.verdicts import merge_verdicts
+
+
+def folder(tmp_path, write):
+    scans = tmp_path / "scans"
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        write.png(scans / name, write.image(hash(name) % 100))
+    write.csv(scans / "labels.csv", [{"file": "a.png", "label": "normal", "split": "test", "group": "p1"},
+                                     {"file": "b.png", "label": "abnormal", "split": "", "group": ""}])
+    return scans
+
+
+def test_verdicts_add_and_change_labels_keeping_every_earlier_label_and_its_provenance(tmp_path, write):
+    scans = folder(tmp_path, write)
+    verdicts = write.csv(tmp_path / "verdicts.csv", [
+        {"file": "b.png", "label": "normal", "verdict": "relabelled", "reviewed_at": "2026-12-01T10:00:00Z"},
+        {"file": "c.png", "label": "abnormal", "verdict": "confirmed", "reviewed_at": "2026-12-01T10:01:00Z"},
+    ])
+    merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out"), keep_default_na=False)
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in merged.to_dict("records")}
+    assert set(rows) == {"a.png", "b.png", "c.png"}  # d.png stays unlabelled
+    assert rows["a.png"]["label"] == "normal" and rows["a.png"]["split"] == "test" and rows["a.png"]["group"] == "p1"
+    assert rows["a.png"]["label_source"] == "labels file"
+    assert (rows["b.png"]["label"], rows["b.png"]["previous_label"], rows["b.png"]["label_source"]) == \
+        ("normal", "abnormal", "review")
+    assert rows["c.png"]["label"] == "abnormal" and rows["c.png"]["reviewed_at"] == "2026-12-01T10:01:00Z"
+    assert (scans / "labels.csv").read_text().count("\n") == 3  # the original is never modified
+
+
+def test_bad_verdict_rows_are_all_named_and_nothing_is_merged(tmp_path, write):
+    scans = folder(tmp_path, write)
+    verdicts = write.csv(tmp_path / "verdicts.csv", [
+        {"file": "nowhere.png", "label": "normal"},
+        {"file": "c.png", "label": "cat"},
+        {"file": "d.png", "label": "normal"},
+        {"file": "d.png", "label": "abnormal"},
+        {"file": "../verdicts.csv", "label": "normal"},
+    ])
+    with pytest.raises(ValueError) as error:
+        merge_verdicts(scans, verdicts, tmp_path / "out")
+    text = str(error.value)
+    assert "4 problem(s); nothing was merged" in text
+    assert "line 2: 'nowhere.png' is not a scan" in text and "line 3: label 'cat' is not one of" in text
+    assert "line 5: 'd.png' is listed again (first on line 4)" in text
+    assert "line 6: '../verdicts.csv' is not a scan" in text
+    assert not (tmp_path / "out").exists()
