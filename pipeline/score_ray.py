@@ -49,7 +49,7 @@ class Scorer:
         from pipeline.scoring import load_scorer, report_columns
 
         torch.set_num_threads(1)  # each actor holds one CPU
-        self.model, _, self.temperature, self.decide = load_scorer(Path(run_dir))
+        self.model, _, self.temperature, self.decide, self.ood = load_scorer(Path(run_dir))
         if self.model.weights_sha256 != weights_sha256:
             raise RuntimeError(f"{run_dir} holds other weights than when scoring started; score again")
         self.scans = Path(scans)
@@ -64,7 +64,7 @@ class Scorer:
 
         paths = [Path(p) for p in batch["path"]]
         rows = score_chunk(paths, self.scans, self.process, self.model, self.temperature, self.decide,
-                            self.batch_size)
+                           self.batch_size, self.ood)
         return rows_frame(rows, self.columns)
 
 

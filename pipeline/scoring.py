@@ -12,11 +12,13 @@ import torch
 
 from pipeline.calibration import softmax
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
+from pipeline.ood import OODScorer, load_bank
 from pipeline.reading import is_scan_file
 
 
 def load_scorer(run_dir: Path) -> tuple:
-    """``(model, calibration, temperature, decide)`` for a calibrated run folder."""
+    """``(model, calibration, temperature, decide, ood)`` for a calibrated run folder; ``ood`` is an
+    :class:`~pipeline.ood.OODScorer`, or None for a run calibrated before there was one."""
     model = load_checkpoint(run_dir)
     calibration_file = run_dir / CALIBRATION
     if not calibration_file.exists():
@@ -24,13 +26,16 @@ def load_scorer(run_dir: Path) -> tuple:
     calibration = json.loads(calibration_file.read_text())
     if calibration.get("weights_sha256") != model.weights_sha256:
         raise ValueError(f"{calibration_file} was made for other weights; re-run 'pipeline calibrate {run_dir}'")
-    return model, calibration, float(calibration["temperature"]), decision_rule(calibration, model.classes)
+    bank = load_bank(run_dir)
+    scorer = (OODScorer(model.network, bank, calibration["ood"]["threshold"])
+              if bank is not None and calibration.get("ood") else None)
+    return model, calibration, float(calibration["temperature"]), decision_rule(calibration, model.classes), scorer
 
 
 def report_columns(classes: list[str]) -> list[str]:
     """The report's columns, in order, for a model with these classes."""
     return ["scan_id", "path", "prediction", "confidence", "needs_review", "status", "error",
-            *(f"p_{c}" for c in classes)]
+            *(f"p_{c}" for c in classes), "ood_score", "out_of_distribution"]
 
 
 def decision_rule(calibration: dict, classes: list[str]):
@@ -71,34 +76,41 @@ def as_strings(paths: list[Path]) -> list[str]:
 def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Report rows as a frame with fixed column types, whichever engine made them."""
     frame = pd.DataFrame(rows, columns=columns)
-    numeric = [c for c in columns if c == "confidence" or c.startswith("p_")]
+    numeric = [c for c in columns if c in ("confidence", "ood_score") or c.startswith("p_")]
     frame[numeric] = frame[numeric].astype(float)  # a chunk of error rows only would be object-typed
     return frame
 
 
-def score_chunk(paths, scans, process, model, temperature, decide, batch_size) -> list[dict]:
+def score_chunk(paths, scans, process, model, temperature, decide, batch_size, ood=None) -> list[dict]:
+    """Report rows of ``paths``: preprocess (``process``), predict, decide; a scan unlike the
+    training scans (``ood``) is flagged for review whatever its probability."""
     readable = readable_paths(paths)
     arrays, errors = process(as_strings(readable))
     outcome = {p: (a, e) for p, a, e in zip(readable, arrays, errors)}
     good = [p for p in readable if outcome[p][1] is None]
-    probs = {}
+    probs, unlike = {}, {}
     if good:
         images = torch.from_numpy(np.stack([outcome[p][0] for p in good]))
         with torch.no_grad():
             logits = torch.cat([model.network(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
         probs = dict(zip(good, softmax(logits.numpy(), temperature)))
+        if ood is not None:
+            values, flags = ood.scores(images)
+            unlike = {p: (float(v), bool(f)) for p, v, f in zip(good, values, flags)}
     rows = []
     for path in paths:
         row = {"scan_id": path.relative_to(scans).as_posix(), "path": str(path.absolute())}
         if path in probs:
             p = probs[path]
             k, review = decide(p)
-            row.update(prediction=model.classes[k], confidence=float(p[k]), needs_review=review,
-                       status="ok", error="")
+            score, flagged = unlike.get(path, (np.nan, False))
+            row.update(prediction=model.classes[k], confidence=float(p[k]), needs_review=review or flagged,
+                       status="ok", error="", ood_score=score, out_of_distribution=flagged)
             row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
         else:
             reason = outcome[path][1] if path in outcome else "unsupported file type (not DICOM, NIfTI, PNG, JPEG, TIFF or BMP)"
-            row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason)
+            row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason,
+                       ood_score=np.nan, out_of_distribution=False)
         rows.append(row)
     return rows
 

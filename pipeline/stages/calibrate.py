@@ -101,6 +101,7 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
                          title=f"test set (n={len(test_labels)}), operating point from calibration")
             plot_score_histogram(test_probs[:, k], test_labels, model.classes, positive, result["screening"],
                                  run_dir / "score_histogram_test.png", title="test set")
+    result["ood"] = _fit_ood(run_dir, network, data, device, config.seed)
     if len(labels) < 100:
         result["warnings"].append(f"only {len(labels)} labelled calibration scans: thresholds and rates are "
                                   "rough estimates; label more scans for calibration")
@@ -112,6 +113,24 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
     log.info("temperature %.3f; ECE %.4f -> %.4f on %d calibration scans", temperature,
              result["ece_before"], result["ece_after"], len(labels))
     return result
+
+
+def _fit_ood(run_dir: Path, network, data, device, seed: int) -> dict | None:
+    """The out-of-distribution score's training features (``ood.safetensors``: labelled scans and
+    up to a few thousand unlabelled ones) and its threshold, the 95th percentile of the calibration
+    scans' scores (see ``pipeline.ood``)."""
+    from pipeline import ood
+
+    rng = np.random.default_rng(seed)
+    pool = np.concatenate([data.labelled.numpy(), rng.permutation(data.unlabelled.numpy())])[:ood.MAX_BANK]
+    bank = ood.penultimate_features(network, data.images[pool], device)
+    if bank is None or len(bank) == 0:
+        return None
+    scores = ood.knn_scores(ood.penultimate_features(network, data.images[data.calibration], device), bank)
+    ood.save_bank(run_dir, bank)
+    return {"method": "knn cosine distance on penultimate features", "neighbours": ood.NEIGHBOURS,
+            "n_bank": int(len(bank)), "threshold": float(np.percentile(scores, ood.PERCENTILE)),
+            "percentile": ood.PERCENTILE}
 
 
 def _write_test_predictions(path: Path, data, classes: list[str], probs: np.ndarray) -> None:

@@ -43,8 +43,9 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
           engine: str = "local", address: str | None = None) -> Path:
     """Score every file below ``scans`` with the model in ``run_dir``; return the report path.
 
-    Columns: scan_id, path, prediction, confidence, needs_review, status, error and one
-    ``p_<class>`` per class (temperature-scaled).  Rows are appended to ``<out>.partial``
+    Columns: scan_id, path, prediction, confidence, needs_review, status, error, one
+    ``p_<class>`` per class (temperature-scaled), ``ood_score`` and ``out_of_distribution`` (a
+    scan unlike the training scans, flagged for review whatever its probability).  Rows are appended to ``<out>.partial``
     as each chunk of scans finishes; with ``resume=True`` a killed run carries on from
     there.  The finished report, its ``.meta.json``, ``.summary.txt`` and ``.html`` review
     page are each replaced atomically.
@@ -56,7 +57,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     if engine not in ENGINES:
         raise ValueError(f"unknown scoring engine '{engine}'; choose one of {', '.join(ENGINES)}")
     scans, run_dir = Path(scans), Path(run_dir)
-    model, calibration, temperature, decide = load_scorer(run_dir)
+    model, calibration, temperature, decide, ood = load_scorer(run_dir)
     out = Path(out) if out else default_report_path(run_dir, scans)
     columns = report_columns(model.classes)
 
@@ -77,7 +78,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
         chunks = score_on_ray(todo, scans, run_dir, model.weights_sha256, batch_size, chunk_size, workers,
                               address, progress)
     else:
-        chunks = _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_size, workers,
+        chunks = _score_locally(todo, scans, model, temperature, decide, ood, batch_size, chunk_size, workers,
                                 progress)
     with open(partial, "a") as sink:
         if sink.tell() == 0:
@@ -127,6 +128,8 @@ def _read_rows(partial: Path, columns: list[str]) -> pd.DataFrame:
     frame[probabilities.columns] = probabilities[complete]
     frame["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce")
     frame["needs_review"] = frame["needs_review"].astype(str) == "True"
+    frame["ood_score"] = pd.to_numeric(frame["ood_score"], errors="coerce")
+    frame["out_of_distribution"] = frame["out_of_distribution"].astype(str) == "True"
     return frame
 
 
@@ -159,7 +162,7 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
                       key=f"{model.weights_sha256[:16]}:{out.resolve()}")
 
 
-def _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_size, workers, progress):
+def _score_locally(todo, scans, model, temperature, decide, ood, batch_size, chunk_size, workers, progress):
     """The local engine: chunks of report rows, scored in ``workers`` processes on this machine.
 
     The workers preprocess the next chunk while this process runs the model on the current one.
@@ -174,7 +177,7 @@ def _score_locally(todo, scans, model, temperature, decide, batch_size, chunk_si
                 pending = process.start(as_strings(readable_paths(chunks[index + 1])))
             # The chunk's readable scans are already in the workers: hand score_chunk their result.
             yield score_chunk(chunk, scans, lambda _paths, ready=ready: ready(), model, temperature, decide,
-                               batch_size)
+                              batch_size, ood)
 
 
 def summarise(report: pd.DataFrame, classes: list[str]) -> dict:
@@ -184,6 +187,7 @@ def summarise(report: pd.DataFrame, classes: list[str]) -> dict:
         "scored": int(len(ok)),
         "errors": int((report["status"] == "error").sum()),
         "needs_review": int(ok["needs_review"].sum()),
+        "out_of_distribution": int(ok["out_of_distribution"].sum()) if "out_of_distribution" in ok else 0,
         "predicted": {c: int((ok["prediction"] == c).sum()) for c in classes},
     }
 
@@ -192,7 +196,7 @@ def format_summary(summary: dict, out: Path) -> str:
     lines = [
         f"report: {out}",
         f"files: {summary['files']}  scored: {summary['scored']}  errors: {summary['errors']}  "
-        f"needs review: {summary['needs_review']}",
+        f"needs review: {summary['needs_review']}  out of distribution: {summary.get('out_of_distribution', 0)}",
         "predicted: " + ", ".join(f"{c}={n}" for c, n in summary["predicted"].items()),
     ]
     if summary.get("skipped_system_files"):

@@ -1,0 +1,88 @@
+"""Out-of-distribution score: how unlike the training scans a scan is, from the network's features.
+
+The score is the cosine distance from a scan's penultimate features (the input of the network's
+last linear layer) to its k-th nearest neighbour among the training scans' features (Sun et al.
+2022, "Out-of-distribution detection with deep nearest neighbors"). It needs no labels and no
+outlier examples; the calibrate stage stores the training features (``ood.safetensors``) and
+sets the threshold at the 95th percentile of the calibration scans' scores, so about one in
+twenty in-distribution scans is flagged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pipeline.io import atomic_path
+
+BANK = "ood.safetensors"
+NEIGHBOURS = 10
+MAX_BANK = 4096
+PERCENTILE = 95.0
+
+
+def last_linear(network: nn.Module) -> nn.Linear | None:
+    linears = [m for m in network.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+@torch.no_grad()
+def penultimate_features(network: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
+                         batch_size: int = 512) -> np.ndarray | None:
+    """The input of the network's last linear layer for each image, L2-normalised; None when the
+    network has no linear layer."""
+    head = last_linear(network)
+    if head is None:
+        return None
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach().float().cpu()))
+    was_training = network.training
+    network.eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            network(images[start:start + batch_size].to(device))
+    finally:
+        hook.remove()
+        network.train(was_training)
+    if not captured:
+        return np.zeros((0, head.in_features), dtype=np.float32)
+    features = torch.cat(captured).flatten(1)
+    return torch.nn.functional.normalize(features, dim=1).numpy()
+
+
+def knn_scores(features: np.ndarray, bank: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """Cosine distance to the k-th nearest bank feature (features and bank L2-normalised)."""
+    if len(features) == 0:
+        return np.zeros(0, dtype=np.float32)
+    k = min(k, len(bank))
+    similarity = features @ bank.T
+    kth = -np.partition(-similarity, k - 1, axis=1)[:, k - 1]
+    return (1.0 - kth).astype(np.float32)
+
+
+def save_bank(run_dir: Path, bank: np.ndarray) -> Path:
+    path = Path(run_dir) / BANK
+    with atomic_path(path) as tmp:
+        save_file({"features": torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))}, str(tmp))
+    return path
+
+
+def load_bank(run_dir: Path) -> np.ndarray | None:
+    path = Path(run_dir) / BANK
+    return load_file(str(path))["features"].numpy() if path.exists() else None
+
+
+class OODScorer:
+    """``scores(images) -> (scores, flags)`` of a calibrated run (flags: score above the threshold)."""
+
+    def __init__(self, network: nn.Module, bank: np.ndarray, threshold: float, k: int = NEIGHBOURS):
+        self.network, self.bank, self.threshold, self.k = network, bank, threshold, k
+
+    def scores(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        features = penultimate_features(self.network, images)
+        values = knn_scores(features, self.bank, self.k)
+        return values, values > self.threshold
