@@ -130,6 +130,7 @@ class CalibrateConfig:
 @dataclass
 class ScoreConfig:
     batch_size: int = 256
+    max_saliency: int = 200  # saliency overlays on the review page, for flagged and abnormal-called scans
 
 
 @dataclass

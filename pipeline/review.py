@@ -55,7 +55,7 @@ tr.selected td {{ outline: 2px solid #2a6fdb; }} #scans tbody tr {{ cursor: poin
 #toolbar {{ position: sticky; top: 0; background: #fff; padding: 6px 0; border-bottom: 1px solid #ccc; }}
 #toolbar > * {{ margin-right: 10px; }} .verdict {{ font-weight: bold; }}
 #viewer {{ display: none; position: fixed; inset: 0; background: rgba(0,0,0,.8); color: #fff; padding: 2em; }}
-#viewer img {{ width: min(80vh, 90vw); height: auto; display: block; margin: 1em auto; }}
+#viewer img {{ width: min(70vh, 44vw); height: auto; margin: 1em 0; }} #viewer img[src=""] {{ display: none; }}
 kbd {{ border: 1px solid #999; border-radius: 3px; padding: 0 4px; }}
 </style></head><body>
 <h1>{title}</h1>
@@ -75,7 +75,8 @@ Verdicts stay in this browser until exported.</small></div>
 <table id="scans"><thead><tr><th>#</th><th>thumbnail</th><th>scan</th><th>prediction</th><th>probability</th>
 <th>status</th><th>needs review</th><th>verdict</th><th>error</th></tr></thead><tbody></tbody></table>
 {truncated}
-<div id="viewer"><div id="viewertitle"></div><img id="viewerimg" alt=""><div id="viewerinfo"></div></div>
+<div id="viewer"><div id="viewertitle"></div><div style="display:flex;gap:1em;justify-content:center">
+<img id="viewerimg" alt=""><img id="viewerheat" alt="saliency"></div><div id="viewerinfo"></div></div>
 <script id="data" type="application/json">{data}</script>
 <script>
 "use strict";
@@ -114,6 +115,8 @@ function render() {{
     const td = document.createElement("td");
     if (DATA.thumbs[r.id]) {{ const img = new Image(); img.alt = r.id; img.loading = "lazy";
       img.src = "data:image/png;base64," + DATA.thumbs[r.id]; td.append(img); }}
+    if (DATA.heat[r.id]) {{ const img = new Image(); img.alt = "saliency " + r.id; img.className = "heat";
+      img.loading = "lazy"; img.src = "data:image/png;base64," + DATA.heat[r.id]; td.append(img); }}
     tr.append(td, cell(r.id), cell(r.pred), cell(r.p == null ? "" : r.p.toFixed(3)), cell(r.status),
               cell(r.review ? "yes" : "no"));
     const v = cell(verdicts[r.id] ? verdicts[r.id].verdict : ""); v.className = "verdict"; tr.append(v, cell(r.error));
@@ -131,6 +134,7 @@ function enlarge() {{
   document.getElementById("viewertitle").textContent = r.id;
   const img = document.getElementById("viewerimg");
   img.src = DATA.thumbs[r.id] ? "data:image/png;base64," + DATA.thumbs[r.id] : ""; img.alt = r.id;
+  document.getElementById("viewerheat").src = DATA.heat[r.id] ? "data:image/png;base64," + DATA.heat[r.id] : "";
   document.getElementById("viewerinfo").textContent =
     `prediction ${{r.pred || "-"}}, probability ${{r.p == null ? "-" : r.p.toFixed(3)}}, ${{r.status}} ${{r.error || ""}}`;
 }}
@@ -191,12 +195,13 @@ apply();
 
 def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], summary: dict,
                       calibration: dict, classes: list[str], title: str, max_rows: int = 50_000,
-                      key: str = "") -> None:
+                      key: str = "", overlays: dict[str, bytes] | None = None) -> None:
     """Write the interactive page: filters, sorting, paging, an enlarged view, keyboard verdicts kept
     in the browser (``localStorage``, under ``key``: the report's identity) and exported as a labels
     CSV (``file,label,verdict,reviewed_at``) that ``pipeline ingest --labels`` reads.
 
-    ``thumbnails`` maps scan_id -> PNG bytes (those missing show none); rows are embedded as JSON
+    ``thumbnails`` maps scan_id -> PNG bytes (those missing show none), ``overlays`` likewise the
+    saliency overlays (``pipeline.saliency``) shown beside them; rows are embedded as JSON
     and drawn a page of 100 at a time, so a folder of 10,000 scans opens at once.
     """
     screening = calibration.get("screening")
@@ -213,6 +218,7 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
     shown = {r["id"] for r in rows}
     data = {"rows": rows, "classes": list(classes), "positive": positive, "key": key or title,
             "thumbs": {k: base64.b64encode(v).decode() for k, v in thumbnails.items() if k in shown},
+            "heat": {k: base64.b64encode(v).decode() for k, v in (overlays or {}).items() if k in shown},
             "export_name": f"verdicts_{_safe_name(title)}.csv"}
     counts = {"files": summary["files"], "scored": summary["scored"], "errors": summary["errors"],
               "needs review": summary["needs_review"],

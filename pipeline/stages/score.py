@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from pipeline.data import preprocessor
@@ -98,6 +100,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     partial.unlink()
     summary = summarise(report, model.classes)
     summary["skipped_system_files"] = len(system_files(scans))
+    _write_review(out, report, model, calibration, summary, workers, max_thumbnails)
     write_json(out.with_suffix(".meta.json"), {
         "command": sys.argv,
         "scans": str(scans.resolve()),
@@ -111,7 +114,6 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
         "summary": summary,
     })
     write_text(out.with_suffix(".summary.txt"), format_summary(summary, out))
-    _write_review(out, report, model, calibration, summary, workers, max_thumbnails)
     log.info("\n%s", format_summary(summary, out))
     return out
 
@@ -146,20 +148,34 @@ def _finished_rows(partial: Path, columns: list[str]) -> set[str]:
 
 
 def _write_review(out, report, model, calibration, summary, workers, max_thumbnails) -> None:
-    """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order."""
+    """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order, and saliency
+    overlays for the flagged and abnormal-called ones among them (at most ``score.max_saliency``)."""
     from pipeline.review import review_order, thumbnail_png, write_review_page
+    from pipeline.saliency import overlay_png, saliency_maps
 
     screening = calibration.get("screening")
-    ordered = review_order(report, screening["positive_class"] if screening else None)
+    positive = screening["positive_class"] if screening else None
+    ordered = review_order(report, positive)
     shown = ordered[ordered["status"] == "ok"].head(max_thumbnails)
-    thumbnails = {}
+    thumbnails, overlays = {}, {}
     if len(shown):
         with preprocessor(model.config.preprocess, workers if len(shown) >= 64 else 1, False) as process:
             arrays, _ = process(list(shown["path"]))
         thumbnails = {sid: thumbnail_png(a) for sid, a in zip(shown["scan_id"], arrays) if a is not None}
+        wanted = shown["needs_review"].astype(bool) | (shown["prediction"] == positive if positive else False)
+        picked = [(sid, a, pred) for sid, a, pred, want in zip(shown["scan_id"], arrays, shown["prediction"], wanted)
+                  if want and a is not None][:model.config.score.max_saliency]
+        tick = time.perf_counter()
+        for target in sorted({positive or pred for _, _, pred in picked}):
+            group = [(sid, a) for sid, a, pred in picked if (positive or pred) == target]
+            heat = saliency_maps(model.network, torch.from_numpy(np.stack([a for _, a in group])),
+                                 model.classes.index(target))
+            overlays.update({sid: overlay_png(a, h) for (sid, a), h in zip(group, heat)})
+        summary["saliency_maps"] = len(overlays)
+        summary["saliency_seconds"] = round(time.perf_counter() - tick, 2)
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
                       title=f"Screening report: {out.stem} ({model.run_dir.name})",
-                      key=f"{model.weights_sha256[:16]}:{out.resolve()}")
+                      key=f"{model.weights_sha256[:16]}:{out.resolve()}", overlays=overlays)
 
 
 def _score_locally(todo, scans, model, temperature, decide, ood, batch_size, chunk_size, workers, progress):
@@ -199,6 +215,8 @@ def format_summary(summary: dict, out: Path) -> str:
         f"needs review: {summary['needs_review']}  out of distribution: {summary.get('out_of_distribution', 0)}",
         "predicted: " + ", ".join(f"{c}={n}" for c, n in summary["predicted"].items()),
     ]
+    if summary.get("saliency_maps"):
+        lines.append(f"saliency: {summary['saliency_maps']} maps in {summary['saliency_seconds']:.1f} s")
     if summary.get("skipped_system_files"):
         lines.append(f"skipped: {summary['skipped_system_files']} system files (.DS_Store, Thumbs.db, "
                      "__MACOSX/, hidden folders)")
