@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds over the labelled scans")
     p.add_argument("--steps", type=int, default=300, help="training steps of each fold's supervised model")
 
+    p = sub.add_parser("suggest", help="the unlabelled scans to label next (uncertain and diverse): "
+                       "to_label.csv and a labelling page")
+    p.add_argument("run", nargs="?", help="run folder (default: the latest run)")
+    p.add_argument("--n", type=int, default=20, help="how many scans (default 20)")
+    p.add_argument("--out", help="CSV path (default: <run>/to_label.csv)")
+
     p = sub.add_parser("score", help="folder of scans -> CSV report")
     p.add_argument("scans")
     p.add_argument("--model", help="run folder (default: the latest run)")
@@ -267,6 +273,10 @@ def _dispatch(args) -> int:
             print(f"{row.rank:4d}  {row.scan_id}: labelled {row.given_label}, looks like {row.suggested_label} "
                   f"(quality {row.label_quality:.3f})")
         print(f"{int(issues['is_issue'].sum())} of {len(issues)} labels look wrong; all ranked in {out}")
+    elif args.command == "suggest":
+        from pipeline.stages.suggest import suggest
+
+        print(suggest(args.run or latest_run(), n=args.n, out=args.out))
     elif args.command == "score":
         from pipeline.stages.score import score
 

@@ -195,18 +195,19 @@ apply();
 
 def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], summary: dict,
                       calibration: dict, classes: list[str], title: str, max_rows: int = 50_000,
-                      key: str = "", overlays: dict[str, bytes] | None = None) -> None:
+                      key: str = "", overlays: dict[str, bytes] | None = None, keep_order: bool = False) -> None:
     """Write the interactive page: filters, sorting, paging, an enlarged view, keyboard verdicts kept
     in the browser (``localStorage``, under ``key``: the report's identity) and exported as a labels
     CSV (``file,label,verdict,reviewed_at``) that ``pipeline ingest --labels`` reads.
 
     ``thumbnails`` maps scan_id -> PNG bytes (those missing show none), ``overlays`` likewise the
-    saliency overlays (``pipeline.saliency``) shown beside them; rows are embedded as JSON
+    saliency overlays (``pipeline.saliency``) shown beside them; ``keep_order`` keeps the rows' order
+    (a ranking) instead of errors and flagged scans first; rows are embedded as JSON
     and drawn a page of 100 at a time, so a folder of 10,000 scans opens at once.
     """
     screening = calibration.get("screening")
     positive = screening["positive_class"] if screening else None
-    ordered = review_order(report, positive).head(max_rows)
+    ordered = (report if keep_order else review_order(report, positive)).head(max_rows)
     rows = []
     for number, row in enumerate(ordered.itertuples(index=False), start=1):
         review = bool(row.needs_review) if row.status == "ok" else True

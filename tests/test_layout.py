@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 STAGES = {"fetch", "ingest", "split", "plan", "train", "calibrate", "score", "validate", "sample", "run",
-          "check_labels"}
+          "check_labels", "suggest"}
 
 
 def module_name(path: Path) -> str:
