@@ -18,11 +18,13 @@ def test_k_centre_picks_spread_out_points_away_from_the_labelled_ones():
 
 
 def test_shortlist_by_margin_then_diversity():
-    probs = np.array([[0.5, 0.5], [0.51, 0.49], [0.99, 0.01], [0.52, 0.48]])
-    features = np.array([[1, 0], [1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    # 20 uncertain scans (18 look-alikes, 2 of other kinds) and 20 confident ones of a third kind.
+    margins = np.r_[np.linspace(0, 0.017, 18), 0.05, 0.06, np.full(20, 0.98)]
+    probs = np.stack([(1 + margins) / 2, (1 - margins) / 2], axis=1)
+    features = np.array([[1, 0]] * 18 + [[0, 1], [0.6, 0.8]] + [[-1, 0]] * 20, dtype=np.float32)
     picks = rank_for_labelling(probs, features, np.zeros((0, 2), dtype=np.float32), 2)
-    assert 2 not in picks  # confident: never a candidate while uncertain ones remain
-    assert len(set(picks)) == 2 and not {0, 1} <= set(picks)  # the two look-alikes are not both taken
+    assert picks == [0, 18]  # the most uncertain, then the uncertain scan least like it
+    assert all(p < 20 for p in picks)  # confident scans are not on the shortlist
 
 
 def test_suggest_writes_a_ranked_list_of_unlabelled_scans_and_a_labelling_page(tmp_path):
