@@ -44,7 +44,7 @@ def review_order(report: pd.DataFrame, positive: str | None) -> pd.DataFrame:
     return report.assign(_rank=rank).sort_values(["_rank", "scan_id"], kind="stable").drop(columns="_rank")
 
 
-PAGE = """<!DOCTYPE html>
+PAGE = r"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
@@ -151,7 +151,7 @@ function setVerdict(verdict, label) {{
   else verdicts[r.id] = {{verdict, label, at: new Date().toISOString()}};
   save(); render();
 }}
-function csvField(text) {{ text = String(text); if (/^[=+\\-@\t\r]/.test(text)) text = "'" + text;
+function csvField(text) {{ text = String(text); if (/^[=+\-@\t\r]/.test(text)) text = "'" + text;
   return /[",\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text; }}
 window.exportCSV = function () {{
   const lines = ["file,label,verdict,reviewed_at"];
@@ -215,7 +215,7 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
         rows.append({"n": number, "id": str(row.scan_id), "pred": "" if pd.isna(row.prediction) else str(row.prediction),
                      "p": None if pd.isna(probability) else round(float(probability), 4), "status": str(row.status),
                      "review": review, "error": "" if pd.isna(row.error) else str(row.error),
-                     "ood": bool(getattr(row, "out_of_distribution", False) is True)})
+                     "ood": str(getattr(row, "out_of_distribution", False)) == "True"})
     shown = {r["id"] for r in rows}
     data = {"rows": rows, "classes": list(classes), "positive": positive, "key": key or title,
             "thumbs": {k: base64.b64encode(v).decode() for k, v in thumbnails.items() if k in shown},
