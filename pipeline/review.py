@@ -15,25 +15,47 @@ from PIL import Image
 from pipeline.io import write_text
 
 
-def thumbnail_png(image: np.ndarray, size: int = 96) -> bytes:
-    """PNG of a preprocessed scan (C, *spatial): the image for 2D, for 3D the middle
-    slices in the three planes side by side."""
-    array = np.asarray(image, dtype=np.float32)[0]
-    if array.ndim == 3:
-        x, y, z = (s // 2 for s in array.shape)
-        planes = [array[x, :, :], array[:, y, :], array[:, :, z]]
-        side = max(max(p.shape) for p in planes)
-        padded = [np.pad(p, ((0, side - p.shape[0]), (0, side - p.shape[1]))) for p in planes]
-        array = np.concatenate([np.rot90(p) for p in padded], axis=1)
+def planes(array: np.ndarray) -> np.ndarray:
+    """A 2D picture of an image, or of a volume's three middle planes side by side."""
+    if array.ndim == 2:
+        return array
+    x, y, z = (s // 2 for s in array.shape)
+    views = [array[x, :, :], array[:, y, :], array[:, :, z]]
+    side = max(max(v.shape) for v in views)
+    padded = [np.pad(v, ((0, side - v.shape[0]), (0, side - v.shape[1]))) for v in views]
+    return np.concatenate([np.rot90(v) for v in padded], axis=1)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """The first channel of a preprocessed scan (C, *spatial) as a 0-1 picture, 1st-99th percentile."""
+    array = planes(np.asarray(image, dtype=np.float32)[0])
     low, high = np.percentile(array, [1, 99]) if array.size else (0, 1)
-    scaled = np.clip((array - low) / max(high - low, 1e-6), 0, 1)
-    picture = Image.fromarray((scaled * 255).astype(np.uint8))
+    return np.clip((array - low) / max(high - low, 1e-6), 0, 1)
+
+
+def _png(values: np.ndarray, size: int) -> bytes:
+    picture = Image.fromarray((values * 255).astype(np.uint8))
     scale = size / max(picture.size)
     picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
                              Image.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def thumbnail_png(image: np.ndarray, size: int = 96) -> bytes:
+    """PNG of a preprocessed scan (C, *spatial): the image for 2D, for 3D the middle
+    slices in the three planes side by side."""
+    return _png(_grey(image), size)
+
+
+def overlay_png(image: np.ndarray, heat: np.ndarray, size: int = 96, alpha: float = 0.45) -> bytes:
+    """The thumbnail with a heatmap (*spatial, 0-1, see ``pipeline.saliency``) over it in red to yellow."""
+    grey = _grey(image)
+    h = np.clip(planes(np.asarray(heat, dtype=np.float32)), 0, 1)
+    colour = np.stack([np.ones_like(h), h, np.zeros_like(h)], axis=-1)
+    weight = (alpha * h)[..., None]
+    return _png(grey[..., None] * (1 - weight) + colour * weight, size)
 
 
 def review_order(report: pd.DataFrame, positive: str | None) -> pd.DataFrame:

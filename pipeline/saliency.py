@@ -1,18 +1,14 @@
-"""Where the model looked: saliency heatmaps through ``monai.visualize`` and their overlays.
+"""Where the model looked: saliency heatmaps through ``monai.visualize``.
 
 GradCAM on the last convolution of a CNN; occlusion sensitivity for networks without one (the
 MLP). Heatmaps come out at the input's size, scaled to 0-1, so they overlay the preprocessed
-scan; :func:`overlay_png` draws one over the scan as the review page's thumbnails are drawn
-(three planes for a volume).
+scan (``pipeline.review.overlay_png`` draws them on the review page).
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 
@@ -46,32 +42,3 @@ def saliency_maps(network: nn.Module, images: torch.Tensor, class_index: int, ba
     finally:
         network.train(was_training)
     return np.concatenate(maps) if maps else np.zeros((0, *images.shape[2:]), dtype=np.float32)
-
-
-def _planes(array: np.ndarray) -> np.ndarray:
-    """A 2D picture of an image, or of a volume's three middle planes side by side (as thumbnails)."""
-    if array.ndim == 2:
-        return array
-    x, y, z = (s // 2 for s in array.shape)
-    planes = [array[x, :, :], array[:, y, :], array[:, :, z]]
-    side = max(max(p.shape) for p in planes)
-    padded = [np.pad(p, ((0, side - p.shape[0]), (0, side - p.shape[1]))) for p in planes]
-    return np.concatenate([np.rot90(p) for p in padded], axis=1)
-
-
-def overlay_png(image: np.ndarray, heat: np.ndarray, size: int = 96, alpha: float = 0.45) -> bytes:
-    """PNG of a preprocessed scan (C, *spatial) in grey with ``heat`` (*spatial, 0-1) in red-yellow."""
-    grey = _planes(np.asarray(image, dtype=np.float32)[0])
-    low, high = np.percentile(grey, [1, 99]) if grey.size else (0, 1)
-    grey = np.clip((grey - low) / max(high - low, 1e-6), 0, 1)
-    h = np.clip(_planes(np.asarray(heat, dtype=np.float32)), 0, 1)
-    colour = np.stack([np.ones_like(h), h, np.zeros_like(h)], axis=-1)  # red (weak) to yellow (strong)
-    weight = (alpha * h)[..., None]
-    rgb = grey[..., None] * (1 - weight) + colour * weight
-    picture = Image.fromarray((rgb * 255).astype(np.uint8), mode="RGB")
-    scale = size / max(picture.size)
-    picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-                             Image.NEAREST)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -7,7 +7,8 @@ import torch
 
 from pipeline.config import load_config
 from pipeline.data import TrainingData
-from pipeline.saliency import overlay_png, saliency_maps
+from pipeline.review import overlay_png
+from pipeline.saliency import saliency_maps
 from pipeline.trainer import Trainer
 
 

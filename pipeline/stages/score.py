@@ -150,8 +150,8 @@ def _finished_rows(partial: Path, columns: list[str]) -> set[str]:
 def _write_review(out, report, model, calibration, summary, workers, max_thumbnails) -> None:
     """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order, and saliency
     overlays for the flagged and abnormal-called ones among them (at most ``score.max_saliency``)."""
-    from pipeline.review import review_order, thumbnail_png, write_review_page
-    from pipeline.saliency import overlay_png, saliency_maps
+    from pipeline.review import overlay_png, review_order, thumbnail_png, write_review_page
+    from pipeline.saliency import saliency_maps
 
     screening = calibration.get("screening")
     positive = screening["positive_class"] if screening else None
