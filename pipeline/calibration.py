@@ -166,38 +166,25 @@ def bootstrap_interval(statistic, arrays: tuple[np.ndarray, ...], n_resamples: i
     return float(low), float(high)
 
 
-def estimate_prior_em(probs: np.ndarray, source_prior: np.ndarray, iterations: int = 200,
-                      tolerance: float = 1e-7) -> np.ndarray:
-    """Class prior of an unlabelled set under label shift (Saerens, Latinne & Decaestecker 2002).
+def estimate_prior_bbse(calibration_probs: np.ndarray, calibration_labels: np.ndarray, pool_probs: np.ndarray,
+                        floor: float = 0.02) -> np.ndarray | None:
+    """Class prior of an unlabelled pool under label shift by black-box shift estimation (Lipton,
+    Wang & Smola 2018), in its soft form: with C[i, j] the mean probability the model gives class i
+    on calibration scans of class j, and q the mean probabilities on the pool, the pool's prior
+    solves C @ prior = q.
 
-    ``probs`` are calibrated posteriors of a classifier trained where the classes occurred at
-    ``source_prior``; EM alternates re-weighting each posterior by the ratio of the current
-    prior estimate to the source prior with averaging them into the next estimate.
-
-    Parameters
-    ----------
-    probs : (N, K) array
-        Posteriors on the unlabelled scans.
-    source_prior : (K,) array
-        Class frequencies the classifier was trained at.
-
-    Returns
-    -------
-    (K,) array
-        The estimated class prior of the unlabelled set, summing to 1.
+    C is measured on the current model, so a model biased towards a class (by training, or by an
+    earlier estimate it was pushed towards) is corrected for, not amplified; EM on the posteriors
+    (Saerens et al. 2002) follows such a bias, and drove a minority class to nothing on a screening
+    set. Returns None when C is too close to singular (a model near chance) or a class has no
+    calibration scan; estimates are clipped to ``floor`` and renormalised.
     """
-    probs = np.asarray(probs, dtype=np.float64)
-    source = np.clip(np.asarray(source_prior, dtype=np.float64), 1e-6, None)
-    source = source / source.sum()
-    if len(probs) == 0:
-        return source
-    prior = source.copy()
-    for _ in range(iterations):
-        weighted = probs * (prior / source)
-        weighted /= weighted.sum(axis=1, keepdims=True)
-        updated = weighted.mean(axis=0)
-        if np.abs(updated - prior).max() < tolerance:
-            prior = updated
-            break
-        prior = updated
+    classes = calibration_probs.shape[1]
+    if len(pool_probs) == 0 or any((calibration_labels == k).sum() == 0 for k in range(classes)):
+        return None
+    confusion = np.stack([calibration_probs[calibration_labels == k].mean(axis=0) for k in range(classes)], axis=1)
+    if abs(np.linalg.det(confusion)) < 0.05 ** (classes - 1):
+        return None
+    prior = np.linalg.solve(confusion, pool_probs.mean(axis=0))
+    prior = np.clip(prior, floor, None)
     return prior / prior.sum()

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from pipeline.cli import main
@@ -189,19 +188,3 @@ def test_run_with_a_missing_scan_folder_names_it(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--scans", str(tmp_path / "nowhere"), "--quiet"]) == 2
     assert "nowhere" in caplog.text
-
-
-@pytest.mark.parametrize("shift", [0.2, 0.5, 0.8])
-def test_em_recovers_a_shifted_class_prior(shift):
-    from pipeline.calibration import estimate_prior_em
-
-    rng = np.random.default_rng(0)
-    # Two Gaussian classes; posteriors are exact under a 50/50 training prior.
-    n = 4000
-    labels = rng.random(n) < shift
-    x = rng.normal(np.where(labels, 1.0, -1.0), 1.0)
-    p1 = 1 / (1 + np.exp(-2 * x))
-    probs = np.stack([1 - p1, p1], 1)
-    prior = estimate_prior_em(probs, np.array([0.5, 0.5]))
-    assert prior[1] == pytest.approx(labels.mean(), abs=0.03)
-    assert prior.sum() == pytest.approx(1.0)

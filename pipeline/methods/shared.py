@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.calibration import estimate_prior_em, fit_temperature, precision_thresholds, softmax
+from pipeline.calibration import estimate_prior_bbse, fit_temperature, precision_thresholds, softmax
 
 
 def sigmoid_rampup(progress: float, length: float) -> float:
@@ -133,39 +133,33 @@ def prior_alignment(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
 
 class PoolPriorRounds:
     """Mixin: at the start of each round after the first, estimate the unlabelled pool's class
-    prior from the prediction network (temperature-scaled on the calibration scans, then EM
-    against the labelled scans' class mix, see ``pipeline.calibration.estimate_prior_em``).
+    prior from the prediction network by black-box shift estimation against the calibration
+    scans (``pipeline.calibration.estimate_prior_bbse``).
 
     The pool's mix may differ from the labelled one (a screening pool is mostly healthy while
     labels are often balanced); a method that holds its unlabelled predictions at this estimate
     neither forces the labelled mix onto the pool nor lets entropy minimisation drift to one
-    class. ``self.pool_prior`` is None until the first estimate.
+    class. ``self.pool_prior`` is None until the first estimate; a round whose model is too close
+    to chance to estimate keeps the last one.
     """
 
     pool_prior: torch.Tensor | None = None
-    # EM under label shift needs roughly calibrated posteriors: below this calibration accuracy
-    # over chance (a model still near its start) the estimate runs to one class, so none is made.
-    MIN_MARGIN_OVER_CHANCE = 0.15
-    PRIOR_FLOOR = 0.02  # no class is estimated absent from the pool
 
     def start_round(self, round_index, context):
-        data = context.data
-        labelled = data.labels[data.labelled].numpy()
-        source = np.bincount(labelled, minlength=self.num_classes) / max(len(labelled), 1)
         unknown = {f"pool_prior_{k}": float("nan") for k in range(self.num_classes)}
         if round_index == 0:
             self.pool_prior = None
             return unknown
         cal_logits, cal_labels = context.predict_subset("calibration")
-        accuracy = float((cal_logits.argmax(1) == cal_labels).mean()) if len(cal_labels) else 0.0
-        if accuracy < 1.0 / self.num_classes + self.MIN_MARGIN_OVER_CHANCE:
-            return {**unknown, "prior_calibration_accuracy": accuracy}  # keep the last estimate, if any
         pool_logits, _ = context.predict_subset("unlabelled")
-        prior = estimate_prior_em(softmax(pool_logits, fit_temperature(cal_logits, cal_labels)), source)
-        prior = np.clip(prior, self.PRIOR_FLOOR, None)
-        prior /= prior.sum()
+        if not len(cal_labels):
+            return unknown
+        temperature = fit_temperature(cal_logits, cal_labels)
+        prior = estimate_prior_bbse(softmax(cal_logits, temperature), cal_labels, softmax(pool_logits, temperature))
+        if prior is None:
+            return unknown
         self.pool_prior = torch.as_tensor(prior, dtype=torch.float32)
-        return {**{f"pool_prior_{k}": float(p) for k, p in enumerate(prior)}, "prior_calibration_accuracy": accuracy}
+        return {f"pool_prior_{k}": float(p) for k, p in enumerate(prior)}
 
 
 class HalfView(nn.Module):
