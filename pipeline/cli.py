@@ -246,7 +246,9 @@ def _dispatch(args) -> int:
         if args.config or args.overrides or args.scans:
             raise ValueError("--resume carries on with the run's own config; give no --config, --scans or overrides")
         run = latest_run() if args.resume == "LATEST" else args.resume
-        config = workflow.resumable_config(run)
+        from pipeline.stages.train import resumable_config
+
+        config = resumable_config(run)
         stage = workflow.run_all if args.command == "run" else workflow.train
         run_dir = stage(config, progress=not args.quiet, run_dir=run, resume=True)
         return _report(run_dir)

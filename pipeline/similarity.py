@@ -23,16 +23,22 @@ MAX_DISTANCE = 10  # bits of 256: the largest Hamming distance still called a ne
 # A real group of copies is small; a larger connected group means look-alike scans chained
 # together (plain backgrounds, thumbnails), which are not merged.
 MAX_GROUP = 20
+# Thumbnails (MNIST's 28-pixel digits, say) are too coarse to tell a copy from a look-alike: distinct
+# handwritten ones fall within the copy distance, so near duplicates are sought from this side up.
+MIN_SIDE = 64
 
 
 def perceptual_hash(array: np.ndarray, is_volume: bool = False) -> str:
-    """The 256-bit difference hash of a 2D scan as 64 hex digits ("" for a constant image or a volume)."""
+    """The 256-bit difference hash of a 2D scan as 64 hex digits ("" for a constant image, a volume or a
+    picture under ``MIN_SIDE`` pixels on a side)."""
     if is_volume:
         return ""
     values = np.asarray(array, dtype=np.float32)
     if values.ndim == 3 and values.shape[-1] in (3, 4):
         values = values[..., :3].mean(axis=-1)
     values = values.reshape(values.shape[:2]) if values.ndim > 2 else values
+    if min(values.shape) < MIN_SIDE:
+        return ""
     low, high = float(values.min()), float(values.max())
     if not np.isfinite([low, high]).all() or high <= low:
         return ""

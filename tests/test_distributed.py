@@ -67,7 +67,7 @@ def write_task(root: Path) -> None:
         image = images[next(by_class[k])][0].numpy()
         Image.fromarray((image * 255).round().astype(np.uint8)).save(scans / f"{name}.png")
         rows.append({"file": f"scans/{name}.png", "label": "abc"[k]})
-        split.append({"scan_id": name, "subset": subset})
+        split.append({"scan_id": f"{name}.png", "subset": subset})
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     pd.DataFrame(split).to_csv(root / "split.csv", index=False)
     for runs in ("runs_ddp", "runs_single"):

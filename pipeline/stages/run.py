@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline import distributed
+from pipeline import distributed, synth
 from pipeline.config import Config, flat_keys, load_config, user_settings
 from pipeline.data import TrainingData, load_training_data, split_frame
 from pipeline.manifest import manifest_path, split_path
@@ -15,7 +15,6 @@ from pipeline.stages.ingest import ingest
 from pipeline.stages.plan import fingerprint, make_plan
 from pipeline.stages.split import make_split
 from pipeline.stages.train import train_stage
-from pipeline.synth import SYNTH_VOLUMES_DATASET, generate_volumes, stale_set_warning
 
 log = logging.getLogger("pipeline")
 
@@ -30,8 +29,8 @@ def prepare_split(config: Config, progress: bool = True):
     if data.dataset == "synth_volumes":
         if not (Path(data.scans) / "labels.csv").exists():
             log.info("generating the synthetic volume set into %s", data.scans)
-            generate_volumes(data.scans, progress=progress, **SYNTH_VOLUMES_DATASET)
-        elif warning := stale_set_warning(data.scans):
+            synth.generate_volumes(data.scans, progress=progress, **synth.SYNTH_VOLUMES_DATASET)
+        elif warning := synth.stale_set_warning(data.scans):
             log.warning("%s", warning)
     elif data.dataset:
         root = Path(data.scans).parent
