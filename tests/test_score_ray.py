@@ -59,7 +59,10 @@ def test_ray_engine_writes_the_local_report(local_ray, run, tmp_path):
         assert on_ray.with_suffix(suffix).stat().st_size > 0
     meta = json.loads(on_ray.with_suffix(".meta.json").read_text())
     assert meta["engine"] == "ray"
-    assert meta["summary"] == json.loads(local.with_suffix(".meta.json").read_text())["summary"]
+    def counts(summary: dict) -> dict:  # what was found, not how long the saliency maps took
+        return {k: v for k, v in summary.items() if not k.endswith("_seconds")}
+
+    assert counts(meta["summary"]) == counts(json.loads(local.with_suffix(".meta.json").read_text())["summary"])
     assert local_ray.is_initialized()  # the engine used the test's instance and left it running
 
 
