@@ -56,10 +56,8 @@ def evaluate(run: Path, folder: Path, max_out: int, seed: int = 0) -> dict:
     config = model.config
     data = load_training_data(config)
     rng = np.random.default_rng(seed)
-    pool = np.concatenate([data.labelled.numpy(), rng.permutation(data.unlabelled.numpy())])[:ood.MAX_BANK]
-    bank = ood.penultimate_features(model.network, data.images[pool])
-    calibration = ood.knn_scores(ood.penultimate_features(model.network, data.images[data.calibration]), bank)
-    threshold = float(np.percentile(calibration, ood.PERCENTILE))
+    bank, threshold = ood.fit(model.network, data, seed=seed)  # as the calibrate stage fits it
+    rng.permutation(len(data.unlabelled))  # the draw ood.fit made: the foreign sample stays the one recorded
     inside = ood.knn_scores(ood.penultimate_features(model.network, data.images[data.test]), bank)
     files = [str(p) for p in list_files(folder) if is_scan_file(p)]
     files = [files[i] for i in sorted(rng.permutation(len(files))[:max_out])]

@@ -64,6 +64,20 @@ def knn_scores(features: np.ndarray, bank: np.ndarray, k: int = NEIGHBOURS) -> n
     return (1.0 - kth).astype(np.float32)
 
 
+def fit(network: nn.Module, data, device: torch.device | str = "cpu", seed: int = 0
+        ) -> tuple[np.ndarray, float] | None:
+    """(bank, threshold) for a run's ``TrainingData``: the features of its labelled scans and up to
+    ``MAX_BANK`` unlabelled ones, and the ``PERCENTILE``-th percentile of its calibration scans'
+    scores against them; None for a network without a linear layer."""
+    rng = np.random.default_rng(seed)
+    pool = np.concatenate([data.labelled.numpy(), rng.permutation(data.unlabelled.numpy())])[:MAX_BANK]
+    bank = penultimate_features(network, data.images[pool], device)
+    if bank is None or len(bank) == 0:
+        return None
+    scores = knn_scores(penultimate_features(network, data.images[data.calibration], device), bank)
+    return bank, float(np.percentile(scores, PERCENTILE))
+
+
 def save_bank(run_dir: Path, bank: np.ndarray) -> Path:
     path = Path(run_dir) / BANK
     with atomic_path(path) as tmp:

@@ -121,16 +121,13 @@ def _fit_ood(run_dir: Path, network, data, device, seed: int) -> dict | None:
     scans' scores (see ``pipeline.ood``)."""
     from pipeline import ood
 
-    rng = np.random.default_rng(seed)
-    pool = np.concatenate([data.labelled.numpy(), rng.permutation(data.unlabelled.numpy())])[:ood.MAX_BANK]
-    bank = ood.penultimate_features(network, data.images[pool], device)
-    if bank is None or len(bank) == 0:
+    fitted = ood.fit(network, data, device, seed)
+    if fitted is None:
         return None
-    scores = ood.knn_scores(ood.penultimate_features(network, data.images[data.calibration], device), bank)
+    bank, threshold = fitted
     ood.save_bank(run_dir, bank)
     return {"method": "knn cosine distance on penultimate features", "neighbours": ood.NEIGHBOURS,
-            "n_bank": int(len(bank)), "threshold": float(np.percentile(scores, ood.PERCENTILE)),
-            "percentile": ood.PERCENTILE}
+            "n_bank": int(len(bank)), "threshold": threshold, "percentile": ood.PERCENTILE}
 
 
 def _write_test_predictions(path: Path, data, classes: list[str], probs: np.ndarray) -> None:
