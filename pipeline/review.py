@@ -58,6 +58,34 @@ def overlay_png(image: np.ndarray, heat: np.ndarray, size: int = 96, alpha: floa
     return _png(grey[..., None] * (1 - weight) + colour * weight, size)
 
 
+def slice_stack(image: np.ndarray, tile: int = 64, max_slices: int = 32) -> dict | None:
+    """The slices of a preprocessed volume (C, X, Y, Z) for the enlarged view's slice sliders, or
+    None for a 2D scan: one PNG holding, for each of the three planes (a row each), ``n`` slices
+    evenly spaced through the volume (a column each), every slice a ``tile``-pixel square.
+
+    One picture per volume keeps the page a single file; at most 32 slices of 64 pixels keep each
+    volume to about 100 kB.
+    """
+    volume = np.asarray(image, dtype=np.float32)[0]
+    if volume.ndim != 3:
+        return None
+    low, high = np.percentile(volume, [1, 99])
+    volume = np.clip((volume - low) / max(high - low, 1e-6), 0, 1)
+    side, n = max(volume.shape), min(max_slices, max(volume.shape))
+    rows = []
+    for axis in range(3):
+        row = []
+        for index in np.linspace(0, volume.shape[axis] - 1, n).round().astype(int):
+            plane = np.rot90(np.take(volume, index, axis=axis))
+            row.append(np.pad(plane, ((0, side - plane.shape[0]), (0, side - plane.shape[1]))))
+        rows.append(np.concatenate(row, axis=1))
+    picture = Image.fromarray((np.concatenate(rows, axis=0) * 255).astype(np.uint8))
+    picture = picture.resize((n * tile, 3 * tile), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return {"png": base64.b64encode(buffer.getvalue()).decode(), "n": int(n), "tile": tile}
+
+
 def review_order(report: pd.DataFrame, positive: str | None) -> pd.DataFrame:
     """Errors and flagged scans first, then scans called positive, then the rest."""
     rank = np.where(report["status"] != "ok", 0, np.where(report["needs_review"].astype(bool), 1, 3))
@@ -79,6 +107,9 @@ tr.selected td {{ outline: 2px solid #2a6fdb; }} #scans tbody tr {{ cursor: poin
 #viewer {{ display: none; position: fixed; inset: 0; background: rgba(0,0,0,.8); color: #fff; padding: 2em; }}
 #viewer img {{ width: min(70vh, 44vw); height: auto; margin: 1em 0; }} #viewer img[src=""] {{ display: none; }}
 kbd {{ border: 1px solid #999; border-radius: 3px; padding: 0 4px; }}
+#viewerstack {{ display: none; gap: 1em; justify-content: center; }} #viewerstack figure {{ margin: 1em 0; text-align: center; }}
+#viewerstack canvas {{ width: min(40vh, 26vw); image-rendering: pixelated; display: block; }}
+#viewerstack input {{ width: min(40vh, 26vw); }}
 </style></head><body>
 <h1>{title}</h1>
 <table class="summary">{summary}</table>
@@ -98,7 +129,8 @@ Verdicts stay in this browser until exported.</small></div>
 <th>status</th><th>needs review</th><th>verdict</th><th>error</th></tr></thead><tbody></tbody></table>
 {truncated}
 <div id="viewer"><div id="viewertitle"></div><div style="display:flex;gap:1em;justify-content:center">
-<img id="viewerimg" alt=""><img id="viewerheat" alt="saliency"></div><div id="viewerinfo"></div></div>
+<img id="viewerimg" alt=""><img id="viewerheat" alt="saliency"></div>
+<div id="viewerstack"></div><div id="viewerinfo"></div></div>
 <script id="data" type="application/json">{data}</script>
 <script>
 "use strict";
@@ -157,8 +189,34 @@ function enlarge() {{
   const img = document.getElementById("viewerimg");
   img.src = DATA.thumbs[r.id] ? "data:image/png;base64," + DATA.thumbs[r.id] : ""; img.alt = r.id;
   document.getElementById("viewerheat").src = DATA.heat[r.id] ? "data:image/png;base64," + DATA.heat[r.id] : "";
+  showStack(r, img);
   document.getElementById("viewerinfo").textContent =
     `prediction ${{r.pred || "-"}}, probability ${{r.p == null ? "-" : r.p.toFixed(3)}}, ${{r.status}} ${{r.error || ""}}`;
+}}
+function showStack(r, flat) {{
+  // Volumes: each plane on a canvas with its own slice slider, drawn from one sprite of slices.
+  const box = document.getElementById("viewerstack"), stack = DATA.stacks[r.id];
+  box.replaceChildren();
+  if (!stack) {{ box.style.display = "none"; return; }}
+  box.style.display = "flex"; flat.src = "";
+  const sprite = new Image();
+  ["sagittal", "coronal", "axial"].forEach((name, plane) => {{
+    const figure = document.createElement("figure"), canvas = document.createElement("canvas");
+    canvas.width = canvas.height = stack.tile; canvas.dataset.plane = plane;
+    const slider = document.createElement("input");
+    Object.assign(slider, {{type: "range", min: 0, max: stack.n - 1, value: Math.floor(stack.n / 2)}});
+    slider.setAttribute("aria-label", name + " slice");
+    const caption = document.createElement("figcaption");
+    const draw = () => {{
+      const ctx = canvas.getContext("2d"); ctx.clearRect(0, 0, stack.tile, stack.tile);
+      ctx.drawImage(sprite, slider.value * stack.tile, plane * stack.tile, stack.tile, stack.tile, 0, 0, stack.tile, stack.tile);
+      caption.textContent = `${{name}} slice ${{+slider.value + 1}} of ${{stack.n}}`;
+    }};
+    slider.addEventListener("input", draw);
+    sprite.addEventListener("load", draw);
+    figure.append(canvas, slider, caption); box.append(figure);
+  }});
+  sprite.src = "data:image/png;base64," + stack.png;
 }}
 function closeViewer() {{ document.getElementById("viewer").style.display = "none"; }}
 function move(step) {{
@@ -194,7 +252,7 @@ document.getElementById("next").addEventListener("click", () => {{
 filterBox.addEventListener("change", apply);
 document.getElementById("sort").addEventListener("change", apply);
 document.addEventListener("keydown", e => {{
-  if (e.target.tagName === "SELECT") return;
+  if (e.target.tagName === "SELECT" || (e.target.tagName === "INPUT" && e.key !== "Escape")) return;
   const k = e.key, r = current();
   if (k === "j" || k === "ArrowDown") move(1);
   else if (k === "k" || k === "ArrowUp") move(-1);
@@ -209,6 +267,7 @@ document.addEventListener("keydown", e => {{
   e.preventDefault();
 }});
 document.getElementById("viewer").addEventListener("click", closeViewer);
+document.getElementById("viewerstack").addEventListener("click", e => e.stopPropagation());
 apply();
 </script>
 </body></html>
@@ -217,13 +276,15 @@ apply();
 
 def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], summary: dict,
                       calibration: dict, classes: list[str], title: str, max_rows: int = 50_000,
-                      key: str = "", overlays: dict[str, bytes] | None = None, keep_order: bool = False) -> None:
+                      key: str = "", overlays: dict[str, bytes] | None = None, keep_order: bool = False,
+                      stacks: dict[str, dict] | None = None) -> None:
     """Write the interactive page: filters, sorting, paging, an enlarged view, keyboard verdicts kept
     in the browser (``localStorage``, under ``key``: the report's identity) and exported as a labels
     CSV (``file,label,verdict,reviewed_at``) that ``pipeline ingest --labels`` reads.
 
     ``thumbnails`` maps scan_id -> PNG bytes (those missing show none), ``overlays`` likewise the
-    saliency overlays (``pipeline.saliency``) shown beside them; ``keep_order`` keeps the rows' order
+    saliency overlays (``pipeline.saliency``) shown beside them, ``stacks`` the volumes' slices
+    (``slice_stack``) that the enlarged view pages through with a slider per plane; ``keep_order`` keeps the rows' order
     (a ranking) instead of errors and flagged scans first; rows are embedded as JSON
     and drawn a page of 100 at a time, so a folder of 10,000 scans opens at once.
     """
@@ -242,6 +303,7 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
     data = {"rows": rows, "classes": list(classes), "positive": positive, "key": key or title,
             "thumbs": {k: base64.b64encode(v).decode() for k, v in thumbnails.items() if k in shown},
             "heat": {k: base64.b64encode(v).decode() for k, v in (overlays or {}).items() if k in shown},
+            "stacks": {k: v for k, v in (stacks or {}).items() if k in shown and v is not None},
             "export_name": f"verdicts_{_safe_name(title)}.csv"}
     counts = {"files": summary["files"], "scored": summary["scored"], "errors": summary["errors"],
               "needs review": summary["needs_review"],

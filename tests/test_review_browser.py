@@ -143,3 +143,67 @@ def test_review_page_filters_enlarges_keeps_keyboard_verdicts_across_reloads_and
     assert by_file.loc[ids[1], ["label", "verdict"]].tolist() == [predicted[ids[1]], "confirmed"]
     assert by_file.loc[ids[3], ["label", "verdict"]].tolist() == ["b", "relabelled"]  # key 2: the second class
     assert ids[4] not in by_file.index and len(exported) == 2  # unsure is recorded, not exported as a label
+
+
+SLIDER_HARNESS = """<!doctype html><html><body><pre id="out">pending</pre>
+<iframe id="f" src="REPORT" width="1000" height="700"></iframe>
+<script>
+const frame = document.getElementById("f"), out = document.getElementById("out");
+function brightness(canvas) {
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let total = 0; for (let i = 0; i < pixels.length; i += 4) total += pixels[i]; return total;
+}
+frame.addEventListener("load", () => {
+  const d = frame.contentWindow.document;
+  try {
+    d.querySelector('#scans tbody tr[data-id="head.nii.gz"]').click();
+    const canvases = Array.from(d.querySelectorAll("#viewerstack canvas"));
+    const sliders = Array.from(d.querySelectorAll("#viewerstack input[type=range]"));
+    setTimeout(() => {
+      const result = {planes: canvases.length, sliders: sliders.length, max: sliders.map(s => +s.max),
+                      flat_hidden: d.getElementById("viewerimg").getAttribute("src") === "", first: [], last: []};
+      sliders.forEach((slider, plane) => {
+        slider.value = 0; slider.dispatchEvent(new Event("input"));
+        result.first.push(brightness(canvases[plane]));
+        slider.value = slider.max; slider.dispatchEvent(new Event("input"));
+        result.last.push(brightness(canvases[plane]));
+      });
+      result.caption = d.querySelector("#viewerstack figcaption").textContent;
+      d.querySelector('#scans tbody tr[data-id="chest.png"]').click();
+      result.stack_for_2d = d.getElementById("viewerstack").style.display;
+      out.textContent = JSON.stringify(result);
+    }, 200);
+  } catch (error) { out.textContent = "harness error: " + error; }
+});
+</script></body></html>"""
+
+
+def test_enlarged_volume_pages_through_slices_in_three_planes(browser, tmp_path):
+    import html
+    import json
+
+    from pipeline.review import slice_stack, thumbnail_png, write_review_page
+
+    volume = np.zeros((1, 20, 24, 28), np.float32)
+    volume[0, :5, :6, :7] = 1.0  # a bright block at the low end of every axis: first slices bright, last dark
+    picture = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
+    report = pd.DataFrame({"scan_id": ["head.nii.gz", "chest.png"], "path": ["", ""], "prediction": ["a", "b"],
+                           "confidence": [0.9, 0.8], "p_a": [0.9, 0.2], "p_b": [0.1, 0.8], "needs_review": [True, False],
+                           "status": ["ok", "ok"], "error": ["", ""]})
+    summary = {"files": 2, "scored": 2, "errors": 0, "needs_review": 1, "predicted": {"a": 1, "b": 1}}
+    page = tmp_path / "report.html"
+    write_review_page(page, report, {"head.nii.gz": thumbnail_png(volume), "chest.png": thumbnail_png(picture)},
+                      summary, {}, ["a", "b"], title="slices",
+                      stacks={"head.nii.gz": slice_stack(volume), "chest.png": slice_stack(picture)})
+    harness = tmp_path / "harness.html"
+    harness.write_text(SLIDER_HARNESS.replace("REPORT", page.as_uri()))
+    dom = run_page(browser, tmp_path, harness)
+    text = html.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1))
+    assert not text.startswith(("pending", "harness error")), text
+    result = json.loads(text)
+    assert result["planes"] == 3 and result["sliders"] == 3 and result["max"] == [27, 27, 27]
+    assert result["flat_hidden"]
+    assert all(first > 0 for first in result["first"]), result
+    assert all(last == 0 for last in result["last"]), result  # the slider really moves through the volume
+    assert result["caption"] == "sagittal slice 28 of 28"
+    assert result["stack_for_2d"] == "none"

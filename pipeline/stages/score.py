@@ -149,15 +149,22 @@ def _finished_rows(partial: Path, columns: list[str]) -> set[str]:
 
 def _write_review(out, report, model, calibration, summary, workers, max_thumbnails) -> None:
     """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order, and saliency
-    overlays for the flagged and abnormal-called ones among them (at most ``score.max_saliency``)."""
-    from pipeline.review import overlay_png, review_order, thumbnail_png, write_review_page
+    overlays (and, for volumes, slices to page through) for the flagged and abnormal-called ones among
+    them (at most ``score.max_saliency``)."""
+    from pipeline.review import (
+        overlay_png,
+        review_order,
+        slice_stack,
+        thumbnail_png,
+        write_review_page,
+    )
     from pipeline.saliency import saliency_maps
 
     screening = calibration.get("screening")
     positive = screening["positive_class"] if screening else None
     ordered = review_order(report, positive)
     shown = ordered[ordered["status"] == "ok"].head(max_thumbnails)
-    thumbnails, overlays = {}, {}
+    thumbnails, overlays, stacks = {}, {}, {}
     if len(shown):
         with preprocessor(model.config.preprocess, workers if len(shown) >= 64 else 1, False) as process:
             arrays, _ = process(list(shown["path"]))
@@ -171,11 +178,12 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
             heat = saliency_maps(model.network, torch.from_numpy(np.stack([a for _, a in group])),
                                  model.classes.index(target))
             overlays.update({sid: overlay_png(a, h) for (sid, a), h in zip(group, heat)})
+        stacks = {sid: slice_stack(a) for sid, a, _ in picked}
         summary["saliency_maps"] = len(overlays)
         summary["saliency_seconds"] = round(time.perf_counter() - tick, 2)
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
                       title=f"Screening report: {out.stem} ({model.run_dir.name})",
-                      key=f"{model.weights_sha256[:16]}:{out.resolve()}", overlays=overlays)
+                      key=f"{model.weights_sha256[:16]}:{out.resolve()}", overlays=overlays, stacks=stacks)
 
 
 def _score_locally(todo, scans, model, temperature, decide, ood, batch_size, chunk_size, workers, progress):

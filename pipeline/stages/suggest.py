@@ -55,7 +55,7 @@ def rank_for_labelling(probs: np.ndarray, features: np.ndarray, labelled_feature
 
 def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, data=None) -> Path:
     """Write ``to_label.csv`` (and ``to_label.html``) for the ``n`` unlabelled scans to label next."""
-    from pipeline.review import thumbnail_png, write_review_page
+    from pipeline.review import slice_stack, thumbnail_png, write_review_page
 
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
@@ -89,10 +89,11 @@ def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, dat
                           needs_review=True, status="ok", error="")
     position = {sid: i for i, sid in enumerate(data.scan_ids)}
     thumbnails = {sid: thumbnail_png(data.images[position[sid]].numpy()) for sid in frame["scan_id"]}
+    stacks = {sid: slice_stack(data.images[position[sid]].numpy()) for sid in frame["scan_id"]}
     summary = {"files": len(frame), "scored": len(frame), "errors": 0, "needs_review": len(frame),
                "predicted": frame["prediction"].value_counts().to_dict()}
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, {}, model.classes,
                       title=f"Scans to label next ({run_dir.name})", key=f"{model.weights_sha256[:16]}:suggest:{out}",
-                      keep_order=True)
+                      keep_order=True, stacks=stacks)
     log.info("suggest: %d scans to label next -> %s", len(frame), out)
     return out
