@@ -73,6 +73,10 @@ class NetworkConfig:
     channels_last: bool = True
     pooling: str = "avg"  # global pooling of the cnn: avg | max | avgmax (max suits small findings)
     stem_stride: int = 1  # stride of the cnn's first convolution (2 or 4 for large inputs)
+    # What the cnn's convolutional dropout drops: whole feature maps ("channel", spatial dropout)
+    # or single values ("element"). Channel dropout draws a random number per map, not per value:
+    # on CPU the per-value draws took 30% of a 128x128 step (benchmarks/performance.md).
+    dropout_kind: str = "channel"
 
 
 @dataclass

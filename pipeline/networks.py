@@ -24,13 +24,16 @@ if TYPE_CHECKING:  # annotations only: the config module imports the method regi
 class ConvNet(nn.Module):
     """Conv-BN-ReLU stages with max pooling, global pooling and a linear head.
 
+    Dropout follows every stage's first convolution but the first stage's (whole feature maps
+    with ``dropout_kind="channel"``, single values with ``"element"``) and precedes the head.
+
     ``pooling`` is the global pooling: ``avg`` suits whole-image classes (digits),
     ``max`` or ``avgmax`` (both, concatenated) suit detection, where one small finding
     anywhere in a scan decides the class and an average would dilute it.
     """
 
     def __init__(self, spatial_dims, in_channels, num_classes, channels, dropout, convs_per_stage=1,
-                 channels_last=False, pooling="avg", stem_stride=1):
+                 channels_last=False, pooling="avg", stem_stride=1, dropout_kind="channel"):
         super().__init__()
         # Channels-last convolutions run markedly faster on CPUs (oneDNN); weights and
         # inputs both take that layout, the outputs and the saved weights do not change.
@@ -46,6 +49,7 @@ class ConvNet(nn.Module):
                         # a strided first convolution: large inputs shrink before the costly stages
                         strides=stem_stride if index == 0 and repeat == 0 else 1,
                         dropout=dropout if repeat == 0 and index > 0 else None,
+                        dropout_dim=spatial_dims if dropout_kind == "channel" else 1,
                     )
                 )
                 previous = width
@@ -84,6 +88,7 @@ class MLP(nn.Module):
 
 NETWORKS = ("cnn", "mlp")
 POOLINGS = ("avg", "max", "avgmax")
+DROPOUT_KINDS = ("channel", "element")
 
 
 def network_factory(
@@ -95,6 +100,8 @@ def network_factory(
         raise ValueError(f"preprocess.spatial_size must have 2 or 3 entries, got {spatial_size}")
     if config.stem_stride not in (1, 2, 4):
         raise ValueError(f"network.stem_stride must be 1, 2 or 4, got {config.stem_stride}")
+    if config.dropout_kind not in DROPOUT_KINDS:
+        raise ValueError(f"unknown network.dropout_kind '{config.dropout_kind}'; known: {', '.join(DROPOUT_KINDS)}")
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"network.dropout must be in [0, 1), got {config.dropout}")
 
@@ -103,6 +110,7 @@ def network_factory(
             net = ConvNet(
                 spatial_dims, in_channels, num_classes, config.channels, config.dropout,
                 config.convs_per_stage, config.channels_last, config.pooling, config.stem_stride,
+                config.dropout_kind,
             )
             net = net.to(memory_format=net.memory_format)
         elif config.name == "mlp":

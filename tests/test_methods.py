@@ -114,6 +114,25 @@ def test_dropout_is_available_to_every_method():
         assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in method.modules())
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channel_dropout_drops_whole_feature_maps_and_element_dropout_single_values(dims):
+    from pipeline.config import NetworkConfig
+    from pipeline.networks import network_factory
+
+    def dropped(kind):
+        net = network_factory(NetworkConfig(channels=[4, 64], dropout=0.5, dropout_kind=kind), 1, [8] * dims, 2)()
+        dropout = next(m for m in net.features.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd))
+        maps = dropout.train()(torch.ones(4, 64, *[6] * dims)).flatten(2)
+        return (maps == 0).all(dim=2), (maps == 0).any(dim=2)
+
+    whole, some = dropped("channel")
+    assert 0.3 < whole.float().mean() < 0.7 and torch.equal(whole, some)  # a map is dropped entirely or not at all
+    whole, some = dropped("element")
+    assert not whole.any() and some.all()  # values drop one by one, never a whole 6^d map at p = 0.5
+    with pytest.raises(ValueError, match="dropout_kind 'pixel'"):
+        network_factory(NetworkConfig(dropout_kind="pixel"), 1, [8, 8], 2)
+
+
 def test_accuracy_helper():
     import numpy as np
 
