@@ -38,6 +38,7 @@ PAIRS = [
     ("adrenalmnist3d_pi_model", "AdrenalMNIST3D shape masks", PANEL / "vesselmnist3d/scans", "VesselMNIST3D vessel masks", False),
     ("adrenalmnist3d_pi_model", "AdrenalMNIST3D shape masks", "data/ood_heads", "synthetic MRI-like head volumes", False),
     ("covid_cxr_pi_model", "COVID-19 collection chest X-rays", PANEL / "pneumoniamnist/scans", "PneumoniaMNIST chest X-rays (28 px)", True),
+    ("mnist100_pi_model", "MNIST-100 digits", PANEL / "pneumoniamnist/scans", "PneumoniaMNIST chest X-rays", False),
 ]
 
 

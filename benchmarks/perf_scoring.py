@@ -67,6 +67,92 @@ def volume_folder(n: int, distinct: int = 50) -> Path:
     return link_folder(sorted(source.glob("*.nii.gz")), WORK / f"volumes64_{n}", n, ".nii.gz")
 
 
+def _picture(rng, size: int, abnormal: bool):
+    """A grey radiograph-like picture: smooth anatomy-sized structure, film grain, and for
+    ``abnormal`` a bright round opacity; 8-bit, so JPEG and PNG compress it as they would a scan."""
+    import numpy as np
+    from PIL import Image
+
+    coarse = Image.fromarray((rng.random((12, 12)) * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    picture = np.asarray(coarse, dtype=np.float32) * 0.6 + 50 + rng.normal(0, 6, (size, size))
+    if abnormal:
+        y, x = np.ogrid[:size, :size]
+        cy, cx, r = rng.integers(size // 4, 3 * size // 4, 2).tolist() + [size // 10]
+        picture += 70 * ((y - cy) ** 2 + (x - cx) ** 2 < r * r)
+    return Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8))
+
+
+def picture_folder(kind: str, n: int, distinct: int = 50) -> Path:
+    """``n`` 512x512 grey pictures (``kind`` jpeg512 or png512), ``distinct`` of them different."""
+    import numpy as np
+
+    suffix = ".jpg" if kind == "jpeg512" else ".png"
+    source = WORK / f"{kind}_distinct{distinct}"
+    if not (source / ".complete").exists():
+        source.mkdir(parents=True, exist_ok=True)
+        for i in range(distinct):
+            _picture(np.random.default_rng(i), 512, abnormal=i % 2 == 1).save(source / f"pic_{i:03d}{suffix}",
+                                                                              quality=90)
+        (source / ".complete").write_text("done\n")
+    return link_folder(sorted(source.glob(f"*{suffix}")), WORK / f"{kind}_{n}", n, suffix)
+
+
+def volume128_folder(n: int, distinct: int = 40) -> Path:
+    """``n`` 128^3 int16 ``.nii.gz`` volumes: the 64^3 synthetic heads at twice the resolution."""
+    import nibabel as nib
+    import numpy as np
+    from scipy.ndimage import zoom
+
+    source = WORK / f"volumes128_distinct{distinct}"
+    if not (source / ".complete").exists():
+        small = volume_folder(distinct, distinct)
+        source.mkdir(parents=True, exist_ok=True)
+        for path in sorted(small.glob("*.nii.gz"))[:distinct]:
+            image = nib.load(path)
+            data = zoom(np.asarray(image.dataobj, dtype=np.float32), 2, order=1)
+            data = (data - data.min()) / max(float(np.ptp(data)), 1e-6) * 4000
+            affine = image.affine.copy()
+            affine[:3, :3] /= 2
+            nib.save(nib.Nifti1Image(data.astype(np.int16), affine), source / path.name)
+        truth = (WORK / f"volumes64_distinct{distinct}" / "labels.csv")
+        if truth.exists():
+            (source / "labels.csv").write_text(truth.read_text())
+        (source / ".complete").write_text("done\n")
+    return link_folder(sorted(source.glob("*.nii.gz")), WORK / f"volumes128_{n}", n, ".nii.gz")
+
+
+def planned_model(kind: str) -> Path:
+    """A model the way a user makes one: ``pipeline run --scans`` on a small labelled folder of
+    this kind of file, with no config (the plan stage chooses input size and network), trained
+    for a few seconds: scoring cost does not depend on what it learned."""
+    marker = WORK / f"model_{kind}.txt"
+    if marker.exists() and (Path(marker.read_text().strip()) / "calibration.json").exists():
+        return Path(marker.read_text().strip())
+    if kind == "nii128":
+        volume128_folder(40)
+        scans = WORK / "volumes128_distinct40"  # with the generator's labels.csv
+    else:
+        scans = WORK / f"{kind}_distinct50"
+        # class subfolders: the generator made odd-numbered pictures abnormal
+        picture_folder(kind, 50)
+        labelled = WORK / f"{kind}_labelled"
+        for i, path in enumerate(sorted(scans.glob("pic_*"))):
+            target = labelled / ("abnormal" if i % 2 else "normal") / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.link(path, target)
+        scans = labelled
+    command = [sys.executable, "-m", "pipeline", "run", "--scans", str(scans), "--positive", "abnormal",
+               "--minutes", "0.3", "--labels-per-class", "5", "--quiet", "split.calibration_per_class=5",
+               f"runs_dir={WORK / 'runs'}",
+               f"name=bench_{kind}", f"data.manifest={WORK / f'{kind}.csv'}",
+               f"data.split={WORK / f'{kind}.split.csv'}", f"data.cache_dir={WORK / 'cache'}"]
+    subprocess.run(command, check=True)
+    run = sorted((WORK / "runs").glob(f"bench_{kind}_*"))[-1]
+    marker.write_text(str(run) + "\n")
+    return run
+
+
 def quick_model(name: str, config_path: str, overrides: list[str]) -> Path:
     """A calibrated run trained for a few steps: scoring cost does not depend on what it learned."""
     from pipeline.config import load_config
@@ -158,11 +244,14 @@ def score_all(folder: Path, run: Path, out: Path, workers: int) -> dict:
 
 
 def scoring_against_decoding(kind: str, n: int, workers: int = 2) -> dict:
-    folder = mnist_png_folder(n) if kind == "png" else volume_folder(n)
-    run = png_model() if kind == "png" else volume_model()
+    """``kind``: png (MNIST), volumes (64^3), jpeg512, png512 or nii128."""
+    folder = {"png": mnist_png_folder, "volumes": volume_folder, "jpeg512": lambda n: picture_folder("jpeg512", n),
+              "png512": lambda n: picture_folder("png512", n), "nii128": volume128_folder}[kind](n)
+    run = {"png": png_model, "volumes": volume_model}.get(kind, lambda: planned_model(kind))()
     decoded = measured("decode", str(folder))
     scored = measured("score", str(folder), str(run), str(WORK / "reports" / f"{folder.name}.csv"), str(workers))
-    return {"kind": kind, "files": n, "workers": workers,
+    model_input = json.loads((run / "checkpoint.json").read_text())["config"]["preprocess"]["spatial_size"]
+    return {"kind": kind, "files": n, "workers": workers, "model_input": "x".join(map(str, model_input)),
             "decode": decoded, "score": scored,
             "decode_per_second": decoded["files"] / decoded["seconds"],
             "score_per_second": scored["files"] / scored["seconds"],

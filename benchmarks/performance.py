@@ -1,7 +1,7 @@
 """Regenerate benchmarks/performance.md: speed and memory against the plain alternatives.
 
-Usage: python -m benchmarks.performance [--parts training,scoring,scaling,cache,make_train]
-                                        [--methods a,b] [--steps 30]
+Usage: python -m benchmarks.performance [--parts training,scoring,...] [--methods a,b] [--steps 30]
+                                        [--baseline COMMIT]
 
 Parts (each leaves ``results/performance/<part>.json``; the page is rebuilt from all present):
 
@@ -13,6 +13,13 @@ Parts (each leaves ``results/performance/<part>.json``; the page is rebuilt from
   10,000 volumes.
 - cache: files opened when the training tensors are built, built again, and trained on.
 - make_train: wall time and peak memory of the README's ``make train`` (about 15 minutes).
+- resolution: steps/s and samples/s of the consistency methods at 128x128, 256x256, 64^3 and
+  96^3, with the network and batches the plan stage chooses (``benchmarks.perf_resolution``).
+- levers: each speed lever's gain at 128x128 and 64^3, the ``--baseline`` commit measured side
+  by side with this one (same batches), and ``torch.compile`` against eager.
+- scoring_large: scoring 512x512 JPEGs and PNGs and 128^3 ``.nii.gz`` volumes against reading
+  and decoding them, with peak memory.
+- torchrun: a training run in one process against ``torchrun --nproc_per_node 2``.
 
 Run it on an otherwise idle machine: every figure is a time.
 """
@@ -31,7 +38,11 @@ from benchmarks.common import HERE, RESULTS, commit, machine, markdown_table
 from pipeline.io import write_json, write_text
 
 SUITE = "performance"
-PARTS = ("training", "scoring", "scaling", "cache", "make_train")
+PARTS = ("training", "scoring", "scaling", "cache", "make_train", "resolution", "levers", "scoring_large", "torchrun")
+CONSISTENCY_METHODS = ("pi_model", "mean_teacher", "fixmatch")
+RESOLUTIONS = ((2, 128), (2, 256), (3, 64), (3, 96))
+# The commit before issue 18's speed work: the levers part measures it beside this one.
+BASELINE = "82d2f1d"
 TARGETS = {"training": 3.0, "scoring": 0.8}
 
 
@@ -177,6 +188,106 @@ def make_train_part() -> None:
 
 # ----- the page ------------------------------------------------------------------------------------
 
+def planned_precision() -> str:
+    """What the plan stage's probe chooses on this machine (at 128x128)."""
+    from pipeline.stages.plan import _choose_precision
+
+    fp = {"spatial_dims": 2, "colour_fraction": 0.0, "classes": ["normal", "abnormal"], "counts": {}}
+    return _choose_precision(128, 2, fp, probe=True)[0]
+
+
+def resolution_part(steps: int = 5) -> None:
+    from benchmarks.perf_resolution import measure, planned_case
+
+    precision = planned_precision()
+    rows = []
+    for dims, size in RESOLUTIONS:
+        for method in CONSISTENCY_METHODS:
+            row = measure(planned_case(method, dims, size, precision, steps=steps))
+            print(f"{method} at {size}^{dims}: {row['seconds_per_step']:.3f} s a step, "
+                  f"{row['samples_per_second']:.0f} samples/s", flush=True)
+            rows.append(row)
+    save("resolution", {"rows": rows, "precision": precision})
+
+
+def _baseline_tree(commit_id: str) -> Path:
+    """A checkout of ``commit_id`` under cache/bench (made once)."""
+    import subprocess
+
+    tree = Path("cache/bench") / f"tree_{commit_id}"
+    if not (tree / "pipeline").exists():
+        subprocess.run(["git", "worktree", "add", "--force", "--detach", str(tree), commit_id], check=True)
+    return tree.resolve()
+
+
+def levers_part(baseline: str, steps: int = 4) -> None:
+    """Each lever's gain, cumulative, with the batches and network fixed per shape."""
+    import subprocess
+
+    from benchmarks.perf_resolution import compile_speedup, measure, measure_in, planned_case
+
+    tree = _baseline_tree(baseline)
+    rows = []
+    shapes = [(m, 2, 128) for m in CONSISTENCY_METHODS] + [("pi_model", 3, 64)]
+    for method, dims, size in shapes:
+        old_arch = json.loads(subprocess.run(
+            [sys.executable, "-c", f"import json; from pipeline.stages.plan import _architecture; "
+                                   f"print(json.dumps(_architecture({size}, {dims})))"],
+            cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
+            check=True).stdout)
+        old = {**planned_case(method, dims, size, "float32", steps=steps), "channels": old_arch["channels"],
+               "stem_stride": old_arch["stem_stride"]}
+        steps_taken = [("baseline commit " + baseline, measure_in(tree, old)),
+                       ("this commit, same settings", measure({**old, "dropout_kind": "element"})),
+                       ("+ channel dropout", measure({**old, "dropout_kind": "channel"})),
+                       ("+ bfloat16 autocast", measure({**old, "dropout_kind": "channel", "precision": "bfloat16"}))]
+        new = planned_case(method, dims, size, "bfloat16", steps=steps)
+        if (new["stem_stride"], new["channels"]) != (old["stem_stride"], old["channels"]):
+            steps_taken.append((f"+ the plan's stride-{new['stem_stride']} stem", measure(new)))
+        for lever, row in steps_taken:
+            rows.append({**row, "lever": lever})
+            print(f"{method} {size}^{dims} {lever}: {row['seconds_per_step']:.3f} s a step", flush=True)
+    save("levers", {"rows": rows, "baseline": baseline, "compile": compile_speedup()})
+
+
+def scoring_large_part(n: int = 1_000) -> None:
+    from benchmarks.perf_scoring import scoring_against_decoding
+
+    rows = [scoring_against_decoding(kind, n if kind != "nii128" else n // 4) for kind in ("jpeg512", "png512",
+                                                                                          "nii128")]
+    for r in rows:
+        print(f"{r['kind']} x{r['files']}: score {r['score_per_second']:.1f}/s, decode {r['decode_per_second']:.1f}/s, "
+              f"ratio {r['ratio']:.2f}, peak {r['score']['peak_pss_mb']:.0f} MiB", flush=True)
+    save("scoring_large", {"rows": rows})
+
+
+def torchrun_part(steps: int = 300) -> None:
+    """The same short pi_model run on MNIST-100, in one process and under torchrun on 2."""
+    import shutil
+
+    from benchmarks.perf_scoring import run_sampled
+
+    mnist_data()
+    rows = []
+    launchers = {"one process (2 threads)": [sys.executable, "-m", "pipeline"],
+                 "torchrun --nproc_per_node 2 (1 thread each)": [shutil.which("torchrun") or "torchrun",
+                                                                 "--nproc_per_node", "2", "-m", "pipeline"]}
+    for label, launcher in launchers.items():
+        name = "bench_torchrun" if "torchrun" in label else "bench_single"
+        runs = Path("cache/bench/runs")
+        command = [*launcher, "train", "--config", "configs/mnist100.toml", "method.name=pi_model",
+                   "train.minutes=0", f"train.steps={steps}", f"train.eval_every={steps}", f"runs_dir={runs}",
+                   f"name={name}"]
+        _, seconds, peak = run_sampled(command)
+        run = sorted(runs.glob(f"{name}_*"))[-1]
+        summary = json.loads((run / "train_summary.json").read_text())
+        rows.append({"launcher": label, "steps": summary["steps"], "train_seconds": summary["train_seconds"],
+                     "samples_per_second": summary["samples_per_second"], "wall_seconds": seconds,
+                     "peak_pss_mb": peak, "test_accuracy": summary.get("test_accuracy")})
+        print(f"{label}: {summary['samples_per_second']:.0f} samples/s", flush=True)
+    save("torchrun", {"rows": rows})
+
+
 def load(part: str) -> dict | None:
     path = RESULTS / SUITE / f"{part}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -280,9 +391,89 @@ test accuracy {result['test_accuracy'] * 100:.2f}%.
 """
 
 
+def resolution_section(result) -> str:
+    rows = [{"method": r["method"], "input": f"{r['size']}^{r['dims']}" if r["dims"] == 3 else f"{r['size']}x{r['size']}",
+             "network (stem stride)": f"{r['channels']} (/{r['stem_stride']})",
+             "batches labelled + unlabelled": " + ".join(map(str, r["batches"])),
+             "ms/step (views)": f"{r['seconds_per_step'] * 1000:.0f} ({r['view_seconds_per_step'] * 1000:.0f})",
+             "steps/s": f"{r['steps_per_second']:.2f}", "samples/s": f"{r['samples_per_second']:.0f}"}
+            for r in result["rows"]]
+    return f"""## Training at realistic resolutions ({provenance(result)})
+
+`Trainer.step` on random images, with the network and the full batches the plan stage chooses
+for each size and the precision its probe chose here ({result['precision']}); the consistency
+methods see each unlabelled scan in two views, so a step holds labelled + 2 x unlabelled images
+("samples" counts each scan once). Regenerate: `make bench PARTS=resolution`.
+
+{markdown_table(rows)}
+"""
+
+
+def levers_section(result) -> str:
+    rows, base = [], {}
+    for r in result["rows"]:
+        key = (r["method"], r["dims"], r["size"])
+        base.setdefault(key, r["seconds_per_step"])
+        rows.append({"method": r["method"], "input": f"{r['size']}^3" if r["dims"] == 3 else f"{r['size']}x{r['size']}",
+                     "lever (cumulative)": r["lever"], "network (stem stride)": f"{r['channels']} (/{r['stem_stride']})",
+                     "batches": " + ".join(map(str, r["batches"])), "precision": r["precision"],
+                     "ms/step": f"{r['seconds_per_step'] * 1000:.0f}",
+                     "speed-up over the baseline": f"**{base[key] / r['seconds_per_step']:.2f}x**"})
+    c = result["compile"]
+    return f"""## Speed levers, side by side with commit `{result['baseline']}` ({provenance(result)})
+
+Each consistency method's training step with the same batches, measured in one run: first the
+code of commit `{result['baseline']}` (before this work) with the network its plan stage built,
+then this commit with the same settings, then each lever added in turn. Regenerate:
+`make bench PARTS=levers` (`--baseline COMMIT` to compare with another commit).
+
+{markdown_table(rows)}
+
+`torch.compile` (inductor, C++ on CPU) was measured and is not used: the planned 128x128 network's
+forward and backward pass on {c['batch']} images under bfloat16 took {c['compiled_seconds_per_step'] * 1000:.0f} ms compiled
+against {c['eager_seconds_per_step'] * 1000:.0f} ms eager, after {c['compiled_warmup_seconds']:.0f} s of compilation.
+"""
+
+
+def scoring_large_section(result) -> str:
+    names = {"jpeg512": "512x512 JPEG", "png512": "512x512 PNG", "nii128": "128^3 .nii.gz"}
+    rows = [{
+        "scans": f"{r['files']:,} {names[r['kind']]}",
+        "model input": r.get("model_input", ""),
+        "pipeline score, scans/s": f"{r['score_per_second']:.1f}",
+        "read + decode only, scans/s": f"{r['decode_per_second']:.1f}",
+        "ratio": f"**{r['ratio']:.2f}x**" + (" ✓" if r["ratio"] >= 0.5 else " ✗"),
+        "score s": f"{r['score']['seconds']:.1f}",
+        "peak memory score / decode (MiB)": f"{r['score']['peak_pss_mb']:.0f} / {r['decode']['peak_pss_mb']:.0f}",
+    } for r in result["rows"]]
+    return f"""## Scoring realistic files ({provenance(result)})
+
+As "Scoring throughput" above, on larger files: the model's preprocessing resizes each scan to
+its input (the plan stage's size for such scans), 2 workers. Target 0.5x the read + decode
+speed; peak memory of volume scoring under 1 GiB. Regenerate: `make bench PARTS=scoring_large`.
+
+{markdown_table(rows)}
+"""
+
+
+def torchrun_section(result) -> str:
+    rows = [{"launcher": r["launcher"], "steps": r["steps"], "training s": f"{r['train_seconds']:.0f}",
+             "samples/s": f"{r['samples_per_second']:.0f}", "whole command s": f"{r['wall_seconds']:.0f}",
+             "peak memory (MiB)": f"{r['peak_pss_mb']:.0f}"} for r in result["rows"]]
+    return f"""## One process against torchrun ({provenance(result)})
+
+`pipeline train` of the Pi-model on MNIST-100 for the same number of steps, in one process with
+2 threads and under `torchrun --nproc_per_node 2` (DDP over gloo, 1 thread each, each process
+drawing half of every batch). Regenerate: `make bench PARTS=torchrun`.
+
+{markdown_table(rows)}
+"""
+
+
 def write_report() -> None:
     sections = {"training": training_section, "scoring": scoring_section, "scaling": scaling_section,
-                "cache": cache_section, "make_train": make_train_section}
+                "cache": cache_section, "make_train": make_train_section, "resolution": resolution_section,
+                "levers": levers_section, "scoring_large": scoring_large_section, "torchrun": torchrun_section}
     found = {part: load(part) for part in PARTS}
     body = "\n".join(sections[p](r) for p, r in found.items() if r)
     missing = [p for p, r in found.items() if not r]
@@ -310,6 +501,7 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(sorted(METHODS)))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--baseline", default=BASELINE, help="the commit the levers part compares with")
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
@@ -321,7 +513,9 @@ def main() -> int:
         raise SystemExit(f"unknown method(s) {unknown}; registered: {', '.join(sorted(METHODS))}")
     if not args.report_only:
         actions = {"training": lambda: training_part(methods, args.steps), "scoring": scoring_part,
-                   "scaling": scaling_part, "cache": cache_part, "make_train": make_train_part}
+                   "scaling": scaling_part, "cache": cache_part, "make_train": make_train_part,
+                   "resolution": resolution_part, "levers": lambda: levers_part(args.baseline),
+                   "scoring_large": scoring_large_part, "torchrun": torchrun_part}
         for part in parts:
             actions[part]()
             write_report()

@@ -4,6 +4,7 @@ calibrated decision rule, and the report rows of a chunk of files."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,32 @@ def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFr
     numeric = [c for c in columns if c in ("confidence", "ood_score") or c.startswith("p_")]
     frame[numeric] = frame[numeric].astype(float)  # a chunk of error rows only would be object-typed
     return frame
+
+
+BATCH_ACTIVATION_BYTES = 64 * 2**20  # the first layer's output for one forward batch
+CHUNK_IMAGE_BYTES = 64 * 2**20  # the preprocessed scans of one chunk (two are alive at once)
+
+
+def memory_bounded_sizes(config, batch_size: int, chunk_size: int) -> tuple[int, int]:
+    """Forward batch and chunk sizes no larger than asked and small enough that scoring's memory
+    stays flat at any input size (a run's ``config``).
+
+    Images and first-layer activations grow with the voxels: 256 volumes of 64^3 in one forward
+    pass held over a gigabyte of activations, and a chunk of 512 another half gigabyte of
+    images. The first layer's output (its width, at the stem's stride) bounds the batch; the
+    image size bounds the chunk.
+    """
+    spatial = config.preprocess.spatial_size
+    voxels = math.prod(spatial)
+    image_bytes = voxels * config.preprocess.channels * 4
+    network = config.network
+    if network.name == "cnn":
+        activation_bytes = voxels / network.stem_stride ** len(spatial) * network.channels[0] * 4
+    else:
+        activation_bytes = max(network.hidden, default=1) * 4
+    batch = max(1, min(batch_size, int(BATCH_ACTIVATION_BYTES // max(activation_bytes, 1))))
+    chunk = max(batch, min(chunk_size, int(CHUNK_IMAGE_BYTES // image_bytes)))
+    return batch, chunk
 
 
 def score_chunk(paths, scans, process, model, temperature, decide, batch_size, ood=None) -> list[dict]:

@@ -62,7 +62,7 @@ def test_all_stages_on_a_small_mnist_subset(mnist_raw, tmp_path, monkeypatch, ca
     config = tmp_path / "small.toml"
     config.write_text((REPO / "configs" / "mnist100.toml").read_text().replace('dataset = "mnist"', 'dataset = ""'))
     overrides = [f"data.scans={scans}", f"data.manifest={manifest}", "data.split=", "train.steps=150",
-                 "train.eval_every=50", "method.self_training.rounds=2", "train.unlabelled_batch_size=64",
+                 "train.eval_every=50", "method.name=self_training", "method.self_training.rounds=2", "train.unlabelled_batch_size=64",
                  "calibrate.min_support=3", "--quiet"]
     assert main(["run", "--config", str(config), *overrides]) == 0
     run = Path((tmp_path / "runs" / "LATEST").read_text().strip())

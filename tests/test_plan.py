@@ -115,7 +115,7 @@ def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, mon
     assert (size, scale) == (28, 1.0) and probes[0]["seconds_per_step"] > 0 and probes[0]["steps_in_budget"] > 0
     # With no time at all: the smallest size with the smallest batches, every size having been timed
     # (timed here by a stand-in whose cost grows with the images in a step, as real steps' does).
-    def stand_in(size, dims, fp, method, batches):
+    def stand_in(size, dims, fp, method, batches, precision="float32"):
         return 1e-4 * size**2 * sum(batches)
 
     monkeypatch.setattr(planning, "time_step", stand_in)
@@ -124,6 +124,27 @@ def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, mon
     chosen = next(p for p in probes if p["size"] == 28 and p["batch_scale"] == scale)
     assert chosen["batches"] == [8, 8]  # never below 8 scans a batch
     assert [p["batches"] for p in probes if p["size"] == 28] == [[8, 16], [8, 8]]
+
+
+def test_precision_is_bfloat16_only_where_the_probe_shows_it_faster(monkeypatch):
+    fp = {"spatial_dims": 2, "colour_fraction": 0.0, "classes": ["a", "b"],
+          "counts": {"labelled": {"a": 4, "b": 4}, "unlabelled": {"(unlabelled)": 500}}}
+    for bfloat16_seconds, expected in ((0.5, "bfloat16"), (0.9, "float32"), (2.0, "float32")):
+        monkeypatch.setattr(planning, "time_step", lambda *a, precision, t=bfloat16_seconds, **k:
+                            t if precision == "bfloat16" else 1.0)
+        precision, reason, rows = planning._choose_precision(64, 2, fp, probe=True)
+        assert precision == expected, (bfloat16_seconds, reason)
+        assert {r["precision"] for r in rows} == {"float32", "bfloat16"}
+    assert planning._choose_precision(64, 2, fp, probe=False)[0] == "float32"
+    # A real step in each precision runs (whichever is faster on this machine).
+    monkeypatch.undo()
+    assert planning.time_step(16, 2, fp, planning.DEFAULT_METHOD, (8, 8), repeats=1, precision="bfloat16") > 0
+
+
+def test_volumes_downsample_earlier_than_pictures():
+    assert planning._architecture(64, 2)["stem_stride"] == 1
+    assert planning._architecture(64, 3)["stem_stride"] == 2
+    assert planning._architecture(32, 3)["stem_stride"] == 1
 
 
 def class_folder(root, n_per_class=12, size=20):

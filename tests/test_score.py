@@ -147,3 +147,19 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
     assert (called == (p >= screening["decision"])).all()
     in_band = (p >= screening["review_low"]) & (p < screening["review_high"])
     assert (report["needs_review"].astype(str) == in_band.astype(str)).all()
+
+
+def test_scoring_batches_and_chunks_shrink_with_the_input_size_so_memory_stays_flat():
+    from pipeline.config import load_config
+    from pipeline.scoring import BATCH_ACTIVATION_BYTES, CHUNK_IMAGE_BYTES, memory_bounded_sizes
+
+    small = load_config(None, ["preprocess.spatial_size=[28,28]"])
+    assert memory_bounded_sizes(small, 256, 512) == (256, 512)  # small pictures: as asked
+    for stride in (1, 2):
+        volumes = load_config(None, ["preprocess.spatial_size=[64,64,64]", "network.channels=[16,32,64]",
+                                     f"network.stem_stride={stride}"])
+        batch, chunk = memory_bounded_sizes(volumes, 256, 512)
+        assert batch * 64**3 / stride**3 * 16 * 4 <= BATCH_ACTIVATION_BYTES
+        assert chunk * 64**3 * 4 <= CHUNK_IMAGE_BYTES and chunk >= batch >= 1
+    assert memory_bounded_sizes(volumes, 256, 512)[0] > memory_bounded_sizes(
+        load_config(None, ["preprocess.spatial_size=[64,64,64]", "network.channels=[16,32,64]"]), 256, 512)[0]

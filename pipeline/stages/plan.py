@@ -137,7 +137,8 @@ class Plan:
 
     settings: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
-    probe: list[dict[str, Any]] = field(default_factory=list)
+    probe: list[dict[str, Any]] = field(default_factory=list)  # steps timed per size and batch
+    precision_probe: list[dict[str, Any]] = field(default_factory=list)  # a step in each precision
 
     def set(self, key: str, value: Any, reason: str) -> None:
         self.settings[key] = value
@@ -167,7 +168,8 @@ class Plan:
             else:
                 entries[key] = {"value": resolved.get(key, self.settings[key]), "set_by": "plan",
                                 "reason": self.reasons[key]}
-        return {"fingerprint": fingerprint, "settings": entries, "probe": self.probe}
+        return {"fingerprint": fingerprint, "settings": entries, "probe": self.probe,
+                "precision_probe": self.precision_probe}
 
 
 def _fmt(size) -> str:
@@ -238,8 +240,11 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     uniform = fp["all_same_size"]
     # Timed with the default method whatever the user chose, so that runs of different methods on
     # the same data (a supervised baseline, say) train on the same inputs and network.
-    chosen, batch_scale, probes = _choose_size(candidates, dims, kind, fp, minutes, probe)
-    plan.probe = probes
+    ordered = _ordered_sizes(candidates, dims)
+    precision, precision_reason, precision_probe = _choose_precision(ordered[0], dims, fp, probe)
+    plan.set("train.precision", precision, precision_reason)
+    chosen, batch_scale, probes = _choose_size(candidates, dims, kind, fp, minutes, probe, precision)
+    plan.probe, plan.precision_probe = probes, precision_probe
     size = [chosen] * dims
     arch = _architecture(chosen, dims)
     exact = uniform and [int(v) for v in median] == size
@@ -291,7 +296,9 @@ def _fmt_mm(values) -> str:
 
 
 def _architecture(size: int, dims: int) -> dict[str, Any]:
-    stem = 1 if size < 96 else (2 if size < 192 else 4)
+    # Volumes downsample earlier: a full-resolution first stage at 64^3 made a step 13x slower
+    # than a stride-2 stem (benchmarks/performance.md).
+    stem = (1 if size < 96 else 2 if size < 192 else 4) if dims == 2 else (1 if size < 48 else 2 if size < 128 else 4)
     # Stages until the feature map is about 4 wide at the last one (pooling halves each stage).
     stages = max(3, min(5, int(math.log2(max(size // stem, 8) / 4)) + 1))
     widths = ([16, 32, 64, 128, 128] if dims == 3 else [32, 64, 128, 192, 256])[:stages]
@@ -336,21 +343,49 @@ def _scaled(batches: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(MIN_BATCH, int(labelled * scale)), (max(MIN_BATCH, int(unlabelled * scale)) if unlabelled else 0)
 
 
-def _choose_size(candidates, dims, kind, fp, minutes, probe) -> tuple[int, float, list[dict[str, Any]]]:
-    """The largest candidate size (at most 128 in 2D, 64 in 3D), with the largest batches, at which
+def _ordered_sizes(candidates, dims) -> list[int]:
+    """Candidate sizes to probe, largest first: at most 128 in 2D, 64 in 3D."""
+    cap = 128 if dims == 2 else 64
+    return sorted((s for s in candidates if s <= cap), reverse=True) or [min(candidates or [28])]
+
+
+BFLOAT16_MIN_SPEEDUP = 1.2  # below it float32's extra precision is worth the time
+
+
+def _choose_precision(size, dims, fp, probe) -> tuple[str, str, list[dict[str, Any]]]:
+    """bfloat16 autocast where this machine runs the default method's step at ``size`` at least
+    ``BFLOAT16_MIN_SPEEDUP`` times faster in it (CPUs with AVX512-BF16 or AMX; without them
+    bfloat16 is emulated and slower); returns (precision, reason, probe rows)."""
+    from pipeline.config import PRECISIONS
+
+    if not probe:
+        return "float32", "float32: no timing probe to show that bfloat16 is faster here", []
+    full = _batch_sizes(size, dims, fp)
+    seconds = {p: time_step(size, dims, fp, DEFAULT_METHOD, full, precision=p) for p in PRECISIONS}
+    rows = [{"size": size, "batches": list(full), "precision": p, "seconds_per_step": round(t, 4)}
+            for p, t in seconds.items()]
+    speedup = seconds["float32"] / max(seconds["bfloat16"], 1e-9)
+    timing = f"a step at {size} took {seconds['bfloat16']:.3f} s in bfloat16, {seconds['float32']:.3f} s in float32"
+    if speedup >= BFLOAT16_MIN_SPEEDUP:
+        return "bfloat16", f"bfloat16 autocast ({speedup:.1f}x faster here: {timing})", rows
+    return "float32", f"float32 ({timing}: bfloat16 is not {BFLOAT16_MIN_SPEEDUP:g}x faster here)", rows
+
+
+def _choose_size(candidates, dims, kind, fp, minutes, probe,
+                 precision: str = "float32") -> tuple[int, float, list[dict[str, Any]]]:
+    """The largest candidate size (see ``_ordered_sizes``), with the largest batches, at which
     ``TARGET_STEPS`` fit the budget; returns (size, batch scale, probe rows).
 
     Each size's step is timed once at full batches; smaller batches are predicted from it (the
     time of a step grows with the images in it). Without a probe, the size rules alone.
     """
-    cap = 128 if dims == 2 else 64
-    ordered = sorted((s for s in candidates if s <= cap), reverse=True) or [min(candidates or [28])]
+    ordered = _ordered_sizes(candidates, dims)
     if not probe:
         return ordered[0], 1.0, []
     results = []
     for size in ordered:
         full = _batch_sizes(size, dims, fp)
-        seconds = time_step(size, dims, fp, DEFAULT_METHOD, full)
+        seconds = time_step(size, dims, fp, DEFAULT_METHOD, full, precision=precision)
         for scale in BATCH_SCALES:
             batches = _scaled(full, scale)
             share = sum(batches) / max(sum(full), 1)
@@ -374,7 +409,7 @@ def _choose_size(candidates, dims, kind, fp, minutes, probe) -> tuple[int, float
 
 
 def time_step(size: int, dims: int, fp: dict[str, Any], method: str, batches: tuple[int, int] | None = None,
-              repeats: int = 3) -> float:
+              repeats: int = 3, precision: str = "float32") -> float:
     """Seconds of one training step of ``method`` at ``size`` on random inputs of the planned shape."""
     from pipeline.augment import BatchAugmenter
     from pipeline.config import AugmentConfig, NetworkConfig
@@ -400,7 +435,8 @@ def time_step(size: int, dims: int, fp: dict[str, Any], method: str, batches: tu
     times = []
     for _ in range(repeats + 1):  # the first step warms up allocators and kernels
         tick = time.perf_counter()
-        loss = model.losses(batch)["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            loss = model.losses(batch)["loss"]
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -19,6 +19,7 @@ from pipeline.reading import list_files, system_files
 from pipeline.scoring import (
     as_strings,
     load_scorer,
+    memory_bounded_sizes,
     readable_paths,
     report_columns,
     rows_frame,
@@ -72,7 +73,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     todo = [f for f in files if f.relative_to(scans).as_posix() not in done]
     if done:
         log.info("resuming: %d of %d files already scored in %s", len(files) - len(todo), len(files), partial)
-    batch_size = batch_size or model.config.score.batch_size
+    batch_size, chunk_size = memory_bounded_sizes(model.config, batch_size or model.config.score.batch_size,
+                                                  chunk_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     if engine == "ray":
         from pipeline.score_ray import score_on_ray
@@ -100,7 +102,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     partial.unlink()
     summary = summarise(report, model.classes)
     summary["skipped_system_files"] = len(system_files(scans))
-    _write_review(out, report, model, calibration, summary, workers, max_thumbnails)
+    _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size)
     write_json(out.with_suffix(".meta.json"), {
         "command": sys.argv,
         "scans": str(scans.resolve()),
@@ -147,10 +149,12 @@ def _finished_rows(partial: Path, columns: list[str]) -> set[str]:
     return set(_read_rows(partial, columns)["scan_id"])
 
 
-def _write_review(out, report, model, calibration, summary, workers, max_thumbnails) -> None:
+def _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size,
+                  chunk_size) -> None:
     """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order, and saliency
     overlays (and, for volumes, slices to page through) for the flagged and abnormal-called ones among
-    them (at most ``score.max_saliency``)."""
+    them (at most ``score.max_saliency``). Scans are preprocessed a chunk at a time, so memory
+    stays that of one chunk."""
     from pipeline.review import (
         overlay_png,
         review_order,
@@ -165,22 +169,27 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
     ordered = review_order(report, positive)
     shown = ordered[ordered["status"] == "ok"].head(max_thumbnails)
     thumbnails, overlays, stacks = {}, {}, {}
+    saliency_seconds, left = 0.0, model.config.score.max_saliency
     if len(shown):
         with preprocessor(model.config.preprocess, workers if len(shown) >= 64 else 1, False) as process:
-            arrays, _ = process(list(shown["path"]))
-        thumbnails = {sid: thumbnail_png(a) for sid, a in zip(shown["scan_id"], arrays) if a is not None}
-        wanted = shown["needs_review"].astype(bool) | (shown["prediction"] == positive if positive else False)
-        picked = [(sid, a, pred) for sid, a, pred, want in zip(shown["scan_id"], arrays, shown["prediction"], wanted)
-                  if want and a is not None][:model.config.score.max_saliency]
-        tick = time.perf_counter()
-        for target in sorted({positive or pred for _, _, pred in picked}):
-            group = [(sid, a) for sid, a, pred in picked if (positive or pred) == target]
-            heat = saliency_maps(model.network, torch.from_numpy(np.stack([a for _, a in group])),
-                                 model.classes.index(target))
-            overlays.update({sid: overlay_png(a, h) for (sid, a), h in zip(group, heat)})
-        stacks = {sid: slice_stack(a) for sid, a, _ in picked}
+            for start in range(0, len(shown), chunk_size):
+                part = shown.iloc[start:start + chunk_size]
+                arrays, _ = process(list(part["path"]))
+                thumbnails.update({sid: thumbnail_png(a) for sid, a in zip(part["scan_id"], arrays) if a is not None})
+                wanted = part["needs_review"].astype(bool) | (part["prediction"] == positive if positive else False)
+                picked = [(sid, a, pred) for sid, a, pred, want in zip(part["scan_id"], arrays, part["prediction"],
+                                                                       wanted) if want and a is not None][:left]
+                left -= len(picked)
+                tick = time.perf_counter()
+                for target in sorted({positive or pred for _, _, pred in picked}):
+                    group = [(sid, a) for sid, a, pred in picked if (positive or pred) == target]
+                    heat = saliency_maps(model.network, torch.from_numpy(np.stack([a for _, a in group])),
+                                         model.classes.index(target), batch_size=min(32, batch_size))
+                    overlays.update({sid: overlay_png(a, h) for (sid, a), h in zip(group, heat)})
+                saliency_seconds += time.perf_counter() - tick
+                stacks.update({sid: slice_stack(a) for sid, a, _ in picked})
         summary["saliency_maps"] = len(overlays)
-        summary["saliency_seconds"] = round(time.perf_counter() - tick, 2)
+        summary["saliency_seconds"] = round(saliency_seconds, 2)
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
                       title=f"Screening report: {out.stem} ({model.run_dir.name})",
                       key=f"{model.weights_sha256[:16]}:{out.resolve()}", overlays=overlays, stacks=stacks)
