@@ -38,6 +38,9 @@ PUBLISHED = [("ladder network (Rasmus et al. 2015)", 0.9894), ("M1+M2 (Kingma et
 TARGETS = {"ladder": 0.985, "vae_m2": 0.93, "fixmatch": 0.98, "pi_model": 0.95, "mean_teacher": 0.95,
            "self_training": 0.92, "co_training": 0.90, "co_teaching": 0.90}
 BEST_TARGET = 0.99  # the best method (published ladder, conv ladder, Improved GAN: 98.9-99.1%)
+# The benchmark's own budgets where they differ from the config's: the Pi-model gets the 8 minutes
+# of the 99% target here; the config gives it 6, so that make train (set-up included) fits 12.
+BENCH_OVERRIDES = {"pi_model": ["train.minutes=8"]}
 
 
 def run_one(config_path: str, method: str, overrides: list[str]) -> None:
@@ -126,7 +129,8 @@ def write_report() -> None:
 
 Regenerate: `make bench-mnist` (all methods, about two hours) or `make bench-mnist METHODS=a,b`;
 results accumulate in `benchmarks/results/mnist100/` and this page is rebuilt from all of them.
-One run per method, default seed, config `configs/mnist100.toml` with its per-method budgets.
+One run per method, default seed, config `configs/mnist100.toml` with its per-method budgets
+(the Pi-model's raised to 8 minutes here, the budget of the 99% target; `make train` gives it 6).
 Labels: the first 10 training images of each class; the next 10 of each class are the calibration
 set (temperature and thresholds only, never trained on); 59,800 unlabelled; 10,000 test images.
 
@@ -166,7 +170,7 @@ def main() -> int:
         for name in args.methods.split(","):
             if name not in METHODS:
                 raise SystemExit(f"unknown method '{name}'; registered: {', '.join(sorted(METHODS))}")
-            run_one(args.config, name, args.overrides)
+            run_one(args.config, name, [*BENCH_OVERRIDES.get(name, []), *args.overrides])
             write_report()
     write_report()
     return 0

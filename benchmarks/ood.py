@@ -31,14 +31,15 @@ from pipeline.io import write_json, write_text
 from pipeline.reading import is_scan_file, list_files
 
 PANEL = Path("../shared/data")
-# (run folder prefix, what the run screens, foreign folder, what it holds, same modality?)
+# (run folder prefix, what the run screens, foreign folder, what it holds, modality: same or different)
 PAIRS = [
-    ("pneumoniamnist_pi_model", "PneumoniaMNIST chest X-rays", "data/mnist_scans/test", "MNIST digits", False),
-    ("pneumoniamnist_pi_model", "PneumoniaMNIST chest X-rays", PANEL / "covid_cxr/scans", "COVID-19 collection chest X-rays", True),
-    ("adrenalmnist3d_pi_model", "AdrenalMNIST3D shape masks", PANEL / "vesselmnist3d/scans", "VesselMNIST3D vessel masks", False),
-    ("adrenalmnist3d_pi_model", "AdrenalMNIST3D shape masks", "data/ood_heads", "synthetic MRI-like head volumes", False),
-    ("covid_cxr_pi_model", "COVID-19 collection chest X-rays", PANEL / "pneumoniamnist/scans", "PneumoniaMNIST chest X-rays (28 px)", True),
-    ("mnist100_pi_model", "MNIST-100 digits", PANEL / "pneumoniamnist/scans", "PneumoniaMNIST chest X-rays", False),
+    ("pneumoniamnist_pi_model", "PneumoniaMNIST chest X-rays", "data/mnist_scans/test", "MNIST digits", "different"),
+    ("pneumoniamnist_pi_model", "PneumoniaMNIST chest X-rays", PANEL / "covid_cxr/scans", "COVID-19 collection chest X-rays", "same"),
+    ("adrenalmnist3d_pi_model", "AdrenalMNIST3D shape masks", PANEL / "vesselmnist3d/scans", "VesselMNIST3D vessel masks",
+     "same (binary masks), other anatomy"),
+    ("adrenalmnist3d_pi_model", "AdrenalMNIST3D shape masks", "data/ood_heads", "synthetic MRI-like head volumes", "different"),
+    ("covid_cxr_pi_model", "COVID-19 collection chest X-rays", PANEL / "pneumoniamnist/scans", "PneumoniaMNIST chest X-rays (28 px)", "same"),
+    ("mnist100_pi_model", "MNIST-100 digits", PANEL / "pneumoniamnist/scans", "PneumoniaMNIST chest X-rays", "different"),
 ]
 
 
@@ -83,15 +84,15 @@ def main(argv: list[str] | None = None) -> int:
 
         generate_volumes("data/ood_heads", 120, seed=5, size=28, progress=False)
     rows, results = [], []
-    for prefix, screens, folder, holds, same in PAIRS:
+    for prefix, screens, folder, holds, modality in PAIRS:
         run, folder = newest_run(Path(args.runs_dir), prefix), Path(folder)
         if run is None or not folder.is_dir():
             print(f"skipped {prefix} vs {folder}: {'no run' if run is None else 'no folder'}")
             continue
         tick = time.perf_counter()
-        result = {"model": screens, "foreign": holds, "same_modality": same, **evaluate(run, folder, args.max_out)}
+        result = {"model": screens, "foreign": holds, "modality": modality, **evaluate(run, folder, args.max_out)}
         results.append(result)
-        rows.append({"model screens": screens, "foreign scans": holds, "modality": "same" if same else "different",
+        rows.append({"model screens": screens, "foreign scans": holds, "modality": modality,
                      "in / out": f"{result['n_in']} / {result['n_out']}", "AUROC": f"{result['auroc']:.3f}",
                      "FPR at 95% TPR": f"{result['fpr_at_95_tpr']:.3f}",
                      "flagged (in / out)": f"{result['flagged_in']:.1%} / {result['flagged_out']:.1%}"})

@@ -105,26 +105,25 @@ def volume128_folder(n: int, distinct: int = 40) -> Path:
 
     source = WORK / f"volumes128_distinct{distinct}"
     if not (source / ".complete").exists():
-        small = volume_folder(distinct, distinct)
+        volume_folder(distinct, distinct)  # generates the distinct 64^3 volumes with their labels.csv
+        small = WORK / f"volumes64_distinct{distinct}"
         source.mkdir(parents=True, exist_ok=True)
-        for path in sorted(small.glob("*.nii.gz"))[:distinct]:
+        for path in sorted(small.glob("*.nii.gz")):
             image = nib.load(path)
             data = zoom(np.asarray(image.dataobj, dtype=np.float32), 2, order=1)
             data = (data - data.min()) / max(float(np.ptp(data)), 1e-6) * 4000
             affine = image.affine.copy()
             affine[:3, :3] /= 2
             nib.save(nib.Nifti1Image(data.astype(np.int16), affine), source / path.name)
-        truth = (WORK / f"volumes64_distinct{distinct}" / "labels.csv")
-        if truth.exists():
-            (source / "labels.csv").write_text(truth.read_text())
+        (source / "labels.csv").write_text((small / "labels.csv").read_text())
         (source / ".complete").write_text("done\n")
     return link_folder(sorted(source.glob("*.nii.gz")), WORK / f"volumes128_{n}", n, ".nii.gz")
 
 
 def planned_model(kind: str) -> Path:
     """A model the way a user makes one: ``pipeline run --scans`` on a small labelled folder of
-    this kind of file, with no config (the plan stage chooses input size and network), trained
-    for a few seconds: scoring cost does not depend on what it learned."""
+    this kind of file, with no config, trained for a few seconds (scoring cost does not depend on
+    what it learned), at the input size and network the plan stage picks for a default budget."""
     marker = WORK / f"model_{kind}.txt"
     if marker.exists() and (Path(marker.read_text().strip()) / "calibration.json").exists():
         return Path(marker.read_text().strip())
@@ -142,8 +141,17 @@ def planned_model(kind: str) -> Path:
             if not target.exists():
                 os.link(path, target)
         scans = labelled
+    # The input size and network the plan stage chooses for such scans with its default budget
+    # (the largest it allows: 128 wide in 2D, 64 in 3D); the few seconds of training here would
+    # otherwise make it plan a smaller input.
+    from pipeline.stages.plan import _architecture
+
+    dims, size = (3, 64) if kind == "nii128" else (2, 128)
+    arch = _architecture(size, dims)
     command = [sys.executable, "-m", "pipeline", "run", "--scans", str(scans), "--positive", "abnormal",
                "--minutes", "0.3", "--labels-per-class", "5", "--quiet", "split.calibration_per_class=5",
+               f"preprocess.spatial_size={[size] * dims}", f"network.channels={arch['channels']}",
+               f"network.stem_stride={arch['stem_stride']}",
                f"runs_dir={WORK / 'runs'}",
                f"name=bench_{kind}", f"data.manifest={WORK / f'{kind}.csv'}",
                f"data.split={WORK / f'{kind}.split.csv'}", f"data.cache_dir={WORK / 'cache'}"]

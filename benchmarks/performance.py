@@ -263,14 +263,12 @@ def scoring_large_part(n: int = 1_000) -> None:
 
 def torchrun_part(steps: int = 300) -> None:
     """The same short pi_model run on MNIST-100, in one process and under torchrun on 2."""
-    import shutil
-
     from benchmarks.perf_scoring import run_sampled
 
     mnist_data()
     rows = []
     launchers = {"one process (2 threads)": [sys.executable, "-m", "pipeline"],
-                 "torchrun --nproc_per_node 2 (1 thread each)": [shutil.which("torchrun") or "torchrun",
+                 "torchrun --nproc_per_node 2 (1 thread each)": [str(Path(sys.executable).with_name("torchrun")),
                                                                  "--nproc_per_node", "2", "-m", "pipeline"]}
     for label, launcher in launchers.items():
         name = "bench_torchrun" if "torchrun" in label else "bench_single"
