@@ -224,21 +224,10 @@ def measured(*args: str) -> dict:
 
 def decode_all(folder: Path) -> dict:
     """Only read and decode every scan file, in this process: the floor scoring is compared to."""
-    import nibabel as nib
-    import numpy as np
-    from PIL import Image
-
     from pipeline.reading import find_scans
 
     files = find_scans(folder)
-    start = time.perf_counter()
-    for path in files:
-        if path.name.endswith((".nii", ".nii.gz")):
-            np.asanyarray(nib.load(path).dataobj)
-        else:
-            with Image.open(path) as image:
-                np.asarray(image)
-    return {"files": len(files), "seconds": time.perf_counter() - start}
+    return {"files": len(files), "seconds": decode_all_files(files)}
 
 
 def score_all(folder: Path, run: Path, out: Path, workers: int) -> dict:
@@ -251,6 +240,51 @@ def score_all(folder: Path, run: Path, out: Path, workers: int) -> dict:
     return {"files": files, "seconds": time.perf_counter() - start, "workers": workers}
 
 
+def stage_costs(folder: Path, run: Path, n: int = 100) -> dict:
+    """Milliseconds per scan of each scoring stage, one process and one thread each, on the first
+    ``n`` scans: reading and decoding alone, preprocessing (decoding included: the MONAI chain of
+    the run), the model (logits and out-of-distribution features in one pass)."""
+    import numpy as np
+    import torch
+
+    from pipeline.data import preprocess_paths
+    from pipeline.ood import logits_and_features
+    from pipeline.reading import find_scans
+    from pipeline.scoring import load_scorer, memory_bounded_sizes
+
+    torch.set_num_threads(1)
+    files = [str(p) for p in find_scans(folder)[:n]]
+    decode = decode_all_files([Path(f) for f in files])
+    model = load_scorer(run)[0]
+    tick = time.perf_counter()
+    arrays, _ = preprocess_paths(files, model.config.preprocess, workers=1, progress=False)
+    preprocess = time.perf_counter() - tick
+    images = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
+    batch, _ = memory_bounded_sizes(model.config, model.config.score.batch_size, 512)
+    logits_and_features(model.network, images[:batch], batch)  # warm-up
+    tick = time.perf_counter()
+    logits_and_features(model.network, images, batch)
+    forward = time.perf_counter() - tick
+    return {"scans": len(files), "decode_ms": 1000 * decode / len(files), "preprocess_ms": 1000 * preprocess / len(files),
+            "model_ms": 1000 * forward / len(images)}
+
+
+def decode_all_files(files: list[Path]) -> float:
+    """Seconds to read and decode ``files`` (as ``decode_all``)."""
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    start = time.perf_counter()
+    for path in files:
+        if path.name.endswith((".nii", ".nii.gz")):
+            np.asanyarray(nib.load(path).dataobj)
+        else:
+            with Image.open(path) as image:
+                np.asarray(image)
+    return time.perf_counter() - start
+
+
 def scoring_against_decoding(kind: str, n: int, workers: int = 2) -> dict:
     """``kind``: png (MNIST), volumes (64^3), jpeg512, png512 or nii128."""
     folder = {"png": mnist_png_folder, "volumes": volume_folder, "jpeg512": lambda n: picture_folder("jpeg512", n),
@@ -259,7 +293,10 @@ def scoring_against_decoding(kind: str, n: int, workers: int = 2) -> dict:
     decoded = measured("decode", str(folder))
     scored = measured("score", str(folder), str(run), str(WORK / "reports" / f"{folder.name}.csv"), str(workers))
     model_input = json.loads((run / "checkpoint.json").read_text())["config"]["preprocess"]["spatial_size"]
+    stages = json.loads(subprocess.run([sys.executable, "-m", "benchmarks.perf_scoring", "stages", str(folder), str(run)],
+                                       capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     return {"kind": kind, "files": n, "workers": workers, "model_input": "x".join(map(str, model_input)),
+            "stages": stages,
             "decode": decoded, "score": scored,
             "decode_per_second": decoded["files"] / decoded["seconds"],
             "score_per_second": scored["files"] / scored["seconds"],
@@ -270,6 +307,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="one measurement, run by benchmarks.performance")
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("decode").add_argument("folder", type=Path)
+    stages = sub.add_parser("stages")
+    stages.add_argument("folder", type=Path)
+    stages.add_argument("run", type=Path)
     scoring = sub.add_parser("score")
     for name in ("folder", "run", "out"):
         scoring.add_argument(name, type=Path)
@@ -278,8 +318,12 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    result = decode_all(args.folder) if args.what == "decode" else score_all(args.folder, args.run, args.out,
-                                                                                 args.workers)
+    if args.what == "decode":
+        result = decode_all(args.folder)
+    elif args.what == "stages":
+        result = stage_costs(args.folder, args.run)
+    else:
+        result = score_all(args.folder, args.run, args.out, args.workers)
     print(json.dumps(result), flush=True)
     return 0
 

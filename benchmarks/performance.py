@@ -444,6 +444,14 @@ def scoring_large_section(result) -> str:
         "score s": f"{r['score']['seconds']:.1f}",
         "peak memory score / decode (MiB)": f"{r['score']['peak_pss_mb']:.0f} / {r['decode']['peak_pss_mb']:.0f}",
     } for r in result["rows"]]
+    stages = [{
+        "scans": names[r["kind"]], "read + decode ms": f"{r['stages']['decode_ms']:.1f}",
+        "preprocess ms (decode included)": f"{r['stages']['preprocess_ms']:.1f}",
+        "model ms": f"{r['stages']['model_ms']:.1f}",
+        "bound: 2 cores / (preprocess + model)": "{:.0f} scans/s = {:.2f}x decode".format(
+            2000 / (r["stages"]["preprocess_ms"] + r["stages"]["model_ms"]),
+            2 * r["stages"]["decode_ms"] / (r["stages"]["preprocess_ms"] + r["stages"]["model_ms"])),
+    } for r in result["rows"] if "stages" in r]
     return f"""## Scoring realistic files ({provenance(result)})
 
 As "Scoring throughput" above, on larger files: the model's preprocessing resizes each scan to
@@ -451,6 +459,12 @@ its input (the plan stage's size for such scans), 2 workers. Target 0.5x the rea
 speed; peak memory of volume scoring under 1 GiB. Regenerate: `make bench PARTS=scoring_large`.
 
 {markdown_table(rows)}
+
+Where the time goes: each stage on its own, one process with one thread, per scan (first 100
+scans). Scoring does all of a scan's work on the machine's two cores, so it cannot run faster
+than two cores divided by the work per scan, whatever the overlap of workers and model.
+
+{markdown_table(stages)}
 """
 
 

@@ -31,27 +31,40 @@ def last_linear(network: nn.Module) -> nn.Linear | None:
 
 
 @torch.no_grad()
+def logits_and_features(network: nn.Module, images: torch.Tensor, batch_size: int = 512,
+                        device: torch.device | str = "cpu") -> tuple[torch.Tensor, np.ndarray | None]:
+    """One forward pass without gradients: the logits, and the input of the network's last linear
+    layer for each image, L2-normalised (None when the network has no linear layer). Scoring takes
+    both from the same pass, so the out-of-distribution score costs no second forward pass."""
+    head = last_linear(network)
+    captured: list[torch.Tensor] = []
+    hook = None
+    if head is not None:
+        hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach().float().cpu()))
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            logits = [network(images[start:start + batch_size].to(device)).float().cpu()
+                      for start in range(0, len(images), batch_size)]
+    finally:
+        if hook is not None:
+            hook.remove()
+        network.train(was_training)
+    logits = torch.cat(logits) if logits else torch.zeros(0)
+    if head is None:
+        return logits, None
+    if not captured:
+        return logits, np.zeros((0, head.in_features), dtype=np.float32)
+    features = torch.cat(captured).flatten(1)
+    return logits, torch.nn.functional.normalize(features, dim=1).numpy()
+
+
 def penultimate_features(network: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
                          batch_size: int = 512) -> np.ndarray | None:
     """The input of the network's last linear layer for each image, L2-normalised; None when the
     network has no linear layer."""
-    head = last_linear(network)
-    if head is None:
-        return None
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach().float().cpu()))
-    was_training = network.training
-    network.eval()
-    try:
-        for start in range(0, len(images), batch_size):
-            network(images[start:start + batch_size].to(device))
-    finally:
-        hook.remove()
-        network.train(was_training)
-    if not captured:
-        return np.zeros((0, head.in_features), dtype=np.float32)
-    features = torch.cat(captured).flatten(1)
-    return torch.nn.functional.normalize(features, dim=1).numpy()
+    return logits_and_features(network, images, batch_size, device)[1]
 
 
 def knn_scores(features: np.ndarray, bank: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
@@ -91,12 +104,15 @@ def load_bank(run_dir: Path) -> np.ndarray | None:
 
 
 class OODScorer:
-    """``scores(images) -> (scores, flags)`` of a calibrated run (flags: score above the threshold)."""
+    """``scores(images)`` or ``scores_of(features) -> (scores, flags)`` of a calibrated run (flags:
+    score above the threshold)."""
 
     def __init__(self, network: nn.Module, bank: np.ndarray, threshold: float, k: int = NEIGHBOURS):
         self.network, self.bank, self.threshold, self.k = network, bank, threshold, k
 
     def scores(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        features = penultimate_features(self.network, images)
+        return self.scores_of(penultimate_features(self.network, images))
+
+    def scores_of(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = knn_scores(features, self.bank, self.k)
         return values, values > self.threshold

@@ -13,7 +13,7 @@ import torch
 
 from pipeline.calibration import softmax
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
-from pipeline.ood import OODScorer, load_bank
+from pipeline.ood import OODScorer, load_bank, logits_and_features
 from pipeline.reading import is_scan_file
 
 
@@ -118,11 +118,10 @@ def score_chunk(paths, scans, process, model, temperature, decide, batch_size, o
     probs, unlike = {}, {}
     if good:
         images = torch.from_numpy(np.stack([outcome[p][0] for p in good]))
-        with torch.no_grad():
-            logits = torch.cat([model.network(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        logits, features = logits_and_features(model.network, images, batch_size)
         probs = dict(zip(good, softmax(logits.numpy(), temperature)))
-        if ood is not None:
-            values, flags = ood.scores(images)
+        if ood is not None and features is not None:
+            values, flags = ood.scores_of(features)
             unlike = {p: (float(v), bool(f)) for p, v, f in zip(good, values, flags)}
     rows = []
     for path in paths:

@@ -97,7 +97,10 @@ def test_3d_mri_like_volumes_of_mixed_spacing_are_resampled(tmp_path, write):
     assert fp["intensity"]["kind"] == "mri_like"
     s = planning.make_plan(fp, probe=False).settings
     assert s["preprocess.intensity"] == "percentile"
-    assert s["preprocess.target_spacing"] == [1.0, 1.0, 1.0]  # isotropic, the median voxel side
+    # Isotropic, at the resolution the input needs: the shortest side of the median field of view
+    # (40 voxels of 1 mm) across the input, never finer than the median voxel.
+    side = s["preprocess.spatial_size"][0]
+    assert s["preprocess.target_spacing"] == [round(40 / side, 3)] * 3 and 40 / side >= 1.0
     assert "resampled" in planning.make_plan(fp, probe=False).reasons["preprocess.target_spacing"]
     assert len(s["preprocess.spatial_size"]) == 3
     assert "preprocess.intensity_range" not in s
