@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -60,8 +61,14 @@ def own_data_overrides(args) -> list[str]:
         if not scans.is_dir():
             raise FileNotFoundError(f"--scans {scans}: no such folder")
         name = scans.resolve().name
+        labels_file = Path(args.labels) if args.labels else scans / "labels.csv"
+        # An existing manifest is used as it is: one made from other labels must not be, so the
+        # labels file's content names it (and the split named after it).
+        manifest = f"data_manifests/{name}.csv"
+        if labels_file.is_file():
+            manifest = f"data_manifests/{name}.labels-{hashlib.sha256(labels_file.read_bytes()).hexdigest()[:8]}.csv"
         out += [f"name={json.dumps(name)}", f"data.scans={json.dumps(str(scans))}", "data.dataset=\"\"",
-                f"data.manifest={json.dumps(f'data_manifests/{name}.csv')}", "data.split=\"\"",
+                f"data.manifest={json.dumps(manifest)}", "data.split=\"\"",
                 "split.selection=\"random\"", "data.classes=[]", "data.positive_class=\"\""]
         if not args.labels and not (scans / "labels.csv").exists():
             out.append("data.class_subfolders=true")

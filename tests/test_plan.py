@@ -208,6 +208,26 @@ def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_pa
     assert (tmp_path / "data_manifests" / "scans.3per-class.seed0.split.csv").exists()
 
 
+def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split(tmp_path):
+    import argparse
+
+    from pipeline.cli import own_data_overrides
+
+    scans = class_folder(tmp_path / "scans", n_per_class=4)
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("file,label\nnormal/normal0.png,normal\nabnormal/abnormal0.png,abnormal\n")
+    second.write_text("file,label\nnormal/normal1.png,normal\nabnormal/abnormal1.png,abnormal\n")
+
+    def manifest(labels):
+        args = argparse.Namespace(scans=str(scans), labels=labels, labels_per_class=None, extra_labels=None,
+                                  positive=None, minutes=None, seed=None)
+        return next(o for o in own_data_overrides(args) if o.startswith("data.manifest="))
+
+    assert manifest(str(first)) != manifest(str(second))  # an existing manifest is reused only for its labels
+    assert manifest(str(first)) == manifest(str(first))
+    assert manifest(None) == 'data.manifest="data_manifests/scans.csv"'  # class subfolders, no labels file
+
+
 def test_run_with_a_missing_scan_folder_names_it(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--scans", str(tmp_path / "nowhere"), "--quiet"]) == 2
