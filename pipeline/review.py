@@ -58,20 +58,25 @@ def overlay_png(image: np.ndarray, heat: np.ndarray, size: int = 96, alpha: floa
     return _png(grey[..., None] * (1 - weight) + colour * weight, size)
 
 
-def slice_stack(image: np.ndarray, tile: int = 64, max_slices: int = 32) -> dict | None:
+MAX_SLICE_STACKS = 50  # volumes per page that get slices to page through (the rest: three middle planes)
+
+
+def slice_stack(image: np.ndarray, tile: int = 64, max_slices: int = 24) -> dict | None:
     """The slices of a preprocessed volume (C, X, Y, Z) for the enlarged view's slice sliders, or
     None for a 2D scan: one PNG holding, for each of the three planes (a row each), ``n`` slices
-    evenly spaced through the volume (a column each), every slice a ``tile``-pixel square.
+    evenly spaced through the volume (a column each), every slice a square of at most ``tile``
+    pixels (never enlarged: the browser scales the canvas).
 
-    One picture per volume keeps the page a single file; at most 32 slices of 64 pixels keep each
-    volume to about 100 kB.
+    One picture per volume keeps the page a single file; at most 24 slices of 64 pixels keep a
+    volume to about 100 kB and 15 ms.
     """
     volume = np.asarray(image, dtype=np.float32)[0]
     if volume.ndim != 3:
         return None
-    low, high = np.percentile(volume, [1, 99])
+    low, high = np.percentile(volume[::2, ::2, ::2], [1, 99])
     volume = np.clip((volume - low) / max(high - low, 1e-6), 0, 1)
     side, n = max(volume.shape), min(max_slices, max(volume.shape))
+    tile = min(tile, side)
     rows = []
     for axis in range(3):
         row = []
@@ -80,9 +85,10 @@ def slice_stack(image: np.ndarray, tile: int = 64, max_slices: int = 32) -> dict
             row.append(np.pad(plane, ((0, side - plane.shape[0]), (0, side - plane.shape[1]))))
         rows.append(np.concatenate(row, axis=1))
     picture = Image.fromarray((np.concatenate(rows, axis=0) * 255).astype(np.uint8))
-    picture = picture.resize((n * tile, 3 * tile), Image.NEAREST)
+    if tile != side:
+        picture = picture.resize((n * tile, 3 * tile), Image.BILINEAR)
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
+    picture.save(buffer, format="PNG")
     return {"png": base64.b64encode(buffer.getvalue()).decode(), "n": int(n), "tile": tile}
 
 

@@ -152,10 +152,11 @@ def _finished_rows(partial: Path, columns: list[str]) -> set[str]:
 def _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size,
                   chunk_size) -> None:
     """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order, and saliency
-    overlays (and, for volumes, slices to page through) for the flagged and abnormal-called ones among
-    them (at most ``score.max_saliency``). Scans are preprocessed a chunk at a time, so memory
-    stays that of one chunk."""
+    overlays for the flagged and abnormal-called ones among them (at most ``score.max_saliency``; the
+    first ``MAX_SLICE_STACKS`` volumes among those also get slices to page through). Scans are
+    preprocessed a chunk at a time, so memory stays that of one chunk."""
     from pipeline.review import (
+        MAX_SLICE_STACKS,
         overlay_png,
         review_order,
         slice_stack,
@@ -187,7 +188,7 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
                                          model.classes.index(target), batch_size=min(32, batch_size))
                     overlays.update({sid: overlay_png(a, h) for (sid, a), h in zip(group, heat)})
                 saliency_seconds += time.perf_counter() - tick
-                stacks.update({sid: slice_stack(a) for sid, a, _ in picked})
+                stacks.update({sid: slice_stack(a) for sid, a, _ in picked[:MAX_SLICE_STACKS - len(stacks)]})
         summary["saliency_maps"] = len(overlays)
         summary["saliency_seconds"] = round(saliency_seconds, 2)
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
