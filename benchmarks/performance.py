@@ -493,7 +493,7 @@ def write_report() -> None:
     notes = HERE / "performance_notes.md"
     text = f"""# Performance
 
-Regenerate: `make bench` (every part, about 25 minutes, on an idle machine) or
+Regenerate: `make bench` (every part, about an hour, on an idle machine) or
 `make bench PARTS=training,scoring`. Results accumulate in `benchmarks/results/performance/`.
 
 Machine: {machines}. No CUDA GPU was available when these figures were taken; where one is,

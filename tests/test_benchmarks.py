@@ -1,5 +1,6 @@
 """The benchmarks' own machinery: the notes-style loop trains the same method as the pipeline."""
 
+import pytest
 import torch
 
 from benchmarks.perf_training import (
@@ -98,3 +99,13 @@ def test_target_verdict_marks_the_volumes_bar_met_or_not():
     assert target_verdict("volumes", 0.951).endswith("0.95 ✓.")
     assert "✗" in target_verdict("volumes", 0.949)
     assert target_verdict("pneumoniamnist", 0.99) == ""
+
+
+def test_resolution_benchmark_times_the_planned_step_and_its_views():
+    from benchmarks.perf_resolution import measure, planned_case
+
+    case = planned_case("pi_model", 2, 16, "float32", steps=1, warmup=1)
+    assert case["batches"] == [64, 128] and case["stem_stride"] == 1
+    row = measure({**case, "batches": [8, 8], "dropout_kind": "element"})
+    assert 0 < row["view_seconds_per_step"] < row["seconds_per_step"]
+    assert row["samples_per_second"] == pytest.approx(16 / row["seconds_per_step"])
