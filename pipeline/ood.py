@@ -44,9 +44,8 @@ def logits_and_features(network: nn.Module, images: torch.Tensor, batch_size: in
     was_training = network.training
     network.eval()
     try:
-        with torch.no_grad():
-            logits = [network(images[start:start + batch_size].to(device)).float().cpu()
-                      for start in range(0, len(images), batch_size)]
+        logits = [network(images[start:start + batch_size].to(device)).float().cpu()
+                  for start in range(0, len(images), batch_size)]
     finally:
         if hook is not None:
             hook.remove()
@@ -104,15 +103,12 @@ def load_bank(run_dir: Path) -> np.ndarray | None:
 
 
 class OODScorer:
-    """``scores(images)`` or ``scores_of(features) -> (scores, flags)`` of a calibrated run (flags:
-    score above the threshold)."""
+    """``scores(features) -> (scores, flags)`` of a calibrated run, for penultimate features (see
+    ``logits_and_features``; flags: score above the threshold)."""
 
-    def __init__(self, network: nn.Module, bank: np.ndarray, threshold: float, k: int = NEIGHBOURS):
-        self.network, self.bank, self.threshold, self.k = network, bank, threshold, k
+    def __init__(self, bank: np.ndarray, threshold: float, k: int = NEIGHBOURS):
+        self.bank, self.threshold, self.k = bank, threshold, k
 
-    def scores(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return self.scores_of(penultimate_features(self.network, images))
-
-    def scores_of(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = knn_scores(features, self.bank, self.k)
         return values, values > self.threshold

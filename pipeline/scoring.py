@@ -28,7 +28,7 @@ def load_scorer(run_dir: Path) -> tuple:
     if calibration.get("weights_sha256") != model.weights_sha256:
         raise ValueError(f"{calibration_file} was made for other weights; re-run 'pipeline calibrate {run_dir}'")
     bank = load_bank(run_dir)
-    scorer = (OODScorer(model.network, bank, calibration["ood"]["threshold"])
+    scorer = (OODScorer(bank, calibration["ood"]["threshold"])
               if bank is not None and calibration.get("ood") else None)
     return model, calibration, float(calibration["temperature"]), decision_rule(calibration, model.classes), scorer
 
@@ -121,7 +121,7 @@ def score_chunk(paths, scans, process, model, temperature, decide, batch_size, o
         logits, features = logits_and_features(model.network, images, batch_size)
         probs = dict(zip(good, softmax(logits.numpy(), temperature)))
         if ood is not None and features is not None:
-            values, flags = ood.scores_of(features)
+            values, flags = ood.scores(features)
             unlike = {p: (float(v), bool(f)) for p, v, f in zip(good, values, flags)}
     rows = []
     for path in paths:

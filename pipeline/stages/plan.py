@@ -219,6 +219,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
                                  fp["channels"].get("4") else "")))
 
     # ---- geometry
+    finest = None  # the median voxel side, when volumes' spacings vary and they are resampled
     if dims == 3:
         spacing = fp.get("spacing")
         if spacing and np.allclose(spacing["min"], spacing["max"], rtol=0.01):
@@ -243,13 +244,12 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     plan.set("train.precision", precision, precision_reason)
     chosen, batch_scale, probes = _choose_size(candidates, dims, kind, fp, minutes, probe, precision)
     plan.probe, plan.precision_probe = probes, precision_probe
-    if dims == 3 and fp.get("spacing") and "preprocess.target_spacing" not in plan.settings:
+    if finest is not None:
         # Resampled straight to the resolution the network sees: the median field of view's
         # shortest side across the input. Resampling to the median voxel and resizing after made
         # finer volumes than the input needs (162 ms a scan for 128^3 heads, most of scoring).
         spacing = fp["spacing"]
         view = [m * s for m, s in zip(median, spacing["median"])]
-        finest = float(np.median(spacing["median"]))
         side = round(max(finest, min(view) / chosen), 3)
         plan.set("preprocess.target_spacing", [side] * 3, f"spacings vary ({_fmt_mm(spacing['min'])} to "
                  f"{_fmt_mm(spacing['max'])}): resampled to {_fmt_mm([side] * 3)}, the median scan's "
