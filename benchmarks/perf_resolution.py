@@ -32,7 +32,10 @@ def measure(case: dict) -> dict:
     """Time ``case['steps']`` training steps (after ``case['warmup']``) of one configuration.
 
     ``case`` keys: method, dims, size, channels, stem_stride, batches ([labelled, unlabelled]),
-    precision, and optionally dropout_kind (left out for commits that predate it), steps, warmup.
+    precision, and optionally dropout_kind (left out for commits that predate it), steps, warmup,
+    and the levers' "before" for this commit's code: ``optimizer: "loop"`` (AdamW's default
+    per-parameter loop, not one fused kernel) and ``views: "affine_grid"`` (MONAI's
+    ``AffineTransform``, which builds the grid with ``affine_grid``, not ``sampling_grid``).
     """
     import torch
 
@@ -58,6 +61,11 @@ def measure(case: dict) -> dict:
     config = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, data, Path(folder), progress=False)
+        if case.get("optimizer") == "loop":
+            trainer.optimizer = torch.optim.AdamW(trainer.method.parameters(), lr=config.train.lr,
+                                                  weight_decay=config.train.weight_decay, foreach=False)
+        if case.get("views") == "affine_grid":
+            _warp_with_monai(trainer.augment)
         views = [0.0]
         for name in ("weak", "strong"):
             make = getattr(trainer.augment, name)
@@ -79,6 +87,22 @@ def measure(case: dict) -> dict:
         seconds = (time.perf_counter() - tick) / steps
     return {**case, "seconds_per_step": seconds, "view_seconds_per_step": views[0] / steps,
             "steps_per_second": 1 / seconds, "samples_per_second": samples / steps / seconds}
+
+
+def _warp_with_monai(augmenter) -> None:
+    """Make ``augmenter`` warp through MONAI's ``AffineTransform``, as before ``sampling_grid``."""
+    from monai.networks.layers import AffineTransform
+
+    from pipeline.augment import random_affine_matrices
+
+    warp = AffineTransform(normalized=True, padding_mode="zeros", align_corners=False)
+
+    def affine(images, rotate, scale, shear, translate):
+        theta = random_affine_matrices(images.shape[0], augmenter.spatial_dims, rotate, scale, shear, translate,
+                                       augmenter.generator).to(images.device, images.dtype)
+        return warp(images, theta)
+
+    augmenter._affine = affine
 
 
 def measure_in(tree: Path, case: dict) -> dict:

@@ -15,8 +15,9 @@ Parts (each leaves ``results/performance/<part>.json``; the page is rebuilt from
 - make_train: wall time and peak memory of the README's ``make train`` (about 15 minutes).
 - resolution: steps/s and samples/s of the consistency methods at 128x128, 256x256, 64^3 and
   96^3, with the network and batches the plan stage chooses (``benchmarks.perf_resolution``).
-- levers: each speed lever's gain at 128x128 and 64^3, the ``--baseline`` commit measured side
-  by side with this one (same batches), and ``torch.compile`` against eager.
+- levers: each speed lever's gain for every method at 128x128 and the Pi-model at 64^3, the
+  ``--baseline`` commit measured side by side with this one (same batches), and
+  ``torch.compile`` against eager.
 - scoring_large: scoring 512x512 JPEGs and PNGs and 128^3 ``.nii.gz`` volumes against reading
   and decoding them, with peak memory.
 - torchrun: a training run in one process against ``torchrun --nproc_per_node 2``.
@@ -221,14 +222,16 @@ def _baseline_tree(commit_id: str) -> Path:
 
 
 def levers_part(baseline: str, steps: int = 4) -> None:
-    """Each lever's gain, cumulative, with the batches and network fixed per shape."""
+    """Each lever's gain, cumulative, for every method at 128x128 and the Pi-model at 64^3, with
+    the batches and network fixed per shape."""
     import subprocess
 
     from benchmarks.perf_resolution import compile_speedup, measure, measure_in, planned_case
+    from pipeline.methods import METHODS
 
     tree = _baseline_tree(baseline)
     rows = []
-    shapes = [(m, 2, 128) for m in CONSISTENCY_METHODS] + [("pi_model", 3, 64)]
+    shapes = [(m, 2, 128) for m in sorted(METHODS)] + [("pi_model", 3, 64)]
     for method, dims, size in shapes:
         old_arch = json.loads(subprocess.run(
             [sys.executable, "-c", f"import json; from pipeline.stages.plan import _architecture; "
@@ -237,10 +240,14 @@ def levers_part(baseline: str, steps: int = 4) -> None:
             check=True).stdout)
         old = {**planned_case(method, dims, size, "float32", steps=steps), "channels": old_arch["channels"],
                "stem_stride": old_arch["stem_stride"]}
-        steps_taken = [("baseline commit " + baseline, measure_in(tree, old)),
-                       ("this commit, same settings", measure({**old, "dropout_kind": "element"})),
-                       ("+ channel dropout", measure({**old, "dropout_kind": "channel"})),
-                       ("+ bfloat16 autocast", measure({**old, "dropout_kind": "channel", "precision": "bfloat16"}))]
+        before = {**old, "dropout_kind": "element", "optimizer": "loop", "views": "affine_grid"}
+        levers = [("this commit, same settings", {}), ("+ channel dropout", {"dropout_kind": "channel"}),
+                  ("+ bfloat16 autocast", {"precision": "bfloat16"}), ("+ fused AdamW", {"optimizer": "fused"}),
+                  ("+ sampling_grid views", {"views": "sampling_grid"})]
+        steps_taken = [("baseline commit", measure_in(tree, old))]
+        for lever, change in levers:
+            before = {**before, **change}
+            steps_taken.append((lever, measure(before)))
         new = planned_case(method, dims, size, "bfloat16", steps=steps)
         if (new["stem_stride"], new["channels"]) != (old["stem_stride"], old["channels"]):
             steps_taken.append((f"+ the plan's stride-{new['stem_stride']} stem", measure(new)))
@@ -408,21 +415,38 @@ methods see each unlabelled scan in two views, so a step holds labelled + 2 x un
 
 
 def levers_section(result) -> str:
-    rows, base = [], {}
+    """One row per method and input: ms a step after each lever, with its gain over the previous column."""
+    table: dict[tuple, dict] = {}
     for r in result["rows"]:
         key = (r["method"], r["dims"], r["size"])
-        base.setdefault(key, r["seconds_per_step"])
-        rows.append({"method": r["method"], "input": f"{r['size']}^3" if r["dims"] == 3 else f"{r['size']}x{r['size']}",
-                     "lever (cumulative)": r["lever"], "network (stem stride)": f"{r['channels']} (/{r['stem_stride']})",
-                     "batches": " + ".join(map(str, r["batches"])), "precision": r["precision"],
-                     "ms/step": f"{r['seconds_per_step'] * 1000:.0f}",
-                     "speed-up over the baseline": f"**{base[key] / r['seconds_per_step']:.2f}x**"})
+        row = table.setdefault(key, {
+            "method": r["method"], "input": f"{r['size']}^3" if r["dims"] == 3 else f"{r['size']}x{r['size']}",
+            "batches": " + ".join(map(str, r["batches"])), "_first": r["seconds_per_step"],
+            "_last": r["seconds_per_step"]})
+        lever = r["lever"] if "stem" not in r["lever"] else "+ the plan's stem"
+        gain = "" if lever == "baseline commit" else f" ({row['_last'] / r['seconds_per_step']:.2f}x)"
+        row[lever] = f"{r['seconds_per_step'] * 1000:.0f}{gain}"
+        row["_last"], row["_views"] = r["seconds_per_step"], r["view_seconds_per_step"]
+    rows = []
+    for row in table.values():
+        first, last, views = row.pop("_first"), row.pop("_last"), row.pop("_views")
+        rows.append({**row, "views, ms (share)": f"{views * 1000:.0f} ({views / last:.0%})",
+                     "speed-up over the baseline": f"**{first / last:.2f}x**"})
+    columns = ["method", "input", "batches", "baseline commit", "this commit, same settings", "+ channel dropout",
+               "+ bfloat16 autocast", "+ fused AdamW", "+ sampling_grid views", "+ the plan's stem",
+               "views, ms (share)", "speed-up over the baseline"]
+    rows = [{c: row.get(c, "") for c in columns} for row in rows]
     c = result["compile"]
     return f"""## Speed levers, side by side with commit `{result['baseline']}` ({provenance(result)})
 
-Each consistency method's training step with the same batches, measured in one run: first the
-code of commit `{result['baseline']}` (before this work) with the network its plan stage built,
-then this commit with the same settings, then each lever added in turn. Regenerate:
+Every method's training step with the same batches, measured in one run: first the code of
+commit `{result['baseline']}` (before this work) with the network its plan stage built, then this
+commit with the same settings, then each lever added in turn (milliseconds a step, and in brackets
+the gain over the column before). The levers: dropout of whole feature maps instead of single
+values; bfloat16 autocast; AdamW's fused kernel instead of its per-parameter loop; the views'
+sampling grid built by `pipeline.augment.sampling_grid` instead of `affine_grid`; for volumes, the
+plan's strided stem. "Views" is the time spent making the augmented views in the last column's
+step. Host-device copies are none on a CPU (the tensors stay where they are). Regenerate:
 `make bench PARTS=levers` (`--baseline COMMIT` to compare with another commit).
 
 {markdown_table(rows)}

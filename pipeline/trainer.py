@@ -137,7 +137,10 @@ class Trainer:
         self.losses = distributed.wrap(self.method, config, len(data.labelled), self.world)
         seed = self.world.seed(config.seed)
         self.augment = BatchAugmenter(config.augment, data.spatial_dims, seed=seed)
-        self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        # One fused kernel for all parameters: 2-3x faster an optimiser step than the default loop,
+        # though under 1% of a training step (benchmarks/performance.md, speed levers).
+        self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=train.lr, weight_decay=train.weight_decay,
+                                           fused=self.device.type in ("cpu", "cuda"))
         self.sampler = torch.Generator().manual_seed(seed + 1)
         self.bfloat16 = train.precision == "bfloat16"
         self.steps_taken = 0
