@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ PROGRESS = 0.5
 
 
 def measure(case: dict) -> dict:
-    """Time ``case['steps']`` training steps (after ``case['warmup']``) of one configuration.
+    """The median time of ``case['steps']`` training steps (after ``case['warmup']``) of one configuration.
 
     ``case`` keys: method, dims, size, channels, stem_stride, batches ([labelled, unlabelled]),
     precision, and optionally dropout_kind (left out for commits that predate it), steps, warmup,
@@ -79,12 +80,13 @@ def measure(case: dict) -> dict:
             setattr(trainer.augment, name, timed)
         for _ in range(case.get("warmup", 2)):
             trainer.step(PROGRESS)
-        views[0], samples = 0.0, 0
+        views[0], samples, times = 0.0, 0, []
         steps = case.get("steps", 5)
-        tick = time.perf_counter()
         for _ in range(steps):
+            tick = time.perf_counter()
             samples += trainer.step(PROGRESS)[1]
-        seconds = (time.perf_counter() - tick) / steps
+            times.append(time.perf_counter() - tick)
+        seconds = statistics.median(times)  # a step slowed by something else on the machine does not count
     return {**case, "seconds_per_step": seconds, "view_seconds_per_step": views[0] / steps,
             "steps_per_second": 1 / seconds, "samples_per_second": samples / steps / seconds}
 

@@ -221,7 +221,7 @@ def _baseline_tree(commit_id: str) -> Path:
     return tree.resolve()
 
 
-def levers_part(baseline: str, steps: int = 4) -> None:
+def levers_part(baseline: str, steps_by_dims: dict[int, int] | None = None) -> None:
     """Each lever's gain, cumulative, for every method at 128x128 and the Pi-model at 64^3, with
     the batches and network fixed per shape."""
     import subprocess
@@ -229,6 +229,7 @@ def levers_part(baseline: str, steps: int = 4) -> None:
     from benchmarks.perf_resolution import compile_speedup, measure, measure_in, planned_case
     from pipeline.methods import METHODS
 
+    steps_by_dims = steps_by_dims or {2: 12, 3: 4}  # a 64^3 step takes seconds, a 128x128 one a tenth of that
     tree = _baseline_tree(baseline)
     rows = []
     shapes = [(m, 2, 128) for m in sorted(METHODS)] + [("pi_model", 3, 64)]
@@ -238,17 +239,18 @@ def levers_part(baseline: str, steps: int = 4) -> None:
                                    f"print(json.dumps(_architecture({size}, {dims})))"],
             cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
             check=True).stdout)
-        old = {**planned_case(method, dims, size, "float32", steps=steps), "channels": old_arch["channels"],
+        steps = steps_by_dims[dims]
+        old = {**planned_case(method, dims, size, "float32", steps=steps, warmup=3), "channels": old_arch["channels"],
                "stem_stride": old_arch["stem_stride"]}
-        before = {**old, "dropout_kind": "element", "optimizer": "loop", "views": "affine_grid"}
+        case = {**old, "dropout_kind": "element", "optimizer": "loop", "views": "affine_grid"}
         levers = [("this commit, same settings", {}), ("+ channel dropout", {"dropout_kind": "channel"}),
                   ("+ bfloat16 autocast", {"precision": "bfloat16"}), ("+ fused AdamW", {"optimizer": "fused"}),
                   ("+ sampling_grid views", {"views": "sampling_grid"})]
         steps_taken = [("baseline commit", measure_in(tree, old))]
         for lever, change in levers:
-            before = {**before, **change}
-            steps_taken.append((lever, measure(before)))
-        new = planned_case(method, dims, size, "bfloat16", steps=steps)
+            case = {**case, **change}
+            steps_taken.append((lever, measure(case)))
+        new = planned_case(method, dims, size, "bfloat16", steps=steps, warmup=3)
         if (new["stem_stride"], new["channels"]) != (old["stem_stride"], old["channels"]):
             steps_taken.append((f"+ the plan's stride-{new['stem_stride']} stem", measure(new)))
         for lever, row in steps_taken:
