@@ -108,7 +108,7 @@ def _warp_with_monai(augmenter) -> None:
 
 
 def measure_in(tree: Path, case: dict) -> dict:
-    """``measure(case)`` run on the code of another checkout at ``tree``."""
+    """``measure(case)`` in a fresh process on the code of the checkout at ``tree``."""
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--measure", json.dumps(case)],
                          cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
                          check=True)

@@ -226,11 +226,13 @@ def levers_part(baseline: str, steps_by_dims: dict[int, int] | None = None) -> N
     the batches and network fixed per shape."""
     import subprocess
 
-    from benchmarks.perf_resolution import compile_speedup, measure, measure_in, planned_case
+    from benchmarks.perf_resolution import compile_speedup, measure_in, planned_case
     from pipeline.methods import METHODS
 
     steps_by_dims = steps_by_dims or {2: 12, 3: 4}  # a 64^3 step takes seconds, a 128x128 one a tenth of that
-    tree = _baseline_tree(baseline)
+    # Every case in a fresh process, the baseline's and this commit's alike, so that no case
+    # inherits the memory and thread state of the trainers measured before it.
+    tree, here = _baseline_tree(baseline), Path.cwd()
     rows = []
     shapes = [(m, 2, 128) for m in sorted(METHODS)] + [("pi_model", 3, 64)]
     for method, dims, size in shapes:
@@ -249,10 +251,10 @@ def levers_part(baseline: str, steps_by_dims: dict[int, int] | None = None) -> N
         steps_taken = [("baseline commit", measure_in(tree, old))]
         for lever, change in levers:
             case = {**case, **change}
-            steps_taken.append((lever, measure(case)))
+            steps_taken.append((lever, measure_in(here, case)))
         new = planned_case(method, dims, size, "bfloat16", steps=steps, warmup=3)
         if (new["stem_stride"], new["channels"]) != (old["stem_stride"], old["channels"]):
-            steps_taken.append((f"+ the plan's stride-{new['stem_stride']} stem", measure(new)))
+            steps_taken.append((f"+ the plan's stride-{new['stem_stride']} stem", measure_in(here, new)))
         for lever, row in steps_taken:
             rows.append({**row, "lever": lever})
             print(f"{method} {size}^{dims} {lever}: {row['seconds_per_step']:.3f} s a step", flush=True)
