@@ -30,6 +30,7 @@ VARIANTS = {
     "decay_whole_run": ["train.decay_last_fraction=1.0"],
     "ema_0.99": ["method.pi_model.ema_decay=0.99"],
     "entropy_0.3": ["method.pi_model.entropy_weight=0.3"],
+    "alignment_1.0": ["method.pi_model.alignment_weight=1.0"],  # the plan's default for user data has it
     "unlabelled_batch_128": ["train.unlabelled_batch_size=128"],
     "lr_0.006": ["train.lr=0.006"],
 }
