@@ -236,7 +236,7 @@ def levers_part(baseline: str, steps_by_dims: dict[int, int] | None = None, roun
     from benchmarks.perf_resolution import compile_speedup, measure_in, planned_case
     from pipeline.methods import METHODS
 
-    steps_by_dims = steps_by_dims or {2: 8, 3: 4}  # a 64^3 step takes seconds, a 128x128 one a tenth of that
+    steps_by_dims = steps_by_dims or {2: 8, 3: 3}  # a 64^3 step takes seconds, a 128x128 one a tenth of that
     tree, here = _baseline_tree(baseline), Path.cwd()
     rows = []
     shapes = [(m, 2, 128) for m in sorted(METHODS)] + [("pi_model", 3, 64)]
