@@ -109,3 +109,26 @@ def test_resolution_benchmark_times_the_planned_step_and_its_views():
     row = measure({**case, "batches": [8, 8], "dropout_kind": "element"})
     assert 0 < row["view_seconds_per_step"] < row["seconds_per_step"]
     assert row["samples_per_second"] == pytest.approx(16 / row["seconds_per_step"])
+
+
+def test_lever_switches_restore_the_loop_optimiser_and_monai_views(monkeypatch):
+    from monai.networks.layers import AffineTransform
+
+    from benchmarks.perf_resolution import measure, planned_case
+
+    made, warped = [], []
+    adamw = torch.optim.AdamW
+
+    def recording_adamw(*args, **kwargs):
+        made.append(kwargs)
+        return adamw(*args, **kwargs)
+
+    forward = AffineTransform.forward
+    monkeypatch.setattr(torch.optim, "AdamW", recording_adamw)
+    monkeypatch.setattr(AffineTransform, "forward", lambda self, *a, **k: warped.append(1) or forward(self, *a, **k))
+    case = {**planned_case("pi_model", 2, 16, "float32", steps=1, warmup=1), "batches": [8, 8]}
+    row = measure(case)
+    assert made[-1].get("fused") and not warped and row["optimiser_seconds_per_step"] > 0
+    row = measure({**case, "optimizer": "loop", "views": "affine_grid"})
+    assert made[-1] == {"lr": 0.003, "weight_decay": 0.0005, "foreach": False} and warped
+    assert 0 < row["optimiser_seconds_per_step"] < row["seconds_per_step"]
