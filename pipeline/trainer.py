@@ -78,6 +78,24 @@ def refresh_batchnorm(network: nn.Module, images: torch.Tensor, device: torch.de
         m.momentum = momentum
 
 
+REFRESH_VOXELS = 2 ** 23
+REFRESH_SCANS = (256, 4096)
+
+
+def refresh_count(images: torch.Tensor) -> int:
+    """How many scans re-estimate batch-norm statistics: about ``REFRESH_VOXELS`` voxels' worth,
+    within ``REFRESH_SCANS``.
+
+    A fixed count made volumes pay by size: at 28^3 one refresh over 1,486 scans took 3.3 s, and a
+    3-minute run refreshes 8 or more times (each evaluation and round start), which left the
+    Pi-model 106 of its 176 training seconds (benchmarks/real.md, VesselMNIST3D). Statistics per
+    channel pool every voxel, so a few hundred volumes estimate them as well as a few thousand.
+    """
+    voxels = int(np.prod(images.shape[1:])) if images.ndim > 1 else 1
+    low, high = REFRESH_SCANS
+    return max(low, min(high, REFRESH_VOXELS // max(voxels, 1)))
+
+
 def learning_rate_factor(progress: float, decay_last_fraction: float) -> float:
     """Constant, then linear decay to zero over the last ``decay_last_fraction`` of training."""
     if decay_last_fraction <= 0:
@@ -155,7 +173,7 @@ class Trainer:
     def _refresh(self) -> None:
         d = self.data
         pool = torch.cat([d.labelled, d.unlabelled])
-        pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:4096]]
+        pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:refresh_count(d.images)]]
         refresh_batchnorm(self.method.prediction_network(), d.images[pick], self.device)
 
     def _batch(self, progress: float) -> StepBatch:

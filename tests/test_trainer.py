@@ -6,7 +6,13 @@ import torch
 
 from pipeline.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import load_config
-from pipeline.trainer import Trainer, learning_rate_factor, refresh_batchnorm
+from pipeline.trainer import (
+    REFRESH_SCANS,
+    Trainer,
+    learning_rate_factor,
+    refresh_batchnorm,
+    refresh_count,
+)
 
 from toy import toy_training_data
 
@@ -67,6 +73,17 @@ def test_refresh_batchnorm_uses_clean_statistics():
         expected = net[0](images).mean(dim=(0, 2, 3))
     assert torch.allclose(net[1].running_mean, expected, atol=1e-4)
     assert net[1].momentum == 0.1
+
+
+def test_batchnorm_refresh_sees_fewer_scans_when_they_are_larger():
+    small_2d = refresh_count(torch.empty(0, 1, 28, 28))
+    rgb_2d = refresh_count(torch.empty(0, 3, 128, 128))
+    volume = refresh_count(torch.empty(0, 1, 28, 28, 28))
+    large_volume = refresh_count(torch.empty(0, 1, 128, 128, 128))
+    assert small_2d == REFRESH_SCANS[1]
+    assert REFRESH_SCANS[0] <= rgb_2d < small_2d
+    assert REFRESH_SCANS[0] < volume < small_2d
+    assert large_volume == REFRESH_SCANS[0]
 
 
 def test_time_budget_stops_training(tmp_path):
