@@ -32,7 +32,11 @@ def machine() -> str:
 def commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # A benchmark's own pages, figures and results change as it runs; only other changes
+        # mean the measured code is not the commit.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results", ":(exclude)benchmarks/figures",
+                                ":(exclude)benchmarks/*.md"],
                                capture_output=True, text=True).stdout.strip()
         return (sha or "unknown") + ("+uncommitted" if dirty else "")
     except OSError:

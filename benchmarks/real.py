@@ -48,6 +48,36 @@ def result_path(name: str, method: str, draw: int) -> Path:
     return RESULTS / SUITE / f"{name}__{method}__draw{draw}.json"
 
 
+def auroc_standard_error(auroc: float, n_positive: int, n_negative: int) -> float:
+    """Standard error of one AUROC from its test set's size alone (Hanley & McNeil 1982).
+
+    It says how far a run's test AUROC may move with another test set of the same size: a
+    difference between methods well under it cannot be told from one test set.
+    """
+    if n_positive < 1 or n_negative < 1:
+        return float("nan")
+    a = float(auroc)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    variance = (a * (1 - a) + (n_positive - 1) * (q1 - a * a) + (n_negative - 1) * (q2 - a * a))
+    return float(np.sqrt(max(variance, 0.0) / (n_positive * n_negative)))
+
+
+def positives_in_test(run: Path, positive: str) -> int:
+    return int((pd.read_csv(run / "test_predictions.csv")["label"] == positive).sum())
+
+
+def fill_test_positives(sets: dict[str, dict], runs: Path = Path("runs")) -> None:
+    """Add ``n_test_positive`` to results recorded before it was kept, from their run folders
+    where these still exist (results are otherwise left as they were written)."""
+    for path in sorted((RESULTS / SUITE).glob("*.json")):
+        result = json.loads(path.read_text())
+        run = runs / result["run"]
+        if "n_test_positive" in result or result["set"] not in sets or not (run / "test_predictions.csv").exists():
+            continue
+        result["n_test_positive"] = positives_in_test(run, sets[result["set"]]["positive"])
+        write_json(path, result)
+
+
 def skip_share(run: Path, positive: str, calibration: dict) -> tuple[float, float]:
     """Share of test scans below the review band (called healthy, not flagged: a reader may skip
     them), and the share of abnormal test scans among those skipped."""
@@ -81,7 +111,8 @@ def run_one(name: str, spec: dict, method: str, draw: int) -> dict:
         "set": name, "method": summary["method"], "draw": draw, "run": run.name,
         "test_auroc": test["auroc"], "sensitivity": test["sensitivity"], "specificity": test["specificity"],
         "review_fraction": test["review_fraction"], "skip_fraction": skipped, "abnormal_among_skipped": missed,
-        "n_test": calibration["test"]["n"], "steps": summary["steps"], "train_wall_s": summary["wall_seconds"],
+        "n_test": calibration["test"]["n"], "n_test_positive": positives_in_test(run, spec["positive"]),
+        "steps": summary["steps"], "train_wall_s": summary["wall_seconds"],
         "minutes": spec["minutes"], "run_wall_s": round(wall, 1),
         "plan": {k: v["value"] for k, v in plan["settings"].items() if v["set_by"] == "plan"},
         "user": {k: spec[k] for k in ("positive", "labels_per_class", "minutes")},
@@ -107,6 +138,14 @@ def _pm(values: pd.Series, digits: int = 3) -> str:
     if len(values) < 2:
         return f"{values.mean():.{digits}f}"
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def _test_set_error(runs: pd.DataFrame) -> str:
+    if "n_test_positive" not in runs or runs["n_test_positive"].isna().any():
+        return "-"
+    errors = [auroc_standard_error(r.test_auroc, int(r.n_test_positive), int(r.n_test - r.n_test_positive))
+              for r in runs.itertuples()]
+    return f"{np.mean(errors):.3f}"
 
 
 def build_page(sets: dict[str, dict]) -> str:
@@ -135,6 +174,7 @@ def build_page(sets: dict[str, dict]) -> str:
                           f"{DEFAULT_METHOD} - {BASELINE} test AUROC": f"{mean:+.3f}",
                           "95% interval": f"[{low:+.3f}, {high:+.3f}]" if np.isfinite(low) else "(one draw)",
                           "per draw": ", ".join(f"{d:+.3f}" for d in paired[DEFAULT_METHOD] - paired[BASELINE]),
+                          "one run's test-set SE": _test_set_error(part[part["method"] == DEFAULT_METHOD]),
                           "met +0.03": "yes" if mean >= 0.03 else "no"})
     _figure(frame, sets)
     plans = []
@@ -168,6 +208,11 @@ def build_page(sets: dict[str, dict]) -> str:
         "## Paired difference (same label draws)",
         "",
         markdown_table(diffs) if diffs else "No set has both methods yet.",
+        "",
+        "*One run's test-set SE*: the standard error of a single test AUROC of the default method from the "
+        "size of its test set alone (Hanley & McNeil 1982; mean over draws). Both methods of a draw score the "
+        "same test scans, so their paired difference varies less than this, but a set whose SE is above "
+        "0.03 cannot show a 0.03 difference reliably in 3 draws.",
         "",
         "## What the plan chose",
         "",
@@ -214,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(sets))
     if unknown:
         raise SystemExit(f"unknown set(s) {unknown}; known: {', '.join(sets)}")
+    fill_test_positives(sets)
     if not args.report_only:
         for draw in range(args.draws):
             for name in chosen:

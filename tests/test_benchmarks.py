@@ -132,3 +132,20 @@ def test_lever_switches_restore_the_loop_optimiser_and_monai_views(monkeypatch):
     row = measure({**case, "optimizer": "loop", "views": "affine_grid"})
     assert made[-1] == {"lr": 0.003, "weight_decay": 0.0005, "foreach": False} and warped
     assert 0 < row["optimiser_seconds_per_step"] < row["seconds_per_step"]
+
+
+def test_auroc_standard_error_matches_the_spread_of_simulated_test_sets():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from benchmarks.real import auroc_standard_error
+
+    rng = np.random.default_rng(0)
+    n_positive, n_negative = 30, 90
+    labels = np.r_[np.ones(n_positive), np.zeros(n_negative)]
+    aurocs = [roc_auc_score(labels, np.r_[rng.normal(1.2, 1, n_positive), rng.normal(0, 1, n_negative)])
+              for _ in range(1000)]
+    predicted = auroc_standard_error(float(np.mean(aurocs)), n_positive, n_negative)
+    assert abs(predicted - np.std(aurocs)) < 0.15 * np.std(aurocs)
+    assert auroc_standard_error(0.8, 300, 900) < predicted / 2  # ten times the scans: about a third
+    assert np.isnan(auroc_standard_error(0.8, 0, 90))
