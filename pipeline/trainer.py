@@ -88,8 +88,9 @@ def refresh_count(images: torch.Tensor) -> int:
 
     A fixed count made volumes pay by size: at 28^3 one refresh over 1,486 scans took 3.3 s, and a
     3-minute run refreshes 8 or more times (each evaluation and round start), which left the
-    Pi-model 106 of its 176 training seconds (benchmarks/real.md, VesselMNIST3D). Statistics per
-    channel pool every voxel, so a few hundred volumes estimate them as well as a few thousand.
+    Pi-model 106 of its 176 training seconds (VesselMNIST3D, draw 0 of the real panel on 2a3fef6).
+    Statistics per channel pool every voxel, so a few hundred volumes estimate them as well as a
+    few thousand.
     """
     voxels = int(np.prod(images.shape[1:])) if images.ndim > 1 else 1
     low, high = REFRESH_SCANS
