@@ -62,10 +62,6 @@ def auroc_standard_error(auroc: float, n_positive: int, n_negative: int) -> floa
     return float(np.sqrt(max(variance, 0.0) / (n_positive * n_negative)))
 
 
-def positives_in_test(run: Path, positive: str) -> int:
-    return int((pd.read_csv(run / "test_predictions.csv")["label"] == positive).sum())
-
-
 def fill_test_positives(sets: dict[str, dict], runs: Path = Path("runs")) -> None:
     """Add ``n_test_positive`` to results recorded before it was kept, from their run folders
     where these still exist (results are otherwise left as they were written)."""
@@ -74,14 +70,14 @@ def fill_test_positives(sets: dict[str, dict], runs: Path = Path("runs")) -> Non
         run = runs / result["run"]
         if "n_test_positive" in result or result["set"] not in sets or not (run / "test_predictions.csv").exists():
             continue
-        result["n_test_positive"] = positives_in_test(run, sets[result["set"]]["positive"])
+        labels = pd.read_csv(run / "test_predictions.csv")["label"]
+        result["n_test_positive"] = int((labels == sets[result["set"]]["positive"]).sum())
         write_json(path, result)
 
 
-def skip_share(run: Path, positive: str, calibration: dict) -> tuple[float, float]:
-    """Share of test scans below the review band (called healthy, not flagged: a reader may skip
-    them), and the share of abnormal test scans among those skipped."""
-    frame = pd.read_csv(run / "test_predictions.csv")
+def skip_share(frame: pd.DataFrame, positive: str, calibration: dict) -> tuple[float, float]:
+    """Share of test scans (``test_predictions.csv``) below the review band (called healthy, not
+    flagged: a reader may skip them), and the share of abnormal test scans among those skipped."""
     screening = calibration["screening"]
     cut = min(screening["review_low"], screening["decision"])
     skipped = frame[f"p_{positive}"] < cut
@@ -105,13 +101,14 @@ def run_one(name: str, spec: dict, method: str, draw: int) -> dict:
     summary = json.loads((run / "train_summary.json").read_text())
     calibration = json.loads((run / "calibration.json").read_text())
     plan = json.loads((run / "plan.json").read_text())
-    skipped, missed = skip_share(run, spec["positive"], calibration)
+    predictions = pd.read_csv(run / "test_predictions.csv")
+    skipped, missed = skip_share(predictions, spec["positive"], calibration)
     test = calibration["test"]["screening"]
     result = {
         "set": name, "method": summary["method"], "draw": draw, "run": run.name,
         "test_auroc": test["auroc"], "sensitivity": test["sensitivity"], "specificity": test["specificity"],
         "review_fraction": test["review_fraction"], "skip_fraction": skipped, "abnormal_among_skipped": missed,
-        "n_test": calibration["test"]["n"], "n_test_positive": positives_in_test(run, spec["positive"]),
+        "n_test": calibration["test"]["n"], "n_test_positive": int((predictions["label"] == spec["positive"]).sum()),
         "steps": summary["steps"], "train_wall_s": summary["wall_seconds"],
         "minutes": spec["minutes"], "run_wall_s": round(wall, 1),
         "plan": {k: v["value"] for k, v in plan["settings"].items() if v["set_by"] == "plan"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import time
@@ -92,9 +93,8 @@ def refresh_count(images: torch.Tensor) -> int:
     Statistics per channel pool every voxel, so a few hundred volumes estimate them as well as a
     few thousand.
     """
-    voxels = int(np.prod(images.shape[1:])) if images.ndim > 1 else 1
     low, high = REFRESH_SCANS
-    return max(low, min(high, REFRESH_VOXELS // max(voxels, 1)))
+    return max(low, min(high, REFRESH_VOXELS // max(math.prod(images.shape[1:]), 1)))
 
 
 def learning_rate_factor(progress: float, decay_last_fraction: float) -> float:
@@ -161,6 +161,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.method.parameters(), lr=train.lr, weight_decay=train.weight_decay,
                                            fused=self.device.type in ("cpu", "cuda"))
         self.sampler = torch.Generator().manual_seed(seed + 1)
+        # The same training scans re-estimate batch-norm statistics at every evaluation and round.
+        pool = torch.cat([data.labelled, data.unlabelled])
+        self.refresh_scans = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))
+                                  [:refresh_count(data.images)]]
         self.bfloat16 = train.precision == "bfloat16"
         self.steps_taken = 0
         self.history: list[dict] = []
@@ -172,10 +176,7 @@ class Trainer:
         return predict_logits(network, self.data.images[index], self.device), self.data.labels[index].numpy()
 
     def _refresh(self) -> None:
-        d = self.data
-        pool = torch.cat([d.labelled, d.unlabelled])
-        pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:refresh_count(d.images)]]
-        refresh_batchnorm(self.method.prediction_network(), d.images[pick], self.device)
+        refresh_batchnorm(self.method.prediction_network(), self.data.images[self.refresh_scans], self.device)
 
     def _batch(self, progress: float) -> StepBatch:
         """This process's part of a step's batch, drawn from its own shards (all of it in one process)."""
