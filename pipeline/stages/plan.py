@@ -242,7 +242,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     ordered = _ordered_sizes(candidates, dims)
     precision, precision_reason, precision_probe = _choose_precision(ordered[0], dims, fp, probe)
     plan.set("train.precision", precision, precision_reason)
-    chosen, batch_scale, probes = _choose_size(candidates, dims, kind, fp, minutes, probe, precision)
+    chosen, (batch_scale, batches), probes = _choose_size(candidates, dims, kind, fp, minutes, probe, precision)
     plan.probe, plan.precision_probe = probes, precision_probe
     if finest is not None:
         # Resampled straight to the resolution the network sees: the median field of view's
@@ -257,7 +257,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     size = [chosen] * dims
     arch = _architecture(chosen, dims)
     exact = uniform and [int(v) for v in median] == size
-    plan.set("preprocess.spatial_size", size, _size_reason(size, median, chosen, batch_scale, candidates,
+    plan.set("preprocess.spatial_size", size, _size_reason(size, median, chosen, batches, candidates,
                                                                      probes, minutes))
     plan.set("preprocess.resize", "pad_crop" if exact else "resize",
              "every scan already has this size" if exact else
@@ -266,13 +266,19 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     plan.set("network.channels", arch["channels"], arch["reason"])
     plan.set("network.stem_stride", arch["stem_stride"], arch["stem_reason"])
     plan.set("network.dropout", 0.1, "dropout in every method: a few hundred labels overfit without it")
-    labelled, unlabelled = _scaled(_batch_sizes(chosen, dims, fp), batch_scale)
+    labelled, unlabelled = batches
     smaller = f", scaled by {batch_scale:g} so that more steps fit the budget" if batch_scale < 1 else ""
     plan.set("train.batch_size", labelled, f"labelled batch for {_fmt(size)} inputs{smaller}"
              + (" (fewer labelled scans than that)"
                 if labelled < _scaled(_batch_sizes(chosen, dims, None), batch_scale)[0] else ""))
-    plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans are "
-             f"the larger pool{smaller}" if unlabelled else "no unlabelled scans")
+    if not unlabelled:
+        plan.set("train.unlabelled_batch_size", 0, "no unlabelled scans")
+    elif unlabelled < _scaled(_batch_sizes(chosen, dims, fp), batch_scale)[1]:
+        plan.set("train.unlabelled_batch_size", unlabelled, "the labelled batch's size: with twice that, "
+                 f"fewer than {TARGET_STEPS:,} steps fit the budget at any size")
+    else:
+        plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans "
+                 f"are the larger pool{smaller}")
 
     # ---- augmentation
     if kind == "binary_mask":
@@ -293,7 +299,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         plan.set("method.name", "supervised", f"only {n_unlabelled} unlabelled scans (under "
                  f"{MIN_UNLABELLED_FOR_SSL}): semi-supervised terms would have too little to learn from")
     step_s = next((p["seconds_per_step"] for p in probes
-                   if p["size"] == chosen and p["batch_scale"] == batch_scale), None)
+                   if p["size"] == chosen and p["batches"] == list(batches)), None)
     if step_s:
         expected = int(minutes * 60 * 0.9 / step_s)
         every = max(25, expected // 8)
@@ -330,15 +336,17 @@ def _batch_sizes(size: int, dims: int, fp: dict[str, Any] | None) -> tuple[int, 
     return labelled, 2 * labelled
 
 
-def _size_reason(size, median, chosen, scale, candidates, probes, minutes) -> str:
+def _size_reason(size, median, chosen, batches, candidates, probes, minutes) -> str:
     text = f"spatial_size {_fmt(size)}: median scan {_fmt(median)}"
-    row = next((p for p in probes if p["size"] == chosen and p["batch_scale"] == scale), None)
+    row = next((p for p in probes if p["size"] == chosen and p["batches"] == list(batches)), None)
     if row:
         text += f"; {row['steps_in_budget']:,} steps fit {minutes:g} minutes at this size with batches " \
                 f"{row['batches'][0]} + {row['batches'][1]} (probe: {row['seconds_per_step']:.3f} s a step)"
-        larger = [p for p in probes if p["size"] > chosen and p["batch_scale"] == scale]
+        larger = [p for p in probes if p["size"] > chosen]
         if larger:
-            text += f", {larger[-1]['steps_in_budget']:,} at {larger[-1]['size']}"
+            best = max((p for p in larger if p["size"] == min(q["size"] for q in larger)),
+                       key=lambda p: p["steps_in_budget"])
+            text += f", at most {best['steps_in_budget']:,} at {best['size']}"
     elif chosen < max(candidates, default=chosen):
         text += "; downsampled"
     return text
@@ -351,6 +359,25 @@ MIN_BATCH = 8
 def _scaled(batches: tuple[int, int], scale: float) -> tuple[int, int]:
     labelled, unlabelled = batches
     return max(MIN_BATCH, int(labelled * scale)), (max(MIN_BATCH, int(unlabelled * scale)) if unlabelled else 0)
+
+
+def _batch_options(full: tuple[int, int]) -> list[tuple[float, tuple[int, int]]]:
+    """(scale, batches) to try in turn at one size, the most scans first: ``full`` scaled by each of
+    ``BATCH_SCALES``, then the smallest with its unlabelled batch cut to the labelled one's size.
+
+    The last is for volumes, whose steps are dear: on the two 3D panel sets a 3-minute Pi-model
+    with batches 8 + 8 made about twice the steps of 8 + 16 and scored higher on 5 of 6 draws
+    (``benchmarks/real_variants.md``).
+    """
+    options: list[tuple[float, tuple[int, int]]] = []
+    for scale in BATCH_SCALES:
+        batches = _scaled(full, scale)
+        if not options or batches != options[-1][1]:
+            options.append((scale, batches))
+    scale, (labelled, unlabelled) = options[-1]
+    if unlabelled > labelled:
+        options.append((scale, (labelled, labelled)))
+    return options
 
 
 def _ordered_sizes(candidates, dims) -> list[int]:
@@ -381,41 +408,41 @@ def _choose_precision(size, dims, fp, probe) -> tuple[str, str, list[dict[str, A
     return "float32", f"float32 ({timing}: bfloat16 is not {BFLOAT16_MIN_SPEEDUP:g}x faster here)", rows
 
 
-def _choose_size(candidates, dims, kind, fp, minutes, probe,
-                 precision: str = "float32") -> tuple[int, float, list[dict[str, Any]]]:
-    """The largest candidate size (see ``_ordered_sizes``), with the largest batches, at which
-    ``TARGET_STEPS`` fit the budget; returns (size, batch scale, probe rows).
+def _choose_size(candidates, dims, kind, fp, minutes, probe, precision: str = "float32"
+                 ) -> tuple[int, tuple[float, tuple[int, int]], list[dict[str, Any]]]:
+    """The largest candidate size (see ``_ordered_sizes``), with the largest batches (see
+    ``_batch_options``), at which ``TARGET_STEPS`` fit the budget; returns (size, (batch scale,
+    batches), probe rows). Where none does: the largest size at which ``MIN_STEPS`` fit, with the
+    batches that give it the most steps.
 
     Each size's step is timed once at full batches; smaller batches are predicted from it (the
     time of a step grows with the images in it). Without a probe, the size rules alone.
     """
     ordered = _ordered_sizes(candidates, dims)
     if not probe:
-        return ordered[0], 1.0, []
+        full = _batch_sizes(ordered[0], dims, fp)
+        return ordered[0], (1.0, full), []
     results = []
     for size in ordered:
         full = _batch_sizes(size, dims, fp)
         seconds = time_step(size, dims, fp, DEFAULT_METHOD, full, precision=precision)
-        for scale in BATCH_SCALES:
-            batches = _scaled(full, scale)
+        for scale, batches in _batch_options(full):
             share = sum(batches) / max(sum(full), 1)
-            estimate = seconds * (share if scale < 1 else 1.0)
+            estimate = seconds * share
             steps = int(minutes * 60 * 0.9 / estimate)
             results.append({"size": size, "batch_scale": scale, "batches": list(batches),
                             "seconds_per_step": round(estimate, 4), "steps_in_budget": steps,
-                            "timed": scale == 1.0})
+                            "timed": batches == full})
             log.info("plan probe: %s at %d, batches %s: %.3f s a step, %d steps in %g minutes",
                      DEFAULT_METHOD, size, batches, estimate, steps, minutes)
             if steps >= TARGET_STEPS:
-                return size, scale, results
-            if batches == _scaled(full, BATCH_SCALES[-1]):
-                break
-    # Nothing reaches the target: the largest size that still gets the minimum, else the cheapest.
-    for r in results:
-        if r["steps_in_budget"] >= MIN_STEPS:
-            return r["size"], r["batch_scale"], results
-    cheapest = min(results, key=lambda r: r["seconds_per_step"])
-    return cheapest["size"], cheapest["batch_scale"], results
+                return size, (scale, batches), results
+    enough = [r for r in results if r["steps_in_budget"] >= MIN_STEPS]
+    if enough:
+        best = max((r for r in enough if r["size"] == enough[0]["size"]), key=lambda r: r["steps_in_budget"])
+    else:
+        best = min(results, key=lambda r: r["seconds_per_step"])
+    return best["size"], (best["batch_scale"], tuple(best["batches"])), results
 
 
 def time_step(size: int, dims: int, fp: dict[str, Any], method: str, batches: tuple[int, int] | None = None,
