@@ -117,45 +117,41 @@ def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, mon
     size, (scale, batches), probes = planning._choose_size([28], 2, "8bit_picture", fp, minutes=60, probe=True)
     assert (size, scale, batches) == (28, 1.0, (8, 16))
     assert probes[0]["seconds_per_step"] > 0 and probes[0]["steps_in_budget"] > 0
-    # With no time at all: the smallest size with the smallest batches, every size having been timed
-    # (timed here by a stand-in whose cost grows with the images in a step, as real steps' does).
+    # With no time at all: the smallest size with the smallest batches, every size and batch option
+    # having been timed (by a stand-in whose cost is not proportional to the images in a step).
+    timed = []
+
     def stand_in(size, dims, fp, method, batches, precision="float32"):
-        return 1e-4 * size**2 * sum(batches)
+        timed.append((size, list(batches)))
+        return 1e-4 * size**2 * (sum(batches) + 20)
 
     monkeypatch.setattr(planning, "time_step", stand_in)
     size, (scale, batches), probes = planning._choose_size([32, 28], 2, "8bit_picture", fp, minutes=1e-4,
                                                            probe=True)
-    assert size == 28 and [p["size"] for p in probes if p["timed"]] == [32, 28]
+    assert size == 28 and timed == [(p["size"], p["batches"]) for p in probes]
+    assert [p["seconds_per_step"] for p in probes if p["size"] == 28] == [round(1e-4 * 28**2 * 44, 4),
+                                                                          round(1e-4 * 28**2 * 36, 4)]
     assert batches == (8, 8)  # never below 8 scans a batch
     assert [p["batches"] for p in probes if p["size"] == 28] == [[8, 16], [8, 8]]
 
 
-def test_short_budgets_cut_the_unlabelled_batch_to_the_labelled_one_before_the_size(tmp_path, write, monkeypatch):
-    rows = []
-    for i in range(6):
-        mask = (np.random.default_rng(i).random((28, 28, 28)) > 0.7).astype(np.uint8) * 255
-        path = write.nifti(tmp_path / f"m{i}.nii.gz", mask)
-        rows.append({"path": str(path), "shape": "28x28x28", "spacing": "1x1x1", "label": "a"})
-    fp = planning.fingerprint(split_frame(rows), ["a", "b"])
-    fp["counts"] = {"labelled": {"a": 20, "b": 20}, "unlabelled": {"(unlabelled)": 1000}}
-    # A stand-in probe whose step grows with the voxels in it: 8 + 16 at 28^3 gets ~1,028 steps in
-    # 3 minutes, 8 + 8 ~1,543.
+def test_a_budget_no_size_fits_gets_the_largest_size_with_enough_steps_at_its_most_steps(monkeypatch):
+    fp = {"spatial_dims": 3, "colour_fraction": 0.0, "classes": ["a", "b"],
+          "counts": {"labelled": {"a": 20, "b": 20}, "unlabelled": {"(unlabelled)": 1000}}}
+    # A stand-in probe whose step grows with the voxels in it: 8 + 16 at 28^3 gets ~1,025 steps in
+    # 3 minutes, 16 + 32 ~512, at 24^3 8 + 16 ~1,627.
     monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
                         3e-7 * size**3 * sum(batches))
-    assert [b for _, b in planning._batch_options((32, 64))] == [(32, 64), (16, 32), (8, 16), (8, 8)]
-    assert [b for _, b in planning._batch_options((8, 16))] == [(8, 16), (8, 8)]
-    plan = planning.make_plan(fp, minutes=3, probe=True)
-    s = plan.settings
-    assert s["preprocess.spatial_size"] == [28, 28, 28]  # the target is met without shrinking the volumes
-    assert (s["train.batch_size"], s["train.unlabelled_batch_size"]) == (8, 8)
-    assert "labelled batch's size" in plan.reasons["train.unlabelled_batch_size"]
-    # A budget in which nothing reaches the target: the largest size with enough steps, at its most steps.
-    size, (scale, batches), probes = planning._choose_size([24, 28], 3, "binary_mask", fp, minutes=1.5, probe=True)
-    assert (size, batches) == (28, (8, 8))
-    assert max(p["steps_in_budget"] for p in probes if p["size"] == 28) < planning.TARGET_STEPS
-    # A long budget keeps the unlabelled batch twice the labelled one.
-    s = planning.make_plan(fp, minutes=60, probe=True).settings
-    assert s["train.unlabelled_batch_size"] == 2 * s["train.batch_size"]
+    assert [b for _, b in planning._batch_options((32, 64))] == [(32, 64), (16, 32), (8, 16)]
+    assert planning._choose_size([24, 28], 3, "binary_mask", fp, minutes=3, probe=True)[:2] == (24, (0.25, (8, 16)))
+    size, (scale, batches), probes = planning._choose_size([24, 28], 3, "binary_mask", fp, minutes=1.8, probe=True)
+    assert (size, batches) == (28, (8, 16))
+    assert max(p["steps_in_budget"] for p in probes) < planning.TARGET_STEPS
+    assert [p["steps_in_budget"] >= planning.MIN_STEPS for p in probes if p["size"] == 28] == [False, False, True]
+    # Where several batch options give enough steps but none the target: the most steps.
+    size, (scale, batches), probes = planning._choose_size([28], 3, "binary_mask", fp, minutes=4, probe=True)
+    assert [p["steps_in_budget"] >= planning.MIN_STEPS for p in probes] == [False, True, True]
+    assert (size, batches) == (28, (8, 16))
 
 
 def test_precision_is_bfloat16_only_where_the_probe_shows_it_faster(monkeypatch):

@@ -271,14 +271,8 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     plan.set("train.batch_size", labelled, f"labelled batch for {_fmt(size)} inputs{smaller}"
              + (" (fewer labelled scans than that)"
                 if labelled < _scaled(_batch_sizes(chosen, dims, None), batch_scale)[0] else ""))
-    if not unlabelled:
-        plan.set("train.unlabelled_batch_size", 0, "no unlabelled scans")
-    elif unlabelled < _scaled(_batch_sizes(chosen, dims, fp), batch_scale)[1]:
-        plan.set("train.unlabelled_batch_size", unlabelled, "the labelled batch's size: with twice that, "
-                 f"fewer than {TARGET_STEPS:,} steps fit the budget at any size")
-    else:
-        plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans "
-                 f"are the larger pool{smaller}")
+    plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans are "
+             f"the larger pool{smaller}" if unlabelled else "no unlabelled scans")
 
     # ---- augmentation
     if kind == "binary_mask":
@@ -363,20 +357,17 @@ def _scaled(batches: tuple[int, int], scale: float) -> tuple[int, int]:
 
 def _batch_options(full: tuple[int, int]) -> list[tuple[float, tuple[int, int]]]:
     """(scale, batches) to try in turn at one size, the most scans first: ``full`` scaled by each of
-    ``BATCH_SCALES``, then the smallest with its unlabelled batch cut to the labelled one's size.
+    ``BATCH_SCALES``, the same batches once.
 
-    The last is for volumes, whose steps are dear: on the two 3D panel sets a 3-minute Pi-model
-    with batches 8 + 8 made about twice the steps of 8 + 16 and scored higher on 5 of 6 draws
-    (``benchmarks/real_variants.md``).
+    The unlabelled batch stays twice the labelled one. Cutting it to the labelled one's size
+    when too few steps fit (8 + 8 against 8 + 16 for volumes) gained nothing back to back: 3 of
+    6 paired draws on the two 3D panel sets (``benchmarks/real_variants.md``).
     """
     options: list[tuple[float, tuple[int, int]]] = []
     for scale in BATCH_SCALES:
         batches = _scaled(full, scale)
         if not options or batches != options[-1][1]:
             options.append((scale, batches))
-    scale, (labelled, unlabelled) = options[-1]
-    if unlabelled > labelled:
-        options.append((scale, (labelled, labelled)))
     return options
 
 
@@ -415,8 +406,9 @@ def _choose_size(candidates, dims, kind, fp, minutes, probe, precision: str = "f
     batches), probe rows). Where none does: the largest size at which ``MIN_STEPS`` fit, with the
     batches that give it the most steps.
 
-    Each size's step is timed once at full batches; smaller batches are predicted from it (the
-    time of a step grows with the images in it). Without a probe, the size rules alone.
+    Every batch option is timed, not predicted from the full batches: a step's time is not
+    proportional to the scans in it (at 24^3 the full batches' time, scaled down, put a step of
+    8 + 8 at 0.095 s; training ran it in 0.045 s). Without a probe, the size rules alone.
     """
     ordered = _ordered_sizes(candidates, dims)
     if not probe:
@@ -424,17 +416,13 @@ def _choose_size(candidates, dims, kind, fp, minutes, probe, precision: str = "f
         return ordered[0], (1.0, full), []
     results = []
     for size in ordered:
-        full = _batch_sizes(size, dims, fp)
-        seconds = time_step(size, dims, fp, DEFAULT_METHOD, full, precision=precision)
-        for scale, batches in _batch_options(full):
-            share = sum(batches) / max(sum(full), 1)
-            estimate = seconds * share
-            steps = int(minutes * 60 * 0.9 / estimate)
+        for scale, batches in _batch_options(_batch_sizes(size, dims, fp)):
+            seconds = time_step(size, dims, fp, DEFAULT_METHOD, batches, precision=precision)
+            steps = int(minutes * 60 * 0.9 / seconds)
             results.append({"size": size, "batch_scale": scale, "batches": list(batches),
-                            "seconds_per_step": round(estimate, 4), "steps_in_budget": steps,
-                            "timed": batches == full})
+                            "seconds_per_step": round(seconds, 4), "steps_in_budget": steps})
             log.info("plan probe: %s at %d, batches %s: %.3f s a step, %d steps in %g minutes",
-                     DEFAULT_METHOD, size, batches, estimate, steps, minutes)
+                     DEFAULT_METHOD, size, batches, seconds, steps, minutes)
             if steps >= TARGET_STEPS:
                 return size, (scale, batches), results
     enough = [r for r in results if r["steps_in_budget"] >= MIN_STEPS]
