@@ -85,12 +85,25 @@ def skip_share(frame: pd.DataFrame, positive: str, calibration: dict) -> tuple[f
     return float(skipped.mean()), missed
 
 
-def run_one(name: str, spec: dict, method: str, draw: int) -> dict:
+def shared_plan(planned: dict) -> list[str]:
+    """A default-method run's planned settings, but for its method's, as ``key=value`` overrides.
+
+    The baseline run of the same draw trains with them, so that both train on the same inputs,
+    network, batches and precision: each run's own timing probe, minutes apart, could choose
+    another size where the budget sits near a size's step target (on 0391402 one VesselMNIST3D
+    draw planned 28^3 for supervised and 24^3 for the Pi-model).
+    """
+    return [f"{key}={json.dumps(value)}" for key, value in sorted(planned.items()) if not key.startswith("method.")]
+
+
+def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | None = None) -> dict:
     command = [sys.executable, "-m", "pipeline", "run", "--scans", spec["scans"], "--positive", spec["positive"],
                "--labels-per-class", str(spec["labels_per_class"]), "--minutes", str(spec["minutes"]),
                "--seed", str(draw), "--quiet"]
     if method != DEFAULT_METHOD:
         command.append(f"method.name={method}")
+    if plan_from is not None:
+        command += shared_plan(plan_from["plan"])
     print(f"[{time.strftime('%H:%M:%S')}] {name} {method} draw {draw}: {' '.join(command[2:])}", flush=True)
     tick = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -111,7 +124,9 @@ def run_one(name: str, spec: dict, method: str, draw: int) -> dict:
         "n_test": calibration["test"]["n"], "n_test_positive": int((predictions["label"] == spec["positive"]).sum()),
         "steps": summary["steps"], "train_wall_s": summary["wall_seconds"],
         "minutes": spec["minutes"], "run_wall_s": round(wall, 1),
-        "plan": {k: v["value"] for k, v in plan["settings"].items() if v["set_by"] == "plan"},
+        "plan": {k: v["value"] for k, v in plan["settings"].items() if v["set_by"] == "plan"
+                 or (plan_from is not None and k in plan_from["plan"])},
+        "plan_from": plan_from["run"] if plan_from is not None else None,
         "user": {k: spec[k] for k in ("positive", "labels_per_class", "minutes")},
         "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpu_load_at_end": round(os.getloadavg()[0], 2),
@@ -190,8 +205,10 @@ def build_page(sets: dict[str, dict]) -> str:
         "Regenerate: `make bench-real` (every set of `benchmarks/real_sets.toml` whose folder exists, "
         "3 label draws each; finished runs in `benchmarks/results/real/` are kept, so it resumes). Each run is "
         "`pipeline run --scans S --positive P --labels-per-class N --minutes M --seed D` with no config; "
-        f"`{BASELINE}` adds `method.name={BASELINE}` and trains with the same plan (inputs, network, "
-        "augmentation, batch sizes, budget). Draw D seeds the split (which scans are labelled) and training.",
+        f"`{BASELINE}` runs after `{DEFAULT_METHOD}` in each draw and adds `method.name={BASELINE}` and, as "
+        f"overrides, the settings `{DEFAULT_METHOD}`'s run planned (inputs, network, augmentation, batch sizes, "
+        "precision), so that both train with one plan and budget whatever each run's timing probe saw. "
+        "Draw D seeds the split (which scans are labelled) and training.",
         "",
         f"Machine: {frame['machine'].iloc[0]}. Commits: {', '.join(commits)}. "
         f"Dates: {frame['date'].min()} to {frame['date'].max()}.",
@@ -263,9 +280,14 @@ def main(argv: list[str] | None = None) -> int:
                 if not Path(sets[name]["scans"]).is_dir():
                     print(f"{name}: {sets[name]['scans']} is missing; skipped")
                     continue
-                for method in args.methods.split(","):
+                # The default method plans first; the others of the draw train with its plan.
+                methods = sorted(args.methods.split(","), key=lambda m: m != DEFAULT_METHOD)
+                for method in methods:
                     if not result_path(name, method, draw).exists():
-                        run_one(name, sets[name], method, draw)
+                        planner = result_path(name, DEFAULT_METHOD, draw)
+                        plan_from = (json.loads(planner.read_text())
+                                     if method != DEFAULT_METHOD and planner.exists() else None)
+                        run_one(name, sets[name], method, draw, plan_from)
                     write_text(HERE / "real.md", build_page(sets))
     write_text(HERE / "real.md", build_page(sets))
     print(HERE / "real.md")

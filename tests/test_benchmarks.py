@@ -149,3 +149,18 @@ def test_auroc_standard_error_matches_the_spread_of_simulated_test_sets():
     assert abs(predicted - np.std(aurocs)) < 0.15 * np.std(aurocs)
     assert auroc_standard_error(0.8, 300, 900) < predicted / 2  # ten times the scans: about a third
     assert np.isnan(auroc_standard_error(0.8, 0, 90))
+
+
+def test_the_baseline_run_takes_the_default_methods_plan_except_its_method():
+    from benchmarks.real import shared_plan
+    from pipeline.config import load_config
+
+    planned = {"preprocess.spatial_size": [24, 24, 24], "preprocess.target_spacing": [], "preprocess.orientation": "RAS",
+               "train.precision": "bfloat16", "train.batch_size": 8, "network.dropout": 0.1,
+               "method.name": "pi_model", "method.pi_model.entropy_weight": 0.3}
+    overrides = shared_plan(planned)
+    assert not any(o.startswith("method.") for o in overrides)
+    config = load_config(None, [*overrides, "method.name=supervised"])
+    assert config.preprocess.spatial_size == [24, 24, 24] and config.preprocess.target_spacing == []
+    assert (config.preprocess.orientation, config.train.precision, config.train.batch_size) == ("RAS", "bfloat16", 8)
+    assert config.method["name"] == "supervised"
