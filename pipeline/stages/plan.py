@@ -336,11 +336,10 @@ def _size_reason(size, median, chosen, batches, candidates, probes, minutes) -> 
     if row:
         text += f"; {row['steps_in_budget']:,} steps fit {minutes:g} minutes at this size with batches " \
                 f"{row['batches'][0]} + {row['batches'][1]} (probe: {row['seconds_per_step']:.3f} s a step)"
-        larger = [p for p in probes if p["size"] > chosen]
+        larger = [p["size"] for p in probes if p["size"] > chosen]
         if larger:
-            best = max((p for p in larger if p["size"] == min(q["size"] for q in larger)),
-                       key=lambda p: p["steps_in_budget"])
-            text += f", at most {best['steps_in_budget']:,} at {best['size']}"
+            steps = max(p["steps_in_budget"] for p in probes if p["size"] == min(larger))
+            text += f", at most {steps:,} at {min(larger)}"
     elif chosen < max(candidates, default=chosen):
         text += "; downsampled"
     return text
@@ -357,7 +356,7 @@ def _scaled(batches: tuple[int, int], scale: float) -> tuple[int, int]:
 
 def _batch_options(full: tuple[int, int]) -> list[tuple[float, tuple[int, int]]]:
     """(scale, batches) to try in turn at one size, the most scans first: ``full`` scaled by each of
-    ``BATCH_SCALES``, the same batches once.
+    ``BATCH_SCALES``, without repeats (scaling stops at ``MIN_BATCH``).
 
     The unlabelled batch stays twice the labelled one. Cutting it to the labelled one's size
     when too few steps fit (8 + 8 against 8 + 16 for volumes) gained nothing back to back: 3 of
