@@ -159,3 +159,18 @@ def test_time_budget_is_wall_time_with_evaluation_included(tmp_path):
     assert summary["train_seconds"] < summary["wall_seconds"]
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert metrics["step"].diff().dropna().max() > 1  # evaluations were spread out to save the budget
+
+
+def test_curves_are_redrawn_at_every_evaluation_so_a_long_run_can_be_watched(tmp_path, monkeypatch):
+    drawn = []
+    original = Trainer._write_curves
+
+    def recording(self):
+        original(self)
+        drawn.append(len(pd.read_csv(tmp_path / "metrics.csv")))
+
+    monkeypatch.setattr(Trainer, "_write_curves", recording)
+    config = load_config(None, ["method.name=supervised", *TOY])  # 60 steps, an evaluation every 20
+    Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
+    assert drawn == [1, 2, 3, 3]  # after each evaluation in the loop, then with the finished run
+    assert (tmp_path / "training_curves.png").stat().st_size > 0
