@@ -430,3 +430,14 @@ def test_bbse_recovers_a_shifted_class_prior_even_from_a_biased_model(shift):
         assert prior[1] == pytest.approx(pool_labels.mean(), abs=0.05)
     chance = np.full((400, 2), 0.5)
     assert estimate_prior_bbse(chance, calibration_labels, chance[:10]) is None  # a model at chance: no estimate
+
+
+def test_pi_model_with_alignment_minimises_entropy_only_once_a_pool_prior_is_estimated():
+    data = toy_training_data()
+    config, method = build("pi_model", "method.pi_model.alignment_weight=1.0", "method.pi_model.entropy_weight=0.3")
+    torch.manual_seed(1)
+    before = method.losses(batch_for(config, data, progress=0.5))
+    assert "entropy" not in before and "alignment" not in before  # nothing would hold the class mix yet
+    method.pool_prior = torch.tensor([0.6, 0.2, 0.2])
+    after = method.losses(batch_for(config, data, progress=0.5))
+    assert float(after["entropy"]) > 0 and float(after["alignment"]) > 0
