@@ -189,15 +189,8 @@ def build_page(sets: dict[str, dict]) -> str:
                           "one run's test-set SE": _test_set_error(part[part["method"] == DEFAULT_METHOD]),
                           "met +0.03": "yes" if mean >= 0.03 else "no"})
     _figure(frame, sets)
-    plans = []
-    for name in [s for s in sets if s in set(frame["set"])]:
-        first = frame[(frame["set"] == name) & (frame["method"] == DEFAULT_METHOD)]
-        if len(first):
-            p = first.iloc[0]["plan"]
-            plans.append({"set": name, "spatial size": "x".join(map(str, p.get("preprocess.spatial_size", []))),
-                          "intensity": p.get("preprocess.intensity", ""), "channels": p.get("preprocess.channels", ""),
-                          "network": str(p.get("network.channels", "")), "stem": p.get("network.stem_stride", ""),
-                          "batches": f"{p.get('train.batch_size', '')} + {p.get('train.unlabelled_batch_size', '')}"})
+    plans = [{"set": name, **plan_summary(frame[(frame["set"] == name) & (frame["method"] == DEFAULT_METHOD)])}
+             for name in sets if name in set(frame["set"])]
     commits = sorted(set(frame["commit"]))
     return "\n".join([
         "# Real-data benchmark: the default SSL method against supervised, as a new user runs it",
@@ -235,6 +228,34 @@ def build_page(sets: dict[str, dict]) -> str:
         f"![test AUROC per set and draw]({FIGURE.relative_to(HERE).as_posix()})",
         "",
     ])
+
+
+PLAN_COLUMNS = {  # column: how to show a run's planned settings
+    "spatial size": lambda p: "x".join(map(str, p.get("preprocess.spatial_size", []))),
+    "intensity": lambda p: str(p.get("preprocess.intensity", "")),
+    "channels": lambda p: str(p.get("preprocess.channels", "")),
+    "network": lambda p: str(p.get("network.channels", "")),
+    "stem": lambda p: str(p.get("network.stem_stride", "")),
+    "batches": lambda p: f"{p.get('train.batch_size', '')} + {p.get('train.unlabelled_batch_size', '')}",
+    "precision": lambda p: str(p.get("train.precision", "")),
+}
+
+
+def plan_summary(runs: pd.DataFrame) -> dict[str, str]:
+    """What one set's runs (rows with ``draw`` and ``plan``) planned, per column of ``PLAN_COLUMNS``:
+    the value where every draw planned the same, else each value with its draws, since a time-based
+    plan can choose another size on a slower machine."""
+    summary = {}
+    for column, show in PLAN_COLUMNS.items():
+        draws: dict[str, list[int]] = {}
+        for _, run in runs.sort_values("draw").iterrows():
+            draws.setdefault(show(run["plan"]), []).append(int(run["draw"]))
+        if len(draws) == 1:
+            summary[column] = next(iter(draws))
+        else:
+            summary[column] = "; ".join(f"{value} (draw{'s' if len(d) > 1 else ''} {', '.join(map(str, d))})"
+                                        for value, d in draws.items())
+    return summary
 
 
 def _figure(frame: pd.DataFrame, sets: dict[str, dict]) -> None:

@@ -1,5 +1,6 @@
 """The benchmarks' own machinery: the notes-style loop trains the same method as the pipeline."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -164,3 +165,16 @@ def test_the_baseline_run_takes_the_default_methods_plan_except_its_method():
     assert config.preprocess.spatial_size == [24, 24, 24] and config.preprocess.target_spacing == []
     assert (config.preprocess.orientation, config.train.precision, config.train.batch_size) == ("RAS", "bfloat16", 8)
     assert config.method["name"] == "supervised"
+
+
+def test_plan_summary_names_the_draws_where_the_plans_differ():
+    from benchmarks.real import plan_summary
+
+    def plan(size, precision):
+        return {"preprocess.spatial_size": [size] * 3, "preprocess.intensity": "minmax", "train.batch_size": 8,
+                "train.unlabelled_batch_size": 16, "train.precision": precision}
+
+    runs = pd.DataFrame({"draw": [2, 0, 1], "plan": [plan(28, "float32"), plan(24, "float32"), plan(28, "float32")]})
+    summary = plan_summary(runs)
+    assert summary["spatial size"] == "24x24x24 (draw 0); 28x28x28 (draws 1, 2)"
+    assert summary["precision"] == "float32" and summary["batches"] == "8 + 16"
