@@ -248,8 +248,9 @@ class Trainer:
         final writing included: each evaluation redraws the curves so far, so the slowest one
         measures what the end of the run costs (a last evaluation, test predictions, the same
         writing), and training stops early enough to leave twice that. Evaluations are spread out
-        when they cost over a tenth of the time. Every ``train.checkpoint_minutes`` the run folder gets a resumable state;
-        ``resume=True`` continues from it (same step count, same budget, same random streams).
+        when they cost over a tenth of the time. Every ``train.checkpoint_minutes`` the run folder
+        gets a resumable state; ``resume=True`` continues from it (same step count, same budget,
+        same random streams).
         """
         train = self.config.train
         method = self.method
