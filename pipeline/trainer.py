@@ -402,8 +402,9 @@ class Trainer:
         """``metrics.csv`` and ``training_curves.png`` so far, so a long run can be watched."""
         from pipeline.plots import plot_training_curves
 
-        write_csv(self.run_dir / "metrics.csv", pd.DataFrame(self.history))
-        plot_training_curves(pd.DataFrame(self.history), self.run_dir / "training_curves.png",
+        history = pd.DataFrame(self.history)
+        write_csv(self.run_dir / "metrics.csv", history)
+        plot_training_curves(history, self.run_dir / "training_curves.png",
                              title=f"{self.config.name}: {self.config.method_name}")
 
     def _write(self, summary: dict) -> None:
