@@ -441,3 +441,21 @@ def test_pi_model_with_alignment_minimises_entropy_only_once_a_pool_prior_is_est
     method.pool_prior = torch.tensor([0.6, 0.2, 0.2])
     after = method.losses(batch_for(config, data, progress=0.5))
     assert float(after["entropy"]) > 0 and float(after["alignment"]) > 0
+
+
+def test_pi_model_warmup_trains_on_labelled_scans_alone_then_ramps_from_its_end():
+    data = toy_training_data()
+    config, method = build("pi_model", "method.pi_model.warmup=0.25")
+    seen = []
+    network = method.network
+    hook = network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    warm = method.losses(batch_for(config, data, progress=0.2))
+    assert seen == [8] and "unsupervised" not in warm  # the unlabelled passes are not paid for
+    assert torch.equal(warm["loss"], warm["supervised"])
+    later = method.losses(batch_for(config, data, progress=0.4))
+    hook.remove()
+    assert seen[1] == 8 + 2 * 16 and float(later["unsupervised"]) > 0
+    ramp = sigmoid_rampup(0.4 - 0.25, method.params.rampup)
+    assert float(later["weight"]) == pytest.approx(method.params.consistency_weight * ramp)
+    with pytest.raises(ValueError, match="warmup"):
+        build("pi_model", "method.pi_model.warmup=1.0")

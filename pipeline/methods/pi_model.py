@@ -16,6 +16,9 @@ and a pool that is mostly healthy is not pushed towards balanced labels' mix.  W
 entropy minimisation waits for that prior: until one is estimated (and for the whole run where the
 calibration scans never allow an estimate) nothing holds the mix, and on VesselMNIST3D the draw
 that never got one drifted 0.09 AUROC below supervised (``benchmarks/real_variants.md``).
+With ``warmup`` > 0 that fraction of training uses the labelled scans alone, and the ramp starts
+where it ends: the two unlabelled passes cost several labelled steps, and while the network is
+near chance their consistency term teaches little.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class PiModel(PoolPriorRounds, WeightAveraged, Method):
         entropy_weight: float = 0.0  # > 0: also minimise the unlabelled predictions' entropy
         alignment_weight: float = 0.0  # > 0: hold the mean unlabelled prediction at the pool's prior
         prior_rounds: int = 4  # with alignment: the prior is re-estimated at the start of each round
+        warmup: float = 0.0  # fraction of training on labelled scans alone; the ramp starts after it
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
@@ -61,6 +65,8 @@ class PiModel(PoolPriorRounds, WeightAveraged, Method):
             raise ValueError(f"method.pi_model.alignment_weight must be >= 0, got {params.alignment_weight}")
         if params.prior_rounds < 2:
             raise ValueError(f"method.pi_model.prior_rounds must be >= 2, got {params.prior_rounds}")
+        if not 0 <= params.warmup < 1:
+            raise ValueError(f"method.pi_model.warmup must be in [0, 1), got {params.warmup}")
         self.rounds = params.prior_rounds if params.alignment_weight > 0 else 1
         self.init_weight_average()
 
@@ -80,6 +86,8 @@ class PiModel(PoolPriorRounds, WeightAveraged, Method):
             ``alignment`` once a pool prior is estimated.
         """
         n_labelled, n_unlabelled = len(batch.labels), len(batch.unlabelled)
+        if batch.progress < self.params.warmup:
+            n_unlabelled = 0
         view = batch.augment.strong if self.params.view == "strong" else batch.augment.weak
         parts = [batch.augment.weak(batch.labelled)]
         if n_unlabelled:
@@ -92,7 +100,7 @@ class PiModel(PoolPriorRounds, WeightAveraged, Method):
             first = logits[n_labelled:n_labelled + n_unlabelled]
             second = logits[n_labelled + n_unlabelled:]
             unsupervised = softmax_mse(first, second)
-            ramp = sigmoid_rampup(batch.progress, self.params.rampup)
+            ramp = sigmoid_rampup(batch.progress - self.params.warmup, self.params.rampup)
             weight = self.params.consistency_weight * ramp
             loss = loss + weight * unsupervised
             aligned = self.params.alignment_weight == 0 or self.pool_prior is not None
