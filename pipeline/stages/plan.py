@@ -36,12 +36,7 @@ DEFAULT_METHOD = "pi_model"
 # The default method's parameters: entropy minimisation sharpens decisions on the unlabelled
 # scans, and the prior-alignment term holds the unlabelled predictions at the pool's own
 # estimated class mix (not the labelled one), so a pool with another mix is not pushed to it.
-# The first quarter of the budget trains on the labelled scans alone: an unlabelled pass costs
-# several labelled steps, and a consistency term on a model near chance teaches little (on
-# VesselMNIST3D a Pi-model step cost 10 supervised ones). The first prior estimate then comes
-# from the warmed-up model.
-DEFAULT_METHOD_PARAMS = {"consistency_weight": 30.0, "entropy_weight": 0.3, "alignment_weight": 1.0,
-                         "warmup": 0.25}
+DEFAULT_METHOD_PARAMS = {"consistency_weight": 30.0, "entropy_weight": 0.3, "alignment_weight": 1.0}
 
 
 # ---------------------------------------------------------------------------- fingerprint
