@@ -257,3 +257,22 @@ def test_run_with_a_missing_scan_folder_names_it(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--scans", str(tmp_path / "nowhere"), "--quiet"]) == 2
     assert "nowhere" in caplog.text
+
+
+def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, monkeypatch):
+    rows = []
+    for i in range(10):
+        mask = (np.random.default_rng(i).random((28, 28, 28)) > 0.7).astype(np.uint8) * 255
+        rows.append({"path": str(write.nifti(tmp_path / f"m{i}.nii.gz", mask)), "shape": "28x28x28",
+                     "spacing": "1x1x1", "label": "a"})
+    fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
+    fp["counts"]["unlabelled"] = {"(unlabelled)": 1000}
+    # The stand-in probe of the test above: at 24^3, 8 + 16 fit ~1,627 steps in 3 minutes.
+    monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
+                        3e-7 * size**3 * sum(batches))
+    roomy = planning.make_plan(fp, minutes=10, probe=True)
+    short = planning.make_plan(fp, minutes=1.5, probe=True)
+    assert roomy.settings["method.name"] == short.settings["method.name"] == planning.DEFAULT_METHOD
+    assert roomy.settings["method.pi_model.warmup"] == 0.0
+    assert short.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP > 0
+    assert "labelled scans alone" in short.reasons["method.pi_model.warmup"]
