@@ -447,8 +447,7 @@ def test_pi_model_warmup_trains_on_labelled_scans_alone_then_ramps_from_its_end(
     data = toy_training_data()
     config, method = build("pi_model", "method.pi_model.warmup=0.25")
     seen = []
-    network = method.network
-    hook = network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    hook = method.network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
     warm = method.losses(batch_for(config, data, progress=0.2))
     assert seen == [8] and "unsupervised" not in warm  # the unlabelled passes are not paid for
     assert torch.equal(warm["loss"], warm["supervised"])

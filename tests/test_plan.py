@@ -267,7 +267,7 @@ def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, m
                      "spacing": "1x1x1", "label": "a"})
     fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
     fp["counts"]["unlabelled"] = {"(unlabelled)": 1000}
-    # The stand-in probe of the test above: at 24^3, 8 + 16 fit ~1,627 steps in 3 minutes.
+    # The stand-in probe of test_a_budget_no_size_fits_...: at 24^3, 8 + 16 fit ~1,627 steps in 3 minutes.
     monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
                         3e-7 * size**3 * sum(batches))
     roomy = planning.make_plan(fp, minutes=10, probe=True)
