@@ -290,8 +290,8 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     n_unlabelled = sum(fp["counts"].get("unlabelled", {}).values())
     if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
         plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled} unlabelled scans: the Pi-model with entropy "
-                 "minimisation (once the pool's prior is estimated) and prior alignment: ahead of supervised on 3 "
-                 "of the 4 development-panel sets, level on the fourth (benchmarks/real.md)")
+                 "minimisation (once the pool's prior is estimated) and prior alignment: ahead of supervised on 2 "
+                 "of the 4 development-panel sets, level on the other two (benchmarks/real.md)")
         for key, value in DEFAULT_METHOD_PARAMS.items():
             plan.set(f"method.{DEFAULT_METHOD}.{key}", value, "the default method's tested default")
     else:
