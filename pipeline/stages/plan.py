@@ -287,6 +287,9 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         plan.set("augment.strong_bias_field", 0.0, "2D pictures: a bias field is an MRI volume artefact")
 
     # ---- method
+    step_s = next((p["seconds_per_step"] for p in probes
+                   if p["size"] == chosen and p["batches"] == list(batches)), None)
+    expected = int(minutes * 60 * 0.9 / step_s) if step_s else None
     n_unlabelled = sum(fp["counts"].get("unlabelled", {}).values())
     if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
         plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled} unlabelled scans: the Pi-model with entropy "
@@ -294,23 +297,18 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
                  "of the 4 development-panel sets, level on the other two (benchmarks/real.md)")
         for key, value in DEFAULT_METHOD_PARAMS.items():
             plan.set(f"method.{DEFAULT_METHOD}.{key}", value, "the default method's tested default")
+        if expected is not None and expected < TARGET_STEPS:
+            plan.set(f"method.{DEFAULT_METHOD}.warmup", SHORT_RUN_WARMUP, f"only ~{expected} Pi-model steps fit "
+                     f"(under {TARGET_STEPS:,}): the first quarter trains on the labelled scans alone, so that "
+                     "the network fits them before the consistency term starts")
+        elif expected is not None:
+            plan.set(f"method.{DEFAULT_METHOD}.warmup", 0.0, f"~{expected} Pi-model steps fit: no warm-up "
+                     f"(with {TARGET_STEPS:,} or more steps it cost up to 0.04 test AUROC on the panel)")
     else:
         plan.set("method.name", "supervised", f"only {n_unlabelled} unlabelled scans (under "
                  f"{MIN_UNLABELLED_FOR_SSL}): semi-supervised terms would have too little to learn from")
-    step_s = next((p["seconds_per_step"] for p in probes
-                   if p["size"] == chosen and p["batches"] == list(batches)), None)
-    if step_s:
-        expected = int(minutes * 60 * 0.9 / step_s)
-        if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
-            if expected < TARGET_STEPS:
-                plan.set(f"method.{DEFAULT_METHOD}.warmup", SHORT_RUN_WARMUP, f"only ~{expected} Pi-model steps fit "
-                         f"(under {TARGET_STEPS:,}): the first quarter trains on the labelled scans alone, so that "
-                         "the network fits them before the consistency term starts")
-            else:
-                plan.set(f"method.{DEFAULT_METHOD}.warmup", 0.0, f"~{expected} Pi-model steps fit: no warm-up "
-                         f"(with {TARGET_STEPS:,} or more steps it cost up to 0.04 test AUROC on the panel)")
-        every = max(25, expected // 8)
-        plan.set("train.eval_every", every, f"about 8 evaluations in the ~{expected} steps expected")
+    if expected is not None:
+        plan.set("train.eval_every", max(25, expected // 8), f"about 8 evaluations in the ~{expected} steps expected")
     return plan
 
 
