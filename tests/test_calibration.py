@@ -2,10 +2,14 @@ import numpy as np
 import pytest
 
 from pipeline.calibration import (
+    estimate_prior_bbse,
+    estimate_prior_mlls,
     expected_calibration_error,
+    fit_bias_temperature,
     fit_temperature,
     negative_log_likelihood,
     precision_thresholds,
+    separates_classes_robustly,
     softmax,
 )
 
@@ -84,3 +88,53 @@ def test_bootstrap_interval_brackets_the_statistic():
     low, high = bootstrap_interval(np.mean, (values,), 500)
     assert low < values.mean() < high and high - low < 0.5
     assert bootstrap_interval(np.mean, (values,), 0) is None
+
+
+def leaning_logits(labels, lean, sharpen, rng):
+    """Two-class logits of a model that leans towards class 1 by ``lean`` and is ``sharpen`` times
+    overconfident: evidence x ~ N(+-1, 1), calibrated log-odds 2x for equal priors."""
+    x = rng.normal(np.where(labels == 1, 1.0, -1.0), 1.0)
+    return np.stack([np.zeros_like(x), (2 * x + lean) * sharpen], axis=1)
+
+
+def test_bias_corrected_temperature_recovers_the_sharpening_and_the_lean():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 2000)
+    temperature, bias = fit_bias_temperature(leaning_logits(labels, 1.5, 3.0, rng), labels)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    assert bias[1] - bias[0] == pytest.approx(-1.5, abs=0.2)
+
+
+@pytest.mark.parametrize("shift", [0.1, 0.5, 0.8])
+def test_mlls_recovers_a_shifted_pool_prior_even_from_a_leaning_overconfident_model(shift):
+    rng = np.random.default_rng(1)
+    calibration_labels = np.repeat([0, 1], 200)  # balanced, as calibration sets are drawn
+    pool_labels = (rng.random(4000) < shift).astype(int)
+    for lean, sharpen in ((0.0, 1.0), (1.5, 3.0)):
+        prior = estimate_prior_mlls(leaning_logits(calibration_labels, lean, sharpen, rng), calibration_labels,
+                                    leaning_logits(pool_labels, lean, sharpen, rng))
+        assert prior[1] == pytest.approx(pool_labels.mean(), abs=0.04)
+
+
+def test_mlls_needs_calibration_scans_of_every_class_and_a_pool():
+    rng = np.random.default_rng(2)
+    logits = leaning_logits(np.repeat([0, 1], 20), 0.0, 1.0, rng)
+    assert estimate_prior_mlls(logits, np.zeros(40, dtype=int), logits) is None
+    assert estimate_prior_mlls(logits, np.repeat([0, 1], 20), logits[:0]) is None
+
+
+def test_the_robust_gate_refuses_a_separation_that_rests_on_which_calibration_scans_were_drawn():
+    labels = np.repeat([0, 1], 20)
+    spread = np.tile([-0.3, 0.3], 20)  # 20 scans a class, as on the development panel
+
+    def probs(positive_mean_gap, scatter):
+        p1 = 0.5 + np.where(labels == 1, 0.5, -0.5) * positive_mean_gap + scatter * spread
+        return np.stack([1 - p1, p1], axis=1)
+
+    steady, lucky, chance = probs(0.6, 0.1), probs(0.07, 1.0), probs(0.0, 1.0)
+    assert separates_classes_robustly(steady, labels)
+    # The plain test lets the lucky model through (its class means differ by 0.07 > 0.05), but the
+    # difference is within the noise of 20 scans a class: most resamples would refuse it.
+    assert estimate_prior_bbse(lucky, labels, lucky) is not None
+    assert not separates_classes_robustly(lucky, labels)
+    assert not separates_classes_robustly(chance, labels)

@@ -16,7 +16,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline.calibration import estimate_prior_bbse, fit_temperature, precision_thresholds, softmax
+from pipeline.calibration import (
+    estimate_prior_mlls,
+    fit_temperature,
+    precision_thresholds,
+    separates_classes_robustly,
+    softmax,
+)
 
 
 def sigmoid_rampup(progress: float, length: float) -> float:
@@ -133,14 +139,15 @@ def prior_alignment(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
 
 class PoolPriorRounds:
     """Mixin: at the start of each round after the first, estimate the unlabelled pool's class
-    prior from the prediction network by black-box shift estimation against the calibration
-    scans (``pipeline.calibration.estimate_prior_bbse``).
+    prior from the prediction network's logits on the calibration scans and the pool, by maximum
+    likelihood on bias-corrected calibrated posteriors (``pipeline.calibration.estimate_prior_mlls``).
 
     The pool's mix may differ from the labelled one (a screening pool is mostly healthy while
     labels are often balanced); a method that holds its unlabelled predictions at this estimate
     neither forces the labelled mix onto the pool nor lets entropy minimisation drift to one
-    class. ``self.pool_prior`` is None until the first estimate; a round whose model is too close
-    to chance to estimate keeps the last one.
+    class. ``self.pool_prior`` is None until the first estimate; a round whose model does not tell
+    the classes apart on the calibration scans robustly (``separates_classes_robustly``) keeps the
+    last one: an estimate from such a model was the floor, whatever the pool held.
     """
 
     pool_prior: torch.Tensor | None = None
@@ -152,10 +159,12 @@ class PoolPriorRounds:
             return unknown
         cal_logits, cal_labels = context.predict_subset("calibration")
         pool_logits, _ = context.predict_subset("unlabelled")
-        if not len(cal_labels):
+        if not len(cal_labels) or not len(pool_logits):
             return unknown
         temperature = fit_temperature(cal_logits, cal_labels)
-        prior = estimate_prior_bbse(softmax(cal_logits, temperature), cal_labels, softmax(pool_logits, temperature))
+        if not separates_classes_robustly(softmax(cal_logits, temperature), cal_labels):
+            return unknown
+        prior = estimate_prior_mlls(cal_logits, cal_labels, pool_logits)
         if prior is None:
             return unknown
         self.pool_prior = torch.as_tensor(prior, dtype=torch.float32)
