@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tomllib
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import commit

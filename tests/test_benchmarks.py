@@ -1,5 +1,7 @@
 """The benchmarks' own machinery: the notes-style loop trains the same method as the pipeline."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -178,3 +180,22 @@ def test_plan_summary_names_the_draws_where_the_plans_differ():
     summary = plan_summary(runs)
     assert summary["spatial size"] == "24x24x24 (draw 0); 28x28x28 (draws 1, 2)"
     assert summary["precision"] == "float32" and summary["batches"] == "8 + 16"
+
+
+def test_rerun_repeats_only_another_commits_runs_each_with_its_own_plan(tmp_path, monkeypatch):
+    from benchmarks import real
+
+    monkeypatch.setattr(real, "RESULTS", tmp_path)
+    monkeypatch.setattr(real, "HERE", tmp_path)
+    monkeypatch.setattr(real, "commit", lambda: "new")
+    monkeypatch.setattr(real, "build_page", lambda sets: "page")
+    (tmp_path / real.SUITE).mkdir()
+    stored = {0: {"commit": "old", "run": "a", "plan": {"train.batch_size": 8}},
+              1: {"commit": "new", "run": "b", "plan": {"train.batch_size": 8}}}
+    for draw, result in stored.items():
+        real.result_path("set", "pi_model", draw).write_text(json.dumps(result))
+    calls = []
+    monkeypatch.setattr(real, "run_one", lambda name, spec, method, draw, plan_from=None:
+                        calls.append((name, method, draw, plan_from)))
+    real.rerun("pi_model", ["set"], {"set": {"scans": "x"}}, draws=3)
+    assert calls == [("set", "pi_model", 0, stored[0])]  # draw 1 is this commit's, draw 2 was never run

@@ -90,6 +90,25 @@ def test_bootstrap_interval_brackets_the_statistic():
     assert bootstrap_interval(np.mean, (values,), 0) is None
 
 
+@pytest.mark.parametrize("shift", [0.1, 0.5, 0.8])
+def test_bbse_recovers_a_shifted_class_prior_even_from_a_biased_model(shift):
+    rng = np.random.default_rng(0)
+
+    def posteriors(labels, bias):
+        x = rng.normal(np.where(labels, 1.0, -1.0), 1.0)
+        p1 = 1 / (1 + np.exp(-2 * x - bias))  # bias: the model leans towards class 1
+        return np.stack([1 - p1, p1], 1)
+
+    calibration_labels = np.repeat([0, 1], 200)  # balanced, as calibration sets are drawn
+    pool_labels = rng.random(4000) < shift
+    for bias in (0.0, 1.5):
+        prior = estimate_prior_bbse(posteriors(calibration_labels, bias), calibration_labels,
+                                    posteriors(pool_labels, bias))
+        assert prior[1] == pytest.approx(pool_labels.mean(), abs=0.05)
+    chance = np.full((400, 2), 0.5)
+    assert estimate_prior_bbse(chance, calibration_labels, chance[:10]) is None  # a model at chance: no estimate
+
+
 def leaning_logits(labels, lean, sharpen, rng):
     """Two-class logits of a model that leans towards class 1 by ``lean`` and is ``sharpen`` times
     overconfident: evidence x ~ N(+-1, 1), calibrated log-odds 2x for equal priors."""

@@ -411,27 +411,6 @@ def test_pi_model_with_alignment_learns_when_the_pool_mix_differs_and_estimates_
     assert {"pool_prior_0", "pool_prior_1", "pool_prior_2"} <= set(rounds.columns)
 
 
-@pytest.mark.parametrize("shift", [0.1, 0.5, 0.8])
-def test_bbse_recovers_a_shifted_class_prior_even_from_a_biased_model(shift):
-    from pipeline.calibration import estimate_prior_bbse
-
-    rng = np.random.default_rng(0)
-
-    def posteriors(labels, bias):
-        x = rng.normal(np.where(labels, 1.0, -1.0), 1.0)
-        p1 = 1 / (1 + np.exp(-2 * x - bias))  # bias: the model leans towards class 1
-        return np.stack([1 - p1, p1], 1)
-
-    calibration_labels = np.repeat([0, 1], 200)  # balanced, as calibration sets are drawn
-    pool_labels = rng.random(4000) < shift
-    for bias in (0.0, 1.5):
-        prior = estimate_prior_bbse(posteriors(calibration_labels, bias), calibration_labels,
-                                    posteriors(pool_labels, bias))
-        assert prior[1] == pytest.approx(pool_labels.mean(), abs=0.05)
-    chance = np.full((400, 2), 0.5)
-    assert estimate_prior_bbse(chance, calibration_labels, chance[:10]) is None  # a model at chance: no estimate
-
-
 def test_pi_model_with_alignment_minimises_entropy_only_once_a_pool_prior_is_estimated():
     data = toy_training_data()
     config, method = build("pi_model", "method.pi_model.alignment_weight=1.0", "method.pi_model.entropy_weight=0.3")
