@@ -10,9 +10,9 @@ trained itself, unlike mean teacher's) predicts at calibration and scoring.  Wit
 ``entropy_weight`` > 0 the entropy of the unlabelled predictions is also minimised
 (ramped like the consistency weight), as in "Pi-model + EntMin" of Oliver et al. 2018.
 With ``alignment_weight`` > 0 the average unlabelled prediction is also held at the pool's
-class prior, estimated round by round by maximum likelihood on calibrated posteriors
-(``PoolPriorRounds``), and only where the network tells the classes apart on the calibration
-scans: the pool's own mix, not the labelled scans', so entropy minimisation cannot drift towards one class
+class prior, estimated round by round by maximum likelihood on calibrated posteriors, and only
+where the network tells the classes apart on the calibration scans (``PoolPriorRounds``): the
+pool's own mix, not the labelled scans', so entropy minimisation cannot drift towards one class
 and a pool that is mostly healthy is not pushed towards balanced labels' mix.  With alignment on,
 entropy minimisation waits for that prior: until one is estimated (and for the whole run where the
 calibration scans never allow an estimate) nothing holds the mix, and on VesselMNIST3D the draw
