@@ -32,9 +32,11 @@ from pipeline.calibration import (
     estimate_prior_bbse,
     estimate_prior_mlls,
     fit_temperature,
+    prior_by_em,
     separates_classes_robustly,
     soft_confusion,
     softmax,
+    stratified_resamples,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,15 +104,10 @@ def _bbse_ungated(cal_logits, cal_labels, pool_logits):
 def _bootstrap_estimates(cal_logits, cal_labels, pool_logits, resamples=200, seed=0):
     """Soft BBSE estimates over class-stratified resamples of the calibration scans (None where the gate
     refuses one)."""
-    rng = np.random.default_rng(seed)
     temperature = fit_temperature(cal_logits, cal_labels)
     cal, pool = softmax(cal_logits, temperature), softmax(pool_logits, temperature)
-    by_class = [np.flatnonzero(cal_labels == k) for k in range(cal.shape[1])]
-    estimates = []
-    for _ in range(resamples):
-        pick = np.concatenate([rng.choice(rows, len(rows)) for rows in by_class])
-        estimates.append(estimate_prior_bbse(cal[pick], cal_labels[pick], pool))
-    return estimates
+    return [estimate_prior_bbse(cal[pick], cal_labels[pick], pool)
+            for pick in stratified_resamples(cal_labels, cal.shape[1], resamples, seed)]
 
 
 def _bbse_bootstrap(cal_logits, cal_labels, pool_logits):
@@ -126,13 +123,8 @@ def _bbse_bootstrap(cal_logits, cal_labels, pool_logits):
 def _mlls_ts(cal_logits, cal_labels, pool_logits):
     """EM (Saerens et al. 2002) on temperature-scaled posteriors, without per-class biases."""
     temperature = fit_temperature(cal_logits, cal_labels)
-    posteriors = softmax(pool_logits, temperature)
     source = np.bincount(cal_labels, minlength=cal_logits.shape[1]) / len(cal_labels)
-    prior = source
-    for _ in range(1000):
-        shifted = posteriors * (prior / source)
-        prior = (shifted / shifted.sum(1, keepdims=True)).mean(0)
-    prior = np.clip(prior, 0.02, None)
+    prior = np.clip(prior_by_em(softmax(pool_logits, temperature), source), 0.02, None)
     return prior / prior.sum()
 
 

@@ -144,8 +144,9 @@ def rerun(method: str, names: list[str], sets: dict[str, dict], draws: int) -> N
     for name in names:
         for draw in range(draws):
             path = result_path(name, method, draw)
-            if path.exists() and json.loads(path.read_text())["commit"] != here:
-                run_one(name, sets[name], method, draw, plan_from=json.loads(path.read_text()))
+            stored = json.loads(path.read_text()) if path.exists() else None
+            if stored is not None and stored["commit"] != here:
+                run_one(name, sets[name], method, draw, plan_from=stored)
                 write_text(HERE / "real.md", build_page(sets))
 
 

@@ -210,13 +210,18 @@ def separates_classes_robustly(calibration_probs: np.ndarray, calibration_labels
     """
     if not _separates_classes(soft_confusion(calibration_probs, calibration_labels)):
         return False
-    rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(calibration_labels == k) for k in range(calibration_probs.shape[1])]
-    passed = 0
-    for _ in range(resamples):
-        pick = np.concatenate([rng.choice(rows, len(rows)) for rows in by_class])
-        passed += _separates_classes(soft_confusion(calibration_probs[pick], calibration_labels[pick]))
+    passed = sum(_separates_classes(soft_confusion(calibration_probs[pick], calibration_labels[pick]))
+                 for pick in stratified_resamples(calibration_labels, calibration_probs.shape[1], resamples, seed))
     return passed >= share * resamples
+
+
+def stratified_resamples(labels: np.ndarray, classes: int, resamples: int, seed: int = 0):
+    """Yield ``resamples`` bootstrap index arrays, each drawing every class's rows with replacement
+    as often as the class has rows, so a resample keeps the class counts."""
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(labels == k) for k in range(classes)]
+    for _ in range(resamples):
+        yield np.concatenate([rng.choice(rows, len(rows)) for rows in by_class])
 
 
 def fit_bias_temperature(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
@@ -263,16 +268,23 @@ def estimate_prior_mlls(calibration_logits: np.ndarray, calibration_labels: np.n
     if len(pool_logits) == 0 or (counts == 0).any():
         return None
     temperature, bias = fit_bias_temperature(calibration_logits, calibration_labels)
-    posteriors = softmax(pool_logits / temperature + bias)
-    source = counts / counts.sum()
-    prior = source
+    prior = prior_by_em(softmax(pool_logits / temperature + bias), counts / counts.sum(), tolerance, max_iterations)
+    prior = np.clip(prior, floor, None)
+    return prior / prior.sum()
+
+
+def prior_by_em(posteriors: np.ndarray, source_prior: np.ndarray, tolerance: float = 1e-7,
+                max_iterations: int = 1000) -> np.ndarray:
+    """The class prior that maximises the likelihood of a pool whose ``posteriors`` were calibrated
+    for ``source_prior`` (Saerens, Latinne & Decaestecker 2002): reweight the posteriors by
+    prior / source_prior, renormalise, average, repeat until the prior moves less than ``tolerance``."""
+    prior = source_prior
     for _ in range(max_iterations):
-        shifted = posteriors * (prior / source)
+        shifted = posteriors * (prior / source_prior)
         shifted /= shifted.sum(axis=1, keepdims=True)
         updated = shifted.mean(axis=0)
         converged = np.abs(updated - prior).max() < tolerance
         prior = updated
         if converged:
             break
-    prior = np.clip(prior, floor, None)
-    return prior / prior.sum()
+    return prior
