@@ -276,3 +276,27 @@ def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, m
     assert roomy.settings["method.pi_model.warmup"] == 0.0
     assert short.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP > 0
     assert "labelled scans alone" in short.reasons["method.pi_model.warmup"]
+
+
+def test_a_user_set_size_batches_or_precision_is_timed_for_the_warm_up(tmp_path, write, monkeypatch):
+    rows = []
+    for i in range(10):
+        mask = (np.random.default_rng(i).random((28, 28, 28)) > 0.7).astype(np.uint8) * 255
+        rows.append({"path": str(write.nifti(tmp_path / f"m{i}.nii.gz", mask)), "shape": "28x28x28",
+                     "spacing": "1x1x1", "label": "a"})
+    fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
+    fp["counts"]["unlabelled"] = {"(unlabelled)": 1000}
+    monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
+                        3e-7 * size**3 * sum(batches) * (2 if precision == "float32" else 1))
+    own = planning.make_plan(fp, minutes=3, probe=True)
+    # its own choice, 28^3 with 8 + 8 in bfloat16, fits ~1,540 steps: no warm-up
+    assert own.settings["train.precision"] == "bfloat16" and own.settings["method.pi_model.warmup"] == 0.0
+    fixed = {"preprocess.spatial_size": [28, 28, 28], "train.precision": "float32", "train.batch_size": 8}
+    forced = planning.make_plan(fp, minutes=3, probe=True, fixed=fixed)
+    user_row = forced.probe[-1]
+    assert user_row["set_by"] == "user" and user_row["batches"] == [8, 16] and user_row["precision"] == "float32"
+    assert user_row["steps_in_budget"] < planning.TARGET_STEPS  # ~510 steps fit the run the user asked for
+    assert forced.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP
+    assert "~512 Pi-model steps" in forced.reasons["method.pi_model.warmup"]
+    same = planning.make_plan(fp, minutes=3, probe=True, fixed={"train.precision": "bfloat16"})
+    assert not any(row.get("set_by") == "user" for row in same.probe)  # the plan's own run: nothing more timed

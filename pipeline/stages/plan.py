@@ -182,7 +182,7 @@ def _fmt(size) -> str:
 
 
 def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | None = None,
-              probe: bool = True) -> Plan:
+              probe: bool = True, fixed: dict[str, Any] | None = None) -> Plan:
     """Rules from fingerprint to settings.
 
     Parameters
@@ -197,6 +197,10 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     probe
         Time training steps on this machine to choose the input size (off: the size rules
         alone, for tests and dry runs).
+    fixed
+        Settings the user set (flat keys). Where their input size, batch sizes or precision
+        differ from the plan's, a step of the run they will train is timed too, and what depends
+        on the steps that fit (the warm-up, how often to evaluate) is planned from it.
     """
     plan = Plan()
     dims = fp["spatial_dims"]
@@ -289,6 +293,12 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     # ---- method
     step_s = next((p["seconds_per_step"] for p in probes
                    if p["size"] == chosen and p["batches"] == list(batches)), None)
+    user_run = _user_run(fixed or {}, chosen, batches, precision)
+    if step_s and user_run is not None:
+        run_size, run_batches, run_precision = user_run
+        step_s = time_step(run_size, dims, fp, DEFAULT_METHOD, run_batches, precision=run_precision)
+        probes.append({"size": run_size, "batches": list(run_batches), "precision": run_precision, "set_by": "user",
+                       "seconds_per_step": round(step_s, 4), "steps_in_budget": int(minutes * 60 * 0.9 / step_s)})
     expected = int(minutes * 60 * 0.9 / step_s) if step_s else None
     n_unlabelled = sum(fp["counts"].get("unlabelled", {}).values())
     if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
@@ -310,6 +320,22 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     if expected is not None:
         plan.set("train.eval_every", max(25, expected // 8), f"about 8 evaluations in the ~{expected} steps expected")
     return plan
+
+
+def _user_run(fixed: dict[str, Any], size: int, batches: tuple[int, int], precision: str
+              ) -> tuple[int, tuple[int, int], str] | None:
+    """(size, batches, precision) of the run the user's settings make, or None where it is the plan's."""
+    run_size = size
+    if "preprocess.spatial_size" in fixed:
+        # an anisotropic size is timed at its longest side: the estimate never gives more steps than the run gets
+        side = fixed["preprocess.spatial_size"]
+        run_size = int(max(side)) if isinstance(side, (list, tuple)) else int(side)
+    labelled = int(fixed.get("train.batch_size", batches[0]))
+    # the unlabelled batch follows a user's labelled one as the plan's follows its own: twice it
+    unlabelled = 2 * labelled if "train.batch_size" in fixed and batches[1] else batches[1]
+    run = (run_size, (labelled, int(fixed.get("train.unlabelled_batch_size", unlabelled))),
+           str(fixed.get("train.precision", precision)))
+    return None if run == (size, tuple(batches), precision) else run
 
 
 def _fmt_mm(values) -> str:

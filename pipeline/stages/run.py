@@ -78,7 +78,7 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
         log.info("plan: off for this config (plan = false); its settings are used as they are")
         return first, {"fingerprint": fp, "settings": {}, "note": "plan = false: the config's settings"}
     minutes = user.get("train.minutes")
-    plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe)
+    plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe, fixed=user)
     if "train.steps" in user and "train.minutes" not in user:
         plan.set("train.minutes", 0.0, "the user gave train.steps")
     config = load_config(path, overrides, base=plan.nested())
