@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -179,10 +180,12 @@ def _rerun_note(frame: pd.DataFrame) -> list[str]:
     rerun = frame[(frame["method"] == DEFAULT_METHOD) & frame["plan_from"].notna()]
     if rerun.empty:
         return []
-    return [f"`{DEFAULT_METHOD}` runs re-run on commit {', '.join(sorted(set(rerun['commit'])))} ({len(rerun)} runs, "
+    per_commit = ", ".join(f"{n} on {c}" for c, n in sorted(Counter(rerun["commit"]).items()))
+    return [f"`{DEFAULT_METHOD}` runs re-run on a later commit ({per_commit}, "
             f"{rerun['date'].min()} to {rerun['date'].max()}, as `--rerun {DEFAULT_METHOD}` does) took the settings their "
-            f"draw's earlier `{DEFAULT_METHOD}` run planned as overrides, so they keep the plan of that draw's "
-            f"`{BASELINE}` run; only the method's code and the machine's speed on the day differ.", ""]
+            f"draw's earlier `{DEFAULT_METHOD}` run planned as overrides, so they keep the inputs, network, augmentation, "
+            f"batches and precision of that draw's `{BASELINE}` run; the method's settings are planned again by that "
+            f"commit, and the method's code and the machine's speed on the day differ.", ""]
 
 
 def build_page(sets: dict[str, dict]) -> str:
