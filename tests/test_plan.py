@@ -286,8 +286,11 @@ def test_a_user_set_size_batches_or_precision_is_timed_for_the_warm_up(tmp_path,
                      "spacing": "1x1x1", "label": "a"})
     fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
     fp["counts"]["unlabelled"] = {"(unlabelled)": 1000}
-    monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
-                        3e-7 * size**3 * sum(batches) * (2 if precision == "float32" else 1))
+    def stand_in(size, dims, fp, method, batches, precision="float32", network=None):
+        width = sum((network or {}).get("channels", [16, 32, 64])) / 112  # wider networks take longer
+        return 3e-7 * size**3 * sum(batches) * (2 if precision == "float32" else 1) * width
+
+    monkeypatch.setattr(planning, "time_step", stand_in)
     own = planning.make_plan(fp, minutes=3, probe=True)
     # its own choice, 28^3 with 8 + 8 in bfloat16, fits ~1,540 steps: no warm-up
     assert own.settings["train.precision"] == "bfloat16" and own.settings["method.pi_model.warmup"] == 0.0
@@ -300,3 +303,5 @@ def test_a_user_set_size_batches_or_precision_is_timed_for_the_warm_up(tmp_path,
     assert "~512 Pi-model steps" in forced.reasons["method.pi_model.warmup"]
     same = planning.make_plan(fp, minutes=3, probe=True, fixed={"train.precision": "bfloat16"})
     assert not any(row.get("set_by") == "user" for row in same.probe)  # the plan's own run: nothing more timed
+    wide = planning.make_plan(fp, minutes=3, probe=True, fixed={"network.channels": [64, 128, 256]})
+    assert wide.probe[-1]["set_by"] == "user" and wide.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP

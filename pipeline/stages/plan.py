@@ -295,8 +295,9 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
                    if p["size"] == chosen and p["batches"] == list(batches)), None)
     user_run = _user_run(fixed or {}, chosen, batches, precision)
     if step_s and user_run is not None:
-        run_size, run_batches, run_precision = user_run
-        step_s = time_step(run_size, dims, fp, DEFAULT_METHOD, run_batches, precision=run_precision)
+        run_size, run_batches, run_precision, run_network = user_run
+        step_s = time_step(run_size, dims, fp, DEFAULT_METHOD, run_batches, precision=run_precision,
+                           network=run_network)
         probes.append({"size": run_size, "batches": list(run_batches), "precision": run_precision, "set_by": "user",
                        "seconds_per_step": round(step_s, 4), "steps_in_budget": int(minutes * 60 * 0.9 / step_s)})
     expected = int(minutes * 60 * 0.9 / step_s) if step_s else None
@@ -323,8 +324,8 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
 
 
 def _user_run(fixed: dict[str, Any], size: int, batches: tuple[int, int], precision: str
-              ) -> tuple[int, tuple[int, int], str] | None:
-    """(size, batches, precision) of the run the user's settings make, or None where it is the plan's."""
+              ) -> tuple[int, tuple[int, int], str, dict[str, Any]] | None:
+    """(size, batches, precision, network) of the run the user's settings make, or None where it is the plan's."""
     run_size = size
     if "preprocess.spatial_size" in fixed:
         # an anisotropic size is timed at its longest side: the estimate never gives more steps than the run gets
@@ -333,9 +334,10 @@ def _user_run(fixed: dict[str, Any], size: int, batches: tuple[int, int], precis
     labelled = int(fixed.get("train.batch_size", batches[0]))
     # the unlabelled batch follows a user's labelled one as the plan's follows its own: twice it
     unlabelled = 2 * labelled if "train.batch_size" in fixed and batches[1] else batches[1]
+    network = {key: fixed[f"network.{key}"] for key in ("channels", "stem_stride") if f"network.{key}" in fixed}
     run = (run_size, (labelled, int(fixed.get("train.unlabelled_batch_size", unlabelled))),
            str(fixed.get("train.precision", precision)))
-    return None if run == (size, tuple(batches), precision) else run
+    return None if run == (size, tuple(batches), precision) and not network else (*run, network)
 
 
 def _fmt_mm(values) -> str:
@@ -470,14 +472,17 @@ def _choose_size(candidates, dims, kind, fp, minutes, probe, precision: str = "f
 
 
 def time_step(size: int, dims: int, fp: dict[str, Any], method: str, batches: tuple[int, int] | None = None,
-              repeats: int = 3, precision: str = "float32") -> float:
-    """Seconds of one training step of ``method`` at ``size`` on random inputs of the planned shape."""
+              repeats: int = 3, precision: str = "float32", network: dict[str, Any] | None = None) -> float:
+    """Seconds of one training step of ``method`` at ``size`` on random inputs of the planned shape.
+
+    ``network`` (``channels``, ``stem_stride``) replaces the planned architecture's values where given.
+    """
     from pipeline.augment import BatchAugmenter
     from pipeline.config import AugmentConfig, NetworkConfig
     from pipeline.methods import StepBatch, get_method, method_params
     from pipeline.networks import network_factory
 
-    arch = _architecture(size, dims)
+    arch = {**_architecture(size, dims), **(network or {})}
     labelled, unlabelled = batches or _batch_sizes(size, dims, fp)
     channels = 3 if dims == 2 and fp["colour_fraction"] >= 0.5 else 1
     shape = [size] * dims
