@@ -259,7 +259,8 @@ def test_run_with_a_missing_scan_folder_names_it(tmp_path, monkeypatch, caplog):
     assert "nowhere" in caplog.text
 
 
-def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, monkeypatch):
+def mask_volumes_with_a_large_pool(tmp_path, write):
+    """Fingerprint of ten 28^3 binary masks, 4 labelled, counted as if 1,000 were unlabelled."""
     rows = []
     for i in range(10):
         mask = (np.random.default_rng(i).random((28, 28, 28)) > 0.7).astype(np.uint8) * 255
@@ -267,6 +268,11 @@ def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, m
                      "spacing": "1x1x1", "label": "a"})
     fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
     fp["counts"]["unlabelled"] = {"(unlabelled)": 1000}
+    return fp
+
+
+def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, monkeypatch):
+    fp = mask_volumes_with_a_large_pool(tmp_path, write)
     # The stand-in probe of test_a_budget_no_size_fits_...: at 24^3, 8 + 16 fit ~1,627 steps in 3 minutes.
     monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
                         3e-7 * size**3 * sum(batches))
@@ -279,13 +285,8 @@ def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, m
 
 
 def test_a_user_set_size_batches_or_precision_is_timed_for_the_warm_up(tmp_path, write, monkeypatch):
-    rows = []
-    for i in range(10):
-        mask = (np.random.default_rng(i).random((28, 28, 28)) > 0.7).astype(np.uint8) * 255
-        rows.append({"path": str(write.nifti(tmp_path / f"m{i}.nii.gz", mask)), "shape": "28x28x28",
-                     "spacing": "1x1x1", "label": "a"})
-    fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
-    fp["counts"]["unlabelled"] = {"(unlabelled)": 1000}
+    fp = mask_volumes_with_a_large_pool(tmp_path, write)
+
     def stand_in(size, dims, fp, method, batches, precision="float32", network=None):
         width = sum((network or {}).get("channels", [16, 32, 64])) / 112  # wider networks take longer
         return 3e-7 * size**3 * sum(batches) * (2 if precision == "float32" else 1) * width

@@ -299,8 +299,8 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         step_s = time_step(run_size, dims, fp, DEFAULT_METHOD, run_batches, precision=run_precision,
                            network=run_network)
         probes.append({"size": run_size, "batches": list(run_batches), "precision": run_precision, "set_by": "user",
-                       "seconds_per_step": round(step_s, 4), "steps_in_budget": int(minutes * 60 * 0.9 / step_s)})
-    expected = int(minutes * 60 * 0.9 / step_s) if step_s else None
+                       "seconds_per_step": round(step_s, 4), "steps_in_budget": _steps_in_budget(minutes, step_s)})
+    expected = _steps_in_budget(minutes, step_s) if step_s else None
     n_unlabelled = sum(fp["counts"].get("unlabelled", {}).values())
     if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
         plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled} unlabelled scans: the Pi-model with entropy "
@@ -321,6 +321,11 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     if expected is not None:
         plan.set("train.eval_every", max(25, expected // 8), f"about 8 evaluations in the ~{expected} steps expected")
     return plan
+
+
+def _steps_in_budget(minutes: float, seconds_per_step: float) -> int:
+    """Training steps that fit ``minutes`` at ``seconds_per_step``, with 10% of the budget kept in hand."""
+    return int(minutes * 60 * 0.9 / seconds_per_step)
 
 
 def _user_run(fixed: dict[str, Any], size: int, batches: tuple[int, int], precision: str
@@ -456,7 +461,7 @@ def _choose_size(candidates, dims, kind, fp, minutes, probe, precision: str = "f
     for size in ordered:
         for scale, batches in _batch_options(_batch_sizes(size, dims, fp)):
             seconds = time_step(size, dims, fp, DEFAULT_METHOD, batches, precision=precision)
-            steps = int(minutes * 60 * 0.9 / seconds)
+            steps = _steps_in_budget(minutes, seconds)
             results.append({"size": size, "batch_scale": scale, "batches": list(batches),
                             "seconds_per_step": round(seconds, 4), "steps_in_budget": steps})
             log.info("plan probe: %s at %d, batches %s: %.3f s a step, %d steps in %g minutes",
