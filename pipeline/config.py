@@ -281,6 +281,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config = build_dataclass(Config, raw, "")
     if config.train.precision not in PRECISIONS:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got '{config.train.precision}'")
+    size = config.preprocess.spatial_size
+    if len(size) not in (2, 3) or any(not isinstance(side, int) or side < 1 for side in size):
+        raise ConfigError(f"preprocess.spatial_size must be 2 or 3 positive whole numbers (2D or 3D), got {size}")
+    if config.train.batch_size < 1 or config.train.unlabelled_batch_size < 0:
+        raise ConfigError("train.batch_size must be at least 1 and train.unlabelled_batch_size at least 0, got "
+                          f"{config.train.batch_size} and {config.train.unlabelled_batch_size}")
     from pipeline.methods import validate_method_config
 
     config.method = validate_method_config(config.method)

@@ -27,6 +27,18 @@ def test_wrong_types_are_rejected_by_name():
         load_config(None, ["preprocess.spatial_size=28"])
 
 
+@pytest.mark.parametrize("override, named", [
+    ("preprocess.spatial_size=[]", r"preprocess\.spatial_size.*\[\]"),
+    ("preprocess.spatial_size=[28, 0]", r"preprocess\.spatial_size"),
+    ("preprocess.spatial_size=[8, 8, 8, 8]", r"preprocess\.spatial_size"),
+    ("train.batch_size=0", r"train\.batch_size"),
+    ("train.unlabelled_batch_size=-1", r"train\.unlabelled_batch_size"),
+])
+def test_sizes_that_cannot_train_are_rejected_by_name(override, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(None, [override])
+
+
 def test_unknown_method_name_lists_known_methods():
     with pytest.raises(ConfigError, match="supervised"):
         load_config(None, ["method.name=magic"])
