@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import commit
 from pipeline.calibration import (
+    estimate_pool_prior,
     estimate_prior_bbse,
     estimate_prior_mlls,
     fit_temperature,
@@ -153,7 +154,8 @@ ESTIMATORS = {
     "MLLS + bias-corrected temperature": estimate_prior_mlls,
     "MLLS + bias-corrected temperature, gated as BBSE": _mlls_bcts_gated,
     "BBSE soft, robust gate": _robust_gate(_bbse_soft),
-    "MLLS + bias-corrected temperature, robust gate (adopted)": _robust_gate(estimate_prior_mlls),
+    "MLLS + bias-corrected temperature, robust gate (807eaf7)": _robust_gate(estimate_prior_mlls),
+    "the same, floor estimates refused (adopted)": estimate_pool_prior,
 }
 
 

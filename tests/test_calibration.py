@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from pipeline.calibration import (
+    PRIOR_FLOOR,
+    estimate_pool_prior,
     estimate_prior_bbse,
     estimate_prior_mlls,
     expected_calibration_error,
@@ -157,3 +159,17 @@ def test_the_robust_gate_refuses_a_separation_that_rests_on_which_calibration_sc
     assert estimate_prior_bbse(lucky, labels, lucky) is not None
     assert not separates_classes_robustly(lucky, labels)
     assert not separates_classes_robustly(chance, labels)
+
+
+def test_a_pool_prior_at_the_floor_is_refused_as_a_model_that_has_not_learned_the_class():
+    rng = np.random.default_rng(3)
+    calibration_labels = np.repeat([0, 1], 30)
+    calibration = leaning_logits(calibration_labels, 0.0, 1.0, rng)  # separates the classes robustly
+    with_positives = leaning_logits((rng.random(2000) < 0.2).astype(int), 0.0, 1.0, rng)
+    # A model that calls every pool scan firmly healthy: EM drives the positive class to the floor.
+    none_seen = leaning_logits(np.zeros(2000, dtype=int), -6.0, 1.0, rng)
+    assert estimate_prior_mlls(calibration, calibration_labels, none_seen)[1] <= PRIOR_FLOOR
+    assert estimate_pool_prior(calibration, calibration_labels, none_seen) is None
+    assert estimate_pool_prior(calibration, calibration_labels, with_positives)[1] == pytest.approx(0.2, abs=0.05)
+    chance = rng.normal(0.0, 0.1, (60, 2))
+    assert estimate_pool_prior(chance, calibration_labels, with_positives) is None  # the robust gate still holds

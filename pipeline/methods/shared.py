@@ -17,10 +17,9 @@ import torch
 from torch import nn
 
 from pipeline.calibration import (
-    estimate_prior_mlls,
+    estimate_pool_prior,
     fit_temperature,
     precision_thresholds,
-    separates_classes_robustly,
     softmax,
 )
 
@@ -140,14 +139,14 @@ def prior_alignment(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
 class PoolPriorRounds:
     """Mixin: at the start of each round after the first, estimate the unlabelled pool's class
     prior from the prediction network's logits on the calibration scans and the pool, by maximum
-    likelihood on bias-corrected calibrated posteriors (``pipeline.calibration.estimate_prior_mlls``).
+    likelihood on bias-corrected calibrated posteriors (``pipeline.calibration.estimate_pool_prior``).
 
     The pool's mix may differ from the labelled one (a screening pool is mostly healthy while
     labels are often balanced); a method that holds its unlabelled predictions at this estimate
     neither forces the labelled mix onto the pool nor lets entropy minimisation drift to one
-    class. ``self.pool_prior`` is None until the first estimate; a round whose model does not tell
-    the classes apart on the calibration scans robustly (``separates_classes_robustly``) keeps the
-    last one: an estimate from such a model was the floor, whatever the pool held.
+    class. ``self.pool_prior`` is None until the first estimate; a round that allows none (the model
+    does not tell the classes apart on the calibration scans robustly, or EM drove a class to the
+    floor) keeps the last one.
     """
 
     pool_prior: torch.Tensor | None = None
@@ -161,10 +160,7 @@ class PoolPriorRounds:
         pool_logits, _ = context.predict_subset("unlabelled")
         if not len(cal_labels) or not len(pool_logits):
             return unknown
-        temperature = fit_temperature(cal_logits, cal_labels)
-        if not separates_classes_robustly(softmax(cal_logits, temperature), cal_labels):
-            return unknown
-        prior = estimate_prior_mlls(cal_logits, cal_labels, pool_logits)
+        prior = estimate_pool_prior(cal_logits, cal_labels, pool_logits)
         if prior is None:
             return unknown
         self.pool_prior = torch.as_tensor(prior, dtype=torch.float32)
