@@ -175,17 +175,23 @@ def _test_set_error(runs: pd.DataFrame) -> str:
 
 
 def _rerun_note(frame: pd.DataFrame) -> list[str]:
+    """A sentence per method some of whose runs were re-run (``--rerun``): a re-run's ``plan_from`` names
+    an earlier run of its own method, where a first baseline run's names the default method's."""
     if "plan_from" not in frame:
         return []
-    rerun = frame[(frame["method"] == DEFAULT_METHOD) & frame["plan_from"].notna()]
-    if rerun.empty:
-        return []
-    per_commit = ", ".join(f"{n} on {c}" for c, n in sorted(Counter(rerun["commit"]).items()))
-    return [f"`{DEFAULT_METHOD}` runs re-run on a later commit ({per_commit}, "
-            f"{rerun['date'].min()} to {rerun['date'].max()}, as `--rerun {DEFAULT_METHOD}` does) took the settings their "
-            f"draw's earlier `{DEFAULT_METHOD}` run planned as overrides, so they keep the inputs, network, augmentation, "
-            f"batches and precision of that draw's `{BASELINE}` run; the method's settings are planned again by that "
-            f"commit, and the method's code and the machine's speed on the day differ.", ""]
+    lines = []
+    for method in (DEFAULT_METHOD, BASELINE):
+        rerun = frame[(frame["method"] == method)
+                      & frame["plan_from"].fillna("").str.contains(f"_{method}_", regex=False)]
+        if rerun.empty:
+            continue
+        per_commit = ", ".join(f"{n} on {c}" for c, n in sorted(Counter(rerun["commit"]).items()))
+        lines += [f"`{method}` runs re-run on a later commit ({per_commit}, {rerun['date'].min()} to "
+                  f"{rerun['date'].max()}, as `--rerun {method}` does) took the settings their draw's earlier "
+                  f"`{method}` run had as overrides, so they keep the inputs, network, augmentation, batches and "
+                  f"precision of that draw's other run; the method's settings are planned again by that commit, "
+                  f"and the method's code and the machine's speed on the day differ.", ""]
+    return lines
 
 
 def build_page(sets: dict[str, dict]) -> str:

@@ -199,3 +199,16 @@ def test_rerun_repeats_only_another_commits_runs_each_with_its_own_plan(tmp_path
                         calls.append((name, method, draw, plan_from)))
     real.rerun("pi_model", ["set"], {"set": {"scans": "x"}}, draws=3)
     assert calls == [("set", "pi_model", 0, stored[0])]  # draw 1 is this commit's, draw 2 was never run
+
+
+def test_the_page_names_re_run_baseline_runs_apart_from_first_ones():
+    from benchmarks.real import _rerun_note
+
+    frame = pd.DataFrame([
+        {"method": "pi_model", "plan_from": None, "commit": "a", "date": "d1"},
+        {"method": "supervised", "plan_from": "s_pi_model_1", "commit": "a", "date": "d1"},  # first run
+        {"method": "supervised", "plan_from": "s_supervised_2", "commit": "b", "date": "d2"},  # a re-run
+    ])
+    note = " ".join(_rerun_note(frame))
+    assert "`supervised` runs re-run on a later commit (1 on b" in note
+    assert "`pi_model` runs re-run" not in note
