@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import commit
 from pipeline.calibration import (
+    PRIOR_FLOOR,
     estimate_pool_prior,
     estimate_prior_bbse,
     estimate_prior_mlls,
@@ -125,7 +126,7 @@ def _mlls_ts(cal_logits, cal_labels, pool_logits):
     """EM (Saerens et al. 2002) on temperature-scaled posteriors, without per-class biases."""
     temperature = fit_temperature(cal_logits, cal_labels)
     source = np.bincount(cal_labels, minlength=cal_logits.shape[1]) / len(cal_labels)
-    prior = np.clip(prior_by_em(softmax(pool_logits, temperature), source), 0.02, None)
+    prior = np.clip(prior_by_em(softmax(pool_logits, temperature), source), PRIOR_FLOOR, None)
     return prior / prior.sum()
 
 
