@@ -21,6 +21,8 @@ Parts (each leaves ``results/performance/<part>.json``; the page is rebuilt from
 - scoring_large: scoring 512x512 JPEGs and PNGs and 128^3 ``.nii.gz`` volumes against reading
   and decoding them, with peak memory.
 - torchrun: a training run in one process against ``torchrun --nproc_per_node 2``.
+- inference: milliseconds a scan of the trainer's predictions (round starts, evaluations,
+  calibration) at fixed batch sizes and at ``prediction_batch``'s, for the panel's input shapes.
 
 Run it on an otherwise idle machine: every figure is a time.
 """
@@ -39,7 +41,12 @@ from benchmarks.common import HERE, RESULTS, commit, machine, markdown_table
 from pipeline.io import write_json, write_text
 
 SUITE = "performance"
-PARTS = ("training", "scoring", "scaling", "cache", "make_train", "resolution", "levers", "scoring_large", "torchrun")
+PARTS = ("training", "scoring", "scaling", "cache", "make_train", "resolution", "levers", "scoring_large", "torchrun",
+         "inference")
+# (name, input shape, network channels, stem stride, scans): the development panel's planned inputs
+INFERENCE_CASES = (("28x28", (28, 28), [32, 64, 128], 1, 4000), ("128x128", (128, 128), [32, 64, 128, 192, 256], 2, 400),
+                   ("24^3", (24, 24, 24), [16, 32, 64], 1, 1446), ("28^3", (28, 28, 28), [16, 32, 64], 1, 1446))
+INFERENCE_BATCHES = (1024, 256, 64, 32, 16, 8)
 CONSISTENCY_METHODS = ("pi_model", "mean_teacher", "fixmatch")
 RESOLUTIONS = ((2, 128), (2, 256), (3, 64), (3, 96))
 # The commit before issue 18's speed work: the levers part measures it beside this one.
@@ -209,6 +216,29 @@ def resolution_part(steps: int = 5) -> None:
                   f"{row['samples_per_second']:.0f} samples/s", flush=True)
             rows.append(row)
     save("resolution", {"rows": rows, "precision": precision})
+
+
+def inference_part() -> None:
+    import torch
+
+    from pipeline.config import NetworkConfig
+    from pipeline.networks import network_factory
+    from pipeline.trainer import predict_logits, prediction_batch
+
+    rows = []
+    for name, shape, channels, stem, scans in INFERENCE_CASES:
+        network = network_factory(NetworkConfig(channels=channels, stem_stride=stem, dropout=0.1), 1, list(shape), 2)()
+        images = torch.rand(scans, 1, *shape, generator=torch.Generator().manual_seed(0))
+        chosen = prediction_batch(images)
+        for batch in sorted({*INFERENCE_BATCHES, chosen}, reverse=True):
+            predict_logits(network, images[:batch], torch.device("cpu"), batch)  # warm-up
+            tick = time.perf_counter()
+            predict_logits(network, images, torch.device("cpu"), batch)
+            ms = (time.perf_counter() - tick) * 1000 / scans
+            print(f"inference at {name}, batch {batch}: {ms:.2f} ms a scan", flush=True)
+            rows.append({"input": name, "channels": channels, "stem_stride": stem, "scans": scans, "batch": batch,
+                         "chosen": batch == chosen, "ms_per_scan": ms})
+    save("inference", {"rows": rows})
 
 
 def _baseline_tree(commit_id: str) -> Path:
@@ -532,10 +562,26 @@ drawing half of every batch). Regenerate: `make bench PARTS=torchrun`.
 """
 
 
+def inference_section(result) -> str:
+    rows = [{"input": r["input"], "network (stem stride)": f"{r['channels']} (/{r['stem_stride']})",
+             "scans": r["scans"], "batch": f"**{r['batch']}** (`prediction_batch`)" if r["chosen"] else r["batch"],
+             "ms a scan": f"{r['ms_per_scan']:.2f}"} for r in result["rows"]]
+    return f"""## Prediction batch size ({provenance(result)})
+
+`predict_logits` (evaluation mode, float32, no gradient) over a set of random scans of the development
+panel's planned inputs, at fixed batch sizes and at the one `prediction_batch` chooses (about 2^18
+input voxels). The trainer predicts the unlabelled pool at each round start of the default method,
+and the calibration scans at each evaluation. Regenerate: `make bench PARTS=inference`.
+
+{markdown_table(rows)}
+"""
+
+
 def write_report() -> None:
     sections = {"training": training_section, "scoring": scoring_section, "scaling": scaling_section,
                 "cache": cache_section, "make_train": make_train_section, "resolution": resolution_section,
-                "levers": levers_section, "scoring_large": scoring_large_section, "torchrun": torchrun_section}
+                "levers": levers_section, "scoring_large": scoring_large_section, "torchrun": torchrun_section,
+                "inference": inference_section}
     found = {part: load(part) for part in PARTS}
     body = "\n".join(sections[p](r) for p, r in found.items() if r)
     missing = [p for p, r in found.items() if not r]
@@ -577,7 +623,8 @@ def main() -> int:
         actions = {"training": lambda: training_part(methods, args.steps), "scoring": scoring_part,
                    "scaling": scaling_part, "cache": cache_part, "make_train": make_train_part,
                    "resolution": resolution_part, "levers": lambda: levers_part(args.baseline),
-                   "scoring_large": scoring_large_part, "torchrun": torchrun_part}
+                   "scoring_large": scoring_large_part, "torchrun": torchrun_part,
+                   "inference": inference_part}
         for part in parts:
             actions[part]()
             write_report()

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -7,9 +8,12 @@ import torch
 from pipeline.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import load_config
 from pipeline.trainer import (
+    PREDICT_SCANS,
     REFRESH_SCANS,
     Trainer,
     learning_rate_factor,
+    predict_logits,
+    prediction_batch,
     refresh_batchnorm,
     refresh_count,
 )
@@ -84,6 +88,24 @@ def test_batchnorm_refresh_sees_fewer_scans_when_they_are_larger():
     assert REFRESH_SCANS[0] <= rgb_2d < small_2d
     assert REFRESH_SCANS[0] < volume < small_2d
     assert large_volume == REFRESH_SCANS[0]
+
+
+def test_predictions_run_in_smaller_batches_for_larger_scans_and_do_not_depend_on_them():
+    small_2d = prediction_batch(torch.empty(0, 1, 28, 28))
+    picture = prediction_batch(torch.empty(0, 1, 128, 128))
+    volume = prediction_batch(torch.empty(0, 1, 28, 28, 28))
+    huge = prediction_batch(torch.empty(0, 1, 256, 256, 256))
+    assert small_2d == PREDICT_SCANS[1]
+    assert PREDICT_SCANS[0] < volume < picture < small_2d
+    assert huge == PREDICT_SCANS[0]
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.LazyLinear(2))
+    images = torch.rand(10, 1, 8, 8)
+    net(images)  # materialise the lazy layer
+    whole = predict_logits(net, images, torch.device("cpu"), batch_size=10)
+    assert np.allclose(predict_logits(net, images, torch.device("cpu"), batch_size=3), whole, atol=1e-6)
+    assert predict_logits(net, images, torch.device("cpu")).shape == (10, 2)
 
 
 def test_time_budget_stops_training(tmp_path):
