@@ -164,6 +164,14 @@ def test_precision_is_bfloat16_only_where_the_probe_shows_it_faster(monkeypatch)
         assert precision == expected, (bfloat16_seconds, reason)
         assert {r["precision"] for r in rows} == {"float32", "bfloat16"}
     assert planning._choose_precision(64, 2, fp, probe=False)[0] == "float32"
+    # Timed over several steps of the smallest batches the size probe tries, where steps are short.
+    volumes = {"spatial_dims": 3, "colour_fraction": 0.0, "classes": ["a", "b"],
+               "counts": {"labelled": {"a": 30, "b": 30}, "unlabelled": {"(unlabelled)": 500}}}
+    timed = []
+    monkeypatch.setattr(planning, "time_step", lambda *a, precision, **k: timed.append((a[4], k["repeats"])) or 1.0)
+    planning._choose_precision(28, 3, volumes, probe=True)
+    assert planning._batch_sizes(28, 3, volumes) == (32, 64)
+    assert timed == [((8, 16), planning.PRECISION_REPEATS)] * 2
     # A real step in each precision runs (whichever is faster on this machine).
     monkeypatch.undo()
     assert planning.time_step(16, 2, fp, planning.DEFAULT_METHOD, (8, 8), repeats=1, precision="bfloat16") > 0
@@ -274,7 +282,7 @@ def mask_volumes_with_a_large_pool(tmp_path, write):
 def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, monkeypatch):
     fp = mask_volumes_with_a_large_pool(tmp_path, write)
     # The stand-in probe of test_a_budget_no_size_fits_...: at 24^3, 8 + 16 fit ~1,627 steps in 3 minutes.
-    monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
+    monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32", **_:
                         3e-7 * size**3 * sum(batches))
     roomy = planning.make_plan(fp, minutes=10, probe=True)
     short = planning.make_plan(fp, minutes=1.5, probe=True)
@@ -287,7 +295,7 @@ def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, m
 def test_a_user_set_size_batches_or_precision_is_timed_for_the_warm_up(tmp_path, write, monkeypatch):
     fp = mask_volumes_with_a_large_pool(tmp_path, write)
 
-    def stand_in(size, dims, fp, method, batches, precision="float32", network=None):
+    def stand_in(size, dims, fp, method, batches, precision="float32", network=None, **_):
         width = sum((network or {}).get("channels", [16, 32, 64])) / 112  # wider networks take longer
         return 3e-7 * size**3 * sum(batches) * (2 if precision == "float32" else 1) * width
 
