@@ -61,8 +61,13 @@ def prediction_batch(images: torch.Tensor) -> int:
     The default method's round starts each predict the unlabelled pool: at 28^3 in batches of 1,024
     that took 5-9 s for VesselMNIST3D's 1,446 scans, three times in a 3-minute run.
     """
-    low, high = PREDICT_SCANS
-    return max(low, min(high, PREDICT_VOXELS // max(math.prod(images.shape[1:]), 1)))
+    return scans_within(images, PREDICT_VOXELS, PREDICT_SCANS)
+
+
+def scans_within(images: torch.Tensor, voxels: int, bounds: tuple[int, int]) -> int:
+    """How many of ``images``' scans hold about ``voxels`` voxels, clamped to ``bounds`` (low, high)."""
+    low, high = bounds
+    return max(low, min(high, voxels // max(math.prod(images.shape[1:]), 1)))
 
 
 @torch.no_grad()
@@ -112,8 +117,7 @@ def refresh_count(images: torch.Tensor) -> int:
     Statistics per channel pool every voxel, so a few hundred volumes estimate them as well as a
     few thousand.
     """
-    low, high = REFRESH_SCANS
-    return max(low, min(high, REFRESH_VOXELS // max(math.prod(images.shape[1:]), 1)))
+    return scans_within(images, REFRESH_VOXELS, REFRESH_SCANS)
 
 
 def learning_rate_factor(progress: float, decay_last_fraction: float) -> float:
