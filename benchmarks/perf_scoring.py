@@ -260,7 +260,7 @@ def stage_costs(folder: Path, run: Path, n: int = 100) -> dict:
     arrays, _ = preprocess_paths(files, model.config.preprocess, workers=1, progress=False)
     preprocess = time.perf_counter() - tick
     images = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
-    batch, _ = memory_bounded_sizes(model.config, model.config.score.batch_size, 512)
+    batch, _ = memory_bounded_sizes(model, model.config.score.batch_size, 512)
     logits_and_features(model.network, images[:batch], batch)  # warm-up
     tick = time.perf_counter()
     logits_and_features(model.network, images, batch)

@@ -22,7 +22,8 @@ Parts (each leaves ``results/performance/<part>.json``; the page is rebuilt from
   and decoding them, with peak memory.
 - torchrun: a training run in one process against ``torchrun --nproc_per_node 2``.
 - inference: milliseconds a scan of the trainer's predictions (round starts, evaluations,
-  calibration) at fixed batch sizes and at ``prediction_batch``'s, for the panel's input shapes.
+  calibration, and scoring's forward pass) at fixed batch sizes and at ``forward_batch``'s, for the
+  panel's input shapes.
 
 Run it on an otherwise idle machine: every figure is a time.
 """
@@ -222,14 +223,14 @@ def inference_part() -> None:
     import torch
 
     from pipeline.config import NetworkConfig
-    from pipeline.networks import network_factory
-    from pipeline.trainer import predict_logits, prediction_batch
+    from pipeline.networks import forward_batch, network_factory
+    from pipeline.trainer import predict_logits
 
     rows = []
     for name, shape, channels, stem, scans in INFERENCE_CASES:
         network = network_factory(NetworkConfig(channels=channels, stem_stride=stem, dropout=0.1), 1, list(shape), 2)()
         images = torch.rand(scans, 1, *shape, generator=torch.Generator().manual_seed(0))
-        chosen = prediction_batch(images)
+        chosen = forward_batch(network, images.shape[1:])
         for batch in sorted({*INFERENCE_BATCHES, chosen}, reverse=True):
             predict_logits(network, images[:batch], torch.device("cpu"), batch)  # warm-up
             tick = time.perf_counter()
@@ -237,7 +238,7 @@ def inference_part() -> None:
             ms = (time.perf_counter() - tick) * 1000 / scans
             print(f"inference at {name}, batch {batch}: {ms:.2f} ms a scan", flush=True)
             rows.append({"input": name, "channels": channels, "stem_stride": stem, "scans": scans, "batch": batch,
-                         "chosen": batch == chosen, "ms_per_scan": ms})
+                         "chosen": batch == chosen, "rule": "forward_batch", "ms_per_scan": ms})
     save("inference", {"rows": rows})
 
 
@@ -562,16 +563,22 @@ drawing half of every batch). Regenerate: `make bench PARTS=torchrun`.
 """
 
 
+def rule_text(result) -> str:
+    if any(r.get("rule") == "forward_batch" for r in result["rows"]):
+        return "`forward_batch` chooses (about 16 MiB of first-layer output, 1 to 64 scans)"
+    return "`prediction_batch` chooses (about 2^18 input voxels; replaced by `forward_batch`)"
+
+
 def inference_section(result) -> str:
     rows = [{"input": r["input"], "network (stem stride)": f"{r['channels']} (/{r['stem_stride']})",
-             "scans": r["scans"], "batch": f"**{r['batch']}** (`prediction_batch`)" if r["chosen"] else r["batch"],
+             "scans": r["scans"], "batch": f"**{r['batch']}** (`{r.get('rule', 'prediction_batch')}`)" if r["chosen"] else r["batch"],
              "ms a scan": f"{r['ms_per_scan']:.2f}"} for r in result["rows"]]
     return f"""## Prediction batch size ({provenance(result)})
 
 `predict_logits` (evaluation mode, float32, no gradient) over a set of random scans of the development
-panel's planned inputs, at fixed batch sizes and at the one `prediction_batch` chooses (about 2^18
-input voxels). The trainer predicts the unlabelled pool at each round start of the default method,
-and the calibration scans at each evaluation. Regenerate: `make bench PARTS=inference`.
+panel's planned inputs, at fixed batch sizes and at the one {rule_text(result)}. The trainer
+predicts the unlabelled pool at each round start of the default method and the calibration scans at
+each evaluation; scoring runs the same forward pass. Regenerate: `make bench PARTS=inference`.
 
 {markdown_table(rows)}
 """

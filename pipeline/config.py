@@ -133,7 +133,9 @@ class CalibrateConfig:
 
 @dataclass
 class ScoreConfig:
-    batch_size: int = 256
+    # At most; fewer where the first layer's output would pass 16 MiB (networks.forward_batch). On a CPU
+    # larger batches run slower (benchmarks/performance.md, "Prediction batch size"); a GPU may want more.
+    batch_size: int = 64
     max_saliency: int = 200  # saliency overlays on the review page, for flagged and abnormal-called scans
 
 

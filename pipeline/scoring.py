@@ -13,6 +13,7 @@ import torch
 
 from pipeline.calibration import softmax
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
+from pipeline.networks import forward_batch
 from pipeline.ood import OODScorer, load_bank, logits_and_features
 from pipeline.reading import is_scan_file
 
@@ -82,29 +83,22 @@ def rows_frame(rows: list[dict] | pd.DataFrame, columns: list[str]) -> pd.DataFr
     return frame
 
 
-BATCH_ACTIVATION_BYTES = 64 * 2**20  # the first layer's output for one forward batch
 CHUNK_IMAGE_BYTES = 64 * 2**20  # the preprocessed scans of one chunk (two are alive at once)
 
 
-def memory_bounded_sizes(config, batch_size: int, chunk_size: int) -> tuple[int, int]:
+def memory_bounded_sizes(model, batch_size: int, chunk_size: int) -> tuple[int, int]:
     """Forward batch and chunk sizes no larger than asked and small enough that scoring's memory
-    stays flat at any input size (a run's ``config``).
+    stays flat at any input size (``model``: a loaded run).
 
     Images and first-layer activations grow with the voxels: 256 volumes of 64^3 in one forward
     pass held over a gigabyte of activations, and a chunk of 512 another half gigabyte of
-    images. The first layer's output (its width, at the stem's stride) bounds the batch; the
-    image size bounds the chunk.
+    images. The batch is ``forward_batch``'s (the first layer's output, which also sets the
+    fastest batch on a CPU); the image size bounds the chunk.
     """
-    spatial = config.preprocess.spatial_size
-    voxels = math.prod(spatial)
-    image_bytes = voxels * config.preprocess.channels * 4
-    network = config.network
-    if network.name == "cnn":
-        activation_bytes = voxels / network.stem_stride ** len(spatial) * network.channels[0] * 4
-    else:
-        activation_bytes = max(network.hidden, default=1) * 4
-    batch = max(1, min(batch_size, int(BATCH_ACTIVATION_BYTES // max(activation_bytes, 1))))
-    chunk = max(batch, min(chunk_size, int(CHUNK_IMAGE_BYTES // image_bytes)))
+    preprocess = model.config.preprocess
+    scan_shape = (preprocess.channels, *preprocess.spatial_size)
+    batch = forward_batch(model.network, scan_shape, most=max(batch_size, 1))
+    chunk = max(batch, min(chunk_size, int(CHUNK_IMAGE_BYTES // (math.prod(scan_shape) * 4))))
     return batch, chunk
 
 

@@ -36,6 +36,7 @@ from pipeline.config import Config
 from pipeline.data import SUBSETS, TrainingData
 from pipeline.io import write_csv, write_json
 from pipeline.methods.base import RoundContext, StepBatch
+from pipeline.networks import forward_batch
 
 log = logging.getLogger("pipeline.train")
 
@@ -48,32 +49,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-PREDICT_VOXELS = 2 ** 18
-PREDICT_SCANS = (1, 64)
-
-
-def prediction_batch(images: torch.Tensor) -> int:
-    """Scans per inference batch: about ``PREDICT_VOXELS`` input voxels, within ``PREDICT_SCANS``.
-
-    Once a batch's activations outgrow the processor's caches, each scan costs several times more:
-    on the 2-core machine of ``benchmarks/performance.md`` a 28^3 volume took 3.7 ms in batches
-    of 1,024 and 0.75 ms in batches of 11, a 128x128 picture 1.25 ms and 0.46 ms in batches of 16.
-    The default method's round starts each predict the unlabelled pool: at 28^3 in batches of 1,024
-    that took 5-9 s for VesselMNIST3D's 1,446 scans, three times in a 3-minute run.
-    """
-    return scans_within(images, PREDICT_VOXELS, PREDICT_SCANS)
-
-
-def scans_within(images: torch.Tensor, voxels: int, bounds: tuple[int, int]) -> int:
-    """How many of ``images``' scans hold about ``voxels`` voxels, clamped to ``bounds`` (low, high)."""
-    low, high = bounds
-    return max(low, min(high, voxels // max(math.prod(images.shape[1:]), 1)))
-
-
 @torch.no_grad()
 def predict_logits(network: nn.Module, images: torch.Tensor, device: torch.device,
                    batch_size: int | None = None) -> np.ndarray:
-    batch_size = batch_size or prediction_batch(images)
+    """Logits of ``images`` in evaluation mode, in batches of ``batch_size`` (``forward_batch``'s by default)."""
+    batch_size = batch_size or forward_batch(network, images.shape[1:])
     was_training = network.training
     network.eval()
     out = [network(images[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
@@ -117,7 +97,8 @@ def refresh_count(images: torch.Tensor) -> int:
     Statistics per channel pool every voxel, so a few hundred volumes estimate them as well as a
     few thousand.
     """
-    return scans_within(images, REFRESH_VOXELS, REFRESH_SCANS)
+    low, high = REFRESH_SCANS
+    return max(low, min(high, REFRESH_VOXELS // max(math.prod(images.shape[1:]), 1)))
 
 
 def learning_rate_factor(progress: float, decay_last_fraction: float) -> float:

@@ -1,6 +1,7 @@
 """Calibrate and score a toy model; bad files become error rows, never a crash."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -150,16 +151,22 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
 
 
 def test_scoring_batches_and_chunks_shrink_with_the_input_size_so_memory_stays_flat():
-    from pipeline.config import load_config
-    from pipeline.scoring import BATCH_ACTIVATION_BYTES, CHUNK_IMAGE_BYTES, memory_bounded_sizes
+    from pipeline.checkpoint import LoadedModel, build_method
+    from pipeline.networks import FORWARD_BYTES, FORWARD_SCANS
+    from pipeline.scoring import CHUNK_IMAGE_BYTES, memory_bounded_sizes
 
-    small = load_config(None, ["preprocess.spatial_size=[28,28]"])
+    def model(*overrides):
+        config = load_config(None, list(overrides))
+        network = build_method(config, 2, 1).prediction_network()
+        return LoadedModel(network, config, ["a", "b"], "", {}, Path("."))
+
+    small = model("preprocess.spatial_size=[28,28]", "network.channels=[8,16]")
     assert memory_bounded_sizes(small, 256, 512) == (256, 512)  # small pictures: as asked
+    assert small.config.score.batch_size == FORWARD_SCANS[1]  # by default no more than a CPU runs fastest
     for stride in (1, 2):
-        volumes = load_config(None, ["preprocess.spatial_size=[64,64,64]", "network.channels=[16,32,64]",
-                                     f"network.stem_stride={stride}"])
+        volumes = model("preprocess.spatial_size=[64,64,64]", "network.channels=[16,32]", f"network.stem_stride={stride}")
         batch, chunk = memory_bounded_sizes(volumes, 256, 512)
-        assert batch * 64**3 / stride**3 * 16 * 4 <= BATCH_ACTIVATION_BYTES
+        assert batch * 64**3 / stride**3 * 16 * 4 <= FORWARD_BYTES
         assert chunk * 64**3 * 4 <= CHUNK_IMAGE_BYTES and chunk >= batch >= 1
     assert memory_bounded_sizes(volumes, 256, 512)[0] > memory_bounded_sizes(
-        load_config(None, ["preprocess.spatial_size=[64,64,64]", "network.channels=[16,32,64]"]), 256, 512)[0]
+        model("preprocess.spatial_size=[64,64,64]", "network.channels=[16,32]"), 256, 512)[0]

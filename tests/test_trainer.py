@@ -8,12 +8,10 @@ import torch
 from pipeline.checkpoint import CheckpointError, load_checkpoint
 from pipeline.config import load_config
 from pipeline.trainer import (
-    PREDICT_SCANS,
     REFRESH_SCANS,
     Trainer,
     learning_rate_factor,
     predict_logits,
-    prediction_batch,
     refresh_batchnorm,
     refresh_count,
 )
@@ -90,14 +88,33 @@ def test_batchnorm_refresh_sees_fewer_scans_when_they_are_larger():
     assert large_volume == REFRESH_SCANS[0]
 
 
-def test_predictions_run_in_smaller_batches_for_larger_scans_and_do_not_depend_on_them():
-    small_2d = prediction_batch(torch.empty(0, 1, 28, 28))
-    picture = prediction_batch(torch.empty(0, 1, 128, 128))
-    volume = prediction_batch(torch.empty(0, 1, 28, 28, 28))
-    huge = prediction_batch(torch.empty(0, 1, 256, 256, 256))
-    assert small_2d == PREDICT_SCANS[1]
-    assert PREDICT_SCANS[0] < volume < picture < small_2d
-    assert huge == PREDICT_SCANS[0]
+def _panel_network(shape, channels, stem_stride=1, name="cnn"):
+    from pipeline.config import NetworkConfig
+    from pipeline.networks import network_factory
+
+    config = NetworkConfig(name=name, channels=channels, stem_stride=stem_stride, hidden=[256], dropout=0.1)
+    return network_factory(config, 1, list(shape), 2)()
+
+
+def test_forward_batches_hold_about_16_mib_of_first_layer_output_and_predictions_do_not_depend_on_them():
+    from pipeline.networks import FORWARD_BYTES, FORWARD_SCANS, forward_batch
+
+    def batch(shape, channels, stem_stride=1, **kw):
+        return forward_batch(_panel_network(shape, channels, stem_stride), (1, *shape), **kw)
+
+    # the panel's planned inputs: the batches benchmarks/performance.md found fast
+    assert batch((28, 28), [32, 64, 128]) == FORWARD_SCANS[1]
+    assert batch((128, 128), [32, 64, 128, 192, 256], stem_stride=2) == 32
+    assert batch((24, 24, 24), [16, 32, 64]) == 18
+    assert batch((28, 28, 28), [16, 32, 64]) == 11
+    assert batch((256, 256, 256), [16, 32, 64]) == FORWARD_SCANS[0]
+    # a strided stem shrinks the first layer's output, so more scans fit
+    assert batch((64, 64, 64), [16, 32], stem_stride=2) == 8 * batch((64, 64, 64), [16, 32]) == 8
+    assert batch((28, 28), [32, 64, 128], most=5) == 5
+    for shape, channels in [((28, 28, 28), [16, 32, 64]), ((96, 96), [32, 64])]:
+        assert batch(shape, channels) * 4 * channels[0] * np.prod(shape) <= FORWARD_BYTES
+    mlp = _panel_network((28, 28), [8], name="mlp")
+    assert FORWARD_SCANS[0] <= forward_batch(mlp, (1, 28, 28)) <= FORWARD_SCANS[1]
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
                               torch.nn.LazyLinear(2))

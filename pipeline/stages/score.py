@@ -73,7 +73,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     todo = [f for f in files if f.relative_to(scans).as_posix() not in done]
     if done:
         log.info("resuming: %d of %d files already scored in %s", len(files) - len(todo), len(files), partial)
-    batch_size, chunk_size = memory_bounded_sizes(model.config, batch_size or model.config.score.batch_size,
+    batch_size, chunk_size = memory_bounded_sizes(model, batch_size or model.config.score.batch_size,
                                                   chunk_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     if engine == "ray":
