@@ -62,8 +62,11 @@ def predict_logits(network: nn.Module, images: torch.Tensor, device: torch.devic
 
 
 @torch.no_grad()
-def refresh_batchnorm(network: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> None:
-    """Re-estimate batch-norm running statistics on clean images.
+def refresh_batchnorm(network: nn.Module, images: torch.Tensor, device: torch.device,
+                      batch_size: int | None = None) -> None:
+    """Re-estimate batch-norm running statistics on clean images, in batches of ``batch_size``
+    (``forward_batch``'s by default: the statistics are a cumulative average over batches, so small
+    ones estimate them as well and run faster).
 
     Training sees augmented, noisy views; statistics gathered on them skew evaluation.
     """
@@ -74,6 +77,7 @@ def refresh_batchnorm(network: nn.Module, images: torch.Tensor, device: torch.de
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
+    batch_size = batch_size or forward_batch(network, images.shape[1:])
     was_training = network.training
     network.train()
     for i in range(0, len(images), batch_size):

@@ -75,6 +75,10 @@ def test_refresh_batchnorm_uses_clean_statistics():
         expected = net[0](images).mean(dim=(0, 2, 3))
     assert torch.allclose(net[1].running_mean, expected, atol=1e-4)
     assert net[1].momentum == 0.1
+    whole = net[1].running_var.clone()
+    refresh_batchnorm(net, images, torch.device("cpu"), batch_size=16)  # small batches: the same statistics
+    assert torch.allclose(net[1].running_mean, expected, atol=1e-4)
+    assert torch.allclose(net[1].running_var, whole, rtol=0.05)
 
 
 def test_batchnorm_refresh_sees_fewer_scans_when_they_are_larger():
