@@ -136,6 +136,17 @@ def network_factory(
     if not 0.0 <= config.dropout < 1.0:
         raise ValueError(f"network.dropout must be in [0, 1), got {config.dropout}")
 
+    if config.name == "cnn":
+        side = math.ceil(min(spatial_size) / config.stem_stride)
+        for stage in range(1, len(config.channels)):
+            side //= 2  # each stage after the first starts with a 2x max pooling
+            if side < 1:
+                raise ValueError(
+                    f"network.channels has {len(config.channels)} stages and network.stem_stride is "
+                    f"{config.stem_stride}: a {'x'.join(map(str, spatial_size))} input (preprocess.spatial_size) "
+                    f"pools away to nothing before stage {stage + 1}; use fewer stages, a smaller stem stride "
+                    "or a larger input")
+
     def build() -> nn.Module:
         if config.name == "cnn":
             net = ConvNet(

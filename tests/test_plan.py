@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from pipeline.cli import main
@@ -206,10 +207,35 @@ def test_user_values_win_over_the_plan_and_are_marked(tmp_path, monkeypatch):
     config, record = planned_config(None, overrides, probe=False, progress=False)
     assert config.preprocess.spatial_size == [24, 24] and config.network.channels == [4, 8]
     entry = record["settings"]["preprocess.spatial_size"]
-    assert entry["set_by"] == "user" and entry["value"] == [24, 24] and entry["planned"] == [28, 28]
+    assert entry["set_by"] == "user" and entry["value"] == [24, 24] and entry["planned"] == [24, 24]
+    network = record["settings"]["network.channels"]  # planned for the user's size, then the user's own
+    assert network["set_by"] == "user" and network["value"] == [4, 8] and network["planned"] == [32, 64, 128]
     assert record["settings"]["preprocess.intensity"]["set_by"] == "plan"
     assert config.preprocess.intensity == "range"  # planned, as the user left it unset
     assert record["fingerprint"]["counts"]["labelled"] == {"abnormal": 3, "normal": 3}
+
+
+def test_a_user_set_size_gets_a_network_and_batches_planned_for_it(tmp_path, write):
+    fp = planning.fingerprint(split_frame(jpeg_folder(tmp_path, write)), ["ab", "no"])
+    own = planning.make_plan(fp, minutes=5, probe=False)
+    assert own.settings["preprocess.spatial_size"] == [128, 128] and len(own.settings["network.channels"]) == 5
+    small = planning.make_plan(fp, minutes=5, probe=False, fixed={"preprocess.spatial_size": [28, 28]})
+    s = small.settings
+    # five stages after a stride-2 stem would pool a 28x28 input away to nothing
+    assert s["preprocess.spatial_size"] == [28, 28] and len(s["network.channels"]) == 3 and s["network.stem_stride"] == 1
+    assert "28x28" in small.reasons["train.batch_size"] and "user" in small.reasons["preprocess.spatial_size"]
+    wide = planning.make_plan(fp, minutes=5, probe=False, fixed={"preprocess.spatial_size": [256, 32]})
+    assert wide.settings["network.channels"] == planning._architecture(32, 2)["channels"]  # the short side decides
+
+
+def test_a_network_too_deep_for_its_input_is_refused_naming_the_keys():
+    from pipeline.config import NetworkConfig
+    from pipeline.networks import network_factory
+
+    deep = NetworkConfig(channels=[32, 64, 128, 192, 256], stem_stride=2)
+    with pytest.raises(ValueError, match=r"network.channels has 5 stages.*28x28 input \(preprocess.spatial_size\)"):
+        network_factory(deep, 1, [28, 28], 2)
+    network_factory(deep, 1, [32, 32], 2)  # one voxel left at the last stage is enough
 
 
 def test_plan_false_keeps_every_config_value(tmp_path, monkeypatch):

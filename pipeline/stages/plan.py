@@ -245,6 +245,11 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         candidates = [s for s in SIZES_3D if s <= max(min(extent), SIZES_3D[0])]
     else:
         candidates = [s for s in SIZES_2D if s <= max(min(median), SIZES_2D[0])]
+    user_sides = _user_sides(fixed or {}, dims)
+    if user_sides:
+        # The user's size is the size: the network, batches and steps are planned for it (timed at its
+        # longest side, so the estimate never gives more steps than the run gets).
+        candidates = [max(user_sides)]
     uniform = fp["all_same_size"]
     # Timed with the default method whatever the user chose, so that runs of different methods on
     # the same data (a supervised baseline, say) train on the same inputs and network.
@@ -263,11 +268,11 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         plan.set("preprocess.target_spacing", [side] * 3, f"spacings vary ({_fmt_mm(spacing['min'])} to "
                  f"{_fmt_mm(spacing['max'])}): resampled to {_fmt_mm([side] * 3)}, the median scan's "
                  f"{_fmt_mm(view)} field of view across {chosen} voxels (the median voxel: {finest:.3g} mm)")
-    size = [chosen] * dims
-    arch = _architecture(chosen, dims)
+    size = user_sides or [chosen] * dims
+    arch = _architecture(min(size), dims)  # an anisotropic input's shortest side sets the depth
     exact = uniform and [int(v) for v in median] == size
-    plan.set("preprocess.spatial_size", size, _size_reason(size, median, chosen, batches, candidates,
-                                                                     probes, minutes))
+    plan.set("preprocess.spatial_size", size, "the user's size; network, batches and steps planned for it"
+             if user_sides else _size_reason(size, median, chosen, batches, candidates, probes, minutes))
     plan.set("preprocess.resize", "pad_crop" if exact else "resize",
              "every scan already has this size" if exact else
              f"scans of {'one size' if uniform else 'different sizes'} ({_fmt(fp['size']['min'])} to "
@@ -326,6 +331,14 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
 def _steps_in_budget(minutes: float, seconds_per_step: float) -> int:
     """Training steps that fit ``minutes`` at ``seconds_per_step``, with 10% of the budget kept in hand."""
     return int(minutes * 60 * 0.9 / seconds_per_step)
+
+
+def _user_sides(fixed: dict[str, Any], dims: int) -> list[int] | None:
+    """The input size the user set (``preprocess.spatial_size``, one side or one per axis), or None."""
+    if "preprocess.spatial_size" not in fixed:
+        return None
+    side = fixed["preprocess.spatial_size"]
+    return [int(v) for v in side] if isinstance(side, (list, tuple)) else [int(side)] * dims
 
 
 def _user_run(fixed: dict[str, Any], size: int, batches: tuple[int, int], precision: str
