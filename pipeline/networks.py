@@ -107,11 +107,11 @@ def forward_batch(network: nn.Module, scan_shape: Sequence[int], most: int = FOR
     output about ``FORWARD_BYTES``, between ``FORWARD_SCANS[0]`` and ``most``.
 
     Once a batch's activations outgrow the processor's caches each scan costs several times more;
-    on the 2-core machine of ``benchmarks/performance.md`` ("Prediction batch size") a 28^3 volume took
-    3.05 ms in batches of 1,024 and 0.60 ms in batches of 11, a 128x128 picture (stem stride 2)
-    1.33 ms and 0.45 ms in batches of 32, a 28x28 one 0.21 ms and 0.05 ms in batches of 64: the
-    fast batches of every input hold about 16 MiB of first-layer output. The same bound keeps
-    scoring's memory flat at any input size.
+    on the 2-core machine of ``benchmarks/performance.md`` ("Prediction batch size", 28b6d46) a 28^3
+    volume took 3.40 ms in batches of 1,024 and 0.75 ms in batches of 11, a 128x128 picture (stem
+    stride 2) 1.87 ms and 0.51 ms in batches of 32, a 28x28 one 0.19 ms and 0.07 ms in batches of
+    64: the fast batches of every input hold about 16 MiB of first-layer output. The same bound
+    keeps scoring's memory flat at any input size.
     """
     values = first_layer_values(network, scan_shape)
     return max(FORWARD_SCANS[0], min(most, FORWARD_BYTES // max(4 * values, 1)))
