@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.io import atomic_path
+from pipeline.networks import forward_batch
 
 BANK = "ood.safetensors"
 NEIGHBOURS = 10
@@ -31,11 +32,13 @@ def last_linear(network: nn.Module) -> nn.Linear | None:
 
 
 @torch.no_grad()
-def logits_and_features(network: nn.Module, images: torch.Tensor, batch_size: int = 512,
+def logits_and_features(network: nn.Module, images: torch.Tensor, batch_size: int | None = None,
                         device: torch.device | str = "cpu") -> tuple[torch.Tensor, np.ndarray | None]:
-    """One forward pass without gradients: the logits, and the input of the network's last linear
-    layer for each image, L2-normalised (None when the network has no linear layer). Scoring takes
-    both from the same pass, so the out-of-distribution score costs no second forward pass."""
+    """One forward pass without gradients, in batches of ``batch_size`` (``forward_batch``'s by
+    default): the logits, and the input of the network's last linear layer for each image,
+    L2-normalised (None when the network has no linear layer). Scoring takes both from the same
+    pass, so the out-of-distribution score costs no second forward pass."""
+    batch_size = batch_size or forward_batch(network, images.shape[1:])
     head = last_linear(network)
     captured: list[torch.Tensor] = []
     hook = None
@@ -60,7 +63,7 @@ def logits_and_features(network: nn.Module, images: torch.Tensor, batch_size: in
 
 
 def penultimate_features(network: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
-                         batch_size: int = 512) -> np.ndarray | None:
+                         batch_size: int | None = None) -> np.ndarray | None:
     """The input of the network's last linear layer for each image, L2-normalised; None when the
     network has no linear layer."""
     return logits_and_features(network, images, batch_size, device)[1]
