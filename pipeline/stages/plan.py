@@ -343,17 +343,15 @@ def _user_sides(fixed: dict[str, Any], dims: int) -> list[int] | None:
 
 def _user_run(fixed: dict[str, Any], size: int, batches: tuple[int, int], precision: str
               ) -> tuple[int, tuple[int, int], str, dict[str, Any]] | None:
-    """(size, batches, precision, network) of the run the user's settings make, or None where it is the plan's."""
-    run_size = size
-    if "preprocess.spatial_size" in fixed:
-        # an anisotropic size is timed at its longest side: the estimate never gives more steps than the run gets
-        side = fixed["preprocess.spatial_size"]
-        run_size = int(max(side)) if isinstance(side, (list, tuple)) else int(side)
+    """(size, batches, precision, network) of the run the user's settings make, or None where it is the plan's.
+
+    A user's input size is already the plan's ``size`` (``_user_sides``); their batches, precision
+    and network may still differ from the plan's."""
     labelled = int(fixed.get("train.batch_size", batches[0]))
     # the unlabelled batch follows a user's labelled one as the plan's follows its own: twice it
     unlabelled = 2 * labelled if "train.batch_size" in fixed and batches[1] else batches[1]
     network = {key: fixed[f"network.{key}"] for key in ("channels", "stem_stride") if f"network.{key}" in fixed}
-    run = (run_size, (labelled, int(fixed.get("train.unlabelled_batch_size", unlabelled))),
+    run = (size, (labelled, int(fixed.get("train.unlabelled_batch_size", unlabelled))),
            str(fixed.get("train.precision", precision)))
     return None if run == (size, tuple(batches), precision) and not network else (*run, network)
 
