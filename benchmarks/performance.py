@@ -238,7 +238,7 @@ def inference_part() -> None:
             ms = (time.perf_counter() - tick) * 1000 / scans
             print(f"inference at {name}, batch {batch}: {ms:.2f} ms a scan", flush=True)
             rows.append({"input": name, "channels": channels, "stem_stride": stem, "scans": scans, "batch": batch,
-                         "chosen": batch == chosen, "rule": "forward_batch", "ms_per_scan": ms})
+                         "chosen": batch == chosen, "ms_per_scan": ms})
         # batch-norm statistics are re-estimated at every evaluation and round start
         clean = torch.rand(refresh_count(images), 1, *shape, generator=torch.Generator().manual_seed(1))
         for batch in (256, chosen):
@@ -574,8 +574,6 @@ drawing half of every batch). Regenerate: `make bench PARTS=torchrun`.
 
 
 def refresh_table(result) -> str:
-    if not result.get("refreshes"):
-        return ""
     rows = [{"input": r["input"], "scans": r["scans"],
              "batch": f"**{r['batch']}** (`forward_batch`)" if r["chosen"] else r["batch"],
              "seconds a refresh": f"{r['seconds']:.2f}"} for r in result["refreshes"]]
@@ -587,20 +585,14 @@ them) at every evaluation and round start, 8 or more times in a 3-minute run:
 """
 
 
-def rule_text(result) -> str:
-    if any(r.get("rule") == "forward_batch" for r in result["rows"]):
-        return "`forward_batch` chooses (about 16 MiB of first-layer output, 1 to 64 scans)"
-    return "`prediction_batch` chooses (about 2^18 input voxels; replaced by `forward_batch`)"
-
-
 def inference_section(result) -> str:
     rows = [{"input": r["input"], "network (stem stride)": f"{r['channels']} (/{r['stem_stride']})",
-             "scans": r["scans"], "batch": f"**{r['batch']}** (`{r.get('rule', 'prediction_batch')}`)" if r["chosen"] else r["batch"],
+             "scans": r["scans"], "batch": f"**{r['batch']}** (`forward_batch`)" if r["chosen"] else r["batch"],
              "ms a scan": f"{r['ms_per_scan']:.2f}"} for r in result["rows"]]
     return f"""## Prediction batch size ({provenance(result)})
 
 `predict_logits` (evaluation mode, float32, no gradient) over a set of random scans of the development
-panel's planned inputs, at fixed batch sizes and at the one {rule_text(result)}. The trainer
+panel's planned inputs, at fixed batch sizes and at the one `forward_batch` chooses (about 16 MiB of first-layer output, 1 to 64 scans). The trainer
 predicts the unlabelled pool at each round start of the default method and the calibration scans at
 each evaluation; scoring runs the same forward pass. Regenerate: `make bench PARTS=inference`.
 
