@@ -44,8 +44,15 @@ def arm_split(start_split: Path, chosen: list[str], out: Path) -> Path:
     return write_csv(out, split)
 
 
+def added_positives(start_split: Path, chosen: list[str], positive: str) -> int:
+    """How many of the ``chosen`` scans are of the ``positive`` class by the held-back truth."""
+    split = pd.read_csv(start_split, dtype=str, keep_default_na=False)
+    return int((split["scan_id"].isin(chosen) & (split["label"] == positive)).sum())
+
+
 def run_arm(name: str, arm: str, draw: int, start: Path, chosen: list[str]) -> dict:
     config = load_checkpoint(start).config
+    positives = added_positives(split_path(config), chosen, config.data.positive_class)
     split = arm_split(split_path(config), chosen,
                       Path("data_manifests") / f"{split_path(config).stem}.{arm}{len(chosen)}.split.csv")
     command = [sys.executable, "-m", "pipeline", "run", "--config", str(start / "config.toml"), "--quiet",
@@ -58,12 +65,23 @@ def run_arm(name: str, arm: str, draw: int, start: Path, chosen: list[str]) -> d
     calibration = json.loads((run / "calibration.json").read_text())
     summary = json.loads((run / "train_summary.json").read_text())
     result = {"set": name, "arm": arm, "draw": draw, "run": run.name, "start": start.name, "n_added": len(chosen),
+              "n_added_positive": positives,
               "test_auroc": calibration["test"]["screening"]["auroc"], "steps": summary["steps"],
               "wall_s": round(time.perf_counter() - tick, 1), "commit": commit(), "machine": machine(),
               "date": time.strftime("%Y-%m-%d %H:%M")}
     write_json(result_path(name, arm, draw), result)
     print(f"    {arm}: test AUROC {result['test_auroc']:.3f}", flush=True)
     return result
+
+
+def _positives_added(frame: pd.DataFrame, name: str) -> str:
+    """Per draw, how many of the added scans were abnormal in each arm ("-" for results made before
+    this was recorded)."""
+    part = frame[frame["set"] == name]
+    if "n_added_positive" not in part or part["n_added_positive"].isna().any():
+        return "-"
+    counts = part.pivot_table(index="draw", columns="arm", values="n_added_positive")
+    return ", ".join(f"{int(row.suggested)} / {int(row.random)}" for row in counts.itertuples())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
                          if len(paired) > 1 else f"{paired['random'].mean():.3f}",
                          "suggested - random": f"{mean:+.3f}",
                          "95% interval": f"[{low:+.3f}, {high:+.3f}]" if np.isfinite(low) else "(one draw)",
-                         "per draw": ", ".join(f"{d:+.3f}" for d in paired["suggested"] - paired["random"])})
+                         "per draw": ", ".join(f"{d:+.3f}" for d in paired["suggested"] - paired["random"]),
+                         "abnormal among added (suggested / random)": _positives_added(frame, name)})
     write_text(HERE / "active.md", "\n".join([
         "# Choosing the next scans to label: `pipeline suggest` against random", "",
         "Regenerate: `python -m benchmarks.active` after `make bench-real` (it starts from that bench's "
         "default-method runs). Each draw: the same start, N scans added to the labelled set (labels from the "
         "held-back truth), chosen by `pipeline suggest` or at random, retrained with the start's config and "
-        "budget; test AUROC on the same test scans.", "",
+        "budget; test AUROC on the same test scans. *Abnormal among added*: per draw, how many of the N added "
+        "scans are of the positive class by the held-back truth (suggested / random).", "",
         f"Commits: {', '.join(sorted(set(frame['commit'])))}. {frame['machine'].iloc[0]}.", "",
         markdown_table(rows) if rows else "No paired result yet.", ""]))
     print(HERE / "active.md")

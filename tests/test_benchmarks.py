@@ -212,3 +212,17 @@ def test_the_page_names_re_run_baseline_runs_apart_from_first_ones():
     note = " ".join(_rerun_note(frame))
     assert "`supervised` runs re-run on a later commit (1 on b" in note
     assert "`pi_model` runs re-run" not in note
+
+
+def test_active_counts_the_abnormal_scans_each_arm_added_by_the_held_back_truth(tmp_path):
+    from benchmarks.active import _positives_added, added_positives
+
+    split = tmp_path / "s.split.csv"
+    pd.DataFrame({"scan_id": ["a", "b", "c", "d"], "subset": ["labelled", "unlabelled", "unlabelled", "unlabelled"],
+                  "label": ["sick", "sick", "well", "sick"], "group": ""}).to_csv(split, index=False)
+    assert added_positives(split, ["b", "c"], "sick") == 1
+    assert added_positives(split, ["c"], "sick") == 0
+    frame = pd.DataFrame({"set": "v", "draw": [0, 0, 1, 1], "arm": ["suggested", "random"] * 2,
+                          "n_added_positive": [0, 3, 2, 1]})
+    assert _positives_added(frame, "v") == "0 / 3, 2 / 1"
+    assert _positives_added(frame.drop(columns="n_added_positive"), "v") == "-"
