@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                          "abnormal among added (suggested / random)": _positives_added(frame, name)})
     write_text(HERE / "active.md", "\n".join([
         "# Choosing the next scans to label: `pipeline suggest` against random", "",
-        "Regenerate: `python -m benchmarks.active` after `make bench-real` (it starts from that bench's "
-        "default-method runs). Each draw: the same start, N scans added to the labelled set (labels from the "
+        "Regenerate: `python -m benchmarks.active --set S --draws N` for each set after `make bench-real` "
+        "(it starts from that bench's default-method runs, which must still be in `runs/`). Each draw: the same start, N scans added to the labelled set (labels from the "
         "held-back truth), chosen by `pipeline suggest` or at random, retrained with the start's config and "
         "budget; test AUROC on the same test scans. *Abnormal among added*: per draw, how many of the N added "
         "scans are of the positive class by the held-back truth (suggested / random).", "",
