@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         if not start_record.exists():
             print(f"draw {draw}: no start run ({start_record} missing; run make bench-real first)")
             continue
+        if all(result_path(args.set, arm, draw).exists() for arm in ("suggested", "random")):
+            continue  # the page re-renders from stored results without the start run
         start = Path("runs") / json.loads(start_record.read_text())["run"]
         suggested = pd.read_csv(suggest(start, n=args.n, out=Path("data_manifests") / f"to_label_{args.set}_{draw}.csv"))
         config = load_checkpoint(start).config
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text(HERE / "active.md", "\n".join([
         "# Choosing the next scans to label: `pipeline suggest` against random", "",
         "Regenerate: `python -m benchmarks.active --set S --draws N` for each set after `make bench-real` "
-        "(it starts from that bench's default-method runs, which must still be in `runs/`). Each draw: the same start, N scans added to the labelled set (labels from the "
+        "(it starts from that bench's default-method runs, which must still be in `runs/` for draws not yet run). Each draw: the same start, N scans added to the labelled set (labels from the "
         "held-back truth), chosen by `pipeline suggest` or at random, retrained with the start's config and "
         "budget; test AUROC on the same test scans. *Abnormal among added*: per draw, how many of the N added "
         "scans are of the positive class by the held-back truth (suggested / random).", "",
