@@ -75,12 +75,12 @@ def run_arm(name: str, arm: str, draw: int, start: Path, chosen: list[str]) -> d
 
 
 def _positives_added(frame: pd.DataFrame, name: str) -> str:
-    """Per draw, how many of the added scans were abnormal in each arm ("-" for results made before
-    this was recorded)."""
+    """Per paired draw, how many of the added scans were abnormal in each arm ("-" for results made
+    before this was recorded)."""
     part = frame[frame["set"] == name]
     if "n_added_positive" not in part or part["n_added_positive"].isna().any():
         return "-"
-    counts = part.pivot_table(index="draw", columns="arm", values="n_added_positive")
+    counts = part.pivot_table(index="draw", columns="arm", values="n_added_positive").dropna()
     return ", ".join(f"{int(row.suggested)} / {int(row.random)}" for row in counts.itertuples())
 
 

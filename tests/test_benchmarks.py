@@ -225,4 +225,6 @@ def test_active_counts_the_abnormal_scans_each_arm_added_by_the_held_back_truth(
     frame = pd.DataFrame({"set": "v", "draw": [0, 0, 1, 1], "arm": ["suggested", "random"] * 2,
                           "n_added_positive": [0, 3, 2, 1]})
     assert _positives_added(frame, "v") == "0 / 3, 2 / 1"
+    unpaired = pd.concat([frame, pd.DataFrame({"set": ["v"], "draw": [2], "arm": ["suggested"], "n_added_positive": [4]})])
+    assert _positives_added(unpaired, "v") == "0 / 3, 2 / 1"  # a draw whose second arm has not run
     assert _positives_added(frame.drop(columns="n_added_positive"), "v") == "-"
