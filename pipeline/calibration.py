@@ -56,7 +56,8 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
 
 
 def precision_thresholds(
-    probs: np.ndarray, labels: np.ndarray, target_precision: float, min_support: int = 5
+    probs: np.ndarray, labels: np.ndarray, target_precision: float, min_support: int = 5,
+    class_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per class, the lowest confidence threshold at which predictions reach a target precision.
 
@@ -64,6 +65,11 @@ def precision_thresholds(
     The chosen threshold is the lowest t such that, for every threshold t' >= t with at
     least ``min_support`` scans above it, precision(t') >= target.  Requiring it at every
     higher threshold keeps the choice stable where the precision curve is jagged.
+
+    ``class_weights`` (K,) weighs each scan by its true class in the precision: with
+    ``pool_prior / calibration_prior`` it is the precision on a pool of another class mix (a
+    screening pool 9% abnormal makes a call of "abnormal" right far less often than balanced
+    calibration scans show). ``min_support`` still counts scans.
 
     Returns
     -------
@@ -84,9 +90,10 @@ def precision_thresholds(
         mine = predicted == k
         conf = confidence[mine]
         correct = (labels[mine] == k).astype(float)
+        weight = np.ones(len(conf)) if class_weights is None else np.asarray(class_weights, float)[labels[mine]]
         order = np.argsort(-conf, kind="stable")
-        conf, correct = conf[order], correct[order]
-        cumulative_precision = np.cumsum(correct) / np.arange(1, len(conf) + 1)
+        conf, correct, weight = conf[order], correct[order], weight[order]
+        cumulative_precision = np.cumsum(correct * weight) / np.maximum(np.cumsum(weight), 1e-12)
         ok = cumulative_precision >= target_precision
         # Walk down from the most confident; stop at the first failure past min_support.
         best = -1
@@ -99,7 +106,7 @@ def precision_thresholds(
             # Ties: every scan with the same confidence is in or out together.
             thresholds[k] = conf[best]
             included = conf >= conf[best]
-            precision[k] = correct[included].mean()
+            precision[k] = (correct * weight)[included].sum() / weight[included].sum()
             support[k] = included.sum()
     return thresholds, precision, support
 

@@ -52,6 +52,27 @@ def test_thresholds_reach_target_precision_on_fresh_data():
     assert (predicted[accepted] == held_labels[accepted]).mean() > 0.85
 
 
+def test_thresholds_weighted_to_a_rare_class_pool_reach_the_target_there():
+    # Balanced calibration scans, a pool 10% class 1: the same threshold that is 90% precise on
+    # the calibration scans is far less precise on the pool, so a class-1 call must be surer.
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 2000)
+    score = rng.normal(size=4000) + 3.0 * labels
+    probs = np.stack([1 - (p := 1 / (1 + np.exp(-score))), p], axis=1)
+    pool_prior, calibration_prior = np.array([0.9, 0.1]), np.array([0.5, 0.5])
+    plain, _, _ = precision_thresholds(probs, labels, 0.9, min_support=20)
+    weighted, precision, _ = precision_thresholds(probs, labels, 0.9, min_support=20,
+                                                  class_weights=pool_prior / calibration_prior)
+    assert weighted[1] > plain[1] and weighted[0] <= plain[0]
+    assert precision[1] >= 0.9
+    # Drawn at the pool's mix, class-1 calls above the weighted threshold are about 90% right;
+    # above the plain one they are not.
+    pool = np.concatenate([np.flatnonzero(labels == 0), rng.choice(np.flatnonzero(labels == 1), 222)])
+    called = pool[(probs[pool].argmax(1) == 1)]
+    assert (labels[called[probs[called, 1] >= weighted[1]]] == 1).mean() > 0.8
+    assert (labels[called[probs[called, 1] >= plain[1]]] == 1).mean() < 0.75
+
+
 def test_unreachable_precision_gives_threshold_one():
     probs = np.full((50, 2), 0.5)
     probs[:, 0] += 0.01

@@ -305,6 +305,31 @@ def test_co_training_gives_each_network_the_other_networks_pseudo_labels(tmp_pat
     assert not np.array_equal(method.pseudo[0].labels.numpy(), method.pseudo[1].labels.numpy())
 
 
+def test_pseudo_labels_reach_their_precision_on_a_pool_of_another_mix():
+    # Calibration scans 50/50, a pool 10% abnormal (class 1): thresholds set for the calibration
+    # mix accept abnormal calls that are mostly wrong in the pool; set for the pool's mix they do not.
+    from pipeline.config import CalibrateConfig
+    rng = np.random.default_rng(0)
+
+    def logits_of(labels):
+        score = rng.normal(size=len(labels)) + 2.5 * labels
+        return np.stack([-score / 2, score / 2], axis=1)
+
+    calibration_labels = np.repeat([0, 1], 200)
+    pool_labels = (rng.random(5000) < 0.1).astype(int)
+    subsets = {"calibration": (logits_of(calibration_labels), calibration_labels),
+               "unlabelled": (logits_of(pool_labels), pool_labels)}
+    settings = CalibrateConfig(target_precision=0.9, min_support=5)
+    precision = {}
+    for pool_mix in (False, True):
+        proposal = calibrated_proposal(subsets.__getitem__, settings, pool_mix=pool_mix)
+        called = proposal.accepted & (proposal.predicted == 1)
+        precision[pool_mix] = (pool_labels[called] == 1).mean() if called.any() else 1.0
+        assert (pool_labels[proposal.accepted & (proposal.predicted == 0)] == 0).mean() > 0.9
+    assert precision[False] < 0.7 and precision[True] > 0.8
+    assert proposal.pool_prior[1] == pytest.approx(0.1, abs=0.04)
+
+
 @pytest.mark.parametrize("name", SSL)
 def test_methods_step_on_volumes(name):
     data = toy_training_data(n=300, size=8, dims=3, n_calibration=30, n_test=30)

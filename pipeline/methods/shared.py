@@ -262,10 +262,11 @@ class Proposal:
     truth: np.ndarray  # (N,) true class where known, else -1 (reporting only)
     temperature: float
     thresholds: np.ndarray  # (K,)
+    pool_prior: np.ndarray | None = None  # (K,) the class mix the thresholds were chosen for
 
 
 def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]], calibrate,
-                        target_precision: float = 0.0) -> Proposal:
+                        target_precision: float = 0.0, pool_mix: bool = True) -> Proposal:
     """Pseudo-label candidates with per-class thresholds chosen on the calibration set.
 
     Probabilities are temperature-scaled (temperature fitted on the calibration set) and
@@ -280,17 +281,29 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
         Supplies ``target_precision`` (unless overridden) and ``min_support``.
     target_precision : float
         Overrides ``calibrate.target_precision`` when > 0.
+    pool_mix : bool
+        Reach the target precision under the pool's class mix rather than the calibration scans':
+        the pool's prior as ``estimate_pool_prior`` gives it, or, where the model allows no
+        estimate, its mean calibrated posterior (one EM step from the calibration mix, so a rare
+        class stays over-counted and its calls are held to a higher bar, not a lower one).
     """
     target = target_precision or calibrate.target_precision
     cal_logits, cal_labels = predict_subset("calibration")
     temperature = fit_temperature(cal_logits, cal_labels)
-    thresholds, _, _ = precision_thresholds(softmax(cal_logits, temperature), cal_labels, target,
-                                            calibrate.min_support)
     logits, truth = predict_subset("unlabelled")
     probs = softmax(logits, temperature)
+    prior = weights = None
+    if pool_mix and len(logits):
+        counts = np.bincount(cal_labels, minlength=probs.shape[1]).astype(float)
+        prior = estimate_pool_prior(cal_logits, cal_labels, logits)
+        if prior is None:
+            prior = probs.mean(axis=0)
+        weights = np.where(counts > 0, prior / np.maximum(counts / counts.sum(), 1e-12), 0.0)
+    thresholds, _, _ = precision_thresholds(softmax(cal_logits, temperature), cal_labels, target,
+                                            calibrate.min_support, weights)
     predicted, confidence = probs.argmax(1), probs.max(1)
     accepted = confidence >= thresholds[predicted]
-    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds)
+    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior)
 
 
 class PseudoLabels:
@@ -327,6 +340,8 @@ class PseudoLabels:
             "pseudo_accuracy": accuracy,
             "pseudo_classes": float(len(np.unique(predicted[accepted]))),
             "min_threshold": float(proposal.thresholds.min()),
+            **({} if proposal.pool_prior is None else
+               {f"pool_prior_{k}": float(p) for k, p in enumerate(proposal.pool_prior)}),
         }
 
     def state(self) -> dict[str, torch.Tensor]:
