@@ -327,7 +327,7 @@ def test_pseudo_labels_reach_their_precision_on_a_pool_of_another_mix():
         precision[pool_mix] = (pool_labels[called] == 1).mean() if called.any() else 1.0
         assert (pool_labels[proposal.accepted & (proposal.predicted == 0)] == 0).mean() > 0.9
     assert precision[False] < 0.7 and precision[True] > 0.8
-    assert proposal.pool_prior[1] == pytest.approx(0.1, abs=0.04)
+    assert proposal.mix_estimated and proposal.mix[1] == pytest.approx(0.1, abs=0.04)
 
 
 @pytest.mark.parametrize("name", SSL)

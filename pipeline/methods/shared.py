@@ -262,7 +262,8 @@ class Proposal:
     truth: np.ndarray  # (N,) true class where known, else -1 (reporting only)
     temperature: float
     thresholds: np.ndarray  # (K,)
-    pool_prior: np.ndarray | None = None  # (K,) the class mix the thresholds were chosen for
+    mix: np.ndarray | None = None  # (K,) the pool class mix the thresholds were chosen for
+    mix_estimated: bool = False  # the mix is estimate_pool_prior's, not the mean-posterior fallback
 
 
 def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]], calibrate,
@@ -284,8 +285,9 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     pool_mix : bool
         Reach the target precision under the pool's class mix rather than the calibration scans':
         the pool's prior as ``estimate_pool_prior`` gives it, or, where the model allows no
-        estimate, its mean calibrated posterior (one EM step from the calibration mix, so a rare
-        class stays over-counted and its calls are held to a higher bar, not a lower one).
+        estimate, its mean calibrated posterior: one EM step from the calibration mix, so a rare
+        class is still over-counted and its calls held to a lower bar than its true share asks, though
+        a higher one than the calibration mix's. ``rounds.csv`` says which (``pseudo_mix_estimated``).
     """
     target = target_precision or calibrate.target_precision
     cal_logits, cal_labels = predict_subset("calibration")
@@ -293,9 +295,11 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     logits, truth = predict_subset("unlabelled")
     probs = softmax(logits, temperature)
     prior = weights = None
+    estimated = False
     if pool_mix and len(logits):
         counts = np.bincount(cal_labels, minlength=probs.shape[1]).astype(float)
         prior = estimate_pool_prior(cal_logits, cal_labels, logits)
+        estimated = prior is not None
         if prior is None:
             prior = probs.mean(axis=0)
         weights = np.where(counts > 0, prior / np.maximum(counts / counts.sum(), 1e-12), 0.0)
@@ -303,7 +307,7 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
                                             calibrate.min_support, weights)
     predicted, confidence = probs.argmax(1), probs.max(1)
     accepted = confidence >= thresholds[predicted]
-    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior)
+    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior, estimated)
 
 
 class PseudoLabels:
@@ -340,8 +344,9 @@ class PseudoLabels:
             "pseudo_accuracy": accuracy,
             "pseudo_classes": float(len(np.unique(predicted[accepted]))),
             "min_threshold": float(proposal.thresholds.min()),
-            **({} if proposal.pool_prior is None else
-               {f"pool_prior_{k}": float(p) for k, p in enumerate(proposal.pool_prior)}),
+            **({} if proposal.mix is None else
+               {**{f"pseudo_mix_{k}": float(p) for k, p in enumerate(proposal.mix)},
+                "pseudo_mix_estimated": float(proposal.mix_estimated)}),
         }
 
     def state(self) -> dict[str, torch.Tensor]:
