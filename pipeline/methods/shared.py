@@ -285,9 +285,10 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     pool_mix : bool
         Reach the target precision under the pool's class mix rather than the calibration scans':
         the pool's prior as ``estimate_pool_prior`` gives it, or, where the model allows no
-        estimate, its mean calibrated posterior: one EM step from the calibration mix, so a rare
-        class is still over-counted and its calls held to a lower bar than its true share asks, though
-        a higher one than the calibration mix's. ``rounds.csv`` says which (``pseudo_mix_estimated``).
+        estimate, its mean calibrated posterior: one EM step from the calibration mix, which a model
+        that cannot tell the classes apart barely leaves (0.40-0.61 aneurysm for a VesselMNIST3D pool
+        of 0.09), so a rare class's calls may then be held to no higher a bar than before and be mostly
+        wrong (``benchmarks/real_variants.md``). ``rounds.csv`` says which (``pseudo_mix_estimated``).
     """
     target = target_precision or calibrate.target_precision
     cal_logits, cal_labels = predict_subset("calibration")
