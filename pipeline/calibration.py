@@ -81,6 +81,11 @@ def precision_thresholds(
     if not 0.0 < target_precision <= 1.0:
         raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
     n_classes = probs.shape[1]
+    if class_weights is not None:
+        class_weights = np.asarray(class_weights, dtype=float)
+        if class_weights.shape != (n_classes,) or not np.isfinite(class_weights).all() or (class_weights < 0).any():
+            raise ValueError(f"class_weights must be {n_classes} finite non-negative numbers (one per class), "
+                             f"got {class_weights.tolist()}")
     predicted = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
     thresholds = np.ones(n_classes)
@@ -90,7 +95,7 @@ def precision_thresholds(
         mine = predicted == k
         conf = confidence[mine]
         correct = (labels[mine] == k).astype(float)
-        weight = np.ones(len(conf)) if class_weights is None else np.asarray(class_weights, float)[labels[mine]]
+        weight = np.ones(len(conf)) if class_weights is None else class_weights[labels[mine]]
         order = np.argsort(-conf, kind="stable")
         conf, correct, weight = conf[order], correct[order], weight[order]
         cumulative_precision = np.cumsum(correct * weight) / np.maximum(np.cumsum(weight), 1e-12)

@@ -85,6 +85,9 @@ def test_unreachable_precision_gives_threshold_one():
 def test_bad_target_is_rejected():
     with pytest.raises(ValueError, match="target_precision"):
         precision_thresholds(np.ones((2, 2)) / 2, np.array([0, 1]), 1.5)
+    for weights in ([1.0], [1.0, -1.0], [1.0, np.nan]):
+        with pytest.raises(ValueError, match="class_weights"):
+            precision_thresholds(np.ones((2, 2)) / 2, np.array([0, 1]), 0.9, class_weights=weights)
 
 
 def test_screening_threshold_reaches_target_sensitivity_and_band_brackets_it():
