@@ -16,6 +16,7 @@ from pipeline.methods.co_teaching import forget_rate
 from pipeline.methods.shared import (
     Ensemble,
     HalfView,
+    PseudoLabels,
     calibrated_proposal,
     confidence_mask,
     ema_copy,
@@ -328,6 +329,33 @@ def test_pseudo_labels_reach_their_precision_on_a_pool_of_another_mix():
         assert (pool_labels[proposal.accepted & (proposal.predicted == 0)] == 0).mean() > 0.9
     assert precision[False] < 0.7 and precision[True] > 0.8
     assert proposal.mix_estimated and proposal.mix[1] == pytest.approx(0.1, abs=0.04)
+
+
+def test_no_pseudo_labels_where_the_pools_mix_cannot_be_estimated():
+    # A weak model on 20 calibration scans a class, a pool 10% abnormal: it does not separate the
+    # classes robustly, so no mix is known; thresholds for the calibration mix would call abnormal
+    # scans of which a third are right (VesselMNIST3D draw 2's fault), so nothing is called.
+    from pipeline.config import CalibrateConfig
+    rng = np.random.default_rng(0)
+
+    def logits_of(labels):
+        score = rng.normal(size=len(labels)) + 0.8 * labels
+        return np.stack([-score / 2, score / 2], axis=1)
+
+    calibration_labels = np.repeat([0, 1], 20)
+    pool_labels = (rng.random(2000) < 0.1).astype(int)
+    subsets = {"calibration": (logits_of(calibration_labels), calibration_labels),
+               "unlabelled": (logits_of(pool_labels), pool_labels)}
+    settings = CalibrateConfig(target_precision=0.9, min_support=5)
+    plain = calibrated_proposal(subsets.__getitem__, settings, pool_mix=False)
+    called = plain.accepted & (plain.predicted == 1)
+    assert called.sum() > 50 and (pool_labels[called] == 1).mean() < 0.5
+    proposal = calibrated_proposal(subsets.__getitem__, settings)
+    assert not proposal.accepted.any() and not proposal.mix_estimated and proposal.mix is None
+    logged = PseudoLabels()
+    logged.ensure(len(pool_labels), pool_labels)
+    info = logged.update(proposal, 0)
+    assert info["pseudo_labelled"] == 0 and info["pseudo_mix_estimated"] == 0
 
 
 @pytest.mark.parametrize("name", SSL)

@@ -263,7 +263,7 @@ class Proposal:
     temperature: float
     thresholds: np.ndarray  # (K,)
     mix: np.ndarray | None = None  # (K,) the pool class mix the thresholds were chosen for
-    mix_estimated: bool = False  # the mix is estimate_pool_prior's, not the mean-posterior fallback
+    mix_estimated: bool = False  # the mix is estimate_pool_prior's (else none was known: nothing accepted)
 
 
 def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]], calibrate,
@@ -284,31 +284,32 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
         Overrides ``calibrate.target_precision`` when > 0.
     pool_mix : bool
         Reach the target precision under the pool's class mix rather than the calibration scans':
-        the pool's prior as ``estimate_pool_prior`` gives it, or, where the model allows no
-        estimate, its mean calibrated posterior: one EM step from the calibration mix, which a model
-        that cannot tell the classes apart barely leaves (0.40-0.61 aneurysm for a VesselMNIST3D pool
-        of 0.09), so a rare class's calls may then be held to no higher a bar than before and be mostly
-        wrong (``benchmarks/real_variants.md``). ``rounds.csv`` says which (``pseudo_mix_estimated``).
+        the pool's prior as ``estimate_pool_prior`` gives it. Where the model allows no estimate,
+        nothing is accepted that round: no mix is then known under which a call would reach the
+        target, and the one at hand, the pool's mean calibrated posterior, is a single EM step from
+        the calibration mix that a model unable to tell the classes apart barely leaves (0.40-0.61
+        aneurysm for a VesselMNIST3D pool of 0.09, whose aneurysm calls were then 25% right;
+        ``benchmarks/real_variants.md``). ``rounds.csv`` says which rounds had an estimate
+        (``pseudo_mix_estimated``).
     """
     target = target_precision or calibrate.target_precision
     cal_logits, cal_labels = predict_subset("calibration")
     temperature = fit_temperature(cal_logits, cal_labels)
     logits, truth = predict_subset("unlabelled")
     probs = softmax(logits, temperature)
+    predicted, confidence = probs.argmax(1), probs.max(1)
     prior = weights = None
-    estimated = False
     if pool_mix and len(logits):
-        counts = np.bincount(cal_labels, minlength=probs.shape[1]).astype(float)
         prior = estimate_pool_prior(cal_logits, cal_labels, logits)
-        estimated = prior is not None
         if prior is None:
-            prior = probs.mean(axis=0)
+            thresholds = np.full(probs.shape[1], np.inf)
+            return Proposal(predicted, confidence, np.zeros(len(probs), bool), truth, temperature, thresholds)
+        counts = np.bincount(cal_labels, minlength=probs.shape[1]).astype(float)
         weights = np.where(counts > 0, prior / np.maximum(counts / counts.sum(), 1e-12), 0.0)
     thresholds, _, _ = precision_thresholds(softmax(cal_logits, temperature), cal_labels, target,
                                             calibrate.min_support, weights)
-    predicted, confidence = probs.argmax(1), probs.max(1)
     accepted = confidence >= thresholds[predicted]
-    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior, estimated)
+    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior, prior is not None)
 
 
 class PseudoLabels:
@@ -345,9 +346,9 @@ class PseudoLabels:
             "pseudo_accuracy": accuracy,
             "pseudo_classes": float(len(np.unique(predicted[accepted]))),
             "min_threshold": float(proposal.thresholds.min()),
+            "pseudo_mix_estimated": float(proposal.mix_estimated),
             **({} if proposal.mix is None else
-               {**{f"pseudo_mix_{k}": float(p) for k, p in enumerate(proposal.mix)},
-                "pseudo_mix_estimated": float(proposal.mix_estimated)}),
+               {f"pseudo_mix_{k}": float(p) for k, p in enumerate(proposal.mix)}),
         }
 
     def state(self) -> dict[str, torch.Tensor]:
