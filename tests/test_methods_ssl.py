@@ -306,20 +306,27 @@ def test_co_training_gives_each_network_the_other_networks_pseudo_labels(tmp_pat
     assert not np.array_equal(method.pseudo[0].labels.numpy(), method.pseudo[1].labels.numpy())
 
 
+def logits_on_a_pool_of_another_mix(signal: float, per_class: int, pool_size: int):
+    """``(subsets, pool labels)``: two-class logits whose abnormal (class 1) score is raised by
+    ``signal``, for ``per_class`` calibration scans a class and a pool about 10% abnormal."""
+    rng = np.random.default_rng(0)
+
+    def logits_of(labels):
+        score = rng.normal(size=len(labels)) + signal * labels
+        return np.stack([-score / 2, score / 2], axis=1)
+
+    calibration_labels = np.repeat([0, 1], per_class)
+    pool_labels = (rng.random(pool_size) < 0.1).astype(int)
+    subsets = {"calibration": (logits_of(calibration_labels), calibration_labels),
+               "unlabelled": (logits_of(pool_labels), pool_labels)}
+    return subsets, pool_labels
+
+
 def test_pseudo_labels_reach_their_precision_on_a_pool_of_another_mix():
     # Calibration scans 50/50, a pool 10% abnormal (class 1): thresholds set for the calibration
     # mix accept abnormal calls that are mostly wrong in the pool; set for the pool's mix they do not.
     from pipeline.config import CalibrateConfig
-    rng = np.random.default_rng(0)
-
-    def logits_of(labels):
-        score = rng.normal(size=len(labels)) + 2.5 * labels
-        return np.stack([-score / 2, score / 2], axis=1)
-
-    calibration_labels = np.repeat([0, 1], 200)
-    pool_labels = (rng.random(5000) < 0.1).astype(int)
-    subsets = {"calibration": (logits_of(calibration_labels), calibration_labels),
-               "unlabelled": (logits_of(pool_labels), pool_labels)}
+    subsets, pool_labels = logits_on_a_pool_of_another_mix(signal=2.5, per_class=200, pool_size=5000)
     settings = CalibrateConfig(target_precision=0.9, min_support=5)
     precision = {}
     for pool_mix in (False, True):
@@ -336,16 +343,7 @@ def test_no_pseudo_labels_where_the_pools_mix_cannot_be_estimated():
     # classes robustly, so no mix is known; thresholds for the calibration mix would call abnormal
     # scans of which a third are right (VesselMNIST3D draw 2's fault), so nothing is called.
     from pipeline.config import CalibrateConfig
-    rng = np.random.default_rng(0)
-
-    def logits_of(labels):
-        score = rng.normal(size=len(labels)) + 0.8 * labels
-        return np.stack([-score / 2, score / 2], axis=1)
-
-    calibration_labels = np.repeat([0, 1], 20)
-    pool_labels = (rng.random(2000) < 0.1).astype(int)
-    subsets = {"calibration": (logits_of(calibration_labels), calibration_labels),
-               "unlabelled": (logits_of(pool_labels), pool_labels)}
+    subsets, pool_labels = logits_on_a_pool_of_another_mix(signal=0.8, per_class=20, pool_size=2000)
     settings = CalibrateConfig(target_precision=0.9, min_support=5)
     plain = calibrated_proposal(subsets.__getitem__, settings, pool_mix=False)
     called = plain.accepted & (plain.predicted == 1)

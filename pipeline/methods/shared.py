@@ -262,8 +262,13 @@ class Proposal:
     truth: np.ndarray  # (N,) true class where known, else -1 (reporting only)
     temperature: float
     thresholds: np.ndarray  # (K,)
-    mix: np.ndarray | None = None  # (K,) the pool class mix the thresholds were chosen for
-    mix_estimated: bool = False  # the mix is estimate_pool_prior's (else none was known: nothing accepted)
+    mix: np.ndarray | None = None  # (K,) the pool's estimated class mix the thresholds were chosen for
+
+    @property
+    def mix_estimated(self) -> bool:
+        """Whether the thresholds were chosen for the pool's estimated mix (else for the calibration
+        scans', or, where the mix could not be estimated, none: nothing is accepted)."""
+        return self.mix is not None
 
 
 def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]], calibrate,
@@ -309,7 +314,7 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     thresholds, _, _ = precision_thresholds(softmax(cal_logits, temperature), cal_labels, target,
                                             calibrate.min_support, weights)
     accepted = confidence >= thresholds[predicted]
-    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior, prior is not None)
+    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior)
 
 
 class PseudoLabels:
