@@ -73,6 +73,35 @@ def test_thresholds_weighted_to_a_rare_class_pool_reach_the_target_there():
     assert (labels[called[probs[called, 1] >= plain[1]]] == 1).mean() < 0.75
 
 
+def test_bounded_precision_asks_for_enough_calibration_scans():
+    # A perfect model: every call right. On 20 scans a class the precision's 80% lower bound is
+    # 0.92 (each class's share above the threshold bounded at 0.2^(1/20) and 1 - 0.2^(1/20)), so a
+    # 0.9 target is reached and a 0.95 target is not; on 200 scans a class both are.
+    for per_class, reaches in ((20, {0.9: True, 0.95: False}), (200, {0.9: True, 0.95: True})):
+        labels = np.repeat([0, 1], per_class)
+        probs = np.where(np.eye(2)[labels] == 1, 0.9, 0.1) + np.linspace(0, 0.05, len(labels))[:, None]
+        probs /= probs.sum(1, keepdims=True)
+        for target, reached in reaches.items():
+            point, _, _ = precision_thresholds(probs, labels, target)
+            bounded, precision, support = precision_thresholds(probs, labels, target, confidence=0.8)
+            assert (point < 1).all()
+            assert (bounded < 1).all() == reached, (per_class, target)
+            if reached:
+                assert (precision >= target).all() and (precision < 1).all() and (support == per_class).all()
+
+
+def test_bounded_precision_is_never_above_the_point_precision():
+    rng = np.random.default_rng(4)
+    labels = np.repeat([0, 1], 60)
+    score = rng.normal(size=120) + 2.0 * labels
+    probs = np.stack([1 - (p := 1 / (1 + np.exp(-score))), p], axis=1)
+    weights = np.array([1.8, 0.2])  # a pool 90% class 0
+    point, point_precision, _ = precision_thresholds(probs, labels, 0.8, class_weights=weights)
+    bounded, bounded_precision, _ = precision_thresholds(probs, labels, 0.8, class_weights=weights, confidence=0.8)
+    assert (bounded >= point).all() and bounded[1] > point[1]
+    assert (bounded_precision[bounded < 1] >= 0.8).all()
+
+
 def test_unreachable_precision_gives_threshold_one():
     probs = np.full((50, 2), 0.5)
     probs[:, 0] += 0.01
@@ -88,6 +117,9 @@ def test_bad_target_is_rejected():
     for weights in ([1.0], [1.0, -1.0], [1.0, np.nan]):
         with pytest.raises(ValueError, match="class_weights"):
             precision_thresholds(np.ones((2, 2)) / 2, np.array([0, 1]), 0.9, class_weights=weights)
+    for confidence in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="confidence"):
+            precision_thresholds(np.ones((2, 2)) / 2, np.array([0, 1]), 0.9, confidence=confidence)
 
 
 def test_screening_threshold_reaches_target_sensitivity_and_band_brackets_it():
