@@ -34,12 +34,14 @@ from pipeline.calibration import (
     estimate_prior_bbse,
     estimate_prior_mlls,
     fit_temperature,
+    precision_thresholds,
     prior_by_em,
     separates_classes_robustly,
     soft_confusion,
     softmax,
     stratified_resamples,
 )
+from pipeline.config import CalibrateConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "prior_estimates"
@@ -204,8 +206,53 @@ def write_report(results: Path, out: Path) -> None:
         values = " | ".join("none" if np.isnan(row[k]) else f"{row[k]:.3f}" for k in ESTIMATORS)
         lines.append(f"| {row['set']} | {row['draw']} | {row['round']} | {row['n_cal']} | {row['cal_auroc']:.3f} | "
                      f"{row['truth']:.3f} | {row['refused']:.0%}, {row['interval']} | {values} |")
+    lines += pseudo_label_calls(results)
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
+
+
+PRECISION_RULES = {"point precision": None, "lower bound, 80%": 0.8, "lower bound, 90%": 0.9, "lower bound, 95%": 0.95}
+
+
+def pseudo_label_calls(results: Path, target: float = 0.95, min_support: int = 5) -> list[str]:
+    """Markdown: at every snapshot whose pool prior is estimated, the calls self-training's proposal
+    would make under each precision rule (``PRECISION_RULES``), with the share of them right."""
+    lines = ["", "## Pseudo-label calls under the estimated mix, by precision rule", "",
+             f"What `methods.shared.calibrated_proposal` would call on each snapshot with an estimate of the pool's "
+             f"prior (target precision {target}, at least {min_support} calibration scans; the snapshots' models are "
+             "the Pi-model's, not self-training's): healthy calls, then positive calls, as count / % right. "
+             f"The proposal holds the lower bound at {CalibrateConfig().precision_confidence:.0%} "
+             "(`calibrate.precision_confidence`).", "",
+             "| set | draw | round | calibration scans | truth | estimate | " + " | ".join(PRECISION_RULES) + " |",
+             "|---" * (6 + len(PRECISION_RULES)) + "|"]
+    for path in sorted(results.glob("*.npz")):
+        name, draw, round_index = path.stem.split("__")
+        described = results / f"{name}__{draw}.json"
+        if not described.exists():
+            continue
+        snap = np.load(path)
+        positive = json.loads(described.read_text())["positive_index"]
+        cal_logits, cal_labels, pool_logits, pool_labels = (snap[k] for k in ("cal_logits", "cal_labels",
+                                                                              "pool_logits", "pool_labels"))
+        prior = estimate_pool_prior(cal_logits, cal_labels, pool_logits)
+        if prior is None:
+            continue
+        temperature = fit_temperature(cal_logits, cal_labels)
+        cal_probs, pool_probs = softmax(cal_logits, temperature), softmax(pool_logits, temperature)
+        weights = prior / (np.bincount(cal_labels, minlength=len(prior)) / len(cal_labels))
+        predicted = pool_probs.argmax(1)
+        cells = []
+        for confidence in PRECISION_RULES.values():
+            thresholds, _, _ = precision_thresholds(cal_probs, cal_labels, target, min_support, weights, confidence)
+            accepted = pool_probs.max(1) >= thresholds[predicted]
+            calls = []
+            for k in [c for c in range(len(prior)) if c != positive] + [positive]:
+                called = accepted & (predicted == k)
+                calls.append(f"{called.sum()} / {(pool_labels[called] == k).mean():.0%}" if called.any() else "0")
+            cells.append(", ".join(calls))
+        lines.append(f"| {name} | {draw[4:]} | {round_index[5:]} | {len(cal_labels)} | {(pool_labels == positive).mean():.3f} "
+                     f"| {prior[positive]:.3f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

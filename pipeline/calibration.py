@@ -137,9 +137,8 @@ def _bounded_precision_thresholds(probs: np.ndarray, labels: np.ndarray, target_
     reaches the target. The bound rises as calls of the right class accumulate, so unlike the point
     rule no higher threshold need pass on its own: the accepted set as a whole is what is bounded."""
     n_classes = probs.shape[1]
-    weights = np.ones(n_classes) if class_weights is None else class_weights
     totals = np.bincount(labels, minlength=n_classes)
-    mass = weights * totals  # proportional to each class's share of the pool
+    mass = _pool_mass(totals, class_weights)
     predicted, top = probs.argmax(axis=1), probs.max(axis=1)
     thresholds = np.ones(n_classes)
     precision = np.full(n_classes, np.nan)
@@ -149,13 +148,7 @@ def _bounded_precision_thresholds(probs: np.ndarray, labels: np.ndarray, target_
         order = mine[np.argsort(-top[mine], kind="stable")]
         conf = top[order]
         above = np.cumsum(np.eye(n_classes)[labels[order]], axis=0)  # (calls, K): scans of each class so far
-        with np.errstate(invalid="ignore", divide="ignore"):
-            low = np.nan_to_num(beta.ppf(1 - confidence, above, totals - above + 1), nan=0.0)
-            high = np.nan_to_num(beta.ppf(confidence, above + 1, totals - above), nan=1.0)
-        high[:, totals == 0] = 0.0
-        wrong = (np.delete(mass, k) * np.delete(high, k, axis=1)).sum(axis=1)
-        right = mass[k] * low[:, k]
-        bound = right / np.maximum(right + wrong, 1e-12)
+        bound = _precision_lower_bound(above, totals, mass, k, confidence)
         # A tie is in or out as a whole: only the last scan of each run of equal confidences may end the set.
         ends = np.append(conf[1:] < conf[:-1], True)
         passing = np.flatnonzero(ends & (bound >= target_precision) & (np.arange(len(conf)) + 1 >= min_support))
@@ -163,6 +156,42 @@ def _bounded_precision_thresholds(probs: np.ndarray, labels: np.ndarray, target_
             best = passing[-1]
             thresholds[k], precision[k], support[k] = conf[best], bound[best], best + 1
     return thresholds, precision, support
+
+
+def _pool_mass(totals: np.ndarray, class_weights: np.ndarray | None) -> np.ndarray:
+    """Each class's calibration scans times its weight: proportional to its share of the pool."""
+    return totals * (1.0 if class_weights is None else np.asarray(class_weights, dtype=float))
+
+
+def _precision_lower_bound(above: np.ndarray, totals: np.ndarray, mass: np.ndarray, k: int,
+                           confidence: float) -> np.ndarray:
+    """Lower confidence bound of the precision of calls of class ``k``, for each row of ``above``
+    (calibration scans of each class among the calls): class k's share of its scans called at its
+    one-sided Clopper-Pearson low, the other classes' at their high."""
+    above = np.atleast_2d(above)
+    wrong_above, wrong_total, wrong_mass = np.delete(above, k, axis=1), np.delete(totals, k), np.delete(mass, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        right = mass[k] * np.nan_to_num(beta.ppf(1 - confidence, above[:, k], totals[k] - above[:, k] + 1))
+        # The other classes' shares are bounded together, as one class (K - 1 separate bounds would
+        # each add their margin): their pooled share's margin is added to every point share.
+        pooled = wrong_above.sum(axis=1)
+        margin = np.nan_to_num(beta.ppf(confidence, pooled + 1, wrong_total.sum() - pooled), nan=1.0) \
+            - pooled / max(wrong_total.sum(), 1)
+        share = np.where(wrong_total > 0, wrong_above / np.maximum(wrong_total, 1), 0.0)
+    wrong = (wrong_mass * np.minimum(share + margin[:, None], 1.0)).sum(axis=1)
+    return right / np.maximum(right + wrong, 1e-12)
+
+
+def vouched_precision_ceiling(labels: np.ndarray, n_classes: int, confidence: float,
+                              class_weights: np.ndarray | None = None) -> np.ndarray:
+    """Per class, the most precision ``precision_thresholds`` with ``confidence`` can vouch for on
+    calibration scans of these ``labels``, whatever the model: the lower bound when every scan of the
+    class is called and none of the others. Where it is under the target, no scan of that class is
+    called; only more calibration scans (or a lower target) change that."""
+    totals = np.bincount(labels, minlength=n_classes)
+    mass = _pool_mass(totals, class_weights)
+    return np.array([_precision_lower_bound(np.where(np.arange(n_classes) == k, totals, 0), totals, mass, k,
+                                            confidence)[0] for k in range(n_classes)])
 
 
 def screening_thresholds(

@@ -90,6 +90,33 @@ def test_bounded_precision_asks_for_enough_calibration_scans():
                 assert (precision >= target).all() and (precision < 1).all() and (support == per_class).all()
 
 
+def test_bounded_precision_bounds_the_other_classes_together():
+    # Ten classes, 100 calibration scans each, every call right: the nine other classes' 900 scans
+    # bound the wrong calls' share at 0.2%, so 95% is vouched for (nine separate bounds of 1.6% would not).
+    labels = np.repeat(np.arange(10), 100)
+    probs = np.full((1000, 10), 0.01)
+    probs[np.arange(1000), labels] = 0.91 - np.linspace(0, 0.05, 1000)
+    thresholds, precision, support = precision_thresholds(probs, labels, 0.95, confidence=0.8)
+    assert (thresholds < 1).all() and (precision > 0.97).all() and (support == 100).all()
+
+
+def test_the_precision_ceiling_is_what_a_perfect_model_gets():
+    from pipeline.calibration import vouched_precision_ceiling
+
+    low = 0.2 ** (1 / 20)  # one-sided 80% Clopper-Pearson bound of 20 of 20
+    assert vouched_precision_ceiling(np.repeat([0, 1], 20), 2, 0.8) == pytest.approx([low, low])
+    # A pool nine times as healthy (class 0) as abnormal: abnormal calls cannot be vouched for.
+    skewed = vouched_precision_ceiling(np.repeat([0, 1], 20), 2, 0.8, np.array([1.8, 0.2]))
+    assert skewed[1] == pytest.approx(0.2 * low / (0.2 * low + 1.8 * (1 - low))) and skewed[0] > 0.99
+    for per_class in (20, 200):
+        labels = np.repeat([0, 1, 2], per_class)
+        probs = np.where(np.eye(3)[labels] == 1, 0.8, 0.1) + np.linspace(0, 0.05, len(labels))[:, None]
+        probs /= probs.sum(1, keepdims=True)
+        ceiling = vouched_precision_ceiling(labels, 3, 0.8)
+        _, precision, _ = precision_thresholds(probs, labels, 0.5, min_support=1, confidence=0.8)
+        assert precision == pytest.approx(ceiling)
+
+
 def test_bounded_precision_is_never_above_the_point_precision():
     rng = np.random.default_rng(4)
     labels = np.repeat([0, 1], 60)

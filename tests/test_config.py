@@ -39,6 +39,13 @@ def test_sizes_that_cannot_train_are_rejected_by_name(override, named):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("value", ["1.0", "-0.1"])
+def test_a_precision_confidence_outside_0_to_1_is_rejected_by_name(value):
+    with pytest.raises(ConfigError, match=r"calibrate\.precision_confidence"):
+        load_config(None, [f"calibrate.precision_confidence={value}"])
+    assert load_config(None, ["calibrate.precision_confidence=0"]).calibrate.precision_confidence == 0
+
+
 def test_unknown_method_name_lists_known_methods():
     with pytest.raises(ConfigError, match="supervised"):
         load_config(None, ["method.name=magic"])

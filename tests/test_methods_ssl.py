@@ -29,7 +29,7 @@ from pipeline.trainer import Trainer
 
 from toy import toy_training_data
 
-# The toy's 20 calibration scans a class vouch for a pseudo-label precision of about 0.85 at best
+# The toy's 20 calibration scans a class vouch for a pseudo-label precision of about 0.92 at best
 # (its lower bound, three classes), so the default target of 0.95 would call no scan.
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.unlabelled_batch_size=32",
        "calibrate.min_support=3", "calibrate.target_precision=0.8", "train.threads=2"]
@@ -332,7 +332,7 @@ def test_pseudo_labels_reach_their_precision_on_a_pool_of_another_mix():
     settings = CalibrateConfig(target_precision=0.9, min_support=5)
     precision = {}
     for pool_mix in (False, True):
-        proposal = calibrated_proposal(subsets.__getitem__, settings, pool_mix=pool_mix, precision_confidence=None)
+        proposal = calibrated_proposal(subsets.__getitem__, settings, pool_mix=pool_mix, precision_confidence=0)
         called = proposal.accepted & (proposal.predicted == 1)
         precision[pool_mix] = (pool_labels[called] == 1).mean() if called.any() else 1.0
         assert (pool_labels[proposal.accepted & (proposal.predicted == 0)] == 0).mean() > 0.9
@@ -354,12 +354,30 @@ def test_pseudo_labels_reach_their_precision_when_few_scans_vouch_for_it(signal)
         called = proposal.accepted & (proposal.predicted == k)
         return called.sum(), (pool_labels[called] == k).mean() if called.any() else 1.0
 
-    point = calibrated_proposal(subsets.__getitem__, settings, precision_confidence=None)
+    point = calibrated_proposal(subsets.__getitem__, settings, precision_confidence=0)
     bounded = calibrated_proposal(subsets.__getitem__, settings)
     assert point.mix_estimated and bounded.mix_estimated
     assert calls(point, 1)[0] > 50 and calls(point, 1)[1] < 0.85
     assert calls(bounded, 0)[0] > 500
     assert all(calls(bounded, k)[1] >= 0.9 for k in (0, 1))
+
+
+def test_a_class_its_calibration_scans_cannot_vouch_for_is_named(caplog):
+    # A strong model, 20 calibration scans a class, a pool about 10% abnormal: however good the model,
+    # 20 healthy scans leave room for enough healthy calls among the pool's many healthy scans that
+    # abnormal calls cannot be vouched 95% right; the user is told which class and what to change.
+    from pipeline.config import CalibrateConfig
+    subsets, _ = logits_on_a_pool_of_another_mix(signal=4.0, per_class=20, pool_size=2000)
+    settings = CalibrateConfig(target_precision=0.95, min_support=5)
+    with caplog.at_level("WARNING", logger="pipeline.methods.shared"):
+        proposal = calibrated_proposal(subsets.__getitem__, settings, classes=("healthy", "abnormal"))
+    assert proposal.ceiling[1] < 0.95 <= proposal.ceiling[0]
+    assert not (proposal.accepted & (proposal.predicted == 1)).any() and proposal.accepted.any()
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["pseudo-labels of 'abnormal'"]
+    assert "add calibration scans or lower calibrate.target_precision" in caplog.text
+    logged = PseudoLabels()
+    logged.ensure(len(proposal.predicted), proposal.truth)
+    assert logged.update(proposal, 1)["pseudo_ceiling_1"] == pytest.approx(proposal.ceiling[1])
 
 
 def test_no_pseudo_labels_where_the_pools_mix_cannot_be_estimated():
@@ -369,7 +387,7 @@ def test_no_pseudo_labels_where_the_pools_mix_cannot_be_estimated():
     from pipeline.config import CalibrateConfig
     subsets, pool_labels = logits_on_a_pool_of_another_mix(signal=0.8, per_class=20, pool_size=2000)
     settings = CalibrateConfig(target_precision=0.9, min_support=5)
-    plain = calibrated_proposal(subsets.__getitem__, settings, pool_mix=False, precision_confidence=None)
+    plain = calibrated_proposal(subsets.__getitem__, settings, pool_mix=False, precision_confidence=0)
     called = plain.accepted & (plain.predicted == 1)
     assert called.sum() > 50 and (pool_labels[called] == 1).mean() < 0.5
     proposal = calibrated_proposal(subsets.__getitem__, settings)

@@ -82,7 +82,8 @@ class CoTraining(Method):
                 return self.ensemble.member_logits(i, images)
 
             predict = subset_predictor(network, self.ensemble.members[teacher], data)
-            proposal = calibrated_proposal(predict, context.calibrate, self.params.target_precision)
+            proposal = calibrated_proposal(predict, context.calibrate, self.params.target_precision,
+                                           classes=data.classes)
             learner = 1 - teacher
             for key, value in self.pseudo[learner].update(proposal, round_index).items():
                 info[f"{key}_{learner}"] = value

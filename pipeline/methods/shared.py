@@ -7,6 +7,7 @@ ensemble, image views, and calibrated pseudo-labelling with its bookkeeping.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ from pipeline.calibration import (
     fit_temperature,
     precision_thresholds,
     softmax,
+    vouched_precision_ceiling,
 )
+
+log = logging.getLogger(__name__)
 
 
 def sigmoid_rampup(progress: float, length: float) -> float:
@@ -252,15 +256,6 @@ def subset_predictor(network: Callable[[torch.Tensor], torch.Tensor], modules: n
     return predict
 
 
-# Pseudo-labels' precision is held to its target at this one-sided confidence. On the development
-# panel's saved round-start logits (benchmarks/results/prior_estimates) 0.8 removed every set of
-# calls under 80% right (aneurysm calls 52-67%, adrenal mass calls 73-76% right against a 95% target)
-# and kept VesselMNIST3D's 480-690 healthy calls a round (97-98% right); 0.9 and 0.95 also dropped
-# most of those. It costs PneumoniaMNIST's calls of normal (a quarter of its pool; 92-98% right),
-# which 50 calibration scans a class cannot vouch for at 95% (benchmarks/real_variants.md).
-PRECISION_CONFIDENCE = 0.8
-
-
 @dataclass
 class Proposal:
     """Calibrated predictions on every unlabelled scan and which pass the thresholds."""
@@ -272,6 +267,7 @@ class Proposal:
     temperature: float
     thresholds: np.ndarray  # (K,)
     mix: np.ndarray | None = None  # (K,) the pool's estimated class mix the thresholds were chosen for
+    ceiling: np.ndarray | None = None  # (K,) the most precision the calibration scans can vouch for, by class
 
     @property
     def mix_estimated(self) -> bool:
@@ -282,7 +278,8 @@ class Proposal:
 
 def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.ndarray]], calibrate,
                         target_precision: float = 0.0, pool_mix: bool = True,
-                        precision_confidence: float | None = PRECISION_CONFIDENCE) -> Proposal:
+                        precision_confidence: float | None = None,
+                        classes: Sequence[str] = ()) -> Proposal:
     """Pseudo-label candidates with per-class thresholds chosen on the calibration set.
 
     Probabilities are temperature-scaled (temperature fitted on the calibration set) and
@@ -306,11 +303,17 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
         aneurysm for a VesselMNIST3D pool of 0.09, whose aneurysm calls were then 25% right;
         ``benchmarks/real_variants.md``). ``rounds.csv`` says which rounds had an estimate
         (``pseudo_mix_estimated``).
-    precision_confidence : float or None
-        Hold the lower confidence bound of each class's precision to the target, not its point
-        estimate (``precision_thresholds``); None for the point estimate.
+    precision_confidence : float, optional
+        Hold the lower bound of each class's precision at this confidence to the target
+        (``precision_thresholds``); 0 for the point estimate; ``calibrate.precision_confidence``
+        when not given. A class whose calibration
+        scans cannot vouch for the target however good the model (``vouched_precision_ceiling``) is
+        never called, and a warning names it (``classes``, else its index) and the ceiling.
     """
     target = target_precision or calibrate.target_precision
+    if precision_confidence is None:
+        precision_confidence = calibrate.precision_confidence
+    precision_confidence = precision_confidence or None  # 0: the point estimate
     cal_logits, cal_labels = predict_subset("calibration")
     temperature = fit_temperature(cal_logits, cal_labels)
     logits, truth = predict_subset("unlabelled")
@@ -327,7 +330,18 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     thresholds, _, _ = precision_thresholds(softmax(cal_logits, temperature), cal_labels, target,
                                             calibrate.min_support, weights, precision_confidence)
     accepted = confidence >= thresholds[predicted]
-    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior)
+    ceiling = None
+    if precision_confidence is not None:
+        ceiling = vouched_precision_ceiling(cal_labels, probs.shape[1], precision_confidence, weights)
+        counts = np.bincount(cal_labels, minlength=probs.shape[1])
+        for k in np.flatnonzero(ceiling < target):
+            name = classes[k] if k < len(classes) else f"class {k}"
+            share = f" in a pool {prior[k]:.0%} '{name}'" if prior is not None else ""
+            log.warning("pseudo-labels of '%s': %d calibration scans of it and %d of the rest vouch for a precision "
+                        "of at most %.2f%s (target %.2f), so none are called; add calibration scans or lower "
+                        "calibrate.target_precision", name, counts[k], counts.sum() - counts[k], ceiling[k], share,
+                        target)
+    return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior, ceiling)
 
 
 class PseudoLabels:
@@ -367,6 +381,8 @@ class PseudoLabels:
             "pseudo_mix_estimated": float(proposal.mix_estimated),
             **({} if proposal.mix is None else
                {f"pseudo_mix_{k}": float(p) for k, p in enumerate(proposal.mix)}),
+            **({} if proposal.ceiling is None else
+               {f"pseudo_ceiling_{k}": float(p) for k, p in enumerate(proposal.ceiling)}),
         }
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -413,7 +429,8 @@ class CalibratedPseudoLabelRounds:
         self.pseudo.ensure(len(data.unlabelled), data.labels[data.unlabelled].numpy())
         if round_index == 0:
             return {"pseudo_labelled": 0.0}
-        proposal = calibrated_proposal(context.predict_subset, context.calibrate, self.params.target_precision)
+        proposal = calibrated_proposal(context.predict_subset, context.calibrate, self.params.target_precision,
+                                       classes=context.data.classes)
         return self.pseudo.update(proposal, round_index)
 
     def unlabelled_pool(self):
