@@ -373,7 +373,7 @@ def test_a_class_its_calibration_scans_cannot_vouch_for_is_named(caplog):
         proposal = calibrated_proposal(subsets.__getitem__, settings, classes=("healthy", "abnormal"))
     assert proposal.ceiling[1] < 0.95 <= proposal.ceiling[0]
     assert not (proposal.accepted & (proposal.predicted == 1)).any() and proposal.accepted.any()
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["pseudo-labels of 'abnormal'"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["no pseudo-labels of 'abnormal'"]
     assert "add calibration scans or lower calibrate.target_precision" in caplog.text
     logged = PseudoLabels()
     logged.ensure(len(proposal.predicted), proposal.truth)

@@ -333,14 +333,15 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     ceiling = None
     if precision_confidence is not None:
         ceiling = vouched_precision_ceiling(cal_labels, probs.shape[1], precision_confidence, weights)
-        counts = np.bincount(cal_labels, minlength=probs.shape[1])
-        for k in np.flatnonzero(ceiling < target):
-            name = classes[k] if k < len(classes) else f"class {k}"
-            share = f" in a pool {prior[k]:.0%} '{name}'" if prior is not None else ""
-            log.warning("pseudo-labels of '%s': %d calibration scans of it and %d of the rest vouch for a precision "
-                        "of at most %.2f%s (target %.2f), so none are called; add calibration scans or lower "
-                        "calibrate.target_precision", name, counts[k], counts.sum() - counts[k], ceiling[k], share,
-                        target)
+        unvouched = np.flatnonzero(ceiling < target)
+        if len(unvouched):
+            counts = np.bincount(cal_labels, minlength=probs.shape[1])
+            names = [classes[k] if k < len(classes) else f"class {k}" for k in range(probs.shape[1])]
+            each = ", ".join(f"'{names[k]}' {ceiling[k]:.2f} ({counts[k]} calibration scans"
+                             + (f", {prior[k]:.0%} of the pool" if prior is not None else "") + ")" for k in unvouched)
+            log.warning("no pseudo-labels of %s: the calibration scans vouch for a precision of at most %s, under the "
+                        "target %.2f however good the model; add calibration scans or lower calibrate.target_precision",
+                        ", ".join(f"'{names[k]}'" for k in unvouched), each, target)
     return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior, ceiling)
 
 
