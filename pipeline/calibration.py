@@ -73,12 +73,12 @@ def precision_thresholds(
     screening pool 9% abnormal makes a call of "abnormal" right far less often than balanced
     calibration scans show). ``min_support`` still counts scans.
 
-    ``confidence`` (e.g. 0.95), where given, asks more: the threshold is the lowest at which the
+    ``confidence`` (e.g. 0.8), where given, asks more: the threshold is the lowest at which the
     precision's lower confidence bound reaches the target, the bound taking each class's share of
     calibration scans above the threshold at its one-sided Clopper-Pearson bound (the called class's
     low, the others' high). With 20 calibration scans a class, none of one class above a threshold
-    still allows 14% of that class's scans above it; in a pool where that class is nine times as
-    common, a point precision of 1.0 on the calibration scans meant calls 25-75% right
+    still allows, at 80% confidence, 8% of that class's scans above it; in a pool where that class is
+    nine times as common, a point precision of 1.0 on the calibration scans meant calls 24-75% right
     (``benchmarks/real_variants.md``).
 
     Returns

@@ -124,8 +124,8 @@ class CalibrateConfig:
     # The methods' pseudo-labels reach target_precision at this one-sided confidence (0 = at the point
     # estimate). On the development panel's saved round starts 0.8 removed every set of calls under 80%
     # right (aneurysm calls 52-67%, adrenal-mass calls 73-76% right against 0.95) and kept
-    # VesselMNIST3D's 480-690 healthy calls a round (97-98% right), where 0.9 and 0.95 also dropped most
-    # of those (benchmarks/prior_estimates.md).
+    # VesselMNIST3D's 480-690 healthy calls a round (97-98% right), of which 0.9 dropped one round's and
+    # 0.95 two of three (benchmarks/prior_estimates.md).
     precision_confidence: float = 0.8
     min_support: int = 5
     ece_bins: int = 15

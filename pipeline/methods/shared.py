@@ -306,9 +306,9 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     precision_confidence : float, optional
         Hold the lower bound of each class's precision at this confidence to the target
         (``precision_thresholds``); 0 for the point estimate; ``calibrate.precision_confidence``
-        when not given. A class whose calibration
-        scans cannot vouch for the target however good the model (``vouched_precision_ceiling``) is
-        never called, and a warning names it (``classes``, else its index) and the ceiling.
+        when not given. A class whose calibration scans cannot vouch for the target however good
+        the model (``vouched_precision_ceiling``) is never called, and a warning names it
+        (``classes``, else its index) and the ceiling.
     """
     target = target_precision or calibrate.target_precision
     if precision_confidence is None:
@@ -333,16 +333,22 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     ceiling = None
     if precision_confidence is not None:
         ceiling = vouched_precision_ceiling(cal_labels, probs.shape[1], precision_confidence, weights)
-        unvouched = np.flatnonzero(ceiling < target)
-        if len(unvouched):
-            counts = np.bincount(cal_labels, minlength=probs.shape[1])
-            names = [classes[k] if k < len(classes) else f"class {k}" for k in range(probs.shape[1])]
-            each = ", ".join(f"'{names[k]}' {ceiling[k]:.2f} ({counts[k]} calibration scans"
-                             + (f", {prior[k]:.0%} of the pool" if prior is not None else "") + ")" for k in unvouched)
-            log.warning("no pseudo-labels of %s: the calibration scans vouch for a precision of at most %s, under the "
-                        "target %.2f however good the model; add calibration scans or lower calibrate.target_precision",
-                        ", ".join(f"'{names[k]}'" for k in unvouched), each, target)
+        warn_unvouched(ceiling, target, np.bincount(cal_labels, minlength=probs.shape[1]), prior, classes)
     return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior, ceiling)
+
+
+def warn_unvouched(ceiling: np.ndarray, target: float, counts: np.ndarray, mix: np.ndarray | None,
+                   classes: Sequence[str]) -> None:
+    """One warning naming every class whose ``ceiling`` is under ``target``, and what to change."""
+    unvouched = np.flatnonzero(ceiling < target)
+    if not len(unvouched):
+        return
+    names = [classes[k] if k < len(classes) else f"class {k}" for k in range(len(ceiling))]
+    each = ", ".join(f"'{names[k]}' {ceiling[k]:.2f} ({counts[k]} calibration scans"
+                     + (f", {mix[k]:.0%} of the pool" if mix is not None else "") + ")" for k in unvouched)
+    log.warning("no pseudo-labels of %s: the calibration scans vouch for a precision of at most %s, under the "
+                "target %.2f however good the model; add calibration scans or lower calibrate.target_precision",
+                ", ".join(f"'{names[k]}'" for k in unvouched), each, target)
 
 
 class PseudoLabels:
