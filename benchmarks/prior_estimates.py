@@ -34,7 +34,6 @@ from pipeline.calibration import (
     estimate_prior_bbse,
     estimate_prior_mlls,
     fit_temperature,
-    precision_thresholds,
     prior_by_em,
     separates_classes_robustly,
     soft_confusion,
@@ -42,6 +41,7 @@ from pipeline.calibration import (
     stratified_resamples,
 )
 from pipeline.config import CalibrateConfig
+from pipeline.methods.shared import calibrated_proposal
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "prior_estimates"
@@ -211,17 +211,19 @@ def write_report(results: Path, out: Path) -> None:
     print(out.read_text())
 
 
-PRECISION_RULES = {"point precision": None, "lower bound, 80%": 0.8, "lower bound, 90%": 0.9, "lower bound, 95%": 0.95}
+PRECISION_RULES = {"point precision": 0.0, "lower bound, 80%": 0.8, "lower bound, 90%": 0.9, "lower bound, 95%": 0.95}
 
 
 def pseudo_label_calls(results: Path, target: float = 0.95, min_support: int = 5) -> list[str]:
     """Markdown: at every snapshot whose pool prior is estimated, the calls self-training's proposal
-    would make under each precision rule (``PRECISION_RULES``), with the share of them right."""
+    (``calibrated_proposal``) makes under each precision rule (``PRECISION_RULES``), with the share of
+    them right."""
+    settings = CalibrateConfig(target_precision=target, min_support=min_support)
     lines = ["", "## Pseudo-label calls under the estimated mix, by precision rule", "",
              f"What `methods.shared.calibrated_proposal` would call on each snapshot with an estimate of the pool's "
              f"prior (target precision {target}, at least {min_support} calibration scans; the snapshots' models are "
              "the Pi-model's, not self-training's): healthy calls, then positive calls, as count / % right. "
-             f"The proposal holds the lower bound at {CalibrateConfig().precision_confidence:.0%} "
+             f"The proposal holds the lower bound at {settings.precision_confidence:.0%} "
              "(`calibrate.precision_confidence`).", "",
              "| set | draw | round | calibration scans | truth | estimate | " + " | ".join(PRECISION_RULES) + " |",
              "|---" * (6 + len(PRECISION_RULES)) + "|"]
@@ -232,26 +234,23 @@ def pseudo_label_calls(results: Path, target: float = 0.95, min_support: int = 5
             continue
         snap = np.load(path)
         positive = json.loads(described.read_text())["positive_index"]
-        cal_logits, cal_labels, pool_logits, pool_labels = (snap[k] for k in ("cal_logits", "cal_labels",
-                                                                              "pool_logits", "pool_labels"))
-        prior = estimate_pool_prior(cal_logits, cal_labels, pool_logits)
-        if prior is None:
-            continue
-        temperature = fit_temperature(cal_logits, cal_labels)
-        cal_probs, pool_probs = softmax(cal_logits, temperature), softmax(pool_logits, temperature)
-        weights = prior / (np.bincount(cal_labels, minlength=len(prior)) / len(cal_labels))
-        predicted = pool_probs.argmax(1)
-        cells = []
+        subsets = {"calibration": (snap["cal_logits"], snap["cal_labels"]),
+                   "unlabelled": (snap["pool_logits"], snap["pool_labels"])}
+        cells, prior = [], None
         for confidence in PRECISION_RULES.values():
-            thresholds, _, _ = precision_thresholds(cal_probs, cal_labels, target, min_support, weights, confidence)
-            accepted = pool_probs.max(1) >= thresholds[predicted]
+            proposal = calibrated_proposal(subsets.__getitem__, settings, precision_confidence=confidence)
+            prior = proposal.mix
+            if prior is None:
+                break
             calls = []
             for k in [c for c in range(len(prior)) if c != positive] + [positive]:
-                called = accepted & (predicted == k)
-                calls.append(f"{called.sum()} / {(pool_labels[called] == k).mean():.0%}" if called.any() else "0")
+                called = proposal.accepted & (proposal.predicted == k)
+                calls.append(f"{called.sum()} / {(snap['pool_labels'][called] == k).mean():.0%}" if called.any() else "0")
             cells.append(", ".join(calls))
-        lines.append(f"| {name} | {draw[4:]} | {round_index[5:]} | {len(cal_labels)} | {(pool_labels == positive).mean():.3f} "
-                     f"| {prior[positive]:.3f} | " + " | ".join(cells) + " |")
+        if prior is None:
+            continue
+        lines.append(f"| {name} | {draw[4:]} | {round_index[5:]} | {len(snap['cal_labels'])} "
+                     f"| {(snap['pool_labels'] == positive).mean():.3f} | {prior[positive]:.3f} | " + " | ".join(cells) + " |")
     return lines
 
 

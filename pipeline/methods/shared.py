@@ -319,13 +319,13 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     logits, truth = predict_subset("unlabelled")
     probs = softmax(logits, temperature)
     predicted, confidence = probs.argmax(1), probs.max(1)
+    counts = np.bincount(cal_labels, minlength=probs.shape[1])
     prior = weights = None
     if pool_mix and len(logits):
         prior = estimate_pool_prior(cal_logits, cal_labels, logits)
         if prior is None:
             thresholds = np.full(probs.shape[1], np.inf)
             return Proposal(predicted, confidence, np.zeros(len(probs), bool), truth, temperature, thresholds)
-        counts = np.bincount(cal_labels, minlength=probs.shape[1]).astype(float)
         weights = np.where(counts > 0, prior / np.maximum(counts / counts.sum(), 1e-12), 0.0)
     thresholds, _, _ = precision_thresholds(softmax(cal_logits, temperature), cal_labels, target,
                                             calibrate.min_support, weights, precision_confidence)
@@ -333,7 +333,7 @@ def calibrated_proposal(predict_subset: Callable[[str], tuple[np.ndarray, np.nda
     ceiling = None
     if precision_confidence is not None:
         ceiling = vouched_precision_ceiling(cal_labels, probs.shape[1], precision_confidence, weights)
-        warn_unvouched(ceiling, target, np.bincount(cal_labels, minlength=probs.shape[1]), prior, classes)
+        warn_unvouched(ceiling, target, counts, prior, classes)
     return Proposal(predicted, confidence, accepted, truth, temperature, thresholds, prior, ceiling)
 
 
