@@ -228,3 +228,24 @@ def test_active_counts_the_abnormal_scans_each_arm_added_by_the_held_back_truth(
     unpaired = pd.concat([frame, pd.DataFrame({"set": ["v"], "draw": [2], "arm": ["suggested"], "n_added_positive": [4]})])
     assert _positives_added(unpaired, "v") == "0 / 3, 2 / 1"  # a draw whose second arm has not run
     assert _positives_added(frame.drop(columns="n_added_positive"), "v") == "-"
+
+
+def test_pool_subset_keeps_the_test_split_the_reserve_and_a_pool_at_the_sets_mix(tmp_path):
+    from benchmarks.pool_subset import pool_subset
+
+    source = tmp_path / "set"
+    (source / "scans").mkdir(parents=True)
+    rows = [(f"scans/{split}_{label}_{i}.png", label, split)
+            for split, counts in (("test", {"well": 5, "sick": 3}), ("train", {"well": 60, "sick": 20}))
+            for label, n in counts.items() for i in range(n)]
+    for file, _, _ in rows:
+        (source / file).write_bytes(file.encode())
+    pd.DataFrame(rows, columns=["file", "label", "split"]).to_csv(source / "labels.csv", index=False)
+    subset = pool_subset(source, tmp_path / "out", pool=40, reserve=10)
+    written = pd.read_csv(tmp_path / "out" / "labels.csv")
+    assert len(written) == len(subset) == 8 + 20 + 30 + 10  # test, reserve, the pool at 3:1
+    assert written.query("split == 'test'").shape[0] == 8
+    assert written.query("split != 'test'").groupby("label").size().to_dict() == {"sick": 20, "well": 40}
+    assert all((tmp_path / "out" / f).read_bytes() == f.encode() for f in written["file"])
+    with pytest.raises(ValueError, match="'sick' has 20 non-test scans"):
+        pool_subset(source, tmp_path / "more", pool=40, reserve=25)
