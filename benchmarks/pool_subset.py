@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.io import write_csv
+
 
 def pool_subset(source: Path, out: Path, pool: int, reserve: int, seed: int = 123) -> pd.DataFrame:
     """Write the copy to ``out`` and return its labels.
@@ -45,7 +47,7 @@ def pool_subset(source: Path, out: Path, pool: int, reserve: int, seed: int = 12
     for file in subset["file"]:
         (out / file).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source / file, out / file)
-    subset.to_csv(out / "labels.csv", index=False)
+    write_csv(out / "labels.csv", subset)  # last and atomic: a copy with labels.csv is whole
     return subset
 
 
