@@ -340,3 +340,18 @@ def test_a_user_set_size_batches_or_precision_is_timed_for_the_warm_up(tmp_path,
     assert not any(row.get("set_by") == "user" for row in same.probe)  # the plan's own run: nothing more timed
     wide = planning.make_plan(fp, minutes=3, probe=True, fixed={"network.channels": [64, 128, 256]})
     assert wide.probe[-1]["set_by"] == "user" and wide.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP
+
+
+def test_the_default_methods_settings_go_with_the_default_method_whoever_chose_it(tmp_path, write):
+    fp = mask_volumes_with_a_large_pool(tmp_path, write)
+    baseline = planning.make_plan(fp, minutes=3, method="supervised", probe=False).settings
+    assert not [key for key in baseline if key.startswith(f"method.{planning.DEFAULT_METHOD}.")]
+    assert baseline["preprocess.spatial_size"] == planning.make_plan(fp, minutes=3, probe=False).settings[
+        "preprocess.spatial_size"]  # a baseline trains on the inputs the default method would
+    fp["counts"]["unlabelled"] = {"(unlabelled)": planning.MIN_UNLABELLED_FOR_SSL - 1}
+    small_pool = planning.make_plan(fp, minutes=3, probe=False).settings
+    assert small_pool["method.name"] == "supervised"
+    assert not [key for key in small_pool if key.startswith(f"method.{planning.DEFAULT_METHOD}.")]
+    asked = planning.make_plan(fp, minutes=3, method=planning.DEFAULT_METHOD, probe=False).settings
+    assert {key.rsplit(".", 1)[1]: asked[key] for key in asked
+            if key.startswith(f"method.{planning.DEFAULT_METHOD}.")} == planning.DEFAULT_METHOD_PARAMS

@@ -192,8 +192,9 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     minutes
         The user's training budget (wall time); None plans the default.
     method
-        The user's method, if they chose one (the probe still times the default method, so
-        that every method trains on the same inputs).
+        The user's method, if they chose one. The default method's settings are planned only where
+        it is the method that trains; the probe times the default method whatever the choice, so
+        that every method trains on the same inputs.
     probe
         Time training steps on this machine to choose the input size (off: the size rules
         alone, for tests and dry runs).
@@ -311,6 +312,12 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled} unlabelled scans: the Pi-model with entropy "
                  "minimisation (once the pool's prior is estimated) and prior alignment: ahead of supervised on 2 "
                  "of the 4 development-panel sets, level on the other two (benchmarks/real.md)")
+    else:
+        plan.set("method.name", "supervised", f"only {n_unlabelled} unlabelled scans (under "
+                 f"{MIN_UNLABELLED_FOR_SSL}): semi-supervised terms would have too little to learn from")
+    # The default method's settings go with the default method, whoever chose it: a user who asks for
+    # the Pi-model on a small pool gets the tested one, and another method's plan holds none of them.
+    if (method or plan.settings["method.name"]) == DEFAULT_METHOD:
         for key, value in DEFAULT_METHOD_PARAMS.items():
             plan.set(f"method.{DEFAULT_METHOD}.{key}", value, "the default method's tested default")
         if expected is not None and expected < TARGET_STEPS:
@@ -320,9 +327,6 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         elif expected is not None:
             plan.set(f"method.{DEFAULT_METHOD}.warmup", 0.0, f"~{expected} Pi-model steps fit: no warm-up "
                      f"(with {TARGET_STEPS:,} or more steps it cost up to 0.04 test AUROC on the panel)")
-    else:
-        plan.set("method.name", "supervised", f"only {n_unlabelled} unlabelled scans (under "
-                 f"{MIN_UNLABELLED_FOR_SSL}): semi-supervised terms would have too little to learn from")
     if expected is not None:
         plan.set("train.eval_every", max(25, expected // 8), f"about 8 evaluations in the ~{expected} steps expected")
     return plan
