@@ -213,3 +213,24 @@ def test_files_that_are_not_scans_are_named_in_the_problems(tmp_path, write):
     assert {"notes.txt", "broken.dcm"} <= named
     assert result.manifest["status"].tolist() == ["ok", "error"]  # a DICOM that cannot be read: an error row
     assert "not a readable DICOM file" in result.manifest["error"].iloc[1]
+
+
+def test_identical_copies_share_one_label_or_none_where_their_labels_disagree(tmp_path, write):
+    scans = tmp_path / "scans"
+    for name, seed in (("a.png", 1), ("b.png", 2), ("c.png", 3)):
+        write.png(scans / name, write.image(seed))
+    shutil.copy(scans / "a.png", scans / "a_copy.png")  # same scan, other class
+    shutil.copy(scans / "b.png", scans / "b_copy.png")  # only the copy is labelled
+    shutil.copy(scans / "c.png", scans / "c_copy.png")  # both labelled alike
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\nscans/a.png,normal\nscans/a_copy.png,tumour\nscans/b_copy.png,tumour\n"
+                      "scans/c.png,normal\nscans/c_copy.png,normal\n")
+    result = run(scans, tmp_path, labels=labels)
+    manifest = result.manifest.set_index("scan_id")
+    assert manifest["status"].to_dict() == {"a.png": "ok", "a_copy.png": "duplicate", "b.png": "ok",
+                                            "b_copy.png": "duplicate", "c.png": "ok", "c_copy.png": "duplicate"}
+    assert manifest.loc[["a.png", "b.png", "c.png"], "label"].tolist() == ["", "tumour", "normal"]
+    conflicts = result.problems[result.problems["source"] == "labels"]
+    assert conflicts["item"].tolist() == ["a.png"]
+    reason = conflicts["reason"].iloc[0]
+    assert "a.png (normal)" in reason and "a_copy.png (tumour)" in reason and "kept unlabelled" in reason

@@ -99,3 +99,15 @@ def test_large_chains_of_look_alike_scans_are_not_merged_and_volumes_get_no_hash
     assert (result.manifest["duplicate_group"] == "").all()
     assert "25 scans look alike in chains of over 20" in caplog.text
     assert perceptual_hash(rng.random((8, 8, 8)), is_volume=True) == ""
+
+
+def test_a_near_duplicate_in_another_class_is_reported_with_both_labels(tmp_path):
+    scans = tmp_path / "scans"
+    for label, seeds in (("normal", (1, 2)), ("abnormal", (3, 4))):
+        (scans / label).mkdir(parents=True)
+        for seed in seeds:
+            Image.fromarray(radiograph(seed)).save(scans / label / f"{seed}.png")
+    Image.fromarray(radiograph(1)).save(scans / "abnormal" / "1_resaved.jpg", quality=60)
+    problems = ingest(scans, class_subfolders=True, out=tmp_path / "m.csv").problems.set_index("item")
+    assert "labelled 'abnormal' here and 'normal' there" in problems.loc["abnormal/1_resaved.jpg", "reason"]
+    assert "labelled 'normal' here and 'abnormal' there" in problems.loc["normal/1.png", "reason"]

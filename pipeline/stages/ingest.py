@@ -258,7 +258,7 @@ def ingest(
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     problems += [
-        ("file", other.relative_to(root).as_posix(), "not a scan file (NIfTI, PNG, JPEG, TIFF, BMP); not ingested")
+        ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, PNG, JPEG, TIFF, BMP); not ingested")
         for other in everything if not is_scan_file(other) and other != labels_file
     ]
     problems += [("skipped", name, "system file (operating-system metadata or a hidden folder); skipped")
@@ -270,7 +270,7 @@ def ingest(
         row.update(fields)
         if not row["group"] and patient:
             row["group"] = patient  # DICOM PatientID, hashed: a patient's scans stay on one side
-    _mark_duplicates(rows)
+    problems += _mark_duplicates(rows)
     problems += _mark_near_duplicates(rows)
     problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]
 
@@ -340,18 +340,31 @@ def _check_classes(
     return classes
 
 
-def _mark_duplicates(rows: list[dict[str, str]]) -> None:
-    """Mark readable scans whose bytes equal an earlier readable scan as ``duplicate``."""
-    first_with: dict[str, str] = {}
+def _mark_duplicates(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
+    """Mark readable scans whose bytes equal an earlier readable scan as ``duplicate``; the first
+    copy is kept. Return a problem row for each kept scan whose copies were labelled differently.
+
+    The kept copy's label is the copies' one label: taken from a copy where the kept one has none,
+    and blanked where they disagree, since one scan cannot be both and nothing says which is right.
+    """
+    copies: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         if row["status"] != "ok":
             continue
-        if row["sha256"] in first_with:
-            row.update(
-                status="duplicate", error=f"same content (sha256) as {first_with[row['sha256']]}"
-            )
-        else:
-            first_with[row["sha256"]] = row["scan_id"]
+        if row["sha256"] in copies:
+            row.update(status="duplicate", error=f"same content (sha256) as {copies[row['sha256']][0]['scan_id']}")
+        copies.setdefault(row["sha256"], []).append(row)
+    problems = []
+    for kept, *others in copies.values():
+        labels = sorted({row["label"] for row in (kept, *others) if row["label"]})
+        if len(labels) > 1:
+            named = ", ".join(f"{row['scan_id']} ({row['label'] or 'unlabelled'})" for row in (kept, *others))
+            problems.append(("labels", kept["scan_id"], f"identical copies labelled differently: {named}; the scan is "
+                             "kept unlabelled, fix the labels or delete the wrong copy"))
+            kept["label"] = ""
+        elif labels and not kept["label"]:
+            kept["label"] = labels[0]
+    return problems
 
 
 def _mark_near_duplicates(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
@@ -378,9 +391,12 @@ def _mark_near_duplicates(rows: list[dict[str, str]]) -> list[tuple[str, str, st
         if index in closest:
             other, distance = closest[index]
             row["duplicate_group"] = ok[root[index]]["scan_id"]
+            theirs = ok[other]["label"]
+            differ = (f"; labelled {row['label']!r} here and {theirs!r} there: if they are one scan, one label is "
+                      "wrong" if row["label"] and theirs and row["label"] != theirs else "")
             problems.append(("near-duplicate", row["scan_id"],
                              f"looks like {ok[other]['scan_id']} (perceptual hashes {distance} of 256 bits apart: "
-                             "a re-saved or resized copy?); split keeps them on one side"))
+                             f"a re-saved or resized copy?); split keeps them on one side{differ}"))
     log.info("%d scans in %d near-duplicate groups", len(closest), len({root[i] for i in closest}))
     return problems
 
