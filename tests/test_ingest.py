@@ -234,3 +234,18 @@ def test_identical_copies_share_one_label_or_none_where_their_labels_disagree(tm
     assert conflicts["item"].tolist() == ["a.png"]
     reason = conflicts["reason"].iloc[0]
     assert "a.png (normal)" in reason and "a_copy.png (tumour)" in reason and "kept unlabelled" in reason
+
+
+def test_a_labels_file_beside_the_scan_folder_may_name_files_as_they_sit_inside_it(tmp_path, write, caplog):
+    scans = tmp_path / "images"
+    write.png(scans / "a.png", write.image(1))
+    write.png(scans / "sub" / "b.png", write.image(2))
+    labels = write.csv(tmp_path / "meta" / "train.csv", [
+        {"file": "a.png", "label": "normal"}, {"file": "sub/b.png", "label": "tumour"},
+        {"file": "c.png", "label": "tumour"}])
+    caplog.set_level("INFO", logger="pipeline.stages.ingest")
+    result = run(scans, tmp_path, labels=labels)
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {"a.png": "normal", "sub/b.png": "tumour"}
+    missing = result.problems.set_index("item").loc["train.csv line 4", "reason"]
+    assert str(tmp_path / "meta" / "c.png") in missing and str(scans / "c.png") in missing
+    assert "2 files found in the scan folder" in caplog.text

@@ -138,8 +138,12 @@ def describe_scans(paths: list[str], workers: int = 2) -> list[dict[str, str]]:
 
 def read_labels(
     labels_path: str | os.PathLike,
+    scans: str | os.PathLike | None = None,
 ) -> tuple[dict[str, _LabelRow], list[tuple[str, str, str]]]:
     """Read a labels CSV into ``{real path of the file: label row}`` and a list of problems.
+
+    A relative ``file`` is looked for from the labels file's folder, then from ``scans``: a
+    labels file kept beside the scan folder often names files as they sit inside it.
 
     Raises
     ------
@@ -169,8 +173,10 @@ def read_labels(
             table[optional] = ""
 
     base = labels_path.absolute().parent
+    bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
     rows: dict[str, _LabelRow] = {}
     problems = []
+    from_scans = 0
     columns = (table[name].str.strip() for name in ("file", "label", "split", "group"))
     # Line numbers as an editor shows them: the header is line 1.
     for line, (file, label, split, group) in enumerate(zip(*columns), start=2):
@@ -178,22 +184,27 @@ def read_labels(
         if not file:
             problems.append(("labels", where, "no file name; fill it in or delete the row"))
             continue
-        key = os.path.realpath(base / file)  # an absolute ``file`` replaces ``base``
+        # an absolute ``file`` replaces the base folder
+        found = [os.path.realpath(folder / file) for folder in bases]
+        key = next((path for path in found if os.path.exists(path)), None)
+        if key is None:
+            looked = " or ".join(dict.fromkeys(found))
+            problems.append(("labels", where, f"file {file!r} does not exist (looked for {looked}); "
+                             "fix the path or delete the row"))
+            continue
+        from_scans += key != found[0]
         if key in rows:
             reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
             problems.append(("labels", where, reason + ", delete the repeat"))
-            continue
-        if not os.path.exists(key):
-            reason = (
-                f"file {file!r} does not exist (looked for {key}); fix the path or delete the row"
-            )
-            problems.append(("labels", where, reason))
             continue
         if split.lower() not in ("", *KNOWN_SPLITS):
             reason = f"split {split!r} is not one of {', '.join(KNOWN_SPLITS)}; treated as no split"
             problems.append(("labels", where, reason))
             split = ""
         rows[key] = _LabelRow(label=label, group=group, split=split.lower(), where=where)
+    if from_scans:
+        log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
+                 from_scans, bases[-1])
     return rows, problems
 
 
@@ -254,7 +265,7 @@ def ingest(
         labels = root / "labels.csv"
         log.info("using labels file %s", labels)
 
-    label_rows, problems = read_labels(labels) if labels is not None else ({}, [])
+    label_rows, problems = read_labels(labels, root) if labels is not None else ({}, [])
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     problems += [
