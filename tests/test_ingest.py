@@ -249,3 +249,14 @@ def test_a_labels_file_beside_the_scan_folder_may_name_files_as_they_sit_inside_
     missing = result.problems.set_index("item").loc["train.csv line 4", "reason"]
     assert str(tmp_path / "meta" / "c.png") in missing and str(scans / "c.png") in missing
     assert "2 files found in the scan folder" in caplog.text
+
+
+def test_class_names_that_differ_only_in_case_or_spacing_are_reported(tmp_path, write):
+    scans = tmp_path / "scans"
+    for index, folder in enumerate(["Tumour", "tumour", "no_tumour", "No Tumour", "other"]):
+        write.png(scans / folder / "a.png", write.image(index))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.classes == ["No Tumour", "Tumour", "no_tumour", "other", "tumour"]
+    reasons = result.problems.set_index("item")["reason"]
+    assert set(reasons.index) == {"Tumour / tumour", "No Tumour / no_tumour"}
+    assert "'Tumour' (1 scans), 'tumour' (1 scans) differ only in case" in reasons["Tumour / tumour"]

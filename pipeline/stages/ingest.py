@@ -340,7 +340,16 @@ def _check_classes(
 ) -> list[str]:
     """Report and blank labels outside ``classes``; return the class list."""
     if classes is None:
-        return sorted({row["label"] for row in rows if row["label"]})
+        found = sorted({row["label"] for row in rows if row["label"]})
+        # "Tumour" and "tumour" are two classes to the pipeline, and a screening run would count one as healthy
+        alike: dict[str, list[str]] = {}
+        for name in found:
+            alike.setdefault(" ".join(name.lower().replace("_", " ").split()), []).append(name)
+        for names in (names for names in alike.values() if len(names) > 1):
+            counts = ", ".join(f"{name!r} ({sum(row['label'] == name for row in rows)} scans)" for name in names)
+            problems.append(("labels", " / ".join(names), f"classes {counts} differ only in case, spaces or "
+                             "underscores: they are kept apart; if they are one class, write it one way"))
+        return found
     classes = [str(name) for name in classes]
     for index, row in enumerate(rows):
         if row["label"] and row["label"] not in classes:
