@@ -19,6 +19,14 @@ MANIFEST_COLUMNS = ("scan_id path label group split status error sha256 shape dt
                     "perceptual_hash duplicate_group modality body_part study_uid series_uid").split()
 
 
+def class_key(name: str) -> str:
+    """A class name without case, extra spaces or underscores: "No_Tumour" and "no tumour" share one.
+
+    The pipeline keeps such names apart (a label is what the user wrote); this finds the ones
+    a user most likely meant as one, to say so."""
+    return " ".join(name.lower().replace("_", " ").split())
+
+
 # Columns added after the first release: a manifest without them still loads (as empty).
 LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid")
 

@@ -355,3 +355,13 @@ def test_the_default_methods_settings_go_with_the_default_method_whoever_chose_i
     asked = planning.make_plan(fp, minutes=3, method=planning.DEFAULT_METHOD, probe=False).settings
     assert {key.rsplit(".", 1)[1]: asked[key] for key in asked
             if key.startswith(f"method.{planning.DEFAULT_METHOD}.")} == planning.DEFAULT_METHOD_PARAMS
+
+
+def test_a_positive_class_the_data_lacks_is_refused_before_training(tmp_path, monkeypatch, caplog, write):
+    monkeypatch.chdir(tmp_path)
+    for index, folder in enumerate(["Tumour", "Normal"]):
+        for i in range(12):
+            write.png(tmp_path / "scans" / folder / f"{i}.png", write.image(100 * index + i))
+    assert main(["run", "--scans", str(tmp_path / "scans"), "--positive", "tumour", "--minutes", "0.05", "--quiet"]) == 2
+    assert "'tumour' is not one of the classes 'Normal', 'Tumour' (did you mean 'Tumour'?)" in caplog.text
+    assert not (tmp_path / "runs").exists()  # nothing trained

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
-from pipeline.manifest import MANIFEST_COLUMNS
+from pipeline.manifest import MANIFEST_COLUMNS, class_key
 from pipeline.processes import worker_pool
 from pipeline.reading import (
     SCAN_SUFFIXES,
@@ -344,7 +344,7 @@ def _check_classes(
         # "Tumour" and "tumour" are two classes to the pipeline, and a screening run would count one as healthy
         alike: dict[str, list[str]] = {}
         for name in found:
-            alike.setdefault(" ".join(name.lower().replace("_", " ").split()), []).append(name)
+            alike.setdefault(class_key(name), []).append(name)
         for names in (names for names in alike.values() if len(names) > 1):
             counts = ", ".join(f"{name!r} ({sum(row['label'] == name for row in rows)} scans)" for name in names)
             problems.append(("labels", " / ".join(names), f"classes {counts} differ only in case, spaces or "

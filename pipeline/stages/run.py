@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline import distributed, synth
 from pipeline.config import Config, flat_keys, load_config, user_settings
 from pipeline.data import TrainingData, load_training_data, split_frame
-from pipeline.manifest import manifest_path, split_path
+from pipeline.manifest import class_key, manifest_path, split_path
 from pipeline.stages.calibrate import calibrate
 from pipeline.stages.fetch import fetch, materialise_mnist
 from pipeline.stages.ingest import ingest
@@ -52,7 +52,25 @@ def prepare_split(config: Config, progress: bool = True):
             calibration_fraction=s.calibration_fraction or None,
             test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
         )
-    return split_frame(config)
+    frame, classes = split_frame(config)
+    check_positive_class(config.data.positive_class, classes)
+    return frame, classes
+
+
+def check_positive_class(positive: str, classes: list[str]) -> None:
+    """Refuse a positive class the data does not have before training, not after it (calibrate needs it).
+
+    Raises
+    ------
+    ValueError
+        Naming the classes found, and the one meant where it differs only in case or spacing.
+    """
+    if not positive or positive in classes:
+        return
+    meant = [name for name in classes if class_key(name) == class_key(positive)]
+    hint = f" (did you mean {meant[0]!r}?)" if len(meant) == 1 else ""
+    raise ValueError(f"data.positive_class {positive!r} is not one of the classes {', '.join(map(repr, classes))}"
+                     f"{hint}; set --positive (POSITIVE=) to one of them")
 
 
 def prepare_data(config: Config, progress: bool = True) -> TrainingData:
