@@ -21,7 +21,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     own = parser.add_argument_group("your own data, no config needed (the plan chooses the rest)")
     own.add_argument("--scans", help="folder of scans (sets data.scans)")
     own.add_argument("--labels", help="labels CSV file,label[,split][,group] (default: <scans>/labels.csv, "
-                     "else the first-level subfolder names are the classes)")
+                     "else the first-level subfolder names are the classes, or the ones inside first-level "
+                     "split folders such as Training/ and Testing/)")
     own.add_argument("--positive", help="the abnormal class of a screening task (data.positive_class)")
     own.add_argument("--minutes", type=float, help="training budget in minutes of wall time (train.minutes)")
     own.add_argument("--labels-per-class", type=int,
@@ -121,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="scan folder (+ labels file) -> manifest CSV")
     p.add_argument("scans")
     p.add_argument("--labels", help="CSV file,label[,split][,group] (default: <scans>/labels.csv)")
-    p.add_argument("--class-subfolders", action="store_true", help="label = first-level subfolder name")
+    p.add_argument("--class-subfolders", action="store_true", help="label = first-level subfolder name (the second "
+                   "level where the first-level folders name splits: Training/, Testing/)")
     p.add_argument("--classes", help="comma-separated allowed labels")
     p.add_argument("--name")
     p.add_argument("--out")

@@ -260,3 +260,31 @@ def test_class_names_that_differ_only_in_case_or_spacing_are_reported(tmp_path, 
     reasons = result.problems.set_index("item")["reason"]
     assert set(reasons.index) == {"Tumour / tumour", "No Tumour / no_tumour"}
     assert "'Tumour' (1 scans), 'tumour' (1 scans) differ only in case" in reasons["Tumour / tumour"]
+
+
+def test_first_level_folders_named_for_splits_hold_the_class_folders(tmp_path, write):
+    scans = tmp_path / "brain"
+    seed = 0
+    for split in ("Training", "Testing"):
+        for label in ("glioma", "notumor"):
+            for i in range(2):
+                seed += 1
+                write.png(scans / split / label / f"{i}.jpg.png", write.image(seed))
+    write.png(scans / "Training" / "loose.png", write.image(99))
+    result = run(scans, tmp_path, class_subfolders=True)
+    manifest = result.manifest.set_index("scan_id")
+    assert result.classes == ["glioma", "notumor"]
+    assert manifest.loc["Testing/glioma/0.jpg.png", ["label", "split"]].tolist() == ["glioma", "test"]
+    assert manifest.loc["Training/notumor/1.jpg.png", ["label", "split"]].tolist() == ["notumor", "train"]
+    assert manifest.loc["Training/loose.png", "label"] == ""
+    assert "not inside a class subfolder of Training/" in result.problems.set_index("item").loc[
+        "Training/loose.png", "reason"]
+
+
+def test_a_split_named_folder_among_class_folders_is_taken_as_a_class_and_reported(tmp_path, write):
+    scans = tmp_path / "scans"
+    for index, folder in enumerate(["normal", "tumour", "test"]):
+        write.png(scans / folder / "a.png", write.image(index))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.classes == ["normal", "test", "tumour"]
+    assert "taken as a class" in result.problems.set_index("item").loc["test/", "reason"]

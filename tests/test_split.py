@@ -115,7 +115,7 @@ def test_a_group_split_across_test_in_the_labels_file_is_refused(tmp_path, write
     ]
     path = write.manifest(tmp_path / "m.csv", rows)
     with pytest.raises(
-        ValueError, match="groups p1 have scans with split 'test' and scans without"
+        ValueError, match=r"groups p1 \(test: a; not test: b\) have scans with split 'test' and scans without"
     ):
         make_split(path, labels_per_class=1)
 

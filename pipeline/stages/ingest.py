@@ -41,6 +41,9 @@ log = logging.getLogger("pipeline.stages.ingest")
 PROBLEM_COLUMNS = ["source", "item", "reason"]
 LABELS_REQUIRED_COLUMNS = ("file", "label")
 KNOWN_SPLITS = ("train", "val", "test")
+# First-level folders that name a split, not a class, in exports such as Training/glioma/x.jpg
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
 PROBLEMS_LOGGED = 20
 
 
@@ -306,13 +309,20 @@ def _manifest_rows(
     """
     rows, label_source = [], {}
     label_rows = dict(label_rows)
+    by_split = class_subfolders and _split_folders(root, paths, problems)
     for index, path in enumerate(paths):
         relative = path.relative_to(root).as_posix()
         row = dict.fromkeys(MANIFEST_COLUMNS, "")
         row.update(scan_id=scan_id(relative), path=str(path))
-        if class_subfolders:
-            if "/" in relative:
-                row["label"] = relative.split("/", 1)[0]
+        folders = relative.split("/")[:-1]
+        if by_split and len(folders) >= 2:
+            row.update(label=folders[1], split=SPLIT_FOLDERS[folders[0].lower()])
+        elif by_split:
+            problems.append(("scan", row["scan_id"], f"not inside a class subfolder of {relative.split('/')[0]}/; "
+                             "kept unlabelled"))
+        elif class_subfolders:
+            if folders:
+                row["label"] = folders[0]
             else:
                 problems.append(
                     ("scan", row["scan_id"], "not inside a class subfolder; kept unlabelled")
@@ -330,6 +340,24 @@ def _manifest_rows(
             reason = f"{key} is not a scan under {root} (other folder, or not a scan type)"
         problems.append(("labels", label_row.where, reason + "; fix the path or delete the row"))
     return rows, label_source
+
+
+def _split_folders(root: Path, paths: list[Path], problems: list) -> bool:
+    """Whether the first-level folders name splits (``Training/``, ``Testing/``), the classes being the
+    folders below them, as in many public exports; a first-level folder so named among class folders is
+    reported, since it would become a class."""
+    first = sorted({path.relative_to(root).parts[0] for path in paths if len(path.relative_to(root).parts) > 1})
+    named = [folder for folder in first if folder.lower() in SPLIT_FOLDERS]
+    if named and len(named) == len(first):
+        log.info("first-level folders %s name splits: the classes are the folders inside them%s", ", ".join(named),
+                 "; " + ", ".join(f for f in named if SPLIT_FOLDERS[f.lower()] == "test") + " is the test set"
+                 if any(SPLIT_FOLDERS[f.lower()] == "test" for f in named) else "")
+        return True
+    for folder in named:
+        problems.append(("file", f"{folder}/", f"a folder named like a split among class folders "
+                         f"({', '.join(first)}): taken as a class; move its scans into the class folders, or give "
+                         "each first-level folder a split name"))
+    return False
 
 
 def _check_classes(

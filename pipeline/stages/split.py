@@ -194,10 +194,16 @@ def _test_units(rows: pd.DataFrame, test_fraction: float, rng: np.random.Generat
             log.warning("%d scans join the test set as near duplicates of test scans (first: %s)",
                         len(joined), ", ".join(joined["scan_id"].head(5)))
         if mixed:
+            def sides(group: str) -> str:
+                members = rows[rows["group"] == group]
+                return "; ".join(f"{side}: {', '.join(members.loc[mask, 'scan_id'].head(3))}"
+                                 for side, mask in (("test", members["split"] == "test"),
+                                                    ("not test", members["split"] != "test")))
             raise ValueError(
-                f"groups {', '.join(mixed[:10])}{' ...' if len(mixed) > 10 else ''} have scans with "
-                "split 'test' and scans without; put all of a group's scans on one side in the "
-                "labels file and re-run ingest"
+                f"groups {', '.join(f'{g} ({sides(g)})' for g in mixed[:3])}{' ...' if len(mixed) > 3 else ''} "
+                "have scans with split 'test' and scans without (a group is a patient: the labels file's group "
+                "column, else the DICOM PatientID); put all of a group's scans on one side (the labels file's "
+                "split column, or the split folders) and re-run ingest"
             )
         return test
     if test_fraction == 0:
