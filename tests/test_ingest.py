@@ -288,3 +288,20 @@ def test_a_split_named_folder_among_class_folders_is_taken_as_a_class_and_report
     result = run(scans, tmp_path, class_subfolders=True)
     assert result.classes == ["normal", "test", "tumour"]
     assert "taken as a class" in result.problems.set_index("item").loc["test/", "reason"]
+
+
+def test_a_labels_row_without_a_suffix_finds_the_one_scan_of_that_name(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "ISIC_001.jpg", write.image(1))
+    write.png(scans / "ISIC_002.png", write.image(2))
+    write.png(scans / "twice.png", write.image(3))
+    write.png(scans / "twice.tif", write.image(4))
+    labels = write.csv(tmp_path / "labels.csv", [
+        {"file": "scans/ISIC_001", "label": "nevus"}, {"file": "scans/ISIC_002", "label": "melanoma"},
+        {"file": "scans/twice", "label": "nevus"}, {"file": "scans/none", "label": "nevus"}])
+    result = run(scans, tmp_path, labels=labels)
+    labels_of = result.manifest.set_index("scan_id")["label"].to_dict()
+    assert labels_of == {"ISIC_001.jpg": "nevus", "ISIC_002.png": "melanoma", "twice.png": "", "twice.tif": ""}
+    problems = result.problems.set_index("item")["reason"]
+    assert "matches twice.png, twice.tif; write the file name in full" in problems["labels.csv line 4"]
+    assert "also with a scan suffix added" in problems["labels.csv line 5"]

@@ -31,6 +31,7 @@ from pipeline.reading import (
     list_files,
     load_scan,
     scan_id,
+    scan_suffix,
     series_location,
     system_files,
 )
@@ -187,15 +188,11 @@ def read_labels(
         if not file:
             problems.append(("labels", where, "no file name; fill it in or delete the row"))
             continue
-        # an absolute ``file`` replaces the base folder
-        found = [os.path.realpath(folder / file) for folder in bases]
-        key = next((path for path in found if os.path.exists(path)), None)
+        key, trouble = _locate(file, bases)
         if key is None:
-            looked = " or ".join(dict.fromkeys(found))
-            problems.append(("labels", where, f"file {file!r} does not exist (looked for {looked}); "
-                             "fix the path or delete the row"))
+            problems.append(("labels", where, trouble))
             continue
-        from_scans += key != found[0]
+        from_scans += not key.startswith(os.path.realpath(base) + os.sep) and not os.path.isabs(file)
         if key in rows:
             reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
             problems.append(("labels", where, reason + ", delete the repeat"))
@@ -340,6 +337,33 @@ def _manifest_rows(
             reason = f"{key} is not a scan under {root} (other folder, or not a scan type)"
         problems.append(("labels", label_row.where, reason + "; fix the path or delete the row"))
     return rows, label_source
+
+
+# Tried after a ``file`` without a scan suffix that does not exist as written: many public labels files
+# give an image id (``ISIC_0024306``, a patient id) where the file is ``ISIC_0024306.jpg`` or ``.dcm``.
+GUESSED_SUFFIXES = tuple(dict.fromkeys(s for suffix in (*SCAN_SUFFIXES, ".dcm") for s in (suffix, suffix.upper())))
+
+
+def _locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
+    """(real path, "") of a labels row's ``file``, looked for from each of ``bases`` in turn (an absolute
+    ``file`` replaces them), with a scan suffix added where it has none; or (None, the problem)."""
+    written = [os.path.realpath(folder / file) for folder in bases]
+    for path in written:
+        if os.path.exists(path):
+            return path, ""
+    if scan_suffix(file) is None:
+        for path in written:
+            # keyed by inode: a case-insensitive file system finds one file under .png and .PNG
+            matches = list({os.stat(path + suffix).st_ino: path + suffix for suffix in GUESSED_SUFFIXES
+                            if os.path.isfile(path + suffix)}.values())
+            if len(matches) == 1:
+                return matches[0], ""
+            if matches:
+                names = ", ".join(os.path.basename(m) for m in matches)
+                return None, f"file {file!r} has no suffix and matches {names}; write the file name in full"
+    looked = " or ".join(dict.fromkeys(written))
+    also = ", also with a scan suffix added" if scan_suffix(file) is None else ""
+    return None, f"file {file!r} does not exist (looked for {looked}{also}); fix the path or delete the row"
 
 
 def _split_folders(root: Path, paths: list[Path], problems: list) -> bool:
