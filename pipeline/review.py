@@ -298,9 +298,10 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
     positive = screening["positive_class"] if screening else None
     ordered = (report if keep_order else review_order(report, positive)).head(max_rows)
     rows = []
-    for number, row in enumerate(ordered.itertuples(index=False), start=1):
+    # by column, not by tuple field: itertuples renames columns that are not identifiers ("p_covid-19")
+    shown_probability = ordered[f"p_{positive}" if positive else "confidence"].tolist()
+    for number, (row, probability) in enumerate(zip(ordered.itertuples(index=False), shown_probability), start=1):
         review = bool(row.needs_review) if row.status == "ok" else True
-        probability = getattr(row, f"p_{positive}") if positive else row.confidence
         rows.append({"n": number, "id": str(row.scan_id), "pred": "" if pd.isna(row.prediction) else str(row.prediction),
                      "p": None if pd.isna(probability) else round(float(probability), 4), "status": str(row.status),
                      "review": review, "error": "" if pd.isna(row.error) else str(row.error),

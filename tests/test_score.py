@@ -170,3 +170,20 @@ def test_scoring_batches_and_chunks_shrink_with_the_input_size_so_memory_stays_f
         assert chunk * 64**3 * 4 <= CHUNK_IMAGE_BYTES and chunk >= batch >= 1
     assert memory_bounded_sizes(volumes, 256, 512)[0] > memory_bounded_sizes(
         model("preprocess.spatial_size=[64,64,64]", "network.channels=[16,32]"), 256, 512)[0]
+
+
+def test_review_page_takes_a_positive_class_whose_name_is_not_an_identifier(tmp_path):
+    from pipeline.review import write_review_page
+
+    classes = ["No finding", "covid-19"]
+    report = pd.DataFrame({"scan_id": ["a.png", "b.png"], "path": ["", ""], "prediction": ["covid-19", "No finding"],
+                           "confidence": [0.9, 0.8], "needs_review": [False, True], "status": ["ok", "ok"],
+                           "error": ["", ""], "p_No finding": [0.1, 0.8], "p_covid-19": [0.9, 0.2]})
+    screening = {"positive_class": "covid-19", "decision": 0.5, "sensitivity": 0.95, "specificity": 0.6,
+                 "n_positive": 30, "n_negative": 30, "review_low": 0.15, "review_high": 0.7}
+    page = tmp_path / "r.html"
+    write_review_page(page, report, {}, {"files": 2, "scored": 2, "errors": 0, "needs_review": 1,
+                                         "predicted": {"covid-19": 1, "No finding": 1}},
+                      {"screening": screening}, classes, "report")
+    text = page.read_text()
+    assert '"id":"a.png","pred":"covid-19","p":0.9' in text and '"id":"b.png","pred":"No finding","p":0.2' in text
