@@ -11,7 +11,7 @@ MODEL  ?=
 OUT    ?=
 ARGS   ?=
 
-# Your own data, no config: make train SCANS=folder [LABELS=csv] [POSITIVE=class] [MINUTES=n] [LABELS_PER_CLASS=n]
+# Your own data, no config: make train SCANS=folder [LABELS=csv] [POSITIVE=class[,class]] [MINUTES=n] [LABELS_PER_CLASS=n]
 LABELS ?=
 POSITIVE ?=
 MINUTES ?=
@@ -34,8 +34,9 @@ setup: $(STAMP)
 data: setup
 	$(BIN)/pipeline fetch mnist
 
-OWN_ARGS = $(if $(OWN_DATA),--scans $(SCANS) $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)),--config $(CONFIG)) \
-	$(if $(LABELS),--labels $(LABELS)) $(if $(POSITIVE),--positive $(POSITIVE)) \
+# Quoted: folder and class names may hold spaces (POSITIVE="No finding")
+OWN_ARGS = $(if $(OWN_DATA),--scans "$(SCANS)" $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)),--config $(CONFIG)) \
+	$(if $(LABELS),--labels "$(LABELS)") $(if $(POSITIVE),--positive "$(POSITIVE)") \
 	$(if $(MINUTES),--minutes $(MINUTES)) $(if $(LABELS_PER_CLASS),--labels-per-class $(LABELS_PER_CLASS)) \
 	$(if $(METHOD),method.name=$(METHOD)) $(ARGS)
 
@@ -46,7 +47,7 @@ plan: setup
 	$(BIN)/pipeline plan $(OWN_ARGS)
 
 score: setup
-	$(BIN)/pipeline score $(SCANS) $(if $(MODEL),--model $(MODEL)) $(if $(OUT),--out $(OUT))
+	$(BIN)/pipeline score "$(SCANS)" $(if $(MODEL),--model "$(MODEL)") $(if $(OUT),--out "$(OUT)")
 
 test: setup
 	$(BIN)/python -m pytest -q

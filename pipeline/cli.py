@@ -23,7 +23,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     own.add_argument("--labels", help="labels CSV file,label[,split][,group] (default: <scans>/labels.csv, "
                      "else the first-level subfolder names are the classes, or the ones inside first-level "
                      "split folders such as Training/ and Testing/)")
-    own.add_argument("--positive", help="the abnormal class of a screening task (data.positive_class)")
+    own.add_argument("--positive", help="the abnormal class of a screening task (data.positive_class); several "
+                     "joined by ',' or '+' (benign,malignant) are screened as one abnormal class")
     own.add_argument("--minutes", type=float, help="training budget in minutes of wall time (train.minutes)")
     own.add_argument("--labels-per-class", type=int,
                      help="label this many scans per class, and as many for calibration; the other "
@@ -87,8 +88,9 @@ def own_data_overrides(args) -> list[str]:
                 f"data.manifest={json.dumps(f'data_manifests/{stem}.csv')}"]
     elif args.labels:
         out.append(f"data.labels={json.dumps(args.labels)}")
-    if args.positive:
-        out.append(f"data.positive_class={json.dumps(args.positive)}")
+    if args.positive:  # "benign,malignant" screens either as abnormal: the classes joined by "+"
+        joined = "+".join(part.strip() for part in args.positive.replace("+", ",").split(","))
+        out.append(f"data.positive_class={json.dumps(joined)}")
     if args.minutes is not None:
         out.append(f"train.minutes={args.minutes}")
     if args.labels_per_class is not None:

@@ -346,7 +346,24 @@ def split_frame(config: Config):
     manifest and split exist (``pipeline run`` makes them first)."""
     merged = load_split(load_manifest(manifest_path(config)), split_path(config))
     classes = config.data.classes or sorted(set(merged["label"]) - {""})
+    positive = config.data.positive_class
+    members = joined_classes(positive, classes)
+    if members:
+        merged["label"] = merged["label"].where(~merged["label"].isin(members), positive)
+        classes = sorted((set(classes) - set(members)) | {positive})
+        log.info("screening %s as one class %r: classes %s", " and ".join(members), positive, ", ".join(classes))
     return merged, classes
+
+
+def joined_classes(positive: str, classes: list[str]) -> list[str]:
+    """The classes a positive class joins with "+" ("benign+malignant": a scan of either is abnormal), where
+    each is a class of the data; else [] (the positive class is one class, or names one the data lacks).
+
+    Training, calibration and scoring then see them as the one class ``positive``; the split was
+    drawn, per class, from the classes as the labels give them.
+    """
+    parts = [part.strip() for part in positive.split("+")] if positive else []
+    return parts if len(parts) > 1 and all(part in classes for part in parts) else []
 
 
 def load_training_data(config: Config, frame: pd.DataFrame | None = None, classes: list[str] | None = None

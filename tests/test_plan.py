@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.stages import plan as planning
-from pipeline.stages.run import planned_config
+from pipeline.stages.run import check_positive_class, planned_config
 
 
 def split_frame(rows, subsets=None):
@@ -365,3 +365,40 @@ def test_a_positive_class_the_data_lacks_is_refused_before_training(tmp_path, mo
     assert main(["run", "--scans", str(tmp_path / "scans"), "--positive", "tumour", "--minutes", "0.05", "--quiet"]) == 2
     assert "'tumour' is not one of the classes 'Normal', 'Tumour' (did you mean 'Tumour'?)" in caplog.text
     assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_several_abnormal_classes_are_screened_as_one(tmp_path, monkeypatch):
+    scans = class_folder(tmp_path / "scans", n_per_class=14)
+    (scans / "abnormal").rename(scans / "benign")
+    rng = np.random.default_rng(1)
+    for i in range(14):  # a bright bar: another finding
+        array = (rng.random((20, 20)) * 60).astype(np.uint8)
+        array[4:16, 8:12] = 230
+        (scans / "malignant").mkdir(exist_ok=True)
+        Image.fromarray(array).save(scans / "malignant" / f"m{i}.png")
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--scans", str(scans), "--positive", "benign, malignant", "--minutes", "0.05",
+                 "--labels-per-class", "3", "--quiet", "split.test_fraction=0.3", "network.channels=[4,8]"])
+    assert code == 0
+    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    checkpoint = json.loads((run / "checkpoint.json").read_text())
+    assert checkpoint["classes"] == ["benign+malignant", "normal"]
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["screening"]["positive_class"] == "benign+malignant"
+    assert calibration["screening"]["n_positive"] == 6  # 3 calibration scans drawn from each joined class
+    predictions = pd.read_csv(run / "test_predictions.csv")
+    assert set(predictions["label"]) == {"benign+malignant", "normal"} and "p_benign+malignant" in predictions
+    assert main(["score", str(scans / "malignant"), "--model", str(run), "--out", "report.csv", "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "report.csv")
+    assert len(report) == 14 and set(report["prediction"]) <= {"benign+malignant", "normal"}
+    assert '"positive":"benign+malignant"' in (tmp_path / "report.html").read_text()
+
+
+def test_joined_classes_are_only_classes_the_data_has():
+    from pipeline.data import joined_classes
+
+    assert joined_classes("benign+malignant", ["benign", "malignant", "normal"]) == ["benign", "malignant"]
+    assert joined_classes("benign", ["benign", "normal"]) == []
+    assert joined_classes("benign+cyst", ["benign", "malignant"]) == []
+    with pytest.raises(ValueError, match="joins 'malignnt', which is not one of the classes"):
+        check_positive_class("benign+malignnt", ["benign", "malignant", "normal"])

@@ -67,10 +67,16 @@ def check_positive_class(positive: str, classes: list[str]) -> None:
     """
     if not positive or positive in classes:
         return
-    meant = [name for name in classes if class_key(name) == class_key(positive)]
-    hint = f" (did you mean {meant[0]!r}?)" if len(meant) == 1 else ""
-    raise ValueError(f"data.positive_class {positive!r} is not one of the classes {', '.join(map(repr, classes))}"
-                     f"{hint}; set --positive (POSITIVE=) to one of them")
+    parts = [part.strip() for part in positive.split("+")]
+    named = ", ".join(map(repr, classes))
+    for part in parts:
+        if part not in classes:
+            meant = [name for name in classes if class_key(name) == class_key(part)]
+            hint = f" (did you mean {meant[0]!r}?)" if len(meant) == 1 else ""
+            subject = f"joins {part!r}, which is" if len(parts) > 1 else "is"
+            raise ValueError(f"data.positive_class {positive!r} {subject} not one of the classes {named}{hint}; "
+                             "set --positive (POSITIVE=) to one of them, or to several joined by '+' or ','")
+    raise ValueError(f"data.positive_class {positive!r} is not one of the classes {named}")
 
 
 def prepare_data(config: Config, progress: bool = True) -> TrainingData:
