@@ -362,8 +362,13 @@ def joined_classes(positive: str, classes: list[str]) -> list[str]:
     Training, calibration and scoring then see them as the one class ``positive``; the split was
     drawn, per class, from the classes as the labels give them.
     """
-    parts = [part.strip() for part in positive.split("+")] if positive else []
+    parts = positive_parts(positive)
     return parts if len(parts) > 1 and all(part in classes for part in parts) else []
+
+
+def positive_parts(positive: str) -> list[str]:
+    """The class names a positive class joins with "+" (one name where it joins none)."""
+    return [part.strip() for part in positive.split("+")] if positive else []
 
 
 def load_training_data(config: Config, frame: pd.DataFrame | None = None, classes: list[str] | None = None

@@ -248,13 +248,18 @@ def test_plan_false_keeps_every_config_value(tmp_path, monkeypatch):
     assert record["settings"] == {} and record["fingerprint"]["spatial_dims"] == 2
 
 
+def tiny_run(tmp_path, scans, positive):
+    """``pipeline run`` on ``scans`` in a few seconds (3 labels a class, a tiny network); its run folder."""
+    code = main(["run", "--scans", str(scans), "--positive", positive, "--minutes", "0.05",
+                 "--labels-per-class", "3", "--quiet", "split.test_fraction=0.3", "network.channels=[4,8]"])
+    assert code == 0
+    return tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+
+
 def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_path, monkeypatch, capsys):
     scans = class_folder(tmp_path / "scans", n_per_class=14)
     monkeypatch.chdir(tmp_path)
-    code = main(["run", "--scans", str(scans), "--positive", "abnormal", "--minutes", "0.05",
-                 "--labels-per-class", "3", "--quiet", "split.test_fraction=0.3", "network.channels=[4,8]"])
-    assert code == 0
-    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    run = tiny_run(tmp_path, scans, "abnormal")
     plan = json.loads((run / "plan.json").read_text())
     assert plan["settings"]["data.positive_class"]["set_by"] == "user"
     assert plan["settings"]["preprocess.spatial_size"]["value"] == [28, 28]
@@ -377,10 +382,7 @@ def test_several_abnormal_classes_are_screened_as_one(tmp_path, monkeypatch):
         (scans / "malignant").mkdir(exist_ok=True)
         Image.fromarray(array).save(scans / "malignant" / f"m{i}.png")
     monkeypatch.chdir(tmp_path)
-    code = main(["run", "--scans", str(scans), "--positive", "benign, malignant", "--minutes", "0.05",
-                 "--labels-per-class", "3", "--quiet", "split.test_fraction=0.3", "network.channels=[4,8]"])
-    assert code == 0
-    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    run = tiny_run(tmp_path, scans, "benign, malignant")
     checkpoint = json.loads((run / "checkpoint.json").read_text())
     assert checkpoint["classes"] == ["benign+malignant", "normal"]
     calibration = json.loads((run / "calibration.json").read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline import distributed, synth
 from pipeline.config import Config, flat_keys, load_config, user_settings
-from pipeline.data import TrainingData, load_training_data, split_frame
+from pipeline.data import TrainingData, load_training_data, positive_parts, split_frame
 from pipeline.manifest import class_key, manifest_path, split_path
 from pipeline.stages.calibrate import calibrate
 from pipeline.stages.fetch import fetch, materialise_mnist
@@ -67,7 +67,7 @@ def check_positive_class(positive: str, classes: list[str]) -> None:
     """
     if not positive or positive in classes:
         return
-    parts = [part.strip() for part in positive.split("+")]
+    parts = positive_parts(positive)
     named = ", ".join(map(repr, classes))
     for part in parts:
         if part not in classes:
