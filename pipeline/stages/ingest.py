@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
 from pipeline.manifest import MANIFEST_COLUMNS, class_key
+from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
 from pipeline.reading import (
     SCAN_SUFFIXES,
@@ -266,6 +267,10 @@ def ingest(
         log.info("using labels file %s", labels)
 
     label_rows, problems = read_labels(labels, root) if labels is not None else ({}, [])
+    # A mask the labels file names is the user's call; the rest are not scans.
+    masks = {mask: scan for mask, scan in segmentation_masks(paths).items()
+             if os.path.realpath(mask) not in label_rows}
+    paths = [path for path in paths if path not in masks]
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     problems += [
@@ -284,6 +289,12 @@ def ingest(
     problems += _mark_duplicates(rows)
     problems += _mark_near_duplicates(rows)
     problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]
+    # Last, so that a folder of masks does not push the other problems out of the log.
+    problems += [("mask", scan_id(mask.relative_to(root)), f"segmentation mask of {scan_id(scan.relative_to(root))} "
+                  "(by its name); not ingested, a mask is not a scan") for mask, scan in masks.items()]
+    if masks:
+        log.warning("left out %d segmentation masks named after their scans (e.g. %s)", len(masks),
+                 scan_id(next(iter(masks)).relative_to(root)))
 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
@@ -488,13 +499,10 @@ def _log_summary(root, manifest, problems, classes, manifest_path, problems_path
         len(problems),
         manifest_path,
     )
-    for source, item, reason in problems.head(PROBLEMS_LOGGED).itertuples(index=False):
+    shown = problems[problems["source"] != "mask"]  # masks had their one line
+    for source, item, reason in shown.head(PROBLEMS_LOGGED).itertuples(index=False):
         log.warning("%s %s: %s", source, item, reason)
-    if len(problems) > PROBLEMS_LOGGED:
-        log.warning(
-            "... and %d more problems, all listed in %s",
-            len(problems) - PROBLEMS_LOGGED,
-            problems_path,
-        )
+    if len(problems) > min(len(shown), PROBLEMS_LOGGED):
+        log.warning("... %d problems in all, every one listed in %s", len(problems), problems_path)
 
 

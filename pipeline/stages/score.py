@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
+from pipeline.masks import segmentation_masks
 from pipeline.reading import list_files, system_files
 from pipeline.scoring import (
     as_strings,
@@ -66,6 +67,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
 
     started = time.time()
     files = list_files(scans)
+    masks = segmentation_masks(files)
+    files = [f for f in files if f not in masks]
     partial = out.with_name(out.name + ".partial")
     done = _finished_rows(partial, columns) if resume else set()
     if not resume and partial.exists():
@@ -102,6 +105,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     partial.unlink()
     summary = summarise(report, model.classes)
     summary["skipped_system_files"] = len(system_files(scans))
+    summary["skipped_masks"] = len(masks)
     _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size)
     write_json(out.with_suffix(".meta.json"), {
         "command": sys.argv,
@@ -238,4 +242,7 @@ def format_summary(summary: dict, out: Path) -> str:
     if summary.get("skipped_system_files"):
         lines.append(f"skipped: {summary['skipped_system_files']} system files (.DS_Store, Thumbs.db, "
                      "__MACOSX/, hidden folders)")
+    if summary.get("skipped_masks"):
+        lines.append(f"skipped: {summary['skipped_masks']} segmentation masks named after their scans "
+                     "(x_mask.png beside x.png, masks/x.png beside images/x.png)")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,63 @@
+"""Segmentation masks shipped beside the scans they outline.
+
+Public sets made for segmentation and reused for screening keep each lesion mask next to
+its scan: ``benign (3).png`` and ``benign (3)_mask.png`` (breast ultrasound), ``case_7.nii.gz``
+and ``case_7_seg.nii.gz``, or ``images/x.png`` and ``masks/x.png``. Taken as scans, the masks
+would join the training set under their scan's class (and give the class away by their
+shape) or fill the unlabelled pool with pictures that are not scans. Ingest and score leave
+them out and say so.
+
+Only names are read: a mask's content (binary, or a few label values) cannot tell it from a
+scan that is itself a mask, as in AdrenalMNIST3D, so a file counts as a mask only where the
+scan it belongs to is there too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pipeline.reading import scan_suffix
+
+MASK_WORDS = ("mask", "seg", "segmentation", "label", "labelmap", "gt", "roi")
+MASK_FOLDERS = frozenset({"mask", "masks", "seg", "segs", "segmentation", "segmentations", "gt",
+                          "groundtruth", "ground_truth", "ground truth", "ground-truth"})
+# ``<scan>`` + separator + mask word (+ s) + optional number: benign (3)_mask_1, case_7_seg, x-label.
+_MASKED_NAME = re.compile(
+    r"^(?P<scan>.+?)[ _.\-]+(?:" + "|".join(MASK_WORDS) + r")s?(?:[ _.\-]*\d+)?$", re.IGNORECASE
+)
+
+
+def _stem(path: Path) -> str:
+    suffix = scan_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
+    """The files among ``paths`` that are segmentation masks of other files among them.
+
+    A mask is named as its scan with a mask word after it (``x_mask.png``, ``x_mask_1.png``,
+    ``x_seg.nii.gz``, ``x-label.png``) in the scan's folder, or lies in a folder named for
+    masks (``masks/``, ``segmentations/``, ``gt/``) under the name, with or without a mask word,
+    of a scan in a sibling folder (``masks/x.png`` for ``images/x.png``).
+
+    Returns
+    -------
+    dict
+        ``{mask path: the scan it outlines}``; scans themselves are never keys.
+    """
+    in_folder = {(path.parent, _stem(path).lower()): path for path in paths}
+    beside = {(path.parent.parent, _stem(path).lower()): path
+              for path in paths if path.parent.name.lower() not in MASK_FOLDERS}
+    masks = {}
+    for path in paths:
+        stem = _stem(path)
+        named = _MASKED_NAME.match(stem)
+        scan = in_folder.get((path.parent, named["scan"].lower())) if named else None
+        if scan is None and path.parent.name.lower() in MASK_FOLDERS:
+            bases = {stem.lower(), named["scan"].lower()} if named else {stem.lower()}
+            scan = next((beside[key] for base in sorted(bases) if (key := (path.parent.parent, base)) in beside),
+                        None)
+        if scan is not None and scan != path:
+            masks[path] = scan
+    return masks

@@ -1,0 +1,81 @@
+"""Segmentation masks kept beside their scans are left out, named, never trained on or scored."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from test_score import trained_run, write_pngs  # noqa: F401  (module fixture reused)
+
+from pipeline.masks import segmentation_masks
+from pipeline.stages.ingest import ingest
+from pipeline.stages.score import format_summary, score
+
+
+def test_masks_are_found_by_name_beside_their_scan_or_in_a_masks_folder():
+    paths = [Path(p) for p in [
+        "busi/benign/benign (3).png", "busi/benign/benign (3)_mask.png", "busi/benign/benign (3)_mask_1.png",
+        "ct/case_7.nii.gz", "ct/case_7_seg.nii.gz", "ct/case_8-Label.nii.gz",
+        "polyps/images/x.jpg", "polyps/masks/x.jpg", "polyps/Masks/y_mask.png", "polyps/images/y.png",
+        "polyps/masks/z.png",
+    ]]
+    masks = segmentation_masks(paths)
+    assert {m.as_posix(): s.as_posix() for m, s in masks.items()} == {
+        "busi/benign/benign (3)_mask.png": "busi/benign/benign (3).png",
+        "busi/benign/benign (3)_mask_1.png": "busi/benign/benign (3).png",
+        "ct/case_7_seg.nii.gz": "ct/case_7.nii.gz",
+        "polyps/masks/x.jpg": "polyps/images/x.jpg",
+        "polyps/Masks/y_mask.png": "polyps/images/y.png",
+    }  # case_8's and z's scans are not there: they stay scans
+
+
+def test_scans_that_are_masks_themselves_are_not_left_out():
+    # AdrenalMNIST3D-like: every scan a binary shape mask, none named after another.
+    paths = [Path(f"adrenal/{i:04d}.nii.gz") for i in range(5)] + [Path("x/segmentation.png"), Path("x/gt.png")]
+    assert segmentation_masks(paths) == {}
+
+
+def busi_like(root, write, n=4):
+    """Class folders of scans, each with its lesion mask (and a second mask for one)."""
+    for label in ("benign", "malignant", "normal"):
+        for i in range(1, n + 1):
+            write.png(root / label / f"{label} ({i}).png", write.image(hash((label, i)) % 1000, (12, 14)))
+            mask = np.zeros((12, 14), np.uint8)
+            mask[3:7, 4:9] = 255 if label != "normal" else 0
+            write.png(root / label / f"{label} ({i})_mask.png", mask)
+        write.png(root / label / f"{label} (1)_mask_1.png", np.eye(12, 14, dtype=np.uint8) * 255)
+    return root
+
+
+def test_ingest_leaves_masks_out_and_names_each_with_its_scan(tmp_path, write):
+    scans = busi_like(tmp_path / "Dataset_BUSI_with_GT", write)
+    result = ingest(scans, class_subfolders=True, out=tmp_path / "m.csv")
+    manifest = result.manifest
+    assert len(manifest) == 12 and not manifest["scan_id"].str.contains("mask").any()
+    assert (manifest["status"] == "ok").all()  # the blank masks of normal scans are no error rows
+    masks = result.problems[result.problems["source"] == "mask"].set_index("item")
+    assert len(masks) == 15
+    assert "segmentation mask of benign/benign (1).png" in masks.loc["benign/benign (1)_mask_1.png", "reason"]
+    assert (result.problems["source"] == "mask").all()
+
+
+def test_a_mask_the_labels_file_names_is_ingested(tmp_path, write):
+    scans = busi_like(tmp_path / "scans", write, n=1)
+    labels = write.csv(tmp_path / "labels.csv", [{"file": "scans/benign/benign (1)_mask.png", "label": "benign"}])
+    result = ingest(scans, labels=labels, out=tmp_path / "m.csv")
+    assert "benign/benign (1)_mask.png" in set(result.manifest["scan_id"])
+    left_out = result.problems.loc[result.problems["source"] == "mask", "item"]
+    assert "benign/benign (1)_mask.png" not in set(left_out) and len(left_out) == 5
+
+
+def test_score_leaves_masks_out_of_the_report_and_counts_them(trained_run, tmp_path):  # noqa: F811
+    scans = tmp_path / "incoming"
+    write_pngs(scans, n=4)
+    for i in range(4):
+        (scans / f"scan{i:02d}_mask.png").write_bytes((scans / f"scan{i:02d}.png").read_bytes())
+    out = score(scans, trained_run, out=tmp_path / "report.csv", progress=False)
+    report = pd.read_csv(out, keep_default_na=False)
+    assert sorted(report["scan_id"]) == [f"scan{i:02d}.png" for i in range(4)]
+    summary = (tmp_path / "report.summary.txt").read_text()
+    assert "skipped: 4 segmentation masks" in summary
+    assert "segmentation masks" not in format_summary({"files": 1, "scored": 1, "errors": 0, "needs_review": 0,
+                                          "predicted": {}}, out)
