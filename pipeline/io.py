@@ -1,16 +1,20 @@
-"""Atomic file writes and hashing shared by every stage."""
+"""Atomic file writes, hashing, and reading the CSV files people write, shared by every stage."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger("pipeline.io")
 
 
 @contextlib.contextmanager
@@ -68,3 +72,38 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_table(path: str | os.PathLike, what: str, columns_needed: str) -> pd.DataFrame:
+    """Read a CSV a person wrote or saved from a spreadsheet: every cell as text (blank cells
+    ``""``), column names stripped and lower-cased.
+
+    Comma, semicolon or tab separated (the header line decides: Excel writes ``;`` where the
+    decimal mark is a comma); UTF-8 with or without a byte-order mark, else Windows-1252, as
+    Excel's plain "CSV" is on Windows.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the file: it is empty, not text, or not valid CSV.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError:
+            raise ValueError(f"{what} {path} is not text (neither UTF-8 nor Windows-1252); "
+                             "save it as CSV UTF-8") from None
+        log.warning("%s %s is not UTF-8; read as Windows-1252 (Excel's CSV on Windows)", what, path)
+    header = text.lstrip().split("\n", 1)[0]
+    separator = "," if "," in header else next((s for s in (";", "\t") if s in header), ",")
+    try:
+        table = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{what} {path} is empty; it needs a header line {columns_needed}") from None
+    except pd.errors.ParserError as error:
+        raise ValueError(f"{what} {path} is not valid CSV: {error}") from None
+    table.columns = [str(column).strip().lower() for column in table.columns]
+    return table

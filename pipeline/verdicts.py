@@ -11,31 +11,39 @@ labels file is never modified.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.io import sha256_file, write_csv
-from pipeline.reading import list_files
+from pipeline.io import read_table, sha256_file, write_csv
+from pipeline.labels import folder_labels, read_labels
+from pipeline.masks import segmentation_masks
+from pipeline.reading import is_scan_file, list_files
+
+log = logging.getLogger("pipeline.verdicts")
 
 MERGED_COLUMNS = ["file", "label", "split", "group", "label_source", "verdict", "reviewed_at", "previous_label"]
 
 
 def _base_labels(scans: Path, labels: Path | None) -> pd.DataFrame:
-    """The labels as they stand, keyed by real path: the labels file, or class subfolders."""
+    """The labels as ingest reads them, keyed by real path: the labels file (rows whose file is not
+    found are left out, as ingest leaves them), or class subfolders (within split folders where the
+    first-level folders name splits; segmentation masks left out)."""
     if labels is not None:
-        table = pd.read_csv(labels, dtype=str, keep_default_na=False)
-        table.columns = [str(c).strip().lower() for c in table.columns]
-        for column in ("split", "group"):
-            if column not in table.columns:
-                table[column] = ""
-        base = labels.absolute().parent
-        table["key"] = [os.path.realpath(base / f.strip()) for f in table["file"]]
-        return table[["key", "label", "split", "group"]]
-    rows = [{"key": os.path.realpath(p), "label": p.relative_to(scans).parts[0], "split": "", "group": ""}
-            for p in list_files(scans) if len(p.relative_to(scans).parts) > 1]
-    return pd.DataFrame(rows, columns=["key", "label", "split", "group"])
+        rows, problems = read_labels(labels, scans)
+        if problems:
+            log.warning("%d rows of %s are not carried into the merged labels (ingest names each): e.g. %s",
+                        len(problems), labels, "; ".join(f"{item}: {reason}" for _, item, reason in problems[:2]))
+        table = [{"key": key, "label": r.label, "split": r.split, "group": r.group} for key, r in rows.items()]
+        return pd.DataFrame(table, columns=["key", "label", "split", "group"])
+    paths = [path for path in list_files(scans) if is_scan_file(path)]
+    masks = segmentation_masks(paths)
+    found = folder_labels(scans, [path for path in paths if path not in masks], [])
+    table = [{"key": os.path.realpath(path), "label": label, "split": split, "group": ""}
+             for path, (label, split) in found.items()]
+    return pd.DataFrame(table, columns=["key", "label", "split", "group"])
 
 
 def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_dir: str | os.PathLike,
@@ -52,8 +60,7 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
     labels = Path(labels) if labels else (scans / "labels.csv" if (scans / "labels.csv").is_file() else None)
     if not verdicts.is_file():
         raise FileNotFoundError(f"verdicts file {verdicts} does not exist")
-    table = pd.read_csv(verdicts, dtype=str, keep_default_na=False)
-    table.columns = [str(c).strip().lower() for c in table.columns]
+    table = read_table(verdicts, "verdicts file", "file,label,verdict,reviewed_at")
     missing = [c for c in ("file", "label") if c not in table.columns]
     if missing:
         raise ValueError(f"verdicts file {verdicts} has no {' or '.join(missing)} column; export it from the "

@@ -243,7 +243,7 @@ def test_a_labels_file_beside_the_scan_folder_may_name_files_as_they_sit_inside_
     labels = write.csv(tmp_path / "meta" / "train.csv", [
         {"file": "a.png", "label": "normal"}, {"file": "sub/b.png", "label": "tumour"},
         {"file": "c.png", "label": "tumour"}])
-    caplog.set_level("INFO", logger="pipeline.stages.ingest")
+    caplog.set_level("INFO", logger="pipeline.labels")
     result = run(scans, tmp_path, labels=labels)
     assert result.manifest.set_index("scan_id")["label"].to_dict() == {"a.png": "normal", "sub/b.png": "tumour"}
     missing = result.problems.set_index("item").loc["train.csv line 4", "reason"]
@@ -305,3 +305,26 @@ def test_a_labels_row_without_a_suffix_finds_the_one_scan_of_that_name(tmp_path,
     problems = result.problems.set_index("item")["reason"]
     assert "matches twice.png, twice.tif; write the file name in full" in problems["labels.csv line 4"]
     assert "also with a scan suffix added" in problems["labels.csv line 5"]
+
+
+@pytest.mark.parametrize("text, encoding", [
+    ("file;label\na.png;Läsion\nb.png;normal\n", "utf-8"),        # Excel where the decimal mark is a comma
+    ("file\tlabel\na.png\tLäsion\nb.png\tnormal\n", "utf-8"),
+    ("\ufefffile,label\na.png,Läsion\nb.png,normal\n", "utf-8"),   # Excel's "CSV UTF-8"
+    ("file,label\na.png,Läsion\nb.png,normal\n", "cp1252"),        # Excel's plain "CSV" on Windows
+])
+def test_labels_files_as_spreadsheets_save_them_are_read(tmp_path, write, text, encoding):
+    scans = tmp_path / "scans"
+    write.png(scans / "a.png", write.image(1))
+    write.png(scans / "b.png", write.image(2))
+    (scans / "labels.csv").write_bytes(text.encode(encoding))
+    result = run(scans, tmp_path)
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {"a.png": "Läsion", "b.png": "normal"}
+
+
+def test_a_labels_file_that_is_not_text_is_named(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "a.png", write.image(1))
+    (scans / "labels.csv").write_bytes(b"file,label\na.png,\x81\x8d\x8f\n")
+    with pytest.raises(ValueError, match=r"labels file .*labels.csv is not text"):
+        run(scans, tmp_path)

@@ -49,3 +49,32 @@ def test_bad_verdict_rows_are_all_named_and_nothing_is_merged(tmp_path, write):
     assert "line 5: 'd.png' is listed again (first on line 4)" in text
     assert "line 6: '../verdicts.csv' is not a scan" in text
     assert not (tmp_path / "out").exists()
+
+
+def test_verdicts_on_a_split_folder_export_keep_its_classes_and_test_folder(tmp_path, write):
+    # Training/glioma/x.png: the classes are the second-level folders, never "Training".
+    scans = tmp_path / "export"
+    write.png(scans / "Training" / "glioma" / "a.png", write.image(1))
+    write.png(scans / "Training" / "notumor" / "b.png", write.image(2))
+    write.png(scans / "Testing" / "glioma" / "c.png", write.image(3))
+    write.png(scans / "Training" / "glioma" / "a_mask.png", write.image(4))
+    verdicts = write.csv(tmp_path / "verdicts.csv", [{"file": "Training/notumor/b.png", "label": "glioma",
+                                                      "verdict": "relabelled", "reviewed_at": ""}])
+    merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out"), keep_default_na=False)
+    rows = {r["file"].rsplit("/", 1)[-1]: (r["label"], r["split"]) for r in merged.to_dict("records")}
+    assert rows == {"a.png": ("glioma", "train"), "b.png": ("glioma", "train"), "c.png": ("glioma", "test")}
+
+
+def test_verdicts_read_the_labels_file_as_ingest_does(tmp_path, write):
+    # A labels file beside the scan folder naming files as they sit inside it, one by id alone,
+    # saved by a spreadsheet with ';' between columns.
+    scans = tmp_path / "images"
+    for name in ("a.png", "b.png", "c.png"):
+        write.png(scans / name, write.image(hash(name) % 100))
+    labels = tmp_path / "train.csv"
+    labels.write_text("file;label\na.png;normal\nb;abnormal\n")
+    verdicts = write.csv(tmp_path / "verdicts.csv", [{"file": "c.png", "label": "normal"}])
+    merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out", labels=labels), keep_default_na=False)
+    assert dict(zip(merged["file"], merged["label"])) == {
+        str((scans / "a.png").resolve()): "normal", str((scans / "b.png").resolve()): "abnormal",
+        str((scans / "c.png").resolve()): "normal"}

@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
+from pipeline.labels import LabelRow, folder_labels, read_labels
 from pipeline.manifest import MANIFEST_COLUMNS, class_key
 from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
@@ -32,7 +33,6 @@ from pipeline.reading import (
     list_files,
     load_scan,
     scan_id,
-    scan_suffix,
     series_location,
     system_files,
 )
@@ -41,11 +41,6 @@ from pipeline.similarity import MAX_GROUP, connected_groups, near_duplicate_grou
 log = logging.getLogger("pipeline.stages.ingest")
 
 PROBLEM_COLUMNS = ["source", "item", "reason"]
-LABELS_REQUIRED_COLUMNS = ("file", "label")
-KNOWN_SPLITS = ("train", "val", "test")
-# First-level folders that name a split, not a class, in exports such as Training/glioma/x.jpg
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test", "testing": "test"}
 PROBLEMS_LOGGED = 20
 
 
@@ -58,14 +53,6 @@ class IngestResult:
     manifest: pd.DataFrame
     problems: pd.DataFrame
     classes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _LabelRow:
-    label: str
-    group: str
-    split: str
-    where: str  # "labels.csv line 7", for messages
 
 
 # ---------------------------------------------------------------------------- reading scans
@@ -136,77 +123,6 @@ def describe_scans(paths: list[str], workers: int = 2) -> list[dict[str, str]]:
             described.extend(result)
             progress.update(len(result))
     return described
-
-
-# ---------------------------------------------------------------------------- labels file
-
-
-def read_labels(
-    labels_path: str | os.PathLike,
-    scans: str | os.PathLike | None = None,
-) -> tuple[dict[str, _LabelRow], list[tuple[str, str, str]]]:
-    """Read a labels CSV into ``{real path of the file: label row}`` and a list of problems.
-
-    A relative ``file`` is looked for from the labels file's folder, then from ``scans``: a
-    labels file kept beside the scan folder often names files as they sit inside it.
-
-    Raises
-    ------
-    ValueError
-        The file is empty, not CSV, or lacks a required column (``file``, ``label``).
-    """
-    labels_path = Path(labels_path)
-    if not labels_path.is_file():
-        raise FileNotFoundError(f"labels file {labels_path} does not exist")
-    try:
-        table = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise ValueError(
-            f"labels file {labels_path} is empty; it needs a header line file,label"
-        ) from None
-    except pd.errors.ParserError as error:
-        raise ValueError(f"labels file {labels_path} is not valid CSV: {error}") from None
-    table.columns = [str(column).strip().lower() for column in table.columns]
-    missing = [column for column in LABELS_REQUIRED_COLUMNS if column not in table.columns]
-    if missing:
-        raise ValueError(
-            f"labels file {labels_path} has no {' or '.join(repr(c) for c in missing)} column "
-            f"(found: {', '.join(table.columns)}); it needs columns file,label and may have split,group"
-        )
-    for optional in ("split", "group"):
-        if optional not in table.columns:
-            table[optional] = ""
-
-    base = labels_path.absolute().parent
-    bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
-    rows: dict[str, _LabelRow] = {}
-    problems = []
-    from_scans = 0
-    columns = (table[name].str.strip() for name in ("file", "label", "split", "group"))
-    # Line numbers as an editor shows them: the header is line 1.
-    for line, (file, label, split, group) in enumerate(zip(*columns), start=2):
-        where = f"{labels_path.name} line {line}"
-        if not file:
-            problems.append(("labels", where, "no file name; fill it in or delete the row"))
-            continue
-        key, trouble = _locate(file, bases)
-        if key is None:
-            problems.append(("labels", where, trouble))
-            continue
-        from_scans += not key.startswith(os.path.realpath(base) + os.sep) and not os.path.isabs(file)
-        if key in rows:
-            reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
-            problems.append(("labels", where, reason + ", delete the repeat"))
-            continue
-        if split.lower() not in ("", *KNOWN_SPLITS):
-            reason = f"split {split!r} is not one of {', '.join(KNOWN_SPLITS)}; treated as no split"
-            problems.append(("labels", where, reason))
-            split = ""
-        rows[key] = _LabelRow(label=label, group=group, split=split.lower(), where=where)
-    if from_scans:
-        log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
-                 from_scans, bases[-1])
-    return rows, problems
 
 
 # ---------------------------------------------------------------------------- ingest
@@ -307,7 +223,7 @@ def ingest(
 def _manifest_rows(
     root: Path,
     paths: list[Path],
-    label_rows: dict[str, _LabelRow],
+    label_rows: dict[str, LabelRow],
     class_subfolders: bool,
     problems: list,
 ) -> tuple[list[dict[str, str]], dict[int, str]]:
@@ -317,24 +233,12 @@ def _manifest_rows(
     """
     rows, label_source = [], {}
     label_rows = dict(label_rows)
-    by_split = class_subfolders and _split_folders(root, paths, problems)
+    from_folders = folder_labels(root, paths, problems) if class_subfolders else {}
     for index, path in enumerate(paths):
-        relative = path.relative_to(root).as_posix()
         row = dict.fromkeys(MANIFEST_COLUMNS, "")
-        row.update(scan_id=scan_id(relative), path=str(path))
-        folders = relative.split("/")[:-1]
-        if by_split and len(folders) >= 2:
-            row.update(label=folders[1], split=SPLIT_FOLDERS[folders[0].lower()])
-        elif by_split:
-            problems.append(("scan", row["scan_id"], f"not inside a class subfolder of {relative.split('/')[0]}/; "
-                             "kept unlabelled"))
-        elif class_subfolders:
-            if folders:
-                row["label"] = folders[0]
-            else:
-                problems.append(
-                    ("scan", row["scan_id"], "not inside a class subfolder; kept unlabelled")
-                )
+        row.update(scan_id=scan_id(path.relative_to(root)), path=str(path))
+        if path in from_folders:
+            row["label"], row["split"] = from_folders[path]
         elif (label_row := label_rows.pop(os.path.realpath(path), None)) is not None:
             row.update(label=label_row.label, group=label_row.group, split=label_row.split)
             label_source[index] = label_row.where
@@ -348,51 +252,6 @@ def _manifest_rows(
             reason = f"{key} is not a scan under {root} (other folder, or not a scan type)"
         problems.append(("labels", label_row.where, reason + "; fix the path or delete the row"))
     return rows, label_source
-
-
-# Tried after a ``file`` without a scan suffix that does not exist as written: many public labels files
-# give an image id (``ISIC_0024306``, a patient id) where the file is ``ISIC_0024306.jpg`` or ``.dcm``.
-GUESSED_SUFFIXES = tuple(dict.fromkeys(s for suffix in (*SCAN_SUFFIXES, ".dcm") for s in (suffix, suffix.upper())))
-
-
-def _locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
-    """(real path, "") of a labels row's ``file``, looked for from each of ``bases`` in turn (an absolute
-    ``file`` replaces them), with a scan suffix added where it has none; or (None, the problem)."""
-    written = [os.path.realpath(folder / file) for folder in bases]
-    for path in written:
-        if os.path.exists(path):
-            return path, ""
-    if scan_suffix(file) is None:
-        for path in written:
-            # keyed by inode: a case-insensitive file system finds one file under .png and .PNG
-            matches = list({os.stat(path + suffix).st_ino: path + suffix for suffix in GUESSED_SUFFIXES
-                            if os.path.isfile(path + suffix)}.values())
-            if len(matches) == 1:
-                return matches[0], ""
-            if matches:
-                names = ", ".join(os.path.basename(m) for m in matches)
-                return None, f"file {file!r} has no suffix and matches {names}; write the file name in full"
-    looked = " or ".join(dict.fromkeys(written))
-    also = ", also with a scan suffix added" if scan_suffix(file) is None else ""
-    return None, f"file {file!r} does not exist (looked for {looked}{also}); fix the path or delete the row"
-
-
-def _split_folders(root: Path, paths: list[Path], problems: list) -> bool:
-    """Whether the first-level folders name splits (``Training/``, ``Testing/``), the classes being the
-    folders below them, as in many public exports; a first-level folder so named among class folders is
-    reported, since it would become a class."""
-    first = sorted({path.relative_to(root).parts[0] for path in paths if len(path.relative_to(root).parts) > 1})
-    named = [folder for folder in first if folder.lower() in SPLIT_FOLDERS]
-    if named and len(named) == len(first):
-        log.info("first-level folders %s name splits: the classes are the folders inside them%s", ", ".join(named),
-                 "; " + ", ".join(f for f in named if SPLIT_FOLDERS[f.lower()] == "test") + " is the test set"
-                 if any(SPLIT_FOLDERS[f.lower()] == "test" for f in named) else "")
-        return True
-    for folder in named:
-        problems.append(("file", f"{folder}/", f"a folder named like a split among class folders "
-                         f"({', '.join(first)}): taken as a class; move its scans into the class folders, or give "
-                         "each first-level folder a split name"))
-    return False
 
 
 def _check_classes(

@@ -1,0 +1,160 @@
+"""Where a scan's label comes from: a labels file, or the folders the scans sit in.
+
+Ingest reads labels through here, and so does merging review verdicts (``pipeline.verdicts``),
+so a labels file that names ``ISIC_001`` for ``ISIC_001.jpg``, or an export whose first-level
+folders name splits (``Training/glioma/x.jpg``), means the same to both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.io import read_table
+from pipeline.reading import SCAN_SUFFIXES, scan_suffix
+
+log = logging.getLogger("pipeline.labels")
+
+LABELS_REQUIRED_COLUMNS = ("file", "label")
+KNOWN_SPLITS = ("train", "val", "test")
+# First-level folders that name a split, not a class, in exports such as Training/glioma/x.jpg
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+@dataclass
+class LabelRow:
+    label: str
+    group: str
+    split: str
+    where: str  # "labels.csv line 7", for messages
+
+
+def read_labels(
+    labels_path: str | os.PathLike,
+    scans: str | os.PathLike | None = None,
+) -> tuple[dict[str, LabelRow], list[tuple[str, str, str]]]:
+    """Read a labels CSV into ``{real path of the file: label row}`` and a list of problems.
+
+    A relative ``file`` is looked for from the labels file's folder, then from ``scans``: a
+    labels file kept beside the scan folder often names files as they sit inside it.
+
+    Raises
+    ------
+    ValueError
+        The file is empty, not CSV, or lacks a required column (``file``, ``label``). Comma,
+        semicolon and tab separators and UTF-8 or Windows-1252 text are read (``read_table``).
+    """
+    labels_path = Path(labels_path)
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"labels file {labels_path} does not exist")
+    table = read_table(labels_path, "labels file", "file,label")
+    missing = [column for column in LABELS_REQUIRED_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(
+            f"labels file {labels_path} has no {' or '.join(repr(c) for c in missing)} column "
+            f"(found: {', '.join(table.columns)}); it needs columns file,label and may have split,group"
+        )
+    for optional in ("split", "group"):
+        if optional not in table.columns:
+            table[optional] = ""
+
+    base = labels_path.absolute().parent
+    bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
+    rows: dict[str, LabelRow] = {}
+    problems = []
+    from_scans = 0
+    columns = (table[name].str.strip() for name in ("file", "label", "split", "group"))
+    # Line numbers as an editor shows them: the header is line 1.
+    for line, (file, label, split, group) in enumerate(zip(*columns), start=2):
+        where = f"{labels_path.name} line {line}"
+        if not file:
+            problems.append(("labels", where, "no file name; fill it in or delete the row"))
+            continue
+        key, trouble = locate(file, bases)
+        if key is None:
+            problems.append(("labels", where, trouble))
+            continue
+        from_scans += not key.startswith(os.path.realpath(base) + os.sep) and not os.path.isabs(file)
+        if key in rows:
+            reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
+            problems.append(("labels", where, reason + ", delete the repeat"))
+            continue
+        if split.lower() not in ("", *KNOWN_SPLITS):
+            reason = f"split {split!r} is not one of {', '.join(KNOWN_SPLITS)}; treated as no split"
+            problems.append(("labels", where, reason))
+            split = ""
+        rows[key] = LabelRow(label=label, group=group, split=split.lower(), where=where)
+    if from_scans:
+        log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
+                 from_scans, bases[-1])
+    return rows, problems
+
+
+# Tried after a ``file`` without a scan suffix that does not exist as written: many public labels files
+# give an image id (``ISIC_0024306``, a patient id) where the file is ``ISIC_0024306.jpg`` or ``.dcm``.
+GUESSED_SUFFIXES = tuple(dict.fromkeys(s for suffix in (*SCAN_SUFFIXES, ".dcm") for s in (suffix, suffix.upper())))
+
+
+def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
+    """(real path, "") of a labels row's ``file``, looked for from each of ``bases`` in turn (an absolute
+    ``file`` replaces them), with a scan suffix added where it has none; or (None, the problem)."""
+    written = [os.path.realpath(folder / file) for folder in bases]
+    for path in written:
+        if os.path.exists(path):
+            return path, ""
+    if scan_suffix(file) is None:
+        for path in written:
+            # keyed by inode: a case-insensitive file system finds one file under .png and .PNG
+            matches = list({os.stat(path + suffix).st_ino: path + suffix for suffix in GUESSED_SUFFIXES
+                            if os.path.isfile(path + suffix)}.values())
+            if len(matches) == 1:
+                return matches[0], ""
+            if matches:
+                names = ", ".join(os.path.basename(m) for m in matches)
+                return None, f"file {file!r} has no suffix and matches {names}; write the file name in full"
+    looked = " or ".join(dict.fromkeys(written))
+    also = ", also with a scan suffix added" if scan_suffix(file) is None else ""
+    return None, f"file {file!r} does not exist (looked for {looked}{also}); fix the path or delete the row"
+
+
+def split_folders(root: Path, paths: list[Path], problems: list) -> bool:
+    """Whether the first-level folders name splits (``Training/``, ``Testing/``), the classes being the
+    folders below them, as in many public exports; a first-level folder so named among class folders is
+    reported, since it would become a class."""
+    first = sorted({path.relative_to(root).parts[0] for path in paths if len(path.relative_to(root).parts) > 1})
+    named = [folder for folder in first if folder.lower() in SPLIT_FOLDERS]
+    if named and len(named) == len(first):
+        log.info("first-level folders %s name splits: the classes are the folders inside them%s", ", ".join(named),
+                 "; " + ", ".join(f for f in named if SPLIT_FOLDERS[f.lower()] == "test") + " is the test set"
+                 if any(SPLIT_FOLDERS[f.lower()] == "test" for f in named) else "")
+        return True
+    for folder in named:
+        problems.append(("file", f"{folder}/", f"a folder named like a split among class folders "
+                         f"({', '.join(first)}): taken as a class; move its scans into the class folders, or give "
+                         "each first-level folder a split name"))
+    return False
+
+
+def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, tuple[str, str]]:
+    """``{scan path: (label, split)}`` from the folders the scans sit in: the first-level folder
+    names the class, or, where every first-level folder names a split (:func:`split_folders`),
+    the second-level one does and the first gives the split. Scans outside class folders are
+    left out and reported in ``problems``."""
+    by_split = split_folders(root, paths, problems)
+    labels = {}
+    for path in paths:
+        relative = path.relative_to(root).as_posix()
+        folders = relative.split("/")[:-1]
+        if by_split and len(folders) >= 2:
+            labels[path] = (folders[1], SPLIT_FOLDERS[folders[0].lower()])
+        elif by_split:
+            where = f"a class subfolder of {folders[0]}/" if folders else "a split folder's class subfolder"
+            problems.append(("scan", relative, f"not inside {where}; kept unlabelled"))
+        elif folders:
+            labels[path] = (folders[0], "")
+        else:
+            problems.append(("scan", relative, "not inside a class subfolder; kept unlabelled"))
+    return labels
