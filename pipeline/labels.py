@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.io import read_table
+from pipeline.manifest import class_key
 from pipeline.reading import SCAN_SUFFIXES, scan_suffix
 
 log = logging.getLogger("pipeline.labels")
@@ -138,12 +139,36 @@ def split_folders(root: Path, paths: list[Path], problems: list) -> bool:
     return False
 
 
+def copied_exports(root: Path, paths: list[Path]) -> set[str]:
+    """First-level folders that hold a copy of the class folders beside them, as some downloads
+    ship (``brain_tumor_dataset/yes/`` beside ``yes/``): every scan inside sits in a subfolder
+    named like another first-level folder. Their scans take the class of that subfolder; taken
+    as a class of their own, every copy would contradict its twin's label."""
+    inside: dict[str, set[str]] = {}
+    loose = set()
+    for path in paths:
+        folders = path.relative_to(root).parts[:-1]
+        if len(folders) >= 2:
+            inside.setdefault(folders[0], set()).add(class_key(folders[1]))
+        elif folders:
+            loose.add(folders[0])
+    first = set(inside) | loose
+    return {folder for folder, subfolders in inside.items() if folder not in loose
+            and subfolders <= {class_key(other) for other in first - {folder}}}
+
+
 def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, tuple[str, str]]:
     """``{scan path: (label, split)}`` from the folders the scans sit in: the first-level folder
     names the class, or, where every first-level folder names a split (:func:`split_folders`),
-    the second-level one does and the first gives the split. Scans outside class folders are
-    left out and reported in ``problems``."""
+    the second-level one does and the first gives the split; in a copy of the class folders
+    (:func:`copied_exports`) the second-level one does. Scans outside class folders are left out
+    and reported in ``problems``."""
     by_split = split_folders(root, paths, problems)
+    copies = set() if by_split else copied_exports(root, paths)
+    if copies:
+        log.warning("%s hold%s a copy of the class folders: %s scans take the class of the folder inside",
+                 ", ".join(f"{c}/" for c in sorted(copies)), "s" if len(copies) == 1 else "",
+                 "its" if len(copies) == 1 else "their")
     labels = {}
     for path in paths:
         relative = path.relative_to(root).as_posix()
@@ -153,6 +178,8 @@ def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, t
         elif by_split:
             where = f"a class subfolder of {folders[0]}/" if folders else "a split folder's class subfolder"
             problems.append(("scan", relative, f"not inside {where}; kept unlabelled"))
+        elif folders and folders[0] in copies:
+            labels[path] = (folders[1], "")
         elif folders:
             labels[path] = (folders[0], "")
         else:

@@ -290,6 +290,32 @@ def test_a_split_named_folder_among_class_folders_is_taken_as_a_class_and_report
     assert "taken as a class" in result.problems.set_index("item").loc["test/", "reason"]
 
 
+def test_a_copy_of_the_class_folders_inside_a_first_level_folder_keeps_their_classes(tmp_path, write):
+    # Some downloads ship yes/, no/ and brain_tumor_dataset/{yes,no}/ with the same files.
+    scans = tmp_path / "download"
+    for index, (label, name) in enumerate([("yes", "Y1.jpg"), ("yes", "Y2.jpg"), ("no", "1 no.jpeg")]):
+        write.png(scans / label / name, write.image(index))
+        write.png(scans / "brain_tumor_dataset" / label / name, write.image(index))
+    write.png(scans / "brain_tumor_dataset" / "No" / "only here.png", write.image(7))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.classes == ["No", "no", "yes"]
+    manifest = result.manifest.set_index("scan_id")
+    assert manifest.loc["brain_tumor_dataset/yes/Y1.jpg", "label"] == "yes"
+    assert manifest.loc["brain_tumor_dataset/No/only here.png", "label"] == "No"
+    assert (manifest["status"] == "ok").sum() == 4 and (manifest["status"] == "duplicate").sum() == 3
+    assert not result.problems["reason"].str.contains("labelled differently").any()
+
+
+def test_a_class_folder_with_loose_scans_is_no_copy(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "yes" / "a.png", write.image(1))
+    write.png(scans / "no" / "b.png", write.image(2))
+    write.png(scans / "other" / "c.png", write.image(3))
+    write.png(scans / "other" / "yes" / "d.png", write.image(4))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.manifest.set_index("scan_id").loc["other/yes/d.png", "label"] == "other"
+
+
 def test_a_labels_row_without_a_suffix_finds_the_one_scan_of_that_name(tmp_path, write):
     scans = tmp_path / "scans"
     write.png(scans / "ISIC_001.jpg", write.image(1))
