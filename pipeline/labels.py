@@ -33,6 +33,46 @@ class LabelRow:
     where: str  # "labels.csv line 7", for messages
 
 
+# Column names public labels files use for what the pipeline calls file, label, group and split,
+# compared with spaces and hyphens as underscores: "Image Index", "Finding Labels", "Patient ID".
+COLUMN_NAMES = {
+    "file": ("filename", "file_name", "filepath", "file_path", "path", "image", "image_id", "image_name",
+             "image_path", "image_file", "image_index", "img", "img_name", "img_path", "scan", "scan_id", "fname"),
+    "label": ("class", "class_name", "classname", "labels", "label_name", "diagnosis", "dx", "target", "finding",
+              "findings", "finding_labels", "category", "outcome"),
+    "group": ("patient", "patient_id", "patientid", "subject", "subject_id", "case_id", "lesion_id"),
+    "split": ("set", "subset", "partition"),
+}
+
+
+def name_columns(table, labels_path: str | os.PathLike):
+    """``table`` with its file, label, group and split columns under those names: a column of another
+    usual name (``image_id``, ``diagnosis``, ``patient_id``) is taken where it is the only one.
+
+    Raises
+    ------
+    ValueError
+        No column, or more than one, could be the file or the label column.
+    """
+    normalised = {column: column.replace(" ", "_").replace("-", "_") for column in table.columns}
+    renames, trouble = {}, []
+    for role, names in COLUMN_NAMES.items():
+        if role in table.columns:
+            continue
+        found = [column for column, name in normalised.items() if name in names]
+        if len(found) == 1:
+            renames[found[0]] = role
+        elif role in LABELS_REQUIRED_COLUMNS:
+            trouble.append(f"columns {', '.join(found)} could each be the {role}" if found else f"no {role!r} column")
+    if trouble:
+        raise ValueError(f"labels file {labels_path}: {'; '.join(trouble)} (found: {', '.join(table.columns)}); "
+                         "it needs columns file,label and may have split,group: rename the columns to these")
+    if renames:
+        log.info("labels file %s: %s", Path(labels_path).name,
+                 ", ".join(f"column {column!r} taken as {role}" for column, role in renames.items()))
+    return table.rename(columns=renames)
+
+
 def read_labels(
     labels_path: str | os.PathLike,
     scans: str | os.PathLike | None = None,
@@ -51,13 +91,7 @@ def read_labels(
     labels_path = Path(labels_path)
     if not labels_path.is_file():
         raise FileNotFoundError(f"labels file {labels_path} does not exist")
-    table = read_table(labels_path, "labels file", "file,label")
-    missing = [column for column in LABELS_REQUIRED_COLUMNS if column not in table.columns]
-    if missing:
-        raise ValueError(
-            f"labels file {labels_path} has no {' or '.join(repr(c) for c in missing)} column "
-            f"(found: {', '.join(table.columns)}); it needs columns file,label and may have split,group"
-        )
+    table = name_columns(read_table(labels_path, "labels file", "file,label"), labels_path)
     for optional in ("split", "group"):
         if optional not in table.columns:
             table[optional] = ""

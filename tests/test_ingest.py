@@ -143,12 +143,12 @@ def test_labels_file_in_the_scan_folder_is_used_by_default(tmp_path, write):
     assert result.problems.empty
 
 
-@pytest.mark.parametrize("columns", [["file", "lable"], ["path", "label"]])
+@pytest.mark.parametrize("columns", [["file", "lable"], ["fiel", "label"]])
 def test_labels_file_without_a_required_column_is_a_clear_error(tmp_path, write, columns):
     write.png(tmp_path / "scans" / "a.png", write.image(1))
     labels = write.csv(tmp_path / "my_labels.csv", [dict.fromkeys(columns, "a.png")])
     missing = ({"file", "label"} - set(columns)).pop()
-    with pytest.raises(ValueError, match=rf"my_labels\.csv has no '{missing}' column"):
+    with pytest.raises(ValueError, match=rf"my_labels\.csv: no '{missing}' column"):
         run(tmp_path / "scans", tmp_path, labels=labels)
 
 
@@ -353,4 +353,28 @@ def test_a_labels_file_that_is_not_text_is_named(tmp_path, write):
     write.png(scans / "a.png", write.image(1))
     (scans / "labels.csv").write_bytes(b"file,label\na.png,\x81\x8d\x8f\n")
     with pytest.raises(ValueError, match=r"labels file .*labels.csv is not text"):
+        run(scans, tmp_path)
+
+
+def test_labels_columns_under_their_usual_other_names_are_taken(tmp_path, write):
+    # As HAM10000 and the NIH chest X-ray set name them: image id, diagnosis, lesion or patient id.
+    scans = tmp_path / "scans"
+    for index, name in enumerate(["a", "b", "c"]):
+        write.png(scans / f"{name}.jpg", write.image(index))
+    (scans / "labels.csv").write_text("Image Index,Finding Labels,Patient ID,age\na,nv,p1,40\nb,mel,p1,41\nc,nv,p2,50\n")
+    manifest = run(scans, tmp_path).manifest.set_index("scan_id")
+    assert manifest[["label", "group"]].to_dict("index") == {
+        "a.jpg": {"label": "nv", "group": "p1"}, "b.jpg": {"label": "mel", "group": "p1"},
+        "c.jpg": {"label": "nv", "group": "p2"}}
+
+
+@pytest.mark.parametrize("header, message", [
+    ("image,path,label", "columns image, path could each be the file"),
+    ("file,age", "no 'label' column"),
+])
+def test_labels_columns_that_cannot_be_told_apart_are_named(tmp_path, write, header, message):
+    scans = tmp_path / "scans"
+    write.png(scans / "a.png", write.image(1))
+    (scans / "labels.csv").write_text(header + "\n" + ",".join(["a.png"] * len(header.split(","))) + "\n")
+    with pytest.raises(ValueError, match=message + r".*rename the columns"):
         run(scans, tmp_path)

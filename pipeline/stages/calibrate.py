@@ -189,6 +189,6 @@ def _screening(classes, positive, probs, labels, c, seed, warnings) -> dict:
         if interval:
             screening[f"{name}_ci95"] = interval
     if n_positive < c.min_positives:
-        warnings.append(f"the decision threshold rests on {n_positive} {positive} calibration scans "
+        warnings.append(f"the decision threshold rests on {n_positive} calibration scans of class {positive!r} "
                         f"(fewer than {c.min_positives}): its sensitivity is uncertain")
     return screening
