@@ -11,9 +11,11 @@ MODEL  ?=
 OUT    ?=
 ARGS   ?=
 
-# Your own data, no config: make train SCANS=folder [LABELS=csv] [POSITIVE=class[,class]] [MINUTES=n] [LABELS_PER_CLASS=n]
+# Your own data, no config: make train SCANS=folder [LABELS=csv] [POSITIVE=class[,class] | HEALTHY=class] [MINUTES=n]
+# [LABELS_PER_CLASS=n]
 LABELS ?=
 POSITIVE ?=
+HEALTHY ?=
 MINUTES ?=
 LABELS_PER_CLASS ?=
 OWN_DATA = $(filter command line environment,$(origin SCANS))
@@ -36,7 +38,7 @@ data: setup
 
 # Quoted: folder and class names may hold spaces (POSITIVE="No finding")
 OWN_ARGS = $(if $(OWN_DATA),--scans "$(SCANS)" $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)),--config $(CONFIG)) \
-	$(if $(LABELS),--labels "$(LABELS)") $(if $(POSITIVE),--positive "$(POSITIVE)") \
+	$(if $(LABELS),--labels "$(LABELS)") $(if $(POSITIVE),--positive "$(POSITIVE)") $(if $(HEALTHY),--healthy "$(HEALTHY)") \
 	$(if $(MINUTES),--minutes $(MINUTES)) $(if $(LABELS_PER_CLASS),--labels-per-class $(LABELS_PER_CLASS)) \
 	$(if $(METHOD),method.name=$(METHOD)) $(ARGS)
 

@@ -25,6 +25,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
                      "split folders such as Training/ and Testing/)")
     own.add_argument("--positive", help="the abnormal class of a screening task (data.positive_class); several "
                      "joined by ',' or '+' (benign,malignant) are screened as one abnormal class")
+    own.add_argument("--healthy", help="the healthy class of a screening task, instead of --positive: every other "
+                     "class is screened as one abnormal class (data.healthy_class)")
     own.add_argument("--minutes", type=float, help="training budget in minutes of wall time (train.minutes)")
     own.add_argument("--labels-per-class", type=int,
                      help="label this many scans per class, and as many for calibration; the other "
@@ -71,7 +73,9 @@ def own_data_overrides(args) -> list[str]:
             manifest = f"data_manifests/{name}.labels-{hashlib.sha256(labels_file.read_bytes()).hexdigest()[:8]}.csv"
         out += [f"name={json.dumps(name)}", f"data.scans={json.dumps(str(scans))}", "data.dataset=\"\"",
                 f"data.manifest={json.dumps(manifest)}", "data.split=\"\"",
-                "split.selection=\"random\"", "data.classes=[]", "data.positive_class=\"\""]
+                "split.selection=\"random\"", "data.classes=[]", "data.healthy_class=\"\""]
+        if not getattr(args, "healthy", None):  # with --healthy the plan sets it, from the classes found
+            out.append("data.positive_class=\"\"")
         if not args.labels and not (scans / "labels.csv").exists():
             out.append("data.class_subfolders=true")
         if args.labels_per_class is None:
@@ -88,9 +92,13 @@ def own_data_overrides(args) -> list[str]:
                 f"data.manifest={json.dumps(f'data_manifests/{stem}.csv')}"]
     elif args.labels:
         out.append(f"data.labels={json.dumps(args.labels)}")
+    if args.positive and getattr(args, "healthy", None):
+        raise ValueError("give --positive (the abnormal classes) or --healthy (the healthy class), not both")
     if args.positive:  # "benign,malignant" screens either as abnormal: the classes joined by "+"
         joined = "+".join(part.strip() for part in args.positive.replace("+", ",").split(","))
         out.append(f"data.positive_class={json.dumps(joined)}")
+    if getattr(args, "healthy", None):
+        out.append(f"data.healthy_class={json.dumps(args.healthy.strip())}")
     if args.minutes is not None:
         out.append(f"train.minutes={args.minutes}")
     if args.labels_per_class is not None:

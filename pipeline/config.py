@@ -32,6 +32,9 @@ class DataConfig:
     split: str = ""  # default: <manifest stem>.split.csv; used as given when it exists
     classes: list[str] = field(default_factory=list)  # default: labels found by ingest
     positive_class: str = ""  # the "abnormal" class of a screening task, if any
+    # Or the healthy class: every other class is then screened as one abnormal class (positive_class
+    # set to them joined by "+" once ingest has found the classes)
+    healthy_class: str = ""
     cache_dir: str = "cache"
 
 
@@ -292,6 +295,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if not 0.0 <= config.calibrate.precision_confidence < 1.0:
         raise ConfigError("calibrate.precision_confidence must be at least 0 (the point estimate) and below 1, "
                           f"got {config.calibrate.precision_confidence}")
+    if config.data.healthy_class and config.data.positive_class and config.data.healthy_class in \
+            config.data.positive_class.split("+"):
+        raise ConfigError(f"data.healthy_class {config.data.healthy_class!r} is also in data.positive_class "
+                          f"{config.data.positive_class!r}; give the abnormal class(es) or the healthy one")
     size = config.preprocess.spatial_size
     if len(size) not in (2, 3) or any(not isinstance(side, int) or side < 1 for side in size):
         raise ConfigError(f"preprocess.spatial_size must be 2 or 3 positive whole numbers (2D or 3D), got {size}")

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.config import ConfigError, load_config
 from pipeline.stages import plan as planning
 from pipeline.stages.run import check_positive_class, planned_config
 
@@ -248,9 +249,9 @@ def test_plan_false_keeps_every_config_value(tmp_path, monkeypatch):
     assert record["settings"] == {} and record["fingerprint"]["spatial_dims"] == 2
 
 
-def tiny_run(tmp_path, scans, positive):
+def tiny_run(tmp_path, scans, positive, option="--positive"):
     """``pipeline run`` on ``scans`` in a few seconds (3 labels a class, a tiny network); its run folder."""
-    code = main(["run", "--scans", str(scans), "--positive", positive, "--minutes", "0.05",
+    code = main(["run", "--scans", str(scans), option, positive, "--minutes", "0.05",
                  "--labels-per-class", "3", "--quiet", "split.test_fraction=0.3", "network.channels=[4,8]"])
     assert code == 0
     return tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
@@ -372,8 +373,9 @@ def test_a_positive_class_the_data_lacks_is_refused_before_training(tmp_path, mo
     assert not (tmp_path / "runs").exists()  # nothing trained
 
 
-def test_several_abnormal_classes_are_screened_as_one(tmp_path, monkeypatch):
-    scans = class_folder(tmp_path / "scans", n_per_class=14)
+def three_class_folder(root):
+    """benign, malignant and normal class folders of 14 scans each."""
+    scans = class_folder(root, n_per_class=14)
     (scans / "abnormal").rename(scans / "benign")
     rng = np.random.default_rng(1)
     for i in range(14):  # a bright bar: another finding
@@ -381,6 +383,11 @@ def test_several_abnormal_classes_are_screened_as_one(tmp_path, monkeypatch):
         array[4:16, 8:12] = 230
         (scans / "malignant").mkdir(exist_ok=True)
         Image.fromarray(array).save(scans / "malignant" / f"m{i}.png")
+    return scans
+
+
+def test_several_abnormal_classes_are_screened_as_one(tmp_path, monkeypatch):
+    scans = three_class_folder(tmp_path / "scans")
     monkeypatch.chdir(tmp_path)
     run = tiny_run(tmp_path, scans, "benign, malignant")
     checkpoint = json.loads((run / "checkpoint.json").read_text())
@@ -394,6 +401,32 @@ def test_several_abnormal_classes_are_screened_as_one(tmp_path, monkeypatch):
     report = pd.read_csv(tmp_path / "report.csv")
     assert len(report) == 14 and set(report["prediction"]) <= {"benign+malignant", "normal"}
     assert '"positive":"benign+malignant"' in (tmp_path / "report.html").read_text()
+
+
+def test_naming_the_healthy_class_screens_every_other_class_as_one(tmp_path, monkeypatch):
+    scans = three_class_folder(tmp_path / "scans")
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, scans, "normal", option="--healthy")
+    assert json.loads((run / "checkpoint.json").read_text())["classes"] == ["benign+malignant", "normal"]
+    planned = json.loads((run / "plan.json").read_text())["settings"]["data.positive_class"]
+    assert planned["value"] == "benign+malignant" and planned["set_by"] == "plan"
+    assert "every class but the healthy one, 'normal'" in planned["reason"]
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["screening"]["positive_class"] == "benign+malignant"
+
+
+def test_a_healthy_class_the_data_lacks_or_given_with_a_positive_one_is_refused(tmp_path, monkeypatch, caplog):
+    scans = three_class_folder(tmp_path / "scans")
+    monkeypatch.chdir(tmp_path)
+    base = ["run", "--scans", str(scans), "--minutes", "0.05", "--quiet"]
+    assert main([*base, "--healthy", "Normal"]) == 2
+    assert "data.healthy_class 'Normal' is not one of the classes 'benign', 'malignant', 'normal' (did you mean " \
+           "'normal'?)" in caplog.text
+    assert main([*base, "--healthy", "normal", "--positive", "benign"]) == 2
+    assert "give --positive (the abnormal classes) or --healthy (the healthy class), not both" in caplog.text
+    with pytest.raises(ConfigError, match="'normal' is also in data.positive_class"):
+        load_config(None, ['data.healthy_class="normal"', 'data.positive_class="benign+normal"'])
+    assert not (tmp_path / "runs").exists()
 
 
 def test_joined_classes_are_only_classes_the_data_has():

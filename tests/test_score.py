@@ -119,7 +119,7 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
     assert screening["review_low"] <= screening["decision"] <= screening["review_high"]
     assert screening["n_positive"] + screening["n_negative"] == 120
     assert len(screening["sensitivity_ci95"]) == 2
-    assert any("abnormal calibration scans" in w for w in result["warnings"])  # ~40 positives < 60
+    assert any("calibration scans of class 'abnormal'" in w for w in result["warnings"])  # ~40 positives < 60
     for name in ("roc.png", "score_histogram.png", "reliability.png", "roc_test.png", "score_histogram_test.png"):
         assert (run / name).stat().st_size > 1000
     # The calibration set's thresholds, applied to the untouched test scans.

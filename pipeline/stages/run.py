@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -53,30 +54,51 @@ def prepare_split(config: Config, progress: bool = True):
             test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
         )
     frame, classes = split_frame(config)
-    check_positive_class(config.data.positive_class, classes)
+    check_positive_class(config.data.positive_class, classes, config.data.healthy_class)
     return frame, classes
 
 
-def check_positive_class(positive: str, classes: list[str]) -> None:
-    """Refuse a positive class the data does not have before training, not after it (calibrate needs it).
+def check_positive_class(positive: str, classes: list[str], healthy: str = "") -> None:
+    """Refuse a positive (or healthy) class the data does not have before training, not after it
+    (calibrate needs it).
 
     Raises
     ------
     ValueError
         Naming the classes found, and the one meant where it differs only in case or spacing.
     """
+    named = ", ".join(map(repr, classes))
+    if healthy and healthy not in classes:
+        raise ValueError(f"data.healthy_class {healthy!r} is not one of the classes {named}{_meant(healthy, classes)}; "
+                         "set --healthy (HEALTHY=) to one of them")
     if not positive or positive in classes:
         return
     parts = positive_parts(positive)
-    named = ", ".join(map(repr, classes))
     for part in parts:
         if part not in classes:
-            meant = [name for name in classes if class_key(name) == class_key(part)]
-            hint = f" (did you mean {meant[0]!r}?)" if len(meant) == 1 else ""
             subject = f"joins {part!r}, which is" if len(parts) > 1 else "is"
-            raise ValueError(f"data.positive_class {positive!r} {subject} not one of the classes {named}{hint}; "
-                             "set --positive (POSITIVE=) to one of them, or to several joined by '+' or ','")
+            raise ValueError(f"data.positive_class {positive!r} {subject} not one of the classes {named}"
+                             f"{_meant(part, classes)}; set --positive (POSITIVE=) to one of them, or to several "
+                             "joined by '+' or ','")
     raise ValueError(f"data.positive_class {positive!r} is not one of the classes {named}")
+
+
+def _meant(name: str, classes: list[str]) -> str:
+    meant = [other for other in classes if class_key(other) == class_key(name)]
+    return f" (did you mean {meant[0]!r}?)" if len(meant) == 1 else ""
+
+
+def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
+    """(positive class, why) where the user named the healthy class instead: every other class joined
+    by "+" (one class where there is one other), screened as one abnormal class; else None."""
+    healthy = config.data.healthy_class
+    if not healthy or config.data.positive_class:
+        return None
+    check_positive_class("", classes, healthy)
+    others = [name for name in classes if name != healthy]
+    if not others:
+        raise ValueError(f"data.healthy_class {healthy!r} is the only class; a screening task needs another")
+    return "+".join(others), f"every class but the healthy one, {healthy!r}"
 
 
 def prepare_data(config: Config, progress: bool = True) -> TrainingData:
@@ -98,11 +120,17 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     first = load_config(path, overrides)
     merged, classes = prepare_split(first, progress)
     fp = fingerprint(merged, classes, seed=first.seed)
+    screening = healthy_screening(first, classes)
     if not first.plan:
         log.info("plan: off for this config (plan = false); its settings are used as they are")
+        if screening:
+            first = load_config(path, [*(overrides or []), f"data.positive_class={json.dumps(screening[0])}"])
+            log.info("data.positive_class = %s (%s)", *screening)
         return first, {"fingerprint": fp, "settings": {}, "note": "plan = false: the config's settings"}
     minutes = user.get("train.minutes")
     plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe, fixed=user)
+    if screening:
+        plan.set("data.positive_class", *screening)
     if "train.steps" in user and "train.minutes" not in user:
         plan.set("train.minutes", 0.0, "the user gave train.steps")
     config = load_config(path, overrides, base=plan.nested())
