@@ -38,7 +38,14 @@ from tqdm import tqdm
 
 from pipeline.config import Config, PreprocessConfig
 from pipeline.io import atomic_path, write_json
-from pipeline.manifest import SUBSETS, load_manifest, load_split, manifest_path, split_path
+from pipeline.manifest import (
+    SUBSETS,
+    load_manifest,
+    load_split,
+    manifest_path,
+    positive_parts,
+    split_path,
+)
 from pipeline.processes import worker_pool
 from pipeline.reading import ScanReadError, load_scan, spatial_shape_of
 
@@ -364,11 +371,6 @@ def joined_classes(positive: str, classes: list[str]) -> list[str]:
     """
     parts = positive_parts(positive)
     return parts if len(parts) > 1 and all(part in classes for part in parts) else []
-
-
-def positive_parts(positive: str) -> list[str]:
-    """The class names a positive class joins with "+" (one name where it joins none)."""
-    return [part.strip() for part in positive.split("+")] if positive else []
 
 
 def load_training_data(config: Config, frame: pd.DataFrame | None = None, classes: list[str] | None = None

@@ -27,6 +27,11 @@ def class_key(name: str) -> str:
     return " ".join(name.lower().replace("_", " ").split())
 
 
+def positive_parts(positive: str) -> list[str]:
+    """The class names a positive class joins with "+" (one name where it joins none)."""
+    return [part.strip() for part in positive.split("+")] if positive else []
+
+
 # Columns added after the first release: a manifest without them still loads (as empty).
 LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid")
 

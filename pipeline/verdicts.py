@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipeline.io import read_table, sha256_file, write_csv
 from pipeline.labels import folder_labels, read_labels
+from pipeline.manifest import positive_parts
 from pipeline.masks import segmentation_masks
 from pipeline.reading import is_scan_file, list_files
 
@@ -75,7 +76,8 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
         if not file or not os.path.exists(key) or not key.startswith(str(scans.resolve()) + os.sep):
             problems.append(f"{where}: {file!r} is not a scan in {scans}")
             continue
-        if label not in known:
+        # A review page of a model that screens classes joined ("glioma+meningioma") offers the joined class.
+        if label not in known and not (len(positive_parts(label)) > 1 and set(positive_parts(label)) <= set(known)):
             problems.append(f"{where}: label {label!r} is not one of the classes {', '.join(known)}")
         if key in seen:
             problems.append(f"{where}: {file!r} is listed again (first on line {seen[key]})")
@@ -89,6 +91,8 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
     for key, label, verdict, when in merged_rows:
         entry = out.setdefault(key, {"file": key, "label": "", "split": "", "group": "", "previous_label": ""})
         before = entry["label"]
+        if before in positive_parts(label):
+            label = before  # "abnormal" confirmed: the class the labels gave says which abnormality
         entry.update(label=label, verdict=verdict, reviewed_at=when,
                      label_source="confirmed" if before == label else "review",
                      previous_label=before if before and before != label else "")

@@ -415,6 +415,16 @@ def test_naming_the_healthy_class_screens_every_other_class_as_one(tmp_path, mon
     assert calibration["screening"]["positive_class"] == "benign+malignant"
 
 
+def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():
+    from types import SimpleNamespace
+
+    from pipeline.stages.run import healthy_screening
+
+    data = SimpleNamespace(healthy_class="normal", positive_class="")
+    classes = ["benign", "benign+malignant", "malignant", "normal"]  # a reviewer's verdicts say "benign+malignant"
+    assert healthy_screening(SimpleNamespace(data=data), classes)[0] == "benign+malignant"
+
+
 def test_a_healthy_class_the_data_lacks_or_given_with_a_positive_one_is_refused(tmp_path, monkeypatch, caplog):
     scans = three_class_folder(tmp_path / "scans")
     monkeypatch.chdir(tmp_path)

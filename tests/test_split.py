@@ -198,3 +198,16 @@ def test_validate_split_catches_a_label_that_disagrees_with_the_manifest(tmp_pat
     edited = pd.DataFrame([{"scan_id": "a", "subset": "labelled", "label": "y", "group": ""}])
     with pytest.raises(ValueError, match="line 2: label 'y' differs from the manifest's 'x'"):
         validate_split(manifest, edited)
+
+
+def test_a_class_joined_by_a_verdict_draws_its_parts_with_it(tmp_path, write):
+    # Reviewers of a model screening glioma+meningioma as one class gave one scan that class.
+    rows = [{"scan_id": f"s{i:02d}", "label": ["glioma", "meningioma", "notumor"][i % 3]} for i in range(30)]
+    rows.append({"scan_id": "v1", "label": "glioma+meningioma"})
+    path = make_split(write.manifest(tmp_path / "toy.csv", rows), labels_per_class=4, calibration_per_class=3,
+                      selection="random")
+    split = read(path)
+    drawn = split[split["subset"] == "labelled"]
+    joined = drawn["label"].isin(["glioma", "meningioma", "glioma+meningioma"])
+    assert joined.sum() == 4 and (drawn["label"] == "notumor").sum() == 4
+    assert split.set_index("scan_id").loc["v1", "label"] == "glioma+meningioma"  # labels kept as given

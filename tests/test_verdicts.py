@@ -78,3 +78,21 @@ def test_verdicts_read_the_labels_file_as_ingest_does(tmp_path, write):
     assert dict(zip(merged["file"], merged["label"])) == {
         str((scans / "a.png").resolve()): "normal", str((scans / "b.png").resolve()): "abnormal",
         str((scans / "c.png").resolve()): "normal"}
+
+
+def test_a_verdict_of_a_joined_class_keeps_the_finer_label_it_confirms(tmp_path, write):
+    # A model screening benign+malignant as one class offers that class on its review page.
+    scans = tmp_path / "scans"
+    for label, name in [("benign", "a.png"), ("malignant", "b.png"), ("normal", "c.png"), ("normal", "d.png")]:
+        write.png(scans / label / name, write.image(hash(name) % 100))
+    verdicts = write.csv(tmp_path / "verdicts.csv", [
+        {"file": "benign/a.png", "label": "benign+malignant", "verdict": "confirmed"},
+        {"file": "normal/c.png", "label": "benign+malignant", "verdict": "relabelled"},
+        {"file": "normal/d.png", "label": "benign+cyst", "verdict": "relabelled"},
+    ])
+    with pytest.raises(ValueError, match="label 'benign\\+cyst' is not one of the classes benign, malignant, normal"):
+        merge_verdicts(scans, verdicts, tmp_path / "out")
+    verdicts = write.csv(tmp_path / "verdicts.csv", pd.read_csv(verdicts).head(2).to_dict("records"))
+    merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out"), keep_default_na=False)
+    rows = {r["file"].rsplit("/", 1)[-1]: (r["label"], r["label_source"]) for r in merged.to_dict("records")}
+    assert rows["a.png"] == ("benign", "confirmed") and rows["c.png"] == ("benign+malignant", "review")

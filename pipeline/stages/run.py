@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pipeline import distributed, synth
 from pipeline.config import Config, flat_keys, load_config, user_settings
-from pipeline.data import TrainingData, load_training_data, positive_parts, split_frame
-from pipeline.manifest import class_key, manifest_path, split_path
+from pipeline.data import TrainingData, load_training_data, split_frame
+from pipeline.manifest import class_key, manifest_path, positive_parts, split_path
 from pipeline.stages.calibrate import calibrate
 from pipeline.stages.fetch import fetch, materialise_mnist
 from pipeline.stages.ingest import ingest
@@ -95,7 +95,8 @@ def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | N
     if not healthy or config.data.positive_class:
         return None
     check_positive_class("", classes, healthy)
-    others = [name for name in classes if name != healthy]
+    # A class already joined ("glioma+meningioma", from a reviewer's verdict) adds its parts once.
+    others = list(dict.fromkeys(part for name in classes if name != healthy for part in positive_parts(name)))
     if not others:
         raise ValueError(f"data.healthy_class {healthy!r} is the only class; a screening task needs another")
     return "+".join(others), f"every class but the healthy one, {healthy!r}"

@@ -23,6 +23,7 @@ from pipeline.manifest import (
     LABELLED_SUBSETS,
     SPLIT_COLUMNS,
     load_manifest,
+    positive_parts,
     validate_split,
 )
 from pipeline.similarity import connected_groups
@@ -101,6 +102,7 @@ def make_split(
         log.info("split: %d near-duplicate groups kept on one side each (with their patients' other scans)",
                  merged)
     rng = np.random.default_rng(seed)
+    labels, rows["label"] = rows["label"], _strata(rows["label"])
 
     test = _test_units(rows, test_fraction, rng)
     pool = rows[~rows["unit"].isin(test)]
@@ -121,6 +123,7 @@ def make_split(
         )
         calibration = _take_units(pool, quotas, _order(pool, selection, rng), "calibration")
 
+    rows["label"] = labels
     rows["subset"] = "unlabelled"
     for subset, units in (("test", test), ("labelled", labelled), ("calibration", calibration)):
         rows.loc[rows["unit"].isin(units), "subset"] = subset
@@ -161,6 +164,17 @@ def make_split(
 
 
 # ---------------------------------------------------------------------------- drawing
+
+
+def _strata(labels: pd.Series) -> pd.Series:
+    """The class each scan is drawn as: its label, except that a label joined in another
+    ("glioma" where a reviewer's verdict gave some scans "glioma+meningioma", the class a model
+    screening the two as one offers) is drawn with that class, which may hold too few scans to
+    be drawn from alone."""
+    found = set(labels) - {""}
+    joined = {part: name for name in sorted(found) if len(parts := positive_parts(name)) > 1
+              and set(parts) <= found for part in parts}
+    return labels.map(lambda label: joined.get(label, label))
 
 
 def _units(rows: pd.DataFrame) -> tuple[list[str], int]:
