@@ -55,11 +55,20 @@ def _report(run_dir) -> int:
     return 0
 
 
-def own_data_overrides(args) -> list[str]:
-    """``section.key=value`` overrides for the ``--scans ...`` options (before the user's own)."""
+def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
+    """``section.key=value`` overrides for the ``--scans ...`` options (before the user's own), and
+    for the settings these options imply rather than state (the fractions of every label used where
+    no ``--labels-per-class`` is given, the manifest's name), why each is so: ``plan.json`` marks
+    them ``command line``, not ``user``."""
     from pathlib import Path
 
-    out = []
+    out, implied, implied_overrides = [], {}, set()
+
+    def imply(why: str, *overrides: str) -> None:
+        out.extend(overrides)
+        implied_overrides.update(overrides)
+        implied.update(dict.fromkeys((o.split("=", 1)[0] for o in overrides), why))
+
     if args.scans:
         scans = Path(args.scans)
         if not scans.is_dir():
@@ -71,15 +80,17 @@ def own_data_overrides(args) -> list[str]:
         manifest = f"data_manifests/{name}.csv"
         if labels_file.is_file():
             manifest = f"data_manifests/{name}.labels-{hashlib.sha256(labels_file.read_bytes()).hexdigest()[:8]}.csv"
-        out += [f"name={json.dumps(name)}", f"data.scans={json.dumps(str(scans))}", "data.dataset=\"\"",
-                f"data.manifest={json.dumps(manifest)}", "data.split=\"\"",
-                "split.selection=\"random\"", "data.classes=[]", "data.healthy_class=\"\""]
+        out.append(f"data.scans={json.dumps(str(scans))}")
+        imply("--scans: your own data, named after its folder, with a random draw of labels", f"name={json.dumps(name)}",
+              "data.dataset=\"\"", f"data.manifest={json.dumps(manifest)}", "data.split=\"\"",
+              "split.selection=\"random\"", "data.classes=[]", "data.healthy_class=\"\"")
         if not getattr(args, "healthy", None):  # with --healthy the plan sets it, from the classes found
-            out.append("data.positive_class=\"\"")
+            imply("--scans: no abnormal class unless --positive names one", "data.positive_class=\"\"")
         if not args.labels and not (scans / "labels.csv").exists():
-            out.append("data.class_subfolders=true")
+            imply("--scans without a labels file: the subfolders are the classes", "data.class_subfolders=true")
         if args.labels_per_class is None:
-            out += ["split.labelled_fraction=0.75", "split.calibration_fraction=0.99"]
+            imply("--scans without --labels-per-class: every label used, 75% to train, the rest to calibrate",
+                  "split.labelled_fraction=0.75", "split.calibration_fraction=0.99")
     if getattr(args, "extra_labels", None):
         if not args.scans:
             raise ValueError("--extra-labels needs --scans: the folder the verdicts' files are relative to")
@@ -88,8 +99,8 @@ def own_data_overrides(args) -> list[str]:
         merged = merge_verdicts(args.scans, args.extra_labels, "data_manifests", labels=args.labels)
         logging.getLogger("pipeline").info("verdicts merged into %s", merged)
         stem = merged.name[: -len(".labels.csv")]
-        out += [f"data.labels={json.dumps(str(merged))}", "data.class_subfolders=false",
-                f"data.manifest={json.dumps(f'data_manifests/{stem}.csv')}"]
+        imply("--extra-labels: the labels with the verdicts merged", f"data.labels={json.dumps(str(merged))}",
+              "data.class_subfolders=false", f"data.manifest={json.dumps(f'data_manifests/{stem}.csv')}")
     elif args.labels:
         out.append(f"data.labels={json.dumps(args.labels)}")
     if args.positive and getattr(args, "healthy", None):
@@ -103,11 +114,20 @@ def own_data_overrides(args) -> list[str]:
         out.append(f"train.minutes={args.minutes}")
     if args.labels_per_class is not None:
         n = args.labels_per_class
-        out += [f"split.labels_per_class={n}", f"split.calibration_per_class={n}", "split.labelled_fraction=0.0",
-                "split.calibration_fraction=0.0"]
+        out += [f"split.labels_per_class={n}", f"split.calibration_per_class={n}"]
+        imply(f"--labels-per-class {n}: counts per class, not fractions", "split.labelled_fraction=0.0",
+              "split.calibration_fraction=0.0")
     if args.seed is not None:
         out += [f"seed={args.seed}", f"split.seed={args.seed}"]
-    return out
+    # The last word on a key decides: --positive states what --scans had only reset.
+    last = {override.split("=", 1)[0]: override for override in out}
+    return out, {key: why for key, why in implied.items() if last[key] in implied_overrides}
+
+
+def _unless_typed(implied: dict[str, str], args) -> dict[str, str]:
+    """The implied settings the user did not also type as ``section.key=value``."""
+    typed = {override.split("=", 1)[0].strip() for override in args.overrides}
+    return {key: why for key, why in implied.items() if key not in typed}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,8 +274,9 @@ def _dispatch(args) -> int:
     elif args.command == "plan":
         from pipeline.io import write_json
 
-        config, plan = workflow.planned_config(args.config, own_data_overrides(args) + args.overrides,
-                                               probe=not args.no_probe, progress=not args.quiet)
+        own, implied = own_data_overrides(args)
+        config, plan = workflow.planned_config(args.config, own + args.overrides, probe=not args.no_probe,
+                                               progress=not args.quiet, implied=_unless_typed(implied, args))
         out = args.out or manifest_path(config).with_suffix(".plan.json")
         write_json(out, plan)
         for key, entry in plan["settings"].items():
@@ -272,9 +293,11 @@ def _dispatch(args) -> int:
         run_dir = stage(config, progress=not args.quiet, run_dir=run, resume=True)
         return _report(run_dir)
     elif args.command in ("train", "run"):
-        overrides = own_data_overrides(args) + args.overrides
+        own, implied = own_data_overrides(args)
+        overrides = own + args.overrides
         if not distributed.under_torchrun():
-            config, plan = workflow.planned_config(args.config, overrides, progress=not args.quiet)
+            config, plan = workflow.planned_config(args.config, overrides, progress=not args.quiet,
+                                                   implied=_unless_typed(implied, args))
         else:  # every torchrun process would plan (and ingest) at once: the config is used as it is
             config, plan = load_config(args.config, overrides), None
         stage = workflow.run_all if args.command == "run" else workflow.train

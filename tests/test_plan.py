@@ -263,6 +263,11 @@ def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_pa
     run = tiny_run(tmp_path, scans, "abnormal")
     plan = json.loads((run / "plan.json").read_text())
     assert plan["settings"]["data.positive_class"]["set_by"] == "user"
+    # what the options imply, not what the user typed, says so: the split's counts, not fractions
+    implied = plan["settings"]["split.labelled_fraction"]
+    assert implied["set_by"] == "command line" and implied["reason"].startswith("--labels-per-class 3")
+    assert plan["settings"]["split.labels_per_class"]["set_by"] == "user"
+    assert plan["settings"]["network.channels"]["set_by"] == "user"  # typed as network.channels=[4,8]
     assert plan["settings"]["preprocess.spatial_size"]["value"] == [28, 28]
     assert (run / "config.toml").read_text().count("positive_class = \"abnormal\"") == 1
     calibration = json.loads((run / "calibration.json").read_text())
@@ -286,7 +291,7 @@ def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split
     def manifest(labels):
         args = argparse.Namespace(scans=str(scans), labels=labels, labels_per_class=None, extra_labels=None,
                                   positive=None, minutes=None, seed=None)
-        return next(o for o in own_data_overrides(args) if o.startswith("data.manifest="))
+        return next(o for o in own_data_overrides(args)[0] if o.startswith("data.manifest="))
 
     assert manifest(str(first)) != manifest(str(second))  # an existing manifest is reused only for its labels
     assert manifest(str(first)) == manifest(str(first))

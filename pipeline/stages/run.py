@@ -109,13 +109,15 @@ def prepare_data(config: Config, progress: bool = True) -> TrainingData:
 
 
 def planned_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                   probe: bool = True, progress: bool = True) -> tuple[Config, dict]:
+                   probe: bool = True, progress: bool = True, implied: dict[str, str] | None = None
+                   ) -> tuple[Config, dict]:
     """The plan stage: the config a run trains with, and the record written as ``plan.json``.
 
     Ingest and split run first when their files are missing (the plan reads their output);
     then :func:`pipeline.stages.plan.fingerprint` and :func:`pipeline.stages.plan.make_plan` fill every
     setting the user left unset. With ``plan = false`` in the config only the fingerprint is
-    recorded and the config is used as it is.
+    recorded and the config is used as it is. ``implied``: overrides the command line's options
+    imply rather than state, with why (recorded as set by ``command line``, not ``user``).
     """
     user = flat_keys(user_settings(path, overrides))
     first = load_config(path, overrides)
@@ -136,9 +138,12 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
         plan.set("train.minutes", 0.0, "the user gave train.steps")
     config = load_config(path, overrides, base=plan.nested())
     record = plan.record(fp, user, config)
+    for key, why in (implied or {}).items():
+        if record["settings"].get(key, {}).get("set_by") == "user":
+            record["settings"][key].update(set_by="command line", reason=why)
     for key, entry in record["settings"].items():
         log.info("plan: %s = %s (%s%s)", key, entry["value"], entry["set_by"],
-                 f": {entry['reason']}" if entry.get("reason") and entry["set_by"] == "plan" else "")
+                 f": {entry['reason']}" if entry.get("reason") and entry["set_by"] != "user" else "")
     return config, record
 
 
