@@ -118,6 +118,9 @@ class TrainConfig:
     # evaluation stay float32); faster on CPUs with AVX512-BF16 or AMX and on recent GPUs.
     precision: str = "float32"
     workers: int = 2  # processes for preprocessing
+    # Every preprocessed scan is held in memory: at most this many unlabelled ones are loaded, a
+    # seeded random draw (0 = every one); the plan sets it where the pool would not fit
+    max_unlabelled: int = 0
     checkpoint_minutes: float = 5.0  # a resumable state in the run folder this often (0 = never)
 
 

@@ -380,7 +380,23 @@ def load_training_data(config: Config, frame: pd.DataFrame | None = None, classe
     if frame is None:
         frame, classes = split_frame(config)
     frame = matching_dimensionality(frame, len(config.preprocess.spatial_size))
+    frame = capped_pool(frame, config.train.max_unlabelled, config.seed)
     return build_training_data(frame, classes, config.preprocess, config.data.cache_dir, config.train.workers)
+
+
+def capped_pool(frame: pd.DataFrame, max_unlabelled: int, seed: int) -> pd.DataFrame:
+    """``frame`` with at most ``max_unlabelled`` of its unlabelled rows (a draw seeded by ``seed``;
+    0 keeps every one): the rest are never read, so a pool larger than memory trains on a part."""
+    pool = np.flatnonzero(frame["subset"].to_numpy() == "unlabelled")
+    if not max_unlabelled or len(pool) <= max_unlabelled:
+        return frame
+    kept = np.random.default_rng(seed).choice(pool, max_unlabelled, replace=False)
+    log.info("loading %d of the %d unlabelled scans (train.max_unlabelled, a draw seeded by %d; the plan sets it "
+             "where the pool would not fit in memory)", max_unlabelled, len(pool), seed)
+    keep = np.ones(len(frame), bool)
+    keep[pool] = False
+    keep[kept] = True
+    return frame[keep].reset_index(drop=True)
 
 
 def matching_dimensionality(frame: pd.DataFrame, dims: int) -> pd.DataFrame:

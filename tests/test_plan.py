@@ -2,6 +2,7 @@
 user's values winning, and a no-config run through every stage."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,32 @@ def test_mixed_size_rgb_and_grey_jpeg_folder_gets_one_sensible_plan(tmp_path, wr
     assert s["augment.strong_bias_field"] == 0.0
     assert s["method.name"] == "supervised"  # 16 unlabelled scans are too few for SSL terms
     assert all(plan.reasons[k] for k in s)  # every value has its reason
+
+
+def test_a_pool_larger_than_memory_is_loaded_in_part(tmp_path, write, monkeypatch):
+    rows = jpeg_folder(tmp_path, write)
+    fp = planning.fingerprint(split_frame(rows, ["labelled"] * 8 + ["unlabelled"] * 16), ["ab", "no"])
+    roomy = planning.make_plan(fp, minutes=5, probe=False).settings
+    assert "train.max_unlabelled" not in roomy
+    fp["counts"]["unlabelled"] = {"(unlabelled)": 40_000}  # tens of thousands of unlabelled X-rays
+    monkeypatch.setattr(planning, "machine_memory", lambda: 4 * 2**30)
+    plan = planning.make_plan(fp, minutes=5, probe=False)
+    per_scan = 4 * math.prod(plan.settings["preprocess.spatial_size"])
+    cap = plan.settings["train.max_unlabelled"]
+    assert 0 < cap < 40_000 and (cap + 8) * per_scan <= 2**30 < (cap + 9) * per_scan  # a quarter of 4 GiB
+    assert "40,008 scans of" in plan.reasons["train.max_unlabelled"]
+
+
+def test_the_pool_cap_loads_a_seeded_part_of_the_unlabelled_scans():
+    from pipeline.data import capped_pool
+
+    frame = pd.DataFrame({"scan_id": [f"s{i}" for i in range(30)],
+                          "subset": ["labelled"] * 5 + ["unlabelled"] * 20 + ["test"] * 5})
+    capped = capped_pool(frame, 8, seed=3)
+    assert (capped["subset"] == "unlabelled").sum() == 8 and (capped["subset"] != "unlabelled").sum() == 10
+    assert capped["scan_id"].tolist() == capped_pool(frame, 8, seed=3)["scan_id"].tolist()
+    assert capped["scan_id"].tolist() != capped_pool(frame, 8, seed=4)["scan_id"].tolist()
+    assert capped_pool(frame, 0, seed=3) is frame and capped_pool(frame, 20, seed=3) is frame
 
 
 def test_colour_pictures_keep_three_channels(tmp_path):

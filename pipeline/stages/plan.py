@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -289,6 +290,9 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans are "
              f"the larger pool{smaller}" if unlabelled else "no unlabelled scans")
 
+    # ---- memory: every preprocessed scan is held in memory, as float32
+    _cap_pool(plan, fp, size, plan.settings["preprocess.channels"])
+
     # ---- augmentation
     if kind == "binary_mask":
         for key in ("strong_bias_field", "strong_gamma", "strong_noise"):
@@ -402,6 +406,46 @@ def _size_reason(size, median, chosen, batches, candidates, probes, minutes) -> 
     elif chosen < max(candidates, default=chosen):
         text += "; downsampled"
     return text
+
+
+# The preprocessed scans may take this share of the machine's memory: stacking them doubles it for a
+# moment, and training, evaluation and the worker processes need the rest.
+MEMORY_SHARE = 0.25
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the physical memory, or a container's (cgroup) limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def _cap_pool(plan: Plan, fp: dict[str, Any], size: list[int], channels: int) -> None:
+    """Where the scans at the planned size would not fit in memory, load a part of the unlabelled pool."""
+    per_scan = channels * math.prod(size) * 4
+    counts = {subset: sum(by_class.values()) for subset, by_class in fp["counts"].items()}
+    pool, total = counts.get("unlabelled", 0), sum(counts.values())
+    memory = machine_memory()
+    budget = int(memory * MEMORY_SHARE)
+    if total * per_scan <= budget:
+        return
+    others = total - pool
+    cap = max(0, budget // per_scan - others)
+    gib = 2**30
+    plan.set("train.max_unlabelled", cap, f"{total:,} scans of {_fmt(size)} would take {total * per_scan / gib:.1f} GiB "
+             f"in memory; {cap:,} of the {pool:,} unlabelled ones (a seeded draw) with the {others:,} labelled, "
+             f"calibration and test scans fit {budget / gib:.1f} GiB, a quarter of this machine's "
+             f"{memory / gib:.0f} GiB")
+    if cap == 0:
+        log.warning("plan: the %d labelled, calibration and test scans alone take %.1f GiB at %s, over a quarter of "
+                    "this machine's memory; set a smaller preprocess.spatial_size", others, others * per_scan / gib,
+                    _fmt(size))
 
 
 BATCH_SCALES = (1.0, 0.5, 0.25)  # tried in turn at each size when too few steps fit
