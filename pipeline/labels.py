@@ -20,8 +20,8 @@ log = logging.getLogger("pipeline.labels")
 
 LABELS_REQUIRED_COLUMNS = ("file", "label")
 KNOWN_SPLITS = ("train", "val", "test")
-# First-level folders that name a split, not a class, in exports such as Training/glioma/x.jpg
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+# Names of the splits in labels files and in exports' first-level folders (Training/glioma/x.jpg)
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
 
 
@@ -117,11 +117,12 @@ def read_labels(
             reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
             problems.append(("labels", where, reason + ", delete the repeat"))
             continue
-        if split.lower() not in ("", *KNOWN_SPLITS):
-            reason = f"split {split!r} is not one of {', '.join(KNOWN_SPLITS)}; treated as no split"
+        if split and split.lower() not in SPLIT_NAMES:
+            reason = (f"split {split!r} is not one of {', '.join(KNOWN_SPLITS)} (or training, valid, validation, "
+                      "testing); treated as no split")
             problems.append(("labels", where, reason))
             split = ""
-        rows[key] = LabelRow(label=label, group=group, split=split.lower(), where=where)
+        rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where)
     if from_scans:
         log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
                  from_scans, bases[-1])
@@ -160,11 +161,11 @@ def split_folders(root: Path, paths: list[Path], problems: list) -> bool:
     folders below them, as in many public exports; a first-level folder so named among class folders is
     reported, since it would become a class."""
     first = sorted({path.relative_to(root).parts[0] for path in paths if len(path.relative_to(root).parts) > 1})
-    named = [folder for folder in first if folder.lower() in SPLIT_FOLDERS]
+    named = [folder for folder in first if folder.lower() in SPLIT_NAMES]
     if named and len(named) == len(first):
         log.info("first-level folders %s name splits: the classes are the folders inside them%s", ", ".join(named),
-                 "; " + ", ".join(f for f in named if SPLIT_FOLDERS[f.lower()] == "test") + " is the test set"
-                 if any(SPLIT_FOLDERS[f.lower()] == "test" for f in named) else "")
+                 "; " + ", ".join(f for f in named if SPLIT_NAMES[f.lower()] == "test") + " is the test set"
+                 if any(SPLIT_NAMES[f.lower()] == "test" for f in named) else "")
         return True
     for folder in named:
         problems.append(("file", f"{folder}/", f"a folder named like a split among class folders "
@@ -208,7 +209,7 @@ def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, t
         relative = path.relative_to(root).as_posix()
         folders = relative.split("/")[:-1]
         if by_split and len(folders) >= 2:
-            labels[path] = (folders[1], SPLIT_FOLDERS[folders[0].lower()])
+            labels[path] = (folders[1], SPLIT_NAMES[folders[0].lower()])
         elif by_split:
             where = f"a class subfolder of {folders[0]}/" if folders else "a split folder's class subfolder"
             problems.append(("scan", relative, f"not inside {where}; kept unlabelled"))

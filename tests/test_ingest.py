@@ -98,7 +98,7 @@ def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog)
         tmp_path / "labels.csv",
         [
             {"file": "scans/cat1.png", "label": "cat", "split": "train", "group": "p1"},
-            {"file": "scans/cat2.png", "label": "cat", "split": "TEST", "group": "p1"},
+            {"file": "scans/cat2.png", "label": "cat", "split": "Testing", "group": "p1"},
             {"file": "scans/dog1.png", "label": "dgo", "split": "", "group": ""},
             {"file": "scans/missing.png", "label": "dog", "split": "", "group": ""},
             {"file": "scans/cat1.png", "label": "dog", "split": "", "group": ""},
