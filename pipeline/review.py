@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline.agreement import format_agreement
 from pipeline.io import write_text
 
 
@@ -315,6 +316,8 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
     counts = {"files": summary["files"], "scored": summary["scored"], "errors": summary["errors"],
               "needs review": summary["needs_review"],
               **{f"predicted {c}": n for c, n in summary["predicted"].items()}}
+    if check := summary.get("against_labels"):
+        counts["the folder's own labels"] = format_agreement(check, check["source"], check["labels_naming_no_class"])
     summary_html = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{v}</b></td></tr>" for k, v in counts.items())
     if screening:
         ci = screening.get("sensitivity_ci95")

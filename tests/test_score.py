@@ -148,6 +148,39 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
     assert (called == (p >= screening["decision"])).all()
     in_band = (p >= screening["review_low"]) & (p < screening["review_high"])
     assert (report["needs_review"].astype(str) == in_band.astype(str)).all()
+    # An external check: a folder labelled by its subfolders (one named in another case).
+    external = tmp_path / "external"
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = external / ("Abnormal" if label == 2 else "healthy")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(folder / f"s{i}.png")
+    checked = pd.read_csv(score(external, run, out=tmp_path / "e.csv", progress=False), keep_default_na=False)
+    check = json.loads((tmp_path / "e.meta.json").read_text())["summary"]["against_labels"]
+    abnormal = checked["scan_id"].str.startswith("Abnormal/").to_numpy()
+    assert check["source"] == "class subfolders" and check["n"] == 10 and check["positive_class"] == "abnormal"
+    assert check["auroc"] == pytest.approx(roc_auc_score(abnormal, checked["p_abnormal"]), abs=1e-4)
+    assert check["sensitivity"]["of"] == abnormal.sum()
+    assert check["sensitivity"]["rate"] == pytest.approx((checked["prediction"] == "abnormal")[abnormal].mean(), abs=1e-4)
+    assert "against the folder's labels (class subfolders, 10 scans)" in (tmp_path / "e.summary.txt").read_text()
+
+
+def test_a_folder_labelled_in_its_own_way_is_checked_only_against_labels_the_model_knows(trained_run, tmp_path):
+    scans = tmp_path / "scans"
+    labels = write_pngs(scans)
+    truth = ["abc"[k] for k in labels.numpy()]
+    (scans / "labels.csv").write_text("file,label\n" + "".join(
+        f"scan{i:02d}.png,{'unknown' if i == 0 else truth[i]}\n" for i in range(12)))
+    report = pd.read_csv(score(scans, trained_run, out=tmp_path / "r.csv", progress=False), keep_default_na=False)
+    check = json.loads((tmp_path / "r.meta.json").read_text())["summary"]["against_labels"]
+    assert "labels.csv" not in set(report["scan_id"])  # read, not scored
+    ok = report[report["scan_id"] != "scan00.png"]
+    expected = (ok["prediction"] == ok["scan_id"].map(lambda s: truth[int(s[4:6])])).mean()
+    assert check["n"] == 11 and check["labels_naming_no_class"] == 1 and "positive_class" not in check
+    assert check["accuracy"] == pytest.approx(expected, abs=1e-4)
+    dated = tmp_path / "dated"
+    write_pngs(dated / "2026-11")
+    score(dated, trained_run, out=tmp_path / "d.csv", progress=False)
+    assert "against_labels" not in json.loads((tmp_path / "d.meta.json").read_text())["summary"]
 
 
 def test_scoring_batches_and_chunks_shrink_with_the_input_size_so_memory_stays_flat():

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from pipeline.agreement import agreement, folder_truth, format_agreement
 from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.masks import segmentation_masks
@@ -68,7 +69,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     started = time.time()
     files = list_files(scans)
     masks = segmentation_masks(files)
-    files = [f for f in files if f not in masks]
+    # The folder's own labels file is no scan: it is read to check the predictions against.
+    files = [f for f in files if f not in masks and f != scans / "labels.csv"]
     partial = out.with_name(out.name + ".partial")
     done = _finished_rows(partial, columns) if resume else set()
     if not resume and partial.exists():
@@ -106,6 +108,12 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     summary = summarise(report, model.classes)
     summary["skipped_system_files"] = len(system_files(scans))
     summary["skipped_masks"] = len(masks)
+    if (found := folder_truth(scans, report["scan_id"].tolist(), model.classes)) is not None:
+        truth, source, unnamed = found
+        screening = calibration.get("screening")
+        summary["against_labels"] = {"source": source, "labels_naming_no_class": unnamed,
+                                     **agreement(report, truth, model.classes,
+                                                 screening["positive_class"] if screening else None)}
     _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size)
     write_json(out.with_suffix(".meta.json"), {
         "command": sys.argv,
@@ -242,6 +250,8 @@ def format_summary(summary: dict, out: Path) -> str:
     if summary.get("skipped_system_files"):
         lines.append(f"skipped: {summary['skipped_system_files']} system files (.DS_Store, Thumbs.db, "
                      "__MACOSX/, hidden folders)")
+    if check := summary.get("against_labels"):
+        lines.append(format_agreement(check, check["source"], check["labels_naming_no_class"]))
     if summary.get("skipped_masks"):
         lines.append(f"skipped: {summary['skipped_masks']} segmentation masks named after their scans "
                      "(x_mask.png beside x.png, masks/x.png beside images/x.png)")

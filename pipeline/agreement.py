@@ -1,0 +1,95 @@
+"""How a scored folder's predictions agree with labels the folder already carries.
+
+A team checking a model on scans from another hospital or scanner scores a folder that is labelled
+already: a ``labels.csv`` in it, or class subfolders. The score stage then reports, beside the
+predictions, how they agree with those labels (an external check on scans the model never saw),
+read the way ingest reads labels (:mod:`pipeline.labels`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from pipeline.labels import folder_labels, read_labels
+from pipeline.manifest import class_key, positive_parts
+
+log = logging.getLogger("pipeline.agreement")
+
+
+def model_class(label: str, classes: list[str]) -> str | None:
+    """The model's class a label names: itself, the same name in another case or spacing, or the
+    joined class it is part of (``benign`` for a model screening ``benign+malignant``); else None."""
+    for name in classes:
+        if any(class_key(part) == class_key(label) for part in [name, *positive_parts(name)]):
+            return name
+    return None
+
+
+def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[str]
+                 ) -> tuple[dict[str, str], str, int] | None:
+    """({scan id: the model's class its label names}, where the labels came from, how many labels
+    name no class of the model) for the scored scans, or None where the folder has no labels (no
+    ``labels.csv``, no subfolders) or none of them names a class of the model (folders by date)."""
+    scans = Path(scans)
+    labels_file = scans / "labels.csv"
+    if labels_file.is_file():
+        try:
+            rows, _ = read_labels(labels_file, scans)
+        except ValueError as error:
+            log.warning("%s not used to check the predictions: %s", labels_file, error)
+            return None
+        found = {sid: rows[key].label for sid in scan_ids if (key := os.path.realpath(scans / sid)) in rows}
+        source = "labels.csv"
+    else:
+        paths = [scans / sid for sid in scan_ids]
+        found = {path.relative_to(scans).as_posix(): label for path, (label, _) in folder_labels(scans, paths, []).items()}
+        source = "class subfolders"
+    named = {sid: cls for sid, label in found.items() if label and (cls := model_class(label, classes))}
+    if not named:
+        return None
+    return named, source, sum(1 for label in found.values() if label) - len(named)
+
+
+def agreement(report: pd.DataFrame, truth: dict[str, str], classes: list[str], positive: str | None) -> dict:
+    """Accuracy of the predictions against ``truth``; for a screening model also the test AUROC of
+    the positive class's probability and the sensitivity and specificity at the calibrated decision."""
+    scored = report[(report["status"] == "ok") & report["scan_id"].isin(truth)]
+    label = scored["scan_id"].map(truth)
+    result = {"n": int(len(scored)), "per_class": {c: int((label == c).sum()) for c in classes},
+              "accuracy": round(float((scored["prediction"] == label).mean()), 4) if len(scored) else None}
+    if positive and len(scored):
+        abnormal = (label == positive).to_numpy()
+        called = (scored["prediction"] == positive).to_numpy()
+        probability = scored[f"p_{positive}"].astype(float).to_numpy()
+        result.update(
+            positive_class=positive,
+            auroc=round(float(roc_auc_score(abnormal, probability)), 4) if 0 < abnormal.sum() < len(abnormal) else None,
+            sensitivity=_rate(called, abnormal), specificity=_rate(~called, ~abnormal),
+            abnormal_not_flagged=int((abnormal & ~called & ~scored["needs_review"].astype(bool).to_numpy()).sum()),
+        )
+    return result
+
+
+def _rate(hit: np.ndarray, among: np.ndarray) -> dict | None:
+    return {"rate": round(float(hit[among].mean()), 4), "of": int(among.sum())} if among.any() else None
+
+
+def format_agreement(check: dict, source: str, unnamed: int) -> str:
+    """One line for the score summary."""
+    text = f"against the folder's labels ({source}, {check['n']} scans): accuracy {check['accuracy']:.3f}"
+    if check.get("positive_class"):
+        if check["auroc"] is not None:
+            text += f", AUROC {check['auroc']:.3f}"
+        for name in ("sensitivity", "specificity"):
+            if check[name]:
+                text += f", {name} {check[name]['rate']:.2f} of {check[name]['of']}"
+        text += f"; abnormal, called healthy and not flagged: {check['abnormal_not_flagged']}"
+    if unnamed:
+        text += f" ({unnamed} labels name no class of the model: left out)"
+    return text
