@@ -318,7 +318,8 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
               **{f"predicted {c}": n for c, n in summary["predicted"].items()}}
     if check := summary.get("against_labels"):
         counts["the folder's own labels"] = format_agreement(check, check["source"], check["labels_naming_no_class"])
-    summary_html = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{v}</b></td></tr>" for k, v in counts.items())
+    summary_html = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{html.escape(str(v))}</b></td></tr>"
+                           for k, v in counts.items())
     if screening:
         ci = screening.get("sensitivity_ci95")
         operating = (

@@ -162,6 +162,7 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
     assert check["sensitivity"]["of"] == abnormal.sum()
     assert check["sensitivity"]["rate"] == pytest.approx((checked["prediction"] == "abnormal")[abnormal].mean(), abs=1e-4)
     assert "against the folder's labels (class subfolders, 10 scans)" in (tmp_path / "e.summary.txt").read_text()
+    assert "against the folder&#x27;s labels (class subfolders, 10 scans): accuracy" in (tmp_path / "e.html").read_text()
 
 
 def test_a_folder_labelled_in_its_own_way_is_checked_only_against_labels_the_model_knows(trained_run, tmp_path):
