@@ -338,10 +338,12 @@ def _dispatch(args) -> int:
         from pipeline.stages.validate import validate
 
         table = validate(args.scans, args.model, workers=args.workers)
-        bad = table[table["status"] != "ok"]
+        bad = table[table["status"] == "error"]
         for row in bad.itertuples(index=False):
             print(f"{row.file}: {row.reason}")
-        print(f"{len(table)} files, {len(table) - len(bad)} ok, {len(bad)} bad")
+        skipped = int((table["status"] == "skipped").sum())
+        print(f"{len(table)} files, {len(table) - len(bad) - skipped} ok, {len(bad)} bad"
+              + (f", {skipped} segmentation masks beside their scans (left out)" if skipped else ""))
         if args.out:
             write_csv(args.out, table)
         return 1 if len(bad) else 0

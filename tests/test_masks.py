@@ -9,6 +9,7 @@ from test_score import trained_run, write_pngs  # noqa: F401  (module fixture re
 from pipeline.masks import segmentation_masks
 from pipeline.stages.ingest import ingest
 from pipeline.stages.score import format_summary, score
+from pipeline.stages.validate import validate
 
 
 def test_masks_are_found_by_name_beside_their_scan_or_in_a_masks_folder():
@@ -56,6 +57,9 @@ def test_ingest_leaves_masks_out_and_names_each_with_its_scan(tmp_path, write):
     assert len(masks) == 15
     assert "segmentation mask of benign/benign (1).png" in masks.loc["benign/benign (1)_mask_1.png", "reason"]
     assert (result.problems["source"] == "mask").all()
+    checked = validate(scans).set_index("file")
+    assert (checked["status"] == "skipped").sum() == 15 and (checked["status"] == "ok").sum() == 12
+    assert checked.loc["normal/normal (2)_mask.png", "reason"] == "segmentation mask of normal/normal (2).png: not a scan"
 
 
 def test_a_mask_the_labels_file_names_is_ingested(tmp_path, write):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.masks import segmentation_masks
 from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan
 
 
@@ -24,7 +25,8 @@ def _read_problem(path: str) -> str | None:
 
 def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int = 2,
              progress: bool = True) -> pd.DataFrame:
-    """One row per file below ``scans``: file, status (ok/error), reason.
+    """One row per file below ``scans``: file, status (ok, error, or skipped for a segmentation
+    mask beside its scan, which ingest and score leave out), reason.
 
     With a run folder, files go through that model's own preprocessing, so a 3D volume
     offered to a 2D model (or a 4D series, or the wrong channel count) is caught too;
@@ -32,7 +34,8 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     """
     scans = Path(scans)
     files = list_files(scans)
-    readable = [str(f) for f in files if is_scan_file(f)]
+    masks = segmentation_masks(files)
+    readable = [str(f) for f in files if is_scan_file(f) and f not in masks]
     if run_dir is not None:
         from pipeline.checkpoint import load_checkpoint
         from pipeline.data import preprocessor
@@ -45,6 +48,10 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     reasons = dict(zip(readable, errors))
     rows = []
     for f in files:
+        if f in masks:
+            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
+                         "reason": f"segmentation mask of {masks[f].relative_to(scans).as_posix()}: not a scan"})
+            continue
         reason = reasons[str(f)] if str(f) in reasons else "unsupported file type (not DICOM, NIfTI, PNG, JPEG, TIFF or BMP)"
         rows.append({"file": f.relative_to(scans).as_posix(), "status": "error" if reason else "ok",
                      "reason": reason or ""})
