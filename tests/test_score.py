@@ -158,6 +158,7 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
     check = json.loads((tmp_path / "e.meta.json").read_text())["summary"]["against_labels"]
     abnormal = checked["scan_id"].str.startswith("Abnormal/").to_numpy()
     assert check["source"] == "class subfolders" and check["n"] == 10 and check["positive_class"] == "abnormal"
+    assert (checked["folder_label"] == np.where(abnormal, "abnormal", "healthy")).all()
     assert check["auroc"] == pytest.approx(roc_auc_score(abnormal, checked["p_abnormal"]), abs=1e-4)
     assert check["sensitivity"]["of"] == abnormal.sum()
     assert check["sensitivity"]["rate"] == pytest.approx((checked["prediction"] == "abnormal")[abnormal].mean(), abs=1e-4)

@@ -101,6 +101,13 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     order = {f.relative_to(scans).as_posix(): i for i, f in enumerate(files)}
     report = report[report["scan_id"].isin(order)].drop_duplicates("scan_id", keep="last")
     report = report.sort_values("scan_id", key=lambda ids: ids.map(order)).reset_index(drop=True)
+    against = None
+    if (found := folder_truth(scans, report["scan_id"].tolist(), model.classes)) is not None:
+        truth, source, unnamed = found
+        screening = calibration.get("screening")
+        against = {"source": source, "labels_naming_no_class": unnamed,
+                   **agreement(report, truth, model.classes, screening["positive_class"] if screening else None)}
+        report["folder_label"] = report["scan_id"].map(truth).fillna("")  # beside each prediction, to compare
     for column in ("scan_id", "path", "error"):
         report[column] = report[column].map(neutralise_formula)
     write_csv(out, report)
@@ -108,12 +115,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     summary = summarise(report, model.classes)
     summary["skipped_system_files"] = len(system_files(scans))
     summary["skipped_masks"] = len(masks)
-    if (found := folder_truth(scans, report["scan_id"].tolist(), model.classes)) is not None:
-        truth, source, unnamed = found
-        screening = calibration.get("screening")
-        summary["against_labels"] = {"source": source, "labels_naming_no_class": unnamed,
-                                     **agreement(report, truth, model.classes,
-                                                 screening["positive_class"] if screening else None)}
+    if against:
+        summary["against_labels"] = against
     _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size)
     write_json(out.with_suffix(".meta.json"), {
         "command": sys.argv,
