@@ -221,7 +221,9 @@ def test_a_mixed_folder_ingests_trains_and_scores_one_row_per_scan(tmp_path, mon
     run = Path((tmp_path / "runs" / "LATEST").read_text().strip())
     assert main(["score", str(scans), "--model", str(run), "--out", str(tmp_path / "report.csv"), "--quiet"]) == 0
     report = pd.read_csv(tmp_path / "report.csv").set_index("scan_id")
-    assert len(report) == len(entries) and report.index.is_unique
+    scanned = [p for p in entries if p != scans / "labels.csv"]  # the folder's labels are read, not scored
+    assert len(report) == len(scanned) == len(entries) - 1 and report.index.is_unique
+    assert report.loc["normal/s0.png", "folder_label"] == "normal"  # and set beside each prediction
     assert report.loc["normal/s0.png", "status"] == "ok" and report.loc["normal/s4.dcm", "status"] == "ok"
     assert report.loc["abnormal/s3.bmp", "status"] == "ok" and report.loc["normal/s2.tif", "status"] == "ok"
     assert report.loc["normal/ct_series", "status"] == "error"  # a volume given to the 2D model
