@@ -193,6 +193,21 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     )
 
 
+def series_slices(folder: Path, uid: str | None) -> list:
+    """The DICOM headers of the slices of series ``uid`` in ``folder`` (of its one series where
+    ``uid`` is None), in file-name order: what the series' volume is made of."""
+    from pipeline import dicom
+
+    headers = []
+    for item in sorted(folder.iterdir()):
+        if item.is_file() and not is_system_file(item.name) and dicom.is_dicom_file(item):
+            try:
+                headers.append(dicom.read_header(item))
+            except dicom.DicomError:
+                continue  # not part of any series; scored on its own
+    return [h for h in headers if h.is_slice and (uid is None or h.series_uid == uid)]
+
+
 def _load_dicom(path: str, max_bytes: int | None) -> LoadedScan:
     from pipeline import dicom
 
@@ -203,15 +218,7 @@ def _load_dicom(path: str, max_bytes: int | None) -> LoadedScan:
             array, spacing, affine, is_volume = dicom.read_file(path)
             header = dicom.read_header(path)
         else:
-            folder, uid = location
-            headers = []
-            for item in sorted(folder.iterdir()):
-                if item.is_file() and not is_system_file(item.name) and dicom.is_dicom_file(item):
-                    try:
-                        headers.append(dicom.read_header(item))
-                    except dicom.DicomError:
-                        continue  # not part of any series; scored on its own
-            members = [h for h in headers if h.is_slice and (uid is None or h.series_uid == uid)]
+            members = series_slices(*location)
             if not members:
                 raise dicom.DicomError("no DICOM slices of this series in the folder")
             array, spacing, affine = dicom.read_series([h.path for h in members])

@@ -241,3 +241,22 @@ def test_a_mixed_folder_ingests_trains_and_scores_one_row_per_scan(tmp_path, mon
             for secret in (PATIENT_NAME, "PAT-0001", "19600101", "ACC-77", "Saint Nobody"):
                 assert secret not in text, f"{secret} leaked into {path}"
     assert json.loads((run / "plan.json").read_text())["fingerprint"]["spatial_dims"] == 2
+
+
+def test_a_study_folder_of_two_series_gives_two_scans_labelled_by_the_folder(tmp_path):
+    # A patient's T1 and T2 in one folder, and a labels file that names the patient's folder.
+    scans = tmp_path / "scans"
+    for patient in ("P0", "P1"):
+        for index in range(2):
+            stored, _ = head(seed=10 * int(patient[1]) + index)
+            for slice_file in write_series(tmp_path / f"tmp{patient}{index}", stored, AFFINE, patient_id=patient):
+                (scans / patient).mkdir(parents=True, exist_ok=True)
+                slice_file.rename(scans / patient / f"S{index}_{slice_file.name}")
+    (scans / "labels.csv").write_text("file,label\nP0,healthy\nP1,lesion\n")
+    result = ingest(scans, out=tmp_path / "m.csv")
+    manifest = result.manifest
+    assert len(manifest) == 4 and (manifest["status"] == "ok").all()  # one series is no copy of the other
+    assert manifest["sha256"].nunique() == 4
+    assert manifest.groupby(manifest["scan_id"].str[:2])["label"].agg(set).to_dict() == {"P0": {"healthy"},
+                                                                                         "P1": {"lesion"}}
+    assert result.problems.empty

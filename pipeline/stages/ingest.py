@@ -34,6 +34,7 @@ from pipeline.reading import (
     load_scan,
     scan_id,
     series_location,
+    series_slices,
     system_files,
 )
 from pipeline.similarity import MAX_GROUP, connected_groups, near_duplicate_groups, perceptual_hash
@@ -89,14 +90,14 @@ def describe_scan(path: str | os.PathLike) -> dict[str, str]:
 
 
 def sha256_scan(path: str | os.PathLike) -> str:
-    """sha256 of a scan file, or of a DICOM series' slices (their hashes in file-name order)."""
+    """sha256 of a scan file, or of a DICOM series' slices (their hashes in file-name order; only
+    that series' slices where a folder holds several, such as a study's T1 and T2)."""
     location = series_location(path)
     if location is None:
         return sha256_file(path)
     digest = hashlib.sha256()
-    for item in sorted(location[0].iterdir()):
-        if item.is_file() and not is_system_file(item.name):
-            digest.update(sha256_file(item).encode())
+    for header in series_slices(*location):
+        digest.update(sha256_file(header.path).encode())
     return digest.hexdigest()
 
 
@@ -234,15 +235,23 @@ def _manifest_rows(
     rows, label_source = [], {}
     label_rows = dict(label_rows)
     from_folders = folder_labels(root, paths, problems) if class_subfolders else {}
+    studies = set()  # labels rows naming a folder of several series (a study's T1 and T2): each takes it
     for index, path in enumerate(paths):
         row = dict.fromkeys(MANIFEST_COLUMNS, "")
         row.update(scan_id=scan_id(path.relative_to(root)), path=str(path))
+        label_row = None if path in from_folders else label_rows.pop(os.path.realpath(path), None)
+        location = series_location(path)
+        if label_row is None and location and location[1] and os.path.realpath(location[0]) in label_rows:
+            studies.add(os.path.realpath(location[0]))
+            label_row = label_rows[os.path.realpath(location[0])]
         if path in from_folders:
             row["label"], row["split"] = from_folders[path]
-        elif (label_row := label_rows.pop(os.path.realpath(path), None)) is not None:
+        elif label_row is not None:
             row.update(label=label_row.label, group=label_row.group, split=label_row.split)
             label_source[index] = label_row.where
         rows.append(row)
+    for key in studies:
+        log.info("%s: its label is each of its series'", label_rows.pop(key).where)
     # Rows left over name existing files that are not among the scans found.
     for key, label_row in label_rows.items():
         inside = key.startswith(str(root) + os.sep)
