@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.io import read_table
 from pipeline.manifest import class_key
-from pipeline.reading import SCAN_SUFFIXES, scan_suffix
+from pipeline.reading import SCAN_SUFFIXES, scan_suffix, series_location
 
 log = logging.getLogger("pipeline.labels")
 
@@ -127,6 +127,17 @@ def read_labels(
         log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
                  from_scans, bases[-1])
     return rows, problems
+
+
+def labels_key(path: Path, rows: dict[str, LabelRow]) -> str:
+    """The key of ``rows`` (from :func:`read_labels`) that labels the scan at ``path``: its real path,
+    or, for a DICOM series without a row of its own, the folder holding it (a study's row labels each
+    of its series, a patient's T1 and T2)."""
+    key = os.path.realpath(path)
+    location = series_location(path)
+    if key not in rows and location and location[1] and os.path.realpath(location[0]) in rows:
+        return os.path.realpath(location[0])
+    return key
 
 
 # Tried after a ``file`` without a scan suffix that does not exist as written: many public labels files

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
-from pipeline.labels import LabelRow, folder_labels, read_labels
+from pipeline.labels import LabelRow, folder_labels, labels_key, read_labels
 from pipeline.manifest import MANIFEST_COLUMNS, class_key
 from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
@@ -239,11 +239,10 @@ def _manifest_rows(
     for index, path in enumerate(paths):
         row = dict.fromkeys(MANIFEST_COLUMNS, "")
         row.update(scan_id=scan_id(path.relative_to(root)), path=str(path))
-        label_row = None if path in from_folders else label_rows.pop(os.path.realpath(path), None)
-        location = series_location(path)
-        if label_row is None and location and location[1] and os.path.realpath(location[0]) in label_rows:
-            studies.add(os.path.realpath(location[0]))
-            label_row = label_rows[os.path.realpath(location[0])]
+        key = labels_key(path, label_rows)
+        if key != os.path.realpath(path):
+            studies.add(key)
+        label_row = None if path in from_folders else label_rows.get(key)
         if path in from_folders:
             row["label"], row["split"] = from_folders[path]
         elif label_row is not None:
@@ -252,6 +251,8 @@ def _manifest_rows(
         rows.append(row)
     for key in studies:
         log.info("%s: its label is each of its series'", label_rows.pop(key).where)
+    for path in paths:  # each scan's own row, now used
+        label_rows.pop(os.path.realpath(path), None)
     # Rows left over name existing files that are not among the scans found.
     for key, label_row in label_rows.items():
         inside = key.startswith(str(root) + os.sep)
