@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.io import read_table
 from pipeline.manifest import class_key
-from pipeline.reading import SCAN_SUFFIXES, scan_suffix, series_location
+from pipeline.reading import SCAN_SUFFIXES, scan_suffix
 
 log = logging.getLogger("pipeline.labels")
 
@@ -130,13 +130,15 @@ def read_labels(
 
 
 def labels_key(path: Path, rows: dict[str, LabelRow]) -> str:
-    """The key of ``rows`` (from :func:`read_labels`) that labels the scan at ``path``: its real path,
-    or, for a DICOM series without a row of its own, the folder holding it (a study's row labels each
-    of its series, a patient's T1 and T2)."""
+    """The key of ``rows`` (from :func:`read_labels`) that labels the scan at ``path``: its real path
+    where it has a row of its own, else the nearest folder above it that has one (a patient's or a
+    study's row labels each of its series, however deep the export nests them: ``P7/study/T1/``)."""
     key = os.path.realpath(path)
-    location = series_location(path)
-    if key not in rows and location and location[1] and os.path.realpath(location[0]) in rows:
-        return os.path.realpath(location[0])
+    if key in rows:
+        return key
+    for folder in Path(key).parents:
+        if str(folder) in rows:
+            return str(folder)
     return key
 
 

@@ -252,11 +252,13 @@ def test_a_study_folder_of_two_series_gives_two_scans_labelled_by_the_folder(tmp
             for slice_file in write_series(tmp_path / f"tmp{patient}{index}", stored, AFFINE, patient_id=patient):
                 (scans / patient).mkdir(parents=True, exist_ok=True)
                 slice_file.rename(scans / patient / f"S{index}_{slice_file.name}")
-    (scans / "labels.csv").write_text("file,label\nP0,healthy\nP1,lesion\n")
+    write_series(scans / "P2" / "study" / "T1", head(seed=7)[0], AFFINE, patient_id="P2")  # nested deeper
+    (scans / "labels.csv").write_text("file,label\nP0,healthy\nP1,lesion\nP2,lesion\n")
     result = ingest(scans, out=tmp_path / "m.csv")
     manifest = result.manifest
-    assert len(manifest) == 4 and (manifest["status"] == "ok").all()  # one series is no copy of the other
-    assert manifest["sha256"].nunique() == 4
-    assert manifest.groupby(manifest["scan_id"].str[:2])["label"].agg(set).to_dict() == {"P0": {"healthy"},
-                                                                                         "P1": {"lesion"}}
+    assert len(manifest) == 5 and (manifest["status"] == "ok").all()  # one series is no copy of the other
+    assert manifest["sha256"].nunique() == 5
+    assert manifest.groupby(manifest["scan_id"].str[:2])["label"].agg(set).to_dict() == {
+        "P0": {"healthy"}, "P1": {"lesion"}, "P2": {"lesion"}}
+    assert "P2/study/T1" in set(manifest["scan_id"])
     assert result.problems.empty

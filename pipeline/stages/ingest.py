@@ -235,7 +235,7 @@ def _manifest_rows(
     rows, label_source = [], {}
     label_rows = dict(label_rows)
     from_folders = folder_labels(root, paths, problems) if class_subfolders else {}
-    studies = set()  # labels rows naming a folder of several series (a study's T1 and T2): each takes it
+    studies = set()  # labels rows naming a folder (a patient's, a study's): each scan inside takes it
     for index, path in enumerate(paths):
         row = dict.fromkeys(MANIFEST_COLUMNS, "")
         row.update(scan_id=scan_id(path.relative_to(root)), path=str(path))
@@ -250,7 +250,7 @@ def _manifest_rows(
             label_source[index] = label_row.where
         rows.append(row)
     for key in studies:
-        log.info("%s: its label is each of its series'", label_rows.pop(key).where)
+        log.info("%s: its label is each of the scans in its folder", label_rows.pop(key).where)
     for path in paths:  # each scan's own row, now used
         label_rows.pop(os.path.realpath(path), None)
     # Rows left over name existing files that are not among the scans found.
