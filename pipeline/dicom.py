@@ -83,6 +83,12 @@ def _floats(value) -> tuple[float, ...] | None:
         return None
 
 
+# Modalities of DICOM objects that annotate or accompany scans: exports of annotated studies hold them.
+NOT_SCANS = {"SEG": "a segmentation", "RTSTRUCT": "radiotherapy contours", "RTDOSE": "a radiotherapy dose grid",
+             "RTPLAN": "a radiotherapy plan", "REG": "a registration", "SR": "a structured report",
+             "PR": "a presentation state", "KO": "a key-object selection", "DOC": "an encapsulated document"}
+
+
 def read_header(path: str | os.PathLike) -> DicomHeader:
     """The header fields of one DICOM file, without its pixels."""
     import pydicom
@@ -152,6 +158,9 @@ def read_file(path: str | os.PathLike):
         raise DicomError(f"not a readable DICOM file: {type(error).__name__}: {error}") from None
     if "SOPClassUID" not in ds and "Rows" not in ds:  # pydicom reads damaged bytes leniently
         raise DicomError("not a readable DICOM file: no image header in it (damaged, or not DICOM)")
+    modality = str(ds.get("Modality", "") or "")
+    if modality in NOT_SCANS:  # some carry pixels (a SEG's masks, a dose grid) that would pass as a volume
+        raise DicomError(f"DICOM {modality} object ({NOT_SCANS[modality]}), not a scan")
     array = _pixels(ds, str(path))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     spacing_rc = [float(v) for v in ds.get("PixelSpacing", None) or ds.get("ImagerPixelSpacing", None) or [1, 1]]

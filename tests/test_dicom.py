@@ -143,8 +143,12 @@ def test_every_bad_dicom_is_an_error_naming_the_problem(tmp_path):
     no_pixels = dicom_dataset(stored[:, :, 0])
     del no_pixels.PixelData
     no_pixels.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    # A segmentation carries pixels (its masks, frame by frame) that would pass as a volume.
+    segmentation = dicom_dataset(np.stack([stored[:, :, 0] > 700] * 3).astype(np.int16), Modality="SEG",
+                                 NumberOfFrames=3)
+    segmentation.save_as(tmp_path / "lesion_seg.dcm", enforce_file_format=True)
     expected = {"corrupt.dcm": "not a readable DICOM file", "truncated.dcm": "cannot decode pixel data",
-                "gap": "a slice is missing",
+                "gap": "a slice is missing", "lesion_seg.dcm": r"DICOM SEG object \(a segmentation\), not a scan",
                 "mixed": "mixed orientations", "report.dcm": "without pixel data"}
     for name, reason in expected.items():
         with pytest.raises(ScanReadError, match=reason):
