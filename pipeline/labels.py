@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,17 @@ def labels_key(path: Path, rows: dict[str, LabelRow]) -> str:
         if str(folder) in rows:
             return str(folder)
     return key
+
+
+_BIDS_SUBJECT = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:[_/.]|$)")
+
+
+def bids_subject(scan_id: str) -> str:
+    """The subject of a scan named as BIDS names them (``sub-07/anat/sub-07_T1w.nii.gz``,
+    ``sub-07_FLAIR.nii.gz``), or "": the group that keeps a subject's sequences on one side of the
+    split, where neither the labels file nor DICOM gives one."""
+    found = _BIDS_SUBJECT.search(scan_id)
+    return found[1] if found else ""
 
 
 # Tried after a ``file`` without a scan suffix that does not exist as written: many public labels files

@@ -33,11 +33,17 @@ def _stem(path: Path) -> str:
     return path.name[: -len(suffix)] if suffix else path.name
 
 
+def _case_prefixes(stem: str) -> list[str]:
+    """``case_001`` and ``case`` for ``case_001_t1``: the stem cut at each separator."""
+    return [stem[:index] for index, char in enumerate(stem) if char in " _.-" and index]
+
+
 def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
     """The files among ``paths`` that are segmentation masks of other files among them.
 
     A mask is named as its scan with a mask word after it (``x_mask.png``, ``x_mask_1.png``,
-    ``x_seg.nii.gz``, ``x-label.png``) in the scan's folder, or lies in a folder named for
+    ``x_seg.nii.gz``, ``x-label.png``) in the scan's folder, or as a case whose scans are named
+    with the case first (``case_001_seg.nii.gz`` beside ``case_001_t1.nii.gz``), or lies in a folder named for
     masks (``masks/``, ``segmentations/``, ``gt/``) under the name, with or without a mask word,
     of a scan in a sibling folder (``masks/x.png`` for ``images/x.png``).
 
@@ -49,11 +55,20 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
     in_folder = {(path.parent, _stem(path).lower()): path for path in paths}
     beside = {(path.parent.parent, _stem(path).lower()): path
               for path in paths if path.parent.name.lower() not in MASK_FOLDERS}
+    # A case's sequences beside its mask: case_001_t1, case_001_flair and case_001_seg (BraTS).
+    sequences: dict[tuple[Path, str], Path] = {}
+    for path in sorted(paths):
+        if not _MASKED_NAME.match(_stem(path)):
+            for case in _case_prefixes(_stem(path).lower()):
+                sequences.setdefault((path.parent, case), path)
     masks = {}
     for path in paths:
         stem = _stem(path)
         named = _MASKED_NAME.match(stem)
-        scan = in_folder.get((path.parent, named["scan"].lower())) if named else None
+        scan = None
+        if named:
+            key = (path.parent, named["scan"].lower())
+            scan = in_folder.get(key) or sequences.get(key)
         if scan is None and path.parent.name.lower() in MASK_FOLDERS:
             bases = {stem.lower(), named["scan"].lower()} if named else {stem.lower()}
             scan = next((beside[key] for base in sorted(bases) if (key := (path.parent.parent, base)) in beside),

@@ -378,3 +378,15 @@ def test_labels_columns_that_cannot_be_told_apart_are_named(tmp_path, write, hea
     (scans / "labels.csv").write_text(header + "\n" + ",".join(["a.png"] * len(header.split(","))) + "\n")
     with pytest.raises(ValueError, match=message + r".*rename the columns"):
         run(scans, tmp_path)
+
+
+def test_a_bids_subjects_sequences_share_a_group(tmp_path, write):
+    scans = tmp_path / "bids"
+    for subject in ("sub-01", "sub-02"):
+        for sequence in ("T1w", "FLAIR"):
+            write.nifti(scans / subject / "anat" / f"{subject}_{sequence}.nii.gz",
+                        np.random.default_rng(len(subject + sequence)).random((6, 6, 4)).astype(np.float32))
+    write.nifti(scans / "other.nii.gz", np.random.default_rng(9).random((6, 6, 4)).astype(np.float32))
+    groups = run(scans, tmp_path).manifest.set_index("scan_id")["group"]
+    assert groups["sub-01/anat/sub-01_T1w.nii.gz"] == groups["sub-01/anat/sub-01_FLAIR.nii.gz"] == "sub-01"
+    assert groups["sub-02/anat/sub-02_FLAIR.nii.gz"] == "sub-02" and groups["other.nii.gz"] == ""

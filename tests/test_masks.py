@@ -17,7 +17,7 @@ def test_masks_are_found_by_name_beside_their_scan_or_in_a_masks_folder():
         "busi/benign/benign (3).png", "busi/benign/benign (3)_mask.png", "busi/benign/benign (3)_mask_1.png",
         "ct/case_7.nii.gz", "ct/case_7_seg.nii.gz", "ct/case_8-Label.nii.gz",
         "polyps/images/x.jpg", "polyps/masks/x.jpg", "polyps/Masks/y_mask.png", "polyps/images/y.png",
-        "polyps/masks/z.png",
+        "polyps/masks/z.png", "brats/BraTS_001_t1.nii.gz", "brats/BraTS_001_flair.nii.gz", "brats/BraTS_001_seg.nii.gz",
     ]]
     masks = segmentation_masks(paths)
     assert {m.as_posix(): s.as_posix() for m, s in masks.items()} == {
@@ -26,6 +26,7 @@ def test_masks_are_found_by_name_beside_their_scan_or_in_a_masks_folder():
         "ct/case_7_seg.nii.gz": "ct/case_7.nii.gz",
         "polyps/masks/x.jpg": "polyps/images/x.jpg",
         "polyps/Masks/y_mask.png": "polyps/images/y.png",
+        "brats/BraTS_001_seg.nii.gz": "brats/BraTS_001_flair.nii.gz",  # the case's first sequence by name
     }  # case_8's and z's scans are not there: they stay scans
 
 
