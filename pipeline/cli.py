@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scans")
     p.add_argument("--labels", help="CSV file,label[,split][,group] (default: <scans>/labels.csv)")
     p.add_argument("--class-subfolders", action="store_true", help="label = first-level subfolder name (the second "
-                   "level where the first-level folders name splits: Training/, Testing/)")
+                   "level where the first-level folders name splits: Training/, Testing/); the default where "
+                   "there is no labels file")
     p.add_argument("--classes", help="comma-separated allowed labels")
     p.add_argument("--name")
     p.add_argument("--out")
@@ -257,11 +258,15 @@ def _dispatch(args) -> int:
         print(generate_volumes(args.out, args.n, abnormal_fraction=args.abnormal_fraction, seed=args.seed,
                                size=args.size, test_fraction=args.test_fraction, progress=not args.quiet))
     elif args.command == "ingest":
+        from pathlib import Path
+
         from pipeline.stages.ingest import ingest
 
+        # As `pipeline run` does: without a labels file, the subfolders are the classes.
+        by_folder = args.class_subfolders or (not args.labels and not (Path(args.scans) / "labels.csv").is_file())
         result = ingest(args.scans, labels=args.labels, out=args.out, name=args.name,
                         classes=args.classes.split(",") if args.classes else None,
-                        class_subfolders=args.class_subfolders, workers=args.workers)
+                        class_subfolders=by_folder, workers=args.workers)
         print(result.manifest_path)
     elif args.command == "split":
         from pipeline.stages.split import make_split

@@ -223,6 +223,9 @@ def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, t
     the second-level one does and the first gives the split; in a copy of the class folders
     (:func:`copied_exports`) the second-level one does. Scans outside class folders are left out
     and reported in ``problems``."""
+    if not any(len(path.relative_to(root).parts) > 1 for path in paths):
+        log.warning("no labels file and no subfolders under %s: every scan is unlabelled", root)
+        return {}
     by_split = split_folders(root, paths, problems)
     copies = set() if by_split else copied_exports(root, paths)
     if copies:

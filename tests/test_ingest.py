@@ -390,3 +390,22 @@ def test_a_bids_subjects_sequences_share_a_group(tmp_path, write):
     groups = run(scans, tmp_path).manifest.set_index("scan_id")["group"]
     assert groups["sub-01/anat/sub-01_T1w.nii.gz"] == groups["sub-01/anat/sub-01_FLAIR.nii.gz"] == "sub-01"
     assert groups["sub-02/anat/sub-02_FLAIR.nii.gz"] == "sub-02" and groups["other.nii.gz"] == ""
+
+
+def test_the_ingest_command_reads_class_subfolders_without_a_labels_file(tmp_path, write, monkeypatch):
+    from pipeline.cli import main
+
+    scans = tmp_path / "scans"
+    write.png(scans / "yes" / "Y1.png", write.image(1))
+    write.png(scans / "no" / "N1.png", write.image(2))
+    assert main(["ingest", str(scans), "--out", str(tmp_path / "m.csv")]) == 0
+    manifest = pd.read_csv(tmp_path / "m.csv", keep_default_na=False).set_index("scan_id")
+    assert manifest["label"].to_dict() == {"no/N1.png": "no", "yes/Y1.png": "yes"}
+
+
+def test_a_flat_folder_without_labels_is_unlabelled_without_a_problem_per_scan(tmp_path, write):
+    scans = tmp_path / "flat"
+    for index in range(5):
+        write.png(scans / f"s{index}.png", write.image(index))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert (result.manifest["label"] == "").all() and result.problems.empty
