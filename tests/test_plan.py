@@ -266,6 +266,18 @@ def test_a_network_too_deep_for_its_input_is_refused_naming_the_keys():
     network_factory(deep, 1, [32, 32], 2)  # one voxel left at the last stage is enough
 
 
+def test_a_class_named_like_healthy_is_pointed_out_where_no_abnormal_class_is_given(tmp_path, monkeypatch, caplog):
+    scans = class_folder(tmp_path / "scans")  # normal/ and abnormal/
+    monkeypatch.chdir(tmp_path)
+    overrides = [f"data.scans=\"{scans}\"", "data.class_subfolders=true", "split.labels_per_class=3",
+                 "split.calibration_per_class=3", "split.test_fraction=0.25"]
+    planned_config(None, overrides, probe=False, progress=False)
+    assert "'normal' looks like the healthy class: --healthy \"normal\"" in caplog.text
+    caplog.clear()
+    planned_config(None, [*overrides, "data.positive_class=\"abnormal\""], probe=False, progress=False)
+    assert "looks like the healthy class" not in caplog.text
+
+
 def test_plan_false_keeps_every_config_value(tmp_path, monkeypatch):
     scans = class_folder(tmp_path / "scans")
     monkeypatch.chdir(tmp_path)

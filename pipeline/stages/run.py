@@ -88,6 +88,16 @@ def _meant(name: str, classes: list[str]) -> str:
     return f" (did you mean {meant[0]!r}?)" if len(meant) == 1 else ""
 
 
+HEALTHY_NAMES = ("normal", "healthy", "no finding", "no tumor", "no tumour", "notumor", "notumour", "negative",
+                 "control", "no")
+
+
+def _healthy_looking(classes: list[str]) -> str | None:
+    """The one class whose name says healthy ("Normal", "No Finding", "notumor"), if exactly one does."""
+    found = [name for name in classes if class_key(name) in HEALTHY_NAMES]
+    return found[0] if len(found) == 1 and len(classes) > 1 else None
+
+
 def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
     """(positive class, why) where the user named the healthy class instead: every other class joined
     by "+" (one class where there is one other), screened as one abnormal class; else None."""
@@ -124,6 +134,10 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     merged, classes = prepare_split(first, progress)
     fp = fingerprint(merged, classes, seed=first.seed)
     screening = healthy_screening(first, classes)
+    if not first.data.positive_class and not screening and (healthy := _healthy_looking(classes)):
+        log.warning("no abnormal class given (--positive or --healthy): a %d-class model without a screening "
+                    "operating point. %r looks like the healthy class: --healthy %s (HEALTHY=) screens every other "
+                    "class as abnormal", len(classes), healthy, json.dumps(healthy))
     if not first.plan:
         log.info("plan: off for this config (plan = false); its settings are used as they are")
         if screening:
