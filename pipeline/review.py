@@ -241,10 +241,10 @@ function setVerdict(verdict, label) {{
 function csvField(text) {{ text = String(text); if (/^[=+\-@\t\r]/.test(text)) text = "'" + text;
   return /[",\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text; }}
 window.exportCSV = function () {{
-  const lines = ["file,label,verdict,reviewed_at"];
+  const lines = ["file,label,verdict,reviewed_at,folder"];
   for (const r of DATA.rows) {{
     const v = verdicts[r.id]; if (!v || !v.label) continue;
-    lines.push([r.id, v.label, v.verdict, v.at].map(csvField).join(","));
+    lines.push([r.id, v.label, v.verdict, v.at, DATA.folder].map(csvField).join(","));
   }}
   return lines.join("\n") + "\n";
 }};
@@ -284,10 +284,11 @@ apply();
 def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], summary: dict,
                       calibration: dict, classes: list[str], title: str, max_rows: int = 50_000,
                       key: str = "", overlays: dict[str, bytes] | None = None, keep_order: bool = False,
-                      stacks: dict[str, dict] | None = None) -> None:
+                      stacks: dict[str, dict] | None = None, folder: str = "") -> None:
     """Write the interactive page: filters, sorting, paging, an enlarged view, keyboard verdicts kept
     in the browser (``localStorage``, under ``key``: the report's identity) and exported as a labels
-    CSV (``file,label,verdict,reviewed_at``) that ``pipeline ingest --labels`` reads.
+    CSV (``file,label,verdict,reviewed_at,folder``: ``file`` relative to ``folder``, the scored folder)
+    that ``pipeline run --extra-labels`` merges.
 
     ``thumbnails`` maps scan_id -> PNG bytes (those missing show none), ``overlays`` likewise the
     saliency overlays (``pipeline.saliency``) shown beside them, ``stacks`` the volumes' slices
@@ -312,7 +313,7 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
             "thumbs": {k: base64.b64encode(v).decode() for k, v in thumbnails.items() if k in shown},
             "heat": {k: base64.b64encode(v).decode() for k, v in (overlays or {}).items() if k in shown},
             "stacks": {k: v for k, v in (stacks or {}).items() if k in shown and v is not None},
-            "export_name": f"verdicts_{_safe_name(title)}.csv"}
+            "export_name": f"verdicts_{_safe_name(title)}.csv", "folder": folder}
     counts = {"files": summary["files"], "scored": summary["scored"], "errors": summary["errors"],
               "needs review": summary["needs_review"],
               **{f"predicted {c}": n for c, n in summary["predicted"].items()}}

@@ -1,7 +1,8 @@
 """Reviewed labels back into training: a review page's verdict export merged into the labels file.
 
-The review page exports ``file,label,verdict,reviewed_at`` (``file`` relative to the scored
-folder). :func:`merge_verdicts` checks every row at once (unknown files, unknown labels,
+The review page exports ``file,label,verdict,reviewed_at,folder`` (``file`` relative to the scored
+folder, ``folder``; a scored folder inside the training folder, such as its ``incoming/``, merges as
+well as the training folder itself). :func:`merge_verdicts` checks every row at once (unknown files, unknown labels,
 repeats, each named by its line), then writes a new labels file: every label already there kept,
 verdicts added or applied, and each row's provenance (``label_source``: labels file, confirmed
 or review; the reviewer's ``verdict`` and ``reviewed_at``; ``previous_label`` where a verdict changed a label). The original
@@ -65,7 +66,7 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
     missing = [c for c in ("file", "label") if c not in table.columns]
     if missing:
         raise ValueError(f"verdicts file {verdicts} has no {' or '.join(missing)} column; export it from the "
-                         "review page (columns file,label,verdict,reviewed_at)")
+                         "review page (columns file,label,verdict,reviewed_at,folder)")
     base = _base_labels(scans, labels)
     known = list(classes) if classes else sorted(set(base["label"]) - {""})
     problems, seen, merged_rows = [], {}, []
@@ -73,8 +74,15 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
         where = f"{verdicts.name} line {line}"
         file, label = str(row["file"]).strip(), str(row["label"]).strip()
         key = os.path.realpath(scans / file)
-        if not file or not os.path.exists(key) or not key.startswith(str(scans.resolve()) + os.sep):
-            problems.append(f"{where}: {file!r} is not a scan in {scans}")
+        # A page's `file` is relative to the folder it scored (its `folder` column): a folder inside `scans`.
+        folder = str(row.get("folder", "") or "").strip()
+        if file and folder and not os.path.exists(key) and os.path.exists(os.path.join(folder, file)):
+            key = os.path.realpath(os.path.join(folder, file))
+        inside = key.startswith(str(scans.resolve()) + os.sep)
+        if not file or not os.path.exists(key) or not inside:
+            outside = f" (it lies in {folder}, outside it: copy the scans into {scans} to train on them)" \
+                if file and os.path.exists(key) and not inside else ""
+            problems.append(f"{where}: {file!r} is not a scan in {scans}{outside}")
             continue
         # A review page of a model that screens classes joined ("glioma+meningioma") offers the joined class.
         if label not in known and not (len(positive_parts(label)) > 1 and set(positive_parts(label)) <= set(known)):
@@ -85,6 +93,14 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
         merged_rows.append((key, label, str(row.get("verdict", "") or ""), str(row.get("reviewed_at", "") or "")))
     if problems:
         raise ValueError(f"{verdicts} has {len(problems)} problem(s); nothing was merged:\n  " + "\n  ".join(problems))
+    if labels is None:  # labels from class subfolders: a scored folder inside is new scans, not a class
+        scored = {os.path.realpath(f) for f in table.get("folder", pd.Series(dtype=str)).str.strip() if f}
+        scored = [f for f in scored if f.startswith(str(scans.resolve()) + os.sep)]
+        new = base["key"].map(lambda key: any(key.startswith(f + os.sep) for f in scored))
+        if new.any():
+            log.info("%d scans of the scored folder(s) %s are new scans, not a class: only their verdicts label them",
+                     int(new.sum()), ", ".join(scored))
+            base = base[~new]
     current = {r.key: r for r in base.itertuples(index=False)}
     out = {key: {"file": key, "label": r.label, "split": r.split, "group": r.group, "label_source": "labels file",
                  "verdict": "", "reviewed_at": "", "previous_label": ""} for key, r in current.items()}

@@ -137,7 +137,8 @@ def test_review_page_filters_enlarges_keeps_keyboard_verdicts_across_reloads_and
     assert steps["verdicts_before_reload"] == "3 verdicts" and steps["verdicts_after_reload"] == "3 verdicts"
     ids = steps["ids"]
     exported = pd.read_csv(io.StringIO(steps["csv"]), keep_default_na=False)
-    assert list(exported.columns) == ["file", "label", "verdict", "reviewed_at"]
+    assert list(exported.columns) == ["file", "label", "verdict", "reviewed_at", "folder"]
+    assert set(exported["folder"]) == {str((tmp_path / "scans").resolve())}  # the scored folder, for the merge
     by_file = exported.set_index("file")
     predicted = report.set_index("scan_id")["prediction"]
     assert by_file.loc[ids[1], ["label", "verdict"]].tolist() == [predicted[ids[1]], "confirmed"]

@@ -96,3 +96,22 @@ def test_a_verdict_of_a_joined_class_keeps_the_finer_label_it_confirms(tmp_path,
     merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out"), keep_default_na=False)
     rows = {r["file"].rsplit("/", 1)[-1]: (r["label"], r["label_source"]) for r in merged.to_dict("records")}
     assert rows["a.png"] == ("benign", "confirmed") and rows["c.png"] == ("benign+malignant", "review")
+
+
+def test_verdicts_from_a_page_of_a_folder_inside_the_scans_merge(tmp_path, write):
+    # New scans arrive in incoming/ inside a class-folder export; the page scored incoming/ alone.
+    scans = tmp_path / "scans"
+    for label, name in [("normal", "a.png"), ("tumour", "b.png"), ("incoming", "new1.png"), ("incoming", "new2.png")]:
+        write.png(scans / label / name, write.image(hash(name) % 100))
+    folder = str((scans / "incoming").resolve())
+    verdicts = write.csv(tmp_path / "verdicts.csv", [
+        {"file": "new1.png", "label": "tumour", "verdict": "relabelled", "reviewed_at": "", "folder": folder}])
+    merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out", classes=["normal", "tumour"]),
+                         keep_default_na=False)
+    rows = {r["file"].rsplit("/", 1)[-1]: r["label"] for r in merged.to_dict("records")}
+    assert rows == {"a.png": "normal", "b.png": "tumour", "new1.png": "tumour"}  # new2 is no class "incoming"
+    elsewhere = tmp_path / "elsewhere"
+    write.png(elsewhere / "x.png", write.image(5))
+    outside = write.csv(tmp_path / "outside.csv", [{"file": "x.png", "label": "tumour", "folder": str(elsewhere)}])
+    with pytest.raises(ValueError, match=r"'x.png' is not a scan in .* \(it lies in .*elsewhere, outside it: copy"):
+        merge_verdicts(scans, outside, tmp_path / "out", classes=["normal", "tumour"])

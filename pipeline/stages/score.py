@@ -117,7 +117,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     summary["skipped_masks"] = len(masks)
     if against:
         summary["against_labels"] = against
-    _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size)
+    _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size,
+                  folder=str(scans.resolve()))
     write_json(out.with_suffix(".meta.json"), {
         "command": sys.argv,
         "scans": str(scans.resolve()),
@@ -165,7 +166,7 @@ def _finished_rows(partial: Path, columns: list[str]) -> set[str]:
 
 
 def _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size,
-                  chunk_size) -> None:
+                  chunk_size, folder: str = "") -> None:
     """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order, and saliency
     overlays for the flagged and abnormal-called ones among them (at most ``score.max_saliency``; the
     first ``MAX_SLICE_STACKS`` volumes among those also get slices to page through). Scans are
@@ -208,7 +209,8 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
         summary["saliency_seconds"] = round(saliency_seconds, 2)
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
                       title=f"Screening report: {out.stem} ({model.run_dir.name})",
-                      key=f"{model.weights_sha256[:16]}:{out.resolve()}", overlays=overlays, stacks=stacks)
+                      key=f"{model.weights_sha256[:16]}:{out.resolve()}", overlays=overlays, stacks=stacks,
+                      folder=folder)
 
 
 def _score_locally(todo, scans, model, temperature, decide, ood, batch_size, chunk_size, workers, progress):

@@ -94,6 +94,6 @@ def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, dat
                "predicted": frame["prediction"].value_counts().to_dict()}
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, {}, model.classes,
                       title=f"Scans to label next ({run_dir.name})", key=f"{model.weights_sha256[:16]}:suggest:{out}",
-                      keep_order=True, stacks=stacks)
+                      keep_order=True, stacks=stacks, folder=str(Path(model.config.data.scans).resolve()))
     log.info("suggest: %d scans to label next -> %s", len(frame), out)
     return out
