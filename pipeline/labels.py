@@ -185,7 +185,7 @@ def split_folders(root: Path, paths: list[Path], problems: list) -> bool:
     """Whether the first-level folders name splits (``Training/``, ``Testing/``), the classes being the
     folders below them, as in many public exports; a first-level folder so named among class folders is
     reported, since it would become a class."""
-    first = sorted({path.relative_to(root).parts[0] for path in paths if len(path.relative_to(root).parts) > 1})
+    first = sorted(folder for folder in _first_folders(root, paths) if class_key(folder) not in UNLABELLED_FOLDERS)
     named = [folder for folder in first if folder.lower() in SPLIT_NAMES]
     if named and len(named) == len(first):
         log.info("first-level folders %s name splits: the classes are the folders inside them%s", ", ".join(named),
@@ -197,6 +197,10 @@ def split_folders(root: Path, paths: list[Path], problems: list) -> bool:
                          f"({', '.join(first)}): taken as a class; move its scans into the class folders, or give "
                          "each first-level folder a split name"))
     return False
+
+
+def _first_folders(root: Path, paths: list[Path]) -> set[str]:
+    return {path.relative_to(root).parts[0] for path in paths if len(path.relative_to(root).parts) > 1}
 
 
 def copied_exports(root: Path, paths: list[Path]) -> set[str]:
@@ -217,12 +221,16 @@ def copied_exports(root: Path, paths: list[Path]) -> set[str]:
             and subfolders <= {class_key(other) for other in first - {folder}}}
 
 
+# First-level folders beside the class folders that hold scans without a label, never a class.
+UNLABELLED_FOLDERS = ("unlabelled", "unlabeled", "no label", "nolabel", "not labelled", "not labeled")
+
+
 def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, tuple[str, str]]:
     """``{scan path: (label, split)}`` from the folders the scans sit in: the first-level folder
     names the class, or, where every first-level folder names a split (:func:`split_folders`),
     the second-level one does and the first gives the split; in a copy of the class folders
     (:func:`copied_exports`) the second-level one does. Scans outside class folders are left out
-    and reported in ``problems``."""
+    and reported in ``problems``; those in an ``unlabelled/`` folder are left out in silence."""
     if not any(len(path.relative_to(root).parts) > 1 for path in paths):
         log.warning("no labels file and no subfolders under %s: every scan is unlabelled", root)
         return {}
@@ -230,12 +238,14 @@ def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, t
     copies = set() if by_split else copied_exports(root, paths)
     if copies:
         log.warning("%s hold%s a copy of the class folders: %s scans take the class of the folder inside",
-                 ", ".join(f"{c}/" for c in sorted(copies)), "s" if len(copies) == 1 else "",
-                 "its" if len(copies) == 1 else "their")
+                    ", ".join(f"{c}/" for c in sorted(copies)), "s" if len(copies) == 1 else "",
+                    "its" if len(copies) == 1 else "their")
     labels = {}
     for path in paths:
         relative = path.relative_to(root).as_posix()
         folders = relative.split("/")[:-1]
+        if folders and class_key(folders[0]) in UNLABELLED_FOLDERS:
+            continue  # the unlabelled pool, beside the class (or split) folders
         if by_split and len(folders) >= 2:
             labels[path] = (folders[1], SPLIT_NAMES[folders[0].lower()])
         elif by_split:

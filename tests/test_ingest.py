@@ -409,3 +409,22 @@ def test_a_flat_folder_without_labels_is_unlabelled_without_a_problem_per_scan(t
         write.png(scans / f"s{index}.png", write.image(index))
     result = run(scans, tmp_path, class_subfolders=True)
     assert (result.manifest["label"] == "").all() and result.problems.empty
+
+
+def test_an_unlabelled_folder_beside_the_class_folders_is_the_pool_not_a_class(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "normal" / "a.png", write.image(1))
+    write.png(scans / "tumour" / "b.png", write.image(2))
+    write.png(scans / "Unlabeled" / "c.png", write.image(3))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.classes == ["normal", "tumour"] and result.problems.empty
+    assert result.manifest.set_index("scan_id").loc["Unlabeled/c.png", "label"] == ""
+
+
+def test_an_unlabelled_folder_beside_split_folders_keeps_them_splits(tmp_path, write):
+    scans = tmp_path / "export"
+    write.png(scans / "Training" / "glioma" / "a.png", write.image(1))
+    write.png(scans / "Testing" / "notumor" / "b.png", write.image(2))
+    write.png(scans / "unlabelled" / "c.png", write.image(3))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.classes == ["glioma", "notumor"] and result.problems.empty
