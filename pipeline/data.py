@@ -50,7 +50,8 @@ from pipeline.processes import worker_pool
 from pipeline.reading import ScanReadError, load_scan, spatial_shape_of
 
 log = logging.getLogger("pipeline.data")
-CACHE_VERSION = 1
+# 2: pictures with an EXIF orientation are read turned as viewers show them
+CACHE_VERSION = 2
 
 
 class LoadScand(MapTransform):

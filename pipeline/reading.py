@@ -116,6 +116,7 @@ class LoadedScan:
 
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
+EXIF_ORIENTATION = 0x0112  # the EXIF tag cameras and phones set instead of turning the pixels
 
 
 def check_file(path: str, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
@@ -164,6 +165,11 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
         if pages > 1:
             raise ScanReadError(path, f"multi-page TIFF ({pages} pages): which page is the scan is not known; "
                                       "save the page to screen as a file of its own")
+        if hasattr(image, "getexif") and image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            from PIL import ImageOps
+
+            # A photo of a film taken upright but stored sideways: turned as every viewer shows it.
+            image = ImageOps.exif_transpose(image)
         data, meta = reader.get_data(image)
     except ScanReadError:
         raise

@@ -64,3 +64,16 @@ def test_a_labels_row_naming_a_system_file_gets_a_clear_reason(tmp_path, write):
     result = ingest(scans, labels=labels, out=tmp_path / "m.csv")
     reasons = result.problems.loc[result.problems["source"] == "labels", "reason"].tolist()
     assert len(reasons) == 1 and "Thumbs.db is a system file" in reasons[0]
+
+
+def test_a_picture_with_an_exif_orientation_is_read_turned_as_viewers_show_it(tmp_path):
+    # A phone photo of a film: pixels stored sideways, EXIF orientation 6 (turn 90 degrees clockwise).
+    stored = np.zeros((4, 6), np.uint8)
+    stored[0, :] = 255  # the top row as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=100)
+    turned = load_scan(tmp_path / "photo.jpg").array
+    assert turned.shape == (6, 4) and turned[:, -1].mean() > 200 and turned[:, 0].mean() < 50  # top row now right
+    assert load_scan(tmp_path / "plain.jpg").array.shape == (4, 6)
