@@ -163,6 +163,9 @@ def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
     """(real path, "") of a labels row's ``file``, looked for from each of ``bases`` in turn (an absolute
     ``file`` replaces them), with a scan suffix added where it has none; or (None, the problem)."""
     written = [os.path.realpath(folder / file) for folder in bases]
+    if "\\" in file and not any(os.path.exists(path) for path in written):
+        # written on Windows (images\x.png): the separators of this machine
+        return locate(file.replace("\\", "/"), bases)
     for path in written:
         if os.path.exists(path):
             return path, ""

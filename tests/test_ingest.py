@@ -428,3 +428,14 @@ def test_an_unlabelled_folder_beside_split_folders_keeps_them_splits(tmp_path, w
     write.png(scans / "unlabelled" / "c.png", write.image(3))
     result = run(scans, tmp_path, class_subfolders=True)
     assert result.classes == ["glioma", "notumor"] and result.problems.empty
+
+
+def test_a_labels_file_written_on_windows_finds_its_files(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "images" / "a.png", write.image(1))
+    write.png(scans / "images" / "b.png", write.image(2))
+    (scans / "labels.csv").write_bytes(b"file,label\r\nimages\\a.png,normal\r\nimages\\b,tumour\r\n")
+    result = run(scans, tmp_path)
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {"images/a.png": "normal",
+                                                                        "images/b.png": "tumour"}
+    assert result.problems.empty
