@@ -88,6 +88,9 @@ def read_table(path: str | os.PathLike, what: str, columns_needed: str) -> pd.Da
         Naming ``what`` and the file: it is empty, not text, or not valid CSV.
     """
     raw = Path(path).read_bytes()
+    if raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # the zip of .xlsx/.ods, the OLE file of .xls
+        raise ValueError(f"{what} {path} is a spreadsheet file, not CSV text; save it from the spreadsheet "
+                         f"as CSV (columns {columns_needed})")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -354,6 +354,9 @@ def test_a_labels_file_that_is_not_text_is_named(tmp_path, write):
     (scans / "labels.csv").write_bytes(b"file,label\na.png,\x81\x8d\x8f\n")
     with pytest.raises(ValueError, match=r"labels file .*labels.csv is not text"):
         run(scans, tmp_path)
+    (scans / "labels.csv").write_bytes(b"PK\x03\x04" + bytes(200))  # an .xlsx renamed
+    with pytest.raises(ValueError, match=r"labels.csv is a spreadsheet file, not CSV text; save it .* as CSV"):
+        run(scans, tmp_path)
 
 
 def test_labels_columns_under_their_usual_other_names_are_taken(tmp_path, write):
