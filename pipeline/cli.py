@@ -52,6 +52,11 @@ def _report(run_dir) -> int:
     print(f"run folder: {run_dir}")
     print(f"test accuracy: {summary['test_accuracy']:.4f} ({summary['method']}, {summary['steps']} steps, "
           f"{summary['wall_seconds']:.0f} s training, {summary['n_labelled']} labels)")
+    calibration = run_dir / "calibration.json"
+    test = json.loads(calibration.read_text()).get("test", {}).get("screening") if calibration.exists() else None
+    if test and test.get("auroc") is not None:  # what a screening team reads first
+        print(f"screening on {test['n_positive'] + test['n_negative']} test scans: AUROC {test['auroc']:.3f}; at the "
+              f"calibrated operating point sensitivity {test['sensitivity']:.3f}, specificity {test['specificity']:.3f}")
     return 0
 
 

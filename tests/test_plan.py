@@ -311,6 +311,9 @@ def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_pa
     assert (run / "config.toml").read_text().count("positive_class = \"abnormal\"") == 1
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["screening"]["positive_class"] == "abnormal"
+    test = calibration["test"]["screening"]
+    printed = capsys.readouterr().out  # the run's last lines: what a screening team reads first
+    assert f"screening on {test['n_positive'] + test['n_negative']} test scans: AUROC {test['auroc']:.3f}" in printed
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["wall_seconds"] <= 0.05 * 60 * 1.1 + 1.0
     # the draw is in the split file's name: another --seed never reuses it
