@@ -44,7 +44,7 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
         except ValueError as error:
             log.warning("%s not used to check the predictions: %s", labels_file, error)
             return None
-        found = {sid: rows[key].label for sid in scan_ids if (key := labels_key(scans / sid, rows)) in rows}
+        found = {sid: rows[key].label for sid in scan_ids if (key := labels_key(os.path.realpath(scans / sid), rows)) in rows}
         source = "labels.csv"
     else:
         paths = [scans / sid for sid in scan_ids]

@@ -40,10 +40,10 @@ from pipeline.config import Config, PreprocessConfig
 from pipeline.io import atomic_path, write_json
 from pipeline.manifest import (
     SUBSETS,
+    joined_classes,
     load_manifest,
     load_split,
     manifest_path,
-    positive_parts,
     split_path,
 )
 from pipeline.processes import worker_pool
@@ -361,17 +361,6 @@ def split_frame(config: Config):
         classes = sorted((set(classes) - set(members)) | {positive})
         log.info("screening %s as one class %r: classes %s", " and ".join(members), positive, ", ".join(classes))
     return merged, classes
-
-
-def joined_classes(positive: str, classes: list[str]) -> list[str]:
-    """The classes a positive class joins with "+" ("benign+malignant": a scan of either is abnormal), where
-    each is a class of the data; else [] (the positive class is one class, or names one the data lacks).
-
-    Training, calibration and scoring then see them as the one class ``positive``; the split was
-    drawn, per class, from the classes as the labels give them.
-    """
-    parts = positive_parts(positive)
-    return parts if len(parts) > 1 and all(part in classes for part in parts) else []
 
 
 def load_training_data(config: Config, frame: pd.DataFrame | None = None, classes: list[str] | None = None

@@ -130,17 +130,13 @@ def read_labels(
     return rows, problems
 
 
-def labels_key(path: Path, rows: dict[str, LabelRow]) -> str:
-    """The key of ``rows`` (from :func:`read_labels`) that labels the scan at ``path``: its real path
-    where it has a row of its own, else the nearest folder above it that has one (a patient's or a
-    study's row labels each of its series, however deep the export nests them: ``P7/study/T1/``)."""
-    key = os.path.realpath(path)
-    if key in rows:
-        return key
-    for folder in Path(key).parents:
-        if str(folder) in rows:
-            return str(folder)
-    return key
+def labels_key(real_path: str, rows: dict[str, LabelRow]) -> str:
+    """The key of ``rows`` (from :func:`read_labels`) that labels the scan at ``real_path``: the path
+    itself where it has a row of its own, else the nearest folder above it that has one (a patient's
+    or a study's row labels each of its series, however deep the export nests them: ``P7/study/T1/``)."""
+    if real_path in rows:
+        return real_path
+    return next((str(folder) for folder in Path(real_path).parents if str(folder) in rows), real_path)
 
 
 _BIDS_SUBJECT = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:[_/.]|$)")
@@ -234,9 +230,8 @@ def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, t
     the second-level one does and the first gives the split; in a copy of the class folders
     (:func:`copied_exports`) the second-level one does. Scans outside class folders are left out
     and reported in ``problems``; those in an ``unlabelled/`` folder are left out in silence."""
-    if not any(len(path.relative_to(root).parts) > 1 for path in paths):
-        log.warning("no labels file and no subfolders under %s: every scan is unlabelled", root)
-        return {}
+    if not _first_folders(root, paths):
+        return {}  # a flat folder: nothing to say about each scan
     by_split = split_folders(root, paths, problems)
     copies = set() if by_split else copied_exports(root, paths)
     if copies:

@@ -32,6 +32,18 @@ def positive_parts(positive: str) -> list[str]:
     return [part.strip() for part in positive.split("+")] if positive else []
 
 
+def joined_classes(positive: str, classes: list[str] | set[str]) -> list[str]:
+    """The classes a positive class joins with "+" ("benign+malignant": a scan of either is abnormal), where
+    each is a class of the data; else [] (the positive class is one class, or names one the data lacks).
+
+    Training, calibration and scoring then see them as the one class ``positive``; the split was
+    drawn, per class, from the classes as the labels give them (a label that is itself joined, from a
+    reviewer's verdict, draws its parts with it).
+    """
+    parts = positive_parts(positive)
+    return parts if len(parts) > 1 and all(part in classes for part in parts) else []
+
+
 # Columns added after the first release: a manifest without them still loads (as empty).
 LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid")
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipeline.io import read_table, sha256_file, write_csv
 from pipeline.labels import folder_labels, read_labels
-from pipeline.manifest import positive_parts
+from pipeline.manifest import joined_classes, positive_parts
 from pipeline.masks import segmentation_masks
 from pipeline.reading import is_scan_file, list_files
 
@@ -70,6 +70,7 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
     base = _base_labels(scans, labels)
     known = list(classes) if classes else sorted(set(base["label"]) - {""})
     problems, seen, merged_rows = [], {}, []
+    root = str(scans.resolve()) + os.sep
     for line, row in enumerate(table.to_dict("records"), start=2):
         where = f"{verdicts.name} line {line}"
         file, label = str(row["file"]).strip(), str(row["label"]).strip()
@@ -78,14 +79,14 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
         folder = str(row.get("folder", "") or "").strip()
         if file and folder and not os.path.exists(key) and os.path.exists(os.path.join(folder, file)):
             key = os.path.realpath(os.path.join(folder, file))
-        inside = key.startswith(str(scans.resolve()) + os.sep)
+        inside = key.startswith(root)
         if not file or not os.path.exists(key) or not inside:
             outside = f" (it lies in {folder}, outside it: copy the scans into {scans} to train on them)" \
                 if file and os.path.exists(key) and not inside else ""
             problems.append(f"{where}: {file!r} is not a scan in {scans}{outside}")
             continue
         # A review page of a model that screens classes joined ("glioma+meningioma") offers the joined class.
-        if label not in known and not (len(positive_parts(label)) > 1 and set(positive_parts(label)) <= set(known)):
+        if label not in known and not joined_classes(label, known):
             problems.append(f"{where}: label {label!r} is not one of the classes {', '.join(known)}")
         if key in seen:
             problems.append(f"{where}: {file!r} is listed again (first on line {seen[key]})")
@@ -95,7 +96,7 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
         raise ValueError(f"{verdicts} has {len(problems)} problem(s); nothing was merged:\n  " + "\n  ".join(problems))
     if labels is None:  # labels from class subfolders: a scored folder inside is new scans, not a class
         scored = {os.path.realpath(f) for f in table.get("folder", pd.Series(dtype=str)).str.strip() if f}
-        scored = [f for f in scored if f.startswith(str(scans.resolve()) + os.sep)]
+        scored = [f for f in scored if f.startswith(root)]
         new = base["key"].map(lambda key: any(key.startswith(f + os.sep) for f in scored))
         if new.any():
             log.info("%d scans of the scored folder(s) %s are new scans, not a class: only their verdicts label them",

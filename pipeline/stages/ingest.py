@@ -213,7 +213,7 @@ def ingest(
                   "(by its name); not ingested, a mask is not a scan") for mask, scan in masks.items()]
     if masks:
         log.warning("left out %d segmentation masks named after their scans (e.g. %s)", len(masks),
-                 scan_id(next(iter(masks)).relative_to(root)))
+                    scan_id(next(iter(masks)).relative_to(root)))
 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
@@ -237,24 +237,24 @@ def _manifest_rows(
     rows, label_source = [], {}
     label_rows = dict(label_rows)
     from_folders = folder_labels(root, paths, problems) if class_subfolders else {}
-    studies = set()  # labels rows naming a folder (a patient's, a study's): each scan inside takes it
+    if class_subfolders and all(len(path.relative_to(root).parts) == 1 for path in paths):
+        log.warning("no labels file and no subfolders under %s: every scan is unlabelled", root)
+    used = {}  # labels row key -> whether it names a folder (a patient's, a study's) whose scans take it
     for index, path in enumerate(paths):
         row = dict.fromkeys(MANIFEST_COLUMNS, "")
         row.update(scan_id=scan_id(path.relative_to(root)), path=str(path))
-        key = labels_key(path, label_rows)
-        if key != os.path.realpath(path):
-            studies.add(key)
-        label_row = None if path in from_folders else label_rows.get(key)
         if path in from_folders:
             row["label"], row["split"] = from_folders[path]
-        elif label_row is not None:
+        elif (key := labels_key(real := os.path.realpath(path), label_rows)) in label_rows:
+            label_row = label_rows[key]
+            used[key] = key != real
             row.update(label=label_row.label, group=label_row.group, split=label_row.split)
             label_source[index] = label_row.where
         rows.append(row)
-    for key in studies:
-        log.info("%s: its label is each of the scans in its folder", label_rows.pop(key).where)
-    for path in paths:  # each scan's own row, now used
-        label_rows.pop(os.path.realpath(path), None)
+    for key, names_a_folder in used.items():
+        where = label_rows.pop(key).where
+        if names_a_folder:
+            log.info("%s: its label is each of the scans in its folder", where)
     # Rows left over name existing files that are not among the scans found.
     for key, label_row in label_rows.items():
         inside = key.startswith(str(root) + os.sep)

@@ -22,8 +22,8 @@ from pipeline.io import sha256_file, write_csv, write_json
 from pipeline.manifest import (
     LABELLED_SUBSETS,
     SPLIT_COLUMNS,
+    joined_classes,
     load_manifest,
-    positive_parts,
     validate_split,
 )
 from pipeline.similarity import connected_groups
@@ -172,8 +172,7 @@ def _strata(labels: pd.Series) -> pd.Series:
     screening the two as one offers) is drawn with that class, which may hold too few scans to
     be drawn from alone."""
     found = set(labels) - {""}
-    joined = {part: name for name in sorted(found) if len(parts := positive_parts(name)) > 1
-              and set(parts) <= found for part in parts}
+    joined = {part: name for name in sorted(found) for part in joined_classes(name, found)}
     return labels.map(lambda label: joined.get(label, label))
 
 
