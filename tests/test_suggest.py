@@ -37,3 +37,31 @@ def test_suggest_writes_a_ranked_list_of_unlabelled_scans_and_a_labelling_page(t
     assert frame["rank"].tolist() == list(range(1, 13))
     page = out.with_suffix(".html").read_text()
     assert "Scans to label next" in page and page.count('"id":') == 12
+
+
+def test_a_capped_pool_is_ranked_whole_not_only_the_part_training_loaded(tmp_path, monkeypatch, caplog):
+    from PIL import Image
+
+    from pipeline.cli import main
+
+    rng = np.random.default_rng(0)
+    for folder, count in (("normal", 10), ("abnormal", 10), ("unlabelled", 12)):
+        for i in range(count):
+            array = (rng.random((20, 20)) * 60).astype(np.uint8)
+            if folder == "abnormal" or (folder == "unlabelled" and i % 2):
+                array[6:14, 6:14] = 230
+            (tmp_path / "scans" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(tmp_path / "scans" / folder / f"{folder}{i}.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--scans", "scans", "--positive", "abnormal", "--minutes", "0.05", "--labels-per-class", "3",
+                 "--quiet", "split.test_fraction=0.2", "network.channels=[4,8]", "train.max_unlabelled=4"]) == 0
+    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    split = pd.read_csv(next((tmp_path / "data_manifests").glob("*.split.csv")))
+    pool = set(split.loc[split["subset"] == "unlabelled", "scan_id"])
+    assert len(pool) > 12  # the unlabelled folder and the labelled scans the split left over
+    with caplog.at_level("INFO", logger="pipeline.suggest"):
+        out = suggest(run, n=len(pool) + 5)
+    frame = pd.read_csv(out)
+    assert set(frame["scan_id"]) == pool  # every scan of the pool, where training loaded 4 of them
+    assert f"ranking {len(pool)} unlabelled scans in {-(-len(pool) // 4)} parts of 4" in caplog.text
+    assert out.with_suffix(".html").read_text().count('"id":') == len(pool)

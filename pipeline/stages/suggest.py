@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pipeline.calibration import softmax
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
-from pipeline.data import load_training_data
+from pipeline.data import load_training_data, matching_dimensionality, preprocess_paths, split_frame
 from pipeline.io import write_csv
-from pipeline.ood import penultimate_features
+from pipeline.ood import logits_and_features, penultimate_features
 
 log = logging.getLogger("pipeline.suggest")
 SHORTLIST = 10  # candidates per scan wanted, ranked by margin
@@ -65,21 +68,15 @@ def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, dat
     if not calibration_file.exists():
         raise FileNotFoundError(f"{calibration_file} not found: run 'pipeline calibrate {run_dir}' first")
     temperature = float(json.loads(calibration_file.read_text())["temperature"])
-    data = data if data is not None else load_training_data(model.config)
-    if len(data.unlabelled) == 0:
+    pool = _pool_in_memory(model, data, temperature) if data is not None else _pool_of_split(model, temperature)
+    if not pool.scan_ids:
         raise ValueError(f"{run_dir}: the split has no unlabelled scans to suggest from")
-    from pipeline.trainer import predict_logits
-
-    pool = data.unlabelled
-    probs = softmax(predict_logits(model.network, data.images[pool], "cpu"), temperature)
-    features = penultimate_features(model.network, data.images[pool])
-    labelled = penultimate_features(model.network, data.images[data.labelled])
-    picks = rank_for_labelling(probs, features, labelled, n)
+    picks = rank_for_labelling(pool.probs, pool.features, pool.labelled_features, n)
     rows = []
     for rank, i in enumerate(picks, start=1):
-        p = probs[i]
+        p = pool.probs[i]
         top = np.sort(p)
-        rows.append({"rank": rank, "scan_id": data.scan_ids[int(pool[i])], "prediction": model.classes[int(p.argmax())],
+        rows.append({"rank": rank, "scan_id": pool.scan_ids[i], "prediction": model.classes[int(p.argmax())],
                      "margin": round(float(top[-1] - top[-2]) if len(top) > 1 else 1.0, 4),
                      **{f"p_{c}": round(float(v), 4) for c, v in zip(model.classes, p)}})
     frame = pd.DataFrame(rows)
@@ -87,9 +84,9 @@ def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, dat
     write_csv(out, frame)
     report = frame.assign(path="", confidence=[max(r[f"p_{c}"] for c in model.classes) for r in rows],
                           needs_review=True, status="ok", error="")
-    position = {sid: i for i, sid in enumerate(data.scan_ids)}
-    thumbnails = {sid: thumbnail_png(data.images[position[sid]].numpy()) for sid in frame["scan_id"]}
-    stacks = {sid: slice_stack(data.images[position[sid]].numpy()) for sid in frame["scan_id"]}
+    images = pool.images_of(list(frame["scan_id"]))
+    thumbnails = {sid: thumbnail_png(image) for sid, image in images.items()}
+    stacks = {sid: slice_stack(image) for sid, image in images.items()}
     summary = {"files": len(frame), "scored": len(frame), "errors": 0, "needs_review": len(frame),
                "predicted": frame["prediction"].value_counts().to_dict()}
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, {}, model.classes,
@@ -97,3 +94,67 @@ def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, dat
                       keep_order=True, stacks=stacks, folder=str(Path(model.config.data.scans).resolve()))
     log.info("suggest: %d scans to label next -> %s", len(frame), out)
     return out
+
+
+@dataclass
+class Pool:
+    """The unlabelled scans' calibrated probabilities and features, the labelled scans' features,
+    and a way back to the images of chosen scans."""
+
+    scan_ids: list[str]
+    probs: np.ndarray
+    features: np.ndarray
+    labelled_features: np.ndarray
+    images_of: Callable[[list[str]], dict[str, np.ndarray]]
+
+
+def _pool_of_split(model, temperature: float) -> Pool:
+    frame, classes = split_frame(model.config)
+    frame = matching_dimensionality(frame, len(model.config.preprocess.spatial_size))
+    cap = model.config.train.max_unlabelled
+    if cap and (frame["subset"] == "unlabelled").sum() > cap:
+        return _pool_in_parts(model, frame, temperature)
+    return _pool_in_memory(model, load_training_data(model.config, frame, classes), temperature)
+
+
+def _pool_in_memory(model, data, temperature: float) -> Pool:
+    logits, features = logits_and_features(model.network, data.images[data.unlabelled])
+    position = {sid: i for i, sid in enumerate(data.scan_ids)}
+    return Pool([data.scan_ids[int(i)] for i in data.unlabelled], softmax(logits.numpy(), temperature), features,
+                penultimate_features(model.network, data.images[data.labelled]),
+                lambda ids: {sid: data.images[position[sid]].numpy() for sid in ids})
+
+
+def _pool_in_parts(model, frame: pd.DataFrame, temperature: float) -> Pool:
+    """Every unlabelled scan, preprocessed ``train.max_unlabelled`` at a time: where the plan capped
+    the pool because it would not fit in memory, the whole pool is ranked, not only the part that
+    training loaded."""
+    config = model.config
+    cap = config.train.max_unlabelled
+    pool = frame[frame["subset"] == "unlabelled"]
+    parts = range(0, len(pool), cap)
+    log.info("ranking %d unlabelled scans in %d parts of %d (train.max_unlabelled)", len(pool), len(parts), cap)
+    scan_ids, probs, features = [], [], []
+    for start in parts:
+        ids, images = _preprocessed(pool.iloc[start:start + cap], config)
+        logits, part_features = logits_and_features(model.network, images)
+        scan_ids += ids
+        probs.append(softmax(logits.numpy(), temperature))
+        features.append(part_features)
+    _, labelled = _preprocessed(frame[frame["subset"] == "labelled"], config)
+    rows = pool.set_index("scan_id")
+    return Pool(scan_ids, np.concatenate(probs), np.concatenate(features),
+                penultimate_features(model.network, labelled),
+                lambda ids: dict(zip(*_preprocessed(rows.loc[ids].reset_index(), config, progress=False))))
+
+
+def _preprocessed(rows: pd.DataFrame, config, progress: bool = True) -> tuple[list[str], torch.Tensor]:
+    """(scan ids, images) of the rows that preprocess; the others are named in a warning."""
+    arrays, errors = preprocess_paths(list(rows["path"]), config.preprocess, config.train.workers, progress)
+    failed = [f"{sid}: {error}" for sid, error in zip(rows["scan_id"], errors) if error]
+    if failed:
+        log.warning("%d scans failed preprocessing and are left out: %s", len(failed), "; ".join(failed[:5]))
+    kept = [i for i, error in enumerate(errors) if not error]
+    shape = (0, config.preprocess.channels, *config.preprocess.spatial_size)
+    images = torch.from_numpy(np.stack([arrays[i] for i in kept])) if kept else torch.zeros(shape)
+    return [rows["scan_id"].iloc[i] for i in kept], images
