@@ -21,6 +21,9 @@ Parts (each leaves ``results/performance/<part>.json``; the page is rebuilt from
 - scoring_large: scoring 512x512 JPEGs and PNGs and 128^3 ``.nii.gz`` volumes against reading
   and decoding them, with peak memory.
 - torchrun: a training run in one process against ``torchrun --nproc_per_node 2``.
+- ingest: ``pipeline ingest`` of 2,000 and 10,000 distinct 512x512 JPEGs and 1,000 distinct 64^3
+  ``.nii.gz`` volumes against reading and decoding them, with peak memory
+  (``benchmarks.perf_ingest``).
 - inference: milliseconds a scan of the trainer's predictions (round starts, evaluations,
   calibration, and scoring's forward pass) at fixed batch sizes and at ``forward_batch``'s, for the
   panel's input shapes.
@@ -43,7 +46,7 @@ from pipeline.io import write_json, write_text
 
 SUITE = "performance"
 PARTS = ("training", "scoring", "scaling", "cache", "make_train", "resolution", "levers", "scoring_large", "torchrun",
-         "inference")
+         "inference", "ingest")
 # (name, input shape, network channels, stem stride, scans): the development panel's planned inputs
 INFERENCE_CASES = (("28x28", (28, 28), [32, 64, 128], 1, 4000), ("128x128", (128, 128), [32, 64, 128, 192, 256], 2, 400),
                    ("24^3", (24, 24, 24), [16, 32, 64], 1, 1446), ("28^3", (28, 28, 28), [16, 32, 64], 1, 1446))
@@ -324,6 +327,16 @@ def scoring_large_part(n: int = 1_000) -> None:
     save("scoring_large", {"rows": rows})
 
 
+def ingest_part() -> None:
+    from benchmarks.perf_ingest import ingest_against_decoding
+
+    rows = [ingest_against_decoding(kind, n) for kind, n in (("jpeg512", 2_000), ("jpeg512", 10_000), ("nii64", 1_000))]
+    for r in rows:
+        print(f"{r['kind']} x{r['files']}: ingest {r['ingest_per_second']:.1f}/s, decode {r['decode_per_second']:.1f}/s, "
+              f"ratio {r['ratio']:.2f}, peak {r['ingest']['peak_pss_mb']:.0f} MiB", flush=True)
+    save("ingest", {"rows": rows})
+
+
 def torchrun_part(steps: int = 300) -> None:
     """The same short pi_model run on MNIST-100, in one process and under torchrun on 2."""
     from benchmarks.perf_scoring import run_sampled
@@ -559,6 +572,41 @@ than two cores divided by the work per scan, whatever the overlap of workers and
 """
 
 
+def ingest_section(result) -> str:
+    names = {"jpeg512": "512x512 JPEG", "nii64": "64^3 .nii.gz"}
+    rows = [{
+        "scans": f"{r['files']:,} {names[r['kind']]}",
+        "pipeline ingest, scans/s": f"{r['ingest_per_second']:.1f}",
+        "read + decode only, scans/s": f"{r['decode_per_second']:.1f}",
+        "ratio": f"**{r['ratio']:.2f}x**",
+        "ingest s": f"{r['ingest']['seconds']:.1f}",
+        "ok / other rows": "{:,} / {:,}".format(r["ingest"]["status"].get("ok", 0),
+                                                r["ingest"]["files"] - r["ingest"]["status"].get("ok", 0)),
+        "peak memory ingest / decode (MiB)": f"{r['ingest']['peak_pss_mb']:.0f} / {r['decode']['peak_pss_mb']:.0f}",
+    } for r in result["rows"]]
+    pictures = sorted((r for r in result["rows"] if r["kind"] == "jpeg512"), key=lambda r: r["files"])
+    marginal = ""
+    if len(pictures) >= 2:
+        small, large = pictures[0], pictures[-1]
+        extra = large["files"] - small["files"]
+        seconds = large["ingest"]["seconds"] - small["ingest"]["seconds"]
+        fixed = small["ingest"]["seconds"] - small["files"] * seconds / extra
+        marginal = (f"\nThe {extra:,} pictures the larger folder adds took {seconds:.1f} s ({extra / seconds:.0f} scans/s), so "
+                    f"about {fixed:.0f} s of each run is fixed (starting the worker processes, which import MONAI and "
+                    "PyTorch); the comparison of every hash with every other does not show at this size.\n")
+    return f"""## Ingesting a folder ({provenance(result)})
+
+`pipeline.stages.ingest.ingest` of a folder of distinct scans in two class subfolders (each file
+read whole in 2 worker processes: sha256, decoding, intensity fingerprint, a perceptual hash of
+each picture; then every picture's hash against every other's for near duplicates, and the
+manifest and problems list written) against only reading and decoding the same files with
+nibabel / Pillow in one process. Peak memory is the PSS of the process and its workers, summed.
+Regenerate: `make bench PARTS=ingest`.
+
+{markdown_table(rows)}
+{marginal}"""
+
+
 def torchrun_section(result) -> str:
     rows = [{"launcher": r["launcher"], "steps": r["steps"], "training s": f"{r['train_seconds']:.0f}",
              "samples/s": f"{r['samples_per_second']:.0f}", "whole command s": f"{r['wall_seconds']:.0f}",
@@ -604,7 +652,7 @@ def write_report() -> None:
     sections = {"training": training_section, "scoring": scoring_section, "scaling": scaling_section,
                 "cache": cache_section, "make_train": make_train_section, "resolution": resolution_section,
                 "levers": levers_section, "scoring_large": scoring_large_section, "torchrun": torchrun_section,
-                "inference": inference_section}
+                "inference": inference_section, "ingest": ingest_section}
     found = {part: load(part) for part in PARTS}
     body = "\n".join(sections[p](r) for p, r in found.items() if r)
     missing = [p for p, r in found.items() if not r]
@@ -647,7 +695,7 @@ def main() -> int:
                    "scaling": scaling_part, "cache": cache_part, "make_train": make_train_part,
                    "resolution": resolution_part, "levers": lambda: levers_part(args.baseline),
                    "scoring_large": scoring_large_part, "torchrun": torchrun_part,
-                   "inference": inference_part}
+                   "inference": inference_part, "ingest": ingest_part}
         for part in parts:
             actions[part]()
             write_report()
