@@ -267,9 +267,11 @@ class Trainer:
         budget_s = train.minutes * 60.0
         loop = self.restore() if resume else LoopState(eval_every=train.eval_every)
         total = None if budget_s > 0 else train.steps
+        # A budget's bar counts seconds of it, so a rate (seconds a second) would say nothing.
         bar = tqdm(total=total or int(budget_s), initial=loop.step if total else int(loop.elapsed),
-                   disable=not self.progress, desc=f"train {self.config.method_name}",
-                   unit="step" if total else "s wall")
+                   disable=not self.progress, desc=f"train {self.config.method_name}", unit="step",
+                   bar_format=None if total else "{desc}: {percentage:3.0f}%|{bar}| {n}/{total} s of the budget"
+                                                 "{postfix}")
         start = time.perf_counter() - loop.elapsed
         last_save = time.perf_counter()
         save_every = train.checkpoint_minutes * 60.0
