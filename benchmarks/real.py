@@ -3,9 +3,11 @@
 Usage: python -m benchmarks.real [--sets pneumoniamnist,covid_cxr] [--methods supervised,pi_model]
                                  [--draws 3] [--report-only]
 
-Every set of ``benchmarks/real_sets.toml`` whose folder exists is run the way a new user runs
-it, ``pipeline run --scans ... --positive ... --labels-per-class ... --minutes ... --seed D``,
-with no config: the plan stage chooses everything else. Each method trains on the same label
+Every set of ``benchmarks/real_sets.toml`` whose folder exists, and every other folder of the
+development panel (``../shared/data``) with a ``labels.csv``, is run the way a new user runs it,
+``pipeline run --scans ... --positive ... --labels-per-class ... --minutes ... --seed D``, with no
+config: the plan stage chooses everything else. A panel folder the sets file does not list gets
+what a user would know from its labels file (:func:`discovered_set`), and the page says so. Each method trains on the same label
 draws (split seeds 0, 1, 2, ...), so the SSL - supervised difference is paired. A finished
 (set, method, draw) leaves ``results/real/<set>__<method>__draw<D>.json`` and is not run again;
 the page is rebuilt from every result present. Runs are sequential: one training at a time.
@@ -41,8 +43,79 @@ FIGURE = HERE / "figures" / "real_auroc.png"
 BASELINE = "supervised"
 
 
-def load_sets() -> dict[str, dict]:
-    return tomllib.loads(SETS_FILE.read_text())
+PANEL = Path("../shared/data")
+# What a panel folder the sets file does not list is given: the panel's usual labels and budget.
+DISCOVERED_LABELS_PER_CLASS = 30
+DISCOVERED_MINUTES = 3.0
+
+
+def load_sets(panel: Path | None = None) -> dict[str, dict]:
+    """``real_sets.toml``'s sets, then every other folder of ``panel`` (``PANEL``) with a ``labels.csv``
+    (as :func:`discovered_set` reads it), so that a set added to the panel is run without an entry."""
+    panel = PANEL if panel is None else panel
+    sets = tomllib.loads(SETS_FILE.read_text())
+    listed = {Path(spec["scans"]).resolve() for spec in sets.values()}
+    folders = sorted(p for p in panel.iterdir() if (p / "labels.csv").is_file()) if panel.is_dir() else []
+    for folder in folders:
+        if folder.resolve() in listed or folder.name in sets:
+            continue
+        spec = discovered_set(folder)
+        if spec is None:
+            print(f"{folder.name}: its labels.csv names fewer than 2 classes or too few scans a class; skipped")
+        else:
+            sets[folder.name] = spec
+    return sets
+
+
+def discovered_set(folder: Path) -> dict | None:
+    """A new user's knowledge of a labelled panel folder, read from its ``labels.csv``
+    (``file,label[,split][,group]``, the panel's convention): the healthy class where exactly one
+    class is named like one (``pipeline run``'s rule: every other class is screened as abnormal), else
+    the rarer class as the abnormal one; 30 labels a class, fewer where a quarter of the smallest
+    class outside the test scans is fewer; 3 minutes. None where that leaves under 2 labels a class."""
+    from pipeline.io import read_table
+    from pipeline.labels import SPLIT_NAMES, name_columns
+    from pipeline.stages.run import healthy_looking
+
+    path = folder / "labels.csv"
+    try:
+        labels = name_columns(read_table(path, "labels file", "file,label[,split][,group]"), path)
+    except ValueError as error:
+        print(f"{folder.name}: {error}")
+        return None
+    labels = labels[labels["label"].str.strip() != ""]
+    counts = labels["label"].value_counts()
+    if len(counts) < 2:
+        return None
+    in_test = labels["split"].str.lower().map(SPLIT_NAMES) == "test" if "split" in labels else None
+    outside_test = (labels[~in_test]["label"].value_counts().reindex(counts.index, fill_value=0)
+                    if in_test is not None else counts * 0.8)  # the split's own test draw takes a fifth
+    per_class = min(DISCOVERED_LABELS_PER_CLASS, int(outside_test.min()) // 4)
+    if per_class < 2:
+        return None
+    spec = {"scans": str(folder), "labels_per_class": per_class, "minutes": DISCOVERED_MINUTES}
+    healthy = healthy_looking(sorted(counts.index))
+    if healthy is not None and len(counts) > 2:
+        spec["healthy"] = healthy
+        why = f"healthy class {healthy!r} (named like one): every other class abnormal"
+    elif healthy is not None:
+        spec["positive"] = next(name for name in counts.index if name != healthy)
+        why = f"abnormal class {spec['positive']!r}: the class other than {healthy!r}, named like the healthy one"
+    else:
+        spec["positive"] = str(counts.sort_values(kind="stable").index[0])
+        why = f"abnormal class {spec['positive']!r}: the rarer class (no class is named like a healthy one)"
+    spec["assumed"] = (f"not in real_sets.toml; {why}; {per_class} labels a class; "
+                       f"{DISCOVERED_MINUTES:g} minutes")
+    return spec
+
+
+def run_command(spec: dict, method: str, draw: int) -> list[str]:
+    """``pipeline run`` of one set's draw as a new user types it."""
+    screening = ["--healthy", spec["healthy"]] if "healthy" in spec else ["--positive", spec["positive"]]
+    command = [sys.executable, "-m", "pipeline", "run", "--scans", spec["scans"], *screening,
+               "--labels-per-class", str(spec["labels_per_class"]), "--minutes", str(spec["minutes"]),
+               "--seed", str(draw), "--quiet"]
+    return command + ([f"method.name={method}"] if method != DEFAULT_METHOD else [])
 
 
 def result_path(name: str, method: str, draw: int) -> Path:
@@ -69,7 +142,8 @@ def fill_test_positives(sets: dict[str, dict], runs: Path = Path("runs")) -> Non
     for path in sorted((RESULTS / SUITE).glob("*.json")):
         result = json.loads(path.read_text())
         run = runs / result["run"]
-        if "n_test_positive" in result or result["set"] not in sets or not (run / "test_predictions.csv").exists():
+        if ("n_test_positive" in result or "positive" not in sets.get(result["set"], {})
+                or not (run / "test_predictions.csv").exists()):
             continue
         labels = pd.read_csv(run / "test_predictions.csv")["label"]
         result["n_test_positive"] = int((labels == sets[result["set"]]["positive"]).sum())
@@ -98,11 +172,7 @@ def shared_plan(planned: dict) -> list[str]:
 
 
 def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | None = None) -> dict:
-    command = [sys.executable, "-m", "pipeline", "run", "--scans", spec["scans"], "--positive", spec["positive"],
-               "--labels-per-class", str(spec["labels_per_class"]), "--minutes", str(spec["minutes"]),
-               "--seed", str(draw), "--quiet"]
-    if method != DEFAULT_METHOD:
-        command.append(f"method.name={method}")
+    command = run_command(spec, method, draw)
     if plan_from is not None:
         command += shared_plan(plan_from["plan"])
     print(f"[{time.strftime('%H:%M:%S')}] {name} {method} draw {draw}: {' '.join(command[2:])}", flush=True)
@@ -116,19 +186,21 @@ def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | Non
     calibration = json.loads((run / "calibration.json").read_text())
     plan = json.loads((run / "plan.json").read_text())
     predictions = pd.read_csv(run / "test_predictions.csv")
-    skipped, missed = skip_share(predictions, spec["positive"], calibration)
+    positive = calibration["screening"]["positive_class"]  # the joined classes where --healthy named one
+    skipped, missed = skip_share(predictions, positive, calibration)
     test = calibration["test"]["screening"]
     result = {
-        "set": name, "method": summary["method"], "draw": draw, "run": run.name,
+        # the method asked for; the plan trains supervised where the pool is too small for the default
+        "set": name, "method": method, "trained_method": summary["method"], "draw": draw, "run": run.name,
         "test_auroc": test["auroc"], "sensitivity": test["sensitivity"], "specificity": test["specificity"],
         "review_fraction": test["review_fraction"], "skip_fraction": skipped, "abnormal_among_skipped": missed,
-        "n_test": calibration["test"]["n"], "n_test_positive": int((predictions["label"] == spec["positive"]).sum()),
+        "n_test": calibration["test"]["n"], "n_test_positive": int((predictions["label"] == positive).sum()),
         "steps": summary["steps"], "train_wall_s": summary["wall_seconds"],
         "minutes": spec["minutes"], "run_wall_s": round(wall, 1),
         "plan": {k: v["value"] for k, v in plan["settings"].items() if v["set_by"] == "plan"
                  or (plan_from is not None and k in plan_from["plan"])},
         "plan_from": plan_from["run"] if plan_from is not None else None,
-        "user": {k: spec[k] for k in ("positive", "labels_per_class", "minutes")},
+        "user": {k: spec[k] for k in ("positive", "healthy", "labels_per_class", "minutes", "assumed") if k in spec},
         "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpu_load_at_end": round(os.getloadavg()[0], 2),
     }
@@ -180,8 +252,11 @@ def _rerun_note(frame: pd.DataFrame) -> list[str]:
     if "plan_from" not in frame:
         return []
     lines = []
+    default_runs = frame[frame["method"] == DEFAULT_METHOD].set_index(["set", "draw"])["run"]
+    first_baseline = [plan_from == default_runs.get((name, draw)) for name, draw, plan_from
+                      in zip(frame["set"], frame["draw"], frame["plan_from"])]
     for method in (DEFAULT_METHOD, BASELINE):
-        rerun = frame[(frame["method"] == method)
+        rerun = frame[(frame["method"] == method) & ~pd.Series(first_baseline, index=frame.index)
                       & frame["plan_from"].fillna("").str.contains(f"_{method}_", regex=False)]
         if rerun.empty:
             continue
@@ -192,6 +267,18 @@ def _rerun_note(frame: pd.DataFrame) -> list[str]:
                   f"precision of that draw's other run; the method's settings are planned again by that commit, "
                   f"and the method's code and the machine's speed on the day differ.", ""]
     return lines
+
+
+def _fallback_note(frame: pd.DataFrame) -> list[str]:
+    """A sentence per set some of whose default-method runs the plan trained as another method."""
+    if "trained_method" not in frame:
+        return []
+    runs = frame[(frame["method"] == DEFAULT_METHOD) & frame["trained_method"].notna()
+                 & (frame["trained_method"] != DEFAULT_METHOD)]
+    return [f"`{name}`: in {len(part)} of its `{DEFAULT_METHOD}` runs the plan trained "
+            f"`{', '.join(sorted(set(part['trained_method'])))}` instead (too few unlabelled scans for the default "
+            "method), so those draws' paired difference compares two such runs.\n"
+            for name, part in runs.groupby("set", sort=False)]
 
 
 def build_page(sets: dict[str, dict]) -> str:
@@ -229,8 +316,9 @@ def build_page(sets: dict[str, dict]) -> str:
     return "\n".join([
         "# Real-data benchmark: the default SSL method against supervised, as a new user runs it",
         "",
-        "Regenerate: `make bench-real` (every set of `benchmarks/real_sets.toml` whose folder exists, "
-        "3 label draws each; finished runs in `benchmarks/results/real/` are kept, so it resumes). Each run is "
+        "Regenerate: `make bench-real` (every set of `benchmarks/real_sets.toml` whose folder exists and every "
+        "other folder of `../shared/data` with a `labels.csv`, 3 label draws each; finished runs in "
+        "`benchmarks/results/real/` are kept, so it resumes). Each run is "
         "`pipeline run --scans S --positive P --labels-per-class N --minutes M --seed D` with no config; "
         f"`{BASELINE}` runs after `{DEFAULT_METHOD}` in each draw and adds `method.name={BASELINE}` and, as "
         f"overrides, the settings `{DEFAULT_METHOD}`'s run planned (inputs, network, augmentation, batch sizes, "
@@ -241,6 +329,8 @@ def build_page(sets: dict[str, dict]) -> str:
         f"Dates: {frame['date'].min()} to {frame['date'].max()}.",
         "",
         *_rerun_note(frame),
+        *[f"`{name}`: {sets[name]['assumed']}.\n" for name in sets if "assumed" in sets[name] and name in set(frame["set"])],
+        *_fallback_note(frame),
         "Sensitivity and specificity are on the test scans at the operating point calibrated for 95% "
         "sensitivity on the calibration scans. *Skippable*: test scans below the review band, called healthy "
         "and not flagged, which a reader could leave to the model; *abnormal among skipped* is the price.",
@@ -319,7 +409,8 @@ def _figure(frame: pd.DataFrame, sets: dict[str, dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", help="comma-separated set names (default: all in real_sets.toml)")
+    parser.add_argument("--sets", help="comma-separated set names (default: all in real_sets.toml and every other "
+                                       "panel folder with a labels.csv)")
     parser.add_argument("--methods", default=f"{BASELINE},{DEFAULT_METHOD}")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--report-only", action="store_true")

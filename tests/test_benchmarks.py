@@ -205,9 +205,17 @@ def test_the_page_names_re_run_baseline_runs_apart_from_first_ones():
     from benchmarks.real import _rerun_note
 
     frame = pd.DataFrame([
-        {"method": "pi_model", "plan_from": None, "commit": "a", "date": "d1"},
-        {"method": "supervised", "plan_from": "s_pi_model_1", "commit": "a", "date": "d1"},  # first run
-        {"method": "supervised", "plan_from": "s_supervised_2", "commit": "b", "date": "d2"},  # a re-run
+        {"set": "s", "draw": 0, "run": "s_pi_model_1", "method": "pi_model", "plan_from": None, "commit": "a",
+         "date": "d1"},
+        {"set": "s", "draw": 0, "run": "s_supervised_2", "method": "supervised", "plan_from": "s_pi_model_1",
+         "commit": "a", "date": "d1"},  # first run
+        {"set": "s", "draw": 1, "run": "s_supervised_4", "method": "supervised", "plan_from": "s_supervised_2",
+         "commit": "b", "date": "d2"},  # a re-run
+        # a small pool: the plan trained the default method's run as supervised, and the baseline took its plan
+        {"set": "t", "draw": 0, "run": "t_supervised_5", "method": "pi_model", "plan_from": None, "commit": "b",
+         "date": "d2"},
+        {"set": "t", "draw": 0, "run": "t_supervised_6", "method": "supervised", "plan_from": "t_supervised_5",
+         "commit": "b", "date": "d2"},
     ])
     note = " ".join(_rerun_note(frame))
     assert "`supervised` runs re-run on a later commit (1 on b" in note
@@ -249,3 +257,37 @@ def test_pool_subset_keeps_the_test_split_the_reserve_and_a_pool_at_the_sets_mix
     assert all((tmp_path / "out" / f).read_bytes() == f.encode() for f in written["file"])
     with pytest.raises(ValueError, match="'sick' has 20 non-test scans"):
         pool_subset(source, tmp_path / "more", pool=40, reserve=25)
+
+
+def test_a_panel_folder_with_a_labels_file_is_run_without_an_entry(tmp_path, monkeypatch):
+    from benchmarks import real
+
+    panel = tmp_path / "panel"
+
+    def folder(name, rows, header="file,label"):
+        (panel / name).mkdir(parents=True)
+        (panel / name / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+
+    # a split column: 20 of the 100 pneumonia scans are test scans, so 80 can be drawn (a quarter: 20)
+    folder("xray", [f"n{i}.png,normal,{'test' if i < 50 else 'train'}" for i in range(200)]
+           + [f"p{i}.png,pneumonia,{'test' if i < 20 else 'train'}" for i in range(100)], "file,label,split")
+    folder("mri", [f"{c}{i}.png,{c}" for c in ("glioma", "meningioma", "No Tumour") for i in range(60)])
+    folder("rare", [f"x{i}.png,x" for i in range(100)] + [f"y{i}.png,y" for i in range(12)])
+    folder("tiny", [f"x{i}.png,x" for i in range(5)] + [f"y{i}.png,y" for i in range(5)])
+    folder("listed", ["a.png,a", "b.png,b"])
+    (panel / "unlabelled_only").mkdir()
+    sets_file = tmp_path / "sets.toml"
+    sets_file.write_text(f'[listed]\nscans = "{panel / "listed"}"\npositive = "b"\nlabels_per_class = 1\nminutes = 1.0\n')
+    monkeypatch.setattr(real, "SETS_FILE", sets_file)
+
+    sets = real.load_sets(panel)
+    assert list(sets) == ["listed", "mri", "rare", "xray"]  # the sets file's first; no labels or too few: none
+    assert "assumed" not in sets["listed"] and sets["listed"]["labels_per_class"] == 1
+    assert sets["xray"]["positive"] == "pneumonia" and sets["xray"]["labels_per_class"] == 20
+    assert sets["mri"]["healthy"] == "No Tumour" and sets["mri"]["labels_per_class"] == 12  # 0.8 * 60 / 4
+    assert sets["rare"]["positive"] == "y" and sets["rare"]["labels_per_class"] == 2
+    assert "the rarer class" in sets["rare"]["assumed"] and sets["rare"]["minutes"] == 3.0
+    command = real.run_command(sets["mri"], "supervised", 2)
+    assert command[command.index("--healthy") + 1] == "No Tumour" and "--positive" not in command
+    assert command[-1] == "method.name=supervised" and command[command.index("--seed") + 1] == "2"
+    assert "--positive" in real.run_command(sets["xray"], real.DEFAULT_METHOD, 0)

@@ -92,7 +92,7 @@ HEALTHY_NAMES = ("normal", "healthy", "no finding", "no tumor", "no tumour", "no
                  "control", "no")
 
 
-def _healthy_looking(classes: list[str]) -> str | None:
+def healthy_looking(classes: list[str]) -> str | None:
     """The one class whose name says healthy ("Normal", "No Finding", "notumor"), if exactly one does."""
     found = [name for name in classes if class_key(name) in HEALTHY_NAMES]
     return found[0] if len(found) == 1 and len(classes) > 1 else None
@@ -134,7 +134,7 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     merged, classes = prepare_split(first, progress)
     fp = fingerprint(merged, classes, seed=first.seed)
     screening = healthy_screening(first, classes)
-    if not first.data.positive_class and not screening and (healthy := _healthy_looking(classes)):
+    if not first.data.positive_class and not screening and (healthy := healthy_looking(classes)):
         log.warning("no abnormal class given (--positive or --healthy): a %d-class model without a screening "
                     "operating point. %r looks like the healthy class: --healthy %s (HEALTHY=) screens every other "
                     "class as abnormal", len(classes), healthy, json.dumps(healthy))
