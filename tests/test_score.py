@@ -120,6 +120,7 @@ def test_screening_run_reports_operating_point_band_and_figures(tmp_path):
     assert screening["n_positive"] + screening["n_negative"] == 120
     assert len(screening["sensitivity_ci95"]) == 2
     assert any("calibration scans of class 'abnormal'" in w for w in result["warnings"])  # ~40 positives < 60
+    assert not any("weakly" in w for w in result["warnings"]) and screening["auroc_ci95"][0] > 0.75
     for name in ("roc.png", "score_histogram.png", "reliability.png", "roc_test.png", "score_histogram_test.png"):
         assert (run / name).stat().st_size > 1000
     # The calibration set's thresholds, applied to the untouched test scans.
@@ -222,3 +223,19 @@ def test_review_page_takes_a_positive_class_whose_name_is_not_an_identifier(tmp_
                       {"screening": screening}, classes, "report")
     text = page.read_text()
     assert '"id":"a.png","pred":"covid-19","p":0.9' in text and '"id":"b.png","pred":"No finding","p":0.2' in text
+
+
+def test_a_model_that_cannot_tell_the_classes_apart_is_called_weak(tmp_path):
+    data = toy_training_data(n=500, n_calibration=120)
+    data.labels = (data.labels == 2).long()
+    data.classes = ["healthy", "abnormal"]
+    # calibration labels with no relation to the scans: the model cannot rank them
+    shuffled = data.labels[data.calibration][torch.randperm(len(data.calibration), generator=torch.Generator().manual_seed(0))]
+    data.labels[data.calibration] = shuffled
+    run = tmp_path / "run"
+    Trainer(load_config(None, TOY + ["data.positive_class=abnormal", "calibrate.bootstrap=200"]), data, run,
+            progress=False).fit()
+    result = calibrate(run, data=data)
+    weak = [w for w in result["warnings"] if "weakly" in w]
+    assert len(weak) == 1 and "'abnormal'" in weak[0] and "not safe to leave unread" in weak[0]
+    assert result["screening"]["auroc"] < 0.75 and len(result["screening"]["auroc_ci95"]) == 2

@@ -24,6 +24,11 @@ from pipeline.plots import plot_reliability, plot_roc, plot_score_histogram
 
 log = logging.getLogger("pipeline.stages.calibrate")
 TEST_PREDICTIONS = "test_predictions.csv"
+# Calibration AUROC under which a screening model is called weak in a warning (0.7-0.8 is "fair"
+# discrimination in the clinical literature): on such models the operating point at a high
+# sensitivity leaves few scans below the review band, and those are not reliably healthy
+# (covid_cxr's runs, about 0.6, had half abnormal scans among them; benchmarks/real.md).
+WEAK_AUROC = 0.75
 
 
 def calibrate(run_dir: str | Path, data=None) -> dict:
@@ -184,10 +189,21 @@ def _screening(classes, positive, probs, labels, c, seed, warnings) -> dict:
             raise ValueError("no negatives")
         return float((p[~y] < decision).mean())
 
-    for name, statistic in (("sensitivity", sensitivity), ("specificity", specificity)):
+    def auroc(p, y):
+        return float(roc_auc_score(y, p))  # a resample of one class raises ValueError: left out
+
+    for name, statistic in (("sensitivity", sensitivity), ("specificity", specificity), ("auroc", auroc)):
         interval = bootstrap_interval(statistic, (p_positive, is_positive), c.bootstrap, seed=seed)
         if interval:
             screening[f"{name}_ci95"] = interval
+    low = screening.get("auroc_ci95", (screening["auroc"],))[0]
+    if screening["auroc"] < WEAK_AUROC or low <= 0.5:
+        warnings.append(f"the model tells {positive!r} from the other scans weakly on the calibration scans (AUROC "
+                        f"{screening['auroc']:.2f}" + (f", 95% CI {low:.2f}-{screening['auroc_ci95'][1]:.2f}"
+                                                       if "auroc_ci95" in screening else "")
+                        + "): at the target sensitivity it calls many healthy scans abnormal, and scans below the "
+                        "review band are not safe to leave unread; label more scans, check the labels "
+                        "(pipeline check-labels) or train longer")
     if n_positive < c.min_positives:
         warnings.append(f"the decision threshold rests on {n_positive} calibration scans of class {positive!r} "
                         f"(fewer than {c.min_positives}): its sensitivity is uncertain")
