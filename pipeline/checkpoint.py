@@ -28,6 +28,7 @@ WEIGHTS = "model.safetensors"
 METHOD_WEIGHTS = "method.safetensors"
 METADATA = "checkpoint.json"
 CALIBRATION = "calibration.json"  # written by the calibrate stage
+INPUTS = "inputs.json"  # the manifest and split file a run trained on, written by the train stage
 
 
 class CheckpointError(RuntimeError):

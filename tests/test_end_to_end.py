@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.io import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 PER_CLASS_TRAIN = 40
@@ -92,6 +93,11 @@ def test_all_stages_on_a_small_mnist_subset(mnist_raw, tmp_path, monkeypatch, ca
     assert (ok["prediction"].astype(int).to_numpy() == labels).mean() > 0.5
     meta = json.loads(out.with_suffix(".meta.json").read_text())
     assert meta["weights_sha256"] == json.loads((run / "checkpoint.json").read_text())["weights_sha256"]
+    # the split file's name was derived (data.split=""): the run and the report still say which it was
+    inputs = json.loads((run / "inputs.json").read_text())
+    split = Path(inputs["split"]["path"])
+    assert split.name.endswith(".split.csv") and split.exists() and Path(inputs["manifest"]["path"]) == manifest.resolve()
+    assert inputs["split"]["sha256"] == sha256_file(split) and meta["trained_on"] == inputs
 
 
 def test_labels_file_naming_missing_files_is_reported(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -14,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.agreement import agreement, folder_truth, format_agreement
+from pipeline.checkpoint import INPUTS
 from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.masks import segmentation_masks
@@ -124,6 +126,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
         "scans": str(scans.resolve()),
         "model": str(run_dir.resolve()),
         "weights_sha256": model.weights_sha256,
+        "trained_on": json.loads((run_dir / INPUTS).read_text()) if (run_dir / INPUTS).is_file() else None,
         "calibration": calibration,
         "config": model.config.to_dict(),
         "seconds": round(time.time() - started, 2),

@@ -1,7 +1,8 @@
 """Train stage: a config (and the data its earlier stages wrote) in, a run folder out.
 
 The run folder holds the model (``model.safetensors``, ``checkpoint.json``), ``plan.json``,
-``config.toml``, ``metrics.csv`` and the training curves; ``runs/LATEST`` names the newest.
+``config.toml``, ``inputs.json`` (the manifest and split file trained on, with their sha256),
+``metrics.csv`` and the training curves; ``runs/LATEST`` names the newest.
 While training, ``resume/`` holds a resumable state (see ``pipeline.trainer``).
 """
 
@@ -18,6 +19,16 @@ from pipeline.config import Config
 from pipeline.data import load_training_data
 
 log = logging.getLogger("pipeline")
+
+
+def data_files(config: Config) -> dict:
+    """The manifest and split file a run trains on, each with its sha256: the config names them only
+    where the user did (a split's name is otherwise derived), and either may be edited or made again."""
+    from pipeline.io import sha256_file
+    from pipeline.manifest import manifest_path, split_path
+
+    return {name: {"path": str(path.resolve()), "sha256": sha256_file(path)}
+            for name, path in (("manifest", manifest_path(config)), ("split", split_path(config)))}
 
 
 def new_run_dir(config: Config) -> Path:
@@ -51,6 +62,10 @@ def train_stage(config: Config, run_dir: str | Path | None = None, progress: boo
         run_dir = distributed.broadcast(Path(run_dir) if run_dir else new_run_dir(config))
         if world.main and plan is not None:
             write_json(Path(run_dir) / "plan.json", plan)
+        if world.main:
+            from pipeline.checkpoint import INPUTS
+
+            write_json(Path(run_dir) / INPUTS, data_files(config))
         log.info("training %s on %d labelled + %d unlabelled scans -> %s", config.method_name,
                  len(data.labelled), len(data.unlabelled), run_dir)
         summary = Trainer(config, data, run_dir, progress).fit(resume=resume)
