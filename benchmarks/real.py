@@ -7,8 +7,9 @@ Every set of ``benchmarks/real_sets.toml`` whose folder exists, and every other 
 development panel (``../shared/data``) with a ``labels.csv``, is run the way a new user runs it,
 ``pipeline run --scans ... --positive ... --labels-per-class ... --minutes ... --seed D``, with no
 config: the plan stage chooses everything else. A panel folder the sets file does not list gets
-what a user would know from its labels file (:func:`discovered_set`), and the page says so. Each method trains on the same label
-draws (split seeds 0, 1, 2, ...), so the SSL - supervised difference is paired. A finished
+what a user would know from its labels file (:func:`discovered_set`), and the page says so. Each
+method trains on the same label draws (split seeds 0, 1, 2, ...), so the SSL - supervised
+difference is paired. A finished
 (set, method, draw) leaves ``results/real/<set>__<method>__draw<D>.json`` and is not run again;
 the page is rebuilt from every result present. Runs are sequential: one training at a time.
 """
