@@ -20,6 +20,8 @@ from pipeline.reading import SCAN_SUFFIXES, scan_suffix
 log = logging.getLogger("pipeline.labels")
 
 LABELS_REQUIRED_COLUMNS = ("file", "label")
+# A merged labels file's label_source for rows a reviewer's verdict made (``pipeline.verdicts``).
+REVIEWED_SOURCES = ("review", "confirmed")
 KNOWN_SPLITS = ("train", "val", "test")
 # Names of the splits in labels files and in exports' first-level folders (Training/glioma/x.jpg)
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -32,6 +34,7 @@ class LabelRow:
     group: str
     split: str
     where: str  # "labels.csv line 7", for messages
+    reviewed: bool = False  # a reviewer's verdict (a merged labels file's label_source): may lie outside the scans
 
 
 # Column names public labels files use for what the pipeline calls file, label, group and split,
@@ -93,7 +96,7 @@ def read_labels(
     if not labels_path.is_file():
         raise FileNotFoundError(f"labels file {labels_path} does not exist")
     table = name_columns(read_table(labels_path, "labels file", "file,label"), labels_path)
-    for optional in ("split", "group"):
+    for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
             table[optional] = ""
 
@@ -102,9 +105,9 @@ def read_labels(
     rows: dict[str, LabelRow] = {}
     problems = []
     from_scans = 0
-    columns = (table[name].str.strip() for name in ("file", "label", "split", "group"))
+    columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source"))
     # Line numbers as an editor shows them: the header is line 1.
-    for line, (file, label, split, group) in enumerate(zip(*columns), start=2):
+    for line, (file, label, split, group, source) in enumerate(zip(*columns), start=2):
         where = f"{labels_path.name} line {line}"
         if not file:
             problems.append(("labels", where, "no file name; fill it in or delete the row"))
@@ -123,7 +126,8 @@ def read_labels(
                       "testing); treated as no split")
             problems.append(("labels", where, reason))
             split = ""
-        rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where)
+        rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
+                             reviewed=source in REVIEWED_SOURCES)
     if from_scans:
         log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
                  from_scans, bases[-1])

@@ -2,7 +2,8 @@
 
 The review page exports ``file,label,verdict,reviewed_at,folder`` (``file`` relative to the scored
 folder, ``folder``; a scored folder inside the training folder, such as its ``incoming/``, merges as
-well as the training folder itself). :func:`merge_verdicts` checks every row at once (unknown files, unknown labels,
+well as the training folder itself, and so does one outside it, whose reviewed scans ingest then
+reads where they lie). :func:`merge_verdicts` checks every row at once (unknown files, unknown labels,
 repeats, each named by its line), then writes a new labels file: every label already there kept,
 verdicts added or applied, and each row's provenance (``label_source``: labels file, confirmed
 or review; the reviewer's ``verdict`` and ``reviewed_at``; ``previous_label`` where a verdict changed a label). The original
@@ -69,7 +70,7 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
                          "review page (columns file,label,verdict,reviewed_at,folder)")
     base = _base_labels(scans, labels)
     known = list(classes) if classes else sorted(set(base["label"]) - {""})
-    problems, seen, merged_rows = [], {}, []
+    problems, seen, merged_rows, elsewhere = [], {}, [], set()
     root = str(scans.resolve()) + os.sep
     for line, row in enumerate(table.to_dict("records"), start=2):
         where = f"{verdicts.name} line {line}"
@@ -80,11 +81,12 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
         if file and folder and not os.path.exists(key) and os.path.exists(os.path.join(folder, file)):
             key = os.path.realpath(os.path.join(folder, file))
         inside = key.startswith(root)
-        if not file or not os.path.exists(key) or not inside:
-            outside = f" (it lies in {folder}, outside it: copy the scans into {scans} to train on them)" \
-                if file and os.path.exists(key) and not inside else ""
-            problems.append(f"{where}: {file!r} is not a scan in {scans}{outside}")
+        # A scan of a folder scored outside `scans` is trained on where it lies (ingest reads reviewed rows there).
+        if not file or not os.path.exists(key) or not (inside or (os.path.isfile(key) and is_scan_file(key))):
+            problems.append(f"{where}: {file!r} is not a scan in {scans}" + (f" or in {folder}" if folder else ""))
             continue
+        if not inside:
+            elsewhere.add(os.path.dirname(key))
         # A review page of a model that screens classes joined ("glioma+meningioma") offers the joined class.
         if label not in known and not joined_classes(label, known):
             problems.append(f"{where}: label {label!r} is not one of the classes {', '.join(known)}")
@@ -94,6 +96,9 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
         merged_rows.append((key, label, str(row.get("verdict", "") or ""), str(row.get("reviewed_at", "") or "")))
     if problems:
         raise ValueError(f"{verdicts} has {len(problems)} problem(s); nothing was merged:\n  " + "\n  ".join(problems))
+    if elsewhere:
+        log.info("verdicts name scans outside %s (in %s): they are trained on where they lie, so keep them there",
+                 scans, ", ".join(sorted(elsewhere)[:3]))
     if labels is None:  # labels from class subfolders: a scored folder inside is new scans, not a class
         scored = {os.path.realpath(f) for f in table.get("folder", pd.Series(dtype=str)).str.strip() if f}
         scored = [f for f in scored if f.startswith(root)]

@@ -110,8 +110,34 @@ def test_verdicts_from_a_page_of_a_folder_inside_the_scans_merge(tmp_path, write
                          keep_default_na=False)
     rows = {r["file"].rsplit("/", 1)[-1]: r["label"] for r in merged.to_dict("records")}
     assert rows == {"a.png": "normal", "b.png": "tumour", "new1.png": "tumour"}  # new2 is no class "incoming"
-    elsewhere = tmp_path / "elsewhere"
-    write.png(elsewhere / "x.png", write.image(5))
-    outside = write.csv(tmp_path / "outside.csv", [{"file": "x.png", "label": "tumour", "folder": str(elsewhere)}])
-    with pytest.raises(ValueError, match=r"'x.png' is not a scan in .* \(it lies in .*elsewhere, outside it: copy"):
-        merge_verdicts(scans, outside, tmp_path / "out", classes=["normal", "tumour"])
+
+
+def test_verdicts_on_scans_of_a_folder_outside_are_trained_on_where_they_lie(tmp_path, write):
+    from pipeline.stages.ingest import ingest
+
+    # The hospital's loop: scans/ trains, a day's scans arrive in incoming/ beside it and are scored there.
+    scans = tmp_path / "scans"
+    for label, name in [("normal", "a.png"), ("tumour", "b.png")]:
+        write.png(scans / label / name, write.image(hash(name) % 100))
+    incoming = tmp_path / "incoming"
+    write.png(incoming / "x.png", write.image(5))
+    write.png(incoming / "y.png", write.image(6))
+    (incoming / "notes.txt").write_text("not a scan")
+    verdicts = write.csv(tmp_path / "verdicts.csv", [
+        {"file": "x.png", "label": "tumour", "verdict": "relabelled", "reviewed_at": "", "folder": str(incoming)}])
+    merged_path = merge_verdicts(scans, verdicts, tmp_path / "out", classes=["normal", "tumour"])
+    merged = pd.read_csv(merged_path, keep_default_na=False)
+    x = merged[merged["file"].str.endswith("x.png")].iloc[0]
+    assert x["label"] == "tumour" and x["label_source"] == "review"
+    result = ingest(scans, labels=merged_path, out=tmp_path / "m.csv", workers=1)
+    ids = dict(zip(result.manifest["scan_id"], result.manifest["label"]))
+    assert ids == {"normal/a.png": "normal", "tumour/b.png": "tumour", "../incoming/x.png": "tumour"}  # not y.png
+    # A labels file of the user's own naming a file outside the folder is still a problem, never a scan.
+    own = write.csv(tmp_path / "own.csv", [{"file": str(incoming / "y.png"), "label": "normal"}])
+    result = ingest(scans, labels=own, out=tmp_path / "own_m.csv", workers=1)
+    assert "../incoming/y.png" not in set(result.manifest["scan_id"])
+    assert any("is not a scan under" in reason for reason in result.problems["reason"])
+    # a file there that is not a scan is refused, naming both folders
+    bad = write.csv(tmp_path / "bad.csv", [{"file": "notes.txt", "label": "tumour", "folder": str(incoming)}])
+    with pytest.raises(ValueError, match=r"'notes.txt' is not a scan in .*scans or in .*incoming"):
+        merge_verdicts(scans, bad, tmp_path / "out", classes=["normal", "tumour"])

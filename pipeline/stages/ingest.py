@@ -256,13 +256,27 @@ def _manifest_rows(
         if names_a_folder:
             log.info("%s: its label is each of the scans in its folder", where)
     # Rows left over name existing files that are not among the scans found.
+    reviewed_elsewhere = []
     for key, label_row in label_rows.items():
         inside = key.startswith(str(root) + os.sep)
+        if label_row.reviewed and not inside and os.path.isfile(key) and is_scan_file(key):
+            # A reviewer's verdict on a scan of a folder scored outside this one: trained on where it lies,
+            # its id the path from here ("../incoming/x.png"), so no other scan can share it.
+            row = dict.fromkeys(MANIFEST_COLUMNS, "")
+            row.update(scan_id=scan_id(os.path.relpath(key, root)), path=key, label=label_row.label,
+                       group=label_row.group, split=label_row.split)
+            label_source[len(rows)] = label_row.where
+            rows.append(row)
+            reviewed_elsewhere.append(key)
+            continue
         if inside and is_system_file(os.path.relpath(key, root)):
             reason = f"{key} is a system file (operating-system metadata or in a hidden folder), never a scan"
         else:
             reason = f"{key} is not a scan under {root} (other folder, or not a scan type)"
         problems.append(("labels", label_row.where, reason + "; fix the path or delete the row"))
+    if reviewed_elsewhere:
+        log.info("%d reviewed scans outside %s are ingested where they lie (e.g. %s)", len(reviewed_elsewhere), root,
+                 reviewed_elsewhere[0])
     return rows, label_source
 
 
