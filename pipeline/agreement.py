@@ -48,7 +48,7 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
         source = "labels.csv"
     else:
         paths = [scans / sid for sid in scan_ids]
-        found = {path.relative_to(scans).as_posix(): label for path, (label, _) in folder_labels(scans, paths, []).items()}
+        found = {path.relative_to(scans).as_posix(): label for path, (label, _) in folder_labels(scans, paths, [], classes).items()}
         source = "class subfolders"
     named = {sid: cls for sid, label in found.items() if label and (cls := model_class(label, classes))}
     if not named:

@@ -108,5 +108,7 @@ def read_table(path: str | os.PathLike, what: str, columns_needed: str) -> pd.Da
         raise ValueError(f"{what} {path} is empty; it needs a header line {columns_needed}") from None
     except pd.errors.ParserError as error:
         raise ValueError(f"{what} {path} is not valid CSV: {error}") from None
+    # the names as written, for labels given as column names (one-hot classes: image,MEL,NV)
+    table.attrs["written_columns"] = {str(column).strip().lower(): str(column).strip() for column in table.columns}
     table.columns = [str(column).strip().lower() for column in table.columns]
     return table

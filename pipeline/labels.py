@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from pipeline.io import read_table
 from pipeline.manifest import class_key
@@ -47,11 +50,16 @@ COLUMN_NAMES = {
     "group": ("patient", "patient_id", "patientid", "subject", "subject_id", "case_id", "lesion_id"),
     "split": ("set", "subset", "partition"),
 }
+# Taken only where no name above fits: names that often mean something else ("id" a row number).
+FALLBACK_COLUMN_NAMES = {"file": ("id", "id_code", "uid", "image_uid", "name"),
+                         "label": ("level", "grade", "severity", "y")}
 
 
 def name_columns(table, labels_path: str | os.PathLike):
     """``table`` with its file, label, group and split columns under those names: a column of another
-    usual name (``image_id``, ``diagnosis``, ``patient_id``) is taken where it is the only one.
+    usual name (``image_id``, ``diagnosis``, ``patient_id``; ``id_code`` or ``level`` where nothing
+    else fits) is taken where it is the only one. Classes given as one-hot columns (``image,MEL,NV``,
+    a 1 in one of them a row) become the label column.
 
     Raises
     ------
@@ -64,8 +72,14 @@ def name_columns(table, labels_path: str | os.PathLike):
         if role in table.columns:
             continue
         found = [column for column, name in normalised.items() if name in names]
+        if not found:
+            found = [column for column, name in normalised.items() if name in FALLBACK_COLUMN_NAMES.get(role, ())]
         if len(found) == 1:
             renames[found[0]] = role
+        elif role == "label" and not found and (hot := one_hot_label(table.rename(columns=renames))) is not None:
+            table = table.assign(label=hot)
+            log.info("labels file %s: the label is the name of the one-hot column holding 1 (%s)",
+                     Path(labels_path).name, ", ".join(sorted(set(hot))))
         elif role in LABELS_REQUIRED_COLUMNS:
             trouble.append(f"columns {', '.join(found)} could each be the {role}" if found else f"no {role!r} column")
     if trouble:
@@ -75,6 +89,19 @@ def name_columns(table, labels_path: str | os.PathLike):
         log.info("labels file %s: %s", Path(labels_path).name,
                  ", ".join(f"column {column!r} taken as {role}" for column, role in renames.items()))
     return table.rename(columns=renames)
+
+
+def one_hot_label(table) -> pd.Series | None:
+    """Each row's class where a labels file gives classes as one-hot columns (ISIC's ``image,MEL,NV,...``):
+    the name, as written, of the one column holding 1 among two or more columns of 0s and 1s; None
+    where any row has no 1 or several (a multi-label file: several findings a scan are not a class)."""
+    candidates = [column for column in table.columns if column not in ("file", "group", "split")]
+    numbers = table[candidates].apply(lambda column: pd.to_numeric(column.str.strip(), errors="coerce"))
+    hot = [column for column in candidates if numbers[column].isin([0, 1]).all()]
+    if len(hot) < 2 or not (numbers[hot].eq(1).sum(axis=1) == 1).all():
+        return None
+    written = table.attrs.get("written_columns", {})
+    return numbers[hot].eq(1).idxmax(axis=1).map(lambda column: written.get(column, column))
 
 
 def read_labels(
@@ -184,11 +211,11 @@ def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
     return None, f"file {file!r} does not exist (looked for {looked}{also}); fix the path or delete the row"
 
 
-def split_folders(root: Path, paths: list[Path], problems: list) -> bool:
-    """Whether the first-level folders name splits (``Training/``, ``Testing/``), the classes being the
-    folders below them, as in many public exports; a first-level folder so named among class folders is
-    reported, since it would become a class."""
-    first = sorted(folder for folder in _first_folders(root, paths) if class_key(folder) not in UNLABELLED_FOLDERS)
+def split_folders(first: list[str], problems: list) -> bool:
+    """Whether the first-level folders ``first`` name splits (``Training/``, ``Testing/``), the classes
+    being the folders below them, as in many public exports; a first-level folder so named among class
+    folders is reported, since it would become a class."""
+    first = sorted({folder for folder in first if class_key(folder) not in UNLABELLED_FOLDERS})
     named = [folder for folder in first if folder.lower() in SPLIT_NAMES]
     if named and len(named) == len(first):
         log.info("first-level folders %s name splits: the classes are the folders inside them%s", ", ".join(named),
@@ -202,61 +229,69 @@ def split_folders(root: Path, paths: list[Path], problems: list) -> bool:
     return False
 
 
-def _first_folders(root: Path, paths: list[Path]) -> set[str]:
-    return {path.relative_to(root).parts[0] for path in paths if len(path.relative_to(root).parts) > 1}
-
-
-def copied_exports(root: Path, paths: list[Path]) -> set[str]:
-    """First-level folders that hold a copy of the class folders beside them, as some downloads
-    ship (``brain_tumor_dataset/yes/`` beside ``yes/``): every scan inside sits in a subfolder
-    named like another first-level folder. Their scans take the class of that subfolder; taken
-    as a class of their own, every copy would contradict its twin's label."""
+def meaningful_folders(root: Path, paths: list[Path], classes: Collection[str] = ()
+                       ) -> dict[Path, tuple[str, ...]]:
+    """``{scan path: the folders above it that can name its class or split}``: the folders below
+    ``root``, less those that say nothing about the scan. A folder holding every scan (``chest_xray/``
+    as a download unpacks, ``__MACOSX/`` being skipped beside it) is unwrapped; so is a first-level
+    folder holding a copy of the folders beside it, as some downloads ship (``brain_tumor_dataset/yes/``
+    beside ``yes/``, ``chest_xray/chest_xray/train/`` beside ``chest_xray/train/``): every scan inside
+    sits in a subfolder named like another first-level folder. Taken as a class of its own, every copy
+    would contradict its twin's label. A folder named as one of ``classes`` (or a part of a joined
+    one, ``glioma`` of ``glioma+meningioma``) is never unwrapped: a scored folder of one class's scans."""
+    known = {class_key(part) for name in classes for part in (name, *name.split("+"))}
+    folders = {path: path.relative_to(root).parts[:-1] for path in paths}
+    labelled = [parts for parts in folders.values() if not parts or class_key(parts[0]) not in UNLABELLED_FOLDERS]
+    while (labelled and all(len(parts) >= 2 for parts in labelled)
+           and len({parts[0] for parts in labelled}) == 1 and class_key(labelled[0][0]) not in known):
+        wrapper = labelled[0][0]
+        log.info("every scan lies inside %s/: the folders inside it name the classes", wrapper)
+        folders = {path: parts[1:] if parts[:1] == (wrapper,) else parts for path, parts in folders.items()}
+        labelled = [parts[1:] for parts in labelled]
     inside: dict[str, set[str]] = {}
     loose = set()
-    for path in paths:
-        folders = path.relative_to(root).parts[:-1]
-        if len(folders) >= 2:
-            inside.setdefault(folders[0], set()).add(class_key(folders[1]))
-        elif folders:
-            loose.add(folders[0])
+    for parts in folders.values():
+        if len(parts) >= 2:
+            inside.setdefault(parts[0], set()).add(class_key(parts[1]))
+        elif parts:
+            loose.add(parts[0])
     first = set(inside) | loose
-    return {folder for folder, subfolders in inside.items() if folder not in loose
-            and subfolders <= {class_key(other) for other in first - {folder}}}
+    copies = {folder for folder, subfolders in inside.items() if folder not in loose
+              and subfolders <= {class_key(other) for other in first - {folder}}}
+    if copies:
+        log.warning("%s hold%s a copy of the folders beside %s: %s scans are read as if they lay there",
+                    ", ".join(f"{c}/" for c in sorted(copies)), "s" if len(copies) == 1 else "",
+                    "it" if len(copies) == 1 else "them", "its" if len(copies) == 1 else "their")
+    return {path: parts[1:] if parts[:1] and parts[0] in copies else parts for path, parts in folders.items()}
 
 
 # First-level folders beside the class folders that hold scans without a label, never a class.
 UNLABELLED_FOLDERS = ("unlabelled", "unlabeled", "no label", "nolabel", "not labelled", "not labeled")
 
 
-def folder_labels(root: Path, paths: list[Path], problems: list) -> dict[Path, tuple[str, str]]:
-    """``{scan path: (label, split)}`` from the folders the scans sit in: the first-level folder
-    names the class, or, where every first-level folder names a split (:func:`split_folders`),
-    the second-level one does and the first gives the split; in a copy of the class folders
-    (:func:`copied_exports`) the second-level one does. Scans outside class folders are left out
-    and reported in ``problems``; those in an ``unlabelled/`` folder are left out in silence."""
-    if not _first_folders(root, paths):
+def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collection[str] = ()
+                  ) -> dict[Path, tuple[str, str]]:
+    """``{scan path: (label, split)}`` from the folders the scans sit in (those that say something:
+    :func:`meaningful_folders`): the first-level folder names the class, or, where every first-level
+    folder names a split (:func:`split_folders`), the second-level one does and the first gives the
+    split. ``classes``: those the labels may name, where known. Scans outside class folders are left out and reported in ``problems``; those in an
+    ``unlabelled/`` folder are left out in silence."""
+    if all(len(path.relative_to(root).parts) == 1 for path in paths):
         return {}  # a flat folder: nothing to say about each scan
-    by_split = split_folders(root, paths, problems)
-    copies = set() if by_split else copied_exports(root, paths)
-    if copies:
-        log.warning("%s hold%s a copy of the class folders: %s scans take the class of the folder inside",
-                    ", ".join(f"{c}/" for c in sorted(copies)), "s" if len(copies) == 1 else "",
-                    "its" if len(copies) == 1 else "their")
+    folders = meaningful_folders(root, paths, classes)
+    by_split = split_folders([parts[0] for parts in folders.values() if parts], problems)
     labels = {}
-    for path in paths:
+    for path, parts in folders.items():
         relative = path.relative_to(root).as_posix()
-        folders = relative.split("/")[:-1]
-        if folders and class_key(folders[0]) in UNLABELLED_FOLDERS:
+        if parts and class_key(parts[0]) in UNLABELLED_FOLDERS:
             continue  # the unlabelled pool, beside the class (or split) folders
-        if by_split and len(folders) >= 2:
-            labels[path] = (folders[1], SPLIT_NAMES[folders[0].lower()])
+        if by_split and len(parts) >= 2:
+            labels[path] = (parts[1], SPLIT_NAMES[parts[0].lower()])
         elif by_split:
-            where = f"a class subfolder of {folders[0]}/" if folders else "a split folder's class subfolder"
+            where = f"a class subfolder of {parts[0]}/" if parts else "a split folder's class subfolder"
             problems.append(("scan", relative, f"not inside {where}; kept unlabelled"))
-        elif folders and folders[0] in copies:
-            labels[path] = (folders[1], "")
-        elif folders:
-            labels[path] = (folders[0], "")
+        elif parts:
+            labels[path] = (parts[0], "")
         else:
             problems.append(("scan", relative, "not inside a class subfolder; kept unlabelled"))
     return labels

@@ -306,6 +306,35 @@ def test_a_copy_of_the_class_folders_inside_a_first_level_folder_keeps_their_cla
     assert not result.problems["reason"].str.contains("labelled differently").any()
 
 
+def test_a_folder_holding_every_scan_and_a_copy_of_the_split_folders_is_looked_through(tmp_path, write):
+    # As the chest X-ray pneumonia download unpacks: chest_xray/{train,test,val}/{NORMAL,PNEUMONIA}/,
+    # a copy under chest_xray/chest_xray/, and __MACOSX/ beside them.
+    scans = tmp_path / "download"
+    for index, (split, label) in enumerate([("train", "NORMAL"), ("train", "PNEUMONIA"), ("test", "NORMAL"),
+                                            ("test", "PNEUMONIA"), ("val", "PNEUMONIA")]):
+        write.png(scans / "chest_xray" / split / label / f"{index}.jpeg", write.image(index))
+        write.png(scans / "chest_xray" / "chest_xray" / split / label / f"{index}.jpeg", write.image(index))
+    (scans / "__MACOSX" / "chest_xray").mkdir(parents=True)
+    (scans / "__MACOSX" / "chest_xray" / "._0.jpeg").write_bytes(b"\x00\x05\x16\x07")
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.classes == ["NORMAL", "PNEUMONIA"]
+    manifest = result.manifest.set_index("scan_id")
+    assert manifest.loc["chest_xray/chest_xray/test/NORMAL/2.jpeg", ["label", "split"]].tolist() == ["NORMAL", "test"]
+    assert manifest.loc["chest_xray/val/PNEUMONIA/4.jpeg", ["label", "split"]].tolist() == ["PNEUMONIA", "val"]
+    assert not result.problems["reason"].str.contains("named like a split|labelled differently").any()
+
+
+def test_a_folder_of_one_known_class_is_not_looked_through(tmp_path, write):
+    # scoring incoming/abnormal/<patient>/: the class is the folder, not the patients inside it
+    from pipeline.labels import folder_labels
+
+    scans = tmp_path / "incoming"
+    paths = [scans / "abnormal" / patient / "a.png" for patient in ("P1", "P2")]
+    assert set(folder_labels(scans, paths, [], ["abnormal", "normal"]).values()) == {("abnormal", "")}
+    assert set(folder_labels(scans, paths, [])) == set(paths)
+    assert {label for label, _ in folder_labels(scans, paths, []).values()} == {"P1", "P2"}
+
+
 def test_a_class_folder_with_loose_scans_is_no_copy(tmp_path, write):
     scans = tmp_path / "scans"
     write.png(scans / "yes" / "a.png", write.image(1))
@@ -369,6 +398,32 @@ def test_labels_columns_under_their_usual_other_names_are_taken(tmp_path, write)
     assert manifest[["label", "group"]].to_dict("index") == {
         "a.jpg": {"label": "nv", "group": "p1"}, "b.jpg": {"label": "mel", "group": "p1"},
         "c.jpg": {"label": "nv", "group": "p2"}}
+
+
+@pytest.mark.parametrize("header, rows, expected", [
+    # APTOS: an id without suffix and a grade; "id" is taken only where no usual file column is there
+    ("id_code,diagnosis", ["a,0", "b,2", "c,0"], {"a.jpg": "0", "b.jpg": "2", "c.jpg": "0"}),
+    ("id,image,level", ["1,a,0", "2,b,1", "3,c,0"], {"a.jpg": "0", "b.jpg": "1", "c.jpg": "0"}),
+    # ISIC 2019: one-hot classes, named as the header writes them
+    ("image,MEL,NV,UNK", ["a,1.0,0.0,0.0", "b,0.0,1.0,0.0", "c,0,1,0"], {"a.jpg": "MEL", "b.jpg": "NV", "c.jpg": "NV"}),
+])
+def test_labels_files_of_public_sets_are_read(tmp_path, write, header, rows, expected):
+    scans = tmp_path / "scans"
+    for index, name in enumerate(["a", "b", "c"]):
+        write.png(scans / f"{name}.jpg", write.image(index))
+    (scans / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    result = run(scans, tmp_path)
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == expected and result.problems.empty
+
+
+def test_multi_label_columns_are_not_taken_as_one_class(tmp_path, write):
+    # CheXpert-style: several findings a scan are no single class; the file is refused by name
+    scans = tmp_path / "scans"
+    write.png(scans / "a.jpg", write.image(1))
+    write.png(scans / "b.jpg", write.image(2))
+    (scans / "labels.csv").write_text("image,Effusion,Edema\na,1,1\nb,0,1\n")
+    with pytest.raises(ValueError, match="no 'label' column"):
+        run(scans, tmp_path)
 
 
 @pytest.mark.parametrize("header, message", [

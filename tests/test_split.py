@@ -211,3 +211,18 @@ def test_a_class_joined_by_a_verdict_draws_its_parts_with_it(tmp_path, write):
     joined = drawn["label"].isin(["glioma", "meningioma", "glioma+meningioma"])
     assert joined.sum() == 4 and (drawn["label"] == "notumor").sum() == 4
     assert split.set_index("scan_id").loc["v1", "label"] == "glioma+meningioma"  # labels kept as given
+
+
+def test_a_class_too_small_for_a_labelled_and_a_calibration_scan_is_left_out(tmp_path, write, caplog):
+    # A stray class folder of two scans beside two real classes stopped every run ("rounds to 0").
+    rows = [{"scan_id": f"s{i:02d}", "label": "ab"[i % 2]} for i in range(20)]
+    rows += [{"scan_id": "stray1", "label": "other"}, {"scan_id": "stray2", "label": "other"}]
+    manifest = write.manifest(tmp_path / "toy.csv", rows)
+    path = make_split(manifest, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2)
+    split = read(path)
+    assert set(split["label"]) == {"a", "b"} and "stray1" not in set(split["scan_id"])
+    assert json.loads(path.with_suffix(".json").read_text())["classes_left_out"] == {"other": 2}
+    assert "'other' (2 outside the test set)" in caplog.text and "relabel them" in caplog.text
+    # asked for by count, a class too small is still refused, by name
+    with pytest.raises(ValueError, match="class 'other' has 2 available, labels_per_class=3"):
+        make_split(manifest, labels_per_class=3)

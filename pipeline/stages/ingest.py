@@ -196,7 +196,8 @@ def ingest(
     ]
     problems += [("skipped", name, "system file (operating-system metadata or a hidden folder); skipped")
                  for name in system_files(root)]
-    rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems)
+    classes = None if classes is None else [str(name) for name in classes]  # read twice below
+    rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
     classes = _check_classes(rows, classes, label_source, problems)
     for row, fields in zip(rows, describe_scans([row["path"] for row in rows], workers)):
         patient = fields.pop("patient_group")
@@ -229,6 +230,7 @@ def _manifest_rows(
     label_rows: dict[str, LabelRow],
     class_subfolders: bool,
     problems: list,
+    classes: list[str],
 ) -> tuple[list[dict[str, str]], dict[int, str]]:
     """One manifest row per scan with id and labels (reading fills in the rest).
 
@@ -236,7 +238,7 @@ def _manifest_rows(
     """
     rows, label_source = [], {}
     label_rows = dict(label_rows)
-    from_folders = folder_labels(root, paths, problems) if class_subfolders else {}
+    from_folders = folder_labels(root, paths, problems, classes) if class_subfolders else {}
     if class_subfolders and all(len(path.relative_to(root).parts) == 1 for path in paths):
         log.warning("no labels file and no subfolders under %s: every scan is unlabelled", root)
     used = {}  # labels row key -> whether it names a folder (a patient's, a study's) whose scans take it

@@ -106,6 +106,14 @@ def make_split(
 
     test = _test_units(rows, test_fraction, rng)
     pool = rows[~rows["unit"].isin(test)]
+    left_out = _too_small(pool, labelled_fraction, calibration_fraction)
+    if left_out:
+        log.warning("classes with too few scans for a labelled and a calibration scan at labelled_fraction=%s: %s; "
+                    "left out of the split, so the model will not know them: label more of their scans, or "
+                    "relabel them", labelled_fraction, ", ".join(f"{c!r} ({n} outside the test set)"
+                                                                for c, n in left_out.items()))
+        rows = rows[~rows["label"].isin(left_out)].reset_index(drop=True)
+        pool = rows[~rows["unit"].isin(test)]
     quotas = _quotas(
         pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction"
     )
@@ -120,6 +128,7 @@ def make_split(
             "calibration_per_class",
             "calibration_fraction",
             classes=list(quotas),
+            lenient=calibration_fraction is not None,
         )
         calibration = _take_units(pool, quotas, _order(pool, selection, rng), "calibration")
 
@@ -153,6 +162,7 @@ def make_split(
         "test_from_manifest_split": bool((rows["split"] == "test").any()),
         "counts_per_subset_and_label": counts,
         "unlabelled_left_out": int(unusable.sum()),
+        "classes_left_out": left_out,
     }
     write_json(out.with_suffix(".json"), record)
     log.info(
@@ -226,6 +236,22 @@ def _test_units(rows: pd.DataFrame, test_fraction: float, rng: np.random.Generat
     return _take_units(rows, quotas, rng.permutation(len(rows)), "test")
 
 
+def _too_small(pool: pd.DataFrame, labelled_fraction: float | None, calibration_fraction: float | None
+               ) -> dict[str, int]:
+    """{class: its scans in ``pool``} for the classes whose share would round to no labelled scan, or
+    (with ``calibration_fraction``) leave none for calibration: a stray class folder of two scans,
+    a finding one scan has. Only for fractions; a count per class is the user's explicit request."""
+    if labelled_fraction is None:
+        return {}
+    counts = pool.loc[pool["label"] != "", "label"].value_counts()
+    small = {}
+    for label, n in counts.items():
+        labelled = round(labelled_fraction * n)
+        if labelled == 0 or (calibration_fraction is not None and round(calibration_fraction * (n - labelled)) == 0):
+            small[str(label)] = int(n)
+    return small
+
+
 def _quotas(
     pool: pd.DataFrame,
     per_class: int | None,
@@ -233,8 +259,10 @@ def _quotas(
     per_class_name: str,
     fraction_name: str,
     classes: list[str] | None = None,
+    lenient: bool = False,
 ) -> dict[str, int]:
-    """Rows wanted per class: ``per_class`` each, or ``fraction`` of what each class has."""
+    """Rows wanted per class: ``per_class`` each, or ``fraction`` of what each class has. ``lenient``:
+    a class whose share rounds to 0 (its patients' scans all drawn already) is warned of, not refused."""
     available = pool.loc[pool["label"] != "", "label"].value_counts()
     classes = classes if classes is not None else sorted(available.index)
     if not classes:
@@ -252,11 +280,13 @@ def _quotas(
         for label in classes
         if available.get(label, 0) < quotas[label]
     ]
-    short += [
-        f"class {label!r}: {request} of its {available.get(label, 0)} scans rounds to 0; raise {fraction_name}"
-        for label in classes
-        if quotas[label] == 0
-    ]
+    none = [f"class {label!r}: {request} of its {available.get(label, 0)} scans rounds to 0"
+            for label in classes if quotas[label] == 0]
+    if lenient and none:
+        log.warning("%s: whole patients' scans drawn before left none; the class gets no %s scans",
+                    "; ".join(none), fraction_name.removesuffix("_fraction"))
+    elif none:
+        short += [f"{reason}; raise {fraction_name}" for reason in none]
     if short:
         raise ValueError("too few labelled scans: " + "; ".join(short))
     return quotas
