@@ -80,6 +80,13 @@ def name_columns(table, labels_path: str | os.PathLike):
             table = table.assign(label=hot)
             log.info("labels file %s: the label is the name of the one-hot column holding 1 (%s)",
                      Path(labels_path).name, ", ".join(sorted(set(hot))))
+        elif role == "file" and not found and len(ids := [c for c, name in normalised.items()
+                                                          if name in COLUMN_NAMES["group"]]) == 1:
+            # RSNA's labels give patientId for <patientId>.dcm: the id names the file and the patient
+            table = table.assign(file=table[ids[0]])
+            table.attrs["file_from"] = ids[0]
+            log.info("labels file %s: no file column; column %r taken as the file name (and the group)",
+                     Path(labels_path).name, ids[0])
         elif role in LABELS_REQUIRED_COLUMNS:
             trouble.append(f"columns {', '.join(found)} could each be the {role}" if found else f"no {role!r} column")
     if trouble:
@@ -129,9 +136,13 @@ def read_labels(
 
     base = labels_path.absolute().parent
     bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
+    if (column := table.attrs.get("file_from")) and not any(locate(file, bases)[0] for file in table["file"].head(20)):
+        raise ValueError(f"labels file {labels_path}: no 'file' column (found: {', '.join(table.attrs['written_columns'].values())}), "
+                         f"and the {column!r} values are not file names either; it needs columns file,label and "
+                         "may have split,group: rename the columns to these")
     rows: dict[str, LabelRow] = {}
     problems = []
-    from_scans = 0
+    from_scans = repeats = 0
     columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source"))
     # Line numbers as an editor shows them: the header is line 1.
     for line, (file, label, split, group, source) in enumerate(zip(*columns), start=2):
@@ -144,6 +155,9 @@ def read_labels(
             problems.append(("labels", where, trouble))
             continue
         from_scans += not key.startswith(os.path.realpath(base) + os.sep) and not os.path.isabs(file)
+        if key in rows and (rows[key].label, rows[key].split, rows[key].group) == (label, SPLIT_NAMES.get(split.lower(), ""), group):
+            repeats += 1  # a row per finding box, as RSNA's labels give them: the same label again
+            continue
         if key in rows:
             reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
             problems.append(("labels", where, reason + ", delete the repeat"))
@@ -155,6 +169,9 @@ def read_labels(
             split = ""
         rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
                              reviewed=source in REVIEWED_SOURCES)
+    if repeats:
+        log.info("%s: %d rows repeat an earlier row's file and label (a row per finding, as some sets give them); "
+                 "read once", labels_path.name, repeats)
     if from_scans:
         log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
                  from_scans, bases[-1])

@@ -416,6 +416,25 @@ def test_labels_files_of_public_sets_are_read(tmp_path, write, header, rows, exp
     assert result.manifest.set_index("scan_id")["label"].to_dict() == expected and result.problems.empty
 
 
+def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
+    # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
+    scans = tmp_path / "scans"
+    for index, name in enumerate(["p0", "p1", "p2"]):
+        write.png(scans / f"{name}.png", write.image(index))
+    (scans / "labels.csv").write_text("patientId,x,y,width,height,Target\np0,,,,,0\np1,1,2,3,4,1\n"
+                                      "p1,5,6,7,8,1\np2,,,,,0\np2,,,,,1\n")
+    result = run(scans, tmp_path)
+    manifest = result.manifest.set_index("scan_id")
+    assert manifest[["label", "group"]].to_dict("index") == {
+        "p0.png": {"label": "0", "group": "p0"}, "p1.png": {"label": "1", "group": "p1"},
+        "p2.png": {"label": "0", "group": "p2"}}
+    # the same file and label again is no problem; another label for it is
+    assert result.problems["item"].tolist() == ["labels.csv line 6"]
+    (scans / "labels.csv").write_text("patient_id,label\nq1,0\nq2,1\n")
+    with pytest.raises(ValueError, match="no 'file' column .*'patient_id' values are not file names either"):
+        run(scans, tmp_path)
+
+
 def test_multi_label_columns_are_not_taken_as_one_class(tmp_path, write):
     # CheXpert-style: several findings a scan are no single class; the file is refused by name
     scans = tmp_path / "scans"
