@@ -18,7 +18,7 @@ import pandas as pd
 
 from pipeline.io import read_table
 from pipeline.manifest import class_key
-from pipeline.reading import SCAN_SUFFIXES, scan_suffix
+from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix
 
 log = logging.getLogger("pipeline.labels")
 
@@ -142,7 +142,8 @@ def read_labels(
                          "may have split,group: rename the columns to these")
     rows: dict[str, LabelRow] = {}
     problems = []
-    from_scans = repeats = 0
+    from_scans = repeats = deeper = 0
+    by_name = None
     columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source"))
     # Line numbers as an editor shows them: the header is line 1.
     for line, (file, label, split, group, source) in enumerate(zip(*columns), start=2):
@@ -151,6 +152,16 @@ def read_labels(
             problems.append(("labels", where, "no file name; fill it in or delete the row"))
             continue
         key, trouble = locate(file, bases)
+        if key is None and scans is not None and "/" not in file.replace("\\", "/"):
+            # HAM10000 names ISIC_0027419 for HAM10000_images_part_2/ISIC_0027419.jpg
+            by_name = files_by_name(scans) if by_name is None else by_name
+            found = by_name.get(file, []) or by_name.get(file.lower(), [])
+            if len(found) == 1:
+                key, deeper = found[0], deeper + 1
+            elif found:
+                trouble = (f"file {file!r} is not beside the labels file and {len(found)} files of that name lie "
+                           f"below the scan folder ({', '.join(os.path.relpath(f, scans) for f in found[:3])}); "
+                           "write its path")
         if key is None:
             problems.append(("labels", where, trouble))
             continue
@@ -169,6 +180,8 @@ def read_labels(
             split = ""
         rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
                              reviewed=source in REVIEWED_SOURCES)
+    if deeper:
+        log.info("%s: %d files found by name in subfolders of the scan folder %s", labels_path.name, deeper, scans)
     if repeats:
         log.info("%s: %d rows repeat an earlier row's file and label (a row per finding, as some sets give them); "
                  "read once", labels_path.name, repeats)
@@ -226,6 +239,23 @@ def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
     looked = " or ".join(dict.fromkeys(written))
     also = ", also with a scan suffix added" if scan_suffix(file) is None else ""
     return None, f"file {file!r} does not exist (looked for {looked}{also}); fix the path or delete the row"
+
+
+def files_by_name(scans: str | os.PathLike) -> dict[str, list[str]]:
+    """{name: real paths} of the files below ``scans``, each under its name and, where it has a scan
+    suffix (or ``.dcm``), its name without it, both as written and lower-cased; system files skipped."""
+    index: dict[str, list[str]] = {}
+    for root, folders, names in os.walk(scans):
+        folders.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            if is_system_file(os.path.relpath(path, scans)):
+                continue
+            suffix = scan_suffix(name) or (".dcm" if name.lower().endswith(".dcm") else "")
+            keys = {name, name[: len(name) - len(suffix)]} if suffix else {name}
+            for key in keys | {key.lower() for key in keys}:
+                index.setdefault(key, []).append(os.path.realpath(path))
+    return index
 
 
 def split_folders(first: list[str], problems: list) -> bool:

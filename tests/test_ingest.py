@@ -435,6 +435,24 @@ def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read
         run(scans, tmp_path)
 
 
+def test_ids_of_scans_in_subfolders_are_found_by_name(tmp_path, write):
+    # HAM10000: the metadata names ISIC_0000001; the pictures lie in two part folders
+    scans = tmp_path / "ham"
+    write.png(scans / "HAM10000_images_part_1" / "ISIC_0000001.jpg", write.image(1))
+    write.png(scans / "HAM10000_images_part_2" / "ISIC_0000002.jpg", write.image(2))
+    write.png(scans / "a" / "twice.jpg", write.image(3))
+    write.png(scans / "b" / "twice.jpg", write.image(4))
+    (scans / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx,age\nL1,ISIC_0000001,nv,40\n"
+                                                 "L2,ISIC_0000002,mel,50\nL3,twice,nv,60\n")
+    result = run(scans, tmp_path, labels=scans / "HAM10000_metadata.csv")
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {
+        "HAM10000_images_part_1/ISIC_0000001.jpg": "nv", "HAM10000_images_part_2/ISIC_0000002.jpg": "mel",
+        "a/twice.jpg": "", "b/twice.jpg": ""}
+    problems = dict(zip(result.problems["item"], result.problems["reason"]))
+    assert "2 files of that name lie below the scan folder (a/twice.jpg, b/twice.jpg)" in problems[
+        "HAM10000_metadata.csv line 4"]
+
+
 def test_multi_label_columns_are_not_taken_as_one_class(tmp_path, write):
     # CheXpert-style: several findings a scan are no single class; the file is refused by name
     scans = tmp_path / "scans"
