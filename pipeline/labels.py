@@ -46,7 +46,7 @@ COLUMN_NAMES = {
     "file": ("filename", "file_name", "filepath", "file_path", "path", "image", "image_id", "image_name",
              "image_path", "image_file", "image_index", "img", "img_name", "img_path", "scan", "scan_id", "fname"),
     "label": ("class", "class_name", "classname", "labels", "label_name", "diagnosis", "dx", "target", "finding",
-              "findings", "finding_labels", "category", "outcome"),
+              "findings", "finding_labels", "category", "outcome", "pathology"),
     "group": ("patient", "patient_id", "patientid", "subject", "subject_id", "case_id", "lesion_id"),
     "split": ("set", "subset", "partition"),
 }
@@ -129,24 +129,33 @@ def read_labels(
     labels_path = Path(labels_path)
     if not labels_path.is_file():
         raise FileNotFoundError(f"labels file {labels_path} does not exist")
-    table = name_columns(read_table(labels_path, "labels file", "file,label"), labels_path)
+    base = labels_path.absolute().parent
+    bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
+    table = read_table(labels_path, "labels file", "file,label")
+    written = list(table.attrs["written_columns"].values())
+    headerless = (len(written) == 2 and not set(table.columns) & {"file", *COLUMN_NAMES["file"]}
+                  and locate(written[0], bases)[0] is not None)
+    if headerless:
+        # no header line (MURA's "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1"): its first row is data
+        log.info("labels file %s has no header line: its columns are read as file,label", labels_path.name)
+        table = pd.DataFrame([written, *table.to_numpy().tolist()], columns=["file", "label"], dtype=str)
+    table = name_columns(table, labels_path)
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
             table[optional] = ""
-
-    base = labels_path.absolute().parent
-    bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
-    if (column := table.attrs.get("file_from")) and not any(locate(file, bases)[0] for file in table["file"].head(20)):
-        raise ValueError(f"labels file {labels_path}: no 'file' column (found: {', '.join(table.attrs['written_columns'].values())}), "
-                         f"and the {column!r} values are not file names either; it needs columns file,label and "
-                         "may have split,group: rename the columns to these")
+    column = table.attrs.get("file_from")
+    if column and not any(locate(file, bases)[0] for file in table["file"].head(20)):
+        written = ", ".join(table.attrs["written_columns"].values())
+        raise ValueError(f"labels file {labels_path}: no 'file' column (found: {written}), and the {column!r} "
+                         "values are not file names either; it needs columns file,label and may have split,group: "
+                         "rename the columns to these")
     rows: dict[str, LabelRow] = {}
     problems = []
     from_scans = repeats = deeper = 0
     by_name = None
     columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source"))
-    # Line numbers as an editor shows them: the header is line 1.
-    for line, (file, label, split, group, source) in enumerate(zip(*columns), start=2):
+    # Line numbers as an editor shows them: the header, where there is one, is line 1.
+    for line, (file, label, split, group, source) in enumerate(zip(*columns), start=1 if headerless else 2):
         where = f"{labels_path.name} line {line}"
         if not file:
             problems.append(("labels", where, "no file name; fill it in or delete the row"))
@@ -166,7 +175,8 @@ def read_labels(
             problems.append(("labels", where, trouble))
             continue
         from_scans += not key.startswith(os.path.realpath(base) + os.sep) and not os.path.isabs(file)
-        if key in rows and (rows[key].label, rows[key].split, rows[key].group) == (label, SPLIT_NAMES.get(split.lower(), ""), group):
+        first = rows.get(key)
+        if first and (first.label, first.split, first.group) == (label, SPLIT_NAMES.get(split.lower(), ""), group):
             repeats += 1  # a row per finding box, as RSNA's labels give them: the same label again
             continue
         if key in rows:
@@ -218,8 +228,11 @@ GUESSED_SUFFIXES = tuple(dict.fromkeys(s for suffix in (*SCAN_SUFFIXES, ".dcm") 
 
 def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
     """(real path, "") of a labels row's ``file``, looked for from each of ``bases`` in turn (an absolute
-    ``file`` replaces them), with a scan suffix added where it has none; or (None, the problem)."""
-    written = [os.path.realpath(folder / file) for folder in bases]
+    ``file`` replaces them), with a scan suffix added where it has none; or (None, the problem). A
+    ``file`` that starts with a base's own name is also looked for from above it: MURA's labels file
+    in ``MURA-v1.1/`` names ``MURA-v1.1/train/...``."""
+    written = [os.path.realpath(start / file) for folder in bases
+               for start in ((folder, folder.parent) if Path(file).parts[:1] == (folder.name,) else (folder,))]
     if "\\" in file and not any(os.path.exists(path) for path in written):
         # written on Windows (images\x.png): the separators of this machine
         return locate(file.replace("\\", "/"), bases)
@@ -321,8 +334,8 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
     """``{scan path: (label, split)}`` from the folders the scans sit in (those that say something:
     :func:`meaningful_folders`): the first-level folder names the class, or, where every first-level
     folder names a split (:func:`split_folders`), the second-level one does and the first gives the
-    split. ``classes``: those the labels may name, where known. Scans outside class folders are left out and reported in ``problems``; those in an
-    ``unlabelled/`` folder are left out in silence."""
+    split. ``classes``: those the labels may name, where known. Scans outside class folders are left
+    out and reported in ``problems``; those in an ``unlabelled/`` folder are left out in silence."""
     if all(len(path.relative_to(root).parts) == 1 for path in paths):
         return {}  # a flat folder: nothing to say about each scan
     folders = meaningful_folders(root, paths, classes)

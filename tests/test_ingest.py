@@ -453,6 +453,24 @@ def test_ids_of_scans_in_subfolders_are_found_by_name(tmp_path, write):
         "HAM10000_metadata.csv line 4"]
 
 
+def test_a_labels_file_without_a_header_line_naming_study_folders_is_read(tmp_path, write):
+    # MURA: MURA-v1.1/train_labeled_studies.csv holds "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1"
+    scans = tmp_path / "MURA-v1.1"
+    write.png(scans / "train" / "XR_WRIST" / "patient00001" / "study1_positive" / "image1.png", write.image(1))
+    write.png(scans / "train" / "XR_WRIST" / "patient00001" / "study1_positive" / "image2.png", write.image(2))
+    write.png(scans / "train" / "XR_WRIST" / "patient00002" / "study1_negative" / "image1.png", write.image(3))
+    (scans / "train_labeled_studies.csv").write_text("MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1\n"
+                                                     "MURA-v1.1/train/XR_WRIST/patient00002/study1_negative/,0\n"
+                                                     "MURA-v1.1/train/XR_WRIST/patient00003/study1_negative/,0\n")
+    result = run(scans, tmp_path, labels=scans / "train_labeled_studies.csv")
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {
+        "train/XR_WRIST/patient00001/study1_positive/image1.png": "1",
+        "train/XR_WRIST/patient00001/study1_positive/image2.png": "1",
+        "train/XR_WRIST/patient00002/study1_negative/image1.png": "0"}
+    # the first row is data: line 1 is where an editor shows it
+    assert result.problems["item"].tolist() == ["train_labeled_studies.csv line 3"]
+
+
 def test_multi_label_columns_are_not_taken_as_one_class(tmp_path, write):
     # CheXpert-style: several findings a scan are no single class; the file is refused by name
     scans = tmp_path / "scans"

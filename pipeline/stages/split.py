@@ -247,7 +247,8 @@ def _too_small(pool: pd.DataFrame, labelled_fraction: float | None, calibration_
     small = {}
     for label, n in counts.items():
         labelled = round(labelled_fraction * n)
-        if labelled == 0 or (calibration_fraction is not None and round(calibration_fraction * (n - labelled)) == 0):
+        calibration = round(calibration_fraction * (n - labelled)) if calibration_fraction is not None else 1
+        if labelled == 0 or calibration == 0:
             small[str(label)] = int(n)
     return small
 
