@@ -211,13 +211,16 @@ def labels_key(real_path: str, rows: dict[str, LabelRow]) -> str:
 
 
 _BIDS_SUBJECT = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:[_/.]|$)")
+# A folder named for its patient (MURA's patient00001/, case_012/, Subject 3/); never a file name.
+_PATIENT_FOLDER = re.compile(r"(?:^|/)((?:patient|subject|case)[-_ ]?\d+)/", re.IGNORECASE)
 
 
-def bids_subject(scan_id: str) -> str:
-    """The subject of a scan named as BIDS names them (``sub-07/anat/sub-07_T1w.nii.gz``,
-    ``sub-07_FLAIR.nii.gz``), or "": the group that keeps a subject's sequences on one side of the
-    split, where neither the labels file nor DICOM gives one."""
-    found = _BIDS_SUBJECT.search(scan_id)
+def folder_patient(scan_id: str) -> str:
+    """The patient of a scan as its path names them, or "": a BIDS subject (``sub-07/anat/sub-07_T1w.nii.gz``,
+    ``sub-07_FLAIR.nii.gz``), else a folder named for a patient (``XR_WRIST/patient00001/study1_positive/``).
+    The group that keeps a patient's scans on one side of the split, where neither the labels file nor
+    DICOM gives one."""
+    found = _BIDS_SUBJECT.search(scan_id) or _PATIENT_FOLDER.search(scan_id)
     return found[1] if found else ""
 
 

@@ -469,6 +469,8 @@ def test_a_labels_file_without_a_header_line_naming_study_folders_is_read(tmp_pa
         "train/XR_WRIST/patient00002/study1_negative/image1.png": "0"}
     # the first row is data: line 1 is where an editor shows it
     assert result.problems["item"].tolist() == ["train_labeled_studies.csv line 3"]
+    # a patient's studies share a group, so that no patient straddles training and test
+    assert set(result.manifest["group"]) == {"patient00001", "patient00002"}
 
 
 def test_multi_label_columns_are_not_taken_as_one_class(tmp_path, write):
@@ -503,6 +505,17 @@ def test_a_bids_subjects_sequences_share_a_group(tmp_path, write):
     groups = run(scans, tmp_path).manifest.set_index("scan_id")["group"]
     assert groups["sub-01/anat/sub-01_T1w.nii.gz"] == groups["sub-01/anat/sub-01_FLAIR.nii.gz"] == "sub-01"
     assert groups["sub-02/anat/sub-02_FLAIR.nii.gz"] == "sub-02" and groups["other.nii.gz"] == ""
+
+
+@pytest.mark.parametrize("scan_id, patient", [
+    ("XR_WRIST/patient00001/study1_positive/image1.png", "patient00001"),
+    ("Case_012/t1.nii.gz", "Case_012"), ("Subject 3/a.dcm", "Subject 3"),
+    ("patient7.png", ""), ("cases/x.png", ""), ("P7/study/T1/a.dcm", ""),
+])
+def test_a_folder_named_for_its_patient_is_the_group(scan_id, patient):
+    from pipeline.labels import folder_patient
+
+    assert folder_patient(scan_id) == patient
 
 
 def test_the_ingest_command_reads_class_subfolders_without_a_labels_file(tmp_path, write, monkeypatch):

@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
-from pipeline.labels import LabelRow, bids_subject, folder_labels, labels_key, read_labels
+from pipeline.labels import LabelRow, folder_labels, folder_patient, labels_key, read_labels
 from pipeline.manifest import MANIFEST_COLUMNS, class_key
 from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
@@ -205,7 +205,7 @@ def ingest(
         if not row["group"] and patient:
             row["group"] = patient  # DICOM PatientID, hashed: a patient's scans stay on one side
         elif not row["group"]:
-            row["group"] = bids_subject(row["scan_id"])  # a subject's T1w and FLAIR likewise
+            row["group"] = folder_patient(row["scan_id"])  # a subject's T1w and FLAIR, a patient's studies
     problems += _mark_duplicates(rows)
     problems += _mark_near_duplicates(rows)
     problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]
