@@ -274,16 +274,25 @@ def files_by_name(scans: str | os.PathLike) -> dict[str, list[str]]:
     return index
 
 
+def folder_split(folder: str) -> str | None:
+    """The split a folder's name gives (``Testing`` test, ``train_set`` and ``Training Set`` train,
+    ``auto_test`` and ``test2`` test, as exports name them), or None: one split word among its
+    words, a number after it allowed."""
+    words = {SPLIT_NAMES.get(word.rstrip("0123456789")) for word in re.split(r"[\s_\-.]+", folder.lower())}
+    found = words - {None}
+    return found.pop() if len(found) == 1 else None
+
+
 def split_folders(first: list[str], problems: list) -> bool:
     """Whether the first-level folders ``first`` name splits (``Training/``, ``Testing/``), the classes
     being the folders below them, as in many public exports; a first-level folder so named among class
     folders is reported, since it would become a class."""
     first = sorted({folder for folder in first if class_key(folder) not in UNLABELLED_FOLDERS})
-    named = [folder for folder in first if folder.lower() in SPLIT_NAMES]
+    named = [folder for folder in first if folder_split(folder)]
     if named and len(named) == len(first):
+        tests = [folder for folder in named if folder_split(folder) == "test"]
         log.info("first-level folders %s name splits: the classes are the folders inside them%s", ", ".join(named),
-                 "; " + ", ".join(f for f in named if SPLIT_NAMES[f.lower()] == "test") + " is the test set"
-                 if any(SPLIT_NAMES[f.lower()] == "test" for f in named) else "")
+                 f"; {', '.join(tests)} {'is' if len(tests) == 1 else 'are'} the test set" if tests else "")
         return True
     for folder in named:
         problems.append(("file", f"{folder}/", f"a folder named like a split among class folders "
@@ -349,7 +358,7 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
         if parts and class_key(parts[0]) in UNLABELLED_FOLDERS:
             continue  # the unlabelled pool, beside the class (or split) folders
         if by_split and len(parts) >= 2:
-            labels[path] = (parts[1], SPLIT_NAMES[parts[0].lower()])
+            labels[path] = (parts[1], folder_split(parts[0]))
         elif by_split:
             where = f"a class subfolder of {parts[0]}/" if parts else "a split folder's class subfolder"
             problems.append(("scan", relative, f"not inside {where}; kept unlabelled"))

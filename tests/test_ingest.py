@@ -324,6 +324,21 @@ def test_a_folder_holding_every_scan_and_a_copy_of_the_split_folders_is_looked_t
     assert not result.problems["reason"].str.contains("named like a split|labelled differently").any()
 
 
+@pytest.mark.parametrize("folders", [("train", "val", "test", "auto_test"), ("Training Set", "Test Set"),
+                                     ("train_data", "test_data")])
+def test_split_folders_named_as_exports_name_them(tmp_path, write, folders):
+    # the knee osteoarthritis export ships a second test set, auto_test/, beside train/, val/ and test/
+    scans = tmp_path / "export"
+    for index, folder in enumerate(folders):
+        write.png(scans / folder / "0" / f"a{index}.png", write.image(index))
+        write.png(scans / folder / "4" / f"b{index}.png", write.image(index + 10))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.classes == ["0", "4"] and result.problems.empty
+    splits = result.manifest.set_index("scan_id")["split"]
+    assert splits[f"{folders[-1]}/4/b{len(folders) - 1}.png"] == "test"
+    assert splits[f"{folders[0]}/0/a0.png"] == "train"
+
+
 def test_a_folder_of_one_known_class_is_not_looked_through(tmp_path, write):
     # scoring incoming/abnormal/<patient>/: the class is the folder, not the patients inside it
     from pipeline.labels import folder_labels
