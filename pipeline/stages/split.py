@@ -108,10 +108,11 @@ def make_split(
     pool = rows[~rows["unit"].isin(test)]
     left_out = _too_small(pool, labelled_fraction, calibration_fraction)
     if left_out:
-        log.warning("classes with too few scans for a labelled and a calibration scan at labelled_fraction=%s: %s; "
+        named = ", ".join(f"{c!r} ({n} outside the test set)" for c, n in list(left_out.items())[:10])
+        more = f" and {len(left_out) - 10} more (the split's JSON names each)" if len(left_out) > 10 else ""
+        log.warning("classes with too few scans for a labelled and a calibration scan at labelled_fraction=%s: %s%s; "
                     "left out of the split, so the model will not know them: label more of their scans, or "
-                    "relabel them", labelled_fraction, ", ".join(f"{c!r} ({n} outside the test set)"
-                                                                for c, n in left_out.items()))
+                    "relabel them", labelled_fraction, named, more)
         rows = rows[~rows["label"].isin(left_out)].reset_index(drop=True)
         pool = rows[~rows["unit"].isin(test)]
     quotas = _quotas(
