@@ -80,6 +80,46 @@ def distinct_volumes(n: int) -> Path:
     return out
 
 
+def distinct_dicoms(n: int) -> Path:
+    """``n`` distinct 512x512 radiographs as single-file DICOM (DX, 12 bits stored in 16, uncompressed,
+    about 0.5 MB each), two a patient, half of them with a bright opacity: a hospital's export."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import (
+        DigitalXRayImageStorageForPresentation,
+        ExplicitVRLittleEndian,
+        generate_uid,
+    )
+
+    out = WORK / f"ingest_dcm512_{n}"
+    if (out / ".complete").exists():
+        return out
+    for i in range(n):
+        label = CLASSES[i % 2]
+        path = out / label / f"IM{i:05d}.dcm"
+        if path.exists():
+            continue
+        pixels = np.asarray(_picture(np.random.default_rng(200_000 + i), 512, abnormal=label == "abnormal"),
+                            dtype=np.uint16) * 16
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.PatientID, ds.Modality, ds.BodyPartExamined = f"BENCH-{i // 2:05d}", "DX", "CHEST"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+    (out / ".complete").write_text(f"{n} distinct DICOM radiographs\n")
+    return out
+
+
 def ingest_all(folder: Path, out: Path) -> dict:
     """``pipeline ingest`` of ``folder`` (class subfolders) in this process."""
     from pipeline.stages.ingest import ingest
@@ -92,8 +132,8 @@ def ingest_all(folder: Path, out: Path) -> dict:
 
 
 def ingest_against_decoding(kind: str, n: int) -> dict:
-    """``kind``: jpeg512 or nii64."""
-    folder = {"jpeg512": distinct_pictures, "nii64": distinct_volumes}[kind](n)
+    """``kind``: jpeg512, nii64 or dcm512."""
+    folder = {"jpeg512": distinct_pictures, "nii64": distinct_volumes, "dcm512": distinct_dicoms}[kind](n)
     decoded = measured("decode", str(folder))
     out = WORK / "manifests" / f"{folder.name}.csv"
     ingested = _measured("ingest", str(folder), str(out))

@@ -273,12 +273,15 @@ def decode_all_files(files: list[Path]) -> float:
     """Seconds to read and decode ``files`` (as ``decode_all``)."""
     import nibabel as nib
     import numpy as np
+    import pydicom
     from PIL import Image
 
     start = time.perf_counter()
     for path in files:
         if path.name.endswith((".nii", ".nii.gz")):
             np.asanyarray(nib.load(path).dataobj)
+        elif path.name.endswith(".dcm"):
+            np.asarray(pydicom.dcmread(path).pixel_array)
         else:
             with Image.open(path) as image:
                 np.asarray(image)
