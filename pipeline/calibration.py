@@ -241,7 +241,9 @@ def screening_thresholds(
 
 def bootstrap_interval(statistic, arrays: tuple[np.ndarray, ...], n_resamples: int = 1000,
                        level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of ``statistic(*arrays)`` over resampled rows."""
+    """Percentile bootstrap interval of ``statistic(*arrays)`` over resampled rows; a resample where
+    the statistic is undefined (raises ValueError, or is NaN: sklearn's AUROC of one class) is left
+    out."""
     if n_resamples <= 0 or len(arrays[0]) < 2:
         return None
     rng = np.random.default_rng(seed)
@@ -250,9 +252,11 @@ def bootstrap_interval(statistic, arrays: tuple[np.ndarray, ...], n_resamples: i
     for _ in range(n_resamples):
         pick = rng.integers(0, n, n)
         try:
-            values.append(statistic(*(a[pick] for a in arrays)))
+            value = statistic(*(a[pick] for a in arrays))
         except ValueError:  # a resample with one class only
             continue
+        if np.isfinite(value):
+            values.append(value)
     if not values:
         return None
     low, high = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -173,6 +175,20 @@ def test_bootstrap_interval_brackets_the_statistic():
     low, high = bootstrap_interval(np.mean, (values,), 500)
     assert low < values.mean() < high and high - low < 0.5
     assert bootstrap_interval(np.mean, (values,), 0) is None
+
+
+def test_a_bootstrap_interval_leaves_out_resamples_where_the_statistic_is_undefined():
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.calibration import bootstrap_interval
+
+    # one positive in eight: about a third of resamples hold none, where sklearn's AUROC is NaN
+    y = np.array([True] + [False] * 7)
+    p = np.linspace(0.9, 0.1, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        low, high = bootstrap_interval(lambda p, y: roc_auc_score(y, p), (p, y), 300)
+    assert np.isfinite([low, high]).all() and low == pytest.approx(1.0) and high == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("shift", [0.1, 0.5, 0.8])

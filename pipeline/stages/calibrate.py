@@ -190,7 +190,9 @@ def _screening(classes, positive, probs, labels, c, seed, warnings) -> dict:
         return float((p[~y] < decision).mean())
 
     def auroc(p, y):
-        return float(roc_auc_score(y, p))  # a resample of one class raises ValueError: left out
+        if y.all() or not y.any():
+            raise ValueError("one class")
+        return float(roc_auc_score(y, p))
 
     for name, statistic in (("sensitivity", sensitivity), ("specificity", specificity), ("auroc", auroc)):
         interval = bootstrap_interval(statistic, (p_positive, is_positive), c.bootstrap, seed=seed)
