@@ -12,12 +12,15 @@ OUT    ?=
 ARGS   ?=
 
 # Your own data, no config: make train SCANS=folder [LABELS=csv] [POSITIVE=class[,class] | HEALTHY=class] [MINUTES=n]
-# [LABELS_PER_CLASS=n]
+# [LABELS_PER_CLASS=n] [LABEL_COLUMN=name] [FILE_COLUMN=name] [GROUP_COLUMN=name]
 LABELS ?=
 POSITIVE ?=
 HEALTHY ?=
 MINUTES ?=
 LABELS_PER_CLASS ?=
+LABEL_COLUMN ?=
+FILE_COLUMN ?=
+GROUP_COLUMN ?=
 OWN_DATA = $(filter command line environment,$(origin SCANS))
 
 .PHONY: setup data train plan score test lint bench bench-mnist bench-volumes bench-real clean
@@ -40,7 +43,8 @@ data: setup
 OWN_ARGS = $(if $(OWN_DATA),--scans "$(SCANS)" $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)),--config $(CONFIG)) \
 	$(if $(LABELS),--labels "$(LABELS)") $(if $(POSITIVE),--positive "$(POSITIVE)") $(if $(HEALTHY),--healthy "$(HEALTHY)") \
 	$(if $(MINUTES),--minutes $(MINUTES)) $(if $(LABELS_PER_CLASS),--labels-per-class $(LABELS_PER_CLASS)) \
-	$(if $(METHOD),method.name=$(METHOD)) $(ARGS)
+	$(if $(LABEL_COLUMN),--label-column "$(LABEL_COLUMN)") $(if $(FILE_COLUMN),--file-column "$(FILE_COLUMN)") \
+	$(if $(GROUP_COLUMN),--group-column "$(GROUP_COLUMN)") $(if $(METHOD),method.name=$(METHOD)) $(ARGS)
 
 train: setup
 	$(BIN)/pipeline run $(OWN_ARGS)

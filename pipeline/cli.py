@@ -32,9 +32,21 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
                      help="label this many scans per class, and as many for calibration; the other "
                           "labelled scans join the unlabelled pool (default: use every label)")
     own.add_argument("--seed", type=int, help="seed of the label draw and of training")
+    _add_column_arguments(own)
     own.add_argument("--extra-labels", metavar="VERDICTS_CSV",
                      help="verdicts exported from a review page (file,label,verdict,reviewed_at, files relative "
                           "to --scans): merged into a new labels file with each label's provenance, then used")
+
+
+def _add_column_arguments(parser) -> None:
+    for role, what in (("file", "file names"), ("label", "labels"), ("group", "patient (group) ids")):
+        parser.add_argument(f"--{role}-column", metavar="NAME",
+                            help=f"the labels file's column of {what}, where its usual names do not say "
+                                 f"(data.{role}_column)")
+
+
+def _named_columns(args) -> dict[str, str]:
+    return {role: name for role in ("file", "label", "group") if (name := getattr(args, f"{role}_column", None))}
 
 
 def _add_resume_argument(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +96,10 @@ def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
         # labels file's content names it (and the split named after it).
         manifest = f"data_manifests/{name}.csv"
         if labels_file.is_file():
-            manifest = f"data_manifests/{name}.labels-{hashlib.sha256(labels_file.read_bytes()).hexdigest()[:8]}.csv"
+            # the columns chosen are part of what the labels say
+            chosen = json.dumps(_named_columns(args), sort_keys=True).encode() if _named_columns(args) else b""
+            digest = hashlib.sha256(labels_file.read_bytes() + chosen).hexdigest()
+            manifest = f"data_manifests/{name}.labels-{digest[:8]}.csv"
         out.append(f"data.scans={json.dumps(str(scans))}")
         imply("--scans: your own data, named after its folder, with a random draw of labels", f"name={json.dumps(name)}",
               "data.dataset=\"\"", f"data.manifest={json.dumps(manifest)}", "data.split=\"\"",
@@ -101,13 +116,16 @@ def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
             raise ValueError("--extra-labels needs --scans: the folder the verdicts' files are relative to")
         from pipeline.verdicts import merge_verdicts
 
-        merged = merge_verdicts(args.scans, args.extra_labels, "data_manifests", labels=args.labels)
+        merged = merge_verdicts(args.scans, args.extra_labels, "data_manifests", labels=args.labels,
+                                columns=_named_columns(args))
         logging.getLogger("pipeline").info("verdicts merged into %s", merged)
         stem = merged.name[: -len(".labels.csv")]
         imply("--extra-labels: the labels with the verdicts merged", f"data.labels={json.dumps(str(merged))}",
               "data.class_subfolders=false", f"data.manifest={json.dumps(f'data_manifests/{stem}.csv')}")
     elif args.labels:
         out.append(f"data.labels={json.dumps(args.labels)}")
+    if not getattr(args, "extra_labels", None):  # the merged file has the usual columns
+        out += [f"data.{role}_column={json.dumps(name)}" for role, name in _named_columns(args).items()]
     if args.positive and getattr(args, "healthy", None):
         raise ValueError("give --positive (the abnormal classes) or --healthy (the healthy class), not both")
     if args.positive:  # "benign,malignant" screens either as abnormal: the classes joined by "+"
@@ -161,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "level where the first-level folders name splits: Training/, Testing/); the default where "
                    "there is no labels file")
     p.add_argument("--classes", help="comma-separated allowed labels")
+    _add_column_arguments(p)
     p.add_argument("--name")
     p.add_argument("--out")
     p.add_argument("--workers", type=int, default=2)
@@ -271,7 +290,7 @@ def _dispatch(args) -> int:
         by_folder = args.class_subfolders or (not args.labels and not (Path(args.scans) / "labels.csv").is_file())
         result = ingest(args.scans, labels=args.labels, out=args.out, name=args.name,
                         classes=args.classes.split(",") if args.classes else None,
-                        class_subfolders=by_folder, workers=args.workers)
+                        class_subfolders=by_folder, workers=args.workers, columns=_named_columns(args))
         print(result.manifest_path)
     elif args.command == "split":
         from pipeline.stages.split import make_split

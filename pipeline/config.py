@@ -35,7 +35,18 @@ class DataConfig:
     # Or the healthy class: every other class is then screened as one abnormal class (positive_class
     # set to them joined by "+" once ingest has found the classes)
     healthy_class: str = ""
+    # The labels file's columns where their names do not say which is which (diagnosis and target
+    # could each be the label): the file, label and patient (group) columns by their names in it.
+    file_column: str = ""
+    label_column: str = ""
+    group_column: str = ""
     cache_dir: str = "cache"
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """The labels columns the user named, by role (``{"label": "target"}``)."""
+        named = {"file": self.file_column, "label": self.label_column, "group": self.group_column}
+        return {role: name for role, name in named.items() if name}
 
 
 @dataclass

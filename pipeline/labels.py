@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,17 +55,23 @@ FALLBACK_COLUMN_NAMES = {"file": ("id", "id_code", "uid", "image_uid", "name"),
                          "label": ("level", "grade", "severity", "y")}
 
 
-def name_columns(table, labels_path: str | os.PathLike):
-    """``table`` with its file, label, group and split columns under those names: a column of another
+COLUMN_OPTIONS = {role: f"--{role}-column" for role in COLUMN_NAMES}
+
+
+def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, str] | None = None):
+    """``table`` with its file, label, group and split columns under those names: a column the user
+    named for a role (``columns``, ``{"label": "target"}``) is taken first; else a column of another
     usual name (``image_id``, ``diagnosis``, ``patient_id``; ``id_code`` or ``level`` where nothing
-    else fits) is taken where it is the only one. Classes given as one-hot columns (``image,MEL,NV``,
-    a 1 in one of them a row) become the label column.
+    else fits) where it is the only one. Classes given as one-hot columns (``image,MEL,NV``, a 1 in
+    one of them a row) become the label column.
 
     Raises
     ------
     ValueError
-        No column, or more than one, could be the file or the label column.
+        A column named in ``columns`` is not in the file; no column, or more than one, could be the
+        file or the label column.
     """
+    table = _user_columns(table, labels_path, columns or {})
     normalised = {column: column.replace(" ", "_").replace("-", "_") for column in table.columns}
     renames, trouble = {}, []
     for role, names in COLUMN_NAMES.items():
@@ -88,14 +94,49 @@ def name_columns(table, labels_path: str | os.PathLike):
             log.info("labels file %s: no file column; column %r taken as the file name (and the group)",
                      Path(labels_path).name, ids[0])
         elif role in LABELS_REQUIRED_COLUMNS:
-            trouble.append(f"columns {', '.join(found)} could each be the {role}" if found else f"no {role!r} column")
+            trouble.append((role, f"columns {', '.join(found)} could each be the {role}" if found
+                            else f"no {role!r} column"))
     if trouble:
-        raise ValueError(f"labels file {labels_path}: {'; '.join(trouble)} (found: {', '.join(table.columns)}); "
-                         "it needs columns file,label and may have split,group: rename the columns to these")
+        roles = [role for role, _ in trouble]
+        written = table.attrs.get("written_columns", {})
+        raise ValueError(f"labels file {labels_path}: {'; '.join(text for _, text in trouble)} (found: "
+                         f"{', '.join(written.get(c, c) for c in table.columns)}); it needs columns file,label and "
+                         f"may have split,group: name the columns to use with "
+                         f"{' and '.join(COLUMN_OPTIONS[role] for role in roles)} (make: "
+                         f"{' '.join(f'{role.upper()}_COLUMN=' for role in roles)}), or rename them")
     if renames:
         log.info("labels file %s: %s", Path(labels_path).name,
                  ", ".join(f"column {column!r} taken as {role}" for column, role in renames.items()))
     return table.rename(columns=renames)
+
+
+def _user_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, str]):
+    """``table`` with each column the user named for a role under that role's name (a column that
+    already had the name is left out: the user chose another)."""
+    unknown = sorted(set(columns) - set(COLUMN_NAMES))
+    if unknown:
+        raise ValueError(f"labels columns: {unknown[0]!r} is not a column role; the roles are "
+                         f"{', '.join(COLUMN_NAMES)}")
+    written = table.attrs.get("written_columns", {})
+    renames = {}
+    for role, name in columns.items():
+        if not name:
+            continue
+        column = name.strip().lower()
+        if column not in table.columns:
+            raise ValueError(f"labels file {labels_path} has no column {name!r} ({COLUMN_OPTIONS[role]}); "
+                             f"its columns: {', '.join(written.get(c, c) for c in table.columns)}")
+        if column in renames:
+            raise ValueError(f"labels file {labels_path}: column {name!r} is named for both {renames[column]} "
+                             f"and {role}; each role needs its own column")
+        renames[column] = role
+    if renames:
+        log.info("labels file %s: %s", Path(labels_path).name,
+                 ", ".join(f"column {written.get(c, c)!r} taken as {role} (as you named it)" for c, role in renames.items()))
+    replaced = [role for role in renames.values() if role in table.columns and role not in renames]
+    kept = table.drop(columns=replaced).rename(columns=renames)
+    kept.attrs = dict(table.attrs)
+    return kept
 
 
 def one_hot_label(table) -> pd.Series | None:
@@ -114,11 +155,14 @@ def one_hot_label(table) -> pd.Series | None:
 def read_labels(
     labels_path: str | os.PathLike,
     scans: str | os.PathLike | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, LabelRow], list[tuple[str, str, str]]]:
     """Read a labels CSV into ``{real path of the file: label row}`` and a list of problems.
 
     A relative ``file`` is looked for from the labels file's folder, then from ``scans``: a
     labels file kept beside the scan folder often names files as they sit inside it.
+    ``columns`` names the file's columns for roles the usual names do not settle
+    (``{"label": "target"}`` where ``diagnosis`` and ``target`` could each be the label).
 
     Raises
     ------
@@ -133,13 +177,14 @@ def read_labels(
     bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
     table = read_table(labels_path, "labels file", "file,label")
     written = list(table.attrs["written_columns"].values())
-    headerless = (len(written) == 2 and not set(table.columns) & {"file", *COLUMN_NAMES["file"]}
+    headerless = (len(written) == 2 and not any((columns or {}).values())
+                  and not set(table.columns) & {"file", *COLUMN_NAMES["file"]}
                   and locate(written[0], bases)[0] is not None)
     if headerless:
         # no header line (MURA's "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1"): its first row is data
         log.info("labels file %s has no header line: its columns are read as file,label", labels_path.name)
         table = pd.DataFrame([written, *table.to_numpy().tolist()], columns=["file", "label"], dtype=str)
-    table = name_columns(table, labels_path)
+    table = name_columns(table, labels_path, columns)
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
             table[optional] = ""
@@ -148,7 +193,7 @@ def read_labels(
         written = ", ".join(table.attrs["written_columns"].values())
         raise ValueError(f"labels file {labels_path}: no 'file' column (found: {written}), and the {column!r} "
                          "values are not file names either; it needs columns file,label and may have split,group: "
-                         "rename the columns to these")
+                         "name the file column with --file-column (make: FILE_COLUMN=), or rename it")
     rows: dict[str, LabelRow] = {}
     problems = []
     from_scans = repeats = deeper = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -30,12 +31,12 @@ log = logging.getLogger("pipeline.verdicts")
 MERGED_COLUMNS = ["file", "label", "split", "group", "label_source", "verdict", "reviewed_at", "previous_label"]
 
 
-def _base_labels(scans: Path, labels: Path | None) -> pd.DataFrame:
+def _base_labels(scans: Path, labels: Path | None, columns: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The labels as ingest reads them, keyed by real path: the labels file (rows whose file is not
     found are left out, as ingest leaves them), or class subfolders (within split folders where the
     first-level folders name splits; segmentation masks left out)."""
     if labels is not None:
-        rows, problems = read_labels(labels, scans)
+        rows, problems = read_labels(labels, scans, columns)
         if problems:
             log.warning("%d rows of %s are not carried into the merged labels (ingest names each): e.g. %s",
                         len(problems), labels, "; ".join(f"{item}: {reason}" for _, item, reason in problems[:2]))
@@ -50,8 +51,12 @@ def _base_labels(scans: Path, labels: Path | None) -> pd.DataFrame:
 
 
 def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_dir: str | os.PathLike,
-                   labels: str | os.PathLike | None = None, classes: list[str] | None = None) -> Path:
+                   labels: str | os.PathLike | None = None, classes: list[str] | None = None,
+                   columns: Mapping[str, str] | None = None) -> Path:
     """Write ``<out_dir>/<scans name>.reviewed-<hash>.labels.csv`` and return its path.
+
+    ``columns`` names the labels file's columns as ingest was told them (``{"label": "target"}``);
+    the merged file has the usual ones.
 
     Raises
     ------
@@ -68,7 +73,7 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
     if missing:
         raise ValueError(f"verdicts file {verdicts} has no {' or '.join(missing)} column; export it from the "
                          "review page (columns file,label,verdict,reviewed_at,folder)")
-    base = _base_labels(scans, labels)
+    base = _base_labels(scans, labels, columns)
     known = list(classes) if classes else sorted(set(base["label"]) - {""})
     problems, seen, merged_rows, elsewhere = [], {}, [], set()
     root = str(scans.resolve()) + os.sep
@@ -119,6 +124,8 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
                      label_source="confirmed" if before == label else "review",
                      previous_label=before if before and before != label else "")
     frame = pd.DataFrame(list(out.values()), columns=MERGED_COLUMNS)
-    digest = hashlib.sha256((sha256_file(verdicts) + (sha256_file(labels) if labels else "")).encode()).hexdigest()
+    chosen = ",".join(f"{role}={name}" for role, name in sorted((columns or {}).items()) if name)
+    digest = hashlib.sha256((sha256_file(verdicts) + (sha256_file(labels) if labels else "") + chosen).encode()
+                            ).hexdigest()
     path = Path(out_dir) / f"{scans.name}.reviewed-{digest[:10]}.labels.csv"
     return write_csv(path, frame)

@@ -506,8 +506,39 @@ def test_labels_columns_that_cannot_be_told_apart_are_named(tmp_path, write, hea
     scans = tmp_path / "scans"
     write.png(scans / "a.png", write.image(1))
     (scans / "labels.csv").write_text(header + "\n" + ",".join(["a.png"] * len(header.split(","))) + "\n")
-    with pytest.raises(ValueError, match=message + r".*rename the columns"):
+    option = "--file-column" if "file" in message else "--label-column"
+    with pytest.raises(ValueError, match=message + rf".*name the columns to use with {option}"):
         run(scans, tmp_path)
+
+
+def test_labels_columns_the_user_names_are_taken(tmp_path, write):
+    # SIIM-ISIC 2020: diagnosis and target could each be the label; the user says which
+    scans = tmp_path / "siim"
+    for index, name in enumerate(["ISIC_1", "ISIC_2", "ISIC_3"]):
+        write.png(scans / "train" / f"{name}.jpg", write.image(index))
+    (scans / "train.csv").write_text("image_name,patient_id,Diagnosis,benign_malignant,target,label\n"
+                                     "ISIC_1,IP_1,nevus,benign,0,x\nISIC_2,IP_1,melanoma,malignant,1,x\n"
+                                     "ISIC_3,IP_2,unknown,benign,0,x\n")
+    labels = scans / "train.csv"
+    without = scans / "without_label.csv"
+    without.write_text("\n".join(line.rsplit(",", 1)[0] for line in labels.read_text().splitlines()) + "\n")
+    with pytest.raises(ValueError, match="columns diagnosis, target could each be the label.*--label-column"):
+        run(scans, tmp_path, labels=without)
+    result = run(scans, tmp_path, labels=labels, columns={"label": "target"})
+    manifest = result.manifest.set_index("scan_id")
+    # the column named wins over the one called "label"; the patient column is still found by its name
+    assert manifest["label"].to_dict() == {"train/ISIC_1.jpg": "0", "train/ISIC_2.jpg": "1", "train/ISIC_3.jpg": "0"}
+    assert manifest["group"].tolist() == ["IP_1", "IP_1", "IP_2"]
+    named = run(scans, tmp_path, labels=labels, columns={"label": "Diagnosis", "group": "benign_malignant"})
+    assert named.manifest["label"].tolist() == ["nevus", "melanoma", "unknown"]
+    assert named.manifest["group"].tolist() == ["benign", "malignant", "benign"]
+    with pytest.raises(ValueError, match="has no column 'targets' \\(--label-column\\); its columns: image_name, "
+                       "patient_id, Diagnosis"):
+        run(scans, tmp_path, labels=labels, columns={"label": "targets"})
+    with pytest.raises(ValueError, match="'target' is named for both label and group"):
+        run(scans, tmp_path, labels=labels, columns={"label": "target", "group": "target"})
+    with pytest.raises(ValueError, match="no labels file"):
+        run(scans, tmp_path, class_subfolders=True, columns={"label": "target"})
 
 
 def test_a_bids_subjects_sequences_share_a_group(tmp_path, write):
@@ -580,3 +611,24 @@ def test_a_labels_file_written_on_windows_finds_its_files(tmp_path, write):
     assert result.manifest.set_index("scan_id")["label"].to_dict() == {"images/a.png": "normal",
                                                                         "images/b.png": "tumour"}
     assert result.problems.empty
+
+
+def test_the_commands_pass_the_labels_columns_named(tmp_path, write, monkeypatch):
+    from pipeline.cli import build_parser, main, own_data_overrides
+    from pipeline.config import load_config
+    from pipeline.stages.run import prepare_split
+
+    scans = tmp_path / "scans"
+    for index in range(8):
+        write.png(scans / f"s{index}.png", write.image(index))
+    (scans / "labels.csv").write_text("image,diagnosis,target\n" + "".join(
+        f"s{index}.png,{'melanoma' if index % 2 else 'nevus'},{index % 2}\n" for index in range(8)))
+    assert main(["ingest", str(scans), "--out", str(tmp_path / "m.csv")]) == 2  # diagnosis or target?
+    assert main(["ingest", str(scans), "--out", str(tmp_path / "m.csv"), "--label-column", "target"]) == 0
+    assert set(pd.read_csv(tmp_path / "m.csv", dtype=str)["label"]) == {"0", "1"}
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["run", "--scans", str(scans), "--label-column", "diagnosis", "--quiet"])
+    overrides, _ = own_data_overrides(args)
+    assert 'data.label_column="diagnosis"' in overrides
+    frame, classes = prepare_split(load_config(None, overrides), progress=False)
+    assert classes == ["melanoma", "nevus"]

@@ -330,13 +330,14 @@ def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split
     first.write_text("file,label\nnormal/normal0.png,normal\nabnormal/abnormal0.png,abnormal\n")
     second.write_text("file,label\nnormal/normal1.png,normal\nabnormal/abnormal1.png,abnormal\n")
 
-    def manifest(labels):
+    def manifest(labels, label_column=None):
         args = argparse.Namespace(scans=str(scans), labels=labels, labels_per_class=None, extra_labels=None,
-                                  positive=None, minutes=None, seed=None)
+                                  positive=None, minutes=None, seed=None, label_column=label_column)
         return next(o for o in own_data_overrides(args)[0] if o.startswith("data.manifest="))
 
     assert manifest(str(first)) != manifest(str(second))  # an existing manifest is reused only for its labels
     assert manifest(str(first)) == manifest(str(first))
+    assert manifest(str(first), label_column="label") != manifest(str(first))  # and the columns chosen
     assert manifest(None) == 'data.manifest="data_manifests/scans.csv"'  # class subfolders, no labels file
 
 

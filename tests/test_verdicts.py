@@ -80,6 +80,27 @@ def test_verdicts_read_the_labels_file_as_ingest_does(tmp_path, write):
         str((scans / "c.png").resolve()): "normal"}
 
 
+def test_verdicts_read_the_labels_columns_ingest_was_told(tmp_path, write):
+    scans = tmp_path / "images"
+    for name in ("a.png", "b.png", "c.png"):
+        write.png(scans / name, write.image(hash(name) % 100))
+    labels = tmp_path / "train.csv"
+    labels.write_text("image_name,diagnosis,target\na.png,nevus,0\nb.png,melanoma,1\n")
+    verdicts = write.csv(tmp_path / "verdicts.csv", [{"file": "c.png", "label": "1"}])
+    with pytest.raises(ValueError, match="could each be the label"):
+        merge_verdicts(scans, verdicts, tmp_path / "out", labels=labels)
+    merged = merge_verdicts(scans, verdicts, tmp_path / "out", labels=labels, columns={"label": "target"})
+    table = pd.read_csv(merged, keep_default_na=False)
+    assert dict(zip(table["file"].map(lambda f: f.rsplit("/", 1)[-1]), table["label"].astype(str))) == {
+        "a.png": "0", "b.png": "1", "c.png": "1"}
+    # another choice of columns is another merged file; the verdict's label must be one of its classes
+    with pytest.raises(ValueError, match="label '1' is not one of the classes melanoma, nevus"):
+        merge_verdicts(scans, verdicts, tmp_path / "out", labels=labels, columns={"label": "diagnosis"})
+    verdicts.write_text("file,label\nc.png,melanoma\n")
+    again = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out", labels=labels, columns={"label": "diagnosis"}))
+    assert sorted(again["label"]) == ["melanoma", "melanoma", "nevus"]
+
+
 def test_a_verdict_of_a_joined_class_keeps_the_finer_label_it_confirms(tmp_path, write):
     # A model screening benign+malignant as one class offers that class on its review page.
     scans = tmp_path / "scans"

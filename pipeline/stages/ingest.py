@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +139,7 @@ def ingest(
     class_subfolders: bool = False,
     manifest_dir: str | os.PathLike = "data_manifests",
     workers: int = 2,
+    columns: Mapping[str, str] | None = None,
 ) -> IngestResult:
     """Read every scan under ``scans`` and write a manifest and a problems list.
 
@@ -161,6 +162,9 @@ def ingest(
         Take each scan's label from its first-level subfolder instead of a labels file.
     workers
         Processes reading scans.
+    columns
+        The labels file's column for a role where its usual names do not settle it, by role
+        (``file``, ``label``, ``group``, ``split``): ``{"label": "target"}``.
 
     Returns
     -------
@@ -183,7 +187,11 @@ def ingest(
         labels = root / "labels.csv"
         log.info("using labels file %s", labels)
 
-    label_rows, problems = read_labels(labels, root) if labels is not None else ({}, [])
+    if labels is None and columns and any(columns.values()):
+        named = ", ".join(f"{role}={name!r}" for role, name in columns.items() if name)
+        raise ValueError(f"labels columns were named ({named}) but there is no labels file: give it with --labels, "
+                         f"or leave the column options out where the class subfolders of {root} are the labels")
+    label_rows, problems = read_labels(labels, root, columns) if labels is not None else ({}, [])
     # A mask the labels file names is the user's call; the rest are not scans.
     masks = {mask: scan for mask, scan in segmentation_masks(paths).items()
              if os.path.realpath(mask) not in label_rows}

@@ -41,7 +41,7 @@ def prepare_split(config: Config, progress: bool = True):
     manifest = manifest_path(config)
     if not manifest.exists():
         ingest(data.scans, labels=data.labels or None, out=manifest, classes=data.classes or None,
-               class_subfolders=data.class_subfolders, workers=config.train.workers)
+               class_subfolders=data.class_subfolders, workers=config.train.workers, columns=data.columns)
     split_file = split_path(config)
     if not split_file.exists():
         s = config.split
