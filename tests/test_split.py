@@ -226,3 +226,18 @@ def test_a_class_too_small_for_a_labelled_and_a_calibration_scan_is_left_out(tmp
     # asked for by count, a class too small is still refused, by name
     with pytest.raises(ValueError, match="class 'other' has 2 available, labels_per_class=3"):
         make_split(manifest, labels_per_class=3)
+
+
+def test_labels_of_fewer_than_two_classes_are_refused_before_training(tmp_path, write):
+    # A folder whose scans sit in one subfolder (images/) is one class; the plan's probe crashed on it.
+    one = write.manifest(tmp_path / "one.csv", [{"scan_id": f"images/s{i}.png", "label": "images"} for i in range(30)])
+    with pytest.raises(ValueError, match="of one class, 'images' \\(24 scans\\), and a model needs two or more.*"
+                                         "subfolder per class"):
+        make_split(one, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2)
+    # the other class left out as too small leaves one: refused too
+    rows = [{"scan_id": f"s{i}", "label": "a"} for i in range(20)] + [{"scan_id": "t", "label": "b"}]
+    with pytest.raises(ValueError, match="of one class, 'a'"):
+        make_split(write.manifest(tmp_path / "stray.csv", rows), labelled_fraction=0.75, calibration_fraction=0.99)
+    none = write.manifest(tmp_path / "none.csv", [{"scan_id": f"s{i}.png"} for i in range(10)])
+    with pytest.raises(ValueError, match="no scan outside the test set is labelled.*--labels"):
+        make_split(none, labels_per_class=2)

@@ -115,6 +115,7 @@ def make_split(
                     "relabel them", labelled_fraction, named, more)
         rows = rows[~rows["label"].isin(left_out)].reset_index(drop=True)
         pool = rows[~rows["unit"].isin(test)]
+    _check_two_classes(pool)
     quotas = _quotas(
         pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction"
     )
@@ -252,6 +253,20 @@ def _too_small(pool: pd.DataFrame, labelled_fraction: float | None, calibration_
         if labelled == 0 or calibration == 0:
             small[str(label)] = int(n)
     return small
+
+
+def _check_two_classes(pool: pd.DataFrame) -> None:
+    """Refuse a split no model can learn from: labelled scans of fewer than two classes outside the
+    test set (a folder holding one subfolder, ``images/``, is one class)."""
+    counts = pool.loc[pool["label"] != "", "label"].value_counts()
+    how = ("a labels file (columns file,label: --labels, LABELS=) or a subfolder per class (normal/ and "
+           "abnormal/, say)")
+    if len(counts) == 0:
+        raise ValueError(f"no scan outside the test set is labelled; nothing to learn from: give labels in {how}")
+    if len(counts) == 1:
+        raise ValueError(f"every labelled scan outside the test set is of one class, {counts.index[0]!r} "
+                         f"({counts.iloc[0]} scans), and a model needs two or more: give labels of each class in "
+                         f"{how}")
 
 
 def _quotas(
