@@ -386,23 +386,55 @@ def meaningful_folders(root: Path, paths: list[Path], classes: Collection[str] =
 UNLABELLED_FOLDERS = ("unlabelled", "unlabeled", "no label", "nolabel", "not labelled", "not labeled")
 
 
-def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collection[str] = ()
-                  ) -> dict[Path, tuple[str, str]]:
+# A first-level folder named as a patient's id is: three or more digits (IDC's 10253/), a word for
+# a patient and a number, or a BIDS subject. One or two digits are class names often (0/ to 4/).
+_ID_FOLDER = re.compile(r"^(?:\d{3,}|(?:patient|subject|case)[-_ ]?\d+|sub-[A-Za-z0-9]+)$", re.IGNORECASE)
+
+
+def patient_folders(folders: Collection[tuple[str, ...]]) -> bool:
+    """Whether the first-level folders of ``folders`` (each scan's, from :func:`meaningful_folders`)
+    are patients', the classes being the folders inside them, as the breast histopathology set ships
+    (``10253/0/``, ``10253/1/``): every first-level folder named as an id, every scan in a
+    subfolder, and each subfolder name found under two or more of them."""
+    labelled = [parts for parts in folders if not parts or class_key(parts[0]) not in UNLABELLED_FOLDERS]
+    if not labelled or any(len(parts) < 2 for parts in labelled):
+        return False
+    patients = {parts[0] for parts in labelled}
+    if len(patients) < 2 or not all(_ID_FOLDER.match(name) for name in patients):
+        return False
+    holding: dict[str, set[str]] = {}
+    for parts in labelled:
+        holding.setdefault(class_key(parts[1]), set()).add(parts[0])
+    return len(holding) >= 2 and all(len(inside) >= 2 for inside in holding.values())
+
+
+def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collection[str] = (),
+                  groups: dict[Path, str] | None = None) -> dict[Path, tuple[str, str]]:
     """``{scan path: (label, split)}`` from the folders the scans sit in (those that say something:
     :func:`meaningful_folders`): the first-level folder names the class, or, where every first-level
     folder names a split (:func:`split_folders`), the second-level one does and the first gives the
-    split. ``classes``: those the labels may name, where known. Scans outside class folders are left
-    out and reported in ``problems``; those in an ``unlabelled/`` folder are left out in silence."""
+    split; where the first-level folders are patients' (:func:`patient_folders`), the second-level one
+    names the class and ``groups`` (when given) gets each scan's patient folder. ``classes``: those the
+    labels may name, where known. Scans outside class folders are left out and reported in
+    ``problems``; those in an ``unlabelled/`` folder are left out in silence."""
     if all(len(path.relative_to(root).parts) == 1 for path in paths):
         return {}  # a flat folder: nothing to say about each scan
     folders = meaningful_folders(root, paths, classes)
-    by_split = split_folders([parts[0] for parts in folders.values() if parts], problems)
+    by_patient = patient_folders(folders.values())
+    by_split = not by_patient and split_folders([parts[0] for parts in folders.values() if parts], problems)
+    if by_patient:
+        log.info("first-level folders such as %s/ are patients': the classes are the folders inside them",
+                 next(parts[0] for parts in folders.values() if parts))
     labels = {}
     for path, parts in folders.items():
         relative = path.relative_to(root).as_posix()
         if parts and class_key(parts[0]) in UNLABELLED_FOLDERS:
             continue  # the unlabelled pool, beside the class (or split) folders
-        if by_split and len(parts) >= 2:
+        if by_patient:
+            labels[path] = (parts[1], "")
+            if groups is not None:
+                groups[path] = parts[0]
+        elif by_split and len(parts) >= 2:
             labels[path] = (parts[1], folder_split(parts[0]))
         elif by_split:
             where = f"a class subfolder of {parts[0]}/" if parts else "a split folder's class subfolder"

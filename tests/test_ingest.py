@@ -632,3 +632,30 @@ def test_the_commands_pass_the_labels_columns_named(tmp_path, write, monkeypatch
     assert 'data.label_column="diagnosis"' in overrides
     frame, classes = prepare_split(load_config(None, overrides), progress=False)
     assert classes == ["melanoma", "nevus"]
+
+
+def test_patient_folders_holding_class_folders_give_the_class_and_the_group(tmp_path, write):
+    # Breast histopathology (IDC): <patient>/<0 or 1>/patches, and a copy of it all in IDC_regular_ps50_idx5/
+    scans = tmp_path / "idc"
+    names = [f"{copy}{patient}/{label}/{patient}_x{len(copy)}_class{label}.png" for copy in ("", "IDC_regular_ps50_idx5/")
+             for patient in ("10253", "8863", "9036") for label in ("0", "1")]
+    for index, name in enumerate(names):
+        write.png(scans / name, write.image(index))
+    manifest = run(scans, tmp_path, class_subfolders=True).manifest.set_index("scan_id")
+    assert set(manifest["label"]) == {"0", "1"}
+    assert manifest.loc["8863/1/8863_x0_class1.png", ["label", "group"]].tolist() == ["1", "8863"]
+    assert manifest.loc["IDC_regular_ps50_idx5/8863/0/8863_x22_class0.png", ["label", "group"]].tolist() == [
+        "0", "8863"]
+
+
+@pytest.mark.parametrize("layout, classes", [
+    (["0/left/a.png", "0/right/b.png", "1/left/c.png", "1/right/d.png"], {"0", "1"}),  # grade folders, eyes inside
+    (["ct/normal/a.png", "ct/abnormal/b.png", "mri/normal/c.png", "mri/abnormal/d.png"], {"ct", "mri"}),
+    (["normal/001/a.png", "abnormal/002/b.png"], {"normal", "abnormal"}),  # classes holding patients
+    (["101/study1/a.png", "102/study2/b.png"], {"101", "102"}),  # ids, but nothing inside them recurs
+])
+def test_folders_not_named_for_patients_keep_the_first_level_class(tmp_path, write, layout, classes):
+    for index, name in enumerate(layout):
+        write.png(tmp_path / "scans" / name, write.image(index))
+    manifest = run(tmp_path / "scans", tmp_path, class_subfolders=True).manifest
+    assert set(manifest["label"]) == classes and set(manifest["group"]) == {""}

@@ -246,7 +246,8 @@ def _manifest_rows(
     """
     rows, label_source = [], {}
     label_rows = dict(label_rows)
-    from_folders = folder_labels(root, paths, problems, classes) if class_subfolders else {}
+    patients: dict[Path, str] = {}
+    from_folders = folder_labels(root, paths, problems, classes, patients) if class_subfolders else {}
     if class_subfolders and all(len(path.relative_to(root).parts) == 1 for path in paths):
         log.warning("no labels file and no subfolders under %s: every scan is unlabelled", root)
     used = {}  # labels row key -> whether it names a folder (a patient's, a study's) whose scans take it
@@ -255,6 +256,7 @@ def _manifest_rows(
         row.update(scan_id=scan_id(path.relative_to(root)), path=str(path))
         if path in from_folders:
             row["label"], row["split"] = from_folders[path]
+            row["group"] = patients.get(path, "")
         elif (key := labels_key(real := os.path.realpath(path), label_rows)) in label_rows:
             label_row = label_rows[key]
             used[key] = key != real
