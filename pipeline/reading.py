@@ -117,6 +117,10 @@ class LoadedScan:
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 EXIF_ORIENTATION = 0x0112  # the EXIF tag cameras and phones set instead of turning the pixels
+# Picture modes whose pixel values are not intensities as stored, read as these: a palette PNG holds
+# indices into its palette, a CMYK JPEG ink amounts; grey with alpha keeps its grey.
+PICTURE_MODES = {"P": "RGB", "PA": "RGB", "LA": "L", "La": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
+                 "HSV": "RGB"}
 
 
 def check_file(path: str, max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
@@ -170,6 +174,8 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
 
             # A photo of a film taken upright but stored sideways: turned as every viewer shows it.
             image = ImageOps.exif_transpose(image)
+        if getattr(image, "mode", None) in PICTURE_MODES:
+            image = image.convert(PICTURE_MODES[image.mode])
         data, meta = reader.get_data(image)
     except ScanReadError:
         raise

@@ -27,6 +27,39 @@ def test_multi_page_tiff_is_an_error_that_says_so(tmp_path):
         load_scan(tmp_path / "stack.tiff")
 
 
+def test_palette_cmyk_and_grey_alpha_pictures_are_read_as_their_intensities(tmp_path):
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    paletted = Image.fromarray(colour).quantize(16)  # the palette's order is not its brightness
+    paletted.save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(load_scan(tmp_path / "palette.png").array, np.asarray(paletted.convert("RGB")))
+    grey = rng.integers(0, 255, (40, 48), dtype=np.uint8)
+    Image.fromarray(grey).convert("LA").save(tmp_path / "grey_alpha.png")
+    np.testing.assert_array_equal(load_scan(tmp_path / "grey_alpha.png").array, grey)
+    Image.fromarray(colour).convert("CMYK").save(tmp_path / "print.jpg", quality=95)
+    read = load_scan(tmp_path / "print.jpg").array.astype(int)
+    assert read.shape == colour.shape and np.abs(read - colour).mean() < 12  # ink amounts would be inverted
+
+
+def test_a_scan_whose_pixels_cannot_be_described_is_an_error_row_and_the_rest_are_kept(tmp_path, write, monkeypatch):
+    import pipeline.stages.ingest as ingest_stage
+
+    write.png(tmp_path / "scans" / "a" / "x.png", write.image(1))
+    write.png(tmp_path / "scans" / "b" / "y.png", write.image(2))
+    real = ingest_stage.perceptual_hash
+
+    def fussy(array, is_volume=False):
+        if array.ravel()[0] == write.image(2).ravel()[0]:
+            raise ValueError("cannot reshape")
+        return real(array, is_volume)
+
+    monkeypatch.setattr(ingest_stage, "perceptual_hash", fussy)
+    manifest = ingest(tmp_path / "scans", out=tmp_path / "m.csv", class_subfolders=True, workers=1).manifest
+    rows = manifest.set_index("scan_id")
+    assert rows.loc["a/x.png", "status"] == "ok"
+    assert rows.loc["b/y.png", "status"] == "error" and "ValueError: cannot reshape" in rows.loc["b/y.png", "error"]
+
+
 @pytest.mark.parametrize("relative, system", [
     (".DS_Store", True), ("sub/Thumbs.db", True), ("desktop.ini", True), ("__MACOSX/a/._x.png", True),
     (".ipynb_checkpoints/x.png", True), ("._scan.png", True), ("scan.png", False), ("a/b.nii.gz", False),

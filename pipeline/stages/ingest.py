@@ -76,6 +76,13 @@ def describe_scan(path: str | os.PathLike) -> dict[str, str]:
             "status": "error",
             "error": f"cannot read file: {error.strerror or error}",
         }
+    try:
+        return _describe_pixels(scan, fields)
+    except Exception as error:  # one scan's surprise is its error row; the others' rows are kept
+        return {**fields, "status": "error", "error": f"cannot describe its pixels: {type(error).__name__}: {error}"}
+
+
+def _describe_pixels(scan, fields: dict[str, str]) -> dict[str, str]:
     values = np.asarray(scan.array)
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         return {**fields, "status": "error", "error": "contains NaN or infinite values"}
