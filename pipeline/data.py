@@ -51,7 +51,8 @@ from pipeline.reading import ScanReadError, load_scan, spatial_shape_of
 
 log = logging.getLogger("pipeline.data")
 # 2: pictures with an EXIF orientation are read turned as viewers show them
-CACHE_VERSION = 2
+# 3: palette, CMYK and grey-with-alpha pictures read as their intensities; a NIfTI of one slice is 2D
+CACHE_VERSION = 3
 
 
 class LoadScand(MapTransform):

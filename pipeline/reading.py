@@ -187,10 +187,13 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     array = np.asarray(data)
     if array.size == 0:
         raise ScanReadError(path, "image has no pixels")
-    is_volume = scan_suffix(path).startswith(".nii")
+    is_nifti = scan_suffix(path).startswith(".nii")
+    if is_nifti and array.ndim in (3, 4) and array.shape[2:] in ((1,), (1, 1)):
+        array = array.reshape(array.shape[:2])  # one slice: a 2D image, as a DICOM frame is
+    is_volume = is_nifti and array.ndim >= 3
     spacing = None
     affine = None
-    if is_volume:
+    if is_nifti:
         pixdim = np.asarray(meta.get("pixdim", []), dtype=float)
         spatial = min(array.ndim, 3)
         if pixdim.size > spatial:

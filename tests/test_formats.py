@@ -110,3 +110,16 @@ def test_a_picture_with_an_exif_orientation_is_read_turned_as_viewers_show_it(tm
     turned = load_scan(tmp_path / "photo.jpg").array
     assert turned.shape == (6, 4) and turned[:, -1].mean() > 200 and turned[:, 0].mean() < 50  # top row now right
     assert load_scan(tmp_path / "plain.jpg").array.shape == (4, 6)
+
+
+@pytest.mark.parametrize("shape", [(40, 48, 1), (40, 48, 1, 1), (40, 48)])
+def test_a_nifti_of_one_slice_is_a_2d_image(tmp_path, shape):
+    import nibabel as nib
+
+    values = np.random.default_rng(0).normal(100, 20, shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(values, np.diag([0.7, 0.7, 3.0, 1.0])), tmp_path / "slice.nii.gz")
+    scan = load_scan(tmp_path / "slice.nii.gz")
+    assert scan.shape == (40, 48) and not scan.is_volume and scan.spacing == pytest.approx((0.7, 0.7))
+    np.testing.assert_array_equal(scan.array, values.reshape(40, 48))
+    nib.save(nib.Nifti1Image(np.ones((40, 48, 2), np.float32), np.eye(4)), tmp_path / "two.nii.gz")
+    assert load_scan(tmp_path / "two.nii.gz").is_volume  # two slices are a volume still
