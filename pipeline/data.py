@@ -360,8 +360,14 @@ def split_frame(config: Config):
     if members:
         merged["label"] = merged["label"].where(~merged["label"].isin(members), positive)
         classes = sorted((set(classes) - set(members)) | {positive})
-        log.info("screening %s as one class %r: classes %s", " and ".join(members), positive, ", ".join(classes))
+        said = (positive, tuple(classes))
+        if said not in _SCREENINGS_SAID:  # a run reads its split at each stage; once is enough to say so
+            _SCREENINGS_SAID.add(said)
+            log.info("screening %s as one class %r: classes %s", " and ".join(members), positive, ", ".join(classes))
     return merged, classes
+
+
+_SCREENINGS_SAID: set[tuple[str, tuple[str, ...]]] = set()
 
 
 def load_training_data(config: Config, frame: pd.DataFrame | None = None, classes: list[str] | None = None
