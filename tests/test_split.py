@@ -234,10 +234,14 @@ def test_labels_of_fewer_than_two_classes_are_refused_before_training(tmp_path, 
     with pytest.raises(ValueError, match="of one class, 'images' \\(24 scans\\), and a model needs two or more.*"
                                          "subfolder per class"):
         make_split(one, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2)
-    # the other class left out as too small leaves one: refused too
+    # the other class left out as too small leaves one: refused, naming what was left out and what to do
     rows = [{"scan_id": f"s{i}", "label": "a"} for i in range(20)] + [{"scan_id": "t", "label": "b"}]
-    with pytest.raises(ValueError, match="of one class, 'a'"):
+    with pytest.raises(ValueError, match="only 'a' is left once the classes too small .* \\('b': 1 outside the "
+                                         "test set\\); label more scans of each class, or give --labels-per-class 1"):
         make_split(write.manifest(tmp_path / "stray.csv", rows), labelled_fraction=0.75, calibration_fraction=0.99)
+    tiny = write.manifest(tmp_path / "tiny.csv", [{"scan_id": f"s{i}", "label": "ab"[i % 2]} for i in range(4)])
+    with pytest.raises(ValueError, match="none is left once the classes too small"):
+        make_split(tiny, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2)
     none = write.manifest(tmp_path / "none.csv", [{"scan_id": f"s{i}.png"} for i in range(10)])
     with pytest.raises(ValueError, match="no scan outside the test set is labelled.*--labels"):
         make_split(none, labels_per_class=2)

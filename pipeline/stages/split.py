@@ -115,7 +115,7 @@ def make_split(
                     "relabel them", labelled_fraction, named, more)
         rows = rows[~rows["label"].isin(left_out)].reset_index(drop=True)
         pool = rows[~rows["unit"].isin(test)]
-    _check_two_classes(pool)
+    _check_two_classes(pool, left_out)
     quotas = _quotas(
         pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction"
     )
@@ -255,12 +255,18 @@ def _too_small(pool: pd.DataFrame, labelled_fraction: float | None, calibration_
     return small
 
 
-def _check_two_classes(pool: pd.DataFrame) -> None:
+def _check_two_classes(pool: pd.DataFrame, left_out: dict[str, int]) -> None:
     """Refuse a split no model can learn from: labelled scans of fewer than two classes outside the
-    test set (a folder holding one subfolder, ``images/``, is one class)."""
+    test set (a folder holding one subfolder, ``images/``, is one class), ``left_out`` (too small)
+    named."""
     counts = pool.loc[pool["label"] != "", "label"].value_counts()
     how = ("a labels file (columns file,label: --labels, LABELS=) or a subfolder per class (normal/ and "
            "abnormal/, say)")
+    if len(counts) < 2 and left_out:
+        kept = f"only {counts.index[0]!r} is left" if len(counts) else "none is left"
+        raise ValueError(f"too few labelled scans to train: {kept} once the classes too small for a labelled and "
+                         f"a calibration scan are left out ({', '.join(f'{c!r}: {n}' for c, n in left_out.items())} "
+                         "outside the test set); label more scans of each class, or give --labels-per-class 1")
     if len(counts) == 0:
         raise ValueError(f"no scan outside the test set is labelled; nothing to learn from: give labels in {how}")
     if len(counts) == 1:
