@@ -332,7 +332,7 @@ def split_folders(first: list[str], problems: list) -> bool:
     """Whether the first-level folders ``first`` name splits (``Training/``, ``Testing/``), the classes
     being the folders below them, as in many public exports; a first-level folder so named among class
     folders is reported, since it would become a class."""
-    first = sorted({folder for folder in first if class_key(folder) not in UNLABELLED_FOLDERS})
+    first = sorted({folder for folder in first if not unlabelled_folder(folder)})
     named = [folder for folder in first if folder_split(folder)]
     if named and len(named) == len(first):
         tests = [folder for folder in named if folder_split(folder) == "test"]
@@ -358,7 +358,7 @@ def meaningful_folders(root: Path, paths: list[Path], classes: Collection[str] =
     one, ``glioma`` of ``glioma+meningioma``) is never unwrapped: a scored folder of one class's scans."""
     known = {class_key(part) for name in classes for part in (name, *name.split("+"))}
     folders = {path: path.relative_to(root).parts[:-1] for path in paths}
-    labelled = [parts for parts in folders.values() if not parts or class_key(parts[0]) not in UNLABELLED_FOLDERS]
+    labelled = [parts for parts in folders.values() if not parts or not unlabelled_folder(parts[0])]
     while (labelled and all(len(parts) >= 2 for parts in labelled)
            and len({parts[0] for parts in labelled}) == 1 and class_key(labelled[0][0]) not in known):
         wrapper = labelled[0][0]
@@ -382,8 +382,16 @@ def meaningful_folders(root: Path, paths: list[Path], classes: Collection[str] =
     return {path: parts[1:] if parts[:1] and parts[0] in copies else parts for path, parts in folders.items()}
 
 
-# First-level folders beside the class folders that hold scans without a label, never a class.
-UNLABELLED_FOLDERS = ("unlabelled", "unlabeled", "no label", "nolabel", "not labelled", "not labeled")
+# First-level folders beside the class folders that hold scans without a label, never a class:
+# one of these words in the name (unlabelled/, Unlabeled Images/, pool_unannotated/), or a phrase.
+UNLABELLED_WORDS = ("unlabelled", "unlabeled", "unannotated", "nolabel")
+UNLABELLED_FOLDERS = ("no label", "not labelled", "not labeled")
+
+
+def unlabelled_folder(name: str) -> bool:
+    """Whether a folder's name says its scans have no label (``unlabelled``, ``Unlabeled Images``)."""
+    key = class_key(name)
+    return key in UNLABELLED_FOLDERS or bool(set(re.split(r"[\s\-.]+", key)) & set(UNLABELLED_WORDS))
 
 
 # A first-level folder named as a patient's id is: three or more digits (IDC's 10253/), a word for
@@ -396,7 +404,7 @@ def patient_folders(folders: Collection[tuple[str, ...]]) -> bool:
     are patients', the classes being the folders inside them, as the breast histopathology set ships
     (``10253/0/``, ``10253/1/``): every first-level folder named as an id, every scan in a
     subfolder, and each subfolder name found under two or more of them."""
-    labelled = [parts for parts in folders if not parts or class_key(parts[0]) not in UNLABELLED_FOLDERS]
+    labelled = [parts for parts in folders if not parts or not unlabelled_folder(parts[0])]
     if not labelled or any(len(parts) < 2 for parts in labelled):
         return False
     patients = {parts[0] for parts in labelled}
@@ -428,7 +436,7 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
     labels = {}
     for path, parts in folders.items():
         relative = path.relative_to(root).as_posix()
-        if parts and class_key(parts[0]) in UNLABELLED_FOLDERS:
+        if parts and unlabelled_folder(parts[0]):
             continue  # the unlabelled pool, beside the class (or split) folders
         if by_patient:
             labels[path] = (parts[1], "")

@@ -583,14 +583,24 @@ def test_a_flat_folder_without_labels_is_unlabelled_without_a_problem_per_scan(t
     assert (result.manifest["label"] == "").all() and result.problems.empty
 
 
-def test_an_unlabelled_folder_beside_the_class_folders_is_the_pool_not_a_class(tmp_path, write):
+@pytest.mark.parametrize("pool", ["Unlabeled", "unlabelled_images", "Unlabelled Scans", "pool-unannotated",
+                                  "no label"])
+def test_an_unlabelled_folder_beside_the_class_folders_is_the_pool_not_a_class(tmp_path, write, pool):
     scans = tmp_path / "scans"
     write.png(scans / "normal" / "a.png", write.image(1))
     write.png(scans / "tumour" / "b.png", write.image(2))
-    write.png(scans / "Unlabeled" / "c.png", write.image(3))
+    write.png(scans / pool / "c.png", write.image(3))
     result = run(scans, tmp_path, class_subfolders=True)
     assert result.classes == ["normal", "tumour"] and result.problems.empty
-    assert result.manifest.set_index("scan_id").loc["Unlabeled/c.png", "label"] == ""
+    assert result.manifest.set_index("scan_id").loc[f"{pool}/c.png", "label"] == ""
+
+
+@pytest.mark.parametrize("name, unlabelled", [("labelled", False), ("relabelled", False), ("unknown", False),
+                                              ("Unlabeled", True), ("images_unlabelled", True)])
+def test_folder_names_that_say_unlabelled(name, unlabelled):
+    from pipeline.labels import unlabelled_folder
+
+    assert unlabelled_folder(name) is unlabelled
 
 
 def test_an_unlabelled_folder_beside_split_folders_keeps_them_splits(tmp_path, write):
