@@ -397,23 +397,30 @@ def unlabelled_folder(name: str) -> bool:
 # A first-level folder named as a patient's id is: three or more digits (IDC's 10253/), a word for
 # a patient and a number, or a BIDS subject. One or two digits are class names often (0/ to 4/).
 _ID_FOLDER = re.compile(r"^(?:\d{3,}|(?:patient|subject|case)[-_ ]?\d+|sub-[A-Za-z0-9]+)$", re.IGNORECASE)
+# A year or a day, as exports by date name their folders (2019/, 20190312/, 2019-03-12/)
+_DATE_FOLDER = re.compile(r"^(?:19|20)\d\d(?:-?[01]\d-?[0-3]\d)?$")
 
 
-def patient_folders(folders: Collection[tuple[str, ...]]) -> bool:
-    """Whether the first-level folders of ``folders`` (each scan's, from :func:`meaningful_folders`)
-    are patients', the classes being the folders inside them, as the breast histopathology set ships
-    (``10253/0/``, ``10253/1/``): every first-level folder named as an id, every scan in a
-    subfolder, and each subfolder name found under two or more of them."""
+def outer_folders(folders: Collection[tuple[str, ...]]) -> str | None:
+    """What the first-level folders of ``folders`` (each scan's, from :func:`meaningful_folders`) are
+    where the classes are the folders inside them: ``"date"`` where they all name years or days (an
+    export by date: ``2019/normal/``), ``"patient"`` where they are named as patients' ids (the breast
+    histopathology set's ``10253/0/``, ``10253/1/``); else None. Only where every scan lies in a
+    subfolder of one, and each subfolder name is found under two or more of them."""
     labelled = [parts for parts in folders if not parts or not unlabelled_folder(parts[0])]
     if not labelled or any(len(parts) < 2 for parts in labelled):
-        return False
-    patients = {parts[0] for parts in labelled}
-    if len(patients) < 2 or not all(_ID_FOLDER.match(name) for name in patients):
-        return False
+        return None
+    outer = {parts[0] for parts in labelled}
     holding: dict[str, set[str]] = {}
     for parts in labelled:
         holding.setdefault(class_key(parts[1]), set()).add(parts[0])
-    return len(holding) >= 2 and all(len(inside) >= 2 for inside in holding.values())
+    if len(outer) < 2 or len(holding) < 2 or any(len(inside) < 2 for inside in holding.values()):
+        return None
+    if all(_DATE_FOLDER.match(name) for name in outer):
+        return "date"
+    if all(_ID_FOLDER.match(name) for name in outer):
+        return "patient"
+    return None
 
 
 def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collection[str] = (),
@@ -421,26 +428,27 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
     """``{scan path: (label, split)}`` from the folders the scans sit in (those that say something:
     :func:`meaningful_folders`): the first-level folder names the class, or, where every first-level
     folder names a split (:func:`split_folders`), the second-level one does and the first gives the
-    split; where the first-level folders are patients' (:func:`patient_folders`), the second-level one
-    names the class and ``groups`` (when given) gets each scan's patient folder. ``classes``: those the
+    split; where the first-level folders are patients' or dates (:func:`outer_folders`), the second-level
+    one names the class and ``groups`` (when given) gets each scan's patient folder. ``classes``: those the
     labels may name, where known. Scans outside class folders are left out and reported in
     ``problems``; those in an ``unlabelled/`` folder are left out in silence."""
     if all(len(path.relative_to(root).parts) == 1 for path in paths):
         return {}  # a flat folder: nothing to say about each scan
     folders = meaningful_folders(root, paths, classes)
-    by_patient = patient_folders(folders.values())
-    by_split = not by_patient and split_folders([parts[0] for parts in folders.values() if parts], problems)
-    if by_patient:
-        log.info("first-level folders such as %s/ are patients': the classes are the folders inside them",
-                 next(parts[0] for parts in folders.values() if parts))
+    outer = outer_folders(folders.values())
+    by_split = not outer and split_folders([parts[0] for parts in folders.values() if parts], problems)
+    if outer:
+        log.info("first-level folders such as %s/ are %s: the classes are the folders inside them",
+                 next(parts[0] for parts in folders.values() if parts),
+                 "patients'" if outer == "patient" else "years or days")
     labels = {}
     for path, parts in folders.items():
         relative = path.relative_to(root).as_posix()
         if parts and unlabelled_folder(parts[0]):
             continue  # the unlabelled pool, beside the class (or split) folders
-        if by_patient:
+        if outer:
             labels[path] = (parts[1], "")
-            if groups is not None:
+            if outer == "patient" and groups is not None:
                 groups[path] = parts[0]
         elif by_split and len(parts) >= 2:
             labels[path] = (parts[1], folder_split(parts[0]))

@@ -658,6 +658,16 @@ def test_patient_folders_holding_class_folders_give_the_class_and_the_group(tmp_
         "0", "8863"]
 
 
+def test_folders_by_date_holding_class_folders_give_the_class(tmp_path, write):
+    layout = ["2019/normal/a.png", "2019/abnormal/b.png", "20200312/normal/c.png", "20200312/abnormal/d.png"]
+    for index, name in enumerate(layout):
+        write.png(tmp_path / "scans" / name, write.image(index))
+    manifest = run(tmp_path / "scans", tmp_path, class_subfolders=True).manifest.set_index("scan_id")
+    assert manifest["label"].to_dict() == {"2019/abnormal/b.png": "abnormal", "2019/normal/a.png": "normal",
+                                           "20200312/abnormal/d.png": "abnormal", "20200312/normal/c.png": "normal"}
+    assert set(manifest["group"]) == {""}  # a day is not a patient
+
+
 @pytest.mark.parametrize("layout, classes", [
     (["0/left/a.png", "0/right/b.png", "1/left/c.png", "1/right/d.png"], {"0", "1"}),  # grade folders, eyes inside
     (["ct/normal/a.png", "ct/abnormal/b.png", "mri/normal/c.png", "mri/abnormal/d.png"], {"ct", "mri"}),
