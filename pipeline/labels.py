@@ -257,7 +257,8 @@ def labels_key(real_path: str, rows: dict[str, LabelRow]) -> str:
 
 _BIDS_SUBJECT = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:[_/.]|$)")
 # A folder named for its patient (MURA's patient00001/, case_012/, Subject 3/); never a file name.
-_PATIENT_FOLDER = re.compile(r"(?:^|/)((?:patient|subject|case)[-_ ]?\d+)/", re.IGNORECASE)
+_PATIENT_WORDS = r"(?:patient|subject|case|pat|pt)[-_ ]?\d+"
+_PATIENT_FOLDER = re.compile(rf"(?:^|/)({_PATIENT_WORDS})/", re.IGNORECASE)
 
 
 def folder_patient(scan_id: str) -> str:
@@ -396,7 +397,10 @@ def unlabelled_folder(name: str) -> bool:
 
 # A first-level folder named as a patient's id is: three or more digits (IDC's 10253/), a word for
 # a patient and a number, or a BIDS subject. One or two digits are class names often (0/ to 4/).
-_ID_FOLDER = re.compile(r"^(?:\d{3,}|(?:patient|subject|case)[-_ ]?\d+|sub-[A-Za-z0-9]+)$", re.IGNORECASE)
+_ID_FOLDER = re.compile(rf"^(?:\d{{3,}}|{_PATIENT_WORDS}|sub-[A-Za-z0-9]+)$", re.IGNORECASE)
+_NAMED_PATIENT = re.compile(rf"^(?:{_PATIENT_WORDS}|sub-[A-Za-z0-9]+)$", re.IGNORECASE)
+# A study's or a series' folder in an export (a DICOMDIR's ST000000/SE000000/), never a class
+_STUDY_FOLDER = re.compile(r"^(?:st|se|study|series)[-_ ]?\d*$", re.IGNORECASE)
 # A year or a day, as exports by date name their folders (2019/, 20190312/, 2019-03-12/)
 _DATE_FOLDER = re.compile(r"^(?:19|20)\d\d(?:-?[01]\d-?[0-3]\d)?$")
 
@@ -415,6 +419,8 @@ def outer_folders(folders: Collection[tuple[str, ...]]) -> str | None:
     for parts in labelled:
         holding.setdefault(class_key(parts[1]), set()).add(parts[0])
     if len(outer) < 2 or len(holding) < 2 or any(len(inside) < 2 for inside in holding.values()):
+        return None
+    if any(_STUDY_FOLDER.match(parts[1]) for parts in labelled):
         return None
     if all(_DATE_FOLDER.match(name) for name in outer):
         return "date"
@@ -436,6 +442,12 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
         return {}  # a flat folder: nothing to say about each scan
     folders = meaningful_folders(root, paths, classes)
     outer = outer_folders(folders.values())
+    first = {parts[0] for parts in folders.values() if parts and not unlabelled_folder(parts[0])}
+    if not outer and first and all(_NAMED_PATIENT.match(name) for name in first):
+        log.warning("the first-level folders are patients' (%s/ ...), not classes, and no labels file was given: "
+                    "every scan is unlabelled; give a labels file naming each patient's folder and its label",
+                    sorted(first)[0])
+        return {}
     by_split = not outer and split_folders([parts[0] for parts in folders.values() if parts], problems)
     if outer:
         log.info("first-level folders such as %s/ are %s: the classes are the folders inside them",

@@ -21,14 +21,16 @@ import numpy as np
 
 SCAN_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-# Metadata that operating systems leave in folders: never scans, skipped and counted, not errors.
-SYSTEM_FILE_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"}
+# Metadata that operating systems leave in folders, and the index a DICOM export writes beside its
+# files (DICOMDIR: a DICOM file without an image): never scans, skipped and counted, not errors.
+SYSTEM_FILE_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "dicomdir"}
 SYSTEM_FOLDER_NAMES = {"__macosx"}
 
 
 def is_system_file(relative_path: str | os.PathLike) -> bool:
     """True for operating-system metadata: ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, anything
-    in ``__MACOSX/`` or in a hidden folder (``.ipynb_checkpoints/``), and hidden files."""
+    in ``__MACOSX/`` or in a hidden folder (``.ipynb_checkpoints/``), and hidden files; and for a
+    DICOM export's ``DICOMDIR``."""
     parts = Path(relative_path).parts
     if any(part.lower() in SYSTEM_FOLDER_NAMES or part.startswith(".") for part in parts[:-1]):
         return True

@@ -679,3 +679,18 @@ def test_folders_not_named_for_patients_keep_the_first_level_class(tmp_path, wri
         write.png(tmp_path / "scans" / name, write.image(index))
     manifest = run(tmp_path / "scans", tmp_path, class_subfolders=True).manifest
     assert set(manifest["label"]) == classes and set(manifest["group"]) == {""}
+
+
+def test_patient_folders_without_class_folders_are_not_classes(tmp_path, write):
+    # A DICOM export's PT000000/ST000000/SE000000/IM000000 layout, read without a labels file
+    scans = tmp_path / "export"
+    for index, patient in enumerate(["PT000000", "PT000001", "PT000002"]):
+        for study in ("ST000000", "ST000001"):
+            write.png(scans / patient / study / "SE000000" / "IM000000.png", write.image(10 * index + len(study)
+                                                                                         + int(study[-1])))
+    (scans / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+    result = run(scans, tmp_path, class_subfolders=True)
+    manifest = result.manifest.set_index("scan_id")
+    assert set(manifest["label"]) == {""} and len(manifest) == 6
+    assert manifest.loc["PT000001/ST000001/SE000000/IM000000.png", "group"] == "PT000001"
+    assert result.problems["item"].tolist() == ["DICOMDIR"]  # skipped and counted, not a damaged scan

@@ -184,7 +184,7 @@ def ingest(
     everything = list_files(root)
     paths = [path for path in everything if is_scan_file(path)]
     if not paths:
-        raise ValueError(f"no scans ({', '.join(SCAN_SUFFIXES)}) found under {root}")
+        raise ValueError(f"no scans (DICOM, or files ending {', '.join(SCAN_SUFFIXES)}) found under {root}")
     name = name or root.name
     if os.sep in name or "/" in name:
         raise ValueError(f"name {name!r} must be a plain name, not a path; use out= for a path")
@@ -209,7 +209,7 @@ def ingest(
         ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, PNG, JPEG, TIFF, BMP); not ingested")
         for other in everything if not is_scan_file(other) and other != labels_file
     ]
-    problems += [("skipped", name, "system file (operating-system metadata or a hidden folder); skipped")
+    problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, or a DICOM export's DICOMDIR index); skipped")
                  for name in system_files(root)]
     classes = None if classes is None else [str(name) for name in classes]  # read twice below
     rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
