@@ -196,7 +196,8 @@ def read_labels(
                          "name the file column with --file-column (make: FILE_COLUMN=), or rename it")
     rows: dict[str, LabelRow] = {}
     problems = []
-    from_scans = repeats = deeper = 0
+    from_scans = repeats = deeper = elsewhere = 0
+    example = None
     by_name = None
     columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source"))
     # Line numbers as an editor shows them: the header, where there is one, is line 1.
@@ -206,6 +207,9 @@ def read_labels(
             problems.append(("labels", where, "no file name; fill it in or delete the row"))
             continue
         key, trouble = locate(file, bases)
+        if key is None and "/" in file.replace("\\", "/") and (key := locate_by_tail(file, bases)):
+            elsewhere += 1
+            example = example or (file, key)
         if key is None and scans is not None and "/" not in file.replace("\\", "/"):
             # HAM10000 names ISIC_0027419 for HAM10000_images_part_2/ISIC_0027419.jpg
             by_name = files_by_name(scans) if by_name is None else by_name
@@ -235,6 +239,9 @@ def read_labels(
             split = ""
         rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
                              reviewed=source in REVIEWED_SOURCES)
+    if elsewhere:
+        log.info("%s: %d files written as paths of another machine or folder were found by the end of their path "
+                 "(%s as %s)", labels_path.name, elsewhere, *example)
     if deeper:
         log.info("%s: %d files found by name in subfolders of the scan folder %s", labels_path.name, deeper, scans)
     if repeats:
@@ -301,6 +308,21 @@ def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
     looked = " or ".join(dict.fromkeys(written))
     also = ", also with a scan suffix added" if scan_suffix(file) is None else ""
     return None, f"file {file!r} does not exist (looked for {looked}{also}); fix the path or delete the row"
+
+
+def locate_by_tail(file: str, bases: list[Path]) -> str | None:
+    """The real path of a labels row's ``file`` written for another machine or folder
+    (``/kaggle/input/chest-xray/chest_xray/train/NORMAL/x.jpeg``, ``C:\\data\\images\\x.png``): the
+    longest end of its path found below one of ``bases``, or None."""
+    parts = Path(file.replace("\\", "/")).parts
+    if parts[:1] == ("/",) or re.match(r"^[A-Za-z]:$", parts[0] if parts else ""):
+        parts = parts[1:]
+    for start in range(1, len(parts)):  # the whole relative path was looked for already
+        tail = Path(*parts[start:])
+        for base in bases:
+            if os.path.isfile(base / tail):
+                return os.path.realpath(base / tail)
+    return None
 
 
 def files_by_name(scans: str | os.PathLike) -> dict[str, list[str]]:

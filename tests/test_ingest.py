@@ -694,3 +694,24 @@ def test_patient_folders_without_class_folders_are_not_classes(tmp_path, write):
     assert set(manifest["label"]) == {""} and len(manifest) == 6
     assert manifest.loc["PT000001/ST000001/SE000000/IM000000.png", "group"] == "PT000001"
     assert result.problems["item"].tolist() == ["DICOMDIR"]  # skipped and counted, not a damaged scan
+
+
+def test_paths_written_on_another_machine_are_found_by_their_end(tmp_path, write):
+    # a labels file made in a Kaggle or Colab notebook, or on Windows, names files where they lay there
+    scans = tmp_path / "chest_xray"
+    write.png(scans / "train" / "NORMAL" / "a.jpeg", write.image(1))
+    write.png(scans / "test" / "NORMAL" / "a.jpeg", write.image(2))
+    write.png(scans / "train" / "PNEUMONIA" / "b.jpeg", write.image(3))
+    write.png(scans / "train" / "PNEUMONIA" / "c.jpeg", write.image(4))
+    (scans / "labels.csv").write_text(
+        "file,label\n"
+        "/kaggle/input/chest-xray-pneumonia/chest_xray/train/NORMAL/a.jpeg,normal\n"
+        "/content/drive/MyDrive/chest_xray/test/NORMAL/a.jpeg,normal\n"
+        "C:\\Users\\me\\chest_xray\\train\\PNEUMONIA\\b.jpeg,pneumonia\n"
+        "old_root/train/PNEUMONIA/c.jpeg,pneumonia\n"
+        "/kaggle/input/chest-xray-pneumonia/chest_xray/val/NORMAL/d.jpeg,normal\n")
+    result = run(scans, tmp_path)
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {
+        "test/NORMAL/a.jpeg": "normal", "train/NORMAL/a.jpeg": "normal", "train/PNEUMONIA/b.jpeg": "pneumonia",
+        "train/PNEUMONIA/c.jpeg": "pneumonia"}
+    assert result.problems["item"].tolist() == ["labels.csv line 6"]  # found nowhere: still named
