@@ -495,3 +495,12 @@ def test_joined_classes_are_only_classes_the_data_has():
     assert joined_classes("benign+cyst", ["benign", "malignant"]) == []
     with pytest.raises(ValueError, match="joins 'malignnt', which is not one of the classes"):
         check_positive_class("benign+malignnt", ["benign", "malignant", "normal"])
+
+
+def test_a_positive_class_written_as_another_number_is_pointed_to():
+    from pipeline.stages.run import check_positive_class
+
+    with pytest.raises(ValueError, match="'1' is not one of the classes '0.0', '1.0' \\(did you mean '1.0'\\?\\)"):
+        check_positive_class("1", ["0.0", "1.0"])
+    with pytest.raises(ValueError, match="'x' is not one of the classes '0.0', '1.0'; set"):
+        check_positive_class("x", ["0.0", "1.0"])

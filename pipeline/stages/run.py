@@ -84,8 +84,16 @@ def check_positive_class(positive: str, classes: list[str], healthy: str = "") -
 
 
 def _meant(name: str, classes: list[str]) -> str:
-    meant = [other for other in classes if class_key(other) == class_key(name)]
+    meant = [other for other in classes if class_key(other) == class_key(name) or _same_number(other, name)]
     return f" (did you mean {meant[0]!r}?)" if len(meant) == 1 else ""
+
+
+def _same_number(a: str, b: str) -> bool:
+    """"1" and "1.0" (a labels file saved by pandas from a column with a blank writes its 1s as 1.0)."""
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
 
 
 HEALTHY_NAMES = ("normal", "healthy", "no finding", "no tumor", "no tumour", "notumor", "notumour", "negative",
