@@ -308,6 +308,8 @@ def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_pa
     assert plan["settings"]["split.labels_per_class"]["set_by"] == "user"
     assert plan["settings"]["network.channels"]["set_by"] == "user"  # typed as network.channels=[4,8]
     assert plan["settings"]["preprocess.spatial_size"]["value"] == [28, 28]
+    split = plan["settings"]["data.split"]  # named after the data: the file it names is said
+    assert split["value"] == "" and split["resolved"] == "data_manifests/scans.3per-class.seed0.split.csv"
     assert (run / "config.toml").read_text().count("positive_class = \"abnormal\"") == 1
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["screening"]["positive_class"] == "abnormal"

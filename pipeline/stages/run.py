@@ -163,8 +163,11 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     for key, why in (implied or {}).items():
         if record["settings"].get(key, {}).get("set_by") == "user":
             record["settings"][key].update(set_by="command line", reason=why)
+    for key, path in (("data.manifest", manifest_path(config)), ("data.split", split_path(config))):
+        if record["settings"].get(key, {}).get("value") == "":  # "": named after the data; say which file
+            record["settings"][key]["resolved"] = str(path)
     for key, entry in record["settings"].items():
-        log.info("plan: %s = %s (%s%s)", key, entry["value"], entry["set_by"],
+        log.info("plan: %s = %s (%s%s)", key, entry.get("resolved", entry["value"]), entry["set_by"],
                  f": {entry['reason']}" if entry.get("reason") and entry["set_by"] != "user" else "")
     return config, record
 
