@@ -41,8 +41,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_column_arguments(parser) -> None:
     for role, what in (("file", "file names"), ("label", "labels"), ("group", "patient (group) ids")):
         parser.add_argument(f"--{role}-column", metavar="NAME",
-                            help=f"the labels file's column of {what}, where its usual names do not say "
-                                 f"(data.{role}_column)")
+                            help=f"the labels file's column of {what}, by its name or its number from 1, where "
+                                 f"its usual names do not say (data.{role}_column)")
 
 
 def _named_columns(args) -> dict[str, str]:

@@ -74,13 +74,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_table(path: str | os.PathLike, what: str, columns_needed: str) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, what: str, columns_needed: str, header: bool = True) -> pd.DataFrame:
     """Read a CSV a person wrote or saved from a spreadsheet: every cell as text (blank cells
-    ``""``), column names stripped and lower-cased.
+    ``""``), column names stripped and lower-cased (without a ``header`` line: numbered from 1).
 
-    Comma, semicolon or tab separated (the header line decides: Excel writes ``;`` where the
-    decimal mark is a comma); UTF-8 with or without a byte-order mark, else Windows-1252, as
-    Excel's plain "CSV" is on Windows.
+    Comma, semicolon or tab separated (the first line decides: Excel writes ``;`` where the
+    decimal mark is a comma), else by spaces (a list such as ``3 ARDSSevere.png pneumonia``);
+    UTF-8 with or without a byte-order mark, else Windows-1252, as Excel's plain "CSV" is on Windows.
 
     Raises
     ------
@@ -100,14 +100,18 @@ def read_table(path: str | os.PathLike, what: str, columns_needed: str) -> pd.Da
             raise ValueError(f"{what} {path} is not text (neither UTF-8 nor Windows-1252); "
                              "save it as CSV UTF-8") from None
         log.warning("%s %s is not UTF-8; read as Windows-1252 (Excel's CSV on Windows)", what, path)
-    header = text.lstrip().split("\n", 1)[0]
-    separator = "," if "," in header else next((s for s in (";", "\t") if s in header), ",")
+    first = text.lstrip().split("\n", 1)[0]
+    separator = "," if "," in first else next((s for s in (";", "\t") if s in first),
+                                              r"\s+" if len(first.split()) > 1 else ",")
     try:
-        table = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False)
+        table = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False,
+                            header=0 if header else None, engine="python" if separator == r"\s+" else "c")
     except pd.errors.EmptyDataError:
         raise ValueError(f"{what} {path} is empty; it needs a header line {columns_needed}") from None
     except pd.errors.ParserError as error:
         raise ValueError(f"{what} {path} is not valid CSV: {error}") from None
+    if not header:
+        table.columns = [str(number) for number in range(1, len(table.columns) + 1)]
     # the names as written, for labels given as column names (one-hot classes: image,MEL,NV)
     table.attrs["written_columns"] = {str(column).strip().lower(): str(column).strip() for column in table.columns}
     table.columns = [str(column).strip().lower() for column in table.columns]

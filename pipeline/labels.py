@@ -123,6 +123,8 @@ def _user_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, s
         if not name:
             continue
         column = name.strip().lower()
+        if column not in table.columns and column.isdigit() and 1 <= int(column) <= len(table.columns):
+            column = table.columns[int(column) - 1]  # a column given by its number, from 1
         if column not in table.columns:
             raise ValueError(f"labels file {labels_path} has no column {name!r} ({COLUMN_OPTIONS[role]}); "
                              f"its columns: {', '.join(written.get(c, c) for c in table.columns)}")
@@ -176,14 +178,16 @@ def read_labels(
     base = labels_path.absolute().parent
     bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
     table = read_table(labels_path, "labels file", "file,label")
-    written = list(table.attrs["written_columns"].values())
-    headerless = (len(written) == 2 and not any((columns or {}).values())
-                  and not set(table.columns) & {"file", *COLUMN_NAMES["file"]}
-                  and locate(written[0], bases)[0] is not None)
+    columns = dict(columns or {})
+    found = _files_in_header(table, bases, columns)
+    headerless = found is not None
     if headerless:
-        # no header line (MURA's "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1"): its first row is data
-        log.info("labels file %s has no header line: its columns are read as file,label", labels_path.name)
-        table = pd.DataFrame([written, *table.to_numpy().tolist()], columns=["file", "label"], dtype=str)
+        # no header line (MURA's "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1",
+        # COVIDx's "3 ARDSSevere.png pneumonia cohen"): its first line is data, its columns numbered
+        table = read_table(labels_path, "labels file", "file,label", header=False)
+        columns = _headerless_columns(table, labels_path, found, columns)
+        log.info("labels file %s has no header line: column %s read as the files, column %s as the labels",
+                 labels_path.name, columns["file"], columns["label"])
     table = name_columns(table, labels_path, columns)
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
@@ -280,6 +284,43 @@ def folder_patient(scan_id: str) -> str:
 # Tried after a ``file`` without a scan suffix that does not exist as written: many public labels files
 # give an image id (``ISIC_0024306``, a patient id) where the file is ``ISIC_0024306.jpg`` or ``.dcm``.
 GUESSED_SUFFIXES = tuple(dict.fromkeys(s for suffix in (*SCAN_SUFFIXES, ".dcm") for s in (suffix, suffix.upper())))
+
+
+def _files_in_header(table, bases: list[Path], columns: dict[str, str]) -> int | None:
+    """The number (from 1) of the first column whose header cell names an existing file or folder as
+    a path does (a separator or a scan suffix in it), where no header cell is a file column's name:
+    the file has no header line. None where it has one."""
+    named = {name.strip().lower() for name in columns.values() if name and not name.strip().isdigit()}
+    if set(table.columns) & ({"file", *COLUMN_NAMES["file"]} | named):
+        return None
+    for number, cell in enumerate(table.attrs["written_columns"].values(), start=1):
+        path_like = "/" in cell or "\\" in cell or scan_suffix(cell) or cell.lower().endswith(".dcm")
+        if path_like and locate(cell, bases)[0] is not None:
+            return number
+    return None
+
+
+def _headerless_columns(table, labels_path: Path, files: int, columns: dict[str, str]) -> dict[str, str]:
+    """The roles' column numbers of a labels file without a header line: the user's, else the column
+    naming files (``files``) and, of two columns, the other one as the labels.
+
+    Raises
+    ------
+    ValueError
+        Of three or more columns, which one holds the labels is not said (``--label-column N``).
+    """
+    numbers = [str(number) for number in range(1, len(table.columns) + 1)]
+    chosen = {"file": str(files), **{role: name.strip() for role, name in columns.items() if name}}
+    others = [number for number in numbers if number not in chosen.values()]
+    if "label" not in chosen and len(numbers) == 2:
+        chosen["label"] = others[0]
+    if "label" not in chosen:
+        first = table.iloc[0]
+        shown = ", ".join(f"column {number} ({first[number]!r})" for number in others)
+        raise ValueError(f"labels file {labels_path} has no header line (column {files} of its first line names a "
+                         f"file) and {len(numbers)} columns: say which holds the labels with --label-column N "
+                         f"(make: LABEL_COLUMN=N), N one of {shown}")
+    return chosen
 
 
 def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:

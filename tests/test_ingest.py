@@ -715,3 +715,22 @@ def test_paths_written_on_another_machine_are_found_by_their_end(tmp_path, write
         "test/NORMAL/a.jpeg": "normal", "train/NORMAL/a.jpeg": "normal", "train/PNEUMONIA/b.jpeg": "pneumonia",
         "train/PNEUMONIA/c.jpeg": "pneumonia"}
     assert result.problems["item"].tolist() == ["labels.csv line 6"]  # found nowhere: still named
+
+
+def test_a_headerless_list_of_several_columns_takes_the_label_column_by_number(tmp_path, write):
+    # COVIDx's train.txt: "patient id, file name, class, source" separated by spaces, no header line
+    scans = tmp_path / "covidx"
+    for index, name in enumerate(["ARDSSevere.png", "b.png", "c.png"]):
+        write.png(scans / "train" / name, write.image(index))
+    labels = scans / "train.txt"
+    labels.write_text("3 ARDSSevere.png pneumonia cohen\n7 b.png COVID-19 rsna\n9 c.png normal rsna\n")
+    with pytest.raises(ValueError, match="no header line \\(column 2 of its first line names a file\\) and 4 columns: "
+                                         "say which holds the labels with --label-column N .*column 3 \\('pneumonia'\\)"):
+        run(scans / "train", tmp_path, labels=labels)
+    result = run(scans / "train", tmp_path, labels=labels, columns={"label": "3"})
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {
+        "ARDSSevere.png": "pneumonia", "b.png": "COVID-19", "c.png": "normal"}
+    # a column given by number in a file with a header line is the column there
+    (scans / "named.csv").write_text("id,image,finding,source\n3,ARDSSevere.png,pneumonia,x\n")
+    named = run(scans / "train", tmp_path, labels=scans / "named.csv", columns={"label": "4"})
+    assert named.manifest.set_index("scan_id").loc["ARDSSevere.png", "label"] == "x"
