@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,19 +32,22 @@ def model_class(label: str, classes: list[str]) -> str | None:
     return None
 
 
-def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[str]
-                 ) -> tuple[dict[str, str], str, int] | None:
+def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[str],
+                 columns: Mapping[str, str] | None = None) -> tuple[dict[str, str], str, int] | None:
     """({scan id: the model's class its label names}, where the labels came from, how many labels
     name no class of the model) for the scored scans, or None where the folder has no labels (no
-    ``labels.csv``, no subfolders) or none of them names a class of the model (folders by date)."""
+    ``labels.csv``, no subfolders) or none of them names a class of the model (folders by date).
+    ``columns``: those the training labels were read with (``{"label": "target"}``), tried first."""
     scans = Path(scans)
     labels_file = scans / "labels.csv"
     if labels_file.is_file():
         try:
-            rows, _ = read_labels(labels_file, scans)
+            rows, _ = read_labels(labels_file, scans, columns) if columns else read_labels(labels_file, scans)
         except ValueError as error:
-            log.warning("%s not used to check the predictions: %s", labels_file, error)
-            return None
+            if not columns:
+                log.warning("%s not used to check the predictions: %s", labels_file, error)
+                return None
+            return folder_truth(scans, scan_ids, classes)  # another file's columns: read it as it is
         found = {sid: rows[key].label for sid in scan_ids if (key := labels_key(os.path.realpath(scans / sid), rows)) in rows}
         source = "labels.csv"
     else:

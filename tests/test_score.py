@@ -239,3 +239,18 @@ def test_a_model_that_cannot_tell_the_classes_apart_is_called_weak(tmp_path):
     weak = [w for w in result["warnings"] if "weakly" in w]
     assert len(weak) == 1 and "'abnormal'" in weak[0] and "not safe to leave unread" in weak[0]
     assert result["screening"]["auroc"] < 0.75 and len(result["screening"]["auroc_ci95"]) == 2
+
+
+def test_a_scored_folders_labels_are_read_with_the_columns_the_run_was_told(tmp_path, write):
+    from pipeline.agreement import folder_truth
+
+    scans = tmp_path / "new"
+    for index, name in enumerate(["a.png", "b.png"]):
+        write.png(scans / name, write.image(index))
+    (scans / "labels.csv").write_text("image_name,diagnosis,target\na.png,nevus,0\nb.png,melanoma,1\n")
+    assert folder_truth(scans, ["a.png", "b.png"], ["0", "1"]) is None  # diagnosis or target?
+    truth, source, unnamed = folder_truth(scans, ["a.png", "b.png"], ["0", "1"], {"label": "target"})
+    assert truth == {"a.png": "0", "b.png": "1"} and source == "labels.csv" and unnamed == 0
+    # a folder labelled in the usual way is read as it is, whatever the run's columns were
+    (scans / "labels.csv").write_text("file,label\na.png,0\nb.png,1\n")
+    assert folder_truth(scans, ["a.png", "b.png"], ["0", "1"], {"label": "target"})[0] == {"a.png": "0", "b.png": "1"}

@@ -104,7 +104,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     report = report[report["scan_id"].isin(order)].drop_duplicates("scan_id", keep="last")
     report = report.sort_values("scan_id", key=lambda ids: ids.map(order)).reset_index(drop=True)
     against = None
-    if (found := folder_truth(scans, report["scan_id"].tolist(), model.classes)) is not None:
+    found = folder_truth(scans, report["scan_id"].tolist(), model.classes, model.config.data.columns)
+    if found is not None:
         truth, source, unnamed = found
         screening = calibration.get("screening")
         against = {"source": source, "labels_naming_no_class": unnamed,
