@@ -26,7 +26,7 @@ import numpy as np
 DICOM_SUFFIXES = (".dcm", ".dicom")
 HEADER_TAGS = ["SOPClassUID", "Modality", "BodyPartExamined", "StudyInstanceUID", "SeriesInstanceUID",
                "SeriesNumber", "PatientID", "ImagePositionPatient", "ImageOrientationPatient",
-               "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "InstanceNumber"]
+               "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "InstanceNumber", "AccessionNumber"]
 ORIENTATION_TOLERANCE = 1e-3
 GAP_TOLERANCE = 1.5  # a step this many times its neighbours' (and a whole multiple of them): a missing slice
 UNEVEN_TOLERANCE = 1.05  # steps differing by more than this: resampled to even spacing
@@ -63,6 +63,7 @@ class DicomHeader:
     series_uid: str
     series_number: int
     patient_group: str  # an opaque hash of PatientID, "" when absent
+    accession_group: str  # an opaque hash of AccessionNumber (a labels file may key its rows by it)
     position: tuple[float, ...] | None
     orientation: tuple[float, ...] | None
     frames: int
@@ -89,6 +90,13 @@ NOT_SCANS = {"SEG": "a segmentation", "RTSTRUCT": "radiotherapy contours", "RTDO
              "PR": "a presentation state", "KO": "a key-object selection", "DOC": "an encapsulated document"}
 
 
+def opaque_id(kind: str, value: str) -> str:
+    """``"<kind>-<12 hex digits>"``, a hash of an identifying value (PatientID, AccessionNumber) that
+    groups and matches scans without carrying the value; "" for no value."""
+    value = value.strip()
+    return f"{kind}-{hashlib.sha256(value.encode()).hexdigest()[:12]}" if value else ""
+
+
 def read_header(path: str | os.PathLike) -> DicomHeader:
     """The header fields of one DICOM file, without its pixels."""
     import pydicom
@@ -103,7 +111,8 @@ def read_header(path: str | os.PathLike) -> DicomHeader:
         body_part=str(ds.get("BodyPartExamined", "") or ""),
         study_uid=str(ds.get("StudyInstanceUID", "") or ""), series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
         series_number=int(ds.get("SeriesNumber", 0) or 0),
-        patient_group=("patient-" + hashlib.sha256(patient.encode()).hexdigest()[:12]) if patient else "",
+        patient_group=opaque_id("patient", patient),
+        accession_group=opaque_id("accession", str(ds.get("AccessionNumber", "") or "")),
         position=_floats(ds.get("ImagePositionPatient")), orientation=_floats(ds.get("ImageOrientationPatient")),
         frames=int(ds.get("NumberOfFrames", 1) or 1), rows=int(ds.get("Rows", 0) or 0),
         columns=int(ds.get("Columns", 0) or 0), instance=int(ds.get("InstanceNumber", 0) or 0),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.dicom import opaque_id
 from pipeline.io import read_table
 from pipeline.manifest import class_key
 from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix
@@ -50,6 +51,22 @@ COLUMN_NAMES = {
     "group": ("patient", "patient_id", "patientid", "subject", "subject_id", "case_id", "lesion_id"),
     "split": ("set", "subset", "partition"),
 }
+# Columns of a DICOM header value that may key a labels file's rows where no column names the file,
+# as a hospital's labels come (by patient, accession number or study; the files named by UIDs).
+DICOM_KEY_NAMES = {"patient": COLUMN_NAMES["group"],
+                   "accession": ("accession", "accession_number", "accessionnumber", "accession_no", "acc_no"),
+                   "study": ("study_uid", "studyinstanceuid", "study_instance_uid", "studyuid")}
+DICOM_KEY = "dicom:"  # a key of read_labels' rows that is a header value, not a path
+DICOM_KEY_TAGS = {"patient": "patient (PatientID)", "accession": "accession number (AccessionNumber)",
+                  "study": "study (StudyInstanceUID)"}
+
+
+def dicom_key(kind: str, value: str) -> str:
+    """The key of a labels row matched to DICOM scans by their ``kind`` of header value (identifying
+    values hashed as the scans' headers are: :func:`pipeline.dicom.opaque_id`)."""
+    return f"{DICOM_KEY}{kind}:{value.strip() if kind == 'study' else opaque_id(kind, value)}"
+
+
 # Taken only where no name above fits: names that often mean something else ("id" a row number).
 FALLBACK_COLUMN_NAMES = {"file": ("id", "id_code", "uid", "image_uid", "name"),
                          "label": ("level", "grade", "severity", "y")}
@@ -86,21 +103,22 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
             table = table.assign(label=hot)
             log.info("labels file %s: the label is the name of the one-hot column holding 1 (%s)",
                      Path(labels_path).name, ", ".join(sorted(set(hot))))
-        elif role == "file" and not found and len(ids := [c for c, name in normalised.items()
-                                                          if name in COLUMN_NAMES["group"]]) == 1:
-            # RSNA's labels give patientId for <patientId>.dcm: the id names the file and the patient
-            table = table.assign(file=table[ids[0]])
-            table.attrs["file_from"] = ids[0]
-            log.info("labels file %s: no file column; column %r taken as the file name (and the group)",
-                     Path(labels_path).name, ids[0])
+        elif role == "file" and not found and len(ids := [(c, kind) for c, name in normalised.items()
+                                                          for kind, names in DICOM_KEY_NAMES.items()
+                                                          if name in names]) == 1:
+            # RSNA's labels give patientId for <patientId>.dcm: the id names the file (and the patient);
+            # else read_labels matches the rows to DICOM scans by that header value
+            table = table.assign(file=table[ids[0][0]])
+            table.attrs["file_from"], table.attrs["file_from_kind"] = ids[0]
         elif role in LABELS_REQUIRED_COLUMNS:
             trouble.append((role, f"columns {', '.join(found)} could each be the {role}" if found
                             else f"no {role!r} column"))
     if trouble:
         roles = [role for role, _ in trouble]
         written = table.attrs.get("written_columns", {})
+        found_columns = list(written.values()) or list(table.columns)  # as written, none of those added here
         raise ValueError(f"labels file {labels_path}: {'; '.join(text for _, text in trouble)} (found: "
-                         f"{', '.join(written.get(c, c) for c in table.columns)}); it needs columns file,label and "
+                         f"{', '.join(found_columns)}); it needs columns file,label and "
                          f"may have split,group: name the columns to use with "
                          f"{' and '.join(COLUMN_OPTIONS[role] for role in roles)} (make: "
                          f"{' '.join(f'{role.upper()}_COLUMN=' for role in roles)}), or rename them")
@@ -192,12 +210,16 @@ def read_labels(
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
             table[optional] = ""
-    column = table.attrs.get("file_from")
+    column, keyed = table.attrs.get("file_from"), None
     if column and not any(locate(file, bases)[0] for file in table["file"].head(20)):
-        written = ", ".join(table.attrs["written_columns"].values())
-        raise ValueError(f"labels file {labels_path}: no 'file' column (found: {written}), and the {column!r} "
-                         "values are not file names either; it needs columns file,label and may have split,group: "
-                         "name the file column with --file-column (make: FILE_COLUMN=), or rename it")
+        keyed = table.attrs["file_from_kind"]  # ingest matches the rows to DICOM scans' headers
+        if keyed == "patient" and "group" in table.columns and table["group"].equals(table["file"]):
+            table["group"] = ""  # the scans' PatientID gives the group, hashed: the values stay in this file
+        log.info("labels file %s: no file column, and the %r values are not file names: each row labels the DICOM "
+                 "scans of its %s", labels_path.name, column, DICOM_KEY_TAGS[keyed])
+    elif column:
+        log.info("labels file %s: no file column; column %r taken as the file name (and the group)",
+                 labels_path.name, column)
     rows: dict[str, LabelRow] = {}
     problems = []
     from_scans = repeats = deeper = elsewhere = 0
@@ -210,7 +232,10 @@ def read_labels(
         if not file:
             problems.append(("labels", where, "no file name; fill it in or delete the row"))
             continue
-        key, trouble = locate(file, bases)
+        if keyed or file.startswith(DICOM_KEY):  # a header value, or its key as a merged labels file keeps it
+            key, trouble = (dicom_key(keyed, file) if keyed else file), ""
+        else:
+            key, trouble = locate(file, bases)
         if key is None and "/" in file.replace("\\", "/") and (key := locate_by_tail(file, bases)):
             elsewhere += 1
             example = example or (file, key)
@@ -227,7 +252,7 @@ def read_labels(
         if key is None:
             problems.append(("labels", where, trouble))
             continue
-        from_scans += not key.startswith(os.path.realpath(base) + os.sep) and not os.path.isabs(file)
+        from_scans += not key.startswith(DICOM_KEY) and not key.startswith(os.path.realpath(base) + os.sep) and not os.path.isabs(file)
         first = rows.get(key)
         if first and (first.label, first.split, first.group) == (label, SPLIT_NAMES.get(split.lower(), ""), group):
             repeats += 1  # a row per finding box, as RSNA's labels give them: the same label again

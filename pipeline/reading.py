@@ -245,7 +245,8 @@ def _load_dicom(path: str, max_bytes: int | None) -> LoadedScan:
     except PermissionError:
         raise ScanReadError(path, "permission denied: a file of the scan is not readable by this user") from None
     info = {"modality": header.modality, "body_part": header.body_part, "study_uid": header.study_uid,
-            "series_uid": header.series_uid, "patient_group": header.patient_group}
+            "series_uid": header.series_uid, "patient_group": header.patient_group,
+            "accession_group": header.accession_group}
     return LoadedScan(array=np.asarray(array), source_dtype=str(np.asarray(array).dtype), spacing=spacing,
                       affine=affine, is_volume=is_volume, info=info)
 

@@ -266,3 +266,51 @@ def test_a_study_folder_of_two_series_gives_two_scans_labelled_by_the_folder(tmp
         "P0": {"healthy"}, "P1": {"lesion"}, "P2": {"lesion"}}
     assert "P2/study/T1" in set(manifest["scan_id"])
     assert result.problems.empty
+
+
+@pytest.mark.parametrize("header, values", [
+    ("patient_id,label", ["PAT-A", "PAT-B", "PAT-C", "PAT-Z"]),
+    ("Accession Number,finding", ["ACC-1", "ACC-2", "ACC-3", "ACC-9"]),
+    ("StudyInstanceUID,diagnosis", ["1.2.3.1", "1.2.3.2", "1.2.3.3", "1.2.3.9"]),
+])
+def test_labels_keyed_by_a_header_value_label_the_dicom_scans_that_have_it(tmp_path, header, values):
+    # a hospital's labels by patient, accession number or study; its files named by UIDs
+    scans = tmp_path / "export"
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        for _ in range(2):
+            path = scans / f"{generate_uid()}.dcm"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            dicom_dataset(rng.integers(0, 1000, (16, 16)), DigitalXRayImageStorageForPresentation,
+                          patient_id=f"PAT-{'ABC'[index]}", AccessionNumber=f"ACC-{index + 1}",
+                          study=f"1.2.3.{index + 1}", Modality="DX").save_as(path, enforce_file_format=True)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(header + "\n" + "".join(f"{value},{label}\n" for value, label in
+                                               zip(values, ["normal", "abnormal", "normal", "abnormal"])))
+    result = ingest(scans, labels=labels, out=tmp_path / "m.csv", workers=1)
+    manifest = result.manifest
+    assert sorted(manifest["label"]) == ["abnormal"] * 2 + ["normal"] * 4
+    assert manifest.groupby("group")["label"].nunique().eq(1).all() and manifest["group"].nunique() == 3
+    # the row no scan has is named by its line; the values themselves never leave the labels file
+    assert result.problems["item"].tolist() == ["labels.csv line 5"]
+    written = (tmp_path / "m.csv").read_text() + (tmp_path / "m.problems.csv").read_text()
+    assert not any(value in written for value in values if not value.startswith("1.2.3"))
+
+
+def test_verdicts_merge_into_labels_keyed_by_a_header_value(tmp_path):
+    from pipeline.verdicts import merge_verdicts
+
+    scans = tmp_path / "export"
+    scans.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(4):
+        dicom_dataset(rng.integers(0, 1000, (16, 16)), DigitalXRayImageStorageForPresentation, Modality="DX",
+                      AccessionNumber=f"ACC-{index}").save_as(scans / f"{index}.dcm", enforce_file_format=True)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("accession,label\nACC-0,normal\nACC-1,abnormal\n")
+    verdicts = tmp_path / "verdicts.csv"
+    verdicts.write_text("file,label,verdict\n2.dcm,abnormal,relabelled\n")
+    merged = merge_verdicts(scans, verdicts, tmp_path / "out", labels=labels)
+    assert "ACC-" not in merged.read_text()  # the rows keep their hashed keys, not the accession numbers
+    manifest = ingest(scans, labels=merged, out=tmp_path / "m.csv", workers=1).manifest.set_index("scan_id")
+    assert manifest["label"].to_dict() == {"0.dcm": "normal", "1.dcm": "abnormal", "2.dcm": "abnormal", "3.dcm": ""}

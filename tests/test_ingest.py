@@ -446,7 +446,8 @@ def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read
     # the same file and label again is no problem; another label for it is
     assert result.problems["item"].tolist() == ["labels.csv line 6"]
     (scans / "labels.csv").write_text("patient_id,label\nq1,0\nq2,1\n")
-    with pytest.raises(ValueError, match="no 'file' column .*'patient_id' values are not file names either"):
+    with pytest.raises(ValueError, match="no 'file' column, and its patient, accession or study values are not file "
+                                         "names either, nor found in a DICOM scan's header"):
         run(scans, tmp_path)
 
 

@@ -21,7 +21,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.io import sha256_file, write_csv
-from pipeline.labels import LabelRow, folder_labels, folder_patient, labels_key, read_labels
+from pipeline.labels import (
+    DICOM_KEY,
+    DICOM_KEY_TAGS,
+    LabelRow,
+    folder_labels,
+    folder_patient,
+    labels_key,
+    read_labels,
+)
 from pipeline.manifest import MANIFEST_COLUMNS, class_key
 from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
@@ -64,7 +72,7 @@ def describe_scan(path: str | os.PathLike) -> dict[str, str]:
     perceptual_hash."""
     fields = {"status": "ok", "error": "", "sha256": "", "shape": "", "dtype": "", "spacing": "",
               "perceptual_hash": "", "modality": "", "body_part": "", "study_uid": "", "series_uid": "",
-              "patient_group": ""}
+              "patient_group": "", "accession_group": ""}
     try:
         fields["sha256"] = sha256_scan(path)
         scan = load_scan(path)
@@ -213,14 +221,19 @@ def ingest(
                  for name in system_files(root)]
     classes = None if classes is None else [str(name) for name in classes]  # read twice below
     rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
-    classes = _check_classes(rows, classes, label_source, problems)
-    for row, fields in zip(rows, describe_scans([row["path"] for row in rows], workers)):
-        patient = fields.pop("patient_group")
+    by_header = {key: row for key, row in label_rows.items() if key.startswith(DICOM_KEY)}
+    matched: set[str] = set()
+    for index, (row, fields) in enumerate(zip(rows, describe_scans([row["path"] for row in rows], workers))):
+        patient, accession = fields.pop("patient_group"), fields.pop("accession_group")
         row.update(fields)
+        if by_header and not row["label"]:
+            _label_by_header(index, row, patient, accession, by_header, matched, label_source)
         if not row["group"] and patient:
             row["group"] = patient  # DICOM PatientID, hashed: a patient's scans stay on one side
         elif not row["group"]:
             row["group"] = folder_patient(row["scan_id"])  # a subject's T1w and FLAIR, a patient's studies
+    problems += _unmatched_header_rows(by_header, matched, labels, rows)
+    classes = _check_classes(rows, classes, label_source, problems)
     problems += _mark_duplicates(rows)
     problems += _mark_near_duplicates(rows)
     problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]
@@ -277,6 +290,8 @@ def _manifest_rows(
     # Rows left over name existing files that are not among the scans found.
     reviewed_elsewhere = []
     for key, label_row in label_rows.items():
+        if key.startswith(DICOM_KEY):
+            continue  # matched to the scans' headers once they are read
         inside = key.startswith(str(root) + os.sep)
         if label_row.reviewed and not inside and os.path.isfile(key) and is_scan_file(key):
             # A reviewer's verdict on a scan of a folder scored outside this one: trained on where it lies,
@@ -297,6 +312,38 @@ def _manifest_rows(
         log.info("%d reviewed scans outside %s are ingested where they lie (e.g. %s)", len(reviewed_elsewhere), root,
                  reviewed_elsewhere[0])
     return rows, label_source
+
+
+def _label_by_header(index: int, row: dict[str, str], patient: str, accession: str, by_header: dict[str, LabelRow],
+                     matched: set[str], label_source: dict[int, str]) -> None:
+    """Label a DICOM scan from the labels row its header's patient, accession number or study names."""
+    for kind, value in (("patient", patient), ("accession", accession), ("study", row["study_uid"])):
+        key = f"{DICOM_KEY}{kind}:{value}"
+        if value and key in by_header:
+            found = by_header[key]
+            row.update(label=found.label, split=found.split, group=row["group"] or found.group)
+            label_source[index] = found.where
+            matched.add(key)
+            return
+
+
+def _unmatched_header_rows(by_header: dict[str, LabelRow], matched: set[str], labels, rows) -> list:
+    """A problem for each labels row keyed by a header value that no scan has.
+
+    Raises
+    ------
+    ValueError
+        No row matched and no scan is DICOM: the key column names neither files nor headers here.
+    """
+    if not by_header:
+        return []
+    if not matched and not any(row["modality"] or row["study_uid"] for row in rows):
+        raise ValueError(f"labels file {labels}: no 'file' column, and its patient, accession or study values are "
+                         "not file names either, nor found in a DICOM scan's header (there is none here); it needs "
+                         "columns file,label and may have split,group: name the file column with --file-column "
+                         "(make: FILE_COLUMN=), or rename it")
+    return [("labels", found.where, f"no DICOM scan here has this row's {DICOM_KEY_TAGS[key.split(':')[1]]}; "
+             "fix the value or delete the row") for key, found in by_header.items() if key not in matched]
 
 
 def _check_classes(
