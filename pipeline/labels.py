@@ -61,6 +61,16 @@ DICOM_KEY_TAGS = {"patient": "patient (PatientID)", "accession": "accession numb
                   "study": "study (StudyInstanceUID)"}
 
 
+_PSEUDONYM = re.compile(r"^patient-[0-9a-f]{12}$")
+
+
+def patient_pseudonym(group: str) -> str:
+    """A labels file's group (a patient's id) as the manifest keeps it: hashed as a DICOM PatientID is
+    (:func:`pipeline.dicom.opaque_id`), so that the id stays in the labels file and a labels file's
+    patient and the same patient's DICOM header share a group; "" and an id hashed already kept."""
+    return group if not group or _PSEUDONYM.match(group) else opaque_id("patient", group)
+
+
 def dicom_key(kind: str, value: str) -> str:
     """The key of a labels row matched to DICOM scans by their ``kind`` of header value (identifying
     values hashed as the scans' headers are: :func:`pipeline.dicom.opaque_id`)."""
@@ -229,6 +239,7 @@ def read_labels(
     # Line numbers as an editor shows them: the header, where there is one, is line 1.
     for line, (file, label, split, group, source) in enumerate(zip(*columns), start=1 if headerless else 2):
         where = f"{labels_path.name} line {line}"
+        group = patient_pseudonym(group)
         if not file:
             problems.append(("labels", where, "no file name; fill it in or delete the row"))
             continue

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.labels import patient_pseudonym
 from pipeline.manifest import MANIFEST_COLUMNS, load_manifest
 from pipeline.stages.ingest import ingest
 
@@ -110,10 +111,11 @@ def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog)
     result = run(scans, tmp_path, labels=labels, classes=["cat", "dog"])
     manifest = result.manifest.set_index("scan_id")
 
-    assert manifest.loc["cat1.png", ["label", "group", "split"]].tolist() == ["cat", "p1", "train"]
+    # the labels file's patient id is written hashed, as a DICOM PatientID is
+    assert manifest.loc["cat1.png", ["label", "group", "split"]].tolist() == ["cat", patient_pseudonym("p1"), "train"]
     assert manifest.loc["cat2.png", ["label", "split"]].tolist() == ["cat", "test"]
     assert manifest.loc["dog1.png", "label"] == "", "an unknown label leaves the scan unlabelled"
-    assert manifest.loc["dog2.png", ["label", "group", "split"]].tolist() == ["dog", "p2", ""]
+    assert manifest.loc["dog2.png", ["label", "group", "split"]].tolist() == ["dog", patient_pseudonym("p2"), ""]
     problems = dict(zip(result.problems["item"], result.problems["reason"]))
     assert set(problems) == {
         "labels.csv line 4",
@@ -411,8 +413,8 @@ def test_labels_columns_under_their_usual_other_names_are_taken(tmp_path, write)
     (scans / "labels.csv").write_text("Image Index,Finding Labels,Patient ID,age\na,nv,p1,40\nb,mel,p1,41\nc,nv,p2,50\n")
     manifest = run(scans, tmp_path).manifest.set_index("scan_id")
     assert manifest[["label", "group"]].to_dict("index") == {
-        "a.jpg": {"label": "nv", "group": "p1"}, "b.jpg": {"label": "mel", "group": "p1"},
-        "c.jpg": {"label": "nv", "group": "p2"}}
+        "a.jpg": {"label": "nv", "group": patient_pseudonym("p1")}, "b.jpg": {"label": "mel", "group": patient_pseudonym("p1")},
+        "c.jpg": {"label": "nv", "group": patient_pseudonym("p2")}}
 
 
 @pytest.mark.parametrize("header, rows, expected", [
@@ -441,8 +443,8 @@ def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read
     result = run(scans, tmp_path)
     manifest = result.manifest.set_index("scan_id")
     assert manifest[["label", "group"]].to_dict("index") == {
-        "p0.png": {"label": "0", "group": "p0"}, "p1.png": {"label": "1", "group": "p1"},
-        "p2.png": {"label": "0", "group": "p2"}}
+        "p0.png": {"label": "0", "group": patient_pseudonym("p0")}, "p1.png": {"label": "1", "group": patient_pseudonym("p1")},
+        "p2.png": {"label": "0", "group": patient_pseudonym("p2")}}
     # the same file and label again is no problem; another label for it is
     assert result.problems["item"].tolist() == ["labels.csv line 6"]
     (scans / "labels.csv").write_text("patient_id,label\nq1,0\nq2,1\n")
@@ -529,10 +531,10 @@ def test_labels_columns_the_user_names_are_taken(tmp_path, write):
     manifest = result.manifest.set_index("scan_id")
     # the column named wins over the one called "label"; the patient column is still found by its name
     assert manifest["label"].to_dict() == {"train/ISIC_1.jpg": "0", "train/ISIC_2.jpg": "1", "train/ISIC_3.jpg": "0"}
-    assert manifest["group"].tolist() == ["IP_1", "IP_1", "IP_2"]
+    assert manifest["group"].tolist() == [patient_pseudonym(p) for p in ("IP_1", "IP_1", "IP_2")]
     named = run(scans, tmp_path, labels=labels, columns={"label": "Diagnosis", "group": "benign_malignant"})
     assert named.manifest["label"].tolist() == ["nevus", "melanoma", "unknown"]
-    assert named.manifest["group"].tolist() == ["benign", "malignant", "benign"]
+    assert named.manifest["group"].tolist() == [patient_pseudonym(p) for p in ("benign", "malignant", "benign")]
     with pytest.raises(ValueError, match="has no column 'targets' \\(--label-column\\); its columns: image_name, "
                        "patient_id, Diagnosis"):
         run(scans, tmp_path, labels=labels, columns={"label": "targets"})

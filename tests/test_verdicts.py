@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from pipeline.labels import patient_pseudonym
 from pipeline.verdicts import merge_verdicts
 
 
@@ -24,7 +25,7 @@ def test_verdicts_add_and_change_labels_keeping_every_earlier_label_and_its_prov
     merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out"), keep_default_na=False)
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in merged.to_dict("records")}
     assert set(rows) == {"a.png", "b.png", "c.png"}  # d.png stays unlabelled
-    assert rows["a.png"]["label"] == "normal" and rows["a.png"]["split"] == "test" and rows["a.png"]["group"] == "p1"
+    assert rows["a.png"]["label"] == "normal" and rows["a.png"]["split"] == "test" and rows["a.png"]["group"] == patient_pseudonym("p1")
     assert rows["a.png"]["label_source"] == "labels file"
     assert (rows["b.png"]["label"], rows["b.png"]["previous_label"], rows["b.png"]["label_source"]) == \
         ("normal", "abnormal", "review")
