@@ -737,3 +737,17 @@ def test_a_headerless_list_of_several_columns_takes_the_label_column_by_number(t
     (scans / "named.csv").write_text("id,image,finding,source\n3,ARDSSevere.png,pneumonia,x\n")
     named = run(scans / "train", tmp_path, labels=scans / "named.csv", columns={"label": "4"})
     assert named.manifest.set_index("scan_id").loc["ARDSSevere.png", "label"] == "x"
+
+
+def test_a_scan_folder_changed_since_its_manifest_is_said(tmp_path, write):
+    from pipeline.stages.ingest import folder_changes
+
+    scans = tmp_path / "scans"
+    for name in ("normal/a.png", "normal/b.png", "abnormal/c.png", "abnormal/c_mask.png"):
+        write.png(scans / name, write.image(len(name)))
+    manifest = run(scans, tmp_path, class_subfolders=True).manifest_path
+    assert folder_changes(scans, manifest) is None  # the mask left out is no change
+    write.png(scans / "normal" / "new.png", write.image(9))
+    (scans / "normal" / "a.png").unlink()
+    said = folder_changes(scans, manifest)
+    assert "1 scans added, 1 gone (e.g. normal/new.png)" in said and "delete it" in said

@@ -36,6 +36,7 @@ from pipeline.processes import worker_pool
 from pipeline.reading import (
     SCAN_SUFFIXES,
     ScanReadError,
+    find_scans,
     is_scan_file,
     is_system_file,
     list_files,
@@ -250,6 +251,28 @@ def ingest(
     write_csv(problems_path, problem_table)
     _log_summary(root, manifest, problem_table, classes, manifest_path, problems_path)
     return IngestResult(manifest_path, problems_path, manifest, problem_table, classes)
+
+
+def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -> str | None:
+    """What changed in the scan folder since ``manifest_file`` was ingested from it (scans added, or
+    gone), said as a warning; None where nothing did. A manifest is used as it is (a user may have
+    edited it), so new scans are not seen until it is made again."""
+    from pipeline.manifest import load_manifest
+
+    root = Path(os.path.abspath(scans))
+    if not root.is_dir():
+        return None
+    found = find_scans(root)
+    masks = segmentation_masks(found)
+    listed = set(load_manifest(manifest_file)["path"])
+    added = sorted(str(path) for path in found if path not in masks and str(path) not in listed)
+    gone = sorted(path for path in listed if not os.path.exists(path) and series_location(path) is None)
+    if not added and not gone:
+        return None
+    example = os.path.relpath((added or gone)[0], root)
+    return (f"{root} has changed since {manifest_file} was made from it: {len(added)} scans added, {len(gone)} gone "
+            f"(e.g. {example}); the manifest is used as it is: delete it, and the split files named after it, to "
+            "ingest the folder again")
 
 
 def _manifest_rows(

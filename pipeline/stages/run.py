@@ -12,7 +12,7 @@ from pipeline.data import TrainingData, load_training_data, split_frame
 from pipeline.manifest import class_key, manifest_path, positive_parts, split_path
 from pipeline.stages.calibrate import calibrate
 from pipeline.stages.fetch import fetch, materialise_mnist
-from pipeline.stages.ingest import ingest
+from pipeline.stages.ingest import folder_changes, ingest
 from pipeline.stages.plan import fingerprint, make_plan
 from pipeline.stages.split import make_split
 from pipeline.stages.train import train_stage
@@ -42,6 +42,8 @@ def prepare_split(config: Config, progress: bool = True):
     if not manifest.exists():
         ingest(data.scans, labels=data.labels or None, out=manifest, classes=data.classes or None,
                class_subfolders=data.class_subfolders, workers=config.train.workers, columns=data.columns)
+    elif changed := folder_changes(data.scans, manifest):
+        log.warning("%s", changed)
     split_file = split_path(config)
     if not split_file.exists():
         s = config.split
