@@ -245,3 +245,13 @@ def test_labels_of_fewer_than_two_classes_are_refused_before_training(tmp_path, 
     none = write.manifest(tmp_path / "none.csv", [{"scan_id": f"s{i}.png"} for i in range(10)])
     with pytest.raises(ValueError, match="no scan outside the test set is labelled.*--labels"):
         make_split(none, labels_per_class=2)
+
+
+def test_a_test_set_without_a_class_is_warned_of(tmp_path, write, caplog):
+    rows = [{"scan_id": f"s{i:02d}", "label": "ab"[i % 2], "split": "test" if i < 10 and i % 2 == 0 else ""}
+            for i in range(40)]
+    make_split(write.manifest(tmp_path / "toy.csv", rows), labels_per_class=5)
+    assert "no test scans of class 'b' (the labels file's split column gives them none)" in caplog.text
+    caplog.clear()
+    make_split(write.manifest(tmp_path / "drawn.csv", [{**row, "split": ""} for row in rows]), labels_per_class=5)
+    assert "no test scans" not in caplog.text

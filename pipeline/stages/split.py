@@ -116,6 +116,7 @@ def make_split(
         rows = rows[~rows["label"].isin(left_out)].reset_index(drop=True)
         pool = rows[~rows["unit"].isin(test)]
     _check_two_classes(pool, left_out)
+    _warn_untested(rows, pool, test)
     quotas = _quotas(
         pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction"
     )
@@ -253,6 +254,19 @@ def _too_small(pool: pd.DataFrame, labelled_fraction: float | None, calibration_
         if labelled == 0 or calibration == 0:
             small[str(label)] = int(n)
     return small
+
+
+def _warn_untested(rows: pd.DataFrame, pool: pd.DataFrame, test: set[str]) -> None:
+    """Warn of classes the model learns but the test set has no scan of: no test metric can be
+    measured for them (a screening AUROC needs both sides)."""
+    tested = set(rows.loc[rows["unit"].isin(test), "label"])
+    untested = sorted(set(pool.loc[pool["label"] != "", "label"]) - tested)
+    if test and untested:
+        why = ("the labels file's split column gives them none" if (rows["split"] == "test").any()
+               else "too few of their scans to draw one")
+        log.warning("no test scans of class %s (%s): their test metrics, and a screening AUROC where one is the "
+                    "abnormal class, cannot be measured; mark some of their scans split=test", ", ".join(map(repr, untested)),
+                    why)
 
 
 def _check_two_classes(pool: pd.DataFrame, left_out: dict[str, int]) -> None:
