@@ -226,6 +226,10 @@ def test_a_class_too_small_for_a_labelled_and_a_calibration_scan_is_left_out(tmp
     # asked for by count, a class too small is still refused, by name
     with pytest.raises(ValueError, match="class 'other' has 2 available, labels_per_class=3"):
         make_split(manifest, labels_per_class=3)
+    # a class left out before others in the manifest (a stray folder sorted first) shifts no label
+    first = write.manifest(tmp_path / "first.csv", rows[-2:] + rows[:-2])
+    split = read(make_split(first, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2))
+    assert (split["label"] == split["scan_id"].map({r["scan_id"]: r["label"] for r in rows})).all()
 
 
 def test_labels_of_fewer_than_two_classes_are_refused_before_training(tmp_path, write):

@@ -113,7 +113,8 @@ def make_split(
         log.warning("classes with too few scans for a labelled and a calibration scan at labelled_fraction=%s: %s%s; "
                     "left out of the split, so the model will not know them: label more of their scans, or "
                     "relabel them", labelled_fraction, named, more)
-        rows = rows[~rows["label"].isin(left_out)].reset_index(drop=True)
+        kept = ~rows["label"].isin(left_out)
+        rows, labels = rows[kept].reset_index(drop=True), labels[kept].reset_index(drop=True)
         pool = rows[~rows["unit"].isin(test)]
     _check_two_classes(pool, left_out)
     _warn_untested(rows, pool, test)
