@@ -259,3 +259,26 @@ def test_a_test_set_without_a_class_is_warned_of(tmp_path, write, caplog):
     caplog.clear()
     make_split(write.manifest(tmp_path / "drawn.csv", [{**row, "split": ""} for row in rows]), labels_per_class=5)
     assert "no test scans" not in caplog.text
+
+
+def test_random_manifests_split_with_each_scans_own_label(tmp_path, write):
+    # classes of 1-30 scans in any order, unlabelled scans, patients, some test rows: every split
+    # either refuses by name or gives each scan the manifest's label (a class left out once shifted them)
+    rng = np.random.default_rng(7)
+    made = 0
+    for trial in range(60):
+        labels = [f"c{c}" for c, n in enumerate(rng.integers(1, 30, rng.integers(2, 6))) for _ in range(n)]
+        labels += [""] * int(rng.integers(0, 10))
+        rows = [{"scan_id": f"s{i:03d}", "label": label, "group": f"g{rng.integers(0, 200)}" if rng.random() < 0.3 else "",
+                 "split": "test" if trial % 3 == 0 and rng.random() < 0.15 else ""}
+                for i, label in enumerate(rng.permutation(labels))]
+        manifest = write.manifest(tmp_path / f"m{trial}.csv", rows)
+        try:
+            split = read(make_split(manifest, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2,
+                                    selection="random", seed=trial))
+        except ValueError as error:
+            assert "problem" not in str(error)
+            continue
+        made += 1
+        assert (split["label"] == split["scan_id"].map({r["scan_id"]: r["label"] for r in rows})).all()
+    assert made > 30
