@@ -150,7 +150,7 @@ def make_split(
             ", ".join(rows.loc[unusable, "scan_id"].head(5)),
         )
     split = rows.loc[~unusable, SPLIT_COLUMNS].reset_index(drop=True)
-    validate_split(rows, split, source="the generated split")
+    validate_split(load_manifest(manifest), split, source="the generated split")  # against the file, not rows
 
     out = Path(out) if out is not None else manifest.with_name(f"{manifest.stem}.split.csv")
     write_csv(out, split)
