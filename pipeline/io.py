@@ -112,7 +112,13 @@ def read_table(path: str | os.PathLike, what: str, columns_needed: str, header: 
         raise ValueError(f"{what} {path} is not valid CSV: {error}") from None
     if not header:
         table.columns = [str(number) for number in range(1, len(table.columns) + 1)]
+    table = table.fillna("")  # a row short of cells (a trailing comma left out) reads as blanks
+    names = [str(column).strip().lower() for column in table.columns]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        written = [str(column).strip() for column in table.columns if str(column).strip().lower() == twice[0]]
+        raise ValueError(f"{what} {path} has two columns named {twice[0]!r} ({', '.join(map(repr, written))}: names "
+                         "are read without case); rename one")
     # the names as written, for labels given as column names (one-hot classes: image,MEL,NV)
     table.attrs["written_columns"] = {str(column).strip().lower(): str(column).strip() for column in table.columns}
-    table.columns = [str(column).strip().lower() for column in table.columns]
+    table.columns = names
     return table

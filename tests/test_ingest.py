@@ -751,3 +751,18 @@ def test_a_scan_folder_changed_since_its_manifest_is_said(tmp_path, write):
     (scans / "normal" / "a.png").unlink()
     said = folder_changes(scans, manifest)
     assert "1 scans added, 1 gone (e.g. normal/new.png)" in said and "delete it" in said
+
+
+def test_a_row_short_of_cells_reads_as_blanks_and_columns_named_twice_are_refused(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "a.png", write.image(1))
+    write.png(scans / "b.png", write.image(2))
+    (scans / "labels.csv").write_text("file,label,group\na.png,normal\nb.png,tumour,p2\n")  # a trailing comma left out
+    manifest = run(scans, tmp_path).manifest.set_index("scan_id")
+    assert manifest["label"].to_dict() == {"a.png": "normal", "b.png": "tumour"}
+    (scans / "labels.txt").write_text("a.png normal\nb.png\n")  # spaces between, a label missing
+    assert run(scans, tmp_path, labels=scans / "labels.txt").manifest.set_index("scan_id")["label"].to_dict() == {
+        "a.png": "normal", "b.png": ""}
+    (scans / "twice.csv").write_text("file,Label,label\na.png,normal,x\n")
+    with pytest.raises(ValueError, match="has two columns named 'label' \\('Label', 'label'"):
+        run(scans, tmp_path, labels=scans / "twice.csv")
