@@ -113,13 +113,11 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
             table = table.assign(label=hot)
             log.info("labels file %s: the label is the name of the one-hot column holding 1 (%s)",
                      Path(labels_path).name, ", ".join(sorted(set(hot))))
-        elif role == "file" and not found and len(ids := [(c, kind) for c, name in normalised.items()
-                                                          for kind, names in DICOM_KEY_NAMES.items()
-                                                          if name in names]) == 1:
+        elif role == "file" and not found and (key := _key_column(normalised)):
             # RSNA's labels give patientId for <patientId>.dcm: the id names the file (and the patient);
             # else read_labels matches the rows to DICOM scans by that header value
-            table = table.assign(file=table[ids[0][0]])
-            table.attrs["file_from"], table.attrs["file_from_kind"] = ids[0]
+            table = table.assign(file=table[key[0]])
+            table.attrs["file_from"], table.attrs["file_from_kind"] = key
         elif role in LABELS_REQUIRED_COLUMNS:
             trouble.append((role, f"columns {', '.join(found)} could each be the {role}" if found
                             else f"no {role!r} column"))
@@ -136,6 +134,18 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
         log.info("labels file %s: %s", Path(labels_path).name,
                  ", ".join(f"column {column!r} taken as {role}" for column, role in renames.items()))
     return table.rename(columns=renames)
+
+
+def _key_column(normalised: dict[str, str]) -> tuple[str, str] | None:
+    """(column, kind) of the one column of the most specific kind of DICOM key (a study UID, else an
+    accession number, else a patient id) a labels file without a file column has, or None."""
+    for kind in ("study", "accession", "patient"):
+        columns = [column for column, name in normalised.items() if name in DICOM_KEY_NAMES[kind]]
+        if len(columns) == 1:
+            return columns[0], kind
+        if columns:
+            return None
+    return None
 
 
 def _user_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, str]):
