@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -257,19 +258,21 @@ def read_labels(
             key, trouble = (dicom_key(keyed, file) if keyed else file), ""
         else:
             key, trouble = locate(file, bases)
-        if key is None and "/" in file.replace("\\", "/") and (key := locate_by_tail(file, bases)):
-            elsewhere += 1
-            example = example or (file, key)
-        if key is None and scans is not None and "/" not in file.replace("\\", "/"):
-            # HAM10000 names ISIC_0027419 for HAM10000_images_part_2/ISIC_0027419.jpg
+        if key is None and scans is not None:
+            # HAM10000 names ISIC_0027419 for HAM10000_images_part_2/ISIC_0027419.jpg; a labels file made where
+            # file names ignore case names Images/IMG_1.JPG for images/img_1.jpg
             by_name = files_by_name(scans) if by_name is None else by_name
-            found = by_name.get(file, []) or by_name.get(file.lower(), [])
+            written_as = posixpath.normpath(file.replace("\\", "/"))
+            found = by_name.get(written_as, []) or by_name.get(written_as.lower(), [])
             if len(found) == 1:
                 key, deeper = found[0], deeper + 1
             elif found:
                 trouble = (f"file {file!r} is not beside the labels file and {len(found)} files of that name lie "
                            f"below the scan folder ({', '.join(os.path.relpath(f, scans) for f in found[:3])}); "
                            "write its path")
+        if key is None and "/" in file.replace("\\", "/") and (key := locate_by_tail(file, bases)):
+            elsewhere += 1
+            example = example or (file, key)
         if key is None:
             problems.append(("labels", where, trouble))
             continue
@@ -293,7 +296,8 @@ def read_labels(
         log.info("%s: %d files written as paths of another machine or folder were found by the end of their path "
                  "(%s as %s)", labels_path.name, elsewhere, *example)
     if deeper:
-        log.info("%s: %d files found by name in subfolders of the scan folder %s", labels_path.name, deeper, scans)
+        log.info("%s: %d files found below the scan folder %s by name, or by path written in another case",
+                 labels_path.name, deeper, scans)
     if repeats:
         log.info("%s: %d rows repeat an earlier row's file and label (a row per finding, as some sets give them); "
                  "read once", labels_path.name, repeats)
@@ -414,16 +418,22 @@ def locate_by_tail(file: str, bases: list[Path]) -> str | None:
 
 def files_by_name(scans: str | os.PathLike) -> dict[str, list[str]]:
     """{name: real paths} of the files below ``scans``, each under its name and, where it has a scan
-    suffix (or ``.dcm``), its name without it, both as written and lower-cased; system files skipped."""
+    suffix (or ``.dcm``), its name without it, both as written and lower-cased; and under its path
+    from ``scans`` (and from above it, the folder's name first) lower-cased; system files skipped."""
     index: dict[str, list[str]] = {}
+    top = Path(scans).name
     for root, folders, names in os.walk(scans):
         folders.sort()
         for name in sorted(names):
             path = os.path.join(root, name)
-            if is_system_file(os.path.relpath(path, scans)):
+            relative = Path(os.path.relpath(path, scans)).as_posix()
+            if is_system_file(relative):
                 continue
             suffix = scan_suffix(name) or (".dcm" if name.lower().endswith(".dcm") else "")
             keys = {name, name[: len(name) - len(suffix)]} if suffix else {name}
+            if "/" in relative:
+                keys.add(relative)
+            keys.add(f"{top}/{relative}")
             for key in keys | {key.lower() for key in keys}:
                 index.setdefault(key, []).append(os.path.realpath(path))
     return index

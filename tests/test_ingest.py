@@ -766,3 +766,17 @@ def test_a_row_short_of_cells_reads_as_blanks_and_columns_named_twice_are_refuse
     (scans / "twice.csv").write_text("file,Label,label\na.png,normal,x\n")
     with pytest.raises(ValueError, match="has two columns named 'label' \\('Label', 'label'"):
         run(scans, tmp_path, labels=scans / "twice.csv")
+
+
+def test_paths_written_in_another_case_are_found(tmp_path, write):
+    # a labels file made on Windows or macOS, where file names ignore case
+    scans = tmp_path / "data"
+    for index in range(4):
+        write.png(scans / "images" / f"img_{index}.jpg", write.image(index))
+    write.png(scans / "a.jpg", write.image(9))  # the same name elsewhere: not taken for Train/A.JPG
+    write.png(scans / "train" / "normal" / "a.jpg", write.image(8))
+    (scans / "labels.csv").write_text("file,label\nIMG_0.JPG,a\nImages/IMG_1.jpg,b\nimages/img_2.JPG,a\n"
+                                      "data/Images/img_3.jpg,b\nTrain/NORMAL/A.JPG,a\n")
+    labels = run(scans, tmp_path).manifest.set_index("scan_id")["label"].to_dict()
+    assert labels == {"a.jpg": "", "images/img_0.jpg": "a", "images/img_1.jpg": "b", "images/img_2.jpg": "a",
+                      "images/img_3.jpg": "b", "train/normal/a.jpg": "a"}
