@@ -88,9 +88,11 @@ def read_table(path: str | os.PathLike, what: str, columns_needed: str, header: 
         Naming ``what`` and the file: it is empty, not text, or not valid CSV.
     """
     raw = Path(path).read_bytes()
-    if raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # the zip of .xlsx/.ods, the OLE file of .xls
+    if raw.startswith(b"PK\x03\x04") and str(path).lower().endswith((".xlsx", ".xlsm")):
+        return _read_workbook(path, what, header)
+    if raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # the zip of .ods, the OLE file of .xls
         raise ValueError(f"{what} {path} is a spreadsheet file, not CSV text; save it from the spreadsheet "
-                         f"as CSV (columns {columns_needed})")
+                         f"as CSV or .xlsx (columns {columns_needed})")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -110,6 +112,26 @@ def read_table(path: str | os.PathLike, what: str, columns_needed: str, header: 
         raise ValueError(f"{what} {path} is empty; it needs a header line {columns_needed}") from None
     except pd.errors.ParserError as error:
         raise ValueError(f"{what} {path} is not valid CSV: {error}") from None
+    return _named(table, what, path, header)
+
+
+def _read_workbook(path: str | os.PathLike, what: str, header: bool) -> pd.DataFrame:
+    """The first sheet of an Excel workbook, every cell as text (a whole number stored as 7.0 as 7)."""
+    try:
+        sheets = pd.read_excel(path, sheet_name=None, dtype=object, header=0 if header else None)
+    except Exception as error:  # openpyxl raises many types for damaged workbooks
+        raise ValueError(f"{what} {path} is not a readable Excel workbook: {type(error).__name__}: {error}") from None
+    if not sheets:
+        raise ValueError(f"{what} {path} has no sheets")
+    name, table = next(iter(sheets.items()))
+    if len(sheets) > 1:
+        log.warning("%s %s: its first sheet, %r, is read (of %s)", what, path, name, ", ".join(map(repr, sheets)))
+    table = table.map(lambda v: "" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer()
+                      else str(v))
+    return _named(table, what, path, header)
+
+
+def _named(table: pd.DataFrame, what: str, path, header: bool) -> pd.DataFrame:
     if not header:
         table.columns = [str(number) for number in range(1, len(table.columns) + 1)]
     table = table.fillna("")  # a row short of cells (a trailing comma left out) reads as blanks

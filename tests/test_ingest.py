@@ -780,3 +780,22 @@ def test_paths_written_in_another_case_are_found(tmp_path, write):
     labels = run(scans, tmp_path).manifest.set_index("scan_id")["label"].to_dict()
     assert labels == {"a.jpg": "", "images/img_0.jpg": "a", "images/img_1.jpg": "b", "images/img_2.jpg": "a",
                       "images/img_3.jpg": "b", "train/normal/a.jpg": "a"}
+
+
+def test_a_labels_workbook_is_read_from_its_first_sheet(tmp_path, write, caplog):
+    # ODIR's and the COVID-19 radiography set's annotations come as .xlsx
+    scans = tmp_path / "scans"
+    for index in range(3):
+        write.png(scans / f"{index}_left.jpg", write.image(index))
+    workbook = tmp_path / "annotations.xlsx"
+    with pd.ExcelWriter(workbook) as excel:
+        pd.DataFrame({"ID": [0, 1, 2], "Left-Fundus": ["0_left.jpg", "1_left.jpg", "2_left.jpg"],
+                      "N": [1, 0, 1], "label": [1.0, 0.0, None]}).to_excel(excel, sheet_name="train", index=False)
+        pd.DataFrame({"x": [1]}).to_excel(excel, sheet_name="notes", index=False)
+    manifest = run(scans, tmp_path, labels=workbook, columns={"file": "Left-Fundus"}).manifest
+    # numbers stored as 1.0 read as 1, a blank cell as no label; the first sheet is read, and said so
+    assert manifest.set_index("scan_id")["label"].to_dict() == {"0_left.jpg": "1", "1_left.jpg": "0", "2_left.jpg": ""}
+    assert "its first sheet, 'train', is read (of 'train', 'notes')" in caplog.text
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(200))  # the older format: still refused
+    with pytest.raises(ValueError, match="save it from the spreadsheet as CSV or .xlsx"):
+        run(scans, tmp_path, labels=tmp_path / "old.xls")
