@@ -126,9 +126,15 @@ def _read_workbook(path: str | os.PathLike, what: str, header: bool) -> pd.DataF
     name, table = next(iter(sheets.items()))
     if len(sheets) > 1:
         log.warning("%s %s: its first sheet, %r, is read (of %s)", what, path, name, ", ".join(map(repr, sheets)))
-    table = table.map(lambda v: "" if pd.isna(v) else str(int(v)) if isinstance(v, float) and v.is_integer()
-                      else str(v))
+    table = table.apply(lambda column: column.map(_cell_text))  # Series.map: pandas 2.0 has no DataFrame.map
     return _named(table, what, path, header)
+
+
+def _cell_text(value) -> str:
+    """A workbook cell as text: "" for a blank, ``7`` for a whole number stored as 7.0."""
+    if pd.isna(value):
+        return ""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _named(table: pd.DataFrame, what: str, path, header: bool) -> pd.DataFrame:
