@@ -506,3 +506,17 @@ def test_a_positive_class_written_as_another_number_is_pointed_to():
         check_positive_class("1", ["0.0", "1.0"])
     with pytest.raises(ValueError, match="'x' is not one of the classes '0.0', '1.0'; set"):
         check_positive_class("x", ["0.0", "1.0"])
+
+
+@pytest.mark.parametrize("classes, healthy", [
+    (["Normal", "Tumour"], "Normal"),
+    (["Bengin cases", "Malignant cases", "Normal cases"], "Normal cases"),  # IQ-OTH/NCCD lung CT
+    (["healthy_controls", "patients"], "healthy_controls"),
+    (["normal-cecum", "normal-pylorus", "polyps"], None),  # Kvasir: several look healthy, none is said
+    (["abnormal", "normal"], "normal"),  # "abnormal" is not a word for healthy
+    (["normal"], None),
+])
+def test_the_class_that_looks_healthy(classes, healthy):
+    from pipeline.stages.run import healthy_looking
+
+    assert healthy_looking(classes) == healthy

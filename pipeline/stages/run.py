@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 from pipeline import distributed, synth
@@ -102,10 +103,19 @@ HEALTHY_NAMES = ("normal", "healthy", "no finding", "no tumor", "no tumour", "no
                  "control", "no")
 
 
+HEALTHY_WORDS = ("normal", "healthy", "negative")
+
+
 def healthy_looking(classes: list[str]) -> str | None:
-    """The one class whose name says healthy ("Normal", "No Finding", "notumor"), if exactly one does."""
+    """The one class whose name says healthy ("Normal", "No Finding", "notumor"), if exactly one does;
+    else the one whose words do ("Normal cases", "healthy_controls"; not where several do, as
+    Kvasir's "normal-cecum" and "normal-pylorus")."""
+    if len(classes) < 2:
+        return None
     found = [name for name in classes if class_key(name) in HEALTHY_NAMES]
-    return found[0] if len(found) == 1 and len(classes) > 1 else None
+    if not found:
+        found = [name for name in classes if set(re.split(r"[\s\-.]+", class_key(name))) & set(HEALTHY_WORDS)]
+    return found[0] if len(found) == 1 else None
 
 
 def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
