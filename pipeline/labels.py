@@ -227,6 +227,10 @@ def read_labels(
         columns = _headerless_columns(table, labels_path, found, columns)
         log.info("labels file %s has no header line: column %s read as the files, column %s as the labels",
                  labels_path.name, columns["file"], columns["label"])
+    elif not columns.get("file") and (named := _file_column_by_values(table, bases, scans)):
+        columns["file"] = named
+        log.info("labels file %s: no column is named for the files; column %r names them", labels_path.name,
+                 table.attrs["written_columns"].get(named, named))
     table = name_columns(table, labels_path, columns)
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
@@ -348,6 +352,25 @@ def _files_in_header(table, bases: list[Path], columns: dict[str, str]) -> int |
         if path_like and locate(cell, bases)[0] is not None:
             return number
     return None
+
+
+def _file_column_by_values(table, bases: list[Path], scans) -> str | None:
+    """Where no column has a file column's name (nor a DICOM key's, nor one-hot classes' 0s and 1s):
+    the one column whose first values name scans (as written, or by name below ``scans``), as
+    HyperKvasir's ``Video file`` and ODIR's ``Left-Fundus`` do; else None."""
+    names = set(COLUMN_NAMES["file"]) | {"file"} | {name for names in DICOM_KEY_NAMES.values() for name in names}
+    if {column.replace(" ", "_").replace("-", "_") for column in table.columns} & names or table.empty:
+        return None
+    by_name = files_by_name(scans) if scans is not None else {}
+
+    def names_scans(values) -> bool:
+        values = [value.strip() for value in values if value.strip()]
+        found = sum(1 for value in values if locate(value, bases)[0] is not None
+                    or len(by_name.get(value, []) or by_name.get(value.lower(), [])) == 1)
+        return bool(values) and found >= max(1, len(values) // 2)
+
+    found = [column for column in table.columns if names_scans(table[column].head(20))]
+    return found[0] if len(found) == 1 else None
 
 
 def _headerless_columns(table, labels_path: Path, files: int, columns: dict[str, str]) -> dict[str, str]:

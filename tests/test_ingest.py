@@ -799,3 +799,20 @@ def test_a_labels_workbook_is_read_from_its_first_sheet(tmp_path, write, caplog)
     (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(200))  # the older format: still refused
     with pytest.raises(ValueError, match="save it from the spreadsheet as CSV or .xlsx"):
         run(scans, tmp_path, labels=tmp_path / "old.xls")
+
+
+def test_a_column_of_file_names_under_another_name_is_found_by_its_values(tmp_path, write):
+    # HyperKvasir's image-labels.csv: "Video file,Organ,Finding,Classification", the pictures deep in folders
+    scans = tmp_path / "labeled-images"
+    for index, (finding, name) in enumerate([("polyps", "0a1b"), ("cecum", "0c2d"), ("polyps", "1e3f")]):
+        write.png(scans / "lower-gi-tract" / finding / f"{name}.jpg", write.image(index))
+    labels = tmp_path / "image-labels.csv"
+    labels.write_text("Video file,Organ,Finding,Classification\n0a1b,Lower GI,polyps,pathological\n"
+                      "0c2d,Lower GI,cecum,anatomical\n1e3f,Lower GI,polyps,pathological\n")
+    manifest = run(scans, tmp_path, labels=labels).manifest.set_index("scan_id")
+    assert manifest["label"].to_dict() == {"lower-gi-tract/cecum/0c2d.jpg": "cecum",
+                                           "lower-gi-tract/polyps/0a1b.jpg": "polyps",
+                                           "lower-gi-tract/polyps/1e3f.jpg": "polyps"}
+    labels.write_text("Video file,Finding\nx1,polyps\nx2,cecum\n")  # values naming no scan: still refused
+    with pytest.raises(ValueError, match="no 'file' column"):
+        run(scans, tmp_path, labels=labels)
