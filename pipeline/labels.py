@@ -228,9 +228,10 @@ def read_labels(
         log.info("labels file %s has no header line: column %s read as the files, column %s as the labels",
                  labels_path.name, columns["file"], columns["label"])
     elif not columns.get("file") and (named := _file_column_by_values(table, bases, scans)):
-        columns["file"] = named
         log.info("labels file %s: no column is named for the files; column %r names them", labels_path.name,
                  table.attrs["written_columns"].get(named, named))
+        attrs, table = table.attrs, table.rename(columns={named: "file"})
+        table.attrs = attrs
     table = name_columns(table, labels_path, columns)
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
