@@ -42,7 +42,7 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
     labels_file = scans / "labels.csv"
     if labels_file.is_file():
         try:
-            rows, _ = read_labels(labels_file, scans, columns) if columns else read_labels(labels_file, scans)
+            rows, _ = read_labels(labels_file, scans, columns)
         except ValueError as error:
             if not columns:
                 log.warning("%s not used to check the predictions: %s", labels_file, error)

@@ -97,7 +97,8 @@ def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
         manifest = f"data_manifests/{name}.csv"
         if labels_file.is_file():
             # the columns chosen are part of what the labels say
-            chosen = json.dumps(_named_columns(args), sort_keys=True).encode() if _named_columns(args) else b""
+            named = _named_columns(args)
+            chosen = json.dumps(named, sort_keys=True).encode() if named else b""
             digest = hashlib.sha256(labels_file.read_bytes() + chosen).hexdigest()
             manifest = f"data_manifests/{name}.labels-{digest[:8]}.csv"
         out.append(f"data.scans={json.dumps(str(scans))}")

@@ -7,11 +7,12 @@ folders name splits (``Training/glioma/x.jpg``), means the same to both.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from pipeline.dicom import opaque_id
 from pipeline.io import read_table
-from pipeline.manifest import class_key
+from pipeline.manifest import class_key, name_words
 from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix
 
 log = logging.getLogger("pipeline.labels")
@@ -217,6 +218,8 @@ def read_labels(
     base = labels_path.absolute().parent
     bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
     table = read_table(labels_path, "labels file", "file,label")
+    # the scan folder's files by name and path, walked once and only where a row needs it
+    scan_index = functools.cache(lambda: files_by_name(scans) if scans is not None else {})
     columns = dict(columns or {})
     found = _files_in_header(table, bases, columns)
     headerless = found is not None
@@ -227,7 +230,7 @@ def read_labels(
         columns = _headerless_columns(table, labels_path, found, columns)
         log.info("labels file %s has no header line: column %s read as the files, column %s as the labels",
                  labels_path.name, columns["file"], columns["label"])
-    elif not columns.get("file") and (named := _file_column_by_values(table, bases, scans)):
+    elif not columns.get("file") and (named := _file_column_by_values(table, bases, scan_index)):
         log.info("labels file %s: no column is named for the files; column %r names them", labels_path.name,
                  table.attrs["written_columns"].get(named, named))
         attrs, table = table.attrs, table.rename(columns={named: "file"})
@@ -250,7 +253,6 @@ def read_labels(
     problems = []
     from_scans = repeats = deeper = elsewhere = 0
     example = None
-    by_name = None
     columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source"))
     # Line numbers as an editor shows them: the header, where there is one, is line 1.
     for line, (file, label, split, group, source) in enumerate(zip(*columns), start=1 if headerless else 2):
@@ -266,9 +268,7 @@ def read_labels(
         if key is None and scans is not None:
             # HAM10000 names ISIC_0027419 for HAM10000_images_part_2/ISIC_0027419.jpg; a labels file made where
             # file names ignore case names Images/IMG_1.JPG for images/img_1.jpg
-            by_name = files_by_name(scans) if by_name is None else by_name
-            written_as = posixpath.normpath(file.replace("\\", "/"))
-            found = by_name.get(written_as, []) or by_name.get(written_as.lower(), [])
+            found = _named_in(scan_index(), posixpath.normpath(file.replace("\\", "/")))
             if len(found) == 1:
                 key, deeper = found[0], deeper + 1
             elif found:
@@ -355,19 +355,19 @@ def _files_in_header(table, bases: list[Path], columns: dict[str, str]) -> int |
     return None
 
 
-def _file_column_by_values(table, bases: list[Path], scans) -> str | None:
-    """Where no column has a file column's name (nor a DICOM key's, nor one-hot classes' 0s and 1s):
-    the one column whose first values name scans (as written, or by name below ``scans``), as
-    HyperKvasir's ``Video file`` and ODIR's ``Left-Fundus`` do; else None."""
+def _file_column_by_values(table, bases: list[Path], scan_index: Callable[[], dict[str, list[str]]]
+                           ) -> str | None:
+    """Where no column has a file column's name (nor a DICOM key's): the one column whose first
+    values name scans (as written, or by name in ``scan_index()``, :func:`files_by_name`), as
+    HyperKvasir's ``Video file`` does; else None."""
     names = set(COLUMN_NAMES["file"]) | {"file"} | {name for names in DICOM_KEY_NAMES.values() for name in names}
     if {column.replace(" ", "_").replace("-", "_") for column in table.columns} & names or table.empty:
         return None
-    by_name = files_by_name(scans) if scans is not None else {}
 
     def names_scans(values) -> bool:
         values = [value.strip() for value in values if value.strip()]
         found = sum(1 for value in values if locate(value, bases)[0] is not None
-                    or len(by_name.get(value, []) or by_name.get(value.lower(), [])) == 1)
+                    or len(_named_in(scan_index(), value)) == 1)
         return bool(values) and found >= max(1, len(values) // 2)
 
     found = [column for column in table.columns if names_scans(table[column].head(20))]
@@ -440,6 +440,11 @@ def locate_by_tail(file: str, bases: list[Path]) -> str | None:
     return None
 
 
+def _named_in(index: dict[str, list[str]], written: str) -> list[str]:
+    """The files of ``index`` (:func:`files_by_name`) under ``written``, as written, else lower-cased."""
+    return index.get(written, []) or index.get(written.lower(), [])
+
+
 def files_by_name(scans: str | os.PathLike) -> dict[str, list[str]]:
     """{name: real paths} of the files below ``scans``, each under its name and, where it has a scan
     suffix (or ``.dcm``), its name without it, both as written and lower-cased; and under its path
@@ -467,7 +472,7 @@ def folder_split(folder: str) -> str | None:
     """The split a folder's name gives (``Testing`` test, ``train_set`` and ``Training Set`` train,
     ``auto_test`` and ``test2`` test, as exports name them), or None: one split word among its
     words, a number after it allowed."""
-    words = {SPLIT_NAMES.get(word.rstrip("0123456789")) for word in re.split(r"[\s_\-.]+", folder.lower())}
+    words = {SPLIT_NAMES.get(word.rstrip("0123456789")) for word in name_words(folder)}
     found = words - {None}
     return found.pop() if len(found) == 1 else None
 
@@ -534,8 +539,7 @@ UNLABELLED_FOLDERS = ("no label", "not labelled", "not labeled")
 
 def unlabelled_folder(name: str) -> bool:
     """Whether a folder's name says its scans have no label (``unlabelled``, ``Unlabeled Images``)."""
-    key = class_key(name)
-    return key in UNLABELLED_FOLDERS or bool(set(re.split(r"[\s\-.]+", key)) & set(UNLABELLED_WORDS))
+    return class_key(name) in UNLABELLED_FOLDERS or bool(name_words(name) & set(UNLABELLED_WORDS))
 
 
 # A first-level folder named as a patient's id is: three or more digits (IDC's 10253/), a word for

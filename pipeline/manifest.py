@@ -7,6 +7,7 @@ them through this module.
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,6 +26,12 @@ def class_key(name: str) -> str:
     The pipeline keeps such names apart (a label is what the user wrote); this finds the ones
     a user most likely meant as one, to say so."""
     return " ".join(name.lower().replace("_", " ").split())
+
+
+def name_words(name: str) -> set[str]:
+    """The words of a class or folder name, without case: "Unlabeled Images", "train_set" and
+    "normal-cecum" are {"unlabeled", "images"}, {"train", "set"}, {"normal", "cecum"}."""
+    return set(re.split(r"[\s\-.]+", class_key(name))) - {""}
 
 
 def positive_parts(positive: str) -> list[str]:

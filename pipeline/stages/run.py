@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 from pipeline import distributed, synth
 from pipeline.config import Config, flat_keys, load_config, user_settings
 from pipeline.data import TrainingData, load_training_data, split_frame
-from pipeline.manifest import class_key, manifest_path, positive_parts, split_path
+from pipeline.manifest import class_key, manifest_path, name_words, positive_parts, split_path
 from pipeline.stages.calibrate import calibrate
 from pipeline.stages.fetch import fetch, materialise_mnist
 from pipeline.stages.ingest import folder_changes, ingest
@@ -114,7 +113,7 @@ def healthy_looking(classes: list[str]) -> str | None:
         return None
     found = [name for name in classes if class_key(name) in HEALTHY_NAMES]
     if not found:
-        found = [name for name in classes if set(re.split(r"[\s\-.]+", class_key(name))) & set(HEALTHY_WORDS)]
+        found = [name for name in classes if name_words(name) & set(HEALTHY_WORDS)]
     return found[0] if len(found) == 1 else None
 
 
