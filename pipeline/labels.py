@@ -21,7 +21,7 @@ import pandas as pd
 from pipeline.dicom import opaque_id
 from pipeline.io import read_table
 from pipeline.manifest import class_key, name_words
-from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix
+from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix, volume_header
 
 log = logging.getLogger("pipeline.labels")
 
@@ -409,7 +409,8 @@ def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
         return locate(file.replace("\\", "/"), bases)
     for path in written:
         if os.path.exists(path):
-            return path, ""
+            header = volume_header(path)  # OASIS names its Analyze volumes by their voxel files (x.img)
+            return (os.path.realpath(header) if header else path), ""
     if scan_suffix(file) is None:
         for path in written:
             # keyed by inode: a case-insensitive file system finds one file under .png and .PNG
@@ -463,8 +464,9 @@ def files_by_name(scans: str | os.PathLike) -> dict[str, list[str]]:
             if "/" in relative:
                 keys.add(relative)
             keys.add(f"{top}/{relative}")
+            header = volume_header(path)  # a voxel file (x.img) stands for its header's scan
             for key in keys | {key.lower() for key in keys}:
-                index.setdefault(key, []).append(os.path.realpath(path))
+                index.setdefault(key, []).append(os.path.realpath(header or path))
     return index
 
 

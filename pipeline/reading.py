@@ -1,5 +1,9 @@
-"""One reading path for every scan format: NIfTI, PNG, JPEG, TIFF and BMP through MONAI's readers,
-DICOM files and series through pydicom (``pipeline.dicom``).
+"""One reading path for every scan format: NIfTI, Analyze and FreeSurfer MGH volumes, PNG, JPEG, TIFF
+and BMP through MONAI's readers, MetaImage and NRRD volumes through SimpleITK, DICOM files and series
+through pydicom (``pipeline.dicom``).
+
+A volume whose header and voxels lie in two files (Analyze ``x.hdr`` + ``x.img``, MetaImage ``x.mhd`` +
+``x.raw``, NRRD ``x.nhdr`` + ``x.raw``) is one scan, named by its header file.
 
 A DICOM series is one scan whose path is its folder (``<folder>/#<SeriesInstanceUID>`` when the
 folder holds several series, or when the series lies in the scanned folder itself).
@@ -13,14 +17,24 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-SCAN_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgz", ".mgh")
+# MONAI's ITKReader needs ITK (over 100 MB of wheels); SimpleITK reads both formats in one of 50 MB.
+ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+VOLUME_SUFFIXES = NIBABEL_SUFFIXES + ITK_SUFFIXES
+SCAN_SUFFIXES = VOLUME_SUFFIXES + PICTURE_SUFFIXES
+# The voxel files of a two-file volume, by the suffixes of the header that names them.
+DATA_FILE_SUFFIXES = {".img": (".hdr",), ".img.gz": (".hdr",), ".raw": (".mhd", ".nhdr"),
+                      ".zraw": (".mhd",), ".raw.gz": (".mhd", ".nhdr")}
+FORMAT_NAMES = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".hdr": "Analyze", ".mgz": "MGH", ".mgh": "MGH",
+                ".mha": "MetaImage", ".mhd": "MetaImage", ".nrrd": "NRRD", ".nhdr": "NRRD"}
 # Metadata that operating systems leave in folders, and the index a DICOM export writes beside its
 # files (DICOMDIR: a DICOM file without an image): never scans, skipped and counted, not errors.
 SYSTEM_FILE_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "dicomdir"}
@@ -78,6 +92,33 @@ def series_location(path: str | os.PathLike) -> tuple[Path, str | None] | None:
     return None
 
 
+def volume_header(path: str | os.PathLike) -> Path | None:
+    """The header file beside ``path`` where ``path`` holds the voxels of a two-file volume (``x.img``
+    of ``x.hdr``, ``x.raw`` of ``x.mhd``), else None."""
+    path = Path(path)
+    name = path.name.lower()
+    for data_suffix, header_suffixes in DATA_FILE_SUFFIXES.items():
+        if name.endswith(data_suffix):
+            stem = path.name[: len(path.name) - len(data_suffix)]
+            for suffix in header_suffixes:
+                for written in (suffix, suffix.upper()):
+                    if (path.parent / (stem + written)).is_file():
+                        return path.parent / (stem + written)
+    return None
+
+
+def scan_files(path: str | os.PathLike) -> list[Path]:
+    """The files a scan file is read from: itself, and the voxel file beside a two-file volume's header."""
+    path = Path(path)
+    suffix = scan_suffix(path)
+    if suffix not in (".hdr", ".mhd", ".nhdr"):
+        return [path]
+    stem = path.name[: len(path.name) - len(suffix)]
+    data = [path.parent / (stem + data_suffix) for data_suffix, headers in DATA_FILE_SUFFIXES.items()
+            if suffix in headers]
+    return [path] + [file for file in data if file.is_file()]
+
+
 def is_scan_file(path: str | os.PathLike) -> bool:
     from pipeline.dicom import is_dicom_file
 
@@ -96,9 +137,42 @@ def _reader_for(path: str):
     if suffix in PICTURE_SUFFIXES:
         # reverse_indexing=False keeps numpy/Pillow's (row, column) order.
         return PILReader(reverse_indexing=False)
-    if suffix in (".nii", ".nii.gz"):
+    if suffix in NIBABEL_SUFFIXES:
         return NibabelReader()
     raise ScanReadError(path, f"unsupported file type; expected one of {', '.join(SCAN_SUFFIXES)}")
+
+
+# SimpleITK's physical space is LPS; NIfTI's, and so the pipeline's affines, RAS.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _load_itk(path: str) -> LoadedScan:
+    """A MetaImage or NRRD file through SimpleITK, its axes in NIfTI's (x, y, z) order."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as error:
+        # ITK's message: where in its sources, then the reader's complaint; the last line says most
+        lines = [re.sub(r"^(ITK ERROR|itk::ERROR): \w+\(0x[0-9a-f]+\): ", "", line.strip())
+                 for line in str(error).strip().splitlines()[1:]]
+        reason = " ".join(lines[-2:]) or type(error).__name__
+        raise ScanReadError(path, f"cannot decode as {FORMAT_NAMES[scan_suffix(path)]} ({reason}); the header may "
+                                  "be damaged, or name a voxel file that is not beside it") from None
+    dimension, components = image.GetDimension(), image.GetNumberOfComponentsPerPixel()
+    if components > 1:
+        raise ScanReadError(path, f"{components} values per voxel (a vector or colour image): one intensity a voxel "
+                                  "is expected; save a picture as PNG, or one component as a volume of its own")
+    if dimension not in (2, 3):
+        raise ScanReadError(path, f"{dimension}-dimensional image: a 2D image or a 3D volume is expected")
+    array = sitk.GetArrayFromImage(image).transpose()  # SimpleITK's arrays are (z, y, x)
+    spacing = tuple(float(value) for value in image.GetSpacing())
+    lps = np.eye(4)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dimension, dimension)
+    lps[:dimension, :dimension] = direction * np.asarray(spacing)
+    lps[:dimension, 3] = image.GetOrigin()
+    return LoadedScan(array=array, source_dtype=str(array.dtype), spacing=spacing, affine=LPS_TO_RAS @ lps,
+                      is_volume=dimension == 3)
 
 
 @dataclass
@@ -164,6 +238,10 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     if series_location(path) is not None or (os.path.isfile(path) and is_dicom_file(path)):
         return _load_dicom(path, max_bytes)
     check_file(path, max_bytes)
+    for part in scan_files(path)[1:]:
+        check_file(str(part), max_bytes)
+    if scan_suffix(path) in ITK_SUFFIXES:
+        return _load_itk(path)
     reader = _reader_for(path)
     try:
         image = reader.read(path)
@@ -184,23 +262,25 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     except PermissionError:
         raise ScanReadError(path, "permission denied: the file is not readable by this user") from None
     except Exception as error:  # decoders raise many types; the reason is what matters
-        kind = "NIfTI" if scan_suffix(path).startswith(".nii") else "image"
+        kind = FORMAT_NAMES.get(scan_suffix(path), "image")
         raise ScanReadError(path, f"cannot decode as {kind}: {type(error).__name__}: {error}") from None
     array = np.asarray(data)
     if array.size == 0:
         raise ScanReadError(path, "image has no pixels")
-    is_nifti = scan_suffix(path).startswith(".nii")
-    if is_nifti and array.ndim in (3, 4) and array.shape[2:] in ((1,), (1, 1)):
+    is_nibabel = scan_suffix(path) in NIBABEL_SUFFIXES
+    if is_nibabel and array.ndim in (3, 4) and array.shape[2:] in ((1,), (1, 1)):
         array = array.reshape(array.shape[:2])  # one slice: a 2D image, as a DICOM frame is
-    is_volume = is_nifti and array.ndim >= 3
+    is_volume = is_nibabel and array.ndim >= 3
     spacing = None
     affine = None
-    if is_nifti:
-        pixdim = np.asarray(meta.get("pixdim", []), dtype=float)
+    if is_nibabel:
+        affine = np.asarray(meta.get("affine")) if meta.get("affine") is not None else None
         spatial = min(array.ndim, 3)
+        pixdim = np.asarray(meta.get("pixdim", []), dtype=float)
         if pixdim.size > spatial:
             spacing = tuple(float(v) for v in pixdim[1 : spatial + 1])
-        affine = np.asarray(meta.get("affine")) if meta.get("affine") is not None else None
+        elif affine is not None:  # MGH headers keep the voxel sizes in the affine alone
+            spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :spatial], axis=0))
     return LoadedScan(
         array=array,
         source_dtype=str(array.dtype),
@@ -259,7 +339,8 @@ def list_files(folder: str | os.PathLike) -> list[Path]:
     Scoring reports a row for each of them, so nothing in a folder is silently skipped;
     :func:`system_files` lists what this leaves out.
     """
-    return _collapse_series(Path(folder), _walk(folder)[0])
+    files = [path for path in _walk(folder)[0] if volume_header(path) is None]  # read with their header
+    return _collapse_series(Path(folder), files)
 
 
 def _collapse_series(root: Path, files: list[Path]) -> list[Path]:
@@ -307,6 +388,8 @@ def _walk(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
             relative = path.relative_to(folder).as_posix()
             (skipped.append(relative) if is_system_file(relative) else found.append(path))
     return sorted(found), sorted(skipped)
+
+
 def spatial_shape_of(shape: str, path: str) -> tuple[tuple[int, ...], int]:
     """(spatial shape, channels) of a manifest row from its shape string such as '512x432x3'."""
     return _spatial_shape(str(shape), scan_suffix(path) or "dicom")
@@ -315,7 +398,7 @@ def spatial_shape_of(shape: str, path: str) -> tuple[tuple[int, ...], int]:
 def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
     """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
     sizes = tuple(int(v) for v in shape.split("x") if v)
-    if suffix.startswith(".nii"):
+    if suffix in VOLUME_SUFFIXES:
         if len(sizes) == 4 and sizes[-1] == 1:
             sizes = sizes[:3]
         return sizes, 1

@@ -123,3 +123,73 @@ def test_a_nifti_of_one_slice_is_a_2d_image(tmp_path, shape):
     np.testing.assert_array_equal(scan.array, values.reshape(40, 48))
     nib.save(nib.Nifti1Image(np.ones((40, 48, 2), np.float32), np.eye(4)), tmp_path / "two.nii.gz")
     assert load_scan(tmp_path / "two.nii.gz").is_volume  # two slices are a volume still
+
+
+def volume_in_every_format(folder, values, affine):
+    """``values`` saved as NIfTI, Analyze, MGH, MetaImage (one file and two) and NRRD (one file and two)."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(values, affine), folder / "v.nii.gz")
+    nib.save(nib.AnalyzeImage(values, affine), folder / "v.hdr")
+    nib.save(nib.MGHImage(values, affine), folder / "v.mgz")
+    image = sitk.ReadImage(str(folder / "v.nii.gz"))
+    for name in ("v.mha", "v_mhd.mhd", "v.nrrd", "v_nhdr.nhdr"):
+        sitk.WriteImage(image, str(folder / name))
+    return ["v.nii.gz", "v.hdr", "v.mgz", "v.mha", "v_mhd.mhd", "v.nrrd", "v_nhdr.nhdr"]
+
+
+def test_every_volume_format_reads_as_its_nifti_does(tmp_path):
+    values = np.random.default_rng(0).normal(100, 20, (10, 12, 14)).astype(np.float32)
+    # axes swapped and flipped, uneven voxels, an origin: orientation and spacing must survive each format
+    affine = np.array([[0, -1.5, 0, 3], [1.2, 0, 0, -4], [0, 0, 2, 5], [0, 0, 0, 1]], dtype=float)
+    names = volume_in_every_format(tmp_path, values, affine)
+    assert {path.name for path in list_files(tmp_path)} == set(names)  # the voxel files go with their headers
+    for name in names:
+        scan = load_scan(tmp_path / name)
+        assert scan.is_volume, name
+        np.testing.assert_array_equal(scan.array, values, err_msg=name)
+        assert scan.spacing == pytest.approx((1.2, 1.5, 2.0)), name
+        if name != "v.hdr":  # Analyze keeps voxel sizes and no rotation
+            np.testing.assert_allclose(scan.affine, affine, atol=1e-5, err_msg=name)
+
+
+def test_metaimage_of_one_slice_is_2d_and_a_colour_or_damaged_one_an_error(tmp_path):
+    import SimpleITK as sitk
+
+    flat = np.random.default_rng(1).normal(100, 20, (40, 48)).astype(np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(flat), str(tmp_path / "slice.mha"))
+    scan = load_scan(tmp_path / "slice.mha")
+    assert not scan.is_volume and scan.shape == (48, 40)  # (x, y), as a NIfTI of one slice reads
+    np.testing.assert_array_equal(scan.array, flat.T)
+    colour = np.random.default_rng(2).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(colour, isVector=True), str(tmp_path / "colour.mha"))
+    with pytest.raises(ScanReadError, match="3 values per voxel"):
+        load_scan(tmp_path / "colour.mha")
+    (tmp_path / "broken.nrrd").write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nencoding: raw\n\n")
+    with pytest.raises(ScanReadError, match="cannot decode as NRRD .*endian.*the header may be damaged"):
+        load_scan(tmp_path / "broken.nrrd")
+
+
+def test_ingest_of_two_file_volumes_labels_hashes_and_problems(tmp_path, write):
+    import nibabel as nib
+
+    rng = np.random.default_rng(3)
+    scans = tmp_path / "scans"
+    for subject in ("OAS1_0001_MR1", "OAS1_0002_MR1"):  # headers alike, voxels not: not duplicates
+        (scans / subject).mkdir(parents=True)
+        nib.save(nib.AnalyzeImage(rng.normal(100, 20, (8, 8, 8)).astype(np.float32), np.eye(4)),
+                 scans / subject / "t88.hdr")
+    assert (scans / "OAS1_0001_MR1" / "t88.hdr").read_bytes() == (scans / "OAS1_0002_MR1" / "t88.hdr").read_bytes()
+    (scans / "orphan.raw").write_bytes(b"\0" * 64)
+    labels = write.csv(tmp_path / "labels.csv", [{"file": "scans/OAS1_0001_MR1/t88.img", "label": "0"},
+                                                 {"file": "scans/OAS1_0002_MR1/t88.hdr", "label": "1"}])
+    result = ingest(scans, labels=labels, out=tmp_path / "m.csv")
+    rows = result.manifest.set_index("scan_id")
+    assert sorted(rows.index) == ["OAS1_0001_MR1/t88.hdr", "OAS1_0002_MR1/t88.hdr"]
+    assert (rows["status"] == "ok").all() and rows["label"].tolist() == ["0", "1"]
+    assert rows["sha256"].nunique() == 2 and rows.loc["OAS1_0001_MR1/t88.hdr", "shape"] == "8x8x8"
+    problems = result.problems.set_index("item")
+    assert problems["reason"].tolist() == [problems.loc["orphan.raw", "reason"]]
+    assert "not a scan file" in problems.loc["orphan.raw", "reason"]

@@ -41,6 +41,7 @@ from pipeline.reading import (
     is_system_file,
     list_files,
     load_scan,
+    scan_files,
     scan_id,
     series_location,
     series_slices,
@@ -106,14 +107,19 @@ def _describe_pixels(scan, fields: dict[str, str]) -> dict[str, str]:
 
 
 def sha256_scan(path: str | os.PathLike) -> str:
-    """sha256 of a scan file, or of a DICOM series' slices (their hashes in file-name order; only
-    that series' slices where a folder holds several, such as a study's T1 and T2)."""
+    """sha256 of a scan file; of a two-file volume, of its header's and voxel file's hashes (headers
+    alike in all but their voxels are common); of a DICOM series, of its slices' hashes in file-name
+    order (only that series' slices where a folder holds several, such as a study's T1 and T2)."""
     location = series_location(path)
     if location is None:
-        return sha256_file(path)
+        files = scan_files(path)
+        if len(files) == 1:
+            return sha256_file(path)
+    else:
+        files = [header.path for header in series_slices(*location)]
     digest = hashlib.sha256()
-    for header in series_slices(*location):
-        digest.update(sha256_file(header.path).encode())
+    for file in files:
+        digest.update(sha256_file(file).encode())
     return digest.hexdigest()
 
 
@@ -162,7 +168,7 @@ def ingest(
     Parameters
     ----------
     scans
-        Folder searched recursively for ``.nii.gz``, ``.nii``, ``.png``, ``.jpg``, ``.jpeg``.
+        Folder searched recursively for DICOM and the files of ``reading.SCAN_SUFFIXES``.
     labels
         CSV with columns ``file,label`` and optional ``split``, ``group``; ``file`` is relative
         to the CSV's folder or absolute. Default: ``<scans>/labels.csv`` if it exists.
@@ -215,7 +221,7 @@ def ingest(
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     problems += [
-        ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, PNG, JPEG, TIFF, BMP); not ingested")
+        ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP); not ingested")
         for other in everything if not is_scan_file(other) and other != labels_file
     ]
     problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, or a DICOM export's DICOMDIR index); skipped")
