@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -219,7 +220,7 @@ def read_labels(
     bases = [base] + ([Path(os.path.abspath(scans))] if scans is not None else [])
     table = read_table(labels_path, "labels file", "file,label")
     # the scan folder's files by name and path, walked once and only where a row needs it
-    scan_index = functools.cache(lambda: files_by_name(scans) if scans is not None else {})
+    scan_index = functools.cache(lambda: files_by_name(scans))
     columns = dict(columns or {})
     found = _files_in_header(table, bases, columns)
     headerless = found is not None
@@ -240,7 +241,7 @@ def read_labels(
         if optional not in table.columns:
             table[optional] = ""
     column, keyed = table.attrs.get("file_from"), None
-    if column and not any(locate(file, bases)[0] for file in table["file"].head(20)):
+    if column and not any(locate(file, bases)[0] or _named_in(scan_index(), file)[0] for file in table["file"].head(20)):
         keyed = table.attrs["file_from_kind"]  # ingest matches the rows to DICOM scans' headers
         if keyed == "patient" and "group" in table.columns and table["group"].equals(table["file"]):
             table["group"] = ""  # the scans' PatientID gives the group, hashed: the values stay in this file
@@ -265,44 +266,49 @@ def read_labels(
             key, trouble = (dicom_key(keyed, file) if keyed else file), ""
         else:
             key, trouble = locate(file, bases)
+        keys = [key]
         if key is None and scans is not None:
-            # HAM10000 names ISIC_0027419 for HAM10000_images_part_2/ISIC_0027419.jpg; a labels file made where
-            # file names ignore case names Images/IMG_1.JPG for images/img_1.jpg
-            found = _named_in(scan_index(), posixpath.normpath(file.replace("\\", "/")))
-            if len(found) == 1:
-                key, deeper = found[0], deeper + 1
+            # HAM10000 names ISIC_0027419 for HAM10000_images_part_2/ISIC_0027419.jpg, ADNI an image or subject
+            # by its folder (I45108, 002_S_0295), INbreast 22678622 for 22678622_d71fc3e8_MG_L_CC_ANON.dcm; a
+            # labels file made where file names ignore case names Images/IMG_1.JPG for images/img_1.jpg
+            found, by_start = _named_in(scan_index(), posixpath.normpath(file.replace("\\", "/")))
+            if len(found) == 1 or (found and by_start):
+                keys, deeper = found, deeper + len(found)  # a study's sequences (10000_1000000_t2w, _adc) alike
             elif found:
-                trouble = (f"file {file!r} is not beside the labels file and {len(found)} files of that name lie "
+                kind = "files" if all(os.path.isfile(f) for f in found) else "files or folders"
+                trouble = (f"file {file!r} is not beside the labels file and {len(found)} {kind} of that name lie "
                            f"below the scan folder ({', '.join(os.path.relpath(f, scans) for f in found[:3])}); "
                            "write its path")
-        if key is None and "/" in file.replace("\\", "/") and (key := locate_by_tail(file, bases)):
-            elsewhere += 1
+        if keys == [None] and "/" in file.replace("\\", "/") and (key := locate_by_tail(file, bases)):
+            keys, elsewhere = [key], elsewhere + 1
             example = example or (file, key)
-        if key is None:
+        if keys == [None]:
             problems.append(("labels", where, trouble))
-            continue
-        from_scans += not key.startswith(DICOM_KEY) and not key.startswith(os.path.realpath(base) + os.sep) and not os.path.isabs(file)
-        first = rows.get(key)
-        if first and (first.label, first.split, first.group) == (label, SPLIT_NAMES.get(split.lower(), ""), group):
-            repeats += 1  # a row per finding box, as RSNA's labels give them: the same label again
-            continue
-        if key in rows:
-            reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
-            problems.append(("labels", where, reason + ", delete the repeat"))
             continue
         if split and split.lower() not in SPLIT_NAMES:
             reason = (f"split {split!r} is not one of {', '.join(KNOWN_SPLITS)} (or training, valid, validation, "
                       "testing); treated as no split")
             problems.append(("labels", where, reason))
             split = ""
-        rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
-                             reviewed=source in REVIEWED_SOURCES)
+        for key in keys:
+            from_scans += (not key.startswith(DICOM_KEY) and not key.startswith(os.path.realpath(base) + os.sep)
+                           and not os.path.isabs(file))
+            first = rows.get(key)
+            if first and (first.label, first.split, first.group) == (label, SPLIT_NAMES.get(split.lower(), ""), group):
+                repeats += 1  # a row per finding box, as RSNA's labels give them: the same label again
+                continue
+            if key in rows:
+                reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
+                problems.append(("labels", where, reason + ", delete the repeat"))
+                continue
+            rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
+                                 reviewed=source in REVIEWED_SOURCES)
     if elsewhere:
         log.info("%s: %d files written as paths of another machine or folder were found by the end of their path "
                  "(%s as %s)", labels_path.name, elsewhere, *example)
     if deeper:
-        log.info("%s: %d files found below the scan folder %s by name, or by path written in another case",
-                 labels_path.name, deeper, scans)
+        log.info("%s: %d files or folders found below the scan folder %s by name (or the start of their name), "
+                 "or by path written in another case", labels_path.name, deeper, scans)
     if repeats:
         log.info("%s: %d rows repeat an earlier row's file and label (a row per finding, as some sets give them); "
                  "read once", labels_path.name, repeats)
@@ -355,22 +361,27 @@ def _files_in_header(table, bases: list[Path], columns: dict[str, str]) -> int |
     return None
 
 
-def _file_column_by_values(table, bases: list[Path], scan_index: Callable[[], dict[str, list[str]]]
-                           ) -> str | None:
-    """Where no column has a file column's name (nor a DICOM key's): the one column whose first
-    values name scans (as written, or by name in ``scan_index()``, :func:`files_by_name`), as
-    HyperKvasir's ``Video file`` does; else None."""
-    names = set(COLUMN_NAMES["file"]) | {"file"} | {name for names in DICOM_KEY_NAMES.values() for name in names}
-    if {column.replace(" ", "_").replace("-", "_") for column in table.columns} & names or table.empty:
+def _file_column_by_values(table, bases: list[Path], scan_index: Callable[[], ScanNames]) -> str | None:
+    """Where no column has a file column's name: the one column, of those without another role's name
+    or a DICOM key's (a patient id keys its rows itself), whose first values name scans or their folders (as written, or
+    by name in ``scan_index()``, :func:`files_by_name`), as HyperKvasir's ``Video file`` and ADNI's
+    ``Image Data ID`` do; else None."""
+    normalised = {column: column.replace(" ", "_").replace("-", "_") for column in table.columns}
+    keys = {name for names in (*DICOM_KEY_NAMES.values(), *COLUMN_NAMES.values()) for name in names}
+    keys |= set(COLUMN_NAMES)  # a column named for another role (Finding: the label) keeps it
+    if set(normalised.values()) & (set(COLUMN_NAMES["file"]) | {"file"}) or table.empty:
         return None
 
     def names_scans(values) -> bool:
         values = [value.strip() for value in values if value.strip()]
+        if len(set(values)) < 0.8 * len(values):
+            return False  # a file column names a scan a row; a class column names its class folders again and again
         found = sum(1 for value in values if locate(value, bases)[0] is not None
-                    or len(_named_in(scan_index(), value)) == 1)
+                    or len(_named_in(scan_index(), value)[0]) == 1)
         return bool(values) and found >= max(1, len(values) // 2)
 
-    found = [column for column in table.columns if names_scans(table[column].head(20))]
+    found = [column for column in table.columns
+             if normalised[column] not in keys and names_scans(table[column].head(20))]
     return found[0] if len(found) == 1 else None
 
 
@@ -441,33 +452,58 @@ def locate_by_tail(file: str, bases: list[Path]) -> str | None:
     return None
 
 
-def _named_in(index: dict[str, list[str]], written: str) -> list[str]:
-    """The files of ``index`` (:func:`files_by_name`) under ``written``, as written, else lower-cased."""
-    return index.get(written, []) or index.get(written.lower(), [])
+def _named_in(index: ScanNames, written: str) -> tuple[list[str], bool]:
+    """(the files or folders of ``index`` under the name or path ``written``, as written, else lower-cased,
+    False); failing those, (the files whose names start with ``written`` and a separator, True)."""
+    for names, by_start in ((index.names, False), (index.starts, True)):
+        if found := names.get(written, []) or names.get(written.lower(), []):
+            return found, by_start
+    return [], False
 
 
-def files_by_name(scans: str | os.PathLike) -> dict[str, list[str]]:
-    """{name: real paths} of the files below ``scans``, each under its name and, where it has a scan
-    suffix (or ``.dcm``), its name without it, both as written and lower-cased; and under its path
-    from ``scans`` (and from above it, the folder's name first) lower-cased; system files skipped."""
-    index: dict[str, list[str]] = {}
+class ScanNames(NamedTuple):
+    """The names a labels file may give the scans below a folder (:func:`files_by_name`)."""
+
+    names: dict[str, list[str]]  # each file and folder by name and path
+    starts: dict[str, list[str]]  # each file by the starts of its name that end at a separator
+
+
+_NAME_SEPARATOR = re.compile(r"[_\-. ]")
+
+
+def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
+    """The files below ``scans`` by name: each under its name and, where it has a scan suffix (or
+    ``.dcm``), its name without it, both as written and lower-cased, and under its path from ``scans``
+    (and from above it, the folder's name first) lower-cased; each folder under its name and path; and
+    each file under each start of its name that ends at a separator (``22678622`` for
+    ``22678622_d71fc3e8_MG_L_CC_ANON.dcm``). System files are skipped."""
+    names: dict[str, list[str]] = {}
+    starts: dict[str, list[str]] = {}
+    if scans is None:
+        return ScanNames(names, starts)
     top = Path(scans).name
-    for root, folders, names in os.walk(scans):
-        folders.sort()
-        for name in sorted(names):
+
+    def add(index: dict[str, list[str]], keys: set[str], path: str) -> None:
+        for key in keys | {key.lower() for key in keys}:
+            index.setdefault(key, []).append(path)
+
+    for root, folders, files in os.walk(scans):
+        folders[:] = sorted(name for name in folders if not is_system_file(name + "/x"))
+        for name in folders:
+            relative = Path(os.path.relpath(os.path.join(root, name), scans)).as_posix()
+            add(names, {name, relative, f"{top}/{relative}"}, os.path.realpath(os.path.join(root, name)))
+        for name in sorted(files):
             path = os.path.join(root, name)
             relative = Path(os.path.relpath(path, scans)).as_posix()
             if is_system_file(relative):
                 continue
             suffix = scan_suffix(name) or (".dcm" if name.lower().endswith(".dcm") else "")
-            keys = {name, name[: len(name) - len(suffix)]} if suffix else {name}
-            if "/" in relative:
-                keys.add(relative)
-            keys.add(f"{top}/{relative}")
-            header = volume_header(path)  # a voxel file (x.img) stands for its header's scan
-            for key in keys | {key.lower() for key in keys}:
-                index.setdefault(key, []).append(os.path.realpath(header or path))
-    return index
+            stem = name[: len(name) - len(suffix)]
+            keys = {name, stem, relative, f"{top}/{relative}"}
+            real = os.path.realpath(volume_header(path) or path)  # a voxel file (x.img) stands for its header
+            add(names, keys, real)
+            add(starts, {stem[: cut.start()] for cut in _NAME_SEPARATOR.finditer(stem) if cut.start()}, real)
+    return ScanNames(names, starts)
 
 
 def folder_split(folder: str) -> str | None:

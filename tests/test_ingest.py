@@ -148,7 +148,8 @@ def test_labels_file_in_the_scan_folder_is_used_by_default(tmp_path, write):
 @pytest.mark.parametrize("columns", [["file", "lable"], ["fiel", "label"]])
 def test_labels_file_without_a_required_column_is_a_clear_error(tmp_path, write, columns):
     write.png(tmp_path / "scans" / "a.png", write.image(1))
-    labels = write.csv(tmp_path / "my_labels.csv", [dict.fromkeys(columns, "a.png")])
+    # values naming no scan: a column of another name whose values name scans is taken as the files
+    labels = write.csv(tmp_path / "my_labels.csv", [dict.fromkeys(columns, "b.png")])
     missing = ({"file", "label"} - set(columns)).pop()
     with pytest.raises(ValueError, match=rf"my_labels\.csv: no '{missing}' column"):
         run(tmp_path / "scans", tmp_path, labels=labels)
@@ -469,6 +470,82 @@ def test_ids_of_scans_in_subfolders_are_found_by_name(tmp_path, write):
     problems = dict(zip(result.problems["item"], result.problems["reason"]))
     assert "2 files of that name lie below the scan folder (a/twice.jpg, b/twice.jpg)" in problems[
         "HAM10000_metadata.csv line 4"]
+
+
+def test_ids_naming_folders_deep_below_the_scans_label_every_scan_inside(tmp_path, write):
+    # ADNI's download: ADNI/<subject>/<series>/<date>/<image id>/<file>.nii, its collection CSV naming the image id
+    # and the subject (and "Group", the diagnosis, which the user names: it is not the split group)
+    scans = tmp_path / "ADNI"
+    rows = ["Image Data ID,Subject,Group,Visit"]
+    for index, (subject, group, image) in enumerate([("002_S_0295", "CN", "I45108"), ("002_S_0295", "CN", "I45109"),
+                                                    ("011_S_0003", "AD", "I32237"), ("011_S_0005", "AD", "I40657")]):
+        write.nifti(scans / subject / "MPRAGE" / f"2006-0{index + 1}-18_08_20_30.0" / image / f"ADNI_{subject}_{image}.nii",
+                    write.image(index, (6, 8, 5)))
+        rows.append(f"{image},{subject},{group},sc")
+    (tmp_path / "ADNI1_Screening.csv").write_text("\n".join(rows) + "\n")
+    result = run(scans, tmp_path, labels=tmp_path / "ADNI1_Screening.csv", columns={"label": "Group"})
+    manifest = result.manifest.set_index("scan_id")
+    assert sorted(manifest["label"]) == ["AD", "AD", "CN", "CN"]
+    assert manifest["group"].nunique() == 3 and result.problems.empty  # the subject column groups
+    # OASIS-1: oasis_cross-sectional.csv's ID names each subject's folder, holding several runs and no group
+    scans = tmp_path / "oasis"
+    for subject in ("OAS1_0001_MR1", "OAS1_0002_MR1"):
+        for run_name in ("RAW/mpr-1_anon.nii.gz", "RAW/mpr-2_anon.nii.gz", "PROCESSED/t88_gfc.nii.gz"):
+            write.nifti(scans / "disc1" / subject / run_name, write.image(len(run_name) + len(subject), (6, 8, 5)))
+    write.nifti(scans / "disc1" / "OAS1_0003_MR1" / "RAW" / "mpr-1_anon.nii.gz", write.image(40, (6, 8, 5)))
+    (tmp_path / "oasis.csv").write_text("ID,M/F,CDR\nOAS1_0001_MR1,F,0\nOAS1_0002_MR1,M,0.5\nOAS1_0004_MR1,M,1\n")
+    result = run(scans, tmp_path, labels=tmp_path / "oasis.csv", columns={"label": "CDR"})
+    manifest = result.manifest.set_index("scan_id")
+    assert manifest.loc["disc1/OAS1_0001_MR1/RAW/mpr-2_anon.nii.gz", "label"] == "0"
+    assert (manifest.filter(like="OAS1_0002", axis=0)["label"] == "0.5").sum() == 3
+    assert manifest.loc["disc1/OAS1_0003_MR1/RAW/mpr-1_anon.nii.gz", "label"] == ""  # no row: unlabelled
+    groups = manifest.filter(like="OAS1_0001", axis=0)["group"]
+    assert set(groups) == {"disc1/OAS1_0001_MR1"}  # a subject's runs stay on one side of the split
+    problems = dict(zip(result.problems["item"], result.problems["reason"]))
+    assert "'OAS1_0004_MR1' does not exist" in problems["oasis.csv line 4"]
+
+
+def test_a_row_naming_a_folder_of_many_scans_groups_none_of_them(tmp_path, write, monkeypatch):
+    import pipeline.stages.ingest as ingest_stage
+
+    monkeypatch.setattr(ingest_stage, "CASE_FOLDER_SCANS", 2)
+    scans = tmp_path / "scans"
+    for index, name in enumerate(["normal/a.png", "normal/b.png", "normal/c.png", "case7/x.png", "case7/y.png"]):
+        write.png(scans / name, write.image(index + 1))
+    (tmp_path / "labels.csv").write_text("file,label\nscans/normal,normal\nscans/case7,abnormal\n")
+    manifest = run(scans, tmp_path, labels=tmp_path / "labels.csv").manifest.set_index("scan_id")
+    assert manifest["group"].to_dict() == {"case7/x.png": "case7", "case7/y.png": "case7", "normal/a.png": "",
+                                           "normal/b.png": "", "normal/c.png": ""}
+
+
+def test_ids_naming_the_start_of_file_names_label_those_files(tmp_path, write):
+    # INbreast: "File Name" 22678622 for AllDICOMs/22678622_d71fc3e8fd9e4c5e_MG_L_CC_ANON.dcm (a ';' file);
+    # PI-CAI-like: a study id naming the start of its three sequences' files labels all three
+    scans = tmp_path / "AllDICOMs"
+    write.png(scans / "22678622_d71fc3e8fd9e4c5e_MG_L_CC_ANON.png", write.image(1))
+    write.png(scans / "22678694_aaa0c8f2b1e4d9f1_MG_R_CC_ANON.png", write.image(2))
+    write.png(scans / "226786_0000000000000000_MG_R_CC_ANON.png", write.image(3))  # a shorter id: not a match
+    for index, sequence in enumerate(("t2w", "adc", "hbv")):
+        write.png(scans / f"10000_1000000_{sequence}.png", write.image(index + 10))
+    (tmp_path / "INbreast.csv").write_text("Patient ID;File Name;Bi-Rads\np1;22678622;1\np2;22678694;4\n"
+                                           "p3;10000_1000000;4\np4;2267869;1\n")
+    result = run(scans, tmp_path, labels=tmp_path / "INbreast.csv", columns={"label": "Bi-Rads"})
+    labels = result.manifest.set_index("scan_id")["label"].to_dict()
+    assert labels == {"22678622_d71fc3e8fd9e4c5e_MG_L_CC_ANON.png": "1", "22678694_aaa0c8f2b1e4d9f1_MG_R_CC_ANON.png": "4",
+                      "226786_0000000000000000_MG_R_CC_ANON.png": "",
+                      **{f"10000_1000000_{s}.png": "4" for s in ("adc", "hbv", "t2w")}}
+    assert list(result.problems["item"]) == ["INbreast.csv line 5"]  # 2267869 starts no name at a separator
+
+
+def test_a_class_column_whose_values_name_class_folders_is_not_taken_for_the_files(tmp_path, write):
+    scans = tmp_path / "images"
+    for index, (finding, name) in enumerate([("polyps", "0a1b"), ("cecum", "0c2d"), ("polyps", "1e3f"),
+                                             ("polyps", "2a4b"), ("cecum", "3c5d")]):
+        write.png(scans / finding / f"{name}.jpg", write.image(index))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("Video,Result\n0a1b,polyps\n0c2d,cecum\n1e3f,polyps\n2a4b,polyps\n3c5d,cecum\n")
+    manifest = run(scans, tmp_path, labels=labels, columns={"label": "Result"}).manifest
+    assert dict(zip(manifest["scan_id"], manifest["label"]))["cecum/0c2d.jpg"] == "cecum"
 
 
 def test_a_labels_file_without_a_header_line_naming_study_folders_is_read(tmp_path, write):

@@ -1,5 +1,7 @@
 """Reviewed labels back into training: verdicts merged into a new labels file, bad rows named."""
 
+import zlib
+
 import pandas as pd
 import pytest
 
@@ -10,7 +12,7 @@ from pipeline.verdicts import merge_verdicts
 def folder(tmp_path, write):
     scans = tmp_path / "scans"
     for name in ("a.png", "b.png", "c.png", "d.png"):
-        write.png(scans / name, write.image(hash(name) % 100))
+        write.png(scans / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
     write.csv(scans / "labels.csv", [{"file": "a.png", "label": "normal", "split": "test", "group": "p1"},
                                      {"file": "b.png", "label": "abnormal", "split": "", "group": ""}])
     return scans
@@ -71,7 +73,7 @@ def test_verdicts_read_the_labels_file_as_ingest_does(tmp_path, write):
     # saved by a spreadsheet with ';' between columns.
     scans = tmp_path / "images"
     for name in ("a.png", "b.png", "c.png"):
-        write.png(scans / name, write.image(hash(name) % 100))
+        write.png(scans / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
     labels = tmp_path / "train.csv"
     labels.write_text("file;label\na.png;normal\nb;abnormal\n")
     verdicts = write.csv(tmp_path / "verdicts.csv", [{"file": "c.png", "label": "normal"}])
@@ -84,7 +86,7 @@ def test_verdicts_read_the_labels_file_as_ingest_does(tmp_path, write):
 def test_verdicts_read_the_labels_columns_ingest_was_told(tmp_path, write):
     scans = tmp_path / "images"
     for name in ("a.png", "b.png", "c.png"):
-        write.png(scans / name, write.image(hash(name) % 100))
+        write.png(scans / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
     labels = tmp_path / "train.csv"
     labels.write_text("image_name,diagnosis,target\na.png,nevus,0\nb.png,melanoma,1\n")
     verdicts = write.csv(tmp_path / "verdicts.csv", [{"file": "c.png", "label": "1"}])
@@ -106,7 +108,7 @@ def test_a_verdict_of_a_joined_class_keeps_the_finer_label_it_confirms(tmp_path,
     # A model screening benign+malignant as one class offers that class on its review page.
     scans = tmp_path / "scans"
     for label, name in [("benign", "a.png"), ("malignant", "b.png"), ("normal", "c.png"), ("normal", "d.png")]:
-        write.png(scans / label / name, write.image(hash(name) % 100))
+        write.png(scans / label / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
     verdicts = write.csv(tmp_path / "verdicts.csv", [
         {"file": "benign/a.png", "label": "benign+malignant", "verdict": "confirmed"},
         {"file": "normal/c.png", "label": "benign+malignant", "verdict": "relabelled"},
@@ -124,7 +126,7 @@ def test_verdicts_from_a_page_of_a_folder_inside_the_scans_merge(tmp_path, write
     # New scans arrive in incoming/ inside a class-folder export; the page scored incoming/ alone.
     scans = tmp_path / "scans"
     for label, name in [("normal", "a.png"), ("tumour", "b.png"), ("incoming", "new1.png"), ("incoming", "new2.png")]:
-        write.png(scans / label / name, write.image(hash(name) % 100))
+        write.png(scans / label / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
     folder = str((scans / "incoming").resolve())
     verdicts = write.csv(tmp_path / "verdicts.csv", [
         {"file": "new1.png", "label": "tumour", "verdict": "relabelled", "reviewed_at": "", "folder": folder}])
@@ -140,7 +142,7 @@ def test_verdicts_on_scans_of_a_folder_outside_are_trained_on_where_they_lie(tmp
     # The hospital's loop: scans/ trains, a day's scans arrive in incoming/ beside it and are scored there.
     scans = tmp_path / "scans"
     for label, name in [("normal", "a.png"), ("tumour", "b.png")]:
-        write.png(scans / label / name, write.image(hash(name) % 100))
+        write.png(scans / label / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
     incoming = tmp_path / "incoming"
     write.png(incoming / "x.png", write.image(5))
     write.png(incoming / "y.png", write.image(6))

@@ -53,6 +53,9 @@ log = logging.getLogger("pipeline.stages.ingest")
 
 PROBLEM_COLUMNS = ["source", "item", "reason"]
 PROBLEMS_LOGGED = 20
+# A labels row naming a folder of at most this many scans, and no group, makes them one group: a subject's
+# or a study's runs, sequences or views. A row naming a larger folder (a class's) groups nothing.
+CASE_FOLDER_SCANS = 20
 
 
 @dataclass
@@ -227,7 +230,7 @@ def ingest(
     problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, or a DICOM export's DICOMDIR index); skipped")
                  for name in system_files(root)]
     classes = None if classes is None else [str(name) for name in classes]  # read twice below
-    rows, label_source = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
+    rows, label_source, case_groups = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
     by_header = {key: row for key, row in label_rows.items() if key.startswith(DICOM_KEY)}
     matched: set[str] = set()
     for index, (row, fields) in enumerate(zip(rows, describe_scans([row["path"] for row in rows], workers))):
@@ -238,7 +241,8 @@ def ingest(
         if not row["group"] and patient:
             row["group"] = patient  # DICOM PatientID, hashed: a patient's scans stay on one side
         elif not row["group"]:
-            row["group"] = folder_patient(row["scan_id"])  # a subject's T1w and FLAIR, a patient's studies
+            # a subject's T1w and FLAIR, a patient's studies; else the subject's or study's folder a labels row named
+            row["group"] = folder_patient(row["scan_id"]) or case_groups.get(index, "")
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
     classes = _check_classes(rows, classes, label_source, problems)
     problems += _mark_duplicates(rows)
@@ -288,10 +292,11 @@ def _manifest_rows(
     class_subfolders: bool,
     problems: list,
     classes: list[str],
-) -> tuple[list[dict[str, str]], dict[int, str]]:
+) -> tuple[list[dict[str, str]], dict[int, str], dict[int, str]]:
     """One manifest row per scan with id and labels (reading fills in the rest).
 
-    Also returns where each row's label came from (labels file line), for messages.
+    Also returns where each row's label came from (labels file line), for messages, and the group of each
+    row labelled by a labels row naming a case's folder (where nothing else gives one).
     """
     rows, label_source = [], {}
     label_rows = dict(label_rows)
@@ -300,6 +305,7 @@ def _manifest_rows(
     if class_subfolders and all(len(path.relative_to(root).parts) == 1 for path in paths):
         log.warning("no labels file and no subfolders under %s: every scan is unlabelled", root)
     used = {}  # labels row key -> whether it names a folder (a patient's, a study's) whose scans take it
+    in_folder: dict[str, list[int]] = {}  # rows labelled by a folder's row, without a group
     for index, path in enumerate(paths):
         row = dict.fromkeys(MANIFEST_COLUMNS, "")
         row.update(scan_id=scan_id(path.relative_to(root)), path=str(path))
@@ -311,11 +317,23 @@ def _manifest_rows(
             used[key] = key != real
             row.update(label=label_row.label, group=label_row.group, split=label_row.split)
             label_source[index] = label_row.where
+            if key != real and not row["group"]:
+                in_folder.setdefault(key, []).append(index)
         rows.append(row)
-    for key, names_a_folder in used.items():
-        where = label_rows.pop(key).where
-        if names_a_folder:
-            log.info("%s: its label is each of the scans in its folder", where)
+    case_groups = {}
+    for folder, members in in_folder.items():
+        if len(members) <= CASE_FOLDER_SCANS:
+            # a row naming a subject's or a study's folder (OASIS's OAS1_0001_MR1, holding its MPRAGE runs) is one
+            # case: its scans stay on one side of the split; the folder's path is in their ids already
+            relative = Path(os.path.relpath(folder, os.path.realpath(root))).as_posix()
+            case_groups.update(dict.fromkeys(members, relative))
+    folder_rows = [where for key, names_a_folder in used.items() if (where := label_rows.pop(key).where) and names_a_folder]
+    if folder_rows:
+        file, _ = folder_rows[0].rsplit(" line ", 1)
+        numbers = ", ".join(where.rsplit(" ", 1)[-1] for where in folder_rows[:3])
+        more = f" and {len(folder_rows) - 3} more" if len(folder_rows) > 3 else ""
+        log.info("%s line%s %s%s: each names a folder, and its label is each of the scans in it", file,
+                 "s" if len(folder_rows) > 1 else "", numbers, more)
     # Rows left over name existing files that are not among the scans found.
     reviewed_elsewhere = []
     for key, label_row in label_rows.items():
@@ -340,7 +358,7 @@ def _manifest_rows(
     if reviewed_elsewhere:
         log.info("%d reviewed scans outside %s are ingested where they lie (e.g. %s)", len(reviewed_elsewhere), root,
                  reviewed_elsewhere[0])
-    return rows, label_source
+    return rows, label_source, case_groups
 
 
 def _label_by_header(index: int, row: dict[str, str], patient: str, accession: str, by_header: dict[str, LabelRow],
