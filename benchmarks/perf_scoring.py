@@ -149,7 +149,7 @@ def planned_model(kind: str) -> Path:
     dims, size = (3, 64) if kind == "nii128" else (2, 128)
     arch = _architecture(size, dims)
     command = [sys.executable, "-m", "pipeline", "run", "--scans", str(scans), "--positive", "abnormal",
-               "--minutes", "0.3", "--labels-per-class", "5", "--quiet", "split.calibration_per_class=5",
+               "train.minutes=0.3", "--labels-per-class", "5", "--quiet", "split.calibration_per_class=5",
                f"preprocess.spatial_size={[size] * dims}", f"network.channels={arch['channels']}",
                f"network.stem_stride={arch['stem_stride']}",
                f"runs_dir={WORK / 'runs'}",

@@ -67,7 +67,7 @@ def capture(name: str, spec: dict, draw: int) -> None:
     shared.PoolPriorRounds.start_round = recording
     try:
         code = cli.main(["run", "--scans", spec["scans"], "--positive", spec["positive"],
-                         "--labels-per-class", str(spec["labels_per_class"]), "--minutes", str(spec["minutes"]),
+                         "--labels-per-class", str(spec["labels_per_class"]), f"train.minutes={spec['minutes']}",
                          "--seed", str(draw), "--quiet"])
     finally:
         shared.PoolPriorRounds.start_round = original

@@ -6,7 +6,10 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -27,7 +30,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
                      "joined by ',' or '+' (benign,malignant) are screened as one abnormal class")
     own.add_argument("--healthy", help="the healthy class of a screening task, instead of --positive: every other "
                      "class is screened as one abnormal class (data.healthy_class)")
-    own.add_argument("--minutes", type=float, help="training budget in minutes of wall time (train.minutes)")
+    own.add_argument("--minutes", type=float, help="budget of the whole command in minutes of wall time, ingest to "
+                     "calibration: training gets what is left (train.run_minutes)")
     own.add_argument("--labels-per-class", type=int,
                      help="label this many scans per class, and as many for calibration; the other "
                           "labelled scans join the unlabelled pool (default: use every label)")
@@ -135,7 +139,7 @@ def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
     if getattr(args, "healthy", None):
         out.append(f"data.healthy_class={json.dumps(args.healthy.strip())}")
     if args.minutes is not None:
-        out.append(f"train.minutes={args.minutes}")
+        out.append(f"train.run_minutes={args.minutes}")
     if args.labels_per_class is not None:
         n = args.labels_per_class
         out += [f"split.labels_per_class={n}", f"split.calibration_per_class={n}"]
@@ -255,17 +259,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def process_started() -> float:
+    """The ``time.monotonic()`` at which this process started (Linux), else now: a command's budget
+    (``--minutes``) counts the interpreter's start and imports too."""
+    now = time.monotonic()
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - age if 0 <= age < 3600 else now
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A command's budget counts from the process's start; called as a function, from the call.
+    started = process_started() if argv is None else time.monotonic()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return _dispatch(args)
+        return _dispatch(args, started)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as error:
         logging.getLogger("pipeline").error("%s", error)
         return 2
 
 
-def _dispatch(args) -> int:
+def _dispatch(args, started: float) -> int:
     from pipeline import distributed
     from pipeline.checkpoint import latest_run
     from pipeline.manifest import manifest_path
@@ -306,7 +324,8 @@ def _dispatch(args) -> int:
 
         own, implied = own_data_overrides(args)
         config, plan = workflow.planned_config(args.config, own + args.overrides, probe=not args.no_probe,
-                                               progress=not args.quiet, implied=_unless_typed(implied, args))
+                                               progress=not args.quiet, implied=_unless_typed(implied, args),
+                                               started=started)
         out = args.out or manifest_path(config).with_suffix(".plan.json")
         write_json(out, plan)
         for key, entry in plan["settings"].items():
@@ -327,11 +346,12 @@ def _dispatch(args) -> int:
         overrides = own + args.overrides
         if not distributed.under_torchrun():
             config, plan = workflow.planned_config(args.config, overrides, progress=not args.quiet,
-                                                   implied=_unless_typed(implied, args))
+                                                   implied=_unless_typed(implied, args), started=started)
         else:  # every torchrun process would plan (and ingest) at once: the config is used as it is
             config, plan = load_config(args.config, overrides), None
         stage = workflow.run_all if args.command == "run" else workflow.train
-        run_dir = stage(config, progress=not args.quiet, plan=plan)
+        deadline = started + config.train.run_minutes * 60 if config.train.run_minutes > 0 else None
+        run_dir = stage(config, progress=not args.quiet, plan=plan, deadline=deadline)
         return _report(run_dir)
     elif args.command == "calibrate":
         from pipeline.stages.calibrate import calibrate

@@ -114,7 +114,10 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    minutes: float = 0.0  # wall-clock budget; 0 = use ``steps``
+    minutes: float = 0.0  # wall-clock budget of training, evaluations included; 0 = use ``steps``
+    # Wall-clock budget of the whole command (``pipeline run --minutes``: ingest to calibration); the plan
+    # gives training what is left (``minutes``), and training ends in time for calibration. 0 = none.
+    run_minutes: float = 0.0
     steps: int = 3000
     batch_size: int = 64  # labelled batch
     unlabelled_batch_size: int = 256
@@ -316,6 +319,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     size = config.preprocess.spatial_size
     if len(size) not in (2, 3) or any(not isinstance(side, int) or side < 1 for side in size):
         raise ConfigError(f"preprocess.spatial_size must be 2 or 3 positive whole numbers (2D or 3D), got {size}")
+    if config.train.minutes < 0 or config.train.run_minutes < 0:
+        raise ConfigError("train.minutes and train.run_minutes must be at least 0 (0: no budget), got "
+                          f"{config.train.minutes} and {config.train.run_minutes}")
     if config.train.batch_size < 1 or config.train.unlabelled_batch_size < 0:
         raise ConfigError("train.batch_size must be at least 1 and train.unlabelled_batch_size at least 0, got "
                           f"{config.train.batch_size} and {config.train.unlabelled_batch_size}")

@@ -290,8 +290,8 @@ def test_plan_false_keeps_every_config_value(tmp_path, monkeypatch):
 
 def tiny_run(tmp_path, scans, positive, option="--positive"):
     """``pipeline run`` on ``scans`` in a few seconds (3 labels a class, a tiny network); its run folder."""
-    code = main(["run", "--scans", str(scans), option, positive, "--minutes", "0.05",
-                 "--labels-per-class", "3", "--quiet", "split.test_fraction=0.3", "network.channels=[4,8]"])
+    code = main(["run", "--scans", str(scans), option, positive, "--labels-per-class", "3", "--quiet",
+                 "train.minutes=0.05", "split.test_fraction=0.3", "network.channels=[4,8]"])
     assert code == 0
     return tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
 
@@ -320,6 +320,47 @@ def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_pa
     assert summary["wall_seconds"] <= 0.05 * 60 * 1.1 + 1.0
     # the draw is in the split file's name: another --seed never reuses it
     assert (tmp_path / "data_manifests" / "scans.3per-class.seed0.split.csv").exists()
+
+
+def test_minutes_bound_the_whole_command_and_training_gets_what_is_left(tmp_path, monkeypatch):
+    import time
+
+    scans = class_folder(tmp_path / "scans", n_per_class=14)
+    monkeypatch.chdir(tmp_path)
+    budget = 0.4
+    tick = time.monotonic()
+    assert main(["run", "--scans", str(scans), "--positive", "abnormal", "--minutes", str(budget),
+                 "--labels-per-class", "3", "--quiet", "split.test_fraction=0.3", "network.channels=[4,8]"]) == 0
+    wall = time.monotonic() - tick
+    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    settings = json.loads((run / "plan.json").read_text())["settings"]
+    assert (settings["train.run_minutes"]["value"], settings["train.run_minutes"]["set_by"]) == (budget, "user")
+    planned = settings["train.minutes"]
+    assert planned["set_by"] == "plan" and "0.4 minutes for the whole run" in planned["reason"]
+    assert 0 < planned["value"] < budget  # ingest, split and the plan came first; calibration is kept its time
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["wall_seconds"] <= planned["value"] * 60 - 5  # calibration's time left over
+    assert wall <= budget * 60 + 2.0  # the whole command, calibration included (a little for this test's own start)
+    assert (run / "calibration.json").exists()
+
+
+def test_minutes_spent_before_training_are_refused_and_nothing_trains(tmp_path, monkeypatch, caplog):
+    from pipeline.stages.run import left_for_training
+
+    assert left_for_training(2.0, time_now() - 30) == pytest.approx((120 - 30) / 60, abs=0.01)
+    with pytest.raises(ValueError, match="budget of 0.5 minutes leaves 0 s for training: 40 s went to ingest"):
+        left_for_training(0.5, time_now() - 40)
+    scans = class_folder(tmp_path / "scans", n_per_class=14)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--scans", str(scans), "--positive", "abnormal", "--minutes", "0.02", "--quiet"]) == 2
+    assert "budget of 0.02 minutes leaves 0 s for training" in caplog.text and "give more minutes" in caplog.text
+    assert not (tmp_path / "runs").exists()
+
+
+def time_now() -> float:
+    import time
+
+    return time.monotonic()
 
 
 def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split(tmp_path):
@@ -418,7 +459,7 @@ def test_a_positive_class_the_data_lacks_is_refused_before_training(tmp_path, mo
     for index, folder in enumerate(["Tumour", "Normal"]):
         for i in range(12):
             write.png(tmp_path / "scans" / folder / f"{i}.png", write.image(100 * index + i))
-    assert main(["run", "--scans", str(tmp_path / "scans"), "--positive", "tumour", "--minutes", "0.05", "--quiet"]) == 2
+    assert main(["run", "--scans", str(tmp_path / "scans"), "--positive", "tumour", "train.minutes=0.05", "--quiet"]) == 2
     assert "'tumour' is not one of the classes 'Normal', 'Tumour' (did you mean 'Tumour'?)" in caplog.text
     assert not (tmp_path / "runs").exists()  # nothing trained
 
@@ -478,7 +519,7 @@ def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():
 def test_a_healthy_class_the_data_lacks_or_given_with_a_positive_one_is_refused(tmp_path, monkeypatch, caplog):
     scans = three_class_folder(tmp_path / "scans")
     monkeypatch.chdir(tmp_path)
-    base = ["run", "--scans", str(scans), "--minutes", "0.05", "--quiet"]
+    base = ["run", "--scans", str(scans), "train.minutes=0.05", "--quiet"]
     assert main([*base, "--healthy", "Normal"]) == 2
     assert "data.healthy_class 'Normal' is not one of the classes 'benign', 'malignant', 'normal' (did you mean " \
            "'normal'?)" in caplog.text

@@ -53,8 +53,8 @@ def test_a_capped_pool_is_ranked_whole_not_only_the_part_training_loaded(tmp_pat
             (tmp_path / "scans" / folder).mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(tmp_path / "scans" / folder / f"{folder}{i}.png")
     monkeypatch.chdir(tmp_path)
-    assert main(["run", "--scans", "scans", "--positive", "abnormal", "--minutes", "0.05", "--labels-per-class", "3",
-                 "--quiet", "split.test_fraction=0.2", "network.channels=[4,8]", "train.max_unlabelled=4"]) == 0
+    assert main(["run", "--scans", "scans", "--positive", "abnormal", "--labels-per-class", "3",
+                 "--quiet", "train.minutes=0.05", "split.test_fraction=0.2", "network.channels=[4,8]", "train.max_unlabelled=4"]) == 0
     run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
     split = pd.read_csv(next((tmp_path / "data_manifests").glob("*.split.csv")))
     pool = set(split.loc[split["subset"] == "unlabelled", "scan_id"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from pipeline import distributed, synth
@@ -16,8 +17,12 @@ from pipeline.stages.ingest import folder_changes, ingest
 from pipeline.stages.plan import fingerprint, make_plan
 from pipeline.stages.split import make_split
 from pipeline.stages.train import train_stage
+from pipeline.trainer import CALIBRATION_SECONDS
 
 log = logging.getLogger("pipeline")
+
+# A whole-run budget leaving less than this to train is refused rather than spent on a model that cannot learn.
+MIN_TRAINING_SECONDS = 10.0
 
 
 def prepare_split(config: Config, progress: bool = True):
@@ -131,6 +136,24 @@ def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | N
     return "+".join(others), f"every class but the healthy one, {healthy!r}"
 
 
+def left_for_training(run_minutes: float, started: float) -> float:
+    """Minutes of a whole command's budget left for training, which ends early enough to leave
+    calibration its time (``Trainer.fit`` with a deadline).
+
+    Raises
+    ------
+    ValueError
+        The budget is spent (or nearly) before training could start.
+    """
+    spent = time.monotonic() - started
+    left = run_minutes * 60 - spent
+    if left - CALIBRATION_SECONDS < MIN_TRAINING_SECONDS:
+        raise ValueError(f"the run's budget of {run_minutes:g} minutes leaves {max(left - CALIBRATION_SECONDS, 0):.0f} "
+                         f"s for training: {spent:.0f} s went to ingest, split and the plan (the manifest and split "
+                         "are kept, so a second run spends less); give more minutes (--minutes)")
+    return left / 60
+
+
 def prepare_data(config: Config, progress: bool = True) -> TrainingData:
     """The earlier stages as needed, then the tensors of the config's split."""
     frame, classes = prepare_split(config, progress)
@@ -138,8 +161,8 @@ def prepare_data(config: Config, progress: bool = True) -> TrainingData:
 
 
 def planned_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                   probe: bool = True, progress: bool = True, implied: dict[str, str] | None = None
-                   ) -> tuple[Config, dict]:
+                   probe: bool = True, progress: bool = True, implied: dict[str, str] | None = None,
+                   started: float | None = None) -> tuple[Config, dict]:
     """The plan stage: the config a run trains with, and the record written as ``plan.json``.
 
     Ingest and split run first when their files are missing (the plan reads their output);
@@ -147,7 +170,10 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     setting the user left unset. With ``plan = false`` in the config only the fingerprint is
     recorded and the config is used as it is. ``implied``: overrides the command line's options
     imply rather than state, with why (recorded as set by ``command line``, not ``user``).
+    ``started``: the ``time.monotonic()`` the command started at, from which a budget for the whole
+    command (``train.run_minutes``) counts; the plan gives training what is left of it.
     """
+    started = time.monotonic() if started is None else started
     user = flat_keys(user_settings(path, overrides))
     first = load_config(path, overrides)
     merged, classes = prepare_split(first, progress)
@@ -164,11 +190,20 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
             log.info("data.positive_class = %s (%s)", *screening)
         return first, {"fingerprint": fp, "settings": {}, "note": "plan = false: the config's settings"}
     minutes = user.get("train.minutes")
+    whole = first.train.run_minutes if minutes is None and "train.steps" not in user else 0.0
+    if whole:
+        minutes = left_for_training(whole, started)  # for the probe; set again once the probe has run
     plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe, fixed=user)
     if screening:
         plan.set("data.positive_class", *screening)
     if "train.steps" in user and "train.minutes" not in user:
         plan.set("train.minutes", 0.0, "the user gave train.steps")
+    if whole:
+        spent = time.monotonic() - started
+        plan.set("train.minutes", round(left_for_training(whole, started), 3),
+                 f"{whole:g} minutes for the whole run: {spent:.0f} s went to ingest, split and this plan; "
+                 f"training ends early enough to leave calibration an evaluation and {CALIBRATION_SECONDS:.0f} s, "
+                 "and preprocessing, or anything else slower than foreseen, shortens it")
     config = load_config(path, overrides, base=plan.nested())
     record = plan.record(fp, user, config)
     for key, why in (implied or {}).items():
@@ -184,18 +219,19 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
 
 
 def train(config: Config, run_dir: str | Path | None = None, progress: bool = True, plan: dict | None = None,
-          resume: bool = False) -> Path:
-    """The train stage after the earlier stages whose files are missing (``pipeline train``)."""
+          resume: bool = False, deadline: float | None = None) -> Path:
+    """The train stage after the earlier stages whose files are missing (``pipeline train``).
+    ``deadline``: the ``time.monotonic()`` by which the command must end (see ``Trainer.fit``)."""
     return train_stage(config, run_dir=run_dir, progress=progress, plan=plan, resume=resume,
-                       prepare=lambda: prepare_split(config, progress))
+                       prepare=lambda: prepare_split(config, progress), deadline=deadline)
 
 
 def run_all(config: Config, progress: bool = True, plan: dict | None = None,
-            run_dir: str | Path | None = None, resume: bool = False) -> Path:
+            run_dir: str | Path | None = None, resume: bool = False, deadline: float | None = None) -> Path:
     from pipeline.trainer import resolve_device
 
     with distributed.session(resolve_device(config.train.device)) as world:
-        run_dir = train(config, run_dir=run_dir, progress=progress, plan=plan, resume=resume)
+        run_dir = train(config, run_dir=run_dir, progress=progress, plan=plan, resume=resume, deadline=deadline)
         if world.main:
             calibrate(run_dir)
     return run_dir

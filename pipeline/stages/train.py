@@ -42,7 +42,8 @@ def new_run_dir(config: Config) -> Path:
 
 
 def train_stage(config: Config, run_dir: str | Path | None = None, progress: bool = True,
-                plan: dict | None = None, resume: bool = False, prepare: Callable[[], object] | None = None) -> Path:
+                plan: dict | None = None, resume: bool = False, prepare: Callable[[], object] | None = None,
+                deadline: float | None = None) -> Path:
     """Train and write a run folder; ``runs/LATEST`` then names it.
 
     Under torchrun every process calls this: rank 0 prepares the data and writes the run
@@ -68,7 +69,7 @@ def train_stage(config: Config, run_dir: str | Path | None = None, progress: boo
             write_json(Path(run_dir) / INPUTS, data_files(config))
         log.info("training %s on %d labelled + %d unlabelled scans -> %s", config.method_name,
                  len(data.labelled), len(data.unlabelled), run_dir)
-        summary = Trainer(config, data, run_dir, progress).fit(resume=resume)
+        summary = Trainer(config, data, run_dir, progress).fit(resume=resume, deadline=deadline)
         if world.main:
             write_text(Path(config.runs_dir) / "LATEST", str(run_dir) + "\n")
     log.info("test accuracy %.4f (%d test scans), %.0f s training", summary["test_accuracy"],
