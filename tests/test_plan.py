@@ -146,8 +146,9 @@ def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, mon
     size, (scale, batches), probes = planning._choose_size([28], 2, "8bit_picture", fp, minutes=60, probe=True)
     assert (size, scale, batches) == (28, 1.0, (8, 16))
     assert probes[0]["seconds_per_step"] > 0 and probes[0]["steps_in_budget"] > 0
-    # With no time at all: the smallest size with the smallest batches, every size and batch option
-    # having been timed (by a stand-in whose cost is not proportional to the images in a step).
+    # With no time at all: the smallest size with the smallest batches, each size's smallest batches having
+    # been timed (by a stand-in whose cost is not proportional to the images in a step) and none larger:
+    # a step of more scans cannot fit where fewer do not.
     timed = []
 
     def stand_in(size, dims, fp, method, batches, precision="float32"):
@@ -157,11 +158,14 @@ def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, mon
     monkeypatch.setattr(planning, "time_step", stand_in)
     size, (scale, batches), probes = planning._choose_size([32, 28], 2, "8bit_picture", fp, minutes=1e-4,
                                                            probe=True)
-    assert size == 28 and timed == [(p["size"], p["batches"]) for p in probes]
-    assert [p["seconds_per_step"] for p in probes if p["size"] == 28] == [round(1e-4 * 28**2 * 44, 4),
-                                                                          round(1e-4 * 28**2 * 36, 4)]
+    assert size == 28 and timed == [(p["size"], p["batches"]) for p in probes] == [(32, [8, 8]), (28, [8, 8])]
+    assert probes[-1]["seconds_per_step"] == round(1e-4 * 28**2 * 36, 4)
     assert batches == (8, 8)  # never below 8 scans a batch
-    assert [p["batches"] for p in probes if p["size"] == 28] == [[8, 16], [8, 8]]
+    # Where the smallest batches fit, the larger ones are timed from the largest down: the largest that fits.
+    timed.clear()
+    size, (scale, batches), probes = planning._choose_size([28], 2, "8bit_picture", fp, minutes=85, probe=True)
+    assert timed == [(28, [8, 8]), (28, [8, 16])] and (size, batches) == (28, (8, 8))
+    assert [p["steps_in_budget"] >= planning.TARGET_STEPS for p in probes] == [True, False]
 
 
 def test_a_budget_no_size_fits_gets_the_largest_size_with_enough_steps_at_its_most_steps(monkeypatch):
@@ -176,10 +180,12 @@ def test_a_budget_no_size_fits_gets_the_largest_size_with_enough_steps_at_its_mo
     size, (scale, batches), probes = planning._choose_size([24, 28], 3, "binary_mask", fp, minutes=1.8, probe=True)
     assert (size, batches) == (28, (8, 16))
     assert max(p["steps_in_budget"] for p in probes) < planning.TARGET_STEPS
-    assert [p["steps_in_budget"] >= planning.MIN_STEPS for p in probes if p["size"] == 28] == [False, False, True]
-    # Where several batch options give enough steps but none the target: the most steps.
+    # at each size only the smallest batches were timed: they give the most steps, and miss the target
+    assert [(p["size"], p["batches"]) for p in probes] == [(28, [8, 16]), (24, [8, 16])]
+    assert probes[0]["steps_in_budget"] >= planning.MIN_STEPS
+    # Where the batches with the most steps give enough but not the target: those.
     size, (scale, batches), probes = planning._choose_size([28], 3, "binary_mask", fp, minutes=4, probe=True)
-    assert [p["steps_in_budget"] >= planning.MIN_STEPS for p in probes] == [False, True, True]
+    assert [p["steps_in_budget"] >= planning.MIN_STEPS for p in probes] == [True]
     assert (size, batches) == (28, (8, 16))
 
 

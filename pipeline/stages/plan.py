@@ -521,23 +521,33 @@ def _choose_size(candidates, dims, kind, fp, minutes, probe, precision: str = "f
 
     Every batch option is timed, not predicted from the full batches: a step's time is not
     proportional to the scans in it (at 24^3 the full batches' time, scaled down, put a step of
-    8 + 8 at 0.095 s; training ran it in 0.045 s). Without a probe, the size rules alone.
+    8 + 8 at 0.095 s; training ran it in 0.045 s). The smallest batches are timed first, and where
+    even they miss the target the larger ones of that size are not timed (a step of more scans is
+    not faster): the probe's time comes out of the run's budget. Without a probe, the size rules alone.
     """
     ordered = _ordered_sizes(candidates, dims)
     if not probe:
         full = _batch_sizes(ordered[0], dims, fp)
         return ordered[0], (1.0, full), []
     results = []
+
+    def timed(size: int, scale: float, batches: tuple[int, int]) -> dict[str, Any]:
+        seconds = time_step(size, dims, fp, DEFAULT_METHOD, batches, precision=precision)
+        steps = _steps_in_budget(minutes, seconds)
+        results.append({"size": size, "batch_scale": scale, "batches": list(batches),
+                        "seconds_per_step": round(seconds, 4), "steps_in_budget": steps})
+        log.info("plan probe: %s at %d, batches %s: %.3f s a step, %d steps in %g minutes",
+                 DEFAULT_METHOD, size, batches, seconds, steps, minutes)
+        return results[-1]
+
     for size in ordered:
-        for scale, batches in _batch_options(_batch_sizes(size, dims, fp)):
-            seconds = time_step(size, dims, fp, DEFAULT_METHOD, batches, precision=precision)
-            steps = _steps_in_budget(minutes, seconds)
-            results.append({"size": size, "batch_scale": scale, "batches": list(batches),
-                            "seconds_per_step": round(seconds, 4), "steps_in_budget": steps})
-            log.info("plan probe: %s at %d, batches %s: %.3f s a step, %d steps in %g minutes",
-                     DEFAULT_METHOD, size, batches, seconds, steps, minutes)
-            if steps >= TARGET_STEPS:
+        options = _batch_options(_batch_sizes(size, dims, fp))
+        if timed(size, *options[-1])["steps_in_budget"] < TARGET_STEPS:
+            continue
+        for scale, batches in options[:-1]:
+            if timed(size, scale, batches)["steps_in_budget"] >= TARGET_STEPS:
                 return size, (scale, batches), results
+        return size, options[-1], results
     enough = [r for r in results if r["steps_in_budget"] >= MIN_STEPS]
     if enough:
         best = max((r for r in enough if r["size"] == enough[0]["size"]), key=lambda r: r["steps_in_budget"])
