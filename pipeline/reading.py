@@ -1,5 +1,5 @@
-"""One reading path for every scan format: NIfTI, Analyze and FreeSurfer MGH volumes, PNG, JPEG, TIFF
-and BMP through MONAI's readers, MetaImage and NRRD volumes through SimpleITK, DICOM files and series
+"""One reading path for every scan format: NIfTI, Analyze and FreeSurfer MGH volumes, PNG, JPEG, TIFF,
+BMP, WebP and JPEG 2000 pictures through MONAI's readers, MetaImage and NRRD volumes through SimpleITK, DICOM files and series
 through pydicom (``pipeline.dicom``).
 
 A volume whose header and voxels lie in two files (Analyze ``x.hdr`` + ``x.img``, MetaImage ``x.mhd`` +
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".j2k")
 NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgz", ".mgh")
 # MONAI's ITKReader needs ITK (over 100 MB of wheels); SimpleITK reads both formats in one of 50 MB.
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -247,7 +247,8 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
         image = reader.read(path)
         pages = getattr(image, "n_frames", 1)
         if pages > 1:
-            raise ScanReadError(path, f"multi-page TIFF ({pages} pages): which page is the scan is not known; "
+            kind = "multi-page TIFF" if scan_suffix(path) in (".tif", ".tiff") else "animated picture"
+            raise ScanReadError(path, f"{kind} ({pages} pages): which page is the scan is not known; "
                                       "save the page to screen as a file of its own")
         if hasattr(image, "getexif") and image.getexif().get(EXIF_ORIENTATION, 1) != 1:
             from PIL import ImageOps

@@ -20,6 +20,21 @@ def test_16_bit_tiff_and_8_bit_bmp_read_like_png(tmp_path):
     np.testing.assert_array_equal(load_scan(tmp_path / "a.bmp").array, load_scan(tmp_path / "a.png").array)
 
 
+@pytest.mark.parametrize("name, options", [("x.webp", {"lossless": True}), ("x.jp2", {"irreversible": False})])
+def test_webp_and_jpeg_2000_pictures_read_like_png(tmp_path, name, options):
+    grey = np.random.default_rng(4).integers(0, 256, (20, 24), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / name, **options)
+    read = load_scan(tmp_path / name).array
+    if read.ndim == 3:  # WebP has no grey mode: grey is stored as RGB, as the plan reads it
+        assert (read == read[..., :1]).all()
+        read = read[..., 0]
+    np.testing.assert_array_equal(read, grey)  # lossless: the same values
+    frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "moving.webp", save_all=True, append_images=frames[1:])
+    with pytest.raises(ScanReadError, match=r"animated picture \(2 pages\)"):
+        load_scan(tmp_path / "moving.webp")
+
+
 def test_multi_page_tiff_is_an_error_that_says_so(tmp_path):
     pages = [Image.fromarray(np.full((5, 5), v, np.uint8)) for v in (10, 200)]
     pages[0].save(tmp_path / "stack.tiff", save_all=True, append_images=pages[1:])

@@ -192,7 +192,7 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     minutes = user.get("train.minutes")
     whole = first.train.run_minutes if minutes is None and "train.steps" not in user else 0.0
     if whole:
-        minutes = left_for_training(whole, started)  # for the probe; set again once the probe has run
+        minutes = round(left_for_training(whole, started), 2)  # for the probe; set again once it has run
     plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe, fixed=user)
     if screening:
         plan.set("data.positive_class", *screening)
