@@ -281,9 +281,12 @@ class Trainer:
         calibrating = deadline is not None and not resume
         if calibrating:
             left = distributed.broadcast(deadline - time.monotonic())
-            budget_s = min(budget_s, left) if budget_s > 0 else left
+            planned, budget_s = budget_s, min(budget_s, left) if budget_s > 0 else left
             log.info("training budget %.0f s: what is left of the run's %g minutes; training ends in time for "
                      "calibration (its predictions and %.0f s)", budget_s, train.run_minutes, CALIBRATION_SECONDS)
+            if planned > 0 and budget_s < 0.5 * planned:
+                log.warning("training gets %.0f s of the %.0f s the plan foresaw: preprocessing took the rest; a "
+                            "second run reuses the preprocessed scans, or give more minutes", budget_s, planned)
             if budget_s <= CALIBRATION_SECONDS:
                 raise ValueError(f"the run's budget of {train.run_minutes:g} minutes is spent before training "
                                  f"({max(left, 0):.0f} s left); give more minutes (--minutes)")

@@ -354,12 +354,13 @@ def test_minutes_spent_before_training_are_refused_and_nothing_trains(tmp_path, 
     from pipeline.stages.run import left_for_training
 
     assert left_for_training(2.0, time_now() - 30) == pytest.approx((120 - 30) / 60, abs=0.01)
-    with pytest.raises(ValueError, match="budget of 0.5 minutes leaves 0 s for training: 40 s went to ingest"):
+    with pytest.raises(ValueError, match="budget of 0.5 minutes leaves 0.0 s for training, under the 10 s a model "
+                                         "needs: 40 s went to ingest"):
         left_for_training(0.5, time_now() - 40)
     scans = class_folder(tmp_path / "scans", n_per_class=14)
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--scans", str(scans), "--positive", "abnormal", "--minutes", "0.02", "--quiet"]) == 2
-    assert "budget of 0.02 minutes leaves 0 s for training" in caplog.text and "give more minutes" in caplog.text
+    assert "budget of 0.02 minutes leaves 0.0 s for training" in caplog.text and "give more minutes" in caplog.text
     assert not (tmp_path / "runs").exists()
 
 

@@ -136,6 +136,22 @@ def test_time_budget_stops_training(tmp_path):
     assert 0 < summary["steps"] < 100000
 
 
+def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path, caplog):
+    import time
+
+    from pipeline.trainer import CALIBRATION_SECONDS
+
+    config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=1", "train.steps=100000",
+                                "train.run_minutes=2"])
+    # preprocessing ran late: 3 s left past calibration's share, of the 60 s planned
+    summary = Trainer(config, toy_training_data(), tmp_path / "late", progress=False).fit(
+        deadline=time.monotonic() + CALIBRATION_SECONDS + 3)
+    assert summary["wall_seconds"] <= 3 + 0.5
+    assert "training gets 12 s of the 60 s the plan foresaw" in caplog.text
+    with pytest.raises(ValueError, match="budget of 2 minutes is spent before training"):
+        Trainer(config, toy_training_data(), tmp_path / "spent", progress=False).fit(deadline=time.monotonic() + 2)
+
+
 @pytest.mark.parametrize("spatial_size", [[16, 16], [8, 8, 8]])
 def test_channels_last_changes_the_layout_not_the_outputs(spatial_size):
     from pipeline.config import NetworkConfig

@@ -148,9 +148,10 @@ def left_for_training(run_minutes: float, started: float) -> float:
     spent = time.monotonic() - started
     left = run_minutes * 60 - spent
     if left - CALIBRATION_SECONDS < MIN_TRAINING_SECONDS:
-        raise ValueError(f"the run's budget of {run_minutes:g} minutes leaves {max(left - CALIBRATION_SECONDS, 0):.0f} "
-                         f"s for training: {spent:.0f} s went to ingest, split and the plan (the manifest and split "
-                         "are kept, so a second run spends less); give more minutes (--minutes)")
+        raise ValueError(f"the run's budget of {run_minutes:g} minutes leaves {max(left - CALIBRATION_SECONDS, 0):.1f} "
+                         f"s for training, under the {MIN_TRAINING_SECONDS:.0f} s a model needs: {spent:.0f} s went to "
+                         "ingest, split and the plan (the manifest and split are kept, so a second run spends "
+                         "less); give more minutes (--minutes)")
     return left / 60
 
 
