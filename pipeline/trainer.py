@@ -279,9 +279,12 @@ class Trainer:
         context = RoundContext(self.data, self.config.calibrate, distributed.from_main(self.subset_logits))
         budget_s = train.minutes * 60.0
         calibrating = deadline is not None and not resume
-        if calibrating:
+        if calibrating and budget_s <= 0:
+            log.info("training for %d steps, or until calibration's time in the run's %g minutes", train.steps,
+                     train.run_minutes)
+        elif calibrating:
             left = distributed.broadcast(deadline - time.monotonic())
-            planned, budget_s = budget_s, min(budget_s, left) if budget_s > 0 else left
+            planned, budget_s = budget_s, min(budget_s, left)
             log.info("training budget %.0f s: what is left of the run's %g minutes; training ends in time for "
                      "calibration (its predictions and %.0f s)", budget_s, train.run_minutes, CALIBRATION_SECONDS)
             if planned > 0 and budget_s < 0.5 * planned:
@@ -315,6 +318,12 @@ class Trainer:
                 progress = distributed.broadcast(progress)
             else:
                 progress = loop.step / max(train.steps, 1)
+                if calibrating:  # steps the user asked for, within the run's budget
+                    after = CALIBRATION_SECONDS + self.predict_seconds * after_scans + 2 * loop.slowest_eval
+                    if distributed.broadcast(float(time.monotonic() + after >= deadline)):
+                        log.warning("stopped at step %d of %d: the rest of the run's %g minutes is calibration's",
+                                    loop.step, train.steps, train.run_minutes)
+                        break
             if progress >= 1.0:
                 break
             wanted_round = min(int(progress * method.rounds), method.rounds - 1)

@@ -150,6 +150,13 @@ def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path
     assert "training gets 12 s of the 60 s the plan foresaw" in caplog.text
     with pytest.raises(ValueError, match="budget of 2 minutes is spent before training"):
         Trainer(config, toy_training_data(), tmp_path / "spent", progress=False).fit(deadline=time.monotonic() + 2)
+    # steps the user asked for stop where the run's budget would not leave calibration its time
+    steps = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0", "train.steps=100000",
+                               "train.run_minutes=2"])
+    summary = Trainer(steps, toy_training_data(), tmp_path / "steps", progress=False).fit(
+        deadline=time.monotonic() + CALIBRATION_SECONDS + 2)
+    assert 0 < summary["steps"] < 100000 and summary["wall_seconds"] <= 2 + 0.5
+    assert "stopped at step" in caplog.text and "of 100000" in caplog.text
 
 
 @pytest.mark.parametrize("spatial_size", [[16, 16], [8, 8, 8]])
