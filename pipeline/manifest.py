@@ -6,6 +6,7 @@ them through this module.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import defaultdict
@@ -203,6 +204,11 @@ def split_path(config: Config) -> Path:
     manifest = manifest_path(config)
     s = config.split
     labels = f"{s.labelled_fraction:g}of-labels" if s.labelled_fraction > 0 else f"{s.labels_per_class}per-class"
-    return manifest.with_name(f"{manifest.stem}.{labels}.seed{s.seed}.split.csv")
+    data = config.data
+    screening = f"healthy={data.healthy_class}" if data.healthy_class else (
+        f"positive={data.positive_class}" if "+" in data.positive_class else "")
+    # classes screened as one are drawn together where too small alone: another draw than without
+    joined = f".screen-{hashlib.sha256(screening.encode()).hexdigest()[:8]}" if screening else ""
+    return manifest.with_name(f"{manifest.stem}.{labels}{joined}.seed{s.seed}.split.csv")
 
 

@@ -282,3 +282,50 @@ def test_random_manifests_split_with_each_scans_own_label(tmp_path, write):
         made += 1
         assert (split["label"] == split["scan_id"].map({r["scan_id"]: r["label"] for r in rows})).all()
     assert made > 30
+
+
+def nih_like_manifest(write, path):
+    """40 healthy scans, 24 of one finding, and six combinations of findings of 2-4 scans each."""
+    rows = [{"scan_id": f"h{i}.png", "label": "No Finding"} for i in range(40)]
+    rows += [{"scan_id": f"e{i}.png", "label": "Effusion"} for i in range(24)]
+    for k, combo in enumerate(["Atelectasis|Effusion", "Effusion|Mass", "Mass|Nodule", "Atelectasis|Mass",
+                               "Effusion|Nodule", "Infiltration|Mass"]):
+        rows += [{"scan_id": f"c{k}_{i}.png", "label": combo} for i in range(2 + k % 3)]
+    return write.manifest(path, rows)
+
+
+def test_rare_classes_screened_as_one_are_drawn_together_not_refused_or_left_out(tmp_path, write):
+    manifest = nih_like_manifest(write, tmp_path / "nih.csv")
+    screened = ["Effusion", "Atelectasis|Effusion", "Effusion|Mass", "Mass|Nodule", "Atelectasis|Mass",
+                "Effusion|Nodule", "Infiltration|Mass"]
+    options = dict(labels_per_class=4, calibration_per_class=4, test_fraction=0.2, selection="random", seed=1)
+    with pytest.raises(ValueError, match="class 'Atelectasis\\|Effusion' has"):  # each combination alone: refused
+        make_split(manifest, out=tmp_path / "alone.split.csv", **options)
+    split = pd.read_csv(make_split(manifest, out=tmp_path / "together.split.csv", screened_as_one=screened,
+                                   **options), keep_default_na=False)
+    labelled = split[split["subset"] == "labelled"]
+    combos = labelled[labelled["label"].str.contains("|", regex=False)]
+    assert len(combos) >= 4 and set(combos["label"]) <= set(screened)  # drawn together, saved as labelled
+    assert (labelled["label"] == "Effusion").sum() == 4 and (labelled["label"] == "No Finding").sum() == 4
+    assert set(split["scan_id"]) == set(pd.read_csv(manifest)["scan_id"])  # nothing left out
+    # by fractions too: the combinations are drawn together rather than left out
+    split = pd.read_csv(make_split(manifest, out=tmp_path / "fractions.split.csv", labelled_fraction=0.75,
+                                   calibration_fraction=0.99, screened_as_one=screened, seed=1), keep_default_na=False)
+    assert set(split["scan_id"]) == set(pd.read_csv(manifest)["scan_id"])
+    # one rare class alone is not helped by drawing it "together": left out as before
+    alone = make_split(manifest, out=tmp_path / "one.split.csv", labelled_fraction=0.75, calibration_fraction=0.99,
+                       screened_as_one=["Effusion", "Atelectasis|Effusion"], seed=1)
+    assert "Atelectasis|Effusion" not in set(pd.read_csv(alone, keep_default_na=False)["label"])
+
+
+def test_a_split_screening_classes_as_one_is_named_apart():
+    from pipeline.config import load_config
+    from pipeline.manifest import split_path
+
+    names = {key: split_path(load_config(None, ["data.manifest=\"m.csv\"", *extra])).name for key, extra in [
+        ("one", ["data.positive_class=\"b\""]), ("joined", ["data.positive_class=\"b+c\""]),
+        ("healthy", ["data.healthy_class=\"a\""]), ("healthy_planned", ["data.healthy_class=\"a\"",
+                                                                        "data.positive_class=\"b+c\""])]}
+    assert ".screen-" not in names["one"]
+    assert ".screen-" in names["joined"] and ".screen-" in names["healthy"] and names["joined"] != names["healthy"]
+    assert names["healthy"] == names["healthy_planned"]  # the plan's join from --healthy keeps the name

@@ -10,7 +10,15 @@ from pathlib import Path
 from pipeline import distributed, synth
 from pipeline.config import Config, flat_keys, load_config, user_settings
 from pipeline.data import TrainingData, load_training_data, split_frame
-from pipeline.manifest import class_key, manifest_path, name_words, positive_parts, split_path
+from pipeline.manifest import (
+    class_key,
+    joined_classes,
+    load_manifest,
+    manifest_path,
+    name_words,
+    positive_parts,
+    split_path,
+)
 from pipeline.stages.calibrate import calibrate
 from pipeline.stages.fetch import fetch, materialise_mnist
 from pipeline.stages.ingest import folder_changes, ingest
@@ -59,10 +67,23 @@ def prepare_split(config: Config, progress: bool = True):
             calibration_per_class=0 if s.calibration_fraction > 0 else s.calibration_per_class,
             calibration_fraction=s.calibration_fraction or None,
             test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
+            screened_as_one=screened_as_one(config, manifest),
         )
     frame, classes = split_frame(config)
     check_positive_class(config.data.positive_class, classes, config.data.healthy_class)
     return frame, classes
+
+
+def screened_as_one(config: Config, manifest: Path) -> list[str]:
+    """The classes of ``manifest`` a run screens as one abnormal class: every class but
+    ``data.healthy_class``, or those ``data.positive_class`` joins; none for one positive class."""
+    data = config.data
+    if not data.healthy_class and "+" not in data.positive_class:
+        return []
+    found = sorted(set(load_manifest(manifest)["label"]) - {""})
+    if data.healthy_class:
+        return [name for name in found if name != data.healthy_class]
+    return [name for name in found if name in joined_classes(data.positive_class, found)]
 
 
 def check_positive_class(positive: str, classes: list[str], healthy: str = "") -> None:

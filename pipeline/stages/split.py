@@ -13,6 +13,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ def make_split(
     test_fraction: float = 0.2,
     selection: str = "first",
     seed: int = 0,
+    screened_as_one: Collection[str] = (),
 ) -> Path:
     """Write a split file for the ``ok`` scans of ``manifest``.
 
@@ -69,6 +71,10 @@ def make_split(
         first 10 per class this way); ``"random"``: a seeded random draw.
     seed
         Seed for every random draw.
+    screened_as_one
+        Classes the run screens as one abnormal class (``--healthy``'s other classes, a joined
+        ``--positive``): those too small to be drawn alone (an NIH-style file's rare combinations of
+        findings) are drawn together, as :data:`RARE_STRATUM`, instead of being left out or refused.
 
     Returns
     -------
@@ -106,13 +112,26 @@ def make_split(
 
     test = _test_units(rows, test_fraction, rng)
     pool = rows[~rows["unit"].isin(test)]
+    rare = _rare(pool, set(screened_as_one), labels_per_class, calibration_per_class, labelled_fraction,
+                 calibration_fraction)
+    if rare:
+        log.info("split: %d classes screened as one abnormal class are too small to be drawn alone (%s%s); drawn "
+                 "together", len(rare), ", ".join(repr(c) for c in sorted(rare)[:5]), " ..." if len(rare) > 5 else "")
+        rows["label"] = rows["label"].where(~rows["label"].isin(rare), RARE_STRATUM)
+        pool = rows[~rows["unit"].isin(test)]
     left_out = _too_small(pool, labelled_fraction, calibration_fraction)
+    if rare and labels_per_class is not None:
+        together = int((pool["label"] == RARE_STRATUM).sum())
+        if together < labels_per_class + calibration_per_class:
+            left_out[RARE_STRATUM] = together  # too few even together: left out, not refused
     if left_out:
         named = ", ".join(f"{c!r} ({n} outside the test set)" for c, n in list(left_out.items())[:10])
         more = f" and {len(left_out) - 10} more (the split's JSON names each)" if len(left_out) > 10 else ""
-        log.warning("classes with too few scans for a labelled and a calibration scan at labelled_fraction=%s: %s%s; "
-                    "left out of the split, so the model will not know them: label more of their scans, or "
-                    "relabel them", labelled_fraction, named, more)
+        request = (f"labelled_fraction={labelled_fraction}" if labelled_fraction is not None
+                   else f"labels_per_class={labels_per_class} and calibration_per_class={calibration_per_class}")
+        log.warning("classes with too few scans for a labelled and a calibration scan at %s: %s%s; left out of the "
+                    "split, so the model will not know them: label more of their scans, or relabel them", request,
+                    named, more)
         kept = ~rows["label"].isin(left_out)
         rows, labels = rows[kept].reset_index(drop=True), labels[kept].reset_index(drop=True)
         pool = rows[~rows["unit"].isin(test)]
@@ -178,6 +197,24 @@ def make_split(
 
 
 # ---------------------------------------------------------------------------- drawing
+
+
+# The stratum of the classes screened as one that are too small to be drawn alone (see make_split).
+RARE_STRATUM = "(rare classes screened as one)"
+
+
+def _rare(pool: pd.DataFrame, screened: set[str], labels_per_class: int | None, calibration_per_class: int,
+          labelled_fraction: float | None, calibration_fraction: float | None) -> set[str]:
+    """The classes of ``screened`` with too few scans in ``pool`` (outside the test set) for their own
+    labelled and calibration draw; none where that is one class (alone, it is no more drawable)."""
+    if len(screened) < 2:
+        return set()
+    counts = pool.loc[pool["label"].isin(screened), "label"].value_counts()
+    if labels_per_class is not None:
+        rare = {str(label) for label, n in counts.items() if n < labels_per_class + calibration_per_class}
+    else:
+        rare = set(_too_small(pool[pool["label"].isin(screened)], labelled_fraction, calibration_fraction))
+    return rare if len(rare) >= 2 else set()
 
 
 def _strata(labels: pd.Series) -> pd.Series:
