@@ -316,6 +316,13 @@ def test_rare_classes_screened_as_one_are_drawn_together_not_refused_or_left_out
     alone = make_split(manifest, out=tmp_path / "one.split.csv", labelled_fraction=0.75, calibration_fraction=0.99,
                        screened_as_one=["Effusion", "Atelectasis|Effusion"], seed=1)
     assert "Atelectasis|Effusion" not in set(pd.read_csv(alone, keep_default_na=False)["label"])
+    # by count, where the user did not ask for a class of its own: left out too, not refused
+    frame = pd.read_csv(manifest, keep_default_na=False)
+    write.manifest(tmp_path / "one_rare.csv", frame[~frame["label"].str.contains("Mass|Nodule|Infiltration")
+                                                    ].to_dict("records"))
+    alone = make_split(tmp_path / "one_rare.csv", out=tmp_path / "one_rare.split.csv",
+                       screened_as_one=["Effusion", "Atelectasis|Effusion"], **options)
+    assert set(pd.read_csv(alone, keep_default_na=False)["label"]) == {"No Finding", "Effusion"}
 
 
 def test_a_split_screening_classes_as_one_is_named_apart():

@@ -114,16 +114,20 @@ def make_split(
     pool = rows[~rows["unit"].isin(test)]
     rare = _rare(pool, set(screened_as_one), labels_per_class, calibration_per_class, labelled_fraction,
                  calibration_fraction)
+    alone = set(rare) if len(rare) == 1 else set()  # no more drawable together: left out below, as by fractions
+    rare -= alone
     if rare:
         log.info("split: %d classes screened as one abnormal class are too small to be drawn alone (%s%s); drawn "
                  "together", len(rare), ", ".join(repr(c) for c in sorted(rare)[:5]), " ..." if len(rare) > 5 else "")
         rows["label"] = rows["label"].where(~rows["label"].isin(rare), RARE_STRATUM)
         pool = rows[~rows["unit"].isin(test)]
     left_out = _too_small(pool, labelled_fraction, calibration_fraction)
-    if rare and labels_per_class is not None:
+    if labels_per_class is not None:
+        # screened as one, so the model needs no class of their own: left out, not refused
+        left_out.update({label: int((pool["label"] == label).sum()) for label in alone})
         together = int((pool["label"] == RARE_STRATUM).sum())
-        if together < labels_per_class + calibration_per_class:
-            left_out[RARE_STRATUM] = together  # too few even together: left out, not refused
+        if rare and together < labels_per_class + calibration_per_class:
+            left_out[RARE_STRATUM] = together
     if left_out:
         named = ", ".join(f"{c!r} ({n} outside the test set)" for c, n in list(left_out.items())[:10])
         more = f" and {len(left_out) - 10} more (the split's JSON names each)" if len(left_out) > 10 else ""
@@ -206,7 +210,7 @@ RARE_STRATUM = "(rare classes screened as one)"
 def _rare(pool: pd.DataFrame, screened: set[str], labels_per_class: int | None, calibration_per_class: int,
           labelled_fraction: float | None, calibration_fraction: float | None) -> set[str]:
     """The classes of ``screened`` with too few scans in ``pool`` (outside the test set) for their own
-    labelled and calibration draw; none where that is one class (alone, it is no more drawable)."""
+    labelled and calibration draw."""
     if len(screened) < 2:
         return set()
     counts = pool.loc[pool["label"].isin(screened), "label"].value_counts()
@@ -214,7 +218,7 @@ def _rare(pool: pd.DataFrame, screened: set[str], labels_per_class: int | None, 
         rare = {str(label) for label, n in counts.items() if n < labels_per_class + calibration_per_class}
     else:
         rare = set(_too_small(pool[pool["label"].isin(screened)], labelled_fraction, calibration_fraction))
-    return rare if len(rare) >= 2 else set()
+    return rare
 
 
 def _strata(labels: pd.Series) -> pd.Series:
