@@ -363,9 +363,9 @@ def _files_in_header(table, bases: list[Path], columns: dict[str, str]) -> int |
 
 def _file_column_by_values(table, bases: list[Path], scan_index: Callable[[], ScanNames]) -> str | None:
     """Where no column has a file column's name: the one column, of those without another role's name
-    or a DICOM key's (a patient id keys its rows itself), whose first values name scans or their folders (as written, or
-    by name in ``scan_index()``, :func:`files_by_name`), as HyperKvasir's ``Video file`` and ADNI's
-    ``Image Data ID`` do; else None."""
+    or a DICOM key's (a patient id keys its rows itself), whose first values name a different scan or
+    folder a row (as written, or by name in ``scan_index()``, :func:`files_by_name`), as HyperKvasir's
+    ``Video file`` and ADNI's ``Image Data ID`` do; else None."""
     normalised = {column: column.replace(" ", "_").replace("-", "_") for column in table.columns}
     keys = {name for names in (*DICOM_KEY_NAMES.values(), *COLUMN_NAMES.values()) for name in names}
     keys |= set(COLUMN_NAMES)  # a column named for another role (Finding: the label) keeps it
@@ -488,7 +488,8 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
             index.setdefault(key, []).append(path)
 
     for root, folders, files in os.walk(scans):
-        folders[:] = sorted(name for name in folders if not is_system_file(name + "/x"))
+        # a folder is a system one (__MACOSX, .ipynb_checkpoints) where whatever lies in it is a system file
+        folders[:] = sorted(name for name in folders if not is_system_file(f"{name}/x"))
         for name in folders:
             relative = Path(os.path.relpath(os.path.join(root, name), scans)).as_posix()
             add(names, {name, relative, f"{top}/{relative}"}, os.path.realpath(os.path.join(root, name)))

@@ -1,6 +1,6 @@
 """One reading path for every scan format: NIfTI, Analyze and FreeSurfer MGH volumes, PNG, JPEG, TIFF,
-BMP, WebP and JPEG 2000 pictures through MONAI's readers, MetaImage and NRRD volumes through SimpleITK, DICOM files and series
-through pydicom (``pipeline.dicom``).
+BMP, WebP and JPEG 2000 pictures through MONAI's readers, MetaImage and NRRD volumes through
+SimpleITK, DICOM files and series through pydicom (``pipeline.dicom``).
 
 A volume whose header and voxels lie in two files (Analyze ``x.hdr`` + ``x.img``, MetaImage ``x.mhd`` +
 ``x.raw``, NRRD ``x.nhdr`` + ``x.raw``) is one scan, named by its header file.
@@ -33,6 +33,7 @@ SCAN_SUFFIXES = VOLUME_SUFFIXES + PICTURE_SUFFIXES
 # The voxel files of a two-file volume, by the suffixes of the header that names them.
 DATA_FILE_SUFFIXES = {".img": (".hdr",), ".img.gz": (".hdr",), ".raw": (".mhd", ".nhdr"),
                       ".zraw": (".mhd",), ".raw.gz": (".mhd", ".nhdr")}
+HEADER_SUFFIXES = tuple(dict.fromkeys(suffix for headers in DATA_FILE_SUFFIXES.values() for suffix in headers))
 FORMAT_NAMES = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".hdr": "Analyze", ".mgz": "MGH", ".mgh": "MGH",
                 ".mha": "MetaImage", ".mhd": "MetaImage", ".nrrd": "NRRD", ".nhdr": "NRRD"}
 # Metadata that operating systems leave in folders, and the index a DICOM export writes beside its
@@ -111,7 +112,7 @@ def scan_files(path: str | os.PathLike) -> list[Path]:
     """The files a scan file is read from: itself, and the voxel file beside a two-file volume's header."""
     path = Path(path)
     suffix = scan_suffix(path)
-    if suffix not in (".hdr", ".mhd", ".nhdr"):
+    if suffix not in HEADER_SUFFIXES:
         return [path]
     stem = path.name[: len(path.name) - len(suffix)]
     data = [path.parent / (stem + data_suffix) for data_suffix, headers in DATA_FILE_SUFFIXES.items()

@@ -293,10 +293,6 @@ class Trainer:
             if budget_s <= CALIBRATION_SECONDS:
                 raise ValueError(f"the run's budget of {train.run_minutes:g} minutes is spent before training "
                                  f"({max(left, 0):.0f} s left); give more minutes (--minutes)")
-        # calibration predicts the calibration and test scans, and the out-of-distribution bank's and calibration's
-        # features (pipeline.ood)
-        pool = len(self.data.labelled) + len(self.data.unlabelled)
-        after_scans = 2 * len(self.data.calibration) + len(self.data.test) + min(pool, ood.MAX_BANK)
         loop = self.restore() if resume else LoopState(eval_every=train.eval_every)
         total = None if budget_s > 0 else train.steps
         # A budget's bar counts seconds of it, so a rate (seconds a second) would say nothing.
@@ -312,14 +308,14 @@ class Trainer:
             if budget_s > 0:
                 # The final evaluation and the summary's test predictions come after the loop.
                 elapsed = time.perf_counter() - start
-                after = CALIBRATION_SECONDS + self.predict_seconds * after_scans if calibrating else 0.0
+                after = self._calibration_seconds() if calibrating else 0.0
                 progress = min(1.0, (elapsed + 2 * loop.slowest_eval + after) / budget_s)
                 # clocks differ between processes; rank 0's decides rounds and the end
                 progress = distributed.broadcast(progress)
             else:
                 progress = loop.step / max(train.steps, 1)
                 if calibrating:  # steps the user asked for, within the run's budget
-                    after = CALIBRATION_SECONDS + self.predict_seconds * after_scans + 2 * loop.slowest_eval
+                    after = self._calibration_seconds() + 2 * loop.slowest_eval
                     if distributed.broadcast(float(time.monotonic() + after >= deadline)):
                         log.warning("stopped at step %d of %d: the rest of the run's %g minutes is calibration's",
                                     loop.step, train.steps, train.run_minutes)
@@ -376,6 +372,14 @@ class Trainer:
             write_json(self.run_dir / "train_summary.json", summary)
             shutil.rmtree(self.run_dir / RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
         return distributed.broadcast(summary)
+
+    def _calibration_seconds(self) -> float:
+        """What calibration after training will take: predictions of the calibration and test scans and
+        of the out-of-distribution bank's and calibration's features (``pipeline.ood``), at the last
+        evaluation's pace, and :data:`CALIBRATION_SECONDS` besides."""
+        pool = len(self.data.labelled) + len(self.data.unlabelled)
+        scans = 2 * len(self.data.calibration) + len(self.data.test) + min(pool, ood.MAX_BANK)
+        return CALIBRATION_SECONDS + self.predict_seconds * scans
 
     # ------------------------------------------------------------------------ resuming
 

@@ -327,7 +327,11 @@ def _manifest_rows(
             # case: its scans stay on one side of the split; the folder's path is in their ids already
             relative = Path(os.path.relpath(folder, os.path.realpath(root))).as_posix()
             case_groups.update(dict.fromkeys(members, relative))
-    folder_rows = [where for key, names_a_folder in used.items() if (where := label_rows.pop(key).where) and names_a_folder]
+    folder_rows = []  # the rows of folders whose scans took their label
+    for key, names_a_folder in used.items():
+        where = label_rows.pop(key).where
+        if names_a_folder:
+            folder_rows.append(where)
     if folder_rows:
         file, _ = folder_rows[0].rsplit(" line ", 1)
         numbers = ", ".join(where.rsplit(" ", 1)[-1] for where in folder_rows[:3])

@@ -114,8 +114,9 @@ def make_split(
     pool = rows[~rows["unit"].isin(test)]
     rare = _rare(pool, set(screened_as_one), labels_per_class, calibration_per_class, labelled_fraction,
                  calibration_fraction)
-    alone = set(rare) if len(rare) == 1 else set()  # no more drawable together: left out below, as by fractions
-    rare -= alone
+    alone: set[str] = set()
+    if len(rare) == 1:  # no more drawable together: left out below, as by fractions
+        alone, rare = rare, set()
     if rare:
         log.info("split: %d classes screened as one abnormal class are too small to be drawn alone (%s%s); drawn "
                  "together", len(rare), ", ".join(repr(c) for c in sorted(rare)[:5]), " ..." if len(rare) > 5 else "")
