@@ -343,6 +343,8 @@ def test_minutes_bound_the_whole_command_and_training_gets_what_is_left(tmp_path
     assert (settings["train.run_minutes"]["value"], settings["train.run_minutes"]["set_by"]) == (budget, "user")
     planned = settings["train.minutes"]
     assert planned["set_by"] == "plan" and "0.4 minutes for the whole run" in planned["reason"]
+    record = json.loads((run / "plan.json").read_text())
+    assert record["preprocess_seconds_foreseen"] is not None  # timed on the scans: the budget pays for it
     assert 0 < planned["value"] < budget  # ingest, split and the plan came first; calibration is kept its time
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["wall_seconds"] <= planned["value"] * 60 - 5  # calibration's time left over
@@ -420,6 +422,80 @@ def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, m
     assert roomy.settings["method.pi_model.warmup"] == 0.0
     assert short.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP > 0
     assert "labelled scans alone" in short.reasons["method.pi_model.warmup"]
+
+
+def test_steps_are_planned_for_what_foreseen_preprocessing_leaves_of_a_whole_run_budget(tmp_path, write,
+                                                                                       monkeypatch):
+    fp = mask_volumes_with_a_large_pool(tmp_path, write)
+    monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32", **_:
+                        3e-7 * size**3 * sum(batches))
+    asked = []
+
+    def preprocessing(settings):
+        asked.append(settings)
+        return 30.0
+
+    # 2 minutes fit over 1,500 steps at 24^3, batches 8 + 8: no warm-up. With half a minute of them foreseen
+    # for preprocessing, the steps are planned for the 1.5 minutes left, too few: the warm-up.
+    roomy = planning.make_plan(fp, minutes=2, probe=True)
+    short = planning.make_plan(fp, minutes=2, probe=True, preprocessing=preprocessing)
+    assert roomy.settings["method.pi_model.warmup"] == 0.0 and roomy.preprocess_seconds is None
+    assert short.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP and short.preprocess_seconds == 30.0
+    probe = short.probe[-1]
+    assert probe["steps_in_budget"] == pytest.approx(planning._steps_in_budget(1.5, probe["seconds_per_step"]), abs=2)
+    assert "what is left after ~30 s to preprocess" in short.reasons["preprocess.spatial_size"]
+    # asked once, with the planned preprocessing at the largest size considered
+    assert len(asked) == 1 and asked[0]["spatial_size"] == [28, 28, 28] and asked[0]["intensity"] == "minmax"
+    # Preprocessing foreseen to take the whole budget leaves the steps a tenth of it (the trainer refuses a
+    # run with no time left, not the plan).
+    spent = planning.make_plan(fp, minutes=2, probe=True, preprocessing=lambda settings: 1000.0)
+    assert spent.probe[-1]["steps_in_budget"] == pytest.approx(
+        planning._steps_in_budget(0.2, spent.probe[-1]["seconds_per_step"]), abs=2)
+
+
+def test_resampled_volumes_are_timed_at_the_spacing_of_the_largest_size(tmp_path, write, monkeypatch):
+    rows = []
+    for i, spacing in enumerate([(1.0, 1.0, 1.0), (0.8, 0.8, 2.0), (1.2, 1.2, 1.2), (1.0, 1.0, 3.0)]):
+        volume = np.random.default_rng(i).normal(300, 80, (60, 60, 60)).astype(np.float32)
+        path = write.nifti(tmp_path / f"v{i}.nii.gz", volume, spacing)
+        rows.append({"path": str(path), "shape": "60x60x60", "spacing": "x".join(map(str, spacing)), "label": "a"})
+    fp = planning.fingerprint(split_frame(rows), ["a"])
+    monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32", **_:
+                        1e-9 * size**3 * sum(batches))
+    asked = []
+    plan = planning.make_plan(fp, minutes=3, probe=True, preprocessing=lambda s: asked.append(s) or 1.0)
+    assert asked[0]["spatial_size"] == [48] * 3 and asked[0]["intensity"] == "percentile"
+    # the median scan's 60 mm field of view across 48 voxels; the plan's own choice is the same here
+    assert asked[0]["target_spacing"] == [1.25] * 3 == plan.settings["preprocess.target_spacing"]
+
+
+def test_preprocessing_is_foreseen_from_scans_timed(tmp_path, write, monkeypatch):
+    import itertools
+    import types
+
+    from pipeline import data
+    from pipeline.config import PreprocessConfig
+
+    rng = np.random.default_rng(0)
+    paths = [str(write.png(tmp_path / f"p{i}.png", (rng.random((64, 64)) * 255).astype(np.uint8))) for i in range(4)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    config = PreprocessConfig(spatial_size=[32, 32], resize="resize")
+    assert data.seconds_to_preprocess(paths, 10, config) > 0
+    # A clock that moves 0.1 s at each reading: every scan timed takes 0.1 s.
+    clock = itertools.count(0.0, 0.1)
+    monkeypatch.setattr(data, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    # fewer than 64 scans are preprocessed in this process, more by the workers after they start
+    assert data.seconds_to_preprocess(paths, 10, config) == pytest.approx(10 * 0.1)
+    assert data.seconds_to_preprocess([str(broken), *paths], 1000, config, workers=2) == pytest.approx(
+        data.POOL_START_SECONDS + 1000 * 0.1 / 2)
+    assert data.seconds_to_preprocess([str(broken)], 1000, config) == 0.0  # nothing timed, nothing foreseen
+    # the time is the user's: timing stops once it has taken max_seconds
+    timed = []
+    transform = data.build_preprocess(config)
+    monkeypatch.setattr(data, "build_preprocess", lambda config: lambda item: timed.append(item) or transform(item))
+    data.seconds_to_preprocess(paths * 50, 1000, config, max_seconds=1.0)
+    assert 2 <= len(timed) <= 6
 
 
 def test_a_user_set_size_batches_or_precision_is_timed_for_the_warm_up(tmp_path, write, monkeypatch):

@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,7 @@ class Plan:
     reasons: dict[str, str] = field(default_factory=dict)
     probe: list[dict[str, Any]] = field(default_factory=list)  # steps timed per size and batch
     precision_probe: list[dict[str, Any]] = field(default_factory=list)  # a step in each precision
+    preprocess_seconds: float | None = None  # foreseen before training, where the budget includes it
 
     def set(self, key: str, value: Any, reason: str) -> None:
         self.settings[key] = value
@@ -176,7 +178,7 @@ class Plan:
                 entries[key] = {"value": resolved.get(key, self.settings[key]), "set_by": "plan",
                                 "reason": self.reasons[key]}
         return {"fingerprint": fingerprint, "settings": entries, "probe": self.probe,
-                "precision_probe": self.precision_probe}
+                "precision_probe": self.precision_probe, "preprocess_seconds_foreseen": self.preprocess_seconds}
 
 
 def _fmt(size) -> str:
@@ -184,7 +186,8 @@ def _fmt(size) -> str:
 
 
 def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | None = None,
-              probe: bool = True, fixed: dict[str, Any] | None = None) -> Plan:
+              probe: bool = True, fixed: dict[str, Any] | None = None,
+              preprocessing: Callable[[dict[str, Any]], float] | None = None) -> Plan:
     """Rules from fingerprint to settings.
 
     Parameters
@@ -204,6 +207,11 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         Settings the user set (flat keys). Where their input size, batch sizes or precision
         differ from the plan's, a step of the run they will train is timed too, and what depends
         on the steps that fit (the warm-up, how often to evaluate) is planned from it.
+    preprocessing
+        Where ``minutes`` must also pay for preprocessing the scans (a whole command's budget): the
+        seconds foreseen for it, given preprocessing settings (``PreprocessConfig`` fields). It is
+        asked once, for the largest input size considered (resampling costs most there), and the
+        steps are planned for what is left.
     """
     plan = Plan()
     dims = fp["spatial_dims"]
@@ -257,6 +265,16 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     # Timed with the default method whatever the user chose, so that runs of different methods on
     # the same data (a supervised baseline, say) train on the same inputs and network.
     ordered = _ordered_sizes(candidates, dims)
+    if preprocessing is not None:
+        largest = user_sides or [ordered[0]] * dims
+        trial = {key.split(".", 1)[1]: value for key, value in plan.settings.items() if key.startswith("preprocess.")}
+        trial.update(spatial_size=largest, resize="resize")
+        if finest is not None:
+            trial["target_spacing"] = [_resampled_side(fp, median, finest, max(largest))] * 3
+        plan.preprocess_seconds = round(preprocessing(trial), 1)
+        # Steps are planned for what preprocessing leaves; a tenth at least, where it would leave
+        # nothing: the trainer, not the plan, refuses a run with no time left.
+        minutes = max(minutes - plan.preprocess_seconds / 60, minutes / 10)
     precision, precision_reason, precision_probe = _choose_precision(ordered[0], dims, fp, probe)
     plan.set("train.precision", precision, precision_reason)
     chosen, (batch_scale, batches), probes = _choose_size(candidates, dims, kind, fp, minutes, probe, precision)
@@ -267,7 +285,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         # finer volumes than the input needs (162 ms a scan for 128^3 heads, most of scoring).
         spacing = fp["spacing"]
         view = [m * s for m, s in zip(median, spacing["median"])]
-        side = round(max(finest, min(view) / chosen), 3)
+        side = _resampled_side(fp, median, finest, chosen)
         plan.set("preprocess.target_spacing", [side] * 3, f"spacings vary ({_fmt_mm(spacing['min'])} to "
                  f"{_fmt_mm(spacing['max'])}): resampled to {_fmt_mm([side] * 3)}, the median scan's "
                  f"{_fmt_mm(view)} field of view across {chosen} voxels (the median voxel: {finest:.3g} mm)")
@@ -275,7 +293,8 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     arch = _architecture(min(size), dims)  # an anisotropic input's shortest side sets the depth
     exact = uniform and [int(v) for v in median] == size
     plan.set("preprocess.spatial_size", size, "the user's size; network, batches and steps planned for it"
-             if user_sides else _size_reason(size, median, chosen, batches, candidates, probes, minutes))
+             if user_sides else _size_reason(size, median, chosen, batches, candidates, probes, minutes,
+                                             plan.preprocess_seconds))
     plan.set("preprocess.resize", "pad_crop" if exact else "resize",
              "every scan already has this size" if exact else
              f"scans of {'one size' if uniform else 'different sizes'} ({_fmt(fp['size']['min'])} to "
@@ -365,6 +384,13 @@ def _user_run(fixed: dict[str, Any], size: int, batches: tuple[int, int], precis
     return None if run == (size, tuple(batches), precision) and not network else (*run, network)
 
 
+def _resampled_side(fp: dict[str, Any], median, finest: float, size: int) -> float:
+    """The voxel side (mm) at which the median scan's field of view spans ``size`` voxels across its
+    shortest side, never finer than the median voxel ``finest``."""
+    view = [m * s for m, s in zip(median, fp["spacing"]["median"])]
+    return round(max(finest, min(view) / size), 3)
+
+
 def _fmt_mm(values) -> str:
     return "x".join(f"{v:.3g}" for v in values) + " mm"
 
@@ -394,11 +420,12 @@ def _batch_sizes(size: int, dims: int, fp: dict[str, Any] | None) -> tuple[int, 
     return labelled, 2 * labelled
 
 
-def _size_reason(size, median, chosen, batches, candidates, probes, minutes) -> str:
+def _size_reason(size, median, chosen, batches, candidates, probes, minutes, preprocess_seconds=None) -> str:
     text = f"spatial_size {_fmt(size)}: median scan {_fmt(median)}"
     row = next((p for p in probes if p["size"] == chosen and p["batches"] == list(batches)), None)
     if row:
-        text += f"; {row['steps_in_budget']:,} steps fit {minutes:g} minutes at this size with batches " \
+        after = f" (what is left after ~{preprocess_seconds:.0f} s to preprocess the scans)" if preprocess_seconds else ""
+        text += f"; {row['steps_in_budget']:,} steps fit {minutes:.3g} minutes{after} at this size with batches " \
                 f"{row['batches'][0]} + {row['batches'][1]} (probe: {row['seconds_per_step']:.3f} s a step)"
         larger = [p["size"] for p in probes if p["size"] > chosen]
         if larger:

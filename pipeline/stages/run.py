@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from pipeline import distributed, synth
-from pipeline.config import Config, flat_keys, load_config, user_settings
-from pipeline.data import TrainingData, load_training_data, split_frame
+from pipeline.config import Config, PreprocessConfig, flat_keys, load_config, user_settings
+from pipeline.data import TrainingData, load_training_data, seconds_to_preprocess, split_frame
 from pipeline.manifest import (
     class_key,
     joined_classes,
@@ -176,6 +177,25 @@ def left_for_training(run_minutes: float, started: float) -> float:
     return left / 60
 
 
+PREPROCESS_TIMING_SAMPLE = 8  # scans preprocessed to foresee the rest (at most 2 s of the budget)
+
+
+def preprocessing_timer(frame, config: Config, user: dict):
+    """``settings -> seconds`` foreseen to preprocess the usable scans of ``frame`` (a split frame)
+    with the preprocessing ``settings`` (``PreprocessConfig`` fields) planned, the user's own
+    ``preprocess.*`` values winning, timed on a seeded sample of them (see
+    :func:`pipeline.data.seconds_to_preprocess`)."""
+    rows = frame[frame["status"] == "ok"] if "status" in frame else frame
+    sample = list(rows["path"].sample(min(PREPROCESS_TIMING_SAMPLE, len(rows)), random_state=config.seed))
+    own = {key.split(".", 1)[1]: value for key, value in user.items() if key.startswith("preprocess.")}
+
+    def foreseen(settings: dict) -> float:
+        preprocess = PreprocessConfig(**{**asdict(config.preprocess), **settings, **own})
+        return seconds_to_preprocess(sample, len(rows), preprocess, config.train.workers)
+
+    return foreseen
+
+
 def prepare_data(config: Config, progress: bool = True) -> TrainingData:
     """The earlier stages as needed, then the tensors of the config's split."""
     frame, classes = prepare_split(config, progress)
@@ -215,7 +235,9 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     whole = first.train.run_minutes if minutes is None and "train.steps" not in user else 0.0
     if whole:
         minutes = round(left_for_training(whole, started), 2)  # for the probe; set again once it has run
-    plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe, fixed=user)
+    foresee = preprocessing_timer(merged, first, user) if whole and probe else None
+    plan = make_plan(fp, minutes=minutes or None, method=user.get("method.name"), probe=probe, fixed=user,
+                     preprocessing=foresee)
     if screening:
         plan.set("data.positive_class", *screening)
     if "train.steps" in user and "train.minutes" not in user:
@@ -225,7 +247,10 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
         plan.set("train.minutes", round(left_for_training(whole, started), 3),
                  f"{whole:g} minutes for the whole run: {spent:.0f} s went to ingest, split and this plan; "
                  f"training ends early enough to leave calibration an evaluation and {CALIBRATION_SECONDS:.0f} s, "
-                 "and preprocessing, or anything else slower than foreseen, shortens it")
+                 "and preprocessing shortens it" + (
+                     f" (~{plan.preprocess_seconds:.0f} s foreseen, from scans timed; the steps were planned for "
+                     "what is left, and a run that finds them preprocessed trains longer)"
+                     if plan.preprocess_seconds else ", as anything else slower than foreseen does"))
     config = load_config(path, overrides, base=plan.nested())
     record = plan.record(fp, user, config)
     for key, why in (implied or {}).items():
