@@ -88,6 +88,20 @@ def test_the_pool_cap_loads_a_seeded_part_of_the_unlabelled_scans():
     assert capped_pool(frame, 0, seed=3) is frame and capped_pool(frame, 20, seed=3) is frame
 
 
+def test_a_fingerprint_reads_a_random_sample_cut_short_by_time(tmp_path, write):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(50):  # grey pictures first, colour ones after
+        picture = (rng.random((8, 8, 3) if i >= 25 else (8, 8)) * 255).astype(np.uint8)
+        path = write.png(tmp_path / f"p{i:02d}.png", picture)
+        rows.append({"path": str(path), "shape": "8x8x3" if i >= 25 else "8x8", "spacing": "", "label": "a"})
+    whole = planning.fingerprint(split_frame(rows), ["a"])
+    assert whole["intensity"]["sampled"] == 50 and whole["colour_fraction"] == 0.5
+    cut = planning.fingerprint(split_frame(rows), ["a"], seconds=0.0)
+    assert cut["intensity"]["sampled"] == planning.FINGERPRINT_MIN_SAMPLE
+    assert 0 < cut["colour_fraction"] < 1  # drawn from both halves, not the first rows read in order
+
+
 def test_colour_pictures_keep_three_channels(tmp_path):
     rng = np.random.default_rng(1)
     rows = []
