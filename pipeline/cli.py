@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("ingest", help="scan folder (+ labels file) -> manifest CSV")
-    p.add_argument("scans")
+    _add_scans_argument(p)
     p.add_argument("--labels", help="CSV file,label[,split][,group] (default: <scans>/labels.csv)")
     p.add_argument("--class-subfolders", action="store_true", help="label = first-level subfolder name (the second "
                    "level where the first-level folders name splits: Training/, Testing/); the default where "
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV path (default: <run>/to_label.csv)")
 
     p = sub.add_parser("score", help="folder of scans -> CSV report")
-    p.add_argument("scans")
+    _add_scans_argument(p)
     p.add_argument("--model", help="run folder (default: the latest run)")
     p.add_argument("--out", help="report CSV path")
     p.add_argument("--workers", type=int, default=2,
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("validate", help="check a folder before any work; list every bad file at once")
-    p.add_argument("scans")
+    _add_scans_argument(p)
     p.add_argument("--model", help="also check against this run's preprocessing (2D/3D, channels)")
     p.add_argument("--out", help="write the table as CSV")
     p.add_argument("--workers", type=int, default=2)
@@ -271,10 +271,28 @@ def process_started() -> float:
     return now - age if 0 <= age < 3600 else now
 
 
+def _add_scans_argument(p: argparse.ArgumentParser) -> None:
+    """The scan folder, given as ``FOLDER`` or, as ``pipeline run`` takes it, ``--scans FOLDER``."""
+    p.add_argument("scans", nargs="?", help="folder of scans (or --scans FOLDER)")
+    p.add_argument("--scans", dest="scans_option", metavar="FOLDER", help=argparse.SUPPRESS)
+
+
+def _resolve_scans(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not hasattr(args, "scans_option"):
+        return
+    if args.scans and args.scans_option and args.scans != args.scans_option:
+        parser.error(f"two scan folders given, {args.scans} and --scans {args.scans_option}: give one")
+    args.scans = args.scans or args.scans_option
+    if not args.scans:
+        parser.error(f"{args.command} needs the folder of scans: pipeline {args.command} FOLDER")
+
+
 def main(argv: list[str] | None = None) -> int:
     # A command's budget counts from the process's start; called as a function, from the call.
     started = process_started() if argv is None else time.monotonic()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _resolve_scans(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return _dispatch(args, started)

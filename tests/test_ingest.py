@@ -653,6 +653,13 @@ def test_the_ingest_command_reads_class_subfolders_without_a_labels_file(tmp_pat
     assert main(["ingest", str(scans), "--out", str(tmp_path / "m.csv")]) == 0
     manifest = pd.read_csv(tmp_path / "m.csv", keep_default_na=False).set_index("scan_id")
     assert manifest["label"].to_dict() == {"no/N1.png": "no", "yes/Y1.png": "yes"}
+    # --scans, as pipeline run takes the folder, names it too (ingest, score and validate alike)
+    assert main(["ingest", "--scans", str(scans), "--out", str(tmp_path / "m2.csv")]) == 0
+    assert (tmp_path / "m2.csv").read_text() == (tmp_path / "m.csv").read_text()
+    for argv in (["ingest"], ["score", "--scans", str(scans), str(tmp_path)], ["validate"]):
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert refused.value.code == 2
 
 
 def test_a_flat_folder_without_labels_is_unlabelled_without_a_problem_per_scan(tmp_path, write):
