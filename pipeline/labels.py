@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.dicom import opaque_id
 from pipeline.io import read_table
-from pipeline.manifest import class_key, name_words
+from pipeline.manifest import FINDINGS_SEPARATOR, class_key, findings_of, name_words
 from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix, volume_header
 
 log = logging.getLogger("pipeline.labels")
@@ -254,6 +254,8 @@ def read_labels(
     problems = []
     from_scans = repeats = deeper = elsewhere = 0
     example = None
+    findings: dict[str, list[str]] = {}  # a scan's labels where rows naming it give several
+    conflicts = []  # the rows that give them
     columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source"))
     # Line numbers as an editor shows them: the header, where there is one, is line 1.
     for line, (file, label, split, group, source) in enumerate(zip(*columns), start=1 if headerless else 2):
@@ -299,10 +301,27 @@ def read_labels(
                 continue
             if key in rows:
                 reason = f"file {file!r} is listed again (first on {rows[key].where}); the first entry is used"
+                if (first.split, first.group) == (SPLIT_NAMES.get(split.lower(), ""), group):
+                    # Another label: a row per finding or per reader (VinDr-CXR, CBIS-DDSM's lesions), or a
+                    # mistake; which, the whole file tells (below).
+                    findings.setdefault(key, findings_of(first.label))
+                    findings[key] += [part for part in findings_of(label) if part not in findings[key]]
+                    conflicts.append(("labels", where, reason + ", delete the repeat or correct its label"))
+                    continue
                 problems.append(("labels", where, reason + ", delete the repeat"))
                 continue
             rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
                                  reviewed=source in REVIEWED_SOURCES)
+    if len(findings) >= max(MIN_FINDINGS_LISTS, FINDINGS_LISTS_SHARE * len(rows)):
+        for key, parts in findings.items():
+            rows[key].label = FINDINGS_SEPARATOR.join(sorted(parts))
+        key = next(iter(findings))
+        log.info("%s: %d scans are named by rows of different labels (a row per finding or per reader): each scan's "
+                 "labels are joined, as %r for %s; --positive with one of them counts every scan that has it, "
+                 "--healthy every scan with another", labels_path.name, len(findings), rows[key].label,
+                 rows[key].where)
+    else:
+        problems += conflicts
     if elsewhere:
         log.info("%s: %d files written as paths of another machine or folder were found by the end of their path "
                  "(%s as %s)", labels_path.name, elsewhere, *example)
@@ -316,6 +335,13 @@ def read_labels(
         log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
                  from_scans, bases[-1])
     return rows, problems
+
+
+# Rows of different labels for one scan list its findings where at least this many scans, and this
+# share of those labelled, have them (VinDr-CXR: a third of its scans); where fewer do they are
+# taken for mistakes, each a problem, the first row's label used.
+MIN_FINDINGS_LISTS = 3
+FINDINGS_LISTS_SHARE = 0.05
 
 
 def labels_key(real_path: str, rows: dict[str, LabelRow]) -> str:

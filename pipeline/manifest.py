@@ -40,6 +40,14 @@ def positive_parts(positive: str) -> list[str]:
     return [part.strip() for part in positive.split("+")] if positive else []
 
 
+FINDINGS_SEPARATOR = "|"  # between the findings of one scan's label, as NIH ChestX-ray14's Finding Labels write them
+
+
+def findings_of(label: str) -> list[str]:
+    """The findings a label lists ("Effusion|Nodule"; one where it lists none)."""
+    return [part for part in (p.strip() for p in label.split(FINDINGS_SEPARATOR)) if part]
+
+
 def joined_classes(positive: str, classes: list[str] | set[str]) -> list[str]:
     """The classes a positive class joins with "+" ("benign+malignant": a scan of either is abnormal), where
     each is a class of the data; else [] (the positive class is one class, or names one the data lacks).

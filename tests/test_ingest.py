@@ -454,6 +454,31 @@ def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read
         run(scans, tmp_path)
 
 
+def test_rows_per_finding_or_reader_with_different_labels_list_the_scans_findings(tmp_path, write):
+    # VinDr-CXR: image_id,class_name,rad_id,...; a row per finding and per radiologist, different labels
+    scans = tmp_path / "scans"
+    for index in range(5):
+        write.png(scans / f"i{index}.png", write.image(index))
+    (scans / "train.csv").write_text(
+        "image_id,class_name,rad_id\n"
+        "i0,No finding,R1\ni0,No finding,R2\n"  # the same label again: read once
+        "i1,Nodule/Mass,R1\ni1,Cardiomegaly,R1\ni1,Nodule/Mass,R2\n"
+        "i2,Cardiomegaly,R3\ni2,No finding,R4\n"  # readers disagree: both listed
+        "i3,Atelectasis|Effusion,R1\ni3,Effusion|Nodule/Mass,R2\n"  # lists already: their findings once each
+        "i4,Cardiomegaly,R1\n")
+    result = run(scans, tmp_path, labels=scans / "train.csv")
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {
+        "i0.png": "No finding", "i1.png": "Cardiomegaly|Nodule/Mass", "i2.png": "Cardiomegaly|No finding",
+        "i3.png": "Atelectasis|Effusion|Nodule/Mass", "i4.png": "Cardiomegaly"}
+    assert result.problems.empty
+    # A few scans of another label in a file of one label a scan are mistakes: each a problem, the first
+    # row's label kept (as in the RSNA case above).
+    (scans / "train.csv").write_text("image_id,label\n" + "".join(f"i{i},{i % 2}\n" for i in range(5)) + "i1,0\n")
+    result = run(scans, tmp_path, labels=scans / "train.csv")
+    assert result.manifest.set_index("scan_id")["label"]["i1.png"] == "1"
+    assert result.problems["item"].tolist() == ["train.csv line 7"]
+
+
 def test_ids_of_scans_in_subfolders_are_found_by_name(tmp_path, write):
     # HAM10000: the metadata names ISIC_0000001; the pictures lie in two part folders
     scans = tmp_path / "ham"

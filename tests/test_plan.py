@@ -603,6 +603,30 @@ def test_naming_the_healthy_class_screens_every_other_class_as_one(tmp_path, mon
     assert calibration["screening"]["positive_class"] == "benign+malignant"
 
 
+def test_a_positive_finding_counts_every_scan_whose_labels_list_it(tmp_path, monkeypatch):
+    from pipeline.stages.run import listed_with
+
+    classes = ["Atelectasis|Effusion", "Effusion", "Effusion|Nodule", "No Finding", "Nodule"]
+    assert listed_with("Effusion", classes) == ["Effusion", "Atelectasis|Effusion", "Effusion|Nodule"]
+    assert listed_with("Atelectasis", classes) == ["Atelectasis|Effusion"]  # listed only with others
+    assert listed_with("No Finding", classes) == [] and listed_with("Hernia", classes) == []
+    check_positive_class("Atelectasis", classes)  # a finding the labels list is no unknown class
+    # NIH's Finding Labels: a scan with Effusion and Nodule has Effusion; screening Effusion counts it.
+    scans = three_class_folder(tmp_path / "scans")
+    lines = ["file,label"] + [f"normal/normal{i}.png,No Finding" for i in range(14)]
+    lines += [f"benign/abnormal{i}.png,Effusion" for i in range(14)]
+    lines += [f"malignant/m{i}.png,Effusion|Nodule" for i in range(14)]
+    (scans / "labels.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, scans, "Effusion")
+    assert json.loads((run / "checkpoint.json").read_text())["classes"] == ["Effusion+Effusion|Nodule", "No Finding"]
+    planned = json.loads((run / "plan.json").read_text())["settings"]["data.positive_class"]
+    assert planned["value"] == "Effusion+Effusion|Nodule" and planned["set_by"] == "command line"
+    assert planned["reason"].startswith("--positive 'Effusion': every scan whose findings include 'Effusion'")
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["screening"]["n_positive"] == 6  # 3 calibration scans drawn from each
+
+
 def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():
     from types import SimpleNamespace
 

@@ -13,6 +13,7 @@ from pipeline.config import Config, PreprocessConfig, flat_keys, load_config, us
 from pipeline.data import TrainingData, load_training_data, seconds_to_preprocess, split_frame
 from pipeline.manifest import (
     class_key,
+    findings_of,
     joined_classes,
     load_manifest,
     manifest_path,
@@ -79,9 +80,11 @@ def screened_as_one(config: Config, manifest: Path) -> list[str]:
     """The classes of ``manifest`` a run screens as one abnormal class: every class but
     ``data.healthy_class``, or those ``data.positive_class`` joins; none for one positive class."""
     data = config.data
-    if not data.healthy_class and "+" not in data.positive_class:
+    if not data.healthy_class and "+" not in data.positive_class and not data.positive_class:
         return []
     found = sorted(set(load_manifest(manifest)["label"]) - {""})
+    if data.positive_class and "+" not in data.positive_class:
+        return listed_with(data.positive_class, found)
     if data.healthy_class:
         return [name for name in found if name != data.healthy_class]
     return [name for name in found if name in joined_classes(data.positive_class, found)]
@@ -97,6 +100,8 @@ def check_positive_class(positive: str, classes: list[str], healthy: str = "") -
         Naming the classes found, and the one meant where it differs only in case or spacing.
     """
     named = ", ".join(map(repr, classes))
+    if positive and listed_with(positive, classes):
+        return  # a finding that labels list ("Atelectasis|Effusion"), if not a class of its own
     if healthy and healthy not in classes:
         raise ValueError(f"data.healthy_class {healthy!r} is not one of the classes {named}{_meant(healthy, classes)}; "
                          "set --healthy (HEALTHY=) to one of them")
@@ -142,6 +147,24 @@ def healthy_looking(classes: list[str]) -> str | None:
     if not found:
         found = [name for name in classes if name_words(name) & set(HEALTHY_WORDS)]
     return found[0] if len(found) == 1 else None
+
+
+def listed_with(finding: str, classes: list[str]) -> list[str]:
+    """``finding`` (where it is a class) and the classes whose labels list it among several findings
+    ("Atelectasis|Effusion" for "Effusion"); [] where no label lists it with others."""
+    lists = [name for name in classes if name != finding and finding in findings_of(name)]
+    return ([finding] if finding in classes else []) + lists if lists else []
+
+
+def findings_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
+    """(positive class, why) where the one positive class is also a finding of labels that list
+    several (NIH's "Atelectasis|Effusion", rows per finding joined by ingest): the scans with it among
+    their findings are screened with it as one abnormal class; else None."""
+    positive = config.data.positive_class
+    if not positive or "+" in positive or not (members := listed_with(positive, classes)):
+        return None
+    return "+".join(members), (f"every scan whose findings include {positive!r}: {len(members)} labels list it "
+                               f"({', '.join(map(repr, members[:3]))}{', ...' if len(members) > 3 else ''})")
 
 
 def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
@@ -220,7 +243,8 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     first = load_config(path, overrides)
     merged, classes = prepare_split(first, progress)
     fp = fingerprint(merged, classes, seed=first.seed)
-    screening = healthy_screening(first, classes)
+    listed = findings_screening(first, classes)  # the user's positive class widened: over their value
+    screening = healthy_screening(first, classes) or listed
     if not first.data.positive_class and not screening and (healthy := healthy_looking(classes)):
         log.warning("no abnormal class given (--positive or --healthy): a %d-class model without a screening "
                     "operating point. %r looks like the healthy class: --healthy %s (HEALTHY=) screens every other "
@@ -251,8 +275,12 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
                      f" (~{plan.preprocess_seconds:.0f} s foreseen, from scans timed; the steps were planned for "
                      "what is left, and a run that finds them preprocessed trains longer)"
                      if plan.preprocess_seconds else ", as anything else slower than foreseen does"))
-    config = load_config(path, overrides, base=plan.nested())
+    widened = [f"data.positive_class={json.dumps(listed[0])}"] if listed else []
+    config = load_config(path, [*(overrides or []), *widened], base=plan.nested())
     record = plan.record(fp, user, config)
+    if listed:
+        record["settings"]["data.positive_class"].update(
+            value=listed[0], set_by="command line", reason=f"--positive {first.data.positive_class!r}: {listed[1]}")
     for key, why in (implied or {}).items():
         if record["settings"].get(key, {}).get("set_by") == "user":
             record["settings"][key].update(set_by="command line", reason=why)
