@@ -130,13 +130,19 @@ def test_3d_binary_masks_with_one_spacing_keep_geometry_and_skip_intensity_augme
     assert s["augment.strong_bias_field"] == s["augment.strong_gamma"] == 0.0
 
 
-def test_3d_mri_like_volumes_of_mixed_spacing_are_resampled(tmp_path, write):
+def mri_like_volumes_of_mixed_spacing(tmp_path, write, shape):
+    """Fingerprint of four MRI-like volumes of ``shape`` voxels with four different spacings."""
     rows = []
     for i, spacing in enumerate([(1.0, 1.0, 1.0), (0.8, 0.8, 2.0), (1.2, 1.2, 1.2), (1.0, 1.0, 3.0)]):
-        volume = np.random.default_rng(i).normal(300, 80, (40, 40, 30)).astype(np.float32)
+        volume = np.random.default_rng(i).normal(300, 80, shape).astype(np.float32)
         path = write.nifti(tmp_path / f"v{i}.nii.gz", volume, spacing)
-        rows.append({"path": str(path), "shape": "40x40x30", "spacing": "x".join(map(str, spacing)), "label": "a"})
-    fp = planning.fingerprint(split_frame(rows), ["a"])
+        rows.append({"path": str(path), "shape": "x".join(map(str, shape)), "spacing": "x".join(map(str, spacing)),
+                     "label": "a"})
+    return planning.fingerprint(split_frame(rows), ["a"])
+
+
+def test_3d_mri_like_volumes_of_mixed_spacing_are_resampled(tmp_path, write):
+    fp = mri_like_volumes_of_mixed_spacing(tmp_path, write, (40, 40, 30))
     assert fp["intensity"]["kind"] == "mri_like"
     s = planning.make_plan(fp, probe=False).settings
     assert s["preprocess.intensity"] == "percentile"
@@ -468,12 +474,7 @@ def test_steps_are_planned_for_what_foreseen_preprocessing_leaves_of_a_whole_run
 
 
 def test_resampled_volumes_are_timed_at_the_spacing_of_the_largest_size(tmp_path, write, monkeypatch):
-    rows = []
-    for i, spacing in enumerate([(1.0, 1.0, 1.0), (0.8, 0.8, 2.0), (1.2, 1.2, 1.2), (1.0, 1.0, 3.0)]):
-        volume = np.random.default_rng(i).normal(300, 80, (60, 60, 60)).astype(np.float32)
-        path = write.nifti(tmp_path / f"v{i}.nii.gz", volume, spacing)
-        rows.append({"path": str(path), "shape": "60x60x60", "spacing": "x".join(map(str, spacing)), "label": "a"})
-    fp = planning.fingerprint(split_frame(rows), ["a"])
+    fp = mri_like_volumes_of_mixed_spacing(tmp_path, write, (60, 60, 60))
     monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32", **_:
                         1e-9 * size**3 * sum(batches))
     asked = []
