@@ -160,6 +160,20 @@ def test_ct_like_intensities_are_recognised():
     assert planning._intensity_kind(stats) == "ct_like"
 
 
+def test_16_bit_radiographs_are_scaled_per_scan_and_named_for_what_they_are(tmp_path, write):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        path = tmp_path / f"x{i}.png"
+        Image.fromarray((rng.random((30, 26)) * 3000 + 1000).astype(np.uint16)).save(path)
+        rows.append({"path": str(path), "shape": "30x26", "spacing": "", "label": "a"})
+    fp = planning.fingerprint(split_frame(rows), ["a"])
+    assert fp["intensity"]["kind"] == "high_bit_picture"
+    plan = planning.make_plan(fp, probe=False)
+    assert plan.settings["preprocess.intensity"] == "percentile"
+    assert plan.reasons["preprocess.intensity"].startswith("12- or 16-bit pictures (radiographs) have no fixed range")
+
+
 def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, monkeypatch):
     fp = {"spatial_dims": 2, "colour_fraction": 0.0, "classes": ["a", "b"],
           "counts": {"labelled": {"a": 4, "b": 4}, "unlabelled": {"(unlabelled)": 500}}}

@@ -110,7 +110,7 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
             break
     if not stats:
         raise ValueError("none of the sampled scans could be read for the fingerprint")
-    kind = _intensity_kind(stats)
+    kind = _intensity_kind(stats, int(spatial_dims))
     counts = {
         subset: {label or "(unlabelled)": int(n) for label, n in members["label"].value_counts().sort_index().items()}
         for subset, members in rows.groupby("subset")
@@ -138,14 +138,24 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
     }
 
 
-def _intensity_kind(stats: list[dict[str, Any]]) -> str:
+def _intensity_kind(stats: list[dict[str, Any]], spatial_dims: int = 3) -> str:
     if np.mean([s["binary"] for s in stats]) >= 0.9:
         return "binary_mask"
     if all(s["dtype"] in ("uint8", "bool") for s in stats):
         return "8bit_picture"
     if np.median([s["min"] for s in stats]) <= -500:
         return "ct_like"  # Hounsfield units: air near -1000
+    if spatial_dims == 2:
+        return "high_bit_picture"  # 12- or 16-bit radiographs (DICOM, 16-bit PNG or TIFF): no fixed range
     return "mri_like"  # other scanner intensities: arbitrary scale, no fixed range
+
+
+# How each kind that is scaled per scan is named in the plan's reasons.
+PERCENTILE_KINDS = {
+    "ct_like": "CT-like intensities (Hounsfield units, whose window differs by finding)",
+    "mri_like": "MRI-like intensities have no fixed scale",
+    "high_bit_picture": "12- or 16-bit pictures (radiographs) have no fixed range",
+}
 
 
 # ---------------------------------------------------------------------------- plan
@@ -241,8 +251,8 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
                  "comparable between scans")
         plan.set("preprocess.intensity_range", [0.0, 255.0], "8-bit pictures")
     else:
-        plan.set("preprocess.intensity", "percentile", f"{kind.replace('_', '-')} intensities have no fixed "
-                 "scale: each scan's 0.5-99.5th percentiles map to 0-1")
+        plan.set("preprocess.intensity", "percentile", f"{PERCENTILE_KINDS.get(kind, kind)}: each scan's "
+                 "0.5-99.5th percentiles map to 0-1")
         plan.set("preprocess.intensity_percentiles", [0.5, 99.5], "robust to a few extreme voxels")
     colour = dims == 2 and fp["colour_fraction"] >= 0.5
     plan.set("preprocess.channels", 3 if colour else 1,
