@@ -692,6 +692,8 @@ def test_a_positive_class_written_as_another_number_is_pointed_to():
     (["normal-cecum", "normal-pylorus", "polyps"], None),  # Kvasir: several look healthy, none is said
     (["abnormal", "normal"], "normal"),  # "abnormal" is not a word for healthy
     (["normal"], None),
+    (["0", "1"], "0"), (["1.0", "0.0"], "0.0"), (["False", "True"], "False"),  # a target coded 0/1
+    (["0", "2"], None), (["1", "2"], None), (["0", "1", "2"], None),  # grades, not a finding's absence
 ])
 def test_the_class_that_looks_healthy(classes, healthy):
     from pipeline.stages.run import healthy_looking

@@ -143,6 +143,9 @@ def healthy_looking(classes: list[str]) -> str | None:
     Kvasir's "normal-cecum" and "normal-pylorus")."""
     if len(classes) < 2:
         return None
+    codes = {_binary_code(name): name for name in classes}
+    if len(classes) == 2 and set(codes) == {0, 1}:
+        return codes[0]  # a target coded 0/1 (RSNA's Target, ISIC's target, IDC's folders 0/ and 1/): 0 is none
     found = [name for name in classes if class_key(name) in HEALTHY_NAMES]
     if not found:
         found = [name for name in classes if name_words(name) & set(HEALTHY_WORDS)]
@@ -165,6 +168,18 @@ def findings_screening(config: Config, classes: list[str]) -> tuple[str, str] | 
         return None
     return "+".join(members), (f"every scan whose findings include {positive!r}: {len(members)} labels list it "
                                f"({', '.join(map(repr, members[:3]))}{', ...' if len(members) > 3 else ''})")
+
+
+def _binary_code(name: str) -> int | None:
+    """0 or 1 where a class name codes one ("0", "1.0", "False", "true"); else None."""
+    word = name.strip().lower()
+    if word in ("false", "true"):
+        return int(word == "true")
+    try:
+        value = float(word)
+    except ValueError:
+        return None
+    return int(value) if value in (0.0, 1.0) else None
 
 
 def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
