@@ -640,6 +640,10 @@ def test_a_positive_finding_counts_every_scan_whose_labels_list_it(tmp_path, mon
     assert planned["reason"].startswith("--positive 'Effusion': every scan whose findings include 'Effusion'")
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["screening"]["n_positive"] == 6  # 3 calibration scans drawn from each
+    # widened before the split is drawn: one split, named for the screening, that training reuses
+    [split] = (tmp_path / "data_manifests").glob("*.split.csv")
+    assert ".screen-" in split.name and json.loads((run / "inputs.json").read_text())["split"]["path"].endswith(
+        split.name)
 
 
 def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():

@@ -41,6 +41,26 @@ def prepare_split(config: Config, progress: bool = True):
     A manifest or split file that already exists is used as it is, so a user may edit
     or supply their own; delete it to have it made again.
     """
+    manifest = prepare_manifest(config, progress)
+    split_file = split_path(config)
+    if not split_file.exists():
+        s = config.split
+        make_split(
+            manifest, out=split_file,
+            labels_per_class=None if s.labelled_fraction > 0 else s.labels_per_class,
+            labelled_fraction=s.labelled_fraction or None,
+            calibration_per_class=0 if s.calibration_fraction > 0 else s.calibration_per_class,
+            calibration_fraction=s.calibration_fraction or None,
+            test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
+            screened_as_one=screened_as_one(config, manifest),
+        )
+    frame, classes = split_frame(config)
+    check_positive_class(config.data.positive_class, classes, config.data.healthy_class)
+    return frame, classes
+
+
+def prepare_manifest(config: Config, progress: bool = True) -> Path:
+    """Fetch and ingest as needed; return the manifest's path."""
     data = config.data
     if data.dataset == "synth_volumes":
         if not (Path(data.scans) / "labels.csv").exists():
@@ -59,32 +79,16 @@ def prepare_split(config: Config, progress: bool = True):
                class_subfolders=data.class_subfolders, workers=config.train.workers, columns=data.columns)
     elif changed := folder_changes(data.scans, manifest):
         log.warning("%s", changed)
-    split_file = split_path(config)
-    if not split_file.exists():
-        s = config.split
-        make_split(
-            manifest, out=split_file,
-            labels_per_class=None if s.labelled_fraction > 0 else s.labels_per_class,
-            labelled_fraction=s.labelled_fraction or None,
-            calibration_per_class=0 if s.calibration_fraction > 0 else s.calibration_per_class,
-            calibration_fraction=s.calibration_fraction or None,
-            test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
-            screened_as_one=screened_as_one(config, manifest),
-        )
-    frame, classes = split_frame(config)
-    check_positive_class(config.data.positive_class, classes, config.data.healthy_class)
-    return frame, classes
+    return manifest
 
 
 def screened_as_one(config: Config, manifest: Path) -> list[str]:
     """The classes of ``manifest`` a run screens as one abnormal class: every class but
     ``data.healthy_class``, or those ``data.positive_class`` joins; none for one positive class."""
     data = config.data
-    if not data.healthy_class and "+" not in data.positive_class and not data.positive_class:
+    if not data.healthy_class and "+" not in data.positive_class:
         return []
     found = sorted(set(load_manifest(manifest)["label"]) - {""})
-    if data.positive_class and "+" not in data.positive_class:
-        return listed_with(data.positive_class, found)
     if data.healthy_class:
         return [name for name in found if name != data.healthy_class]
     return [name for name in found if name in joined_classes(data.positive_class, found)]
@@ -256,16 +260,27 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     started = time.monotonic() if started is None else started
     user = flat_keys(user_settings(path, overrides))
     first = load_config(path, overrides)
+    listed = None
+    if first.data.positive_class and "+" not in first.data.positive_class:
+        # The user's positive class widened to the labels that list it, before the split is drawn
+        # (and named) for it: over their value, as the split and every later stage see it.
+        manifest = manifest_path(first)
+        manifest = manifest if manifest.exists() else prepare_manifest(first, progress)
+        found = sorted(set(load_manifest(manifest)["label"]) - {""})
+        if listed := findings_screening(first, found):
+            widened = [*(overrides or []), f"data.positive_class={json.dumps(listed[0])}"]
+            first, said = load_config(path, widened), first.data.positive_class
     merged, classes = prepare_split(first, progress)
     fp = fingerprint(merged, classes, seed=first.seed)
-    listed = findings_screening(first, classes)  # the user's positive class widened: over their value
-    screening = healthy_screening(first, classes) or listed
+    screening = healthy_screening(first, classes)
     if not first.data.positive_class and not screening and (healthy := healthy_looking(classes)):
         log.warning("no abnormal class given (--positive or --healthy): a %d-class model without a screening "
                     "operating point. %r looks like the healthy class: --healthy %s (HEALTHY=) screens every other "
                     "class as abnormal", len(classes), healthy, json.dumps(healthy))
     if not first.plan:
         log.info("plan: off for this config (plan = false); its settings are used as they are")
+        if listed:
+            log.info("data.positive_class = %s (--positive %r: %s)", listed[0], said, listed[1])
         if screening:
             first = load_config(path, [*(overrides or []), f"data.positive_class={json.dumps(screening[0])}"])
             log.info("data.positive_class = %s (%s)", *screening)
@@ -290,12 +305,12 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
                      f" (~{plan.preprocess_seconds:.0f} s foreseen, from scans timed; the steps were planned for "
                      "what is left, and a run that finds them preprocessed trains longer)"
                      if plan.preprocess_seconds else ", as anything else slower than foreseen does"))
-    widened = [f"data.positive_class={json.dumps(listed[0])}"] if listed else []
-    config = load_config(path, [*(overrides or []), *widened], base=plan.nested())
+    positive = [f"data.positive_class={json.dumps(listed[0])}"] if listed else []
+    config = load_config(path, [*(overrides or []), *positive], base=plan.nested())
     record = plan.record(fp, user, config)
     if listed:
         record["settings"]["data.positive_class"].update(
-            value=listed[0], set_by="command line", reason=f"--positive {first.data.positive_class!r}: {listed[1]}")
+            value=listed[0], set_by="command line", reason=f"--positive {said!r}: {listed[1]}")
     for key, why in (implied or {}).items():
         if record["settings"].get(key, {}).get("set_by") == "user":
             record["settings"][key].update(set_by="command line", reason=why)
