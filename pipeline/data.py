@@ -46,6 +46,7 @@ from pipeline.manifest import (
     load_split,
     manifest_path,
     split_path,
+    trained_as_one,
 )
 from pipeline.processes import worker_pool
 from pipeline.reading import ScanReadError, load_scan, spatial_shape_of
@@ -393,6 +394,9 @@ def split_frame(config: Config):
     """(the manifest's rows with their ``subset`` from the split file, classes) of a config whose
     manifest and split exist (``pipeline run`` makes them first)."""
     merged = load_split(load_manifest(manifest_path(config)), split_path(config))
+    if not config.data.classes:  # classes the user lists are trained as listed
+        for name, members in trained_as_one(split_path(config)).items():
+            merged["label"] = merged["label"].where(~merged["label"].isin(members), name)
     classes = config.data.classes or sorted(set(merged["label"]) - {""})
     positive = config.data.positive_class
     members = joined_classes(positive, classes)

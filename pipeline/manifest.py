@@ -7,6 +7,7 @@ them through this module.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections import defaultdict
@@ -196,6 +197,15 @@ def load_split(
             )
     validate_split(manifest, split, source=f"split file {split_path}")
     return manifest.merge(split[["scan_id", "subset"]], on="scan_id", how="inner", validate="1:1")
+
+
+def trained_as_one(split_path: str | os.PathLike) -> dict[str, list[str]]:
+    """{class: the classes trained as it} from a split's JSON record (``make_split``'s
+    ``trained_as_one``: classes too small to be drawn alone, drawn together); {} without one."""
+    record = Path(split_path).with_suffix(".json")
+    if not record.is_file():
+        return {}
+    return {name: list(members) for name, members in json.loads(record.read_text()).get("trained_as_one", {}).items()}
 
 
 def manifest_path(config: Config) -> Path:

@@ -646,6 +646,27 @@ def test_a_positive_finding_counts_every_scan_whose_labels_list_it(tmp_path, mon
         split.name)
 
 
+def test_small_classes_beside_a_positive_one_are_trained_as_one(tmp_path, monkeypatch):
+    from pipeline.stages.split import OTHER_CLASSES
+
+    scans = class_folder(tmp_path / "scans", n_per_class=14)
+    rng = np.random.default_rng(2)
+    lines = ["file,label"] + [f"{c}/{c}{i}.png,{c}" for c in ("normal", "abnormal") for i in range(14)]
+    for k, finding in enumerate(["cyst", "scar", "stent"]):  # 4 scans each: too few for 3 + 3 once tested
+        for i in range(4):
+            (scans / "misc").mkdir(exist_ok=True)
+            Image.fromarray((rng.random((20, 20)) * 60 + 40 * k).astype(np.uint8)).save(scans / "misc" / f"{finding}{i}.png")
+            lines.append(f"misc/{finding}{i}.png,{finding}")
+    (scans / "labels.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, scans, "abnormal")
+    assert json.loads((run / "checkpoint.json").read_text())["classes"] == [OTHER_CLASSES, "abnormal", "normal"]
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["screening"]["positive_class"] == "abnormal"
+    predictions = pd.read_csv(run / "test_predictions.csv", keep_default_na=False)
+    assert OTHER_CLASSES in set(predictions["label"])  # the small classes' test scans, under their one class
+
+
 def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():
     from types import SimpleNamespace
 

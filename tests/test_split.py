@@ -325,6 +325,34 @@ def test_rare_classes_screened_as_one_are_drawn_together_not_refused_or_left_out
     assert set(pd.read_csv(alone, keep_default_na=False)["label"]) == {"No Finding", "Effusion"}
 
 
+def test_rare_classes_not_screened_as_abnormal_are_drawn_and_trained_together(tmp_path, write):
+    from pipeline.manifest import trained_as_one
+    from pipeline.stages.split import OTHER_CLASSES
+
+    # Screening Effusion alone: the combinations without it are the healthy side's, each a class of its own.
+    manifest = nih_like_manifest(write, tmp_path / "nih.csv")
+    apart = ["No Finding", "Mass|Nodule", "Atelectasis|Mass", "Infiltration|Mass"]
+    options = dict(labels_per_class=2, calibration_per_class=2, test_fraction=0.2, selection="random", seed=1)
+    with pytest.raises(ValueError, match="class 'Atelectasis\\|Mass' has"):  # each alone: refused
+        make_split(manifest, out=tmp_path / "alone.split.csv",
+                   screened_as_one=["Effusion", "Atelectasis|Effusion", "Effusion|Mass", "Effusion|Nodule"], **options)
+    path = make_split(manifest, out=tmp_path / "apart.split.csv", screened_apart=apart,
+                      screened_as_one=["Effusion", "Atelectasis|Effusion", "Effusion|Mass", "Effusion|Nodule"],
+                      **options)
+    assert trained_as_one(path) == {OTHER_CLASSES: ["Atelectasis|Mass", "Infiltration|Mass", "Mass|Nodule"]}
+    split = pd.read_csv(path, keep_default_na=False)
+    labelled = split[split["subset"] == "labelled"]
+    assert labelled["label"].isin(trained_as_one(path)[OTHER_CLASSES]).sum() == 2  # two drawn for them all
+    assert (labelled["label"] == "No Finding").sum() == 2  # a class large enough is drawn alone, as before
+    assert set(split["scan_id"]) == set(pd.read_csv(manifest)["scan_id"])  # every scan kept, with its own label
+    # too few even together: left out, not refused; and no record of classes trained as one
+    path = make_split(manifest, out=tmp_path / "few.split.csv", screened_apart=apart,
+                      screened_as_one=["Effusion", "Atelectasis|Effusion", "Effusion|Mass", "Effusion|Nodule"],
+                      **{**options, "labels_per_class": 6, "calibration_per_class": 6})
+    assert trained_as_one(path) == {} and "Mass|Nodule" not in set(pd.read_csv(path, keep_default_na=False)["label"])
+    assert trained_as_one(tmp_path / "no.split.csv") == {}  # a split without its record: nothing merged
+
+
 def test_a_split_screening_classes_as_one_is_named_apart():
     from pipeline.config import load_config
     from pipeline.manifest import split_path

@@ -53,6 +53,7 @@ def prepare_split(config: Config, progress: bool = True):
             calibration_fraction=s.calibration_fraction or None,
             test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
             screened_as_one=screened_as_one(config, manifest),
+            screened_apart=screened_apart(config, manifest),
         )
     frame, classes = split_frame(config)
     check_positive_class(config.data.positive_class, classes, config.data.healthy_class)
@@ -92,6 +93,16 @@ def screened_as_one(config: Config, manifest: Path) -> list[str]:
     if data.healthy_class:
         return [name for name in found if name != data.healthy_class]
     return [name for name in found if name in joined_classes(data.positive_class, found)]
+
+
+def screened_apart(config: Config, manifest: Path) -> list[str]:
+    """The classes of ``manifest`` a run with a positive class counts as not abnormal, each a class of
+    its own: every class but the positive one (or those it joins); none without a positive class."""
+    positive = config.data.positive_class
+    if not positive:
+        return []
+    found = sorted(set(load_manifest(manifest)["label"]) - {""})
+    return [name for name in found if name != positive and name not in joined_classes(positive, found)]
 
 
 def check_positive_class(positive: str, classes: list[str], healthy: str = "") -> None:

@@ -44,6 +44,7 @@ def make_split(
     selection: str = "first",
     seed: int = 0,
     screened_as_one: Collection[str] = (),
+    screened_apart: Collection[str] = (),
 ) -> Path:
     """Write a split file for the ``ok`` scans of ``manifest``.
 
@@ -75,6 +76,11 @@ def make_split(
         Classes the run screens as one abnormal class (``--healthy``'s other classes, a joined
         ``--positive``): those too small to be drawn alone (an NIH-style file's rare combinations of
         findings) are drawn together, as :data:`RARE_STRATUM`, instead of being left out or refused.
+    screened_apart
+        Classes a screening run counts as not abnormal, each a class of its own (every class but a
+        ``--positive`` one): where two or more are too small to be drawn alone (NIH's other finding
+        combinations, screening one finding), they are drawn together and trained as one class,
+        :data:`OTHER_CLASSES` (the JSON record names them under ``trained_as_one``).
 
     Returns
     -------
@@ -122,13 +128,24 @@ def make_split(
                  "together", len(rare), ", ".join(repr(c) for c in sorted(rare)[:5]), " ..." if len(rare) > 5 else "")
         rows["label"] = rows["label"].where(~rows["label"].isin(rare), RARE_STRATUM)
         pool = rows[~rows["unit"].isin(test)]
+    others = _rare(pool, set(screened_apart), labels_per_class, calibration_per_class, labelled_fraction,
+                   calibration_fraction)
+    if len(others) > 1:
+        log.info("split: %d classes not screened as abnormal are too small to be drawn alone (%s%s); drawn together "
+                 "and trained as one class, %r", len(others), ", ".join(repr(c) for c in sorted(others)[:5]),
+                 " ..." if len(others) > 5 else "", OTHER_CLASSES)
+        rows["label"] = rows["label"].where(~rows["label"].isin(others), OTHER_CLASSES)
+        pool = rows[~rows["unit"].isin(test)]
+    else:
+        others = set()
     left_out = _too_small(pool, labelled_fraction, calibration_fraction)
     if labels_per_class is not None:
         # screened as one, so the model needs no class of their own: left out, not refused
         left_out.update({label: int((pool["label"] == label).sum()) for label in alone})
-        together = int((pool["label"] == RARE_STRATUM).sum())
-        if rare and together < labels_per_class + calibration_per_class:
-            left_out[RARE_STRATUM] = together
+        for stratum, members in ((RARE_STRATUM, rare), (OTHER_CLASSES, others)):
+            together = int((pool["label"] == stratum).sum())
+            if members and together < labels_per_class + calibration_per_class:
+                left_out[stratum] = together
     if left_out:
         named = ", ".join(f"{c!r} ({n} outside the test set)" for c, n in list(left_out.items())[:10])
         more = f" and {len(left_out) - 10} more (the split's JSON names each)" if len(left_out) > 10 else ""
@@ -191,6 +208,7 @@ def make_split(
         "counts_per_subset_and_label": counts,
         "unlabelled_left_out": int(unusable.sum()),
         "classes_left_out": left_out,
+        "trained_as_one": {OTHER_CLASSES: sorted(others)} if others and OTHER_CLASSES not in left_out else {},
     }
     write_json(out.with_suffix(".json"), record)
     log.info(
@@ -206,6 +224,8 @@ def make_split(
 
 # The stratum of the classes screened as one that are too small to be drawn alone (see make_split).
 RARE_STRATUM = "(rare classes screened as one)"
+# The class of those not screened as abnormal that are too small to be drawn alone: drawn, and trained, as one.
+OTHER_CLASSES = "(other rare classes)"
 
 
 def _rare(pool: pd.DataFrame, screened: set[str], labels_per_class: int | None, calibration_per_class: int,
