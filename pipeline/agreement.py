@@ -23,21 +23,26 @@ from pipeline.manifest import class_key, positive_parts
 log = logging.getLogger("pipeline.agreement")
 
 
-def model_class(label: str, classes: list[str]) -> str | None:
-    """The model's class a label names: itself, the same name in another case or spacing, or the
-    joined class it is part of (``benign`` for a model screening ``benign+malignant``); else None."""
+def model_class(label: str, classes: list[str], trained_as_one: Mapping[str, list[str]] | None = None
+                ) -> str | None:
+    """The model's class a label names: itself, the same name in another case or spacing, the
+    joined class it is part of (``benign`` for a model screening ``benign+malignant``), or the class
+    it was trained as (``trained_as_one``: the split's small classes drawn together); else None."""
     for name in classes:
-        if any(class_key(part) == class_key(label) for part in [name, *positive_parts(name)]):
+        parts = [name, *positive_parts(name), *(trained_as_one or {}).get(name, [])]
+        if any(class_key(part) == class_key(label) for part in parts):
             return name
     return None
 
 
 def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[str],
-                 columns: Mapping[str, str] | None = None) -> tuple[dict[str, str], str, int] | None:
+                 columns: Mapping[str, str] | None = None, trained_as_one: Mapping[str, list[str]] | None = None
+                 ) -> tuple[dict[str, str], str, int] | None:
     """({scan id: the model's class its label names}, where the labels came from, how many labels
     name no class of the model) for the scored scans, or None where the folder has no labels (no
     ``labels.csv``, no subfolders) or none of them names a class of the model (folders by date).
-    ``columns``: those the training labels were read with (``{"label": "target"}``), tried first."""
+    ``columns``: those the training labels were read with (``{"label": "target"}``), tried first;
+    ``trained_as_one``: see :func:`model_class`."""
     scans = Path(scans)
     labels_file = scans / "labels.csv"
     if labels_file.is_file():
@@ -47,14 +52,15 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
             if not columns:
                 log.warning("%s not used to check the predictions: %s", labels_file, error)
                 return None
-            return folder_truth(scans, scan_ids, classes)  # another file's columns: read it as it is
+            return folder_truth(scans, scan_ids, classes, trained_as_one=trained_as_one)  # read it as it is
         found = {sid: rows[key].label for sid in scan_ids if (key := labels_key(os.path.realpath(scans / sid), rows)) in rows}
         source = "labels.csv"
     else:
         paths = [scans / sid for sid in scan_ids]
         found = {path.relative_to(scans).as_posix(): label for path, (label, _) in folder_labels(scans, paths, [], classes).items()}
         source = "class subfolders"
-    named = {sid: cls for sid, label in found.items() if label and (cls := model_class(label, classes))}
+    named = {sid: cls for sid, label in found.items()
+             if label and (cls := model_class(label, classes, trained_as_one))}
     if not named:
         return None
     return named, source, sum(1 for label in found.values() if label) - len(named)

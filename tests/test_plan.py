@@ -665,6 +665,10 @@ def test_small_classes_beside_a_positive_one_are_trained_as_one(tmp_path, monkey
     assert calibration["screening"]["positive_class"] == "abnormal"
     predictions = pd.read_csv(run / "test_predictions.csv", keep_default_na=False)
     assert OTHER_CLASSES in set(predictions["label"])  # the small classes' test scans, under their one class
+    # scoring the labelled folder: a scan labelled 'cyst' is checked against the class it was trained as
+    assert main(["score", str(scans), "--model", str(run), "--out", "report.csv", "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "report.csv", keep_default_na=False).set_index("scan_id")
+    assert report.loc["misc/cyst0.png", "folder_label"] == OTHER_CLASSES
 
 
 def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():

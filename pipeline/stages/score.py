@@ -18,6 +18,7 @@ from pipeline.agreement import agreement, folder_truth, format_agreement
 from pipeline.checkpoint import INPUTS
 from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
+from pipeline.manifest import trained_as_one
 from pipeline.masks import segmentation_masks
 from pipeline.reading import list_files, system_files
 from pipeline.scoring import (
@@ -38,6 +39,14 @@ ENGINES = ("local", "ray")
 def neutralise_formula(text: str) -> str:
     """Keep text from a file name from running as a spreadsheet formula (CSV injection)."""
     return "'" + text if isinstance(text, str) and text.startswith(FORMULA_PREFIXES) else text
+
+
+def classes_trained_as_one(run_dir: str | Path) -> dict[str, list[str]]:
+    """The classes the run's split drew, and it trained, as one (from the split its ``inputs.json``
+    names, where that file is still there); {} otherwise."""
+    inputs = Path(run_dir) / INPUTS
+    split = json.loads(inputs.read_text()).get("split", {}).get("path") if inputs.is_file() else None
+    return trained_as_one(split) if split else {}
 
 
 def default_report_path(run_dir: Path, scans: Path) -> Path:
@@ -104,7 +113,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     report = report[report["scan_id"].isin(order)].drop_duplicates("scan_id", keep="last")
     report = report.sort_values("scan_id", key=lambda ids: ids.map(order)).reset_index(drop=True)
     against = None
-    found = folder_truth(scans, report["scan_id"].tolist(), model.classes, model.config.data.columns)
+    found = folder_truth(scans, report["scan_id"].tolist(), model.classes, model.config.data.columns,
+                         trained_as_one=classes_trained_as_one(run_dir))
     if found is not None:
         truth, source, unnamed = found
         screening = calibration.get("screening")
