@@ -393,9 +393,10 @@ def build_training_data(split_frame: pd.DataFrame, classes: list[str], config: P
 def split_frame(config: Config):
     """(the manifest's rows with their ``subset`` from the split file, classes) of a config whose
     manifest and split exist (``pipeline run`` makes them first)."""
-    merged = load_split(load_manifest(manifest_path(config)), split_path(config))
+    split = split_path(config)
+    merged = load_split(load_manifest(manifest_path(config)), split)
     if not config.data.classes:  # classes the user lists are trained as listed
-        for name, members in trained_as_one(split_path(config)).items():
+        for name, members in trained_as_one(split).items():
             merged["label"] = merged["label"].where(~merged["label"].isin(members), name)
     classes = config.data.classes or sorted(set(merged["label"]) - {""})
     positive = config.data.positive_class

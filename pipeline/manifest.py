@@ -199,6 +199,11 @@ def load_split(
     return manifest.merge(split[["scan_id", "subset"]], on="scan_id", how="inner", validate="1:1")
 
 
+def manifest_classes(manifest: str | os.PathLike) -> list[str]:
+    """The labels a manifest's scans carry, sorted."""
+    return sorted(set(load_manifest(manifest)["label"]) - {""})
+
+
 def trained_as_one(split_path: str | os.PathLike) -> dict[str, list[str]]:
     """{class: the classes trained as it} from a split's JSON record (``make_split``'s
     ``trained_as_one``: classes too small to be drawn alone, drawn together); {} without one."""

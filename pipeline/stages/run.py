@@ -15,7 +15,7 @@ from pipeline.manifest import (
     class_key,
     findings_of,
     joined_classes,
-    load_manifest,
+    manifest_classes,
     manifest_path,
     name_words,
     positive_parts,
@@ -44,7 +44,8 @@ def prepare_split(config: Config, progress: bool = True):
     manifest = prepare_manifest(config, progress)
     split_file = split_path(config)
     if not split_file.exists():
-        s = config.split
+        s, data = config.split, config.data
+        found = manifest_classes(manifest) if data.positive_class or data.healthy_class else []
         make_split(
             manifest, out=split_file,
             labels_per_class=None if s.labelled_fraction > 0 else s.labels_per_class,
@@ -52,8 +53,8 @@ def prepare_split(config: Config, progress: bool = True):
             calibration_per_class=0 if s.calibration_fraction > 0 else s.calibration_per_class,
             calibration_fraction=s.calibration_fraction or None,
             test_fraction=s.test_fraction, selection=s.selection, seed=s.seed,
-            screened_as_one=screened_as_one(config, manifest),
-            screened_apart=screened_apart(config, manifest),
+            screened_as_one=screened_as_one(config, found),
+            screened_apart=screened_apart(config, found),
         )
     frame, classes = split_frame(config)
     check_positive_class(config.data.positive_class, classes, config.data.healthy_class)
@@ -83,25 +84,23 @@ def prepare_manifest(config: Config, progress: bool = True) -> Path:
     return manifest
 
 
-def screened_as_one(config: Config, manifest: Path) -> list[str]:
-    """The classes of ``manifest`` a run screens as one abnormal class: every class but
+def screened_as_one(config: Config, found: list[str]) -> list[str]:
+    """The classes of ``found`` (a manifest's) a run screens as one abnormal class: every class but
     ``data.healthy_class``, or those ``data.positive_class`` joins; none for one positive class."""
     data = config.data
     if not data.healthy_class and "+" not in data.positive_class:
         return []
-    found = sorted(set(load_manifest(manifest)["label"]) - {""})
     if data.healthy_class:
         return [name for name in found if name != data.healthy_class]
     return [name for name in found if name in joined_classes(data.positive_class, found)]
 
 
-def screened_apart(config: Config, manifest: Path) -> list[str]:
-    """The classes of ``manifest`` a run with a positive class counts as not abnormal, each a class of
-    its own: every class but the positive one (or those it joins); none without a positive class."""
+def screened_apart(config: Config, found: list[str]) -> list[str]:
+    """The classes of ``found`` (a manifest's) a run with a positive class counts as not abnormal, each
+    a class of its own: every class but the positive one (or those it joins); none without a positive class."""
     positive = config.data.positive_class
     if not positive:
         return []
-    found = sorted(set(load_manifest(manifest)["label"]) - {""})
     return [name for name in found if name != positive and name not in joined_classes(positive, found)]
 
 
@@ -115,13 +114,11 @@ def check_positive_class(positive: str, classes: list[str], healthy: str = "") -
         Naming the classes found, and the one meant where it differs only in case or spacing.
     """
     named = ", ".join(map(repr, classes))
-    if positive and listed_with(positive, classes):
-        return  # a finding that labels list ("Atelectasis|Effusion"), if not a class of its own
     if healthy and healthy not in classes:
         raise ValueError(f"data.healthy_class {healthy!r} is not one of the classes {named}{_meant(healthy, classes)}; "
                          "set --healthy (HEALTHY=) to one of them")
-    if not positive or positive in classes:
-        return
+    if not positive or positive in classes or listed_with(positive, classes):
+        return  # listed: a finding that labels list ("Atelectasis|Effusion"), if not a class of its own
     parts = positive_parts(positive)
     for part in parts:
         if part not in classes:
@@ -277,8 +274,7 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
         # (and named) for it: over their value, as the split and every later stage see it.
         manifest = manifest_path(first)
         manifest = manifest if manifest.exists() else prepare_manifest(first, progress)
-        found = sorted(set(load_manifest(manifest)["label"]) - {""})
-        if listed := findings_screening(first, found):
+        if listed := findings_screening(first, manifest_classes(manifest)):
             widened = [*(overrides or []), f"data.positive_class={json.dumps(listed[0])}"]
             first, said = load_config(path, widened), first.data.positive_class
     merged, classes = prepare_split(first, progress)
