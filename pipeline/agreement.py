@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from pipeline.labels import folder_labels, labels_key, read_labels
-from pipeline.manifest import class_key, positive_parts
+from pipeline.manifest import class_key, positive_parts, screens
 
 log = logging.getLogger("pipeline.agreement")
 
@@ -26,11 +26,17 @@ log = logging.getLogger("pipeline.agreement")
 def model_class(label: str, classes: list[str], trained_as_one: Mapping[str, list[str]] | None = None
                 ) -> str | None:
     """The model's class a label names: itself, the same name in another case or spacing, the
-    joined class it is part of (``benign`` for a model screening ``benign+malignant``), or the class
-    it was trained as (``trained_as_one``: the split's small classes drawn together); else None."""
+    joined class it is part of (``benign`` for a model screening ``benign+malignant``), the class it
+    was trained as (``trained_as_one``: the split's small classes drawn together), or the screened
+    class that takes it in (``Effusion|Hernia`` for ``with Effusion``, any label but ``No Finding``
+    for ``not No Finding``: see :func:`pipeline.manifest.screens`); else None."""
+    key = class_key(label)
     for name in classes:
-        parts = [name, *positive_parts(name), *(trained_as_one or {}).get(name, [])]
-        if any(class_key(part) == class_key(label) for part in parts):
+        if class_key(name) == key:
+            return name
+    for name in classes:
+        parts = [*positive_parts(name), *(trained_as_one or {}).get(name, [])]
+        if any(class_key(part) == key for part in parts) or screens(name, label, [*classes, label]):
             return name
     return None
 

@@ -88,6 +88,9 @@ class LoadedModel:
 def read_metadata(run_dir: Path) -> dict:
     """A run folder's ``checkpoint.json``, checked for its format version."""
     meta_path = run_dir / METADATA
+    if run_dir.name == "LATEST" and run_dir.is_file():
+        raise CheckpointError(f"{run_dir} is the file naming the newest run, {run_dir.read_text().strip()}: pass "
+                              "that folder, or leave the run out for the newest")
     if not meta_path.is_file():
         raise CheckpointError(f"{meta_path} not found: is {run_dir} a run folder written by 'pipeline train'?")
     metadata = json.loads(meta_path.read_text())

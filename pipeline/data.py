@@ -41,10 +41,10 @@ from pipeline.config import Config, PreprocessConfig
 from pipeline.io import atomic_path, write_json
 from pipeline.manifest import (
     SUBSETS,
-    joined_classes,
     load_manifest,
     load_split,
     manifest_path,
+    screened_members,
     split_path,
     trained_as_one,
 )
@@ -400,14 +400,15 @@ def split_frame(config: Config):
             merged["label"] = merged["label"].where(~merged["label"].isin(members), name)
     classes = config.data.classes or sorted(set(merged["label"]) - {""})
     positive = config.data.positive_class
-    members = joined_classes(positive, classes)
+    members = screened_members(positive, classes)
     if members:
         merged["label"] = merged["label"].where(~merged["label"].isin(members), positive)
         classes = sorted((set(classes) - set(members)) | {positive})
         said = (positive, tuple(classes))
         if said not in _SCREENINGS_SAID:  # a run reads its split at each stage; once is enough to say so
             _SCREENINGS_SAID.add(said)
-            log.info("screening %s as one class %r: classes %s", " and ".join(members), positive, ", ".join(classes))
+            named = " and ".join(members) if len(members) <= 4 else f"{len(members)} classes ({', '.join(members[:3])}, ...)"
+            log.info("screening %s as one class %r: classes %s", named, positive, ", ".join(classes))
     return merged, classes
 
 

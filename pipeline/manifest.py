@@ -61,6 +61,35 @@ def joined_classes(positive: str, classes: list[str] | set[str]) -> list[str]:
     return parts if len(parts) > 1 and all(part in classes for part in parts) else []
 
 
+# Names of an abnormal class screened from many labels, whose "+" join would be a name too long to
+# read in a report (VinDr-CXR's 34 finding lists, NIH's hundreds): every class but the healthy one,
+# and every label that lists one finding.
+ALL_BUT = "not "
+LISTING = "with "
+
+
+def screened_members(positive: str, classes: list[str] | set[str]) -> list[str]:
+    """The classes of ``classes`` that the positive class screens as one: those ``"a+b"`` joins
+    (:func:`joined_classes`), every class but ``X`` for ``"not X"`` (``X`` a class), every class
+    whose findings include ``F`` for ``"with F"`` (NIH's ``Atelectasis|Effusion`` for
+    ``"with Effusion"``); else [] (``positive`` is one class, or names none of ``classes``).
+
+    A class named as the positive class itself (a reviewer's verdict of it) is one of them."""
+    return joined_classes(positive, classes) or [name for name in classes if screens(positive, name, classes)]
+
+
+def screens(positive: str, label: str, classes: list[str] | set[str]) -> bool:
+    """Whether a scan labelled ``label`` is one the positive class named ``"not X"`` or ``"with F"``
+    takes in, among the labels ``classes`` (``X`` must be one; a label other than ``positive``
+    must list ``F``); False for any other name."""
+    if positive.startswith(ALL_BUT) and (healthy := positive[len(ALL_BUT):]) in classes:
+        return label != healthy
+    if positive.startswith(LISTING) and any(name != positive and positive[len(LISTING):] in findings_of(name)
+                                            for name in classes):
+        return label == positive or positive[len(LISTING):] in findings_of(label)
+    return False
+
+
 # Columns added after the first release: a manifest without them still loads (as empty).
 LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid")
 
@@ -229,7 +258,8 @@ def split_path(config: Config) -> Path:
     labels = f"{s.labelled_fraction:g}of-labels" if s.labelled_fraction > 0 else f"{s.labels_per_class}per-class"
     data = config.data
     screening = f"healthy={data.healthy_class}" if data.healthy_class else (
-        f"positive={data.positive_class}" if "+" in data.positive_class else "")
+        f"positive={data.positive_class}" if "+" in data.positive_class or data.positive_class.startswith((ALL_BUT, LISTING))
+        else "")
     # classes screened as one are drawn together where too small alone: another draw than without
     joined = f".screen-{hashlib.sha256(screening.encode()).hexdigest()[:8]}" if screening else ""
     return manifest.with_name(f"{manifest.stem}.{labels}{joined}.seed{s.seed}.split.csv")

@@ -22,7 +22,7 @@ import pandas as pd
 
 from pipeline.io import read_table, sha256_file, write_csv
 from pipeline.labels import folder_labels, read_labels
-from pipeline.manifest import joined_classes, positive_parts
+from pipeline.manifest import screened_members
 from pipeline.masks import segmentation_masks
 from pipeline.reading import is_scan_file, list_files
 
@@ -92,8 +92,8 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
             continue
         if not inside:
             elsewhere.add(os.path.dirname(key))
-        # A review page of a model that screens classes joined ("glioma+meningioma") offers the joined class.
-        if label not in known and not joined_classes(label, known):
+        # A review page of a model that screens classes as one ("glioma+meningioma", "not normal") offers that class.
+        if label not in known and not screened_members(label, known):
             problems.append(f"{where}: label {label!r} is not one of the classes {', '.join(known)}")
         if key in seen:
             problems.append(f"{where}: {file!r} is listed again (first on line {seen[key]})")
@@ -118,7 +118,7 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
     for key, label, verdict, when in merged_rows:
         entry = out.setdefault(key, {"file": key, "label": "", "split": "", "group": "", "previous_label": ""})
         before = entry["label"]
-        if before in positive_parts(label):
+        if before in screened_members(label, known):
             label = before  # "abnormal" confirmed: the class the labels gave says which abnormality
         entry.update(label=label, verdict=verdict, reviewed_at=when,
                      label_source="confirmed" if before == label else "review",

@@ -634,9 +634,9 @@ def test_a_positive_finding_counts_every_scan_whose_labels_list_it(tmp_path, mon
     (scans / "labels.csv").write_text("\n".join(lines) + "\n")
     monkeypatch.chdir(tmp_path)
     run = tiny_run(tmp_path, scans, "Effusion")
-    assert json.loads((run / "checkpoint.json").read_text())["classes"] == ["Effusion+Effusion|Nodule", "No Finding"]
+    assert json.loads((run / "checkpoint.json").read_text())["classes"] == ["No Finding", "with Effusion"]
     planned = json.loads((run / "plan.json").read_text())["settings"]["data.positive_class"]
-    assert planned["value"] == "Effusion+Effusion|Nodule" and planned["set_by"] == "command line"
+    assert planned["value"] == "with Effusion" and planned["set_by"] == "command line"
     assert planned["reason"].startswith("--positive 'Effusion': every scan whose findings include 'Effusion'")
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["screening"]["n_positive"] == 6  # 3 calibration scans drawn from each
@@ -644,6 +644,15 @@ def test_a_positive_finding_counts_every_scan_whose_labels_list_it(tmp_path, mon
     [split] = (tmp_path / "data_manifests").glob("*.split.csv")
     assert ".screen-" in split.name and json.loads((run / "inputs.json").read_text())["split"]["path"].endswith(
         split.name)
+    # a scored folder's labels: a combination training never saw is still a scan with Effusion
+    (scans / "labels.csv").write_text("\n".join(lines).replace("m0.png,Effusion|Nodule", "m0.png,Effusion|Hernia")
+                                      .replace("m1.png,Effusion|Nodule", "m1.png,Hernia") + "\n")
+    assert main(["score", str(scans), "--model", str(run), "--out", "report.csv", "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "report.csv", keep_default_na=False).set_index("scan_id")
+    assert report.loc["malignant/m0.png", "folder_label"] == "with Effusion"
+    assert report.loc["malignant/m1.png", "folder_label"] == ""  # Hernia alone: neither class of the model
+    assert report.loc["malignant/m2.png", "folder_label"] == "with Effusion"
+    assert report.loc["normal/normal0.png", "folder_label"] == "No Finding"
 
 
 def test_small_classes_beside_a_positive_one_are_trained_as_one(tmp_path, monkeypatch):
@@ -671,6 +680,30 @@ def test_small_classes_beside_a_positive_one_are_trained_as_one(tmp_path, monkey
     assert report.loc["misc/cyst0.png", "folder_label"] == OTHER_CLASSES
 
 
+def test_a_healthy_class_beside_many_findings_screens_them_as_not_healthy(tmp_path, monkeypatch):
+    # VinDr-CXR with --healthy "No finding": 34 finding lists, whose names joined would take 1,000 characters.
+    scans = three_class_folder(tmp_path / "scans")
+    findings = {"benign": "Aortic enlargement|Cardiomegaly", "malignant": "Pleural thickening|Pulmonary fibrosis"}
+    lines = ["file,label"] + [f"normal/normal{i}.png,No finding" for i in range(14)]
+    lines += [f"{folder}/{stem}{i}.png,{label}" for (folder, label), stem in zip(findings.items(), ("abnormal", "m"))
+              for i in range(14)]
+    (scans / "labels.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, scans, "No finding", option="--healthy")
+    assert json.loads((run / "checkpoint.json").read_text())["classes"] == ["No finding", "not No finding"]
+    planned = json.loads((run / "plan.json").read_text())["settings"]["data.positive_class"]
+    assert planned["value"] == "not No finding" and "their names joined would take 69 characters" in planned["reason"]
+    assert json.loads((run / "calibration.json").read_text())["screening"]["positive_class"] == "not No finding"
+    # scoring a labelled folder: a finding training never saw is not "No finding"
+    (scans / "labels.csv").write_text("\n".join(lines).replace("m0.png,Pleural thickening|Pulmonary fibrosis",
+                                                               "m0.png,Nodule/Mass") + "\n")
+    assert main(["score", str(scans), "--model", str(run), "--out", "report.csv", "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "report.csv", keep_default_na=False).set_index("scan_id")
+    assert report.loc["malignant/m0.png", "folder_label"] == "not No finding"
+    assert report.loc["normal/normal0.png", "folder_label"] == "No finding"
+    assert set(report["prediction"]) <= {"No finding", "not No finding"} and "p_not No finding" in report
+
+
 def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():
     from types import SimpleNamespace
 
@@ -679,6 +712,8 @@ def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():
     data = SimpleNamespace(healthy_class="normal", positive_class="")
     classes = ["benign", "benign+malignant", "malignant", "normal"]  # a reviewer's verdicts say "benign+malignant"
     assert healthy_screening(SimpleNamespace(data=data), classes)[0] == "benign+malignant"
+    many = [f"finding {k}" for k in range(8)] + ["not normal"]  # the long name, and a verdict of it
+    assert healthy_screening(SimpleNamespace(data=data), [*many, "normal"])[0] == "not normal"
 
 
 def test_a_healthy_class_the_data_lacks_or_given_with_a_positive_one_is_refused(tmp_path, monkeypatch, caplog):
@@ -696,13 +731,31 @@ def test_a_healthy_class_the_data_lacks_or_given_with_a_positive_one_is_refused(
 
 
 def test_joined_classes_are_only_classes_the_data_has():
-    from pipeline.data import joined_classes
+    from pipeline.manifest import joined_classes
 
     assert joined_classes("benign+malignant", ["benign", "malignant", "normal"]) == ["benign", "malignant"]
     assert joined_classes("benign", ["benign", "normal"]) == []
     assert joined_classes("benign+cyst", ["benign", "malignant"]) == []
     with pytest.raises(ValueError, match="joins 'malignnt', which is not one of the classes"):
         check_positive_class("benign+malignnt", ["benign", "malignant", "normal"])
+
+
+def test_the_classes_a_screened_class_takes_in():
+    from pipeline.manifest import screened_members
+
+    classes = ["Atelectasis|Effusion", "Effusion", "Effusion|Nodule", "No Finding", "Nodule"]
+    assert screened_members("with Effusion", classes) == ["Atelectasis|Effusion", "Effusion", "Effusion|Nodule"]
+    assert screened_members("not No Finding", classes) == ["Atelectasis|Effusion", "Effusion", "Effusion|Nodule",
+                                                           "Nodule"]
+    assert screened_members("with Hernia", classes) == [] and screened_members("not Hernia", classes) == []
+    assert screened_members("Effusion", classes) == [] and screened_members("Effusion+Nodule", classes) == [
+        "Effusion", "Nodule"]
+    # a reviewer's verdict of the screened class is one of its classes
+    assert screened_members("not normal", ["benign", "normal", "not normal"]) == ["benign", "not normal"]
+    assert screened_members("with Effusion", ["Effusion|Nodule", "No Finding", "with Effusion"]) == [
+        "Effusion|Nodule", "with Effusion"]
+    # a literal class "with contrast" no other label lists is one class
+    assert screened_members("with contrast", ["plain", "with contrast"]) == []
 
 
 def test_a_positive_class_written_as_another_number_is_pointed_to():

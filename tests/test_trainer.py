@@ -65,6 +65,9 @@ def test_tampered_checkpoint_is_refused(tmp_path):
 def test_missing_run_folder_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint.json not found"):
         load_checkpoint(tmp_path / "nothing")
+    (tmp_path / "LATEST").write_text("runs/x_supervised_1\n")  # the marker given for the run it names
+    with pytest.raises(CheckpointError, match="LATEST is the file naming the newest run, runs/x_supervised_1: pass"):
+        load_checkpoint(tmp_path / "LATEST")
 
 
 def test_refresh_batchnorm_uses_clean_statistics():

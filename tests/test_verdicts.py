@@ -122,6 +122,28 @@ def test_a_verdict_of_a_joined_class_keeps_the_finer_label_it_confirms(tmp_path,
     assert rows["a.png"] == ("benign", "confirmed") and rows["c.png"] == ("benign+malignant", "review")
 
 
+def test_a_verdict_of_a_class_screened_from_many_keeps_the_finer_label_it_confirms(tmp_path, write):
+    # Classes named "not <healthy>" (--healthy over many findings) and "with <finding>" (--positive over lists).
+    scans = tmp_path / "scans"
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        write.png(scans / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
+    write.csv(scans / "labels.csv", [{"file": "a.png", "label": "Effusion|Nodule"}, {"file": "b.png", "label": "Nodule"},
+                                     {"file": "c.png", "label": "No Finding"}, {"file": "d.png", "label": "No Finding"}])
+    verdicts = write.csv(tmp_path / "verdicts.csv", [
+        {"file": "a.png", "label": "with Effusion", "verdict": "confirmed"},
+        {"file": "b.png", "label": "not No Finding", "verdict": "confirmed"},
+        {"file": "c.png", "label": "not No Finding", "verdict": "relabelled"},
+        {"file": "d.png", "label": "with Hernia", "verdict": "relabelled"},
+    ])
+    with pytest.raises(ValueError, match="label 'with Hernia' is not one of the classes"):
+        merge_verdicts(scans, verdicts, tmp_path / "out")
+    verdicts = write.csv(tmp_path / "verdicts.csv", pd.read_csv(verdicts).head(3).to_dict("records"))
+    merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out"), keep_default_na=False)
+    rows = {r["file"].rsplit("/", 1)[-1]: (r["label"], r["label_source"]) for r in merged.to_dict("records")}
+    assert rows["a.png"] == ("Effusion|Nodule", "confirmed") and rows["b.png"] == ("Nodule", "confirmed")
+    assert rows["c.png"] == ("not No Finding", "review")
+
+
 def test_verdicts_from_a_page_of_a_folder_inside_the_scans_merge(tmp_path, write):
     # New scans arrive in incoming/ inside a class-folder export; the page scored incoming/ alone.
     scans = tmp_path / "scans"

@@ -14,11 +14,13 @@ from pipeline.data import TrainingData, load_training_data, seconds_to_preproces
 from pipeline.manifest import (
     class_key,
     findings_of,
-    joined_classes,
+    ALL_BUT,
+    LISTING,
     manifest_classes,
     manifest_path,
     name_words,
     positive_parts,
+    screened_members,
     split_path,
 )
 from pipeline.stages.calibrate import calibrate
@@ -88,11 +90,9 @@ def screened_as_one(config: Config, found: list[str]) -> list[str]:
     """The classes of ``found`` (a manifest's) a run screens as one abnormal class: every class but
     ``data.healthy_class``, or those ``data.positive_class`` joins; none for one positive class."""
     data = config.data
-    if not data.healthy_class and "+" not in data.positive_class:
-        return []
     if data.healthy_class:
         return [name for name in found if name != data.healthy_class]
-    return [name for name in found if name in joined_classes(data.positive_class, found)]
+    return screened_members(data.positive_class, found) if data.positive_class else []
 
 
 def screened_apart(config: Config, found: list[str]) -> list[str]:
@@ -101,7 +101,8 @@ def screened_apart(config: Config, found: list[str]) -> list[str]:
     positive = config.data.positive_class
     if not positive:
         return []
-    return [name for name in found if name != positive and name not in joined_classes(positive, found)]
+    members = screened_members(positive, found)
+    return [name for name in found if name != positive and name not in members]
 
 
 def check_positive_class(positive: str, classes: list[str], healthy: str = "") -> None:
@@ -117,7 +118,7 @@ def check_positive_class(positive: str, classes: list[str], healthy: str = "") -
     if healthy and healthy not in classes:
         raise ValueError(f"data.healthy_class {healthy!r} is not one of the classes {named}{_meant(healthy, classes)}; "
                          "set --healthy (HEALTHY=) to one of them")
-    if not positive or positive in classes or listed_with(positive, classes):
+    if not positive or positive in classes or listed_with(positive, classes) or screened_members(positive, classes):
         return  # listed: a finding that labels list ("Atelectasis|Effusion"), if not a class of its own
     parts = positive_parts(positive)
     for part in parts:
@@ -140,6 +141,10 @@ def _same_number(a: str, b: str) -> bool:
         return float(a) == float(b)
     except ValueError:
         return False
+
+
+# The longest name of classes joined by "+" that a report shows as the abnormal class (longer: "not <healthy>").
+MAX_JOINED_NAME = 48
 
 
 HEALTHY_NAMES = ("normal", "healthy", "no finding", "no tumor", "no tumour", "notumor", "notumour", "negative",
@@ -174,12 +179,12 @@ def listed_with(finding: str, classes: list[str]) -> list[str]:
 def findings_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
     """(positive class, why) where the one positive class is also a finding of labels that list
     several (NIH's "Atelectasis|Effusion", rows per finding joined by ingest): the scans with it among
-    their findings are screened with it as one abnormal class; else None."""
+    their findings are screened as one abnormal class, ``"with Effusion"``; else None."""
     positive = config.data.positive_class
     if not positive or "+" in positive or not (members := listed_with(positive, classes)):
         return None
-    return "+".join(members), (f"every scan whose findings include {positive!r}: {len(members)} labels list it "
-                               f"({', '.join(map(repr, members[:3]))}{', ...' if len(members) > 3 else ''})")
+    return LISTING + positive, (f"every scan whose findings include {positive!r}: {len(members)} labels list it "
+                                f"({', '.join(map(repr, members[:3]))}{', ...' if len(members) > 3 else ''})")
 
 
 def _binary_code(name: str) -> int | None:
@@ -195,8 +200,9 @@ def _binary_code(name: str) -> int | None:
 
 
 def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
-    """(positive class, why) where the user named the healthy class instead: every other class joined
-    by "+" (one class where there is one other), screened as one abnormal class; else None."""
+    """(positive class, why) where the user named the healthy class instead: every other class,
+    screened as one abnormal class named by their names joined by "+" (the one other class's name;
+    ``"not <healthy>"`` where the join would be over ``MAX_JOINED_NAME`` characters); else None."""
     healthy = config.data.healthy_class
     if not healthy or config.data.positive_class:
         return None
@@ -205,7 +211,11 @@ def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | N
     others = list(dict.fromkeys(part for name in classes if name != healthy for part in positive_parts(name)))
     if not others:
         raise ValueError(f"data.healthy_class {healthy!r} is the only class; a screening task needs another")
-    return "+".join(others), f"every class but the healthy one, {healthy!r}"
+    why = f"every class but the healthy one, {healthy!r}"
+    if len(joined := "+".join(others)) <= MAX_JOINED_NAME:
+        return joined, why
+    return ALL_BUT + healthy, (f"{why}: {len(others)} classes, named so in reports as their names joined would "
+                               f"take {len(joined):,} characters")
 
 
 def left_for_training(run_minutes: float, started: float) -> float:
