@@ -109,17 +109,22 @@ def test_a_verdict_of_a_joined_class_keeps_the_finer_label_it_confirms(tmp_path,
     scans = tmp_path / "scans"
     for label, name in [("benign", "a.png"), ("malignant", "b.png"), ("normal", "c.png"), ("normal", "d.png")]:
         write.png(scans / label / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
-    verdicts = write.csv(tmp_path / "verdicts.csv", [
+    rows = merged_after_a_bad_row(tmp_path, write, scans, [
         {"file": "benign/a.png", "label": "benign+malignant", "verdict": "confirmed"},
         {"file": "normal/c.png", "label": "benign+malignant", "verdict": "relabelled"},
-        {"file": "normal/d.png", "label": "benign+cyst", "verdict": "relabelled"},
-    ])
-    with pytest.raises(ValueError, match="label 'benign\\+cyst' is not one of the classes benign, malignant, normal"):
-        merge_verdicts(scans, verdicts, tmp_path / "out")
-    verdicts = write.csv(tmp_path / "verdicts.csv", pd.read_csv(verdicts).head(2).to_dict("records"))
-    merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out"), keep_default_na=False)
-    rows = {r["file"].rsplit("/", 1)[-1]: (r["label"], r["label_source"]) for r in merged.to_dict("records")}
+    ], {"file": "normal/d.png", "label": "benign+cyst", "verdict": "relabelled"},
+        "label 'benign\\+cyst' is not one of the classes benign, malignant, normal")
     assert rows["a.png"] == ("benign", "confirmed") and rows["c.png"] == ("benign+malignant", "review")
+
+
+def merged_after_a_bad_row(tmp_path, write, scans, good, bad, refused):
+    """{file name: (label, label source)} merged from the verdicts ``good``, once ``good`` with the row
+    ``bad`` has been refused with a message matching ``refused`` (and nothing merged)."""
+    with pytest.raises(ValueError, match=refused):
+        merge_verdicts(scans, write.csv(tmp_path / "verdicts.csv", [*good, bad]), tmp_path / "out")
+    merged = pd.read_csv(merge_verdicts(scans, write.csv(tmp_path / "verdicts.csv", good), tmp_path / "out"),
+                         keep_default_na=False)
+    return {r["file"].rsplit("/", 1)[-1]: (r["label"], r["label_source"]) for r in merged.to_dict("records")}
 
 
 def test_a_verdict_of_a_class_screened_from_many_keeps_the_finer_label_it_confirms(tmp_path, write):
@@ -129,17 +134,11 @@ def test_a_verdict_of_a_class_screened_from_many_keeps_the_finer_label_it_confir
         write.png(scans / name, write.image(zlib.crc32(name.encode()) % 1000 + 100))
     write.csv(scans / "labels.csv", [{"file": "a.png", "label": "Effusion|Nodule"}, {"file": "b.png", "label": "Nodule"},
                                      {"file": "c.png", "label": "No Finding"}, {"file": "d.png", "label": "No Finding"}])
-    verdicts = write.csv(tmp_path / "verdicts.csv", [
+    rows = merged_after_a_bad_row(tmp_path, write, scans, [
         {"file": "a.png", "label": "with Effusion", "verdict": "confirmed"},
         {"file": "b.png", "label": "not No Finding", "verdict": "confirmed"},
         {"file": "c.png", "label": "not No Finding", "verdict": "relabelled"},
-        {"file": "d.png", "label": "with Hernia", "verdict": "relabelled"},
-    ])
-    with pytest.raises(ValueError, match="label 'with Hernia' is not one of the classes"):
-        merge_verdicts(scans, verdicts, tmp_path / "out")
-    verdicts = write.csv(tmp_path / "verdicts.csv", pd.read_csv(verdicts).head(3).to_dict("records"))
-    merged = pd.read_csv(merge_verdicts(scans, verdicts, tmp_path / "out"), keep_default_na=False)
-    rows = {r["file"].rsplit("/", 1)[-1]: (r["label"], r["label_source"]) for r in merged.to_dict("records")}
+    ], {"file": "d.png", "label": "with Hernia", "verdict": "relabelled"}, "label 'with Hernia' is not one of the classes")
     assert rows["a.png"] == ("Effusion|Nodule", "confirmed") and rows["b.png"] == ("Nodule", "confirmed")
     assert rows["c.png"] == ("not No Finding", "review")
 
