@@ -380,6 +380,9 @@ def system_files(folder: str | os.PathLike) -> list[str]:
 
 def _walk(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
     folder = Path(folder)
+    if folder.is_file():
+        raise FileNotFoundError(f"{folder} is a file: the stages read a folder of scans; give the folder it is in, "
+                                "or put the scan in a folder of its own")
     if not folder.is_dir():
         raise FileNotFoundError(f"scan folder {folder} does not exist or is not a folder")
     found, skipped = [], []

@@ -114,6 +114,14 @@ def test_validate_command_exits_non_zero_and_prints_each_file(hospital_folder, c
     assert "constant.nii.gz: constant image" in printed and "empty.nii.gz: empty" in printed
 
 
+def test_a_scan_given_where_a_folder_is_read_says_so(volume_run, hospital_folder, tmp_path, caplog):
+    scan = hospital_folder / "good0.nii.gz"
+    with pytest.raises(FileNotFoundError, match="good0.nii.gz is a file: the stages read a folder of scans"):
+        score(scan, volume_run, out=tmp_path / "r.csv", workers=1, progress=False)
+    assert main(["validate", str(scan)]) != 0 and "give the folder it is in" in caplog.text
+    assert not (tmp_path / "r.csv").exists()
+
+
 def test_a_2d_model_refuses_volumes(tmp_path):
     from pipeline.config import PreprocessConfig
     from pipeline.data import preprocess_paths
