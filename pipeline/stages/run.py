@@ -37,13 +37,14 @@ log = logging.getLogger("pipeline")
 MIN_TRAINING_SECONDS = 10.0
 
 
-def prepare_split(config: Config, progress: bool = True):
+def prepare_split(config: Config, progress: bool = True, manifest: Path | None = None):
     """Fetch, ingest and split as needed; return (manifest rows with a ``subset`` column, classes).
 
     A manifest or split file that already exists is used as it is, so a user may edit
-    or supply their own; delete it to have it made again.
+    or supply their own; delete it to have it made again. ``manifest``: the path
+    :func:`prepare_manifest` returned for this config, where it has run already.
     """
-    manifest = prepare_manifest(config, progress)
+    manifest = manifest or prepare_manifest(config, progress)
     split_file = split_path(config)
     if not split_file.exists():
         s, data = config.split, config.data
@@ -278,16 +279,15 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     started = time.monotonic() if started is None else started
     user = flat_keys(user_settings(path, overrides))
     first = load_config(path, overrides)
-    listed = None
+    listed = manifest = None
     if first.data.positive_class and "+" not in first.data.positive_class:
         # The user's positive class widened to the labels that list it, before the split is drawn
         # (and named) for it: over their value, as the split and every later stage see it.
-        manifest = manifest_path(first)
-        manifest = manifest if manifest.exists() else prepare_manifest(first, progress)
+        manifest = prepare_manifest(first, progress)
         if listed := findings_screening(first, manifest_classes(manifest)):
             widened = [*(overrides or []), f"data.positive_class={json.dumps(listed[0])}"]
             first, said = load_config(path, widened), first.data.positive_class
-    merged, classes = prepare_split(first, progress)
+    merged, classes = prepare_split(first, progress, manifest)
     fp = fingerprint(merged, classes, seed=first.seed)
     screening = healthy_screening(first, classes)
     if not first.data.positive_class and not screening and (healthy := healthy_looking(classes)):
