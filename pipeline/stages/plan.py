@@ -264,15 +264,18 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     finest = None  # the median voxel side, when volumes' spacings vary and they are resampled
     if dims == 3:
         spacing = fp.get("spacing")
-        if spacing and np.allclose(spacing["min"], spacing["max"], rtol=0.01):
-            plan.set("preprocess.target_spacing", [], f"every volume has spacing {_fmt_mm(spacing['median'])}: "
-                     "no resampling")
-            extent = median
-        elif spacing:
-            finest = float(np.median(spacing["median"]))  # the median voxel side
-            extent = [m * s / finest for m, s in zip(median, spacing["median"])]
-        else:
-            extent = median
+        extent = median
+        if spacing:
+            # The field of view in median voxel sides, resampled or not: a few thick slices (an MRI
+            # slab of 20 slices of 3.6 mm over 192 x 192 of 0.8 mm) are not a small volume, and a cube
+            # no larger than their slice count (24^3) threw away the in-plane detail a small finding needs.
+            voxel = float(np.median(spacing["median"]))
+            extent = [m * s / voxel for m, s in zip(median, spacing["median"])]
+            if np.allclose(spacing["min"], spacing["max"], rtol=0.01):
+                plan.set("preprocess.target_spacing", [], f"every volume has spacing {_fmt_mm(spacing['median'])}: "
+                         "no resampling")
+            else:
+                finest = voxel
         plan.set("preprocess.orientation", "RAS", "volumes reoriented by their affine so that every scan "
                  "has the same axis order")
         candidates = [s for s in SIZES_3D if s <= max(min(extent), SIZES_3D[0])]
