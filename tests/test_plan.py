@@ -130,25 +130,6 @@ def test_3d_binary_masks_with_one_spacing_keep_geometry_and_skip_intensity_augme
     assert s["augment.strong_bias_field"] == s["augment.strong_gamma"] == 0.0
 
 
-def test_a_few_thick_slices_of_one_spacing_are_sized_by_their_field_of_view(tmp_path, write):
-    # An MRI slab: 10 slices of 5 mm over 96 x 96 of 0.5 mm, a 48 x 48 x 50 mm field of view. Sized by
-    # its slice count it was planned no larger than 24^3, whatever the budget.
-    rows = []
-    for i in range(6):
-        volume = np.random.default_rng(i).normal(300, 80, (96, 96, 10)).astype(np.float32)
-        path = write.nifti(tmp_path / f"s{i}.nii.gz", volume, (0.5, 0.5, 5.0))
-        rows.append({"path": str(path), "shape": "96x96x10", "spacing": "0.5x0.5x5", "label": "a"})
-    fp = planning.fingerprint(split_frame(rows), ["a"])
-    s = planning.make_plan(fp, probe=False).settings
-    assert s["preprocess.target_spacing"] == []
-    assert s["preprocess.spatial_size"] == [64, 64, 64]  # the largest size the probe would try
-    # The same voxels 1 mm apart in every direction make a volume of 10 slices of 1 mm: small.
-    for row in rows:
-        row["spacing"] = "1x1x1"
-    fp = planning.fingerprint(split_frame(rows), ["a"])
-    assert planning.make_plan(fp, probe=False).settings["preprocess.spatial_size"] == [24, 24, 24]
-
-
 def mri_like_volumes_of_mixed_spacing(tmp_path, write, shape):
     """Fingerprint of four MRI-like volumes of ``shape`` voxels with four different spacings."""
     rows = []

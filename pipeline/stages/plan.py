@@ -264,20 +264,20 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     finest = None  # the median voxel side, when volumes' spacings vary and they are resampled
     if dims == 3:
         spacing = fp.get("spacing")
-        extent = median
-        if spacing:
-            # The field of view in median voxel sides, resampled or not: a few thick slices (an MRI
-            # slab of 20 slices of 3.6 mm over 192 x 192 of 0.8 mm) are not a small volume, and a cube
-            # no larger than their slice count (24^3) threw away the in-plane detail a small finding needs.
-            voxel = float(np.median(spacing["median"]))
-            extent = [m * s / voxel for m, s in zip(median, spacing["median"])]
-            if np.allclose(spacing["min"], spacing["max"], rtol=0.01):
-                plan.set("preprocess.target_spacing", [], f"every volume has spacing {_fmt_mm(spacing['median'])}: "
-                         "no resampling")
-            else:
-                finest = voxel
+        if spacing and np.allclose(spacing["min"], spacing["max"], rtol=0.01):
+            plan.set("preprocess.target_spacing", [], f"every volume has spacing {_fmt_mm(spacing['median'])}: "
+                     "no resampling")
+            extent = median
+        elif spacing:
+            finest = float(np.median(spacing["median"]))  # the median voxel side
+            extent = [m * s / finest for m, s in zip(median, spacing["median"])]
+        else:
+            extent = median
         plan.set("preprocess.orientation", "RAS", "volumes reoriented by their affine so that every scan "
                  "has the same axis order")
+        # No larger than the fewest voxels of a side, even for a few thick slices of one spacing: sized
+        # by their field of view instead, generated MRI slabs (192 x 192 x 20) were planned 64^3 and
+        # lost to 24^3 on all 3 draws (benchmarks/real_variants.md, "Thick-slice volumes").
         candidates = [s for s in SIZES_3D if s <= max(min(extent), SIZES_3D[0])]
     else:
         candidates = [s for s in SIZES_2D if s <= max(min(median), SIZES_2D[0])]
