@@ -113,9 +113,8 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
         if len(found) == 1:
             renames[found[0]] = role
         elif role == "label" and not found and (hot := one_hot_label(table.rename(columns=renames))) is not None:
-            table = table.assign(label=hot)
-            log.info("labels file %s: the label is the name of the one-hot column holding 1 (%s)",
-                     Path(labels_path).name, ", ".join(sorted(set(hot))))
+            table = table.assign(label=hot.labels)
+            _log_one_hot(Path(labels_path).name, hot)
         elif role == "file" and not found and (key := _key_column(normalised)):
             # RSNA's labels give patientId for <patientId>.dcm: the id names the file (and the patient);
             # else read_labels matches the rows to DICOM scans by that header value
@@ -182,17 +181,50 @@ def _user_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, s
     return kept
 
 
-def one_hot_label(table) -> pd.Series | None:
-    """Each row's class where a labels file gives classes as one-hot columns (ISIC's ``image,MEL,NV,...``):
-    the name, as written, of the one column holding 1 among two or more columns of 0s and 1s; None
-    where any row has no 1 or several (a multi-label file: several findings a scan are not a class)."""
+class ColumnLabels(NamedTuple):
+    """Labels read from columns of 0s and 1s (:func:`one_hot_label`)."""
+
+    labels: pd.Series
+    columns: list[str]  # as written
+    several: int  # rows holding 1 in several columns: their findings joined
+    uncertain: int  # cells of -1 (CheXpert's "uncertain"), read as not the finding
+    unlabelled: int  # rows holding 1 in none
+
+
+def one_hot_label(table) -> ColumnLabels | None:
+    """Each row's label where a labels file gives classes or findings as columns of 0s and 1s.
+
+    ISIC's ``image,MEL,NV,...`` hold one 1 a row: the label is that column's name, as written.
+    CheXpert's and VinDr-CXR's image labels (``Path,...,No Finding,Edema,...``) hold a 1 in each of a
+    scan's findings: their names are joined as NIH's Finding Labels list them (``Edema|Pneumonia``),
+    so that ``--positive Edema`` and ``--healthy "No Finding"`` read them as they read NIH's. A blank,
+    a 0 and CheXpert's -1 (uncertain) are not the finding; a row with no 1 is unlabelled. None where
+    fewer than two columns of such values hold a 1.
+    """
     candidates = [column for column in table.columns if column not in ("file", "group", "split")]
-    numbers = table[candidates].apply(lambda column: pd.to_numeric(column.str.strip(), errors="coerce"))
-    hot = [column for column in candidates if numbers[column].isin([0, 1]).all()]
-    if len(hot) < 2 or not (numbers[hot].eq(1).sum(axis=1) == 1).all():
+    text = table[candidates].apply(lambda column: column.str.strip())
+    numbers = text.apply(lambda column: pd.to_numeric(column, errors="coerce"))
+    hot = [column for column in candidates
+           if (numbers[column].isin([0, 1, -1]) | text[column].eq("")).all() and numbers[column].eq(1).any()]
+    if len(hot) < 2:
         return None
     written = table.attrs.get("written_columns", {})
-    return numbers[hot].eq(1).idxmax(axis=1).map(lambda column: written.get(column, column))
+    names = {column: written.get(column, column) for column in hot}
+    ones = numbers[hot].eq(1)
+    labels = ones.apply(lambda row: FINDINGS_SEPARATOR.join(sorted(names[c] for c in hot if row[c])), axis=1)
+    return ColumnLabels(labels=labels, columns=[names[c] for c in hot], several=int((ones.sum(axis=1) > 1).sum()),
+                        uncertain=int(numbers[hot].eq(-1).sum().sum()), unlabelled=int((~ones.any(axis=1)).sum()))
+
+
+def _log_one_hot(file_name: str, hot: ColumnLabels) -> None:
+    if not (hot.several or hot.uncertain or hot.unlabelled):
+        log.info("labels file %s: the label is the name of the one-hot column holding 1 (%s)",
+                 file_name, ", ".join(sorted(set(hot.labels))))
+        return
+    log.info("labels file %s: findings read from %d columns of 1s and 0s (%s): a scan's label lists the columns "
+             "holding 1 (%d rows list several)%s%s", file_name, len(hot.columns), ", ".join(hot.columns), hot.several,
+             f"; {hot.uncertain} cells of -1 (uncertain) read as not the finding" if hot.uncertain else "",
+             f"; {hot.unlabelled} rows with no 1 left unlabelled" if hot.unlabelled else "")
 
 
 def read_labels(

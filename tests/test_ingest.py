@@ -434,6 +434,43 @@ def test_labels_files_of_public_sets_are_read(tmp_path, write, header, rows, exp
     assert result.manifest.set_index("scan_id")["label"].to_dict() == expected and result.problems.empty
 
 
+def test_findings_given_as_columns_of_ones_are_listed_as_nih_lists_them(tmp_path, write, caplog):
+    # CheXpert: Path,...,No Finding,Edema,...; 1 a finding, blank or 0 not, -1 uncertain; several a scan
+    root = tmp_path / "CheXpert-v1.0-small"
+    names = [f"train/patient0000{i}/study1/view1_frontal.jpg" for i in range(5)]
+    for index, name in enumerate(names):
+        write.png(root / name, write.image(index))
+    (root / "train.csv").write_text(
+        "Path,Sex,Age,No Finding,Edema,Pleural Effusion,Support Devices\n"
+        f"CheXpert-v1.0-small/{names[0]},Male,61,1.0,,,\n"
+        f"CheXpert-v1.0-small/{names[1]},Female,40,,1.0,1.0,0.0\n"
+        f"CheXpert-v1.0-small/{names[2]},Female,52,,-1.0,1.0,\n"
+        f"CheXpert-v1.0-small/{names[3]},Male,70,,-1.0,0.0,\n"  # nothing certain: unlabelled
+        f"CheXpert-v1.0-small/{names[4]},Male,33,1.0,,,1.0\n")
+    with caplog.at_level("INFO", logger="pipeline.labels"):
+        result = run(root, tmp_path, labels=root / "train.csv")
+    labels = result.manifest.set_index("path")["label"]
+    assert [labels[str(root / name)] for name in names[:3] + names[4:]] == [
+        "No Finding", "Edema|Pleural Effusion", "Pleural Effusion", "No Finding|Support Devices"]
+    assert not labels[str(root / names[3])] or pd.isna(labels[str(root / names[3])])
+    assert "2 cells of -1 (uncertain) read as not the finding; 1 rows with no 1 left unlabelled" in caplog.text
+    # VinDr-CXR's image labels: a row per reader, the readers' findings listed together
+    scans = tmp_path / "vindr"
+    for index in range(4):
+        write.png(scans / f"i{index}.png", write.image(index))
+    (scans / "image_labels_train.csv").write_text(
+        "image_id,rad_id,Aortic enlargement,Cardiomegaly,No finding\n"
+        "i0,R1,0,0,1\ni0,R2,0,0,1\ni1,R1,1,0,0\ni1,R3,0,1,0\ni2,R1,1,1,0\ni2,R2,0,0,1\ni3,R2,0,1,0\ni3,R4,0,0,1\n")
+    result = run(scans, tmp_path, labels=scans / "image_labels_train.csv")
+    assert result.manifest.set_index("scan_id")["label"].to_dict() == {
+        "i0.png": "No finding", "i1.png": "Aortic enlargement|Cardiomegaly",
+        "i2.png": "Aortic enlargement|Cardiomegaly|No finding", "i3.png": "Cardiomegaly|No finding"}
+    # Columns of 0s and 1s of which only one holds a 1 are no classes: the label column is still asked for
+    (scans / "image_labels_train.csv").write_text("image_id,frontal,lateral\ni0,1,0\ni1,1,0\n")
+    with pytest.raises(ValueError, match="no 'label' column"):
+        run(scans, tmp_path, labels=scans / "image_labels_train.csv")
+
+
 def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
     # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
     scans = tmp_path / "scans"
