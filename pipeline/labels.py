@@ -7,6 +7,7 @@ folders name splits (``Training/glioma/x.jpg``), means the same to both.
 
 from __future__ import annotations
 
+import ast
 import functools
 import logging
 import os
@@ -227,6 +228,31 @@ def _log_one_hot(file_name: str, hot: ColumnLabels) -> None:
              f"; {hot.unlabelled} rows with no 1 left unlabelled" if hot.unlabelled else "")
 
 
+def _listed_findings(labels: pd.Series, file_name: str) -> pd.Series:
+    """Labels written as lists (PadChest's ``['pleural effusion', 'cardiomegaly']``, JSON's ``["a"]``) as
+    NIH's Finding Labels list them (``cardiomegaly|pleural effusion``); an empty list is no label."""
+    def listed(text: str) -> str | None:
+        if not (text.startswith("[") and text.endswith("]")):
+            return None
+        try:
+            items = ast.literal_eval(text)  # literals only: nothing in the file runs
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+        if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+            return None
+        return FINDINGS_SEPARATOR.join(sorted({item.strip() for item in items if item.strip()}))
+
+    found = labels.map(lambda text: listed(text.strip()))
+    lists = found.notna()
+    if not lists.any():
+        return labels
+    example = labels[lists].iloc[found[lists].str.len().argmax()]
+    log.info("labels file %s: %d labels are written as lists of findings: read as NIH's Finding Labels list them "
+             "(%s as %r)%s", file_name, int(lists.sum()), example, found[labels == example].iloc[0],
+             f"; {int(found[lists].eq('').sum())} empty lists left unlabelled" if found[lists].eq("").any() else "")
+    return found.where(lists, labels)
+
+
 def read_labels(
     labels_path: str | os.PathLike,
     scans: str | os.PathLike | None = None,
@@ -269,6 +295,7 @@ def read_labels(
         attrs, table = table.attrs, table.rename(columns={named: "file"})
         table.attrs = attrs
     table = name_columns(table, labels_path, columns)
+    table["label"] = _listed_findings(table["label"], labels_path.name)
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
             table[optional] = ""

@@ -471,6 +471,20 @@ def test_findings_given_as_columns_of_ones_are_listed_as_nih_lists_them(tmp_path
         run(scans, tmp_path, labels=scans / "image_labels_train.csv")
 
 
+def test_labels_written_as_lists_of_findings_are_listed_as_nih_lists_them(tmp_path, write):
+    # PadChest: ImageID,...,Labels with Python lists, some empty; a bracketed name that is no list stays
+    scans = tmp_path / "scans"
+    for index in range(5):
+        write.png(scans / f"i{index}.png", write.image(index))
+    (scans / "labels.csv").write_text(
+        "ImageID,PatientID,Labels\ni0.png,1,['normal']\ni1.png,2,\"['pleural effusion', ' cardiomegaly']\"\n"
+        "i2.png,3,[]\ni3.png,4,\"[\"\"pneumonia\"\"]\"\ni4.png,5,[benign]\n")
+    labels = run(scans, tmp_path).manifest.set_index("scan_id")["label"]
+    assert labels[["i0.png", "i1.png", "i3.png", "i4.png"]].tolist() == [
+        "normal", "cardiomegaly|pleural effusion", "pneumonia", "[benign]"]
+    assert not labels["i2.png"] or pd.isna(labels["i2.png"])
+
+
 def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
     # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
     scans = tmp_path / "scans"
