@@ -385,8 +385,9 @@ def read_labels(
         log.info("%s: %d files written as paths of another machine or folder were found by the end of their path "
                  "(%s as %s)", labels_path.name, elsewhere, *example)
     if deeper:
-        log.info("%s: %d files or folders found below the scan folder %s by name (or the start of their name), "
-                 "or by path written in another case", labels_path.name, deeper, scans)
+        log.info("%s: %d files or folders found below the scan folder %s by name (or the start of their name, "
+                 "or a folder's number: s50414267 for 50414267), or by path written in another case",
+                 labels_path.name, deeper, scans)
     if repeats:
         log.info("%s: %d rows repeat an earlier row's file and label (a row per finding, as some sets give them); "
                  "read once", labels_path.name, repeats)
@@ -539,8 +540,9 @@ def locate_by_tail(file: str, bases: list[Path]) -> str | None:
 
 def _named_in(index: ScanNames, written: str) -> tuple[list[str], bool]:
     """(the files or folders of ``index`` under the name or path ``written``, as written, else lower-cased,
-    False); failing those, (the files whose names start with ``written`` and a separator, True)."""
-    for names, by_start in ((index.names, False), (index.starts, True)):
+    False); failing those, (the files whose names start with ``written`` and a separator, True); failing
+    those, (the folders named by a letter and the number ``written``, False)."""
+    for names, by_start in ((index.names, False), (index.starts, True), (index.lettered, False)):
         if found := names.get(written, []) or names.get(written.lower(), []):
             return found, by_start
     return [], False
@@ -551,9 +553,12 @@ class ScanNames(NamedTuple):
 
     names: dict[str, list[str]]  # each file and folder by name and path
     starts: dict[str, list[str]]  # each file by the starts of its name that end at a separator
+    lettered: dict[str, list[str]]  # each folder named by a letter and a number, by the number
 
 
 _NAME_SEPARATOR = re.compile(r"[_\-. ]")
+# MIMIC-CXR's p10000032/s50414267/ for subject 10000032's study 50414267, which its labels name by number
+_LETTERED_FOLDER = re.compile(r"[A-Za-z](\d{5,})")
 
 
 def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
@@ -561,11 +566,13 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
     ``.dcm``), its name without it, both as written and lower-cased, and under its path from ``scans``
     (and from above it, the folder's name first) lower-cased; each folder under its name and path; and
     each file under each start of its name that ends at a separator (``22678622`` for
-    ``22678622_d71fc3e8_MG_L_CC_ANON.dcm``). System files are skipped."""
+    ``22678622_d71fc3e8_MG_L_CC_ANON.dcm``); each folder named by a letter and a number of five digits or
+    more under that number (MIMIC-CXR's ``s50414267`` for study 50414267). System files are skipped."""
     names: dict[str, list[str]] = {}
     starts: dict[str, list[str]] = {}
+    lettered: dict[str, list[str]] = {}
     if scans is None:
-        return ScanNames(names, starts)
+        return ScanNames(names, starts, lettered)
     top = Path(scans).name
 
     def add(index: dict[str, list[str]], keys: set[str], path: str) -> None:
@@ -578,6 +585,8 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
         for name in folders:
             relative = Path(os.path.relpath(os.path.join(root, name), scans)).as_posix()
             add(names, {name, relative, f"{top}/{relative}"}, os.path.realpath(os.path.join(root, name)))
+            if number := _LETTERED_FOLDER.fullmatch(name):
+                add(lettered, {number.group(1)}, os.path.realpath(os.path.join(root, name)))
         for name in sorted(files):
             path = os.path.join(root, name)
             relative = Path(os.path.relpath(path, scans)).as_posix()
@@ -589,7 +598,7 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
             real = os.path.realpath(volume_header(path) or path)  # a voxel file (x.img) stands for its header
             add(names, keys, real)
             add(starts, {stem[: cut.start()] for cut in _NAME_SEPARATOR.finditer(stem) if cut.start()}, real)
-    return ScanNames(names, starts)
+    return ScanNames(names, starts, lettered)
 
 
 def folder_split(folder: str) -> str | None:

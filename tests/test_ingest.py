@@ -581,6 +581,30 @@ def test_ids_naming_folders_deep_below_the_scans_label_every_scan_inside(tmp_pat
     assert "'OAS1_0004_MR1' does not exist" in problems["oasis.csv line 4"]
 
 
+def test_studies_named_by_the_number_of_their_lettered_folder_label_their_views(tmp_path, write):
+    # MIMIC-CXR-JPG: files/p10/p10000032/s50414267/<dicom id>.jpg; its CheXpert labels name subject and study
+    # by number, the findings as columns
+    scans = tmp_path / "files"
+    studies = {("10000032", "50414267"): 2, ("10000032", "53189527"): 1, ("10000764", "57375967"): 2}
+    for index, ((subject, study), views) in enumerate(studies.items()):
+        for view in range(views):
+            write.png(scans / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{index}{view}-a1b2.jpg",
+                      write.image(3 * index + view))
+    write.png(scans / "p10" / "p10000764" / "s1" / "x.jpg", write.image(9))  # no study of that number
+    (tmp_path / "mimic-cxr-2.0.0-chexpert.csv").write_text(
+        "subject_id,study_id,Atelectasis,Edema,No Finding\n"
+        "10000032,50414267,,,1.0\n10000032,53189527,1.0,-1.0,\n10000764,57375967,1.0,1.0,\n10000764,1,1.0,,\n")
+    result = run(scans, tmp_path, labels=tmp_path / "mimic-cxr-2.0.0-chexpert.csv")
+    manifest = result.manifest.set_index("scan_id")
+    assert manifest["label"].to_dict() == {
+        "p10/p10000032/s50414267/00-a1b2.jpg": "No Finding", "p10/p10000032/s50414267/01-a1b2.jpg": "No Finding",
+        "p10/p10000032/s53189527/10-a1b2.jpg": "Atelectasis",
+        "p10/p10000764/s57375967/20-a1b2.jpg": "Atelectasis|Edema",
+        "p10/p10000764/s57375967/21-a1b2.jpg": "Atelectasis|Edema", "p10/p10000764/s1/x.jpg": ""}
+    assert sorted(set(manifest["group"]))[0] == "" and manifest["group"].nunique() == 3  # two subjects; no row, no group
+    assert result.problems["item"].tolist() == ["mimic-cxr-2.0.0-chexpert.csv line 5"]  # study 1: no folder s1
+
+
 def test_a_row_naming_a_folder_of_many_scans_groups_none_of_them(tmp_path, write, monkeypatch):
     import pipeline.stages.ingest as ingest_stage
 
