@@ -668,16 +668,6 @@ def test_a_labels_file_without_a_header_line_naming_study_folders_is_read(tmp_pa
     assert set(result.manifest["group"]) == {"patient00001", "patient00002"}
 
 
-def test_multi_label_columns_are_not_taken_as_one_class(tmp_path, write):
-    # CheXpert-style: several findings a scan are no single class; the file is refused by name
-    scans = tmp_path / "scans"
-    write.png(scans / "a.jpg", write.image(1))
-    write.png(scans / "b.jpg", write.image(2))
-    (scans / "labels.csv").write_text("image,Effusion,Edema\na,1,1\nb,0,1\n")
-    with pytest.raises(ValueError, match="no 'label' column"):
-        run(scans, tmp_path)
-
-
 @pytest.mark.parametrize("header, message", [
     ("image,path,label", "columns image, path could each be the file"),
     ("file,age", "no 'label' column"),
