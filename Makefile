@@ -53,7 +53,7 @@ plan: setup
 	$(BIN)/pipeline plan $(OWN_ARGS)
 
 score: setup
-	$(BIN)/pipeline score "$(SCANS)" $(if $(MODEL),--model "$(MODEL)") $(if $(OUT),--out "$(OUT)")
+	$(BIN)/pipeline score "$(SCANS)" $(if $(MODEL),--model "$(MODEL)") $(if $(OUT),--out "$(OUT)") $(if $(LABELS),--labels "$(LABELS)")
 
 test: setup
 	$(BIN)/python -m pytest -q

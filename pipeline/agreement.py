@@ -42,25 +42,39 @@ def model_class(label: str, classes: list[str], trained_as_one: Mapping[str, lis
 
 
 def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[str],
-                 columns: Mapping[str, str] | None = None, trained_as_one: Mapping[str, list[str]] | None = None
-                 ) -> tuple[dict[str, str], str, int] | None:
+                 columns: Mapping[str, str] | None = None, trained_as_one: Mapping[str, list[str]] | None = None,
+                 labels_file: str | os.PathLike | None = None) -> tuple[dict[str, str], str, int] | None:
     """({scan id: the model's class its label names}, where the labels came from, how many labels
     name no class of the model) for the scored scans, or None where the folder has no labels (no
     ``labels.csv``, no subfolders) or none of them names a class of the model (folders by date).
     ``columns``: those the training labels were read with (``{"label": "target"}``), tried first;
-    ``trained_as_one``: see :func:`model_class`."""
+    ``trained_as_one``: see :func:`model_class`; ``labels_file``: the user's labels file (CheXpert's
+    ``valid.csv`` beside ``valid/``), read in place of the folder's own, its errors raised.
+
+    Raises
+    ------
+    ValueError
+        ``labels_file`` cannot be read as labels, or none of its labels names a class of the model.
+    """
     scans = Path(scans)
-    labels_file = scans / "labels.csv"
+    given = labels_file is not None
+    labels_file = Path(labels_file) if given else scans / "labels.csv"
     if labels_file.is_file():
         try:
             rows, _ = read_labels(labels_file, scans, columns)
         except ValueError as error:
-            if not columns:
+            if columns:
+                try:
+                    rows, _ = read_labels(labels_file, scans)  # read it as it is
+                except ValueError:
+                    rows = None
+            if not columns or rows is None:
+                if given:
+                    raise
                 log.warning("%s not used to check the predictions: %s", labels_file, error)
                 return None
-            return folder_truth(scans, scan_ids, classes, trained_as_one=trained_as_one)  # read it as it is
         found = {sid: rows[key].label for sid in scan_ids if (key := labels_key(os.path.realpath(scans / sid), rows)) in rows}
-        source = "labels.csv"
+        source = labels_file.name
     else:
         paths = [scans / sid for sid in scan_ids]
         found = {path.relative_to(scans).as_posix(): label for path, (label, _) in folder_labels(scans, paths, [], classes).items()}
@@ -68,6 +82,12 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
     named = {sid: cls for sid, label in found.items()
              if label and (cls := model_class(label, classes, trained_as_one))}
     if not named:
+        if given:
+            listed = sorted({label for label in found.values() if label})
+            raise ValueError(f"labels file {labels_file}: {'none of its labels' if listed else 'none of its rows'} "
+                             f"names a scored scan's class of the model ({', '.join(classes)})"
+                             + (f"; its labels: {', '.join(listed[:5])}{' ...' if len(listed) > 5 else ''}" if listed
+                                else "; check that its files are the scanned folder's"))
         return None
     return named, source, sum(1 for label in found.values() if label) - len(named)
 

@@ -184,6 +184,19 @@ def test_a_folder_labelled_in_its_own_way_is_checked_only_against_labels_the_mod
     write_pngs(dated / "2026-11")
     score(dated, trained_run, out=tmp_path / "d.csv", progress=False)
     assert "against_labels" not in json.loads((tmp_path / "d.meta.json").read_text())["summary"]
+    # A labels file named by the user, beside the folder and naming files from above it (CheXpert's valid.csv)
+    (tmp_path / "valid.csv").write_text("Path,label\n" + "".join(
+        f"dated/2026-11/scan{i:02d}.png,{truth[i]}\n" for i in range(12)))
+    score(dated, trained_run, out=tmp_path / "v.csv", progress=False, labels=tmp_path / "valid.csv")
+    check = json.loads((tmp_path / "v.meta.json").read_text())["summary"]["against_labels"]
+    assert check["source"] == "valid.csv" and check["n"] == 12 and check["labels_naming_no_class"] == 0
+    # ... refused before any scan is scored where it is missing, or names none of the model's classes
+    with pytest.raises(FileNotFoundError, match="labels file .*nothing.csv does not exist"):
+        score(dated, trained_run, out=tmp_path / "x.csv", progress=False, labels=tmp_path / "nothing.csv")
+    (tmp_path / "other.csv").write_text("file,label\n" + "".join(f"2026-11/scan{i:02d}.png,kidney\n" for i in range(12)))
+    with pytest.raises(ValueError, match="none of its labels names a scored scan's class of the model .*its labels: kidney"):
+        score(dated, trained_run, out=tmp_path / "x.csv", progress=False, labels=tmp_path / "other.csv")
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.csv.partial").exists()
 
 
 def test_scoring_batches_and_chunks_shrink_with_the_input_size_so_memory_stays_flat():

@@ -56,7 +56,7 @@ def default_report_path(run_dir: Path, scans: Path) -> Path:
 def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
           batch_size: int | None = None, workers: int = 2, progress: bool = True,
           resume: bool = False, chunk_size: int = 512, max_thumbnails: int = 500,
-          engine: str = "local", address: str | None = None) -> Path:
+          engine: str = "local", address: str | None = None, labels: str | Path | None = None) -> Path:
     """Score every file below ``scans`` with the model in ``run_dir``; return the report path.
 
     Columns: scan_id, path, prediction, confidence, needs_review, status, error, one
@@ -69,6 +69,10 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     ``engine="local"`` scores in ``workers`` processes on this machine; ``engine="ray"``
     on ``workers`` Ray actors (``pipeline.score_ray``), on the cluster at ``address`` or a
     local Ray instance.  Both give the same report.
+
+    Where the scans are labelled already (``labels``, a labels file anywhere, read as ingest reads
+    one; else the folder's ``labels.csv`` or class subfolders), the report says how the predictions
+    agree with those labels: an external check (``pipeline.agreement``).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown scoring engine '{engine}'; choose one of {', '.join(ENGINES)}")
@@ -81,7 +85,16 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     files = list_files(scans)
     masks = segmentation_masks(files)
     # The folder's own labels file is no scan: it is read to check the predictions against.
-    files = [f for f in files if f not in masks and f != scans / "labels.csv"]
+    labels_file = Path(labels).resolve() if labels else None
+    if labels_file is not None and not labels_file.is_file():
+        raise FileNotFoundError(f"labels file {labels} does not exist; give the labels file of the scans in {scans}, "
+                                "or leave --labels out")
+    files = [f for f in files if f not in masks and f != scans / "labels.csv"
+             and (labels_file is None or f.resolve() != labels_file)]
+    # Read before scoring: a labels file the user named that cannot be read fails now, not after the scans.
+    found = folder_truth(scans, [f.relative_to(scans).as_posix() for f in files], model.classes,
+                         model.config.data.columns, trained_as_one=classes_trained_as_one(run_dir),
+                         labels_file=labels_file)
     partial = out.with_name(out.name + ".partial")
     done = _finished_rows(partial, columns) if resume else set()
     if not resume and partial.exists():
@@ -113,8 +126,6 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     report = report[report["scan_id"].isin(order)].drop_duplicates("scan_id", keep="last")
     report = report.sort_values("scan_id", key=lambda ids: ids.map(order)).reset_index(drop=True)
     against = None
-    found = folder_truth(scans, report["scan_id"].tolist(), model.classes, model.config.data.columns,
-                         trained_as_one=classes_trained_as_one(run_dir))
     if found is not None:
         truth, source, unnamed = found
         screening = calibration.get("screening")
