@@ -82,12 +82,14 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
     named = {sid: cls for sid, label in found.items()
              if label and (cls := model_class(label, classes, trained_as_one))}
     if not named:
+        if given and not any(found.values()):
+            raise ValueError(f"labels file {labels_file}: none of its rows labels a scan in {scans}; give the labels "
+                             "file of these scans (its files named from its own folder or from the scanned one)")
         if given:
             listed = sorted({label for label in found.values() if label})
-            raise ValueError(f"labels file {labels_file}: {'none of its labels' if listed else 'none of its rows'} "
-                             f"names a scored scan's class of the model ({', '.join(classes)})"
-                             + (f"; its labels: {', '.join(listed[:5])}{' ...' if len(listed) > 5 else ''}" if listed
-                                else "; check that its files are the scanned folder's"))
+            raise ValueError(f"labels file {labels_file}: none of its labels of scans in {scans} names a class of the "
+                             f"model ({', '.join(classes)}); its labels: {', '.join(listed[:5])}"
+                             f"{' ...' if len(listed) > 5 else ''}")
         return None
     return named, source, sum(1 for label in found.values() if label) - len(named)
 

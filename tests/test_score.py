@@ -194,8 +194,12 @@ def test_a_folder_labelled_in_its_own_way_is_checked_only_against_labels_the_mod
     with pytest.raises(FileNotFoundError, match="labels file .*nothing.csv does not exist"):
         score(dated, trained_run, out=tmp_path / "x.csv", progress=False, labels=tmp_path / "nothing.csv")
     (tmp_path / "other.csv").write_text("file,label\n" + "".join(f"2026-11/scan{i:02d}.png,kidney\n" for i in range(12)))
-    with pytest.raises(ValueError, match="none of its labels names a scored scan's class of the model .*its labels: kidney"):
+    with pytest.raises(ValueError, match="none of its labels of scans in .*dated names a class of the model .*its "
+                                         "labels: kidney"):
         score(dated, trained_run, out=tmp_path / "x.csv", progress=False, labels=tmp_path / "other.csv")
+    (tmp_path / "elsewhere.csv").write_text("file,label\nct/head01.png,a\n")
+    with pytest.raises(ValueError, match="none of its rows labels a scan in .*dated; give the labels file"):
+        score(dated, trained_run, out=tmp_path / "x.csv", progress=False, labels=tmp_path / "elsewhere.csv")
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "x.csv.partial").exists()
 
 
