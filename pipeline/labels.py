@@ -113,9 +113,9 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
             found = [column for column, name in normalised.items() if name in FALLBACK_COLUMN_NAMES.get(role, ())]
         if len(found) == 1:
             renames[found[0]] = role
-        elif role == "label" and not found and (hot := one_hot_label(table.rename(columns=renames))) is not None:
+        elif role == "label" and not found and (hot := column_labels(table.rename(columns=renames))) is not None:
             table = table.assign(label=hot.labels)
-            _log_one_hot(Path(labels_path).name, hot)
+            _log_column_labels(Path(labels_path).name, hot)
         elif role == "file" and not found and (key := _key_column(normalised)):
             # RSNA's labels give patientId for <patientId>.dcm: the id names the file (and the patient);
             # else read_labels matches the rows to DICOM scans by that header value
@@ -183,7 +183,7 @@ def _user_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, s
 
 
 class ColumnLabels(NamedTuple):
-    """Labels read from columns of 0s and 1s (:func:`one_hot_label`)."""
+    """Labels read from columns of 0s and 1s (:func:`column_labels`)."""
 
     labels: pd.Series
     columns: list[str]  # as written
@@ -192,7 +192,7 @@ class ColumnLabels(NamedTuple):
     unlabelled: int  # rows holding 1 in none
 
 
-def one_hot_label(table) -> ColumnLabels | None:
+def column_labels(table) -> ColumnLabels | None:
     """Each row's label where a labels file gives classes or findings as columns of 0s and 1s.
 
     ISIC's ``image,MEL,NV,...`` hold one 1 a row: the label is that column's name, as written.
@@ -212,12 +212,16 @@ def one_hot_label(table) -> ColumnLabels | None:
     written = table.attrs.get("written_columns", {})
     names = {column: written.get(column, column) for column in hot}
     ones = numbers[hot].eq(1)
-    labels = ones.apply(lambda row: FINDINGS_SEPARATOR.join(sorted(names[c] for c in hot if row[c])), axis=1)
+    in_order = sorted(hot, key=names.get)
+    # each row's findings joined in name order, by a product of booleans and strings (224,000 CheXpert rows in
+    # a fraction of a second), the last separator cut
+    labels = ones[in_order].astype(object).dot(pd.Series([names[c] + FINDINGS_SEPARATOR for c in in_order],
+                                                          index=in_order, dtype=object)).str[:-1]
     return ColumnLabels(labels=labels, columns=[names[c] for c in hot], several=int((ones.sum(axis=1) > 1).sum()),
                         uncertain=int(numbers[hot].eq(-1).sum().sum()), unlabelled=int((~ones.any(axis=1)).sum()))
 
 
-def _log_one_hot(file_name: str, hot: ColumnLabels) -> None:
+def _log_column_labels(file_name: str, hot: ColumnLabels) -> None:
     if not (hot.several or hot.uncertain or hot.unlabelled):
         log.info("labels file %s: the label is the name of the one-hot column holding 1 (%s)",
                  file_name, ", ".join(sorted(set(hot.labels))))
