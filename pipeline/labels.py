@@ -182,6 +182,9 @@ def _user_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, s
     return kept
 
 
+NO_FINDING = "no finding"  # the label of a row of 0s in every finding column
+
+
 class ColumnLabels(NamedTuple):
     """Labels read from columns of 0s and 1s (:func:`column_labels`)."""
 
@@ -189,7 +192,8 @@ class ColumnLabels(NamedTuple):
     columns: list[str]  # as written
     several: int  # rows holding 1 in several columns: their findings joined
     uncertain: int  # cells of -1 (CheXpert's "uncertain"), read as not the finding
-    unlabelled: int  # rows holding 1 in none
+    unlabelled: int  # rows holding 1 in none, with a blank or -1 among them
+    none_found: int  # rows holding 0 in every column: labelled NO_FINDING
 
 
 def column_labels(table) -> ColumnLabels | None:
@@ -199,8 +203,10 @@ def column_labels(table) -> ColumnLabels | None:
     CheXpert's and VinDr-CXR's image labels (``Path,...,No Finding,Edema,...``) hold a 1 in each of a
     scan's findings: their names are joined as NIH's Finding Labels list them (``Edema|Pneumonia``),
     so that ``--positive Edema`` and ``--healthy "No Finding"`` read them as they read NIH's. A blank,
-    a 0 and CheXpert's -1 (uncertain) are not the finding; a row with no 1 is unlabelled. None where
-    fewer than two columns of such values hold a 1.
+    a 0 and CheXpert's -1 (uncertain) are not the finding. A row of 0s in every column is
+    ``NO_FINDING`` (a hospital's ``file,pneumothorax,effusion`` export lists its healthy scans so); a
+    row with no 1 but a blank or -1 is unlabelled (CheXpert's report left those unmentioned or
+    uncertain). None where fewer than two columns of such values hold a 1.
     """
     candidates = [column for column in table.columns if column not in ("file", "group", "split")]
     text = table[candidates].apply(lambda column: column.str.strip())
@@ -217,19 +223,22 @@ def column_labels(table) -> ColumnLabels | None:
     # a fraction of a second), the last separator cut
     labels = ones[in_order].astype(object).dot(pd.Series([names[c] + FINDINGS_SEPARATOR for c in in_order],
                                                           index=in_order, dtype=object)).str[:-1]
-    return ColumnLabels(labels=labels, columns=[names[c] for c in hot], several=int((ones.sum(axis=1) > 1).sum()),
-                        uncertain=int(numbers[hot].eq(-1).sum().sum()), unlabelled=int((~ones.any(axis=1)).sum()))
+    none_found = numbers[hot].eq(0).all(axis=1)
+    return ColumnLabels(labels=labels.mask(none_found, NO_FINDING), columns=[names[c] for c in hot],
+                        several=int((ones.sum(axis=1) > 1).sum()), uncertain=int(numbers[hot].eq(-1).sum().sum()),
+                        unlabelled=int((~ones.any(axis=1) & ~none_found).sum()), none_found=int(none_found.sum()))
 
 
 def _log_column_labels(file_name: str, hot: ColumnLabels) -> None:
-    if not (hot.several or hot.uncertain or hot.unlabelled):
+    if not (hot.several or hot.uncertain or hot.unlabelled or hot.none_found):
         log.info("labels file %s: the label is the name of the one-hot column holding 1 (%s)",
                  file_name, ", ".join(sorted(set(hot.labels))))
         return
     log.info("labels file %s: findings read from %d columns of 1s and 0s (%s): a scan's label lists the columns "
-             "holding 1 (%d rows list several)%s%s", file_name, len(hot.columns), ", ".join(hot.columns), hot.several,
+             "holding 1 (%d rows list several)%s%s%s", file_name, len(hot.columns), ", ".join(hot.columns), hot.several,
              f"; {hot.uncertain} cells of -1 (uncertain) read as not the finding" if hot.uncertain else "",
-             f"; {hot.unlabelled} rows with no 1 left unlabelled" if hot.unlabelled else "")
+             f"; {hot.unlabelled} rows with no 1 left unlabelled" if hot.unlabelled else "",
+             f"; {hot.none_found} rows of 0s labelled {NO_FINDING!r}" if hot.none_found else "")
 
 
 def _listed_findings(labels: pd.Series, file_name: str) -> pd.Series:

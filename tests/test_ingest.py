@@ -465,6 +465,11 @@ def test_findings_given_as_columns_of_ones_are_listed_as_nih_lists_them(tmp_path
     assert result.manifest.set_index("scan_id")["label"].to_dict() == {
         "i0.png": "No finding", "i1.png": "Aortic enlargement|Cardiomegaly",
         "i2.png": "Aortic enlargement|Cardiomegaly|No finding", "i3.png": "Cardiomegaly|No finding"}
+    # A hospital's export of findings as columns lists its healthy scans as rows of 0s
+    (scans / "export.csv").write_text("file,pneumothorax,effusion\ni0.png,0,0\ni1.png,1,0\ni2.png,1,1\ni3.png,0,\n")
+    labels = run(scans, tmp_path, labels=scans / "export.csv").manifest.set_index("scan_id")["label"]
+    assert labels[["i0.png", "i1.png", "i2.png"]].tolist() == ["no finding", "pneumothorax", "effusion|pneumothorax"]
+    assert not labels["i3.png"] or pd.isna(labels["i3.png"])  # a blank: not a healthy scan's row of 0s
     # Columns of 0s and 1s of which only one holds a 1 are no classes: the label column is still asked for
     (scans / "image_labels_train.csv").write_text("image_id,frontal,lateral\ni0,1,0\ni1,1,0\n")
     with pytest.raises(ValueError, match="no 'label' column"):
