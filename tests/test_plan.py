@@ -716,6 +716,22 @@ def test_a_healthy_class_joins_the_parts_of_a_class_already_joined():
     assert healthy_screening(SimpleNamespace(data=data), [*many, "normal"])[0] == "not normal"
 
 
+def test_a_healthy_class_listed_with_other_findings_is_pointed_out(caplog):
+    from types import SimpleNamespace
+
+    from pipeline.stages.run import healthy_screening
+
+    data = SimpleNamespace(healthy_class="No Finding", positive_class="")
+    classes = ["Edema", "Edema|Pleural Effusion", "No Finding", "No Finding|Support Devices"]  # CheXpert's findings
+    with caplog.at_level("WARNING", logger="pipeline"):
+        assert healthy_screening(SimpleNamespace(data=data), classes)[0] == "not No Finding"
+    assert "1 class lists 'No Finding' with other findings (No Finding|Support Devices): screened abnormal" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline"):
+        healthy_screening(SimpleNamespace(data=data), ["Edema", "No Finding"])
+    assert not caplog.text
+
+
 def test_a_healthy_class_the_data_lacks_or_given_with_a_positive_one_is_refused(tmp_path, monkeypatch, caplog):
     scans = three_class_folder(tmp_path / "scans")
     monkeypatch.chdir(tmp_path)

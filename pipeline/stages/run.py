@@ -213,6 +213,15 @@ def healthy_screening(config: Config, classes: list[str]) -> tuple[str, str] | N
     if not others:
         raise ValueError(f"data.healthy_class {healthy!r} is the only class; a screening task needs another")
     why = f"every class but the healthy one, {healthy!r}"
+    # CheXpert sets No Finding beside Support Devices (a line, no pathology); VinDr-CXR's readers disagree.
+    beside = [name for name in classes if name != healthy
+              and any(class_key(part) == class_key(healthy) for part in findings_of(name))]
+    if beside:
+        log.warning("%s %r with other findings (%s): screened abnormal, as every class but %r is; where those "
+                    "findings are no disease, label those scans with the healthy class alone in the labels file, "
+                    "or screen for one finding (--positive)",
+                    "1 class lists" if len(beside) == 1 else f"{len(beside)} classes list", healthy,
+                    ", ".join(beside[:3]) + (" ..." if len(beside) > 3 else ""), healthy)
     if len(joined := "+".join(others)) <= MAX_JOINED_NAME:
         return joined, why
     return ALL_BUT + healthy, (f"{why}: {len(others)} classes, named so in reports as their names joined would "
