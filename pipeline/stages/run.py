@@ -12,10 +12,10 @@ from pipeline import distributed, synth
 from pipeline.config import Config, PreprocessConfig, flat_keys, load_config, user_settings
 from pipeline.data import TrainingData, load_training_data, seconds_to_preprocess, split_frame
 from pipeline.manifest import (
-    class_key,
-    findings_of,
     ALL_BUT,
     LISTING,
+    class_key,
+    findings_of,
     manifest_classes,
     manifest_path,
     name_words,
