@@ -732,6 +732,21 @@ def test_a_healthy_class_listed_with_other_findings_is_pointed_out(caplog):
     assert not caplog.text
 
 
+def test_several_positive_findings_listed_with_others_are_refused_by_name():
+    from types import SimpleNamespace
+
+    from pipeline.stages.run import findings_screening
+
+    classes = ["Edema", "Edema|Pleural Effusion", "No Finding", "Pneumonia"]
+    data = SimpleNamespace(positive_class="Edema+Pneumonia", healthy_class="")
+    # joined, "Edema" would leave Edema|Pleural Effusion screened healthy
+    with pytest.raises(ValueError, match="'Edema' is a finding that 1 labels list with others "
+                                         r"\('Edema\|Pleural Effusion'\); one finding is screened"):
+        findings_screening(SimpleNamespace(data=data), classes)
+    data.positive_class = "No Finding+Pneumonia"  # classes no label lists with others: joined as ever
+    assert findings_screening(SimpleNamespace(data=data), classes) is None
+
+
 def test_a_healthy_class_the_data_lacks_or_given_with_a_positive_one_is_refused(tmp_path, monkeypatch, caplog):
     scans = three_class_folder(tmp_path / "scans")
     monkeypatch.chdir(tmp_path)

@@ -182,6 +182,17 @@ def findings_screening(config: Config, classes: list[str]) -> tuple[str, str] | 
     several (NIH's "Atelectasis|Effusion", rows per finding joined by ingest): the scans with it among
     their findings are screened as one abnormal class, ``"with Effusion"``; else None."""
     positive = config.data.positive_class
+    if "+" in positive:
+        # Joined, each name is a class: the labels listing a finding with others would be screened healthy.
+        widened = next(((part, lists) for part in positive_parts(positive) if (lists := listed_with(part, classes))),
+                       None)
+        if widened:
+            part, lists = widened
+            lists = [name for name in lists if name != part]
+            raise ValueError(f"--positive {positive!r}: {part!r} is a finding that {len(lists)} labels list with others "
+                             f"({', '.join(map(repr, lists[:3]))}{', ...' if len(lists) > 3 else ''}); one finding is "
+                             f"screened over every label listing it (--positive {part!r}), several are not yet: "
+                             "screen one finding")
     if not positive or "+" in positive or not (members := listed_with(positive, classes)):
         return None
     return LISTING + positive, (f"every scan whose findings include {positive!r}: {len(members)} labels list it "
@@ -289,9 +300,10 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     user = flat_keys(user_settings(path, overrides))
     first = load_config(path, overrides)
     listed = manifest = None
-    if first.data.positive_class and "+" not in first.data.positive_class:
+    if first.data.positive_class:
         # The user's positive class widened to the labels that list it, before the split is drawn
-        # (and named) for it: over their value, as the split and every later stage see it.
+        # (and named) for it: over their value, as the split and every later stage see it. A join of
+        # findings is refused here, before the split regroups the classes its message would name.
         manifest = prepare_manifest(first, progress)
         if listed := findings_screening(first, manifest_classes(manifest)):
             widened = [*(overrides or []), f"data.positive_class={json.dumps(listed[0])}"]
