@@ -60,19 +60,18 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
     given = labels_file is not None
     labels_file = Path(labels_file) if given else scans / "labels.csv"
     if labels_file.is_file():
-        try:
-            rows, _ = read_labels(labels_file, scans, columns)
-        except ValueError as error:
-            if columns:
-                try:
-                    rows, _ = read_labels(labels_file, scans)  # read it as it is
-                except ValueError:
-                    rows = None
-            if not columns or rows is None:
-                if given:
-                    raise
-                log.warning("%s not used to check the predictions: %s", labels_file, error)
-                return None
+        rows = error = None
+        for tried in ([columns, None] if columns else [None]):  # the training run's column names, else as it is
+            try:
+                rows, _ = read_labels(labels_file, scans, tried)
+                break
+            except ValueError as failed:
+                error = error or failed
+        if rows is None:
+            if given:
+                raise error
+            log.warning("%s not used to check the predictions: %s", labels_file, error)
+            return None
         found = {sid: rows[key].label for sid in scan_ids if (key := labels_key(os.path.realpath(scans / sid), rows)) in rows}
         source = labels_file.name
     else:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from pipeline.dicom import opaque_id
 from pipeline.io import read_table
-from pipeline.manifest import FINDINGS_SEPARATOR, class_key, findings_of, name_words
+from pipeline.manifest import FINDINGS_SEPARATOR, class_key, findings_label, findings_of, name_words
 from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix, volume_header
 
 log = logging.getLogger("pipeline.labels")
@@ -253,7 +253,7 @@ def _listed_findings(labels: pd.Series, file_name: str) -> pd.Series:
             return None
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
             return None
-        return FINDINGS_SEPARATOR.join(sorted({item.strip() for item in items if item.strip()}))
+        return findings_label(items)
 
     found = labels.map(lambda text: listed(text.strip()))
     lists = found.notna()
@@ -386,7 +386,7 @@ def read_labels(
                                  reviewed=source in REVIEWED_SOURCES)
     if len(findings) >= max(MIN_FINDINGS_LISTS, FINDINGS_LISTS_SHARE * len(rows)):
         for key, parts in findings.items():
-            rows[key].label = FINDINGS_SEPARATOR.join(sorted(parts))
+            rows[key].label = findings_label(parts)
         key = next(iter(findings))
         log.info("%s: %d scans are named by rows of different labels (a row per finding or per reader): each scan's "
                  "labels are joined, as %r for %s; --positive with one of them counts every scan that has it, "

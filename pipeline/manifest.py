@@ -49,6 +49,11 @@ def findings_of(label: str) -> list[str]:
     return [part for part in (p.strip() for p in label.split(FINDINGS_SEPARATOR)) if part]
 
 
+def findings_label(findings) -> str:
+    """The label that lists ``findings``, each once, in name order ("Effusion|Nodule"; "" for none)."""
+    return FINDINGS_SEPARATOR.join(sorted({part.strip() for part in findings if part.strip()}))
+
+
 def joined_classes(positive: str, classes: list[str] | set[str]) -> list[str]:
     """The classes a positive class joins with "+" ("benign+malignant": a scan of either is abnormal), where
     each is a class of the data; else [] (the positive class is one class, or names one the data lacks).

@@ -182,21 +182,20 @@ def findings_screening(config: Config, classes: list[str]) -> tuple[str, str] | 
     several (NIH's "Atelectasis|Effusion", rows per finding joined by ingest): the scans with it among
     their findings are screened as one abnormal class, ``"with Effusion"``; else None."""
     positive = config.data.positive_class
-    if "+" in positive:
-        # Joined, each name is a class: the labels listing a finding with others would be screened healthy.
-        widened = next(((part, lists) for part in positive_parts(positive) if (lists := listed_with(part, classes))),
-                       None)
-        if widened:
-            part, lists = widened
-            lists = [name for name in lists if name != part]
+    if not positive:
+        return None
+    if "+" not in positive:
+        members = listed_with(positive, classes)
+        return (LISTING + positive, f"every scan whose findings include {positive!r}: {len(members)} labels list it "
+                f"({', '.join(map(repr, members[:3]))}{', ...' if len(members) > 3 else ''})") if members else None
+    # Joined, each name is a class: the labels listing a finding with others would be screened healthy.
+    for part in positive_parts(positive):
+        if lists := [name for name in listed_with(part, classes) if name != part]:
             raise ValueError(f"--positive {positive!r}: {part!r} is a finding that {len(lists)} labels list with others "
                              f"({', '.join(map(repr, lists[:3]))}{', ...' if len(lists) > 3 else ''}); one finding is "
                              f"screened over every label listing it (--positive {part!r}), several are not yet: "
                              "screen one finding")
-    if not positive or "+" in positive or not (members := listed_with(positive, classes)):
-        return None
-    return LISTING + positive, (f"every scan whose findings include {positive!r}: {len(members)} labels list it "
-                                f"({', '.join(map(repr, members[:3]))}{', ...' if len(members) > 3 else ''})")
+    return None
 
 
 def _binary_code(name: str) -> int | None:
