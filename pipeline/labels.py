@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from pipeline.dicom import opaque_id
@@ -216,16 +217,21 @@ def column_labels(table) -> ColumnLabels | None:
     if len(hot) < 2:
         return None
     written = table.attrs.get("written_columns", {})
-    names = {column: written.get(column, column) for column in hot}
-    ones = numbers[hot].eq(1)
-    in_order = sorted(hot, key=names.get)
+    return findings_of_columns(numbers[hot].rename(columns=lambda column: written.get(column, column)))
+
+
+def findings_of_columns(numbers: pd.DataFrame) -> ColumnLabels:
+    """Each row's label from ``numbers``, a column of 1s (the finding), 0s, -1s and blanks (NaN) per
+    finding, named by its columns: as :func:`column_labels` reads them."""
+    ones = numbers.eq(1)
+    in_order = sorted(numbers.columns)
     # each row's findings joined in name order, by a product of booleans and strings (224,000 CheXpert rows in
     # a fraction of a second), the last separator cut
-    labels = ones[in_order].astype(object).dot(pd.Series([names[c] + FINDINGS_SEPARATOR for c in in_order],
+    labels = ones[in_order].astype(object).dot(pd.Series([name + FINDINGS_SEPARATOR for name in in_order],
                                                           index=in_order, dtype=object)).str[:-1]
-    none_found = numbers[hot].eq(0).all(axis=1)
-    return ColumnLabels(labels=labels.mask(none_found, NO_FINDING), columns=[names[c] for c in hot],
-                        several=int((ones.sum(axis=1) > 1).sum()), uncertain=int(numbers[hot].eq(-1).sum().sum()),
+    none_found = numbers.eq(0).all(axis=1)
+    return ColumnLabels(labels=labels.mask(none_found, NO_FINDING), columns=list(numbers.columns),
+                        several=int((ones.sum(axis=1) > 1).sum()), uncertain=int(numbers.eq(-1).sum().sum()),
                         unlabelled=int((~ones.any(axis=1) & ~none_found).sum()), none_found=int(none_found.sum()))
 
 
@@ -302,6 +308,8 @@ def read_labels(
         columns = _headerless_columns(table, labels_path, found, columns)
         log.info("labels file %s has no header line: column %s read as the files, column %s as the labels",
                  labels_path.name, columns["file"], columns["label"])
+    elif not columns and (per_scan := _rows_per_finding(table, bases, scan_index, labels_path.name)) is not None:
+        table = per_scan
     elif not columns.get("file") and (named := _file_column_by_values(table, bases, scan_index)):
         log.info("labels file %s: no column is named for the files; column %r names them", labels_path.name,
                  table.attrs["written_columns"].get(named, named))
@@ -408,6 +416,76 @@ def read_labels(
         log.info("%s: %d files found in the scan folder %s, not beside the labels file", labels_path.name,
                  from_scans, bases[-1])
     return rows, problems
+
+
+# A row per scan and finding names the scan and the finding in one value (RSNA's intracranial haemorrhage
+# labels: ID_63eb1e259_epidural,0 for ID_63eb1e259.dcm): of this many findings at most.
+MAX_FINDINGS_PER_SCAN = 30
+_ZERO_ONE = ("0", "1", "0.0", "1.0")
+
+
+def _split_at_last_underscore(values: pd.Series) -> tuple[pd.Series, pd.Series] | None:
+    """(what comes before the last ``_`` of each value, what comes after), or None where a value has no
+    ``_`` with something on each side, or the ends have more than ``MAX_FINDINGS_PER_SCAN`` lengths.
+    Sliced a length of end at a time: a string method a value is many times slower on millions of rows."""
+    cut = values.str.rfind("_")
+    end_length = values.str.len() - cut - 1
+    if cut.le(0).any() or end_length.eq(0).any() or end_length.nunique() > MAX_FINDINGS_PER_SCAN:
+        return None
+    before, after = np.empty(len(values), dtype=object), np.empty(len(values), dtype=object)
+    for length in end_length.unique():
+        rows = end_length.eq(length).to_numpy()
+        before[rows], after[rows] = values[rows].str[: -length - 1], values[rows].str[-length:]
+    return pd.Series(before, index=values.index), pd.Series(after, index=values.index)
+
+
+def _rows_per_finding(table, bases: list[Path], scan_index: Callable[[], ScanNames], file_name: str):
+    """A labels file that gives a row per scan and finding, the two in one value (RSNA intracranial
+    haemorrhage's ``ID,Label``: ``ID_63eb1e259_epidural,0``, ``ID_63eb1e259_any,1`` for
+    ``ID_63eb1e259.dcm``), as a table of ``file,label``: each scan's findings read as CheXpert's columns
+    are (:func:`findings_of_columns`). A finding that is, in every row, whether any other holds (RSNA's
+    ``any``) names none of its own: it is left out, so that a scan with none is ``NO_FINDING``. None
+    where the file is not so: two columns, one of 0s and 1s, the other's values each ending in ``_``
+    and one of 2 to ``MAX_FINDINGS_PER_SCAN`` words, its first values naming no scan and, without that
+    end, naming some."""
+    if len(table.columns) != 2 or table.empty:
+        return None
+    text = table.apply(lambda column: column.str.strip())
+    flags = [column for column in table.columns if text[column].isin(_ZERO_ONE).all()]
+    if len(flags) != 1:
+        return None
+    named = next(column for column in table.columns if column != flags[0])
+    split = _split_at_last_underscore(text[named])
+    if split is None:
+        return None
+    scans, findings = split
+    kinds = findings.unique()
+    if not 2 <= len(kinds) <= MAX_FINDINGS_PER_SCAN or {kind.lower() for kind in kinds} & {"file", *COLUMN_NAMES}:
+        return None
+
+    def names_scan(value: str) -> bool:
+        return locate(value, bases)[0] is not None or bool(_named_in(scan_index(), value)[0])
+
+    if any(map(names_scan, text[named].head(20))) or not any(map(names_scan, scans.head(200).unique()[:20])):
+        return None
+    # a scan by a finding: the highest value given (RSNA repeats a few rows, 1s written last), -1 where none is
+    scan_codes, scan_names = pd.factorize(scans)
+    kind_codes, kind_names = pd.factorize(findings)
+    values = text[flags[0]].isin(_ZERO_ONE[1::2]).to_numpy(dtype=int)
+    order = np.argsort(values, kind="stable")
+    grid = np.full((len(scan_names), len(kind_names)), -1)
+    grid[scan_codes[order], kind_codes[order]] = values[order]
+    wide = pd.DataFrame(grid, index=scan_names, columns=kind_names)
+    summaries = [kind for kind in wide.columns if len(wide.columns) > 2 and wide[kind].eq(1).any()
+                 and wide[kind].eq(wide.drop(columns=kind).max(axis=1)).all()]
+    # a finding of its own that is alone in a set may look like it too: RSNA writes "any" after the findings
+    found = findings_of_columns(wide.drop(columns=summaries[-1:]).replace(-1, np.nan))
+    per_scan = pd.DataFrame({"file": wide.index, "label": found.labels.to_numpy()})
+    log.info("labels file %s: a row per scan and finding (%r): read as %d scans with a finding each of %s%s",
+             file_name, text[named].iloc[0], len(per_scan), ", ".join(map(repr, sorted(found.columns))),
+             f"; {summaries[-1]!r} is whether any other is, so no finding of its own: left out" if summaries else "")
+    _log_column_labels(file_name, found)
+    return per_scan
 
 
 # Rows of different labels for one scan list its findings where at least this many scans, and this

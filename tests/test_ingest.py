@@ -476,6 +476,37 @@ def test_findings_given_as_columns_of_ones_are_listed_as_nih_lists_them(tmp_path
         run(scans, tmp_path, labels=scans / "image_labels_train.csv")
 
 
+def test_a_row_per_scan_and_finding_in_one_value_lists_the_scans_findings(tmp_path, write, caplog):
+    # RSNA intracranial haemorrhage: ID,Label with ID_<image>_<subtype>; "any" is whether any subtype is
+    root = tmp_path / "rsna"
+    images = ["ID_0a1", "ID_0b2", "ID_0c3", "ID_0d4"]
+    for index, image in enumerate(images):
+        write.png(root / "stage_2_train" / f"{image}.png", write.image(index))
+    subtypes = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any"]
+    given = {"ID_0a1": (), "ID_0b2": ("subdural",), "ID_0c3": ("epidural", "subarachnoid"), "ID_0d4": ()}
+    rows = [f"{image}_{subtype},{int(subtype in found or (subtype == 'any' and bool(found)))}"
+            for image, found in given.items() for subtype in subtypes]
+    rows.append("ID_0b2_subdural,1")  # RSNA's file repeats a few rows
+    (root / "stage_2_train.csv").write_text("ID,Label\n" + "\n".join(rows[:-7] + rows[-1:]) + "\n")  # ID_0d4 absent
+    with caplog.at_level("INFO", logger="pipeline.labels"):
+        result = run(root / "stage_2_train", tmp_path, labels=root / "stage_2_train.csv")
+    labels = result.manifest.set_index("scan_id")["label"]
+    assert labels[["ID_0a1.png", "ID_0b2.png", "ID_0c3.png"]].tolist() == [
+        "no finding", "subdural", "epidural|subarachnoid"]
+    assert not labels["ID_0d4.png"] or pd.isna(labels["ID_0d4.png"])
+    assert result.problems.empty
+    assert "'any' is whether any other is, so no finding of its own: left out" in caplog.text
+    # Where 'any' is not the others' summary it is a finding like them
+    (root / "stage_2_train.csv").write_text("ID,Label\nID_0a1_any,1\nID_0a1_subdural,0\nID_0a1_epidural,0\n"
+                                            "ID_0b2_any,0\nID_0b2_subdural,1\nID_0b2_epidural,0\n")
+    labels = run(root / "stage_2_train", tmp_path, labels=root / "stage_2_train.csv").manifest.set_index("scan_id")["label"]
+    assert labels[["ID_0a1.png", "ID_0b2.png"]].tolist() == ["any", "subdural"]
+    # A file and a 0/1 label per row, the names with underscores, is read as it always was
+    (root / "labels.csv").write_text("file,label\nID_0a1,0\nID_0b2,1\nID_0c3,1\n")
+    labels = run(root / "stage_2_train", tmp_path, labels=root / "labels.csv").manifest.set_index("scan_id")["label"]
+    assert labels[["ID_0a1.png", "ID_0b2.png", "ID_0c3.png"]].tolist() == ["0", "1", "1"]
+
+
 def test_labels_written_as_lists_of_findings_are_listed_as_nih_lists_them(tmp_path, write):
     # PadChest: ImageID,...,Labels with Python lists, some empty; a bracketed name that is no list stays
     scans = tmp_path / "scans"
