@@ -16,13 +16,17 @@ the two axes of a PNG unless told not to).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("pipeline.reading")
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".j2k")
 NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgz", ".mgh")
@@ -126,9 +130,10 @@ def is_scan_file(path: str | os.PathLike) -> bool:
     return scan_suffix(path) is not None or series_location(path) is not None or is_dicom_file(path)
 
 
-def find_scans(folder: str | os.PathLike) -> list[Path]:
-    """Every file with a scan suffix below ``folder``, sorted, system files skipped."""
-    return [path for path in list_files(folder) if is_scan_file(path)]
+def find_scans(folder: str | os.PathLike, slices_alone: Collection[str] = ()) -> list[Path]:
+    """Every file with a scan suffix below ``folder``, sorted, system files skipped; DICOM series as
+    :func:`list_files` gives them."""
+    return [path for path in list_files(folder, slices_alone) if is_scan_file(path)]
 
 
 def _reader_for(path: str):
@@ -333,21 +338,25 @@ def _load_dicom(path: str, max_bytes: int | None) -> LoadedScan:
                       affine=affine, is_volume=is_volume, info=info)
 
 
-def list_files(folder: str | os.PathLike) -> list[Path]:
+def list_files(folder: str | os.PathLike, slices_alone: Collection[str] = (), series: bool = True) -> list[Path]:
     """Every entry below ``folder`` that is not a folder and not a system file (see
     :func:`is_system_file`), sorted, links not followed; the slices of a DICOM series are one
-    entry, the series' path (see :func:`series_location`).
+    entry, the series' path (see :func:`series_location`), but for a series one of whose slices'
+    real paths is in ``slices_alone``, and for every series where ``series`` is False: its slices
+    are entries each (a labels file that labels CT slices one by one, as RSNA's intracranial
+    haemorrhage labels do, makes each slice a scan, and a 2D model scores slices).
 
     Scoring reports a row for each of them, so nothing in a folder is silently skipped;
     :func:`system_files` lists what this leaves out.
     """
     files = [path for path in _walk(folder)[0] if volume_header(path) is None]  # read with their header
-    return _collapse_series(Path(folder), files)
+    return _collapse_series(Path(folder), files, frozenset(slices_alone)) if series else files
 
 
-def _collapse_series(root: Path, files: list[Path]) -> list[Path]:
+def _collapse_series(root: Path, files: list[Path], slices_alone: frozenset[str]) -> list[Path]:
     """Replace the slices of each DICOM series (2+ positioned single-frame files of one
-    SeriesInstanceUID in one folder) by the series' path."""
+    SeriesInstanceUID in one folder) by the series' path, but for series with a slice in
+    ``slices_alone``."""
     from pipeline import dicom
 
     series: dict[tuple[Path, str], list[Path]] = {}
@@ -360,6 +369,11 @@ def _collapse_series(root: Path, files: list[Path]) -> list[Path]:
             if header.is_slice and header.series_uid:
                 series.setdefault((path.parent, header.series_uid), []).append(path)
     series = {key: members for key, members in series.items() if len(members) >= 2}
+    labelled_alone = [key for key, members in series.items()
+                      if slices_alone and any(os.path.realpath(path) in slices_alone for path in members)]
+    if labelled_alone:
+        log.info("%d DICOM series whose slices the labels name one by one: each of their %d slices is a scan",
+                 len(labelled_alone), sum(len(series.pop(key)) for key in labelled_alone))
     if not series:
         return files
     members = {path for group in series.values() for path in group}

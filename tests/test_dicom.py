@@ -24,7 +24,7 @@ from pipeline.config import NetworkConfig, PreprocessConfig
 from pipeline.data import build_preprocess
 from pipeline.networks import network_factory
 from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan
-from pipeline.stages.ingest import ingest
+from pipeline.stages.ingest import folder_changes, ingest
 
 PATIENT_NAME = "Doe^Jane"  # must never appear in any output
 SLOPE, INTERCEPT = 2.0, -1024.0
@@ -216,6 +216,7 @@ def test_a_mixed_folder_ingests_trains_and_scores_one_row_per_scan(tmp_path, mon
     manifest = result.manifest.set_index("scan_id")
     assert "normal/ct_series" in manifest.index and manifest.loc["normal/ct_series", "shape"] == "20x22x12"
     assert manifest.loc["normal/ct_series", "label"] == "normal"  # a labels row may name a series folder
+    assert "a slice is missing" in manifest.loc["abnormal/gap_series", "error"]
     assert manifest.loc["normal/s4.dcm", "modality"] == "DX"
     assert manifest.loc["normal/s4.dcm", "group"].startswith("patient-")  # hashed PatientID
     assert {"normal/Y92.jpg", "normal/Y92.png"} <= set(manifest.index)  # two scans, not a clash
@@ -225,19 +226,20 @@ def test_a_mixed_folder_ingests_trains_and_scores_one_row_per_scan(tmp_path, mon
     run = Path((tmp_path / "runs" / "LATEST").read_text().strip())
     assert main(["score", str(scans), "--model", str(run), "--out", str(tmp_path / "report.csv"), "--quiet"]) == 0
     report = pd.read_csv(tmp_path / "report.csv").set_index("scan_id")
-    scanned = [p for p in entries if p != scans / "labels.csv"]  # the folder's labels are read, not scored
-    assert len(report) == len(scanned) == len(entries) - 1 and report.index.is_unique
+    # the folder's labels are read, not scored; a 2D model scores each slice of a series
+    scanned = [p for p in list_files(scans, series=False) if p != scans / "labels.csv"]
+    assert len(report) == len(scanned) == len(entries) - 1 + 12 - 1 + 5 - 1 and report.index.is_unique
     assert report.loc["normal/s0.png", "folder_label"] == "normal"  # and set beside each prediction
     assert report.loc["normal/s0.png", "status"] == "ok" and report.loc["normal/s4.dcm", "status"] == "ok"
     assert report.loc["abnormal/s3.bmp", "status"] == "ok" and report.loc["normal/s2.tif", "status"] == "ok"
-    assert report.loc["normal/ct_series", "status"] == "error"  # a volume given to the 2D model
+    assert report.loc["normal/ct.nii.gz", "status"] == "error"  # a volume given to the 2D model
+    assert (report.loc[[f"normal/ct_series/IM{k:04d}.dcm" for k in range(12)], "status"] == "ok").all()
     assert report.loc["normal/Y92.jpg", "status"] == "ok" and report.loc["normal/Y92.png", "status"] == "ok"
     reasons = report["error"].fillna("")
     assert "constant image" in reasons["normal/blank.png"]
     assert "not a readable DICOM file" in reasons["normal/broken.dcm"]
     assert "without pixel data" in reasons["normal/report.dcm"]
     assert "multi-page TIFF" in reasons["normal/stack.tif"]
-    assert "a slice is missing" in reasons["abnormal/gap_series"]
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(scans)]
     for path in written:
         if path.suffix in (".csv", ".json", ".html", ".txt", ".toml"):
@@ -266,6 +268,34 @@ def test_a_study_folder_of_two_series_gives_two_scans_labelled_by_the_folder(tmp
         "P0": {"healthy"}, "P1": {"lesion"}, "P2": {"lesion"}}
     assert "P2/study/T1" in set(manifest["scan_id"])
     assert result.problems.empty
+
+
+def test_slices_a_labels_file_names_one_by_one_are_scans_and_a_series_it_does_not_stays_one(tmp_path):
+    # RSNA intracranial haemorrhage: every CT slice of every series in one folder, ID_<hex>.dcm, labelled alone
+    scans = tmp_path / "stage_2_train"
+    rows, labels = [], {}
+    for index, patient in enumerate(["P0", "P1", "P2"]):
+        slices = write_series(tmp_path / f"tmp{index}", head(seed=index, shape=(16, 16, 4))[0], AFFINE, patient_id=patient)
+        for k, slice_file in enumerate(slices):
+            scans.mkdir(exist_ok=True)
+            name = f"ID_{index}{k}abc"
+            slice_file.rename(scans / f"{name}.dcm")
+            if patient != "P2":  # P2's series has no labels: one scan, unlabelled
+                labels[f"{name}.dcm"] = "subdural" if index == 1 and k >= 2 else "no finding"
+                rows += [f"{name}_subdural,{int(labels[f'{name}.dcm'] == 'subdural')}", f"{name}_epidural,0",
+                         f"{name}_any,{int(labels[f'{name}.dcm'] == 'subdural')}"]
+    (tmp_path / "stage_2_train.csv").write_text("ID,Label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "m.csv"
+    result = ingest(scans, labels=tmp_path / "stage_2_train.csv", out=out, workers=1)
+    manifest = result.manifest.set_index("scan_id")
+    assert manifest["label"].drop(labels="#" + manifest.loc[manifest.index.str.startswith("#"), "series_uid"].iloc[0]
+                                  ).to_dict() == labels
+    assert manifest.loc[list(labels), "shape"].eq("16x16").all()  # each slice a 2D scan
+    series = manifest[manifest.index.str.startswith("#")]
+    assert len(series) == 1 and series["shape"].iloc[0] == "16x16x4" and not series["label"].iloc[0]
+    assert manifest.loc[list(labels), "group"].nunique() == 2  # slices of a patient stay together
+    assert result.problems.empty
+    assert folder_changes(scans, out) is None  # the slices listed are the folder as it is
 
 
 @pytest.mark.parametrize("header, values", [

@@ -199,10 +199,6 @@ def ingest(
     if labels is not None and class_subfolders:
         raise ValueError("give either a labels file or class_subfolders=True, not both")
     root = Path(os.path.abspath(scans))
-    everything = list_files(root)
-    paths = [path for path in everything if is_scan_file(path)]
-    if not paths:
-        raise ValueError(f"no scans (DICOM, or files ending {', '.join(SCAN_SUFFIXES)}) found under {root}")
     name = name or root.name
     if os.sep in name or "/" in name:
         raise ValueError(f"name {name!r} must be a plain name, not a path; use out= for a path")
@@ -216,7 +212,14 @@ def ingest(
         named = ", ".join(f"{role}={name!r}" for role, name in columns.items() if name)
         raise ValueError(f"labels columns were named ({named}) but there is no labels file: give it with --labels, "
                          f"or leave the column options out where the class subfolders of {root} are the labels")
+    if not root.is_dir():
+        raise ValueError(f"no scans (DICOM, or files ending {', '.join(SCAN_SUFFIXES)}) found under {root}")
     label_rows, problems = read_labels(labels, root, columns) if labels is not None else ({}, [])
+    # a series whose slices the labels name one by one is that many scans
+    everything = list_files(root, slices_alone=label_rows.keys())
+    paths = [path for path in everything if is_scan_file(path)]
+    if not paths:
+        raise ValueError(f"no scans (DICOM, or files ending {', '.join(SCAN_SUFFIXES)}) found under {root}")
     # A mask the labels file names is the user's call; the rest are not scans.
     masks = {mask: scan for mask, scan in segmentation_masks(paths).items()
              if os.path.realpath(mask) not in label_rows}
@@ -272,9 +275,9 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -
     root = Path(os.path.abspath(scans))
     if not root.is_dir():
         return None
-    found = find_scans(root)
-    masks = segmentation_masks(found)
     listed = set(load_manifest(manifest_file)["path"])
+    found = find_scans(root, slices_alone={os.path.realpath(path) for path in listed})
+    masks = segmentation_masks(found)
     added = sorted(str(path) for path in found if path not in masks and str(path) not in listed)
     gone = sorted(path for path in listed if not os.path.exists(path) and series_location(path) is None)
     if not added and not gone:

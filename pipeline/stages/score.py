@@ -82,7 +82,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     columns = report_columns(model.classes)
 
     started = time.time()
-    files = list_files(scans)
+    # a 2D model scores each slice of a DICOM series (a model trained on CT slices, as RSNA labels them)
+    files = list_files(scans, series=len(model.config.preprocess.spatial_size) == 3)
     masks = segmentation_masks(files)
     # The folder's own labels file is no scan: it is read to check the predictions against.
     labels_file = Path(labels).resolve() if labels else None

@@ -33,14 +33,18 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     without one, each file is read and checked for non-finite and constant values.
     """
     scans = Path(scans)
-    files = list_files(scans)
-    masks = segmentation_masks(files)
-    readable = [str(f) for f in files if is_scan_file(f) and f not in masks]
+    config = None
     if run_dir is not None:
         from pipeline.checkpoint import load_checkpoint
-        from pipeline.data import preprocessor
 
         config = load_checkpoint(run_dir).config.preprocess
+    # as score lists them: a 2D model's scans are each slice of a DICOM series
+    files = list_files(scans, series=config is None or len(config.spatial_size) == 3)
+    masks = segmentation_masks(files)
+    readable = [str(f) for f in files if is_scan_file(f) and f not in masks]
+    if config is not None:
+        from pipeline.data import preprocessor
+
         with preprocessor(config, workers if len(readable) >= 64 else 1, progress) as process:
             _, errors = process(readable)
     else:
