@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 import torch
 from PIL import Image
@@ -19,11 +20,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from pipeline import dicom as dicom_module
 from pipeline.cli import main
 from pipeline.config import NetworkConfig, PreprocessConfig
 from pipeline.data import build_preprocess
 from pipeline.networks import network_factory
-from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan
+from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan, series_slices
 from pipeline.stages.ingest import folder_changes, ingest
 
 PATIENT_NAME = "Doe^Jane"  # must never appear in any output
@@ -296,6 +298,30 @@ def test_slices_a_labels_file_names_one_by_one_are_scans_and_a_series_it_does_no
     assert manifest.loc[list(labels), "group"].nunique() == 2  # slices of a patient stay together
     assert result.problems.empty
     assert folder_changes(scans, out) is None  # the slices listed are the folder as it is
+
+
+def test_a_folder_of_several_series_has_its_headers_read_once_and_again_when_a_slice_changes(tmp_path, monkeypatch):
+    # a hospital export: every series of a study in one folder
+    folder = tmp_path / "export"
+    for index in range(4):
+        for slice_file in write_series(tmp_path / f"tmp{index}", head(seed=index, shape=(8, 8, 5))[0], AFFINE):
+            folder.mkdir(exist_ok=True)
+            slice_file.rename(folder / f"S{index}_{slice_file.name}")
+    reads = []
+    real_read = dicom_module.read_header
+    monkeypatch.setattr(dicom_module, "read_header", lambda path: reads.append(path) or real_read(path))
+    result = ingest(folder, out=tmp_path / "m.csv", workers=1)
+    assert len(result.manifest) == 4 and (result.manifest["status"] == "ok").all()
+    assert len(reads) <= 3 * 20  # listing, and once more for all four series: not the folder again for each
+    # a slice written again in place (its folder's listing unchanged) is read again
+    first = sorted(folder.glob("S0_*.dcm"))[0]
+    moved = pydicom.dcmread(first)
+    moved.ImagePositionPatient = [float(v) + 100 for v in moved.ImagePositionPatient]
+    moved.save_as(first, enforce_file_format=True)
+    uid = str(moved.SeriesInstanceUID)
+    assert str(first) in {header.path for header in series_slices(folder, uid)}
+    assert [h.position for h in series_slices(folder, uid) if h.path == str(first)] == [
+        tuple(float(v) for v in moved.ImagePositionPatient)]
 
 
 @pytest.mark.parametrize("header, values", [
