@@ -71,13 +71,15 @@ def joined_classes(positive: str, classes: list[str] | set[str]) -> list[str]:
 # and every label that lists one finding.
 ALL_BUT = "not "
 LISTING = "with "
+LISTING_OR = " or "
 
 
 def screened_members(positive: str, classes: list[str] | set[str]) -> list[str]:
     """The classes of ``classes`` that the positive class screens as one: those ``"a+b"`` joins
     (:func:`joined_classes`), every class but ``X`` for ``"not X"`` (``X`` a class), every class
     whose findings include ``F`` for ``"with F"`` (NIH's ``Atelectasis|Effusion`` for
-    ``"with Effusion"``); else [] (``positive`` is one class, or names none of ``classes``).
+    ``"with Effusion"``), or one of ``F`` and ``G`` for ``"with F or G"``; else [] (``positive``
+    is one class, or names none of ``classes``).
 
     A class named as the positive class itself (a reviewer's verdict of it) is one of them."""
     return joined_classes(positive, classes) or [name for name in classes if screens(positive, name, classes)]
@@ -85,14 +87,24 @@ def screened_members(positive: str, classes: list[str] | set[str]) -> list[str]:
 
 def screens(positive: str, label: str, classes: list[str] | set[str]) -> bool:
     """Whether a scan labelled ``label`` is one the positive class named ``"not X"`` or ``"with F"``
-    takes in, among the labels ``classes`` (``X`` must be one; a label other than ``positive``
-    must list ``F``); False for any other name."""
+    (``"with F or G"``) takes in, among the labels ``classes`` (``X`` must be one; a label other than
+    ``positive`` must list ``F`` or ``G``); False for any other name."""
     if positive.startswith(ALL_BUT) and (healthy := positive[len(ALL_BUT):]) in classes:
         return label != healthy
-    if positive.startswith(LISTING) and any(name != positive and positive[len(LISTING):] in findings_of(name)
-                                            for name in classes):
-        return label == positive or positive[len(LISTING):] in findings_of(label)
+    if positive.startswith(LISTING) and any(name != positive and lists_any(name, positive) for name in classes):
+        return label == positive or lists_any(label, positive)
     return False
+
+
+def listing(findings: list[str]) -> str:
+    """The positive class screening every scan whose labels list one of ``findings``: ``"with F"``,
+    ``"with F or G"``."""
+    return LISTING + LISTING_OR.join(findings)
+
+
+def lists_any(label: str, positive: str) -> bool:
+    """Whether ``label`` lists one of the findings the positive class ``"with F or G"`` names."""
+    return bool(set(findings_of(label)) & set(positive[len(LISTING):].split(LISTING_OR)))
 
 
 # Columns added after the first release: a manifest without them still loads (as empty).

@@ -732,19 +732,28 @@ def test_a_healthy_class_listed_with_other_findings_is_pointed_out(caplog):
     assert not caplog.text
 
 
-def test_several_positive_findings_listed_with_others_are_refused_by_name():
+def test_several_positive_findings_are_screened_over_every_label_listing_one():
     from types import SimpleNamespace
 
+    from pipeline.manifest import screened_members
     from pipeline.stages.run import findings_screening
 
-    classes = ["Edema", "Edema|Pleural Effusion", "No Finding", "Pneumonia"]
+    classes = ["Edema", "Edema|Pleural Effusion", "No Finding", "Pleural Effusion|Pneumonia", "Pneumonia",
+               "Pleural Effusion"]
     data = SimpleNamespace(positive_class="Edema+Pneumonia", healthy_class="")
-    # joined, "Edema" would leave Edema|Pleural Effusion screened healthy
-    with pytest.raises(ValueError, match="'Edema' is a finding that 1 labels list with others "
-                                         r"\('Edema\|Pleural Effusion'\); one finding is screened"):
-        findings_screening(SimpleNamespace(data=data), classes)
-    data.positive_class = "No Finding+Pneumonia"  # classes no label lists with others: joined as ever
-    assert findings_screening(SimpleNamespace(data=data), classes) is None
+    # joined as classes, Edema|Pleural Effusion would be screened healthy
+    positive, why = findings_screening(SimpleNamespace(data=data), classes)
+    assert positive == "with Edema or Pneumonia"
+    assert why == ("every scan whose findings include 'Edema' or 'Pneumonia': 4 labels list them ('Edema', "
+                   "'Edema|Pleural Effusion', 'Pneumonia', ...)")
+    assert screened_members(positive, classes) == ["Edema", "Edema|Pleural Effusion", "Pleural Effusion|Pneumonia",
+                                                   "Pneumonia"]
+    check_positive_class(positive, classes)
+    data.positive_class = "No Finding+Edema"  # one listed with others is enough: both screened over every label
+    assert findings_screening(SimpleNamespace(data=data), classes)[0] == "with No Finding or Edema"
+    # classes no label lists with others: joined as ever
+    assert findings_screening(SimpleNamespace(data=SimpleNamespace(positive_class="benign+malignant")),
+                              ["benign", "malignant", "normal"]) is None
 
 
 def test_a_healthy_class_the_data_lacks_or_given_with_a_positive_one_is_refused(tmp_path, monkeypatch, caplog):

@@ -16,6 +16,7 @@ from pipeline.manifest import (
     LISTING,
     class_key,
     findings_of,
+    listing,
     manifest_classes,
     manifest_path,
     name_words,
@@ -178,24 +179,20 @@ def listed_with(finding: str, classes: list[str]) -> list[str]:
 
 
 def findings_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
-    """(positive class, why) where the one positive class is also a finding of labels that list
-    several (NIH's "Atelectasis|Effusion", rows per finding joined by ingest): the scans with it among
-    their findings are screened as one abnormal class, ``"with Effusion"``; else None."""
+    """(positive class, why) where the positive classes are also findings of labels that list
+    several (NIH's "Atelectasis|Effusion", rows per finding joined by ingest): the scans with one of
+    them among their findings are screened as one abnormal class, ``"with Effusion"`` (``"with Edema
+    or Pneumonia"`` for ``Edema+Pneumonia``); else None (joined as classes, where no label lists one
+    of them with others)."""
     positive = config.data.positive_class
-    if not positive:
+    parts = positive_parts(positive)
+    members = list(dict.fromkeys(name for part in parts for name in listed_with(part, classes)))
+    if not members or any(part.startswith((LISTING, ALL_BUT)) for part in parts):
         return None
-    if "+" not in positive:
-        members = listed_with(positive, classes)
-        return (LISTING + positive, f"every scan whose findings include {positive!r}: {len(members)} labels list it "
-                f"({', '.join(map(repr, members[:3]))}{', ...' if len(members) > 3 else ''})") if members else None
-    # Joined, each name is a class: the labels listing a finding with others would be screened healthy.
-    for part in positive_parts(positive):
-        if lists := [name for name in listed_with(part, classes) if name != part]:
-            raise ValueError(f"--positive {positive!r}: {part!r} is a finding that {len(lists)} labels list with others "
-                             f"({', '.join(map(repr, lists[:3]))}{', ...' if len(lists) > 3 else ''}); one finding is "
-                             f"screened over every label listing it (--positive {part!r}), several are not yet: "
-                             "screen one finding")
-    return None
+    named = " or ".join(map(repr, parts))
+    return (listing(parts), f"every scan whose findings include {named}: {len(members)} labels list "
+            f"{'it' if len(parts) == 1 else 'them'} ({', '.join(map(repr, members[:3]))}"
+            f"{', ...' if len(members) > 3 else ''})")
 
 
 def _binary_code(name: str) -> int | None:
@@ -301,8 +298,7 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     listed = manifest = None
     if first.data.positive_class:
         # The user's positive class widened to the labels that list it, before the split is drawn
-        # (and named) for it: over their value, as the split and every later stage see it. A join of
-        # findings is refused here, before the split regroups the classes its message would name.
+        # (and named) for it: over their value, as the split and every later stage see it.
         manifest = prepare_manifest(first, progress)
         if listed := findings_screening(first, manifest_classes(manifest)):
             widened = [*(overrides or []), f"data.positive_class={json.dumps(listed[0])}"]
