@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from pipeline.labels import folder_labels, labels_key, read_labels
+from pipeline.labels import DICOM_KEY, folder_labels, labels_key, read_labels
 from pipeline.manifest import class_key, positive_parts, screens
+from pipeline.reading import series_location, series_slices
 
 log = logging.getLogger("pipeline.agreement")
 
@@ -73,6 +74,10 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
             log.warning("%s not used to check the predictions: %s", labels_file, error)
             return None
         found = {sid: rows[key].label for sid in scan_ids if (key := labels_key(os.path.realpath(scans / sid), rows)) in rows}
+        if any(key.startswith(DICOM_KEY) for key in rows):  # a hospital's labels by patient, accession or study
+            for sid in [sid for sid in scan_ids if sid not in found]:
+                if key := next((key for key in _header_keys(scans / sid) if key in rows), None):
+                    found[sid] = rows[key].label
         source = labels_file.name
     else:
         paths = [scans / sid for sid in scan_ids]
@@ -91,6 +96,26 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
                              f"{' ...' if len(listed) > 5 else ''}")
         return None
     return named, source, sum(1 for label in found.values() if label) - len(named)
+
+
+def _header_keys(path: Path) -> list[str]:
+    """The keys (:func:`pipeline.labels.dicom_key`) by which a labels file keyed by DICOM header values
+    labels the scan at ``path``, as ingest matches them: its patient's, accession number's and study's;
+    [] for a scan that is not DICOM."""
+    from pipeline import dicom
+
+    location = series_location(path)
+    try:
+        if location is not None:
+            header = next(iter(series_slices(*location)), None)
+        else:
+            header = dicom.read_header(path) if path.is_file() and dicom.is_dicom_file(path) else None
+    except dicom.DicomError:
+        return []
+    if header is None:
+        return []
+    return [f"{DICOM_KEY}{kind}:{value}" for kind, value in (
+        ("patient", header.patient_group), ("accession", header.accession_group), ("study", header.study_uid)) if value]
 
 
 def agreement(report: pd.DataFrame, truth: dict[str, str], classes: list[str], positive: str | None) -> dict:

@@ -21,6 +21,7 @@ from pydicom.uid import (
 )
 
 from pipeline import dicom as dicom_module
+from pipeline.agreement import folder_truth
 from pipeline.cli import main
 from pipeline.config import NetworkConfig, PreprocessConfig
 from pipeline.data import build_preprocess
@@ -350,6 +351,10 @@ def test_labels_keyed_by_a_header_value_label_the_dicom_scans_that_have_it(tmp_p
     assert manifest.groupby("group")["label"].nunique().eq(1).all() and manifest["group"].nunique() == 3
     # the row no scan has is named by its line; the values themselves never leave the labels file
     assert result.problems["item"].tolist() == ["labels.csv line 5"]
+    # score's check against the labels of an external, labelled folder matches them so too
+    truth, source, _ = folder_truth(scans, [path.name for path in scans.iterdir()], ["abnormal", "normal"],
+                                    labels_file=labels)
+    assert source == "labels.csv" and truth == dict(zip(manifest["scan_id"], manifest["label"]))
     written = (tmp_path / "m.csv").read_text() + (tmp_path / "m.problems.csv").read_text()
     assert not any(part in written for value in values for part in value.split(",") if not value.startswith("1.2.3"))
 
