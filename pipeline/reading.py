@@ -306,12 +306,16 @@ def series_slices(folder: Path, uid: str | None) -> list:
     folder took 60 s to ingest, reading every header for each series): kept while the folder lists the
     same files and the series' own slices are unchanged."""
     folder = Path(folder)
-    slices = _folder_slices(str(folder), folder.stat().st_mtime_ns)
-    members = [(header, stamp) for header, stamp in slices if uid is None or header.series_uid == uid]
-    if any(_stamp(header.path) != stamp for header, stamp in members):  # a slice written again in place
+
+    def members() -> list:
+        return [(header, stamp) for header, stamp in _folder_slices(str(folder), folder.stat().st_mtime_ns)
+                if uid is None or header.series_uid == uid]
+
+    found = members()
+    if any(_stamp(header.path) != stamp for header, stamp in found):  # a slice written again in place
         _folder_slices.cache_clear()
-        return series_slices(folder, uid)
-    return [header for header, _ in members]
+        found = members()
+    return [header for header, _ in found]
 
 
 def _stamp(path: str) -> tuple[int, int] | None:
