@@ -158,7 +158,12 @@ def _affine(orientation, spacing_rc, first, step) -> np.ndarray:
 
 def read_file(path: str | os.PathLike):
     """One DICOM file: a 2D image (rows, columns[, 3]) or, for a multi-frame file, a volume
-    (rows, columns, frames). Returns (array, spacing or None, affine or None, is_volume)."""
+    (rows, columns, frames). Returns (array, spacing or None, affine or None, is_volume).
+
+    A multi-frame file of a modality whose frames follow one another in time (an ultrasound cine
+    loop, an angiography run: ``CINE_MODALITIES``) is its middle frame, a 2D image. An enhanced
+    multi-frame volume (Enhanced CT and MR) gives its geometry in functional groups: its frames are
+    ordered by their positions and spaced as they lie, as a series' slices are."""
     import pydicom
 
     try:
@@ -174,10 +179,19 @@ def read_file(path: str | os.PathLike):
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     spacing_rc = [float(v) for v in ds.get("PixelSpacing", None) or ds.get("ImagerPixelSpacing", None) or [1, 1]]
     if frames > 1 and array.ndim >= 3:
+        if modality in CINE_MODALITIES and str(ds.get("SOPClassUID", "")) != ENHANCED_US_VOLUME:
+            return array[frames // 2], None, None, False
         volume = np.moveaxis(array, 0, 2) if array.ndim == 3 else None
         if volume is None:
             raise DicomError(f"multi-frame colour DICOM ({frames} frames of colour pixels): not a volume the "
                              "pipeline can screen")
+        if enhanced := _enhanced_geometry(ds, frames):
+            orientation, positions, spacing_rc, rescale = enhanced
+            if rescale is not None and "RescaleSlope" not in ds:  # Enhanced CT's Hounsfield units
+                volume = volume * rescale[0].astype(np.float32) + rescale[1].astype(np.float32)
+            order, along, steps = _slice_order(orientation, positions, "multi-frame file",
+                                               "several volumes in one file: echoes, b-values or time points")
+            return (*_volume(volume[..., order], positions[order], along, steps, orientation, spacing_rc), True)
         thickness = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
         orientation = _floats(ds.get("ImageOrientationPatient")) or (1, 0, 0, 0, 1, 0)
         first = np.array(_floats(ds.get("ImagePositionPatient")) or (0.0, 0.0, 0.0))
@@ -185,6 +199,44 @@ def read_file(path: str | os.PathLike):
         affine = _affine(orientation, spacing_rc, first, normal * thickness)
         return volume, (spacing_rc[0], spacing_rc[1], thickness), affine, True
     return array, None, None, False
+
+
+# Modalities whose multi-frame files are frames in time, not slices in space: each is read as its middle frame.
+CINE_MODALITIES = {"US": "ultrasound", "XA": "angiography", "RF": "fluoroscopy", "ES": "endoscopy",
+                   "XC": "external camera"}
+ENHANCED_US_VOLUME = "1.2.840.10008.5.1.4.1.1.6.2"  # Enhanced US Volume Storage: a 3D ultrasound, frames slices
+
+
+def _enhanced_geometry(ds, frames: int):
+    """(orientation, each frame's position, pixel spacing, each frame's (rescale slope, intercept) or
+    None) of an enhanced multi-frame file, from its per-frame and shared functional groups; None where
+    it has none (a legacy multi-frame file)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != frames:
+        return None
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+
+    def group(frame, name: str):
+        for where in (frame, shared):
+            if where is not None and where.get(name):
+                return where.get(name)[0]
+        return None
+
+    positions, orientation, measures, rescale = [], None, None, []
+    for frame in per_frame:
+        plane, facing = group(frame, "PlanePositionSequence"), group(frame, "PlaneOrientationSequence")
+        measures = measures or group(frame, "PixelMeasuresSequence")
+        if plane is None or facing is None or not plane.get("ImagePositionPatient"):
+            return None
+        positions.append(_floats(plane.ImagePositionPatient))
+        orientation = orientation or _floats(facing.get("ImageOrientationPatient"))
+        transform = group(frame, "PixelValueTransformationSequence")
+        if transform is not None and "RescaleSlope" in transform and "RescaleIntercept" in transform:
+            rescale.append((float(transform.RescaleSlope), float(transform.RescaleIntercept)))
+    if orientation is None or measures is None or not measures.get("PixelSpacing"):
+        return None
+    return (np.array(orientation), np.array(positions), [float(v) for v in measures.PixelSpacing],
+            np.array(rescale).T if len(rescale) == frames else None)
 
 
 def read_series(paths: list[str]):
@@ -205,22 +257,8 @@ def read_series(paths: list[str]):
     if len({(h.rows, h.columns) for h in headers}) > 1:
         raise DicomError(f"series of {len(paths)} slices of different sizes")
     orientation = orientations[0]
-    normal = np.cross(orientation[:3], orientation[3:])
-    along = np.array([np.dot(h.position, normal) for h in headers])
-    order = np.argsort(along)
-    along = along[order]
-    steps = np.diff(along)
-    if (steps < 1e-4).any():
-        raise DicomError("series has two slices at the same position (a duplicate slice, or two series in one)")
-    median = float(np.median(steps))
-    # A missing slice leaves a step a whole multiple of its neighbours'; a series acquired with
-    # thin slices at one end and thick ones at the other (GE heads) changes step once, and is kept.
-    for i, step in enumerate(steps):
-        around = np.r_[steps[max(0, i - 2):i], steps[i + 1:i + 3]]
-        ratio = step / float(np.median(around)) if len(around) else 1.0
-        if ratio > GAP_TOLERANCE and abs(ratio - round(ratio)) < 0.15:
-            raise DicomError(f"series has a gap of {step:.3g} mm where slices are {step / ratio:.3g} mm apart: "
-                             "a slice is missing")
+    positions = np.array([h.position for h in headers])
+    order, along, steps = _slice_order(orientation, positions, "series", "a duplicate slice, or two series in one")
     slices, spacing_rc = [], None
     for index in order:
         try:
@@ -229,10 +267,36 @@ def read_series(paths: list[str]):
             raise DicomError(f"slice {Path(paths[index]).name}: {type(error).__name__}: {error}") from None
         slices.append(_pixels(ds, paths[index]))
         spacing_rc = spacing_rc or [float(v) for v in ds.get("PixelSpacing", None) or [1, 1]]
-    volume = np.stack(slices, axis=-1)
-    positions = np.array([headers[i].position for i in order])
+    return _volume(np.stack(slices, axis=-1), positions[order], along, steps, orientation, spacing_rc)
+
+
+def _slice_order(orientation, positions: np.ndarray, what: str, same_place: str):
+    """(the slices' order along the slice normal, their places along it in that order, the steps
+    between them). Raises DicomError for two slices at one place (``same_place`` says what that may
+    be) or a step that leaves a slice out."""
+    normal = np.cross(orientation[:3], orientation[3:])
+    along = positions @ normal
+    order = np.argsort(along)
+    along = along[order]
+    steps = np.diff(along)
+    if (steps < 1e-4).any():
+        raise DicomError(f"{what} has two slices at the same position ({same_place})")
+    # A missing slice leaves a step a whole multiple of its neighbours'; a series acquired with
+    # thin slices at one end and thick ones at the other (GE heads) changes step once, and is kept.
+    for i, step in enumerate(steps):
+        around = np.r_[steps[max(0, i - 2):i], steps[i + 1:i + 3]]
+        ratio = step / float(np.median(around)) if len(around) else 1.0
+        if ratio > GAP_TOLERANCE and abs(ratio - round(ratio)) < 0.15:
+            raise DicomError(f"{what} has a gap of {step:.3g} mm where slices are {step / ratio:.3g} mm apart: "
+                             "a slice is missing")
+    return order, along, steps
+
+
+def _volume(volume: np.ndarray, positions: np.ndarray, along: np.ndarray, steps: np.ndarray, orientation,
+            spacing_rc) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """(volume, spacing, affine) of slices stacked in order along the normal, uneven steps resampled even."""
     if steps.max() > UNEVEN_TOLERANCE * steps.min():
-        volume, positions = _even_slices(volume, positions, along, median)
+        volume, positions = _even_slices(volume, positions, along, float(np.median(steps)))
     first, last = positions[0], positions[-1]
     step = (last - first) / (len(positions) - 1)  # follows a gantry tilt: the stack may be sheared
     affine = _affine(orientation, spacing_rc, first, step)

@@ -16,7 +16,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
+    EnhancedCTImageStorage,
     ExplicitVRLittleEndian,
+    UltrasoundMultiFrameImageStorage,
     generate_uid,
 )
 
@@ -126,6 +128,63 @@ def test_single_images_multiframe_files_and_monochrome1(tmp_path):
     volume = load_scan(tmp_path / "cine.dcm")
     assert volume.is_volume and volume.array.shape == (5, 6, 4) and volume.spacing == (0.5, 0.5, 2.0)
     np.testing.assert_allclose(volume.array[:, :, 3], (pixels + 300) * SLOPE + INTERCEPT)
+
+
+def enhanced_file(path: Path, stored: np.ndarray, affine_ras: np.ndarray, order) -> Path:
+    """An Enhanced CT file of ``stored``'s slices in ``order``: its geometry and rescale in functional groups."""
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
+    spacing_r, spacing_c = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
+    ds = dicom_dataset(np.moveaxis(stored[:, :, order], 2, 0), EnhancedCTImageStorage, NumberOfFrames=len(order))
+    del ds.RescaleSlope, ds.RescaleIntercept  # in the functional groups instead
+    measures, facing, values = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [float(spacing_r), float(spacing_c)], 1.6
+    facing.ImageOrientationPatient = [float(v) for v in (*lps[:3, 1] / spacing_c, *lps[:3, 0] / spacing_r)]
+    values.RescaleSlope, values.RescaleIntercept, values.RescaleType = SLOPE, INTERCEPT, "HU"
+    shared = Dataset()
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [facing]
+    shared.PixelValueTransformationSequence = [values]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for k in order:
+        frame, place = Dataset(), Dataset()
+        place.ImagePositionPatient = [float(v) for v in lps[:3, 3] + k * lps[:3, 2]]
+        frame.PlanePositionSequence = [place]
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_an_enhanced_multiframe_volume_and_a_cine_loop(tmp_path):
+    # Enhanced CT: frames in no particular order, geometry and Hounsfield rescale in functional groups
+    stored, values = head(shape=(20, 22, 6))
+    order = [3, 0, 5, 1, 4, 2]
+    volume = load_scan(enhanced_file(tmp_path / "enhanced.dcm", stored, AFFINE, order))
+    write_series(tmp_path / "series", stored, AFFINE)
+    series = load_scan(tmp_path / "series")
+    assert volume.is_volume and volume.array.shape == (20, 22, 6)
+    np.testing.assert_allclose(volume.array, values)  # ordered by position, rescaled
+    np.testing.assert_allclose(volume.affine, series.affine, atol=1e-5)
+    np.testing.assert_allclose(volume.spacing, series.spacing, atol=1e-5)
+    # several volumes in one file (two echoes at each position) are refused, saying so
+    with pytest.raises(ScanReadError, match="several volumes in one file"):
+        load_scan(enhanced_file(tmp_path / "echoes.dcm", stored, AFFINE, [0, 1, 2, 0, 1, 2]))
+    # an ultrasound cine loop is frames in time: its middle frame is a 2D image, in grey or colour
+    frames = np.stack([np.full((5, 6), 10 * k, np.int16) for k in range(4)])
+    dicom_dataset(frames, UltrasoundMultiFrameImageStorage, Modality="US", NumberOfFrames=4).save_as(
+        tmp_path / "cine.dcm", enforce_file_format=True)
+    cine = load_scan(tmp_path / "cine.dcm")
+    assert not cine.is_volume and cine.array.shape == (5, 6)
+    np.testing.assert_allclose(cine.array, 20 * SLOPE + INTERCEPT)
+    colour = dicom_dataset(np.zeros((5, 6), np.int16), UltrasoundMultiFrameImageStorage, Modality="US",
+                           NumberOfFrames=4, PhotometricInterpretation="RGB")
+    colour.SamplesPerPixel, colour.PlanarConfiguration = 3, 0
+    colour.BitsAllocated, colour.BitsStored, colour.HighBit, colour.PixelRepresentation = 8, 8, 7, 0
+    del colour.RescaleSlope, colour.RescaleIntercept
+    colour.PixelData = np.stack([np.full((5, 6, 3), 40 * k, np.uint8) for k in range(4)]).tobytes()
+    colour.save_as(tmp_path / "colour_cine.dcm", enforce_file_format=True)
+    picture = load_scan(tmp_path / "colour_cine.dcm")
+    assert not picture.is_volume and picture.array.shape[:2] == (5, 6) and picture.array.max() == 80
 
 
 def test_every_bad_dicom_is_an_error_naming_the_problem(tmp_path):
