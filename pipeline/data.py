@@ -131,6 +131,29 @@ class PercentileScaled(MapTransform):
         return d
 
 
+# Display windows (centre, width in Hounsfield units) a radiologist reads CT through: brain, soft tissue,
+# lung and bone. Averaged, they map HU to 0-1 with most of the range spent where tissues differ by tens
+# of HU (blood against brain), yet nothing from -1350 to 1300 HU is flattened.
+CT_WINDOWS = ((40.0, 80.0), (40.0, 400.0), (-600.0, 1500.0), (400.0, 1800.0))
+
+
+class CtWindowsd(MapTransform):
+    """Map Hounsfield units to [0, 1] as the mean of ``CT_WINDOWS``, each clipped to its range.
+
+    Scaled per scan by percentiles, a head CT's -1500 to 1400 HU puts blood 40 HU above brain 1.4% of
+    the range apart; averaged windows put it 16% apart, and the lung, soft-tissue and bone ranges each
+    keep a slope of their own."""
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            d[key] = sum(ScaleIntensityRange(a_min=centre - width / 2, a_max=centre + width / 2, b_min=0.0,
+                                             b_max=1.0 / len(CT_WINDOWS), clip=True)(image)
+                         for centre, width in CT_WINDOWS)
+        return d
+
+
 class PadOrCropd(ResizeWithPadOrCropd):
     """MONAI's ``ResizeWithPadOrCropd``, skipped for images already of the target shape
     (most 2D data sets): its bookkeeping was half the preprocessing time of a 28x28 PNG."""
@@ -179,8 +202,11 @@ def build_preprocess(config: PreprocessConfig) -> Compose:
         steps.append(PercentileScaled("image", low, high))
     elif config.intensity == "zscore":
         steps.append(NormalizeIntensityd("image"))
+    elif config.intensity == "ct_windows":
+        steps.append(CtWindowsd("image"))
     else:
-        raise ValueError(f"preprocess.intensity must be range|minmax|percentile|zscore, got '{config.intensity}'")
+        raise ValueError(f"preprocess.intensity must be range|minmax|percentile|zscore|ct_windows, got "
+                         f"'{config.intensity}'")
     if config.resize == "pad_crop":
         steps.append(PadOrCropd("image", config.spatial_size))
     elif config.resize == "resize":

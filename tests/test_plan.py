@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, PreprocessConfig, load_config
+from pipeline.data import build_preprocess
 from pipeline.stages import plan as planning
 from pipeline.stages.run import check_positive_class, planned_config
 
@@ -155,9 +156,28 @@ def test_3d_mri_like_volumes_of_mixed_spacing_are_resampled(tmp_path, write):
     assert "preprocess.intensity_range" not in s
 
 
-def test_ct_like_intensities_are_recognised():
+def test_ct_like_intensities_are_recognised_and_read_through_the_radiologists_windows(tmp_path, write):
     stats = [{"binary": False, "dtype": "int16", "min": -1024.0}] * 3
     assert planning._intensity_kind(stats) == "ct_like"
+    rows = []
+    for i in range(3):  # a head: air, brain, blood 40 HU above it, skull
+        volume = np.full((20, 20, 10), -1000.0, np.float32)
+        volume[4:16, 4:16] = 35.0
+        volume[8:10, 8:10] = 75.0
+        volume[3, 3:17], volume[16, 3:17] = 1200.0, 1200.0
+        path = write.nifti(tmp_path / f"ct{i}.nii.gz", volume)
+        rows.append({"path": str(path), "shape": "20x20x10", "spacing": "1x1x1", "label": "a"})
+    fp = planning.fingerprint(split_frame(rows), ["a"])
+    plan = planning.make_plan(fp, probe=False)
+    assert fp["intensity"]["kind"] == "ct_like" and plan.settings["preprocess.intensity"] == "ct_windows"
+    assert "brain, soft-tissue, lung and bone windows" in plan.reasons["preprocess.intensity"]
+    config = PreprocessConfig(spatial_size=[20, 20, 10], intensity="ct_windows", resize="pad_crop")
+    image = build_preprocess(config)({"image": rows[0]["path"]})["image"][0]
+    brain, blood, air, bone = (float(image[x, y, 5]) for x, y in ((5, 5), (8, 8), (0, 0), (3, 5)))
+    assert air < 0.1 < brain < blood < bone and bone > 0.95 and blood - brain > 0.1  # per-scan percentiles: < 0.02
+    percentile = build_preprocess(PreprocessConfig(spatial_size=[20, 20, 10], intensity="percentile",
+                                                   resize="pad_crop"))({"image": rows[0]["path"]})["image"][0]
+    assert float(percentile[8, 8, 5] - percentile[5, 5, 5]) < 0.02
 
 
 def test_16_bit_radiographs_are_scaled_per_scan_and_named_for_what_they_are(tmp_path, write):

@@ -250,6 +250,9 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         plan.set("preprocess.intensity", "range", "8-bit pictures: the fixed 0-255 range keeps brightness "
                  "comparable between scans")
         plan.set("preprocess.intensity_range", [0.0, 255.0], "8-bit pictures")
+    elif kind == "ct_like":
+        plan.set("preprocess.intensity", "ct_windows", "CT-like intensities (Hounsfield units): the mean of the brain, "
+                 "soft-tissue, lung and bone windows, so that tissues tens of HU apart (blood and brain) stay apart")
     else:
         plan.set("preprocess.intensity", "percentile", f"{PERCENTILE_KINDS.get(kind, kind)}: each scan's "
                  "0.5-99.5th percentiles map to 0-1")
