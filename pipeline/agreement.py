@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from pipeline.labels import DICOM_KEY, folder_labels, labels_key, read_labels
+from pipeline.labels import DICOM_KEY, folder_labels, header_keys, labels_key, read_labels
 from pipeline.manifest import class_key, positive_parts, screens
 from pipeline.reading import series_location, series_slices
 
@@ -99,9 +99,8 @@ def folder_truth(scans: str | os.PathLike, scan_ids: list[str], classes: list[st
 
 
 def _header_keys(path: Path) -> list[str]:
-    """The keys (:func:`pipeline.labels.dicom_key`) by which a labels file keyed by DICOM header values
-    labels the scan at ``path``, as ingest matches them: its patient's, accession number's and study's;
-    [] for a scan that is not DICOM."""
+    """The keys by which a labels file keyed by DICOM header values labels the scan at ``path``, as
+    ingest matches them (:func:`pipeline.labels.header_keys`); [] for a scan that is not DICOM."""
     from pipeline import dicom
 
     location = series_location(path)
@@ -114,8 +113,7 @@ def _header_keys(path: Path) -> list[str]:
         return []
     if header is None:
         return []
-    return [f"{DICOM_KEY}{kind}:{value}" for kind, value in (
-        ("patient", header.patient_group), ("accession", header.accession_group), ("study", header.study_uid)) if value]
+    return header_keys(header.patient_group, header.accession_group, header.study_uid)
 
 
 def agreement(report: pd.DataFrame, truth: dict[str, str], classes: list[str], positive: str | None) -> dict:

@@ -82,6 +82,14 @@ def dicom_key(kind: str, value: str) -> str:
     return f"{DICOM_KEY}{kind}:{value.strip() if kind == 'study' else opaque_id(kind, value)}"
 
 
+def header_keys(patient_group: str, accession_group: str, study_uid: str) -> list[str]:
+    """The keys of labels rows (:func:`dicom_key`) that may label a DICOM scan with these header values
+    (the patient's and accession number's already hashed, as ``pipeline.dicom`` reads them), in the
+    order tried: its patient's, accession number's and study's; none for a value it lacks."""
+    return [f"{DICOM_KEY}{kind}:{value}" for kind, value in
+            (("patient", patient_group), ("accession", accession_group), ("study", study_uid)) if value]
+
+
 # Taken only where no name above fits: names that often mean something else ("id" a row number).
 FALLBACK_COLUMN_NAMES = {"file": ("id", "id_code", "uid", "image_uid", "name"),
                          "label": ("level", "grade", "severity", "y")}

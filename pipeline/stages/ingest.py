@@ -27,6 +27,7 @@ from pipeline.labels import (
     LabelRow,
     folder_labels,
     folder_patient,
+    header_keys,
     labels_key,
     read_labels,
 )
@@ -371,9 +372,8 @@ def _manifest_rows(
 def _label_by_header(index: int, row: dict[str, str], patient: str, accession: str, by_header: dict[str, LabelRow],
                      matched: set[str], label_source: dict[int, str]) -> None:
     """Label a DICOM scan from the labels row its header's patient, accession number or study names."""
-    for kind, value in (("patient", patient), ("accession", accession), ("study", row["study_uid"])):
-        key = f"{DICOM_KEY}{kind}:{value}"
-        if value and key in by_header:
+    for key in header_keys(patient, accession, row["study_uid"]):
+        if key in by_header:
             found = by_header[key]
             row.update(label=found.label, split=found.split, group=row["group"] or found.group)
             label_source[index] = found.where
