@@ -307,7 +307,7 @@ def read_labels(
     # the scan folder's files by name and path, walked once and only where a row needs it
     scan_index = functools.cache(lambda: files_by_name(scans))
     columns = dict(columns or {})
-    found = _files_in_header(table, bases, columns)
+    found = _files_in_header(table, bases, columns, scan_index)
     headerless = found is not None
     if headerless:
         # no header line (MURA's "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1",
@@ -362,8 +362,11 @@ def read_labels(
             # by its folder (I45108, 002_S_0295), INbreast 22678622 for 22678622_d71fc3e8_MG_L_CC_ANON.dcm; a
             # labels file made where file names ignore case names Images/IMG_1.JPG for images/img_1.jpg
             found, by_start = _named_in(scan_index(), posixpath.normpath(file.replace("\\", "/")))
-            if len(found) == 1 or (found and by_start):
+            views = len(found) > 1 and views_of_one_case(found)
+            if len(found) == 1 or (found and by_start) or views:
                 keys, deeper = found, deeper + len(found)  # a study's sequences (10000_1000000_t2w, _adc) alike
+                if views and not group:
+                    group = patient_pseudonym(file)  # MRNet's 0000: a knee's planes stay on one side of the split
             elif found:
                 kind = "files" if all(os.path.isfile(f) for f in found) else "files or folders"
                 trouble = (f"file {file!r} is not beside the labels file and {len(found)} {kind} of that name lie "
@@ -532,18 +535,46 @@ def folder_patient(scan_id: str) -> str:
 GUESSED_SUFFIXES = tuple(dict.fromkeys(s for suffix in (*SCAN_SUFFIXES, ".dcm") for s in (suffix, suffix.upper())))
 
 
-def _files_in_header(table, bases: list[Path], columns: dict[str, str]) -> int | None:
+def _files_in_header(table, bases: list[Path], columns: dict[str, str],
+                     scan_index: Callable[[], ScanNames]) -> int | None:
     """The number (from 1) of the first column whose header cell names an existing file or folder as
-    a path does (a separator or a scan suffix in it), where no header cell is a file column's name:
-    the file has no header line. None where it has one."""
+    a path does (a separator or a scan suffix in it), or names scan files by their name as the values
+    under it do (MRNet's ``0000,1``), where no header cell is a column's name: the file has no header
+    line. None where it has one."""
     named = {name.strip().lower() for name in columns.values() if name and not name.strip().isdigit()}
     if set(table.columns) & ({"file", *COLUMN_NAMES["file"]} | named):
         return None
-    for number, cell in enumerate(table.attrs["written_columns"].values(), start=1):
+    roles = {"file", "label", "group", "split", *(name for names in COLUMN_NAMES.values() for name in names),
+             *(name for names in FALLBACK_COLUMN_NAMES.values() for name in names)}
+
+    def names_files(value: str) -> bool:
+        return any(os.path.isfile(path) for path in _named_in(scan_index(), value.strip())[0])
+
+    for number, (column, cell) in enumerate(table.attrs["written_columns"].items(), start=1):
         path_like = "/" in cell or "\\" in cell or scan_suffix(cell) or cell.lower().endswith(".dcm")
         if path_like and locate(cell, bases)[0] is not None:
             return number
+        if (not path_like and column not in roles and len(table) and names_files(cell)
+                and sum(map(names_files, table[column].head(20))) >= max(1, len(table[column].head(20)) // 2)):
+            return number
     return None
+
+
+# Folders a case's scans are sorted into by plane or sequence (MRNet's axial/, coronal/, sagittal/ of one
+# knee's 0000.npy; a brain's T1w/ and FLAIR/ of one 00000.nii.gz): not classes, not cases.
+VIEW_FOLDER_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse", "t1", "t1w", "t1c",
+                     "t1ce", "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd", "pdw", "dwi",
+                     "adc", "hbv", "swi", "mprage", "pet", "frontal", "lateral"}
+
+
+def views_of_one_case(paths: list[str]) -> bool:
+    """Whether ``paths`` are one case's planes or sequences: files of one name in sibling folders each
+    named for a plane or sequence (``train/axial/0000.npy``, ``train/coronal/0000.npy``)."""
+    found = [Path(path) for path in paths]
+    folders = [path.parent for path in found]
+    return (len({path.name for path in found}) == 1 and len({folder.parent for folder in folders}) == 1
+            and len(set(folders)) == len(found) and all(path.is_file() for path in found)
+            and all(re.sub(r"[-_ ]", "", folder.name.lower()) in VIEW_FOLDER_NAMES for folder in folders))
 
 
 def _file_column_by_values(table, bases: list[Path], scan_index: Callable[[], ScanNames]) -> str | None:

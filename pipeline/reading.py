@@ -1,6 +1,7 @@
 """One reading path for every scan format: NIfTI, Analyze and FreeSurfer MGH volumes, PNG, JPEG, TIFF,
 BMP, WebP and JPEG 2000 pictures through MONAI's readers, MetaImage and NRRD volumes through
-SimpleITK, DICOM files and series through pydicom (``pipeline.dicom``).
+SimpleITK, DICOM files and series through pydicom (``pipeline.dicom``), and NumPy ``.npy`` arrays
+(as MRNet's knee MRI and many exported sets come) through numpy, never unpickling.
 
 A volume whose header and voxels lie in two files (Analyze ``x.hdr`` + ``x.img``, MetaImage ``x.mhd`` +
 ``x.raw``, NRRD ``x.nhdr`` + ``x.raw``) is one scan, named by its header file.
@@ -34,13 +35,15 @@ NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgz", ".mgh")
 # MONAI's ITKReader needs ITK (over 100 MB of wheels); SimpleITK reads both formats in one of 50 MB.
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 VOLUME_SUFFIXES = NIBABEL_SUFFIXES + ITK_SUFFIXES
-SCAN_SUFFIXES = VOLUME_SUFFIXES + PICTURE_SUFFIXES
+# A NumPy array is a picture or a volume by its shape (``array_is_volume``), not by its suffix.
+ARRAY_SUFFIXES = (".npy",)
+SCAN_SUFFIXES = VOLUME_SUFFIXES + PICTURE_SUFFIXES + ARRAY_SUFFIXES
 # The voxel files of a two-file volume, by the suffixes of the header that names them.
 DATA_FILE_SUFFIXES = {".img": (".hdr",), ".img.gz": (".hdr",), ".raw": (".mhd", ".nhdr"),
                       ".zraw": (".mhd",), ".raw.gz": (".mhd", ".nhdr")}
 HEADER_SUFFIXES = tuple(dict.fromkeys(suffix for headers in DATA_FILE_SUFFIXES.values() for suffix in headers))
 FORMAT_NAMES = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".hdr": "Analyze", ".mgz": "MGH", ".mgh": "MGH",
-                ".mha": "MetaImage", ".mhd": "MetaImage", ".nrrd": "NRRD", ".nhdr": "NRRD"}
+                ".mha": "MetaImage", ".mhd": "MetaImage", ".nrrd": "NRRD", ".nhdr": "NRRD", ".npy": "NumPy array"}
 # Metadata that operating systems leave in folders, and the index a DICOM export writes beside its
 # files (DICOMDIR: a DICOM file without an image): never scans, skipped and counted, not errors.
 SYSTEM_FILE_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "dicomdir"}
@@ -182,6 +185,45 @@ def _load_itk(path: str) -> LoadedScan:
                       is_volume=dimension == 3)
 
 
+def array_is_volume(shape: tuple[int, ...]) -> bool:
+    """Whether a NumPy array of ``shape`` (singleton axes dropped) is a volume: three axes, unless the
+    last holds 3 or 4 values of pictures at least 8 wide (RGB or RGBA, channels last as Pillow gives)."""
+    return len(shape) == 3 and not (shape[-1] in (3, 4) and min(shape[:2]) >= 8)
+
+
+def _load_array(path: str) -> LoadedScan:
+    """A ``.npy`` file: (rows, columns), (rows, columns, 3 or 4) or a volume of three axes, in its own
+    axis order (no affine: its voxels are taken as 1 mm cubes, its axes as they are stored)."""
+    with open(path, "rb") as file:
+        magic = file.read(6)
+    if magic != b"\x93NUMPY":
+        kind = "a NumPy .npz archive (a zip of arrays)" if magic.startswith(b"PK") else "not a NumPy .npy file"
+        raise ScanReadError(path, f"cannot decode as a NumPy array: {kind}; one array a file, written by numpy.save, "
+                                  "is read")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise ScanReadError(path, "holds Python objects, not an array of numbers (not read: unpickling can "
+                                      "run code); save the pixels with numpy.save of a numeric array") from None
+        raise ScanReadError(path, f"cannot decode as a NumPy array: {error}") from None
+    except (OSError, EOFError) as error:
+        raise ScanReadError(path, f"cannot decode as a NumPy array ({type(error).__name__}: {error}); "
+                                  "the file may be cut short") from None
+    if array.dtype.kind == "b":
+        array = array.astype(np.uint8)
+    if array.dtype.kind not in "uif":
+        raise ScanReadError(path, f"an array of {array.dtype} values: numbers (integers or floats) are expected")
+    source_dtype = str(array.dtype)
+    array = array.reshape([size for size in array.shape if size != 1] or [1])
+    if array.ndim not in (2, 3) or array.size < 4:
+        raise ScanReadError(path, f"an array of shape {tuple(array.shape)}: a 2D image (rows, columns), a colour "
+                                  "picture (rows, columns, 3) or a 3D volume is expected")
+    volume = array_is_volume(array.shape)
+    return LoadedScan(array=array, source_dtype=source_dtype, spacing=(1.0,) * array.ndim if volume else None,
+                      affine=np.eye(4) if volume else None, is_volume=volume)
+
+
 @dataclass
 class LoadedScan:
     """A scan as read from disk: the raw array (spatial axes first, channels last if any)."""
@@ -249,6 +291,8 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
         check_file(str(part), max_bytes)
     if scan_suffix(path) in ITK_SUFFIXES:
         return _load_itk(path)
+    if scan_suffix(path) in ARRAY_SUFFIXES:
+        return _load_array(path)
     reader = _reader_for(path)
     try:
         image = reader.read(path)
@@ -450,7 +494,7 @@ def spatial_shape_of(shape: str, path: str) -> tuple[tuple[int, ...], int]:
 def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
     """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
     sizes = tuple(int(v) for v in shape.split("x") if v)
-    if suffix in VOLUME_SUFFIXES:
+    if suffix in VOLUME_SUFFIXES or (suffix in ARRAY_SUFFIXES and array_is_volume(sizes)):
         if len(sizes) == 4 and sizes[-1] == 1:
             sizes = sizes[:3]
         return sizes, 1

@@ -208,3 +208,33 @@ def test_ingest_of_two_file_volumes_labels_hashes_and_problems(tmp_path, write):
     problems = result.problems.set_index("item")
     assert problems["reason"].tolist() == [problems.loc["orphan.raw", "reason"]]
     assert "not a scan file" in problems.loc["orphan.raw", "reason"]
+
+
+def test_numpy_arrays_are_pictures_or_volumes_by_their_shape_and_never_unpickled(tmp_path):
+    rng = np.random.default_rng(0)
+    grey, colour = rng.integers(0, 255, (20, 24), np.uint8), rng.integers(0, 255, (20, 24, 3), np.uint8)
+    knee = rng.normal(80, 20, (18, 32, 32)).astype(np.float32)  # MRNet: (slices, rows, columns)
+    for name, values in (("grey.npy", grey), ("colour.npy", colour), ("knee.npy", knee),
+                         ("slice.npy", grey[None]), ("three.npy", knee[:3])):
+        np.save(tmp_path / name, values)
+    assert not load_scan(tmp_path / "grey.npy").is_volume and load_scan(tmp_path / "grey.npy").shape == (20, 24)
+    assert load_scan(tmp_path / "slice.npy").shape == (20, 24)  # a singleton axis dropped
+    read = load_scan(tmp_path / "colour.npy")
+    assert not read.is_volume and read.shape == (20, 24, 3)
+    read = load_scan(tmp_path / "knee.npy")
+    assert read.is_volume and read.spacing == (1.0, 1.0, 1.0) and read.source_dtype == "float32"
+    np.testing.assert_array_equal(read.array, knee)
+    assert load_scan(tmp_path / "three.npy").is_volume  # three slices of 32 columns: not RGB
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ScanReadError, match="Python objects.*unpickling can run code"):
+        load_scan(tmp_path / "objects.npy")
+    np.save(tmp_path / "series.npy", rng.normal(size=(2, 3, 8, 8, 8)))
+    with pytest.raises(ScanReadError, match=r"shape \(2, 3, 8, 8, 8\)"):
+        load_scan(tmp_path / "series.npy")
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(ScanReadError, match="cannot decode as a NumPy array"):
+        load_scan(tmp_path / "bad.npy")
+    result = ingest(tmp_path, out=tmp_path / "m.csv")
+    assert dict(zip(result.manifest["scan_id"], result.manifest["shape"]))["knee.npy"] == "18x32x32"
+    assert set(result.manifest.loc[result.manifest["status"] == "error", "scan_id"]) == {
+        "objects.npy", "series.npy", "bad.npy"}

@@ -1026,3 +1026,32 @@ def test_a_column_of_file_names_under_another_name_is_found_by_its_values(tmp_pa
     labels.write_text("Video file,Finding\nx1,polyps\nx2,cecum\n")  # values naming no scan: still refused
     with pytest.raises(ValueError, match="no 'file' column"):
         run(scans, tmp_path, labels=labels)
+
+
+def test_a_headerless_labels_file_of_case_ids_labels_each_plane_of_the_case(tmp_path, write):
+    # MRNet: train/{axial,coronal,sagittal}/0000.npy, and train-abnormal.csv holds "0000,1" (no header line)
+    scans = tmp_path / "MRNet-v1.0" / "train"
+    rng = np.random.default_rng(0)
+    for plane in ("axial", "coronal", "sagittal"):
+        for case in ("0000", "0001", "0002"):
+            (scans / plane).mkdir(parents=True, exist_ok=True)
+            np.save(scans / plane / f"{case}.npy", rng.integers(0, 255, (6, 16, 16), np.uint8))
+    labels = tmp_path / "MRNet-v1.0" / "train-abnormal.csv"
+    labels.write_text("0000,1\n0001,0\n0002,1\n")
+    manifest = run(scans, tmp_path, labels=labels).manifest.set_index("scan_id")
+    assert manifest["label"].to_dict() == {f"{plane}/{case}.npy": label for plane in ("axial", "coronal", "sagittal")
+                                           for case, label in (("0000", "1"), ("0001", "0"), ("0002", "1"))}
+    # a knee's three planes share a group (its id, hashed), so that no knee straddles training and test
+    groups = manifest["group"]
+    assert groups["axial/0000.npy"] == groups["sagittal/0000.npy"] == patient_pseudonym("0000")
+    assert groups["axial/0000.npy"] != groups["axial/0001.npy"]
+
+
+def test_a_name_shared_by_scans_of_class_folders_still_needs_its_path(tmp_path, write):
+    scans = tmp_path / "scans"
+    write.png(scans / "yes" / "1.png", write.image(1))
+    write.png(scans / "no" / "1.png", write.image(2))
+    (tmp_path / "labels.csv").write_text("file,label\n1,yes\n")
+    result = run(scans, tmp_path, labels=tmp_path / "labels.csv")
+    assert not (result.manifest["label"] != "").any()
+    assert "2 files of that name lie below the scan folder" in result.problems["reason"].iloc[0]
