@@ -125,6 +125,8 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
         elif role == "label" and not found and (hot := column_labels(table.rename(columns=renames))) is not None:
             table = table.assign(label=hot.labels)
             _log_column_labels(Path(labels_path).name, hot)
+        elif role == "label" and not found and (other := _only_class_column(table, normalised, renames)):
+            renames[other] = role  # RSNA-MICCAI brain tumour's BraTS21ID,MGMT_value
         elif role == "file" and not found and (key := _key_column(normalised)):
             # RSNA's labels give patientId for <patientId>.dcm: the id names the file (and the patient);
             # else read_labels matches the rows to DICOM scans by that header value
@@ -144,8 +146,26 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
                          f"{' '.join(f'{role.upper()}_COLUMN=' for role in roles)}), or rename them")
     if renames:
         log.info("labels file %s: %s", Path(labels_path).name,
-                 ", ".join(f"column {column!r} taken as {role}" for column, role in renames.items()))
+                 ", ".join(f"column {table.attrs.get('written_columns', {}).get(column, column)!r} taken as {role}"
+                           for column, role in renames.items()))
     return table.rename(columns=renames)
+
+
+def _only_class_column(table, normalised: dict[str, str], renames: dict[str, str]) -> str | None:
+    """Beside the file column, the one other column, where no column has a label column's name, and
+    only where its values are a few classes (at most 20, and each given to two rows on average): a
+    file,age table still needs its label column named."""
+    if "file" not in table.columns and "file" not in renames.values():
+        return None
+    known = {name for names in (*COLUMN_NAMES.values(), *FALLBACK_COLUMN_NAMES.values()) for name in names}
+    others = [column for column in table.columns if column not in renames and column not in COLUMN_NAMES
+              and normalised.get(column) not in known and column != table.attrs.get("file_from")]
+    if len(others) != 1:
+        return None
+    values = table[others[0]].str.strip()
+    values = values[values != ""]
+    distinct = values.nunique()
+    return others[0] if 2 <= distinct <= 20 and distinct * 2 <= len(values) else None
 
 
 def _key_column(normalised: dict[str, str]) -> tuple[str, str] | None:
@@ -683,12 +703,14 @@ class ScanNames(NamedTuple):
 
     names: dict[str, list[str]]  # each file and folder by name and path
     starts: dict[str, list[str]]  # each file by the starts of its name that end at a separator
-    lettered: dict[str, list[str]]  # each folder named by a letter and a number, by the number
+    lettered: dict[str, list[str]]  # each folder named by a letter and a number, or a zero-padded number, by the number
 
 
 _NAME_SEPARATOR = re.compile(r"[_\-. ]")
 # MIMIC-CXR's p10000032/s50414267/ for subject 10000032's study 50414267, which its labels name by number
 _LETTERED_FOLDER = re.compile(r"[A-Za-z](\d{5,})")
+# RSNA-MICCAI brain tumour's 00002/ for case 2, which its labels name without the zeros
+_ZERO_PADDED = re.compile(r"0+(\d+)")
 
 
 def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
@@ -697,7 +719,9 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
     (and from above it, the folder's name first) lower-cased; each folder under its name and path; and
     each file under each start of its name that ends at a separator (``22678622`` for
     ``22678622_d71fc3e8_MG_L_CC_ANON.dcm``); each folder named by a letter and a number of five digits or
-    more under that number (MIMIC-CXR's ``s50414267`` for study 50414267). System files are skipped."""
+    more under that number (MIMIC-CXR's ``s50414267`` for study 50414267), and each folder named by a
+    number with leading zeros under the number without them (``00002`` for case 2). System files are
+    skipped."""
     names: dict[str, list[str]] = {}
     starts: dict[str, list[str]] = {}
     lettered: dict[str, list[str]] = {}
@@ -715,7 +739,7 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
         for name in folders:
             relative = Path(os.path.relpath(os.path.join(root, name), scans)).as_posix()
             add(names, {name, relative, f"{top}/{relative}"}, os.path.realpath(os.path.join(root, name)))
-            if number := _LETTERED_FOLDER.fullmatch(name):
+            if number := _LETTERED_FOLDER.fullmatch(name) or _ZERO_PADDED.fullmatch(name):
                 add(lettered, {number.group(1)}, os.path.realpath(os.path.join(root, name)))
         for name in sorted(files):
             path = os.path.join(root, name)

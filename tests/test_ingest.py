@@ -1055,3 +1055,19 @@ def test_a_name_shared_by_scans_of_class_folders_still_needs_its_path(tmp_path, 
     result = run(scans, tmp_path, labels=tmp_path / "labels.csv")
     assert not (result.manifest["label"] != "").any()
     assert "2 files of that name lie below the scan folder" in result.problems["reason"].iloc[0]
+
+
+def test_cases_labelled_by_their_number_without_zeros_and_a_second_column_of_classes(tmp_path, write):
+    # RSNA-MICCAI brain tumour: train/00002/FLAIR/..., train_labels.csv "BraTS21ID,MGMT_value" with "2,1"
+    scans = tmp_path / "train"
+    for case in ("00000", "00002", "00003", "00005"):
+        for sequence in ("FLAIR", "T1w"):
+            write.png(scans / case / sequence / "Image-1.png", write.image(int(case) * 2 + len(sequence)))
+    (tmp_path / "train_labels.csv").write_text("BraTS21ID,MGMT_value\n0,1\n2,0\n3,1\n5,0\n")
+    manifest = run(scans, tmp_path, labels=tmp_path / "train_labels.csv").manifest.set_index("scan_id")
+    assert manifest.loc["00002/T1w/Image-1.png", "label"] == "0" and manifest.loc["00003/FLAIR/Image-1.png", "label"] == "1"
+    assert manifest.loc["00003/FLAIR/Image-1.png", "group"] == manifest.loc["00003/T1w/Image-1.png", "group"] != ""
+    # a second column of many values is not taken for the classes
+    (tmp_path / "ages.csv").write_text("BraTS21ID,age\n0,61\n2,47\n3,70\n5,55\n")
+    with pytest.raises(ValueError, match="no 'label' column"):
+        run(scans, tmp_path, labels=tmp_path / "ages.csv")
