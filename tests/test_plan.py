@@ -638,6 +638,21 @@ def test_naming_the_healthy_class_screens_every_other_class_as_one(tmp_path, mon
     assert calibration["screening"]["positive_class"] == "benign+malignant"
 
 
+def test_a_positive_class_of_any_finding_screens_every_class_but_the_healthy_one(tmp_path, monkeypatch):
+    # RSNA intracranial haemorrhage: its "any" column is left out by ingest, the healthy scans are "no finding"
+    scans = three_class_folder(tmp_path / "scans")
+    (scans / "normal").rename(scans / "no finding")
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, scans, "any")
+    assert json.loads((run / "checkpoint.json").read_text())["classes"] == ["benign+malignant", "no finding"]
+    settings = json.loads((run / "plan.json").read_text())["settings"]
+    assert settings["data.positive_class"]["value"] == "benign+malignant"
+    assert settings["data.positive_class"]["reason"].startswith("--positive 'any': not a class, so every class but "
+                                                                "the healthy one, 'no finding'")
+    assert settings["data.healthy_class"]["value"] == "no finding"
+    assert json.loads((run / "calibration.json").read_text())["screening"]["positive_class"] == "benign+malignant"
+
+
 def test_a_positive_finding_counts_every_scan_whose_labels_list_it(tmp_path, monkeypatch):
     from pipeline.stages.run import listed_with
 

@@ -178,6 +178,19 @@ def listed_with(finding: str, classes: list[str]) -> list[str]:
     return ([finding] if finding in classes else []) + lists if lists else []
 
 
+ANY_FINDING_NAMES = ("any", "any finding", "anything")
+
+
+def any_finding_screening(config: Config, classes: list[str]) -> str | None:
+    """The healthy class to screen against where the positive class asks for any finding (RSNA's
+    haemorrhage labels' ``any``, left out by ingest as no finding of its own) and is no class of the
+    data, and one class looks healthy (``no finding``); else None."""
+    positive = config.data.positive_class
+    if class_key(positive) not in ANY_FINDING_NAMES or positive in classes:
+        return None
+    return healthy_looking(classes)
+
+
 def findings_screening(config: Config, classes: list[str]) -> tuple[str, str] | None:
     """(positive class, why) where the positive classes are also findings of labels that list
     several (NIH's "Atelectasis|Effusion", rows per finding joined by ingest): the scans with one of
@@ -296,16 +309,24 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     user = flat_keys(user_settings(path, overrides))
     first = load_config(path, overrides)
     listed = manifest = None
+    any_finding: list[str] = []  # the healthy class, where --positive asked for any finding
     if first.data.positive_class:
         # The user's positive class widened to the labels that list it, before the split is drawn
         # (and named) for it: over their value, as the split and every later stage see it.
         manifest = prepare_manifest(first, progress)
-        if listed := findings_screening(first, manifest_classes(manifest)):
+        if healthy := any_finding_screening(first, manifest_classes(manifest)):
+            # as --healthy: the split is drawn for it, and the plan names the abnormal class
+            said, any_finding = first.data.positive_class, [f"data.healthy_class={json.dumps(healthy)}"]
+            first = load_config(path, [*(overrides or []), 'data.positive_class=""', *any_finding])
+        elif listed := findings_screening(first, manifest_classes(manifest)):
             widened = [*(overrides or []), f"data.positive_class={json.dumps(listed[0])}"]
             first, said = load_config(path, widened), first.data.positive_class
     merged, classes = prepare_split(first, progress, manifest)
     fp = fingerprint(merged, classes, seed=first.seed)
     screening = healthy_screening(first, classes)
+    if any_finding and screening:
+        listed = (screening[0], f"not a class, so every class but the healthy one, {healthy!r}, as --healthy "
+                                f"{json.dumps(healthy)} screens ({screening[0]})")
     if not first.data.positive_class and not screening and (healthy := healthy_looking(classes)):
         log.warning("no abnormal class given (--positive or --healthy): a %d-class model without a screening "
                     "operating point. %r looks like the healthy class: --healthy %s (HEALTHY=) screens every other "
@@ -338,12 +359,15 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
                      f" (~{plan.preprocess_seconds:.0f} s foreseen, from scans timed; the steps were planned for "
                      "what is left, and a run that finds them preprocessed trains longer)"
                      if plan.preprocess_seconds else ", as anything else slower than foreseen does"))
-    positive = [f"data.positive_class={json.dumps(listed[0])}"] if listed else []
+    positive = [*any_finding, f"data.positive_class={json.dumps(listed[0])}"] if listed else []
     config = load_config(path, [*(overrides or []), *positive], base=plan.nested())
     record = plan.record(fp, user, config)
     if listed:
         record["settings"]["data.positive_class"].update(
             value=listed[0], set_by="command line", reason=f"--positive {said!r}: {listed[1]}")
+    if any_finding:
+        record["settings"].setdefault("data.healthy_class", {}).update(
+            value=healthy, set_by="command line", reason=f"--positive {said!r}: the class that looks healthy")
     for key, why in (implied or {}).items():
         if record["settings"].get(key, {}).get("set_by") == "user":
             record["settings"][key].update(set_by="command line", reason=why)
