@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from pipeline.labels import DICOM_KEY, folder_labels, header_keys, labels_key, read_labels
+from pipeline.folder_labels import folder_labels
+from pipeline.labels import DICOM_KEY, header_keys, labels_key, read_labels
 from pipeline.manifest import class_key, positive_parts, screens
 from pipeline.reading import series_location, series_slices
 

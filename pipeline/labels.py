@@ -1,8 +1,9 @@
-"""Where a scan's label comes from: a labels file, or the folders the scans sit in.
+"""Where a scan's label comes from when a labels file gives it (from the folders the scans sit in:
+``pipeline.folder_labels``): its columns, and the scans its rows name.
 
-Ingest reads labels through here, and so does merging review verdicts (``pipeline.verdicts``),
-so a labels file that names ``ISIC_001`` for ``ISIC_001.jpg``, or an export whose first-level
-folders name splits (``Training/glioma/x.jpg``), means the same to both.
+Ingest reads labels through here, and so do merging review verdicts (``pipeline.verdicts``) and
+score's check against a labelled folder, so a labels file that names ``ISIC_001`` for
+``ISIC_001.jpg`` means the same to each.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -23,7 +24,7 @@ import pandas as pd
 
 from pipeline.dicom import opaque_id
 from pipeline.io import read_table
-from pipeline.manifest import FINDINGS_SEPARATOR, class_key, findings_label, findings_of, name_words
+from pipeline.manifest import FINDINGS_SEPARATOR, findings_label, findings_of
 from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix, volume_header
 
 log = logging.getLogger("pipeline.labels")
@@ -535,21 +536,6 @@ def labels_key(real_path: str, rows: dict[str, LabelRow]) -> str:
     return next((str(folder) for folder in Path(real_path).parents if str(folder) in rows), real_path)
 
 
-_BIDS_SUBJECT = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:[_/.]|$)")
-# A folder named for its patient (MURA's patient00001/, case_012/, Subject 3/); never a file name.
-_PATIENT_WORDS = r"(?:patient|subject|case|pat|pt)[-_ ]?\d+"
-_PATIENT_FOLDER = re.compile(rf"(?:^|/)({_PATIENT_WORDS})/", re.IGNORECASE)
-
-
-def folder_patient(scan_id: str) -> str:
-    """The patient of a scan as its path names them, or "": a BIDS subject (``sub-07/anat/sub-07_T1w.nii.gz``,
-    ``sub-07_FLAIR.nii.gz``), else a folder named for a patient (``XR_WRIST/patient00001/study1_positive/``).
-    The group that keeps a patient's scans on one side of the split, where neither the labels file nor
-    DICOM gives one."""
-    found = _BIDS_SUBJECT.search(scan_id) or _PATIENT_FOLDER.search(scan_id)
-    return found[1] if found else ""
-
-
 # Tried after a ``file`` without a scan suffix that does not exist as written: many public labels files
 # give an image id (``ISIC_0024306``, a patient id) where the file is ``ISIC_0024306.jpg`` or ``.dcm``.
 GUESSED_SUFFIXES = tuple(dict.fromkeys(s for suffix in (*SCAN_SUFFIXES, ".dcm") for s in (suffix, suffix.upper())))
@@ -753,156 +739,3 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
             add(names, keys, real)
             add(starts, {stem[: cut.start()] for cut in _NAME_SEPARATOR.finditer(stem) if cut.start()}, real)
     return ScanNames(names, starts, lettered)
-
-
-def folder_split(folder: str) -> str | None:
-    """The split a folder's name gives (``Testing`` test, ``train_set`` and ``Training Set`` train,
-    ``auto_test`` and ``test2`` test, as exports name them), or None: one split word among its
-    words, a number after it allowed."""
-    words = {SPLIT_NAMES.get(word.rstrip("0123456789")) for word in name_words(folder)}
-    found = words - {None}
-    return found.pop() if len(found) == 1 else None
-
-
-def split_folders(first: list[str], problems: list) -> bool:
-    """Whether the first-level folders ``first`` name splits (``Training/``, ``Testing/``), the classes
-    being the folders below them, as in many public exports; a first-level folder so named among class
-    folders is reported, since it would become a class."""
-    first = sorted({folder for folder in first if not unlabelled_folder(folder)})
-    named = [folder for folder in first if folder_split(folder)]
-    if named and len(named) == len(first):
-        tests = [folder for folder in named if folder_split(folder) == "test"]
-        log.info("first-level folders %s name splits: the classes are the folders inside them%s", ", ".join(named),
-                 f"; {', '.join(tests)} {'is' if len(tests) == 1 else 'are'} the test set" if tests else "")
-        return True
-    for folder in named:
-        problems.append(("file", f"{folder}/", f"a folder named like a split among class folders "
-                         f"({', '.join(first)}): taken as a class; move its scans into the class folders, or give "
-                         "each first-level folder a split name"))
-    return False
-
-
-def meaningful_folders(root: Path, paths: list[Path], classes: Collection[str] = ()
-                       ) -> dict[Path, tuple[str, ...]]:
-    """``{scan path: the folders above it that can name its class or split}``: the folders below
-    ``root``, less those that say nothing about the scan. A folder holding every scan (``chest_xray/``
-    as a download unpacks, ``__MACOSX/`` being skipped beside it) is unwrapped; so is a first-level
-    folder holding a copy of the folders beside it, as some downloads ship (``brain_tumor_dataset/yes/``
-    beside ``yes/``, ``chest_xray/chest_xray/train/`` beside ``chest_xray/train/``): every scan inside
-    sits in a subfolder named like another first-level folder. Taken as a class of its own, every copy
-    would contradict its twin's label. A folder named as one of ``classes`` (or a part of a joined
-    one, ``glioma`` of ``glioma+meningioma``) is never unwrapped: a scored folder of one class's scans."""
-    known = {class_key(part) for name in classes for part in (name, *name.split("+"))}
-    folders = {path: path.relative_to(root).parts[:-1] for path in paths}
-    labelled = [parts for parts in folders.values() if not parts or not unlabelled_folder(parts[0])]
-    while (labelled and all(len(parts) >= 2 for parts in labelled)
-           and len({parts[0] for parts in labelled}) == 1 and class_key(labelled[0][0]) not in known):
-        wrapper = labelled[0][0]
-        log.info("every scan lies inside %s/: the folders inside it name the classes", wrapper)
-        folders = {path: parts[1:] if parts[:1] == (wrapper,) else parts for path, parts in folders.items()}
-        labelled = [parts[1:] for parts in labelled]
-    inside: dict[str, set[str]] = {}
-    loose = set()
-    for parts in folders.values():
-        if len(parts) >= 2:
-            inside.setdefault(parts[0], set()).add(class_key(parts[1]))
-        elif parts:
-            loose.add(parts[0])
-    first = set(inside) | loose
-    copies = {folder for folder, subfolders in inside.items() if folder not in loose
-              and subfolders <= {class_key(other) for other in first - {folder}}}
-    if copies:
-        log.warning("%s hold%s a copy of the folders beside %s: %s scans are read as if they lay there",
-                    ", ".join(f"{c}/" for c in sorted(copies)), "s" if len(copies) == 1 else "",
-                    "it" if len(copies) == 1 else "them", "its" if len(copies) == 1 else "their")
-    return {path: parts[1:] if parts[:1] and parts[0] in copies else parts for path, parts in folders.items()}
-
-
-# First-level folders beside the class folders that hold scans without a label, never a class:
-# one of these words in the name (unlabelled/, Unlabeled Images/, pool_unannotated/), or a phrase.
-UNLABELLED_WORDS = ("unlabelled", "unlabeled", "unannotated", "nolabel")
-UNLABELLED_FOLDERS = ("no label", "not labelled", "not labeled")
-
-
-def unlabelled_folder(name: str) -> bool:
-    """Whether a folder's name says its scans have no label (``unlabelled``, ``Unlabeled Images``)."""
-    return class_key(name) in UNLABELLED_FOLDERS or bool(name_words(name) & set(UNLABELLED_WORDS))
-
-
-# A first-level folder named as a patient's id is: three or more digits (IDC's 10253/), a word for
-# a patient and a number, or a BIDS subject. One or two digits are class names often (0/ to 4/).
-_ID_FOLDER = re.compile(rf"^(?:\d{{3,}}|{_PATIENT_WORDS}|sub-[A-Za-z0-9]+)$", re.IGNORECASE)
-_NAMED_PATIENT = re.compile(rf"^(?:{_PATIENT_WORDS}|sub-[A-Za-z0-9]+)$", re.IGNORECASE)
-# A study's or a series' folder in an export (a DICOMDIR's ST000000/SE000000/), never a class
-_STUDY_FOLDER = re.compile(r"^(?:st|se|study|series)[-_ ]?\d*$", re.IGNORECASE)
-# A year or a day, as exports by date name their folders (2019/, 20190312/, 2019-03-12/)
-_DATE_FOLDER = re.compile(r"^(?:19|20)\d\d(?:-?[01]\d-?[0-3]\d)?$")
-
-
-def outer_folders(folders: Collection[tuple[str, ...]]) -> str | None:
-    """What the first-level folders of ``folders`` (each scan's, from :func:`meaningful_folders`) are
-    where the classes are the folders inside them: ``"date"`` where they all name years or days (an
-    export by date: ``2019/normal/``), ``"patient"`` where they are named as patients' ids (the breast
-    histopathology set's ``10253/0/``, ``10253/1/``); else None. Only where every scan lies in a
-    subfolder of one, and each subfolder name is found under two or more of them."""
-    labelled = [parts for parts in folders if not parts or not unlabelled_folder(parts[0])]
-    if not labelled or any(len(parts) < 2 for parts in labelled):
-        return None
-    outer = {parts[0] for parts in labelled}
-    holding: dict[str, set[str]] = {}
-    for parts in labelled:
-        holding.setdefault(class_key(parts[1]), set()).add(parts[0])
-    if len(outer) < 2 or len(holding) < 2 or any(len(inside) < 2 for inside in holding.values()):
-        return None
-    if any(_STUDY_FOLDER.match(parts[1]) for parts in labelled):
-        return None
-    if all(_DATE_FOLDER.match(name) for name in outer):
-        return "date"
-    if all(_ID_FOLDER.match(name) for name in outer):
-        return "patient"
-    return None
-
-
-def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collection[str] = (),
-                  groups: dict[Path, str] | None = None) -> dict[Path, tuple[str, str]]:
-    """``{scan path: (label, split)}`` from the folders the scans sit in (those that say something:
-    :func:`meaningful_folders`): the first-level folder names the class, or, where every first-level
-    folder names a split (:func:`split_folders`), the second-level one does and the first gives the
-    split; where the first-level folders are patients' or dates (:func:`outer_folders`), the second-level
-    one names the class and ``groups`` (when given) gets each scan's patient folder. ``classes``: those the
-    labels may name, where known. Scans outside class folders are left out and reported in
-    ``problems``; those in an ``unlabelled/`` folder are left out in silence."""
-    if all(len(path.relative_to(root).parts) == 1 for path in paths):
-        return {}  # a flat folder: nothing to say about each scan
-    folders = meaningful_folders(root, paths, classes)
-    outer = outer_folders(folders.values())
-    first = {parts[0] for parts in folders.values() if parts and not unlabelled_folder(parts[0])}
-    if not outer and first and all(_NAMED_PATIENT.match(name) for name in first):
-        log.warning("the first-level folders are patients' (%s/ ...), not classes, and no labels file was given: "
-                    "every scan is unlabelled; give a labels file naming each patient's folder and its label",
-                    sorted(first)[0])
-        return {}
-    by_split = not outer and split_folders([parts[0] for parts in folders.values() if parts], problems)
-    if outer:
-        log.info("first-level folders such as %s/ are %s: the classes are the folders inside them",
-                 next(parts[0] for parts in folders.values() if parts),
-                 "patients'" if outer == "patient" else "years or days")
-    labels = {}
-    for path, parts in folders.items():
-        relative = path.relative_to(root).as_posix()
-        if parts and unlabelled_folder(parts[0]):
-            continue  # the unlabelled pool, beside the class (or split) folders
-        if outer:
-            labels[path] = (parts[1], "")
-            if outer == "patient" and groups is not None:
-                groups[path] = parts[0]
-        elif by_split and len(parts) >= 2:
-            labels[path] = (parts[1], folder_split(parts[0]))
-        elif by_split:
-            where = f"a class subfolder of {parts[0]}/" if parts else "a split folder's class subfolder"
-            problems.append(("scan", relative, f"not inside {where}; kept unlabelled"))
-        elif parts:
-            labels[path] = (parts[0], "")
-        else:
-            problems.append(("scan", relative, "not inside a class subfolder; kept unlabelled"))
-    return labels

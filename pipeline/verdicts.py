@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.folder_labels import folder_labels
 from pipeline.io import read_table, sha256_file, write_csv
-from pipeline.labels import folder_labels, read_labels
+from pipeline.labels import read_labels
 from pipeline.manifest import screened_members
 from pipeline.masks import segmentation_masks
 from pipeline.reading import is_scan_file, list_files

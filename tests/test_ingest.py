@@ -344,7 +344,7 @@ def test_split_folders_named_as_exports_name_them(tmp_path, write, folders):
 
 def test_a_folder_of_one_known_class_is_not_looked_through(tmp_path, write):
     # scoring incoming/abnormal/<patient>/: the class is the folder, not the patients inside it
-    from pipeline.labels import folder_labels
+    from pipeline.folder_labels import folder_labels
 
     scans = tmp_path / "incoming"
     paths = [scans / "abnormal" / patient / "a.png" for patient in ("P1", "P2")]
@@ -765,7 +765,7 @@ def test_a_bids_subjects_sequences_share_a_group(tmp_path, write):
     ("patient7.png", ""), ("cases/x.png", ""), ("P7/study/T1/a.dcm", ""),
 ])
 def test_a_folder_named_for_its_patient_is_the_group(scan_id, patient):
-    from pipeline.labels import folder_patient
+    from pipeline.folder_labels import folder_patient
 
     assert folder_patient(scan_id) == patient
 
@@ -811,7 +811,7 @@ def test_an_unlabelled_folder_beside_the_class_folders_is_the_pool_not_a_class(t
 @pytest.mark.parametrize("name, unlabelled", [("labelled", False), ("relabelled", False), ("unknown", False),
                                               ("Unlabeled", True), ("images_unlabelled", True)])
 def test_folder_names_that_say_unlabelled(name, unlabelled):
-    from pipeline.labels import unlabelled_folder
+    from pipeline.folder_labels import unlabelled_folder
 
     assert unlabelled_folder(name) is unlabelled
 

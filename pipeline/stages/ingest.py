@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pipeline.folder_labels import folder_labels, folder_patient
 from pipeline.io import sha256_file, write_csv
 from pipeline.labels import (
     DICOM_KEY,
     DICOM_KEY_TAGS,
     LabelRow,
-    folder_labels,
-    folder_patient,
     header_keys,
     labels_key,
     read_labels,
