@@ -560,7 +560,10 @@ def _files_in_header(table, bases: list[Path], columns: dict[str, str],
         path_like = "/" in cell or "\\" in cell or scan_suffix(cell) or cell.lower().endswith(".dcm")
         if path_like and locate(cell, bases)[0] is not None:
             return number
-        if (not path_like and column not in roles and len(table) and names_files(cell)
+        # a name with a digit and no space (0000, ISIC_0024306): a column's name is words, and the folder is
+        # walked only where a cell may be a scan's
+        id_like = bool(re.fullmatch(r"[\w.-]*\d[\w.-]*", cell))
+        if (not path_like and id_like and column not in roles and len(table) and names_files(cell)
                 and sum(map(names_files, table[column].head(20))) >= max(1, len(table[column].head(20)) // 2)):
             return number
     return None
