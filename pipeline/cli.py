@@ -92,6 +92,12 @@ def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
 
     if args.scans:
         scans = Path(args.scans)
+        if scans.is_file():
+            what = ("an archive of arrays (MedMNIST ships its sets so): save each image as a PNG or NIfTI file, "
+                    "or each array with numpy.save as a .npy file, in a folder" if scans.suffix.lower() == ".npz"
+                    else "an archive: unpack it" if scans.suffix.lower() in (".zip", ".tar", ".gz", ".tgz", ".7z")
+                    else "one scan")
+            raise ValueError(f"--scans {scans} is a file, {what}; --scans takes the folder the scans are in")
         if not scans.is_dir():
             raise FileNotFoundError(f"--scans {scans}: no such folder")
         name = scans.resolve().name

@@ -451,6 +451,11 @@ def test_run_with_a_missing_scan_folder_names_it(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--scans", str(tmp_path / "nowhere"), "--quiet"]) == 2
     assert "nowhere" in caplog.text
+    # MedMNIST's download: one archive of arrays, not a folder of scans
+    np.savez(tmp_path / "breastmnist.npz", train_images=np.zeros((2, 28, 28), np.uint8))
+    caplog.clear()
+    assert main(["run", "--scans", str(tmp_path / "breastmnist.npz"), "--quiet"]) == 2
+    assert "breastmnist.npz is a file, an archive of arrays" in caplog.text and "takes the folder" in caplog.text
 
 
 def mask_volumes_with_a_large_pool(tmp_path, write):
