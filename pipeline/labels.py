@@ -386,8 +386,10 @@ def read_labels(
             views = len(found) > 1 and views_of_one_case(found)
             if len(found) == 1 or (found and by_start) or views:
                 keys, deeper = found, deeper + len(found)  # a study's sequences (10000_1000000_t2w, _adc) alike
-                if views and not group:
-                    group = patient_pseudonym(file)  # MRNet's 0000: a knee's planes stay on one side of the split
+                if len(found) > 1 and not group:
+                    # a case's files (MRNet's 0000: a knee's planes; PI-CAI's 10000_1000000: a study's sequences)
+                    # stay on one side of the split
+                    group = patient_pseudonym(file)
             elif found:
                 kind = "files" if all(os.path.isfile(f) for f in found) else "files or folders"
                 trouble = (f"file {file!r} is not beside the labels file and {len(found)} {kind} of that name lie "

@@ -671,6 +671,12 @@ def test_ids_naming_the_start_of_file_names_label_those_files(tmp_path, write):
                       "226786_0000000000000000_MG_R_CC_ANON.png": "",
                       **{f"10000_1000000_{s}.png": "4" for s in ("adc", "hbv", "t2w")}}
     assert list(result.problems["item"]) == ["INbreast.csv line 5"]  # 2267869 starts no name at a separator
+    # without a patient column, a study id naming several files keeps them in one group
+    write.png(scans / "10001_1000001_t2w.png", write.image(20))
+    (tmp_path / "studies.csv").write_text("file,label\n10000_1000000,4\n10001_1000001,1\n")
+    groups = run(scans, tmp_path, labels=tmp_path / "studies.csv").manifest.set_index("scan_id")["group"]
+    assert groups["10000_1000000_t2w.png"] == groups["10000_1000000_adc.png"] == patient_pseudonym("10000_1000000")
+    assert groups["10001_1000001_t2w.png"] != groups["10000_1000000_t2w.png"]
 
 
 def test_a_class_column_whose_values_name_class_folders_is_not_taken_for_the_files(tmp_path, write):
