@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from pipeline.cases import views_of_one_case
 from pipeline.dicom import opaque_id
 from pipeline.io import read_table
 from pipeline.manifest import FINDINGS_SEPARATOR, findings_label, findings_of
@@ -569,23 +570,6 @@ def _files_in_header(table, bases: list[Path], columns: dict[str, str],
                 and sum(map(names_files, table[column].head(20))) >= max(1, len(table[column].head(20)) // 2)):
             return number
     return None
-
-
-# Folders a case's scans are sorted into by plane or sequence (MRNet's axial/, coronal/, sagittal/ of one
-# knee's 0000.npy; a brain's T1w/ and FLAIR/ of one 00000.nii.gz): not classes, not cases.
-VIEW_FOLDER_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse", "t1", "t1w", "t1c",
-                     "t1ce", "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd", "pdw", "dwi",
-                     "adc", "hbv", "swi", "mprage", "pet", "frontal", "lateral"}
-
-
-def views_of_one_case(paths: list[str]) -> bool:
-    """Whether ``paths`` are one case's planes or sequences: files of one name in sibling folders each
-    named for a plane or sequence (``train/axial/0000.npy``, ``train/coronal/0000.npy``)."""
-    found = [Path(path) for path in paths]
-    folders = [path.parent for path in found]
-    return (len({path.name for path in found}) == 1 and len({folder.parent for folder in folders}) == 1
-            and len(set(folders)) == len(found) and all(path.is_file() for path in found)
-            and all(re.sub(r"[-_ ]", "", folder.name.lower()) in VIEW_FOLDER_NAMES for folder in folders))
 
 
 def _file_column_by_values(table, bases: list[Path], scan_index: Callable[[], ScanNames]) -> str | None:

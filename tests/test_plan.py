@@ -656,6 +656,16 @@ def test_a_positive_class_of_any_finding_screens_every_class_but_the_healthy_one
                                                                 "the healthy one, 'no finding'")
     assert settings["data.healthy_class"]["value"] == "no finding"
     assert json.loads((run / "calibration.json").read_text())["screening"]["positive_class"] == "benign+malignant"
+    # a knee's planes scored: a row per case beside the row per scan
+    import shutil
+
+    for plane in ("axial", "coronal"):
+        (tmp_path / "knees" / plane).mkdir(parents=True)
+        shutil.copy(scans / "malignant" / "m0.png", tmp_path / "knees" / plane / "0001.png")
+    assert main(["score", str(tmp_path / "knees"), "--model", str(run), "--out", "knees.csv", "--quiet"]) == 0
+    cases = pd.read_csv(tmp_path / "knees.cases.csv", dtype={"case": str})
+    assert cases["case"].tolist() == ["0001"] and cases["views"].tolist() == [2]
+    assert cases["view_names"].tolist() == ["axial|coronal"] and "p_benign+malignant" in cases
 
 
 def test_a_positive_finding_counts_every_scan_whose_labels_list_it(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.agreement import agreement, folder_truth, format_agreement
+from pipeline.cases import case_rows
 from pipeline.checkpoint import INPUTS
 from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
@@ -138,6 +139,16 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     write_csv(out, report)
     partial.unlink()
     summary = summarise(report, model.classes)
+    screening = calibration.get("screening")
+    if screening and len(model.classes) >= 2:
+        positive = screening["positive_class"]
+        others = [name for name in model.classes if name != positive]
+        cases = case_rows(report, positive, others[0] if len(others) == 1 else f"not {positive}")
+        if len(cases):
+            cases["case"] = cases["case"].map(neutralise_formula)
+            write_csv(out.with_suffix(".cases.csv"), cases)
+            summary["cases"] = {"file": str(out.with_suffix(".cases.csv")), "n": int(len(cases)),
+                                "positive": positive, "called_positive": int((cases["prediction"] == positive).sum())}
     summary["skipped_system_files"] = len(system_files(scans))
     summary["skipped_masks"] = len(masks)
     if against:
@@ -281,6 +292,9 @@ def format_summary(summary: dict, out: Path) -> str:
     if summary.get("skipped_system_files"):
         lines.append(f"skipped: {summary['skipped_system_files']} system files (.DS_Store, Thumbs.db, "
                      "__MACOSX/, hidden folders)")
+    if cases := summary.get("cases"):
+        lines.append(f"cases seen in several views (planes, sequences): {cases['n']}, {cases['called_positive']} "
+                     f"called {cases['positive']} (any view so called): {cases['file']}")
     if check := summary.get("against_labels"):
         lines.append(format_agreement(check, check["source"], check["labels_naming_no_class"]))
     if summary.get("skipped_masks"):

@@ -1,0 +1,82 @@
+"""Cases seen in several views: a knee's axial, coronal and sagittal planes (MRNet's ``axial/0000.npy``),
+a brain's sequences (``00000/FLAIR/``, ``case_001_t1.nii.gz`` beside ``case_001_flair.nii.gz``), a
+prostate study's ``10000_1000000_t2w.mha`` and ``_adc.mha``.
+
+Each view is trained and scored as a scan of its own, with its case's label; a reader decides on
+the case. :func:`case_of` names the case a scan is a view of, and :func:`case_rows` gives score's
+report a row per case: abnormal where any of its views is called so, at the highest probability of
+its views, as a study is abnormal where any of its series shows the finding.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+# Names of planes and sequences (case, '-', '_' and spaces ignored): a folder or a name's last part so
+# named is one view of a case, not a class and not a case.
+VIEW_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse", "t1", "t1w", "t1c", "t1ce",
+              "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd", "pdw", "dwi", "adc", "hbv", "swi",
+              "mprage", "pet", "frontal", "lateral"}
+
+
+def is_view_name(name: str) -> bool:
+    return re.sub(r"[-_ ]", "", name.lower()) in VIEW_NAMES
+
+
+def views_of_one_case(paths: list[str]) -> bool:
+    """Whether ``paths`` are one case's planes or sequences: files of one name in sibling folders each
+    named for a plane or sequence (``train/axial/0000.npy``, ``train/coronal/0000.npy``)."""
+    found = [Path(path) for path in paths]
+    folders = [path.parent for path in found]
+    return (len({path.name for path in found}) == 1 and len({folder.parent for folder in folders}) == 1
+            and len(set(folders)) == len(found) and all(path.is_file() for path in found)
+            and all(is_view_name(folder.name) for folder in folders))
+
+
+_SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
+
+
+def case_of(scan_id: str) -> tuple[str, str] | None:
+    """(case, view) of a scan id where its path names a view of a case, else None: a series or file
+    named for a view (``00000/FLAIR``: case ``00000``), a file in a folder named for one
+    (``axial/0000.npy``: case ``0000``), or a file name ending in one (``case_001_flair.nii.gz``:
+    case ``case_001``)."""
+    path = PurePosixPath(scan_id)
+    stem = _SUFFIX.sub("", path.name)
+    parent = path.parent.as_posix()
+    if is_view_name(stem) and parent != ".":
+        return parent, stem
+    if is_view_name(path.parent.name):
+        above = path.parent.parent.as_posix()
+        return (stem if above == "." else f"{above}/{stem}"), path.parent.name
+    head, _, tail = stem.rpartition("_")
+    if head and is_view_name(tail):
+        return (head if parent == "." else f"{parent}/{head}"), tail
+    return None
+
+
+def case_rows(report: pd.DataFrame, positive: str, healthy: str) -> pd.DataFrame:
+    """A row per case of two or more scored views in ``report`` (score's rows): case, views, view
+    names, the highest ``p_<positive>`` of its views, the prediction (``positive`` where any view is
+    so called, else ``healthy``), and whether any view needs review or is out of distribution. Empty
+    where no case has two views."""
+    scored = report[report["status"] == "ok"]
+    found = scored["scan_id"].map(case_of)
+    scored = scored[found.notna()].assign(case=found[found.notna()].str[0], view=found[found.notna()].str[1])
+    columns = ["case", "views", "view_names", f"p_{positive}", "prediction", "needs_review", "out_of_distribution"]
+    if scored.empty:
+        return pd.DataFrame(columns=columns)
+    flags = [column for column in ("needs_review", "out_of_distribution") if column in scored]
+    scored = scored.assign(**{column: scored[column].astype(str).str.lower() == "true" for column in flags})
+    grouped = scored.groupby("case", sort=True)
+    rows = pd.DataFrame({
+        "views": grouped.size(),
+        "view_names": grouped["view"].agg(lambda views: "|".join(sorted(views))),
+        f"p_{positive}": grouped[f"p_{positive}"].max(),
+        "prediction": grouped["prediction"].agg(lambda calls: positive if (calls == positive).any() else healthy),
+        **{column: grouped[column].any() for column in flags},
+    }).reset_index()
+    return rows[rows["views"] >= 2].reindex(columns=columns).reset_index(drop=True)
