@@ -37,13 +37,14 @@ def views_of_one_case(paths: list[str]) -> bool:
 
 
 _SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
+_VIEW_INDEX = re.compile(r"view\d*", re.IGNORECASE)
 
 
 def case_of(scan_id: str) -> tuple[str, str] | None:
     """(case, view) of a scan id where its path names a view of a case, else None: a series or file
     named for a view (``00000/FLAIR``: case ``00000``), a file in a folder named for one
     (``axial/0000.npy``: case ``0000``), or a file name ending in one (``case_001_flair.nii.gz``:
-    case ``case_001``)."""
+    case ``case_001``; CheXpert's ``study1/view1_frontal.jpg``: case ``study1``)."""
     path = PurePosixPath(scan_id)
     stem = _SUFFIX.sub("", path.name)
     parent = path.parent.as_posix()
@@ -54,6 +55,8 @@ def case_of(scan_id: str) -> tuple[str, str] | None:
         return (stem if above == "." else f"{above}/{stem}"), path.parent.name
     head, _, tail = stem.rpartition("_")
     if head and is_view_name(tail):
+        if _VIEW_INDEX.fullmatch(head) and parent != ".":
+            return parent, tail  # CheXpert's study1/view1_frontal.jpg and view2_lateral.jpg: the study is the case
         return (head if parent == "." else f"{parent}/{head}"), tail
     return None
 

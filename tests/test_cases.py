@@ -13,6 +13,8 @@ from pipeline.cases import case_of, case_rows
     ("00002/T1wCE", ("00002", "T1wCE")),
     ("BraTS_001/BraTS_001_t1ce.nii.gz", ("BraTS_001/BraTS_001", "t1ce")),  # a sequence at the name's end
     ("10000/10000_1000000_adc.mha", ("10000/10000_1000000", "adc")),  # PI-CAI
+    ("train/patient1/study1/view1_frontal.jpg", ("train/patient1/study1", "frontal")),  # CheXpert
+    ("train/patient1/study1/view2_lateral.jpg", ("train/patient1/study1", "lateral")),
     ("normal/x_12.png", None),
     ("flair.png", None),  # a lone scan named for a sequence is no case's view
     ("yes/Y1.jpg", None),
