@@ -61,11 +61,11 @@ def case_of(scan_id: str) -> tuple[str, str] | None:
     return None
 
 
-def case_rows(report: pd.DataFrame, positive: str, healthy: str) -> pd.DataFrame:
+def case_rows(report: pd.DataFrame, positive: str) -> pd.DataFrame:
     """A row per case of two or more scored views in ``report`` (score's rows): case, views, view
-    names, the highest ``p_<positive>`` of its views, the prediction (``positive`` where any view is
-    so called, else ``healthy``), and whether any view needs review or is out of distribution. Empty
-    where no case has two views."""
+    names, the highest ``p_<positive>`` of its views, the prediction of that view (``positive`` where
+    any view is so called: the call is a threshold on that probability), and whether any view needs
+    review or is out of distribution. Empty where no case has two views."""
     scored = report[report["status"] == "ok"]
     found = scored["scan_id"].map(case_of)
     scored = scored[found.notna()].assign(case=found[found.notna()].str[0], view=found[found.notna()].str[1])
@@ -74,12 +74,12 @@ def case_rows(report: pd.DataFrame, positive: str, healthy: str) -> pd.DataFrame
         return pd.DataFrame(columns=columns)
     flags = [column for column in ("needs_review", "out_of_distribution") if column in scored]
     scored = scored.assign(**{column: scored[column].astype(str).str.lower() == "true" for column in flags})
-    grouped = scored.groupby("case", sort=True)
+    grouped = scored.sort_values(f"p_{positive}", ascending=False, kind="stable").groupby("case", sort=True)
     rows = pd.DataFrame({
         "views": grouped.size(),
         "view_names": grouped["view"].agg(lambda views: "|".join(sorted(views))),
-        f"p_{positive}": grouped[f"p_{positive}"].max(),
-        "prediction": grouped["prediction"].agg(lambda calls: positive if (calls == positive).any() else healthy),
+        f"p_{positive}": grouped[f"p_{positive}"].first(),
+        "prediction": grouped["prediction"].first(),
         **{column: grouped[column].any() for column in flags},
     }).reset_index()
     return rows[rows["views"] >= 2].reindex(columns=columns).reset_index(drop=True)

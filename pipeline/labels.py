@@ -95,6 +95,10 @@ def header_keys(patient_group: str, accession_group: str, study_uid: str) -> lis
 # Taken only where no name above fits: names that often mean something else ("id" a row number).
 FALLBACK_COLUMN_NAMES = {"file": ("id", "id_code", "uid", "image_uid", "name"),
                          "label": ("level", "grade", "severity", "y")}
+# Every column name that gives a role: a header cell so named is a header's, and a column so named is no
+# other role's.
+ROLE_NAMES = {*COLUMN_NAMES, *(name for names in (*COLUMN_NAMES.values(), *FALLBACK_COLUMN_NAMES.values())
+                                for name in names)}
 
 
 COLUMN_OPTIONS = {role: f"--{role}-column" for role in COLUMN_NAMES}
@@ -159,9 +163,8 @@ def _only_class_column(table, normalised: dict[str, str], renames: dict[str, str
     file,age table still needs its label column named."""
     if "file" not in table.columns and "file" not in renames.values():
         return None
-    known = {name for names in (*COLUMN_NAMES.values(), *FALLBACK_COLUMN_NAMES.values()) for name in names}
-    others = [column for column in table.columns if column not in renames and column not in COLUMN_NAMES
-              and normalised.get(column) not in known and column != table.attrs.get("file_from")]
+    others = [column for column in table.columns if column not in renames and column not in ROLE_NAMES
+              and normalised.get(column) not in ROLE_NAMES and column != table.attrs.get("file_from")]
     if len(others) != 1:
         return None
     values = table[others[0]].str.strip()
@@ -553,9 +556,6 @@ def _files_in_header(table, bases: list[Path], columns: dict[str, str],
     named = {name.strip().lower() for name in columns.values() if name and not name.strip().isdigit()}
     if set(table.columns) & ({"file", *COLUMN_NAMES["file"]} | named):
         return None
-    roles = {"file", "label", "group", "split", *(name for names in COLUMN_NAMES.values() for name in names),
-             *(name for names in FALLBACK_COLUMN_NAMES.values() for name in names)}
-
     def names_files(value: str) -> bool:
         return any(os.path.isfile(path) for path in _named_in(scan_index(), value.strip())[0])
 
@@ -566,9 +566,10 @@ def _files_in_header(table, bases: list[Path], columns: dict[str, str],
         # a name with a digit and no space (0000, ISIC_0024306): a column's name is words, and the folder is
         # walked only where a cell may be a scan's
         id_like = bool(re.fullmatch(r"[\w.-]*\d[\w.-]*", cell))
-        if (not path_like and id_like and column not in roles and len(table) and names_files(cell)
-                and sum(map(names_files, table[column].head(20))) >= max(1, len(table[column].head(20)) // 2)):
-            return number
+        if not path_like and id_like and column not in ROLE_NAMES and len(table) and names_files(cell):
+            first = table[column].head(20)
+            if sum(map(names_files, first)) >= max(1, len(first) // 2):
+                return number
     return None
 
 

@@ -32,10 +32,10 @@ def test_a_case_is_abnormal_where_any_view_is_at_its_highest_probability():
         "p_abnormal": [0.1, 0.8, 0.3, 0.2, 0.1, None, 0.9, 0.9],
         "needs_review": ["False", "False", "True", "False", "False", "", "False", "False"],
     })
-    cases = case_rows(report, "abnormal", "normal")
+    cases = case_rows(report, "abnormal")
     assert cases["case"].tolist() == ["0000", "0001"]  # 0002 has one view; loose.png is no case's
     first, second = cases.iloc[0], cases.iloc[1]
     assert (first["views"], first["view_names"], first["p_abnormal"]) == (3, "axial|coronal|sagittal", 0.8)
     assert first["prediction"] == "abnormal" and bool(first["needs_review"])
     assert (second["views"], second["prediction"], bool(second["needs_review"])) == (2, "normal", False)
-    assert case_rows(report.iloc[-1:], "abnormal", "normal").empty
+    assert case_rows(report.iloc[-1:], "abnormal").empty

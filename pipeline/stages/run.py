@@ -325,6 +325,7 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     fp = fingerprint(merged, classes, seed=first.seed)
     screening = healthy_screening(first, classes)
     if any_finding and screening:
+        healthy = first.data.healthy_class
         listed = (screening[0], f"not a class, so every class but the healthy one, {healthy!r}, as --healthy "
                                 f"{json.dumps(healthy)} screens ({screening[0]})")
     if not first.data.positive_class and not screening and (healthy := healthy_looking(classes)):
@@ -367,7 +368,8 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
             value=listed[0], set_by="command line", reason=f"--positive {said!r}: {listed[1]}")
     if any_finding:
         record["settings"].setdefault("data.healthy_class", {}).update(
-            value=healthy, set_by="command line", reason=f"--positive {said!r}: the class that looks healthy")
+            value=first.data.healthy_class, set_by="command line",
+            reason=f"--positive {said!r}: the class that looks healthy")
     for key, why in (implied or {}).items():
         if record["settings"].get(key, {}).get("set_by") == "user":
             record["settings"][key].update(set_by="command line", reason=why)

@@ -140,10 +140,9 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     partial.unlink()
     summary = summarise(report, model.classes)
     screening = calibration.get("screening")
-    if screening and len(model.classes) >= 2:
+    if screening:
         positive = screening["positive_class"]
-        others = [name for name in model.classes if name != positive]
-        cases = case_rows(report, positive, others[0] if len(others) == 1 else f"not {positive}")
+        cases = case_rows(report, positive)
         if len(cases):
             cases["case"] = cases["case"].map(neutralise_formula)
             write_csv(out.with_suffix(".cases.csv"), cases)
