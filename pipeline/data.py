@@ -86,6 +86,9 @@ class LoadScand(MapTransform):
                     raise ScanReadError(path, f"expected a 2D image, got an array of shape {array.shape} "
                                         "(is this a 3D volume given to a 2D model?)")
             else:
+                if array.ndim == 3 and not scan.is_volume:  # a colour picture's (rows, columns, 3) is no volume
+                    raise ScanReadError(path, f"expected a 3D volume, got a 2D colour picture of shape "
+                                        f"{array.shape}: this is a model of volumes (a screenshot or photo among the scans?)")
                 if array.ndim == 4 and array.shape[-1] == 1:
                     array = array[..., 0]
                 if array.ndim != 3:

@@ -1,6 +1,8 @@
 """DICOM scans through pydicom: single-file images, multi-frame files and slice series.
 
-A series (CT/MR slices sharing a SeriesInstanceUID in one folder) is one scan: slices are ordered
+A series (CT/MR slices sharing a SeriesInstanceUID in one folder) is one scan, or a scan per volume where
+it holds several at the same positions (a diffusion series' b-values, echoes, time points; see
+:func:`series_volumes`); a localizer's slices in several orientations are no scan. Slices are ordered
 by their position along the slice normal (not by InstanceNumber, which scanners number in either
 direction), checked for one orientation, one in-plane geometry and no missing slices, stacked,
 and given the affine of their geometry in RAS (DICOM is LPS), as NIfTI volumes have. Stored
@@ -24,10 +26,16 @@ from pathlib import Path
 import numpy as np
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+# Tags that tell apart the volumes of a series acquired at the same positions, in the order they are
+# tried, with the name a volume gets from its value (a diffusion series' b1000, an echo's echo2).
+VOLUME_TAGS = [("DiffusionBValue", "b"), ("EchoNumbers", "echo"), ("EchoTime", "te"),
+               ("TemporalPositionIdentifier", "t"), ("TriggerTime", "trigger"), ("AcquisitionNumber", "acquisition")]
 HEADER_TAGS = ["SOPClassUID", "Modality", "BodyPartExamined", "StudyInstanceUID", "SeriesInstanceUID",
                "SeriesNumber", "PatientID", "ImagePositionPatient", "ImageOrientationPatient",
-               "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "InstanceNumber", "AccessionNumber"]
+               "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "InstanceNumber", "AccessionNumber",
+               "ImageType", *(tag for tag, _ in VOLUME_TAGS)]
 ORIENTATION_TOLERANCE = 1e-3
+LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "SURVEY"}  # ImageType values of images taken to plan a scan
 GAP_TOLERANCE = 1.5  # a step this many times its neighbours' (and a whole multiple of them): a missing slice
 UNEVEN_TOLERANCE = 1.05  # steps differing by more than this: resampled to even spacing
 
@@ -70,6 +78,8 @@ class DicomHeader:
     rows: int
     columns: int
     instance: int
+    localizer: bool = False  # ImageType names it a localizer (scout, survey): taken to plan a scan, not to read
+    volume_values: tuple = ()  # the VOLUME_TAGS' values (None where absent), in their order
 
     @property
     def is_slice(self) -> bool:
@@ -116,7 +126,24 @@ def read_header(path: str | os.PathLike) -> DicomHeader:
         position=_floats(ds.get("ImagePositionPatient")), orientation=_floats(ds.get("ImageOrientationPatient")),
         frames=int(ds.get("NumberOfFrames", 1) or 1), rows=int(ds.get("Rows", 0) or 0),
         columns=int(ds.get("Columns", 0) or 0), instance=int(ds.get("InstanceNumber", 0) or 0),
+        localizer=bool(LOCALIZER_TYPES & {str(v).upper() for v in _values(ds.get("ImageType"))}),
+        volume_values=tuple(_number(ds.get(tag)) for tag, _ in VOLUME_TAGS),
     )
+
+
+def _values(value) -> list:
+    """A header value's values: [] for none, one for a single value, each of a multi-value (ImageType)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, bytes, int, float)) else list(value)
+
+
+def _number(value) -> float | None:
+    values = _values(value)
+    try:
+        return float(values[0]) if values else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _pixels(ds, path: str) -> np.ndarray:
@@ -175,6 +202,8 @@ def read_file(path: str | os.PathLike):
     modality = str(ds.get("Modality", "") or "")
     if modality in NOT_SCANS:  # some carry pixels (a SEG's masks, a dose grid) that would pass as a volume
         raise DicomError(f"DICOM {modality} object ({NOT_SCANS[modality]}), not a scan")
+    if LOCALIZER_TYPES & {str(v).upper() for v in _values(ds.get("ImageType"))}:
+        raise _localizer_error([read_header(path)], 1)  # a CT topogram, an MR survey image
     array = _pixels(ds, str(path))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     spacing_rc = [float(v) for v in ds.get("PixelSpacing", None) or ds.get("ImagerPixelSpacing", None) or [1, 1]]
@@ -239,6 +268,46 @@ def _enhanced_geometry(ds, frames: int):
             np.array(rescale).T if len(rescale) == frames else None)
 
 
+def series_volumes(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHeader]]]:
+    """The volumes of one series' slices, as (name, slices): ``[("", headers)]`` where no two slices lie
+    at one position.
+
+    Where they do (a diffusion series' b-values, a multi-echo series, time points), a volume per value
+    of the first of ``VOLUME_TAGS`` that every slice has and that leaves each volume two or more
+    slices at distinct positions (``b0``, ``b1000``); where no tag does (a vendor's b-value in a
+    private tag), a volume per occurrence in InstanceNumber order at each position (``volume1``,
+    ``volume2``), provided every position has the same count. Raises DicomError otherwise: a slice
+    stored twice, or two series under one SeriesInstanceUID.
+    """
+    places = [tuple(np.round(h.position, 2)) if h.position is not None else None for h in headers]
+    if len(set(places)) == len(places):
+        return [("", headers)]
+    for index, (_, prefix) in enumerate(VOLUME_TAGS):
+        values = [h.volume_values[index] if index < len(h.volume_values) else None for h in headers]
+        if None in values or len(set(values)) < 2:
+            continue
+        volumes: dict[float, list[int]] = {}
+        for i, value in enumerate(values):
+            volumes.setdefault(value, []).append(i)
+        if all(len(members) >= 2 and len({places[i] for i in members}) == len(members) for members in volumes.values()):
+            return [(f"{prefix}{value:g}", [headers[i] for i in members]) for value, members in sorted(volumes.items())]
+    counts = {place: places.count(place) for place in set(places)}
+    if None not in counts and len(counts) >= 2 and len(set(counts.values())) == 1:
+        occurrence: dict[tuple, int] = {}
+        volumes = {}
+        for i in sorted(range(len(headers)), key=lambda i: (headers[i].instance, headers[i].path)):
+            occurrence[places[i]] = occurrence.get(places[i], 0) + 1
+            volumes.setdefault(occurrence[places[i]], []).append(i)
+        return [(f"volume{n}", [headers[i] for i in members]) for n, members in sorted(volumes.items())]
+    raise DicomError("series has two slices at the same position (a duplicate slice, or two series in one)")
+
+
+def _localizer_error(headers: list[DicomHeader], orientations: int) -> DicomError:
+    return DicomError(f"a localizer (scout) series: {len(headers)} slice{'s' if len(headers) > 1 else ''} in "
+                      f"{orientations} orientation{'s' if orientations > 1 else ''}, taken to plan the scan, not to "
+                      "read; left out (nothing to do)")
+
+
 def read_series(paths: list[str]):
     """Slices of one series stacked into (rows, columns, slices), ordered along the slice normal.
 
@@ -251,6 +320,10 @@ def read_series(paths: list[str]):
         raise DicomError("a series needs at least two slices")
     headers = [read_header(p) for p in paths]
     orientations = np.array([h.orientation for h in headers])
+    kinds = len({tuple(np.round(o / ORIENTATION_TOLERANCE)) for o in orientations})
+    # a 3-plane localizer is a series of a few slices in each of its orientations
+    if all(h.localizer for h in headers) or (kinds > 1 and len(headers) <= 3 * kinds):
+        raise _localizer_error(headers, kinds)
     if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE:
         raise DicomError(f"series of {len(paths)} slices with mixed orientations (ImageOrientationPatient differs); "
                          "split it into one folder per orientation")

@@ -91,13 +91,16 @@ def has_old_style_id(scan_id_text: str, path: str) -> bool:
     return bool(suffix) and not scan_id_text.lower().endswith(suffix)
 
 
-def series_location(path: str | os.PathLike) -> tuple[Path, str | None] | None:
-    """(folder, series uid or None) when ``path`` names a DICOM series, else None."""
+def series_location(path: str | os.PathLike) -> tuple[Path, str | None, str | None] | None:
+    """(folder, series uid or None, volume name or None) when ``path`` names a DICOM series or one
+    volume of a series of several (``SE4/@b1000``; ``study/#<uid>@b1000`` where the folder holds
+    several series), else None."""
     path = Path(path)
-    if path.name.startswith("#") and path.parent.is_dir():
-        return path.parent, path.name[1:]
+    if path.name[:1] in ("#", "@") and path.parent.is_dir():
+        uid, _, volume = path.name.partition("@")
+        return path.parent, uid[1:] or None, volume or None
     if path.is_dir():
-        return path, None
+        return path, None, None
     return None
 
 
@@ -342,9 +345,10 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     )
 
 
-def series_slices(folder: Path, uid: str | None) -> list:
+def series_slices(folder: Path, uid: str | None, volume: str | None = None) -> list:
     """The DICOM headers of the slices of series ``uid`` in ``folder`` (of its one series where
-    ``uid`` is None), in file-name order: what the series' volume is made of.
+    ``uid`` is None), in file-name order: what the series' volume is made of; of its ``volume`` only
+    where it holds several (:func:`pipeline.dicom.series_volumes`).
 
     A folder's headers are read once for all its series (an export of 60 series of 40 slices in one
     folder took 60 s to ingest, reading every header for each series): kept while the folder lists the
@@ -359,7 +363,16 @@ def series_slices(folder: Path, uid: str | None) -> list:
     if any(_stamp(header.path) != stamp for header, stamp in found):  # a slice written again in place
         _folder_slices.cache_clear()
         found = members()
-    return [header for header, _ in found]
+    headers = [header for header, _ in found]
+    if volume is None:
+        return headers
+    from pipeline import dicom
+
+    named = dict(dicom.series_volumes(headers))
+    if volume not in named:
+        raise dicom.DicomError(f"the series has no volume {volume!r} (it has {', '.join(named) or 'one'}): the "
+                               "folder has changed since it was listed")
+    return named[volume]
 
 
 def _stamp(path: str) -> tuple[int, int] | None:
@@ -437,6 +450,7 @@ def _collapse_series(root: Path, files: list[Path], slices_alone: frozenset[str]
     from pipeline import dicom
 
     series: dict[tuple[Path, str], list[Path]] = {}
+    headers = {}
     for path in files:
         if dicom.is_dicom_file(path):
             try:
@@ -445,6 +459,7 @@ def _collapse_series(root: Path, files: list[Path], slices_alone: frozenset[str]
                 continue
             if header.is_slice and header.series_uid:
                 series.setdefault((path.parent, header.series_uid), []).append(path)
+                headers[path] = header
     series = {key: members for key, members in series.items() if len(members) >= 2}
     labelled_alone = [key for key, members in series.items()
                       if slices_alone and any(os.path.realpath(path) in slices_alone for path in members)]
@@ -458,9 +473,17 @@ def _collapse_series(root: Path, files: list[Path], slices_alone: frozenset[str]
     for folder, _ in series:
         per_folder[folder] = per_folder.get(folder, 0) + 1
     entries = [path for path in files if path not in members]
-    for folder, uid in series:
+    for (folder, uid), paths in series.items():
         alone = per_folder[folder] == 1 and folder != root
-        entries.append(folder if alone else folder / f"#{uid}")
+        try:
+            volumes = [name for name, _ in dicom.series_volumes([headers[path] for path in paths])]
+        except dicom.DicomError:
+            volumes = [""]  # read as one, and reported as the error it is
+        for volume in volumes:
+            if not volume:
+                entries.append(folder if alone else folder / f"#{uid}")
+            else:  # a diffusion series' b-values, echoes, time points: a scan each
+                entries.append(folder / (f"@{volume}" if alone else f"#{uid}@{volume}"))
     return sorted(entries)
 
 

@@ -435,3 +435,75 @@ def test_verdicts_merge_into_labels_keyed_by_a_header_value(tmp_path):
     assert "ACC-" not in merged.read_text()  # the rows keep their hashed keys, not the accession numbers
     manifest = ingest(scans, labels=merged, out=tmp_path / "m.csv", workers=1).manifest.set_index("scan_id")
     assert manifest["label"].to_dict() == {"0.dcm": "normal", "1.dcm": "abnormal", "2.dcm": "abnormal", "3.dcm": ""}
+
+
+def write_study_series(folder: Path, slices: list[dict], study: str, patient_id="PAT-0001") -> None:
+    """One series of a study: a slice per dict of its tags (ImagePositionPatient, ImageOrientationPatient,
+    pixel value ``value``, and any other), numbered in order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series = generate_uid()
+    for number, tags in enumerate(slices, start=1):
+        tags = {"ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "PixelSpacing": [1.0, 1.0], **tags}
+        pixels = np.full((8, 9), tags.pop("value", 100), np.int16) + np.arange(9, dtype=np.int16)
+        ds = dicom_dataset(pixels, Modality="MR", patient_id=patient_id, study=study, series=series,
+                           InstanceNumber=number, **tags)
+        ds.save_as(folder / f"I{number:04d}", enforce_file_format=True)  # no suffix, as exports name them
+
+
+def hospital_study(study_folder: Path, study: str) -> None:
+    """A brain MRI study as a PACS export holds it: a 3-plane localizer, an axial series, a diffusion
+    series of two b-values, a series of two echoes with no tag to tell them apart, and a series with one
+    slice stored twice."""
+    planes = ([1, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, -1], [0, 1, 0, 0, 0, -1])
+    write_study_series(study_folder / "SE1", [{"ImagePositionPatient": [0.0, 0.0, 0.0], "ImageOrientationPatient": p,
+                                               "ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]} for p in planes], study)
+    at = [{"ImagePositionPatient": [0.0, 0.0, 3.0 * k]} for k in range(5)]
+    write_study_series(study_folder / "SE2", [{**place, "ImageType": ["ORIGINAL", "PRIMARY", "M"]} for place in at],
+                       study)
+    write_study_series(study_folder / "SE3", [{**place, "DiffusionBValue": b, "value": 400 if b else 100}
+                                              for b in (0, 1000) for place in at], study)
+    write_study_series(study_folder / "SE4", [{**place, "value": 100 * echo} for echo in (1, 2) for place in at],
+                       study)
+    write_study_series(study_folder / "SE5", [*at, at[2]], study)
+
+
+def test_a_hospital_export_gives_a_scan_per_volume_and_leaves_the_localizer_out(tmp_path):
+    scans = tmp_path / "export"
+    hospital_study(scans / "P0" / "ST0", generate_uid())
+    (scans / "labels.csv").write_text("file,label\nP0,lesion\n")
+    result = ingest(scans, out=tmp_path / "m.csv")
+    manifest = result.manifest.set_index("scan_id")
+    ok = manifest[manifest["status"] == "ok"]
+    assert set(ok.index) == {"P0/ST0/SE2", "P0/ST0/SE3/@b0", "P0/ST0/SE3/@b1000", "P0/ST0/SE4/@volume1",
+                             "P0/ST0/SE4/@volume2"}
+    assert (ok["shape"] == "8x9x5").all() and (ok["label"] == "lesion").all() and ok["sha256"].nunique() == 5
+    assert "a localizer (scout) series: 3 slices in 3 orientations" in manifest.loc["P0/ST0/SE1", "error"]
+    assert "two slices at the same position" in manifest.loc["P0/ST0/SE5", "error"]
+    # each volume holds its own slices: b1000's are the bright ones, the second echo's twice the first's
+    assert load_scan(scans / "P0/ST0/SE3/@b1000").array.min() == 400 * SLOPE + INTERCEPT
+    assert load_scan(scans / "P0/ST0/SE3/@b0").array.max() == (100 + 8) * SLOPE + INTERCEPT
+    assert load_scan(scans / "P0/ST0/SE4/@volume2").array.min() == 200 * SLOPE + INTERCEPT
+    with pytest.raises(ScanReadError, match="no volume 'b500'"):
+        load_scan(scans / "P0/ST0/SE3/@b500")
+
+
+def test_a_series_of_several_volumes_in_a_folder_of_several_series_is_named_by_its_uid(tmp_path):
+    study = generate_uid()
+    hospital_study(tmp_path / "study", study)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in sorted((tmp_path / "study").rglob("I*")):
+        path.rename(flat / f"{path.parent.name}_{path.name}")  # every series' slices in one folder
+    found = {path.name for path in list_files(flat)}
+    dwi = pydicom.dcmread(flat / "SE3_I0001").SeriesInstanceUID
+    assert {f"#{dwi}@b0", f"#{dwi}@b1000"} <= found
+    assert load_scan(flat / f"#{dwi}@b1000").array.shape == (8, 9, 5)
+
+
+def test_a_single_image_localizer_is_left_out(tmp_path):
+    # a CT topogram: one image, taken to plan the scan
+    dicom_dataset(np.ones((8, 8)), ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"]).save_as(
+        tmp_path / "topogram.dcm", enforce_file_format=True)
+    with pytest.raises(ScanReadError, match="localizer"):
+        load_scan(tmp_path / "topogram.dcm")
+

@@ -238,3 +238,16 @@ def test_numpy_arrays_are_pictures_or_volumes_by_their_shape_and_never_unpickled
     assert dict(zip(result.manifest["scan_id"], result.manifest["shape"]))["knee.npy"] == "18x32x32"
     assert set(result.manifest.loc[result.manifest["status"] == "error", "scan_id"]) == {
         "objects.npy", "series.npy", "bad.npy"}
+
+
+def test_a_model_of_volumes_refuses_a_colour_picture_however_its_array_looks(tmp_path):
+    # a screenshot in a study of MR series: (64, 64, 3) is a picture's colours, not a volume's slices
+    from pipeline.data import LoadScand
+
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "screen.png")
+    with pytest.raises(ScanReadError, match="expected a 3D volume, got a 2D colour picture of shape"):
+        LoadScand(keys=["image"], spatial_dims=3, channels=1)({"image": str(tmp_path / "screen.png")})
+    np.save(tmp_path / "volume.npy", pixels[..., :2])  # (64, 64, 2): a volume of two slices
+    assert LoadScand(keys=["image"], spatial_dims=3, channels=1)({"image": str(tmp_path / "volume.npy")})[
+        "image"].shape == (1, 64, 64, 2)
