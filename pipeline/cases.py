@@ -3,7 +3,7 @@ a brain's sequences (``00000/FLAIR/``, ``case_001_t1.nii.gz`` beside ``case_001_
 prostate study's ``10000_1000000_t2w.mha`` and ``_adc.mha``.
 
 Each view is trained and scored as a scan of its own, with its case's label; a reader decides on
-the case. :func:`case_of` names the case a scan is a view of, and :func:`case_rows` gives score's
+the case. DICOM scans are also views of their study (:func:`study_cases`). :func:`case_of` names the case a scan is a view of, and :func:`case_rows` gives score's
 report a row per case: abnormal where any of its views is called so, at the highest probability of
 its views, as a study is abnormal where any of its series shows the finding.
 """
@@ -61,13 +61,48 @@ def case_of(scan_id: str) -> tuple[str, str] | None:
     return None
 
 
-def case_rows(report: pd.DataFrame, positive: str) -> pd.DataFrame:
+def study_cases(root: str | Path, scan_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """(case, view) of the DICOM scans below ``root`` that :func:`case_of` names no case of, by their
+    study (StudyInstanceUID): a hospital export's ``patient/study/SE0002`` and ``SE0003`` series, a
+    chest study's frontal and lateral images. A case is named by the folder its scans share below
+    ``root``, else by an opaque hash of its study; a view by its path below that folder."""
+    from pipeline import dicom
+    from pipeline.reading import series_location, series_slices
+
+    studies: dict[str, list[str]] = {}
+    for scan_id in scan_ids:
+        path = Path(root) / scan_id
+        if case_of(scan_id) is not None:
+            continue
+        try:
+            if (location := series_location(path)) is not None:
+                header = next(iter(series_slices(*location)), None)
+            else:
+                header = dicom.read_header(path) if path.is_file() and dicom.is_dicom_file(path) else None
+        except dicom.DicomError:
+            continue
+        if header is not None and header.study_uid:
+            studies.setdefault(header.study_uid, []).append(scan_id)
+    found = {}
+    for uid, members in studies.items():
+        parts = [PurePosixPath(scan_id).parts for scan_id in members]
+        shared = 0
+        while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
+            shared += 1
+        case = "/".join(parts[0][:shared]) if shared else dicom.opaque_id("study", uid)
+        found.update({scan_id: (case, "/".join(p[shared:])) for scan_id, p in zip(members, parts)})
+    return found
+
+
+def case_rows(report: pd.DataFrame, positive: str, studies: dict[str, tuple[str, str]] | None = None
+              ) -> pd.DataFrame:
     """A row per case of two or more scored views in ``report`` (score's rows): case, views, view
     names, the highest ``p_<positive>`` of its views, the prediction of that view (``positive`` where
     any view is so called: the call is a threshold on that probability), and whether any view needs
-    review or is out of distribution. Empty where no case has two views."""
+    review or is out of distribution. Empty where no case has two views. A scan whose name names no
+    case is a view of its study's case where ``studies`` (:func:`study_cases`) has it."""
     scored = report[report["status"] == "ok"]
-    found = scored["scan_id"].map(case_of)
+    found = scored["scan_id"].map(lambda scan_id: case_of(scan_id) or (studies or {}).get(scan_id))
     scored = scored[found.notna()].assign(case=found[found.notna()].str[0], view=found[found.notna()].str[1])
     columns = ["case", "views", "view_names", f"p_{positive}", "prediction", "needs_review", "out_of_distribution"]
     if scored.empty:

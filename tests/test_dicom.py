@@ -507,3 +507,25 @@ def test_a_single_image_localizer_is_left_out(tmp_path):
     with pytest.raises(ScanReadError, match="localizer"):
         load_scan(tmp_path / "topogram.dcm")
 
+
+def test_score_gives_a_row_per_study_of_dicom_series(tmp_path):
+    from pipeline.cases import case_rows, study_cases
+
+    scans = tmp_path / "export"
+    first, second = generate_uid(), generate_uid()
+    hospital_study(scans / "P0" / "ST0", first)
+    write_study_series(scans / "P0" / "ST1" / "SE2", [{"ImagePositionPatient": [0.0, 0.0, 3.0 * k]} for k in range(4)],
+                       second)
+    for name in ("a.dcm", "b.dcm"):  # a chest study's two images, each a file of its own, loose in the folder
+        dicom_dataset(np.ones((8, 8)), study=second).save_as(
+            scans / name, enforce_file_format=True)
+    ids = [path.relative_to(scans).as_posix() for path in list_files(scans)]
+    found = study_cases(scans, ids)
+    assert found["P0/ST0/SE3/@b1000"] == ("P0/ST0", "SE3/@b1000") and found["P0/ST0/SE2"] == ("P0/ST0", "SE2")
+    assert found["a.dcm"][0] == found["P0/ST1/SE2"][0] == dicom_module.opaque_id("study", second)  # no shared folder
+    assert found["P0/ST1/SE2"][1] == "P0/ST1/SE2"
+    report = pd.DataFrame({"scan_id": ids, "status": "ok", "p_lesion": np.linspace(0, 1, len(ids)),
+                           "prediction": ["lesion" if p > 0.5 else "healthy" for p in np.linspace(0, 1, len(ids))]})
+    rows = case_rows(report, "lesion", found).set_index("case")
+    assert len(rows) == 2 and rows.loc[dicom_module.opaque_id("study", second), "views"] == 3
+    assert case_rows(report, "lesion").empty  # by their names alone these are no case's views

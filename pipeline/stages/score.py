@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.agreement import agreement, folder_truth, format_agreement
-from pipeline.cases import case_rows
+from pipeline.cases import case_rows, study_cases
 from pipeline.checkpoint import INPUTS
 from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
@@ -142,7 +142,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     screening = calibration.get("screening")
     if screening:
         positive = screening["positive_class"]
-        cases = case_rows(report, positive)
+        cases = case_rows(report, positive, study_cases(scans, report.loc[report["status"] == "ok", "scan_id"]))
         if len(cases):
             cases["case"] = cases["case"].map(neutralise_formula)
             write_csv(out.with_suffix(".cases.csv"), cases)
@@ -292,7 +292,7 @@ def format_summary(summary: dict, out: Path) -> str:
         lines.append(f"skipped: {summary['skipped_system_files']} system files (.DS_Store, Thumbs.db, "
                      "__MACOSX/, hidden folders)")
     if cases := summary.get("cases"):
-        lines.append(f"cases seen in several views (planes, sequences): {cases['n']}, {cases['called_positive']} "
+        lines.append(f"cases seen in several views (planes, sequences, a study's series): {cases['n']}, {cases['called_positive']} "
                      f"called {cases['positive']} (any view so called): {cases['file']}")
     if check := summary.get("against_labels"):
         lines.append(format_agreement(check, check["source"], check["labels_naming_no_class"]))
