@@ -529,3 +529,22 @@ def test_score_gives_a_row_per_study_of_dicom_series(tmp_path):
     rows = case_rows(report, "lesion", found).set_index("case")
     assert len(rows) == 2 and rows.loc[dicom_module.opaque_id("study", second), "views"] == 3
     assert case_rows(report, "lesion").empty  # by their names alone these are no case's views
+
+
+def test_a_labels_file_or_verdicts_naming_series_and_volumes_by_their_scan_ids_label_them(tmp_path):
+    # score's report and a reader's verdicts name scans by id: SE3/@b1000, and #<uid>@b0 in a folder of series
+    scans = tmp_path / "export"
+    hospital_study(scans / "P0" / "ST0", generate_uid())
+    hospital_study(tmp_path / "study", generate_uid())
+    for path in sorted((tmp_path / "study").rglob("I*")):
+        (scans / "P1").mkdir(exist_ok=True)
+        path.rename(scans / "P1" / f"{path.parent.name}_{path.name}")
+    dwi = pydicom.dcmread(scans / "P1" / "SE3_I0001").SeriesInstanceUID
+    axial = pydicom.dcmread(scans / "P1" / "SE2_I0001").SeriesInstanceUID
+    (scans / "labels.csv").write_text(f"file,label\nP0/ST0/SE3/@b1000,lesion\nP0/ST0/SE4/@volume2,healthy\n"
+                                      f"P1/#{dwi}@b0,lesion\nP1/#{axial},healthy\nP0/ST0/SE3/@b500,lesion\n")
+    result = ingest(scans, out=tmp_path / "m.csv")
+    labelled = result.manifest[result.manifest["label"] != ""].set_index("scan_id")["label"].to_dict()
+    assert labelled == {"P0/ST0/SE3/@b1000": "lesion", "P0/ST0/SE4/@volume2": "healthy", f"P1/#{dwi}@b0": "lesion",
+                        f"P1/#{axial}": "healthy"}
+    assert result.problems["item"].str.contains("line 6").any()  # a volume the series does not have
