@@ -26,7 +26,7 @@ from pipeline.cases import views_of_one_case
 from pipeline.dicom import opaque_id
 from pipeline.io import read_table
 from pipeline.manifest import FINDINGS_SEPARATOR, findings_label, findings_of
-from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_suffix, series_location, volume_header
+from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_exists, scan_suffix, volume_header
 
 log = logging.getLogger("pipeline.labels")
 
@@ -631,7 +631,7 @@ def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
         # written on Windows (images\x.png): the separators of this machine
         return locate(file.replace("\\", "/"), bases)
     for path in written:
-        if Path(path).name[:1] in ("#", "@") and series_location(path) is not None:
+        if scan_exists(path) and not os.path.exists(path):
             return path, ""  # a series' or volume's scan id (SE3/@b1000, as score and verdicts name it)
         if os.path.exists(path):
             header = volume_header(path)  # OASIS names its Analyze volumes by their voxel files (x.img)

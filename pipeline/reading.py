@@ -104,6 +104,20 @@ def series_location(path: str | os.PathLike) -> tuple[Path, str | None, str | No
     return None
 
 
+def scan_exists(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file or folder, or the id of a series or volume in a folder that is
+    (``SE3/@b1000``, ``study/#<uid>``: score's reports and verdicts name them so)."""
+    return os.path.exists(path) or (Path(path).name[:1] in ("#", "@") and series_location(path) is not None)
+
+
+def names_a_scan(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a scan: a scan file, a folder holding a DICOM series' slices, or the id of a
+    series or volume (:func:`scan_exists`)."""
+    if os.path.isdir(path):
+        return bool(series_slices(Path(path), None))
+    return scan_exists(path) and is_scan_file(path)
+
+
 def volume_header(path: str | os.PathLike) -> Path | None:
     """The header file beside ``path`` where ``path`` holds the voxels of a two-file volume (``x.img``
     of ``x.hdr``, ``x.raw`` of ``x.mhd``), else None."""

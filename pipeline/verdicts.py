@@ -25,7 +25,7 @@ from pipeline.io import read_table, sha256_file, write_csv
 from pipeline.labels import read_labels
 from pipeline.manifest import screened_members
 from pipeline.masks import segmentation_masks
-from pipeline.reading import is_scan_file, list_files
+from pipeline.reading import is_scan_file, list_files, names_a_scan, scan_exists
 
 log = logging.getLogger("pipeline.verdicts")
 
@@ -82,13 +82,14 @@ def merge_verdicts(scans: str | os.PathLike, verdicts: str | os.PathLike, out_di
         where = f"{verdicts.name} line {line}"
         file, label = str(row["file"]).strip(), str(row["label"]).strip()
         key = os.path.realpath(scans / file)
-        # A page's `file` is relative to the folder it scored (its `folder` column): a folder inside `scans`.
+        # A page's `file` is relative to the folder it scored (its `folder` column), inside `scans` or not:
+        # there first, as a hospital's exports name files alike (I00001) in every folder.
         folder = str(row.get("folder", "") or "").strip()
-        if file and folder and not os.path.exists(key) and os.path.exists(os.path.join(folder, file)):
+        if file and folder and scan_exists(os.path.join(folder, file)):
             key = os.path.realpath(os.path.join(folder, file))
         inside = key.startswith(root)
         # A scan of a folder scored outside `scans` is trained on where it lies (ingest reads reviewed rows there).
-        if not file or not os.path.exists(key) or not (inside or (os.path.isfile(key) and is_scan_file(key))):
+        if not file or not scan_exists(key) or not (inside or names_a_scan(key)):
             problems.append(f"{where}: {file!r} is not a scan in {scans}" + (f" or in {folder}" if folder else ""))
             continue
         if not inside:

@@ -548,3 +548,24 @@ def test_a_labels_file_or_verdicts_naming_series_and_volumes_by_their_scan_ids_l
     assert labelled == {"P0/ST0/SE3/@b1000": "lesion", "P0/ST0/SE4/@volume2": "healthy", f"P1/#{dwi}@b0": "lesion",
                         f"P1/#{axial}": "healthy"}
     assert result.problems["item"].str.contains("line 6").any()  # a volume the series does not have
+
+
+def test_verdicts_on_a_scored_dicom_export_label_its_series_and_volumes_where_they_lie(tmp_path):
+    from pipeline.verdicts import merge_verdicts
+
+    # Training scans and a day's export, named alike (P0/ST0/SE2/I0001) as a PACS names every export.
+    scans, incoming = tmp_path / "scans", tmp_path / "incoming"
+    hospital_study(scans / "P0" / "ST0", generate_uid())
+    hospital_study(incoming / "P0" / "ST0", generate_uid())
+    (scans / "labels.csv").write_text("file,label\nP0,healthy\n")
+    pd.DataFrame({"file": ["P0/ST0/SE3/@b1000", "P0/ST0/SE2"], "label": "lesion", "verdict": "relabelled",
+                  "reviewed_at": "", "folder": str(incoming)}).to_csv(tmp_path / "verdicts.csv", index=False)
+    merged = merge_verdicts(scans, tmp_path / "verdicts.csv", tmp_path / "out", classes=["healthy", "lesion"])
+    reviewed = pd.read_csv(merged, keep_default_na=False).query("label_source == 'review'")["file"]
+    assert sorted(reviewed) == [str((incoming / "P0/ST0/SE2").resolve()), str((incoming / "P0/ST0/SE3").resolve() / "@b1000")]
+    result = ingest(scans, labels=merged, out=tmp_path / "m.csv", workers=1)
+    labels = result.manifest.set_index("scan_id")["label"]
+    assert labels["../incoming/P0/ST0/SE3/@b1000"] == labels["../incoming/P0/ST0/SE2"] == "lesion"
+    assert labels["P0/ST0/SE2"] == labels["P0/ST0/SE3/@b1000"] == "healthy"  # the training scans keep theirs
+    assert result.manifest.set_index("scan_id").loc["../incoming/P0/ST0/SE3/@b1000", "status"] == "ok"
+    assert "labels.csv" not in set(result.problems["item"])  # the labels the merged file replaced are no problem

@@ -41,6 +41,7 @@ from pipeline.reading import (
     is_system_file,
     list_files,
     load_scan,
+    names_a_scan,
     scan_files,
     scan_id,
     series_location,
@@ -228,7 +229,8 @@ def ingest(
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     problems += [
         ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, NumPy .npy); not ingested")
-        for other in everything if not is_scan_file(other) and other != labels_file
+        # the folder's own labels.csv, when another file labels it (labels merged with verdicts), is no news
+        for other in everything if not is_scan_file(other) and other not in (labels_file, root / "labels.csv")
     ]
     problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, or a DICOM export's DICOMDIR index); skipped")
                  for name in system_files(root)]
@@ -347,7 +349,7 @@ def _manifest_rows(
         if key.startswith(DICOM_KEY):
             continue  # matched to the scans' headers once they are read
         inside = key.startswith(str(root) + os.sep)
-        if label_row.reviewed and not inside and os.path.isfile(key) and is_scan_file(key):
+        if label_row.reviewed and not inside and names_a_scan(key):
             # A reviewer's verdict on a scan of a folder scored outside this one: trained on where it lies,
             # its id the path from here ("../incoming/x.png"), so no other scan can share it.
             row = dict.fromkeys(MANIFEST_COLUMNS, "")
