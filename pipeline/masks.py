@@ -22,6 +22,16 @@ from pipeline.reading import scan_suffix
 MASK_WORDS = ("mask", "seg", "segmentation", "label", "labelmap", "gt", "roi")
 MASK_FOLDERS = frozenset({"mask", "masks", "seg", "segs", "segmentation", "segmentations", "gt",
                           "groundtruth", "ground_truth", "ground truth", "ground-truth"})
+# A folder so named, or named with one of these words among others (COVID-QU-Ex's ``lung masks/`` and
+# ``infection masks/`` beside ``images/``), holds masks.
+# ("Lung Segmentation Data" and "with_GT" name sets, not mask folders: only "mask" counts as a word).
+
+
+def is_mask_folder(name: str) -> bool:
+    name = name.lower()
+    return name in MASK_FOLDERS or bool({"mask", "masks"} & set(re.split(r"[ _.\-]+", name)))
+
+
 # ``<scan>`` + separator + mask word (+ s) + optional number: benign (3)_mask_1, case_7_seg, x-label.
 _MASKED_NAME = re.compile(
     r"^(?P<scan>.+?)[ _.\-]+(?:" + "|".join(MASK_WORDS) + r")s?(?:[ _.\-]*\d+)?$", re.IGNORECASE
@@ -54,7 +64,7 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
     """
     in_folder = {(path.parent, _stem(path).lower()): path for path in paths}
     beside = {(path.parent.parent, _stem(path).lower()): path
-              for path in paths if path.parent.name.lower() not in MASK_FOLDERS}
+              for path in paths if not is_mask_folder(path.parent.name)}
     # A case's sequences beside its mask: case_001_t1, case_001_flair and case_001_seg (BraTS).
     sequences: dict[tuple[Path, str], Path] = {}
     for path in sorted(paths):
@@ -69,7 +79,7 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
         if named:
             key = (path.parent, named["scan"].lower())
             scan = in_folder.get(key) or sequences.get(key)
-        if scan is None and path.parent.name.lower() in MASK_FOLDERS:
+        if scan is None and is_mask_folder(path.parent.name):
             bases = {stem.lower(), named["scan"].lower()} if named else {stem.lower()}
             scan = next((beside[key] for base in sorted(bases) if (key := (path.parent.parent, base)) in beside),
                         None)

@@ -31,6 +31,21 @@ def test_masks_are_found_by_name_beside_their_scan_or_in_a_masks_folder():
     }  # case_8's and z's scans are not there: they stay scans
 
 
+def test_masks_in_a_folder_named_with_the_word_mask_among_others_are_masks():
+    # COVID-QU-Ex: Train/COVID-19/images/x.png beside Train/COVID-19/lung masks/x.png (and infection masks/)
+    paths = [Path(p) for p in [
+        "Train/COVID-19/images/covid_1.png", "Train/COVID-19/lung masks/covid_1.png",
+        "Train/COVID-19/infection masks/covid_1.png", "Train/Normal/images/n_1.png", "Train/Normal/Lung_Masks/n_1.png",
+        # folders that name a data set, not masks: their files stay scans
+        "Lung Segmentation Data/a.png", "Infection Segmentation Data/a.png", "Dataset_with_GT/b.png", "other/b.png",
+    ]]
+    assert {m.as_posix(): s.as_posix() for m, s in segmentation_masks(paths).items()} == {
+        "Train/COVID-19/lung masks/covid_1.png": "Train/COVID-19/images/covid_1.png",
+        "Train/COVID-19/infection masks/covid_1.png": "Train/COVID-19/images/covid_1.png",
+        "Train/Normal/Lung_Masks/n_1.png": "Train/Normal/images/n_1.png",
+    }
+
+
 def test_scans_that_are_masks_themselves_are_not_left_out():
     # AdrenalMNIST3D-like: every scan a binary shape mask, none named after another.
     paths = [Path(f"adrenal/{i:04d}.nii.gz") for i in range(5)] + [Path("x/segmentation.png"), Path("x/gt.png")]
