@@ -95,6 +95,7 @@ def header_keys(patient_group: str, accession_group: str, study_uid: str) -> lis
 # Taken only where no name above fits: names that often mean something else ("id" a row number).
 FALLBACK_COLUMN_NAMES = {"file": ("id", "id_code", "uid", "image_uid", "name"),
                          "label": ("level", "grade", "severity", "y")}
+GRADE_WORDS = ("level", "grade", "severity")  # a column name ending in one is a grade (adjudicated_dr_grade)
 # Every column name that gives a role: a header cell so named is a header's, and a column so named is no
 # other role's.
 ROLE_NAMES = {*COLUMN_NAMES, *(name for names in (*COLUMN_NAMES.values(), *FALLBACK_COLUMN_NAMES.values())
@@ -126,6 +127,10 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
         found = [column for column, name in normalised.items() if name in names]
         if not found:
             found = [column for column, name in normalised.items() if name in FALLBACK_COLUMN_NAMES.get(role, ())]
+        if not found and role == "label":
+            # Messidor-2's adjudicated_dr_grade, a knee set's kl_grade: a grade is the label where nothing else is
+            found = [column for column, name in normalised.items()
+                     if name.lower().rsplit("_", 1)[-1] in GRADE_WORDS and column not in renames]
         if len(found) == 1:
             renames[found[0]] = role
         elif role == "label" and not found and (hot := column_labels(table.rename(columns=renames))) is not None:
@@ -245,8 +250,10 @@ def column_labels(table) -> ColumnLabels | None:
     candidates = [column for column in table.columns if column not in ("file", "group", "split")]
     text = table[candidates].apply(lambda column: column.str.strip())
     numbers = text.apply(lambda column: pd.to_numeric(column, errors="coerce"))
+    # a column of 1s on every row (Messidor-2's adjudicated_gradable) tells no scan from another: no finding
     hot = [column for column in candidates
-           if (numbers[column].isin([0, 1, -1]) | text[column].eq("")).all() and numbers[column].eq(1).any()]
+           if (numbers[column].isin([0, 1, -1]) | text[column].eq("")).all() and numbers[column].eq(1).any()
+           and not numbers[column].eq(1).all()]
     if len(hot) < 2:
         return None
     written = table.attrs.get("written_columns", {})

@@ -424,6 +424,9 @@ def test_labels_columns_under_their_usual_other_names_are_taken(tmp_path, write)
     ("id,image,level", ["1,a,0", "2,b,1", "3,c,0"], {"a.jpg": "0", "b.jpg": "1", "c.jpg": "0"}),
     # ISIC 2019: one-hot classes, named as the header writes them
     ("image,MEL,NV,UNK", ["a,1.0,0.0,0.0", "b,0.0,1.0,0.0", "c,0,1,0"], {"a.jpg": "MEL", "b.jpg": "NV", "c.jpg": "NV"}),
+    # Messidor-2: the grade, not the two 0/1 columns beside it (one of them 1 on every row)
+    ("image_id,adjudicated_dr_grade,adjudicated_dme,adjudicated_gradable", ["a.jpg,0,0,1", "b.jpg,3,1,1", "c.jpg,2,0,1"],
+     {"a.jpg": "0", "b.jpg": "3", "c.jpg": "2"}),
 ])
 def test_labels_files_of_public_sets_are_read(tmp_path, write, header, rows, expected):
     scans = tmp_path / "scans"
@@ -1077,3 +1080,14 @@ def test_cases_labelled_by_their_number_without_zeros_and_a_second_column_of_cla
     (tmp_path / "ages.csv").write_text("BraTS21ID,age\n0,61\n2,47\n3,70\n5,55\n")
     with pytest.raises(ValueError, match="no 'label' column"):
         run(scans, tmp_path, labels=tmp_path / "ages.csv")
+
+
+def test_a_column_of_ones_on_every_row_is_no_finding(tmp_path, write):
+    # file,gradable,dme: 'gradable' holds 1 everywhere, so only 'dme' is a finding, and one finding column
+    # is no set of findings: the file needs its label column named
+    scans = tmp_path / "scans"
+    for index, name in enumerate(["a", "b", "c"]):
+        write.png(scans / f"{name}.png", write.image(index))
+    (scans / "labels.csv").write_text("file,gradable,dme,other\na.png,1,0,x\nb.png,1,1,y\nc.png,1,0,z\n")
+    with pytest.raises(ValueError, match="no 'label' column"):
+        run(scans, tmp_path)
