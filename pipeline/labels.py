@@ -53,8 +53,8 @@ class LabelRow:
 COLUMN_NAMES = {
     "file": ("filename", "file_name", "filepath", "file_path", "path", "image", "image_id", "image_name",
              "image_path", "image_file", "image_index", "img", "img_name", "img_path", "scan", "scan_id", "fname"),
-    "label": ("class", "class_name", "classname", "labels", "label_name", "diagnosis", "dx", "target", "finding",
-              "findings", "finding_labels", "category", "outcome", "pathology"),
+    "label": ("class", "class_name", "classname", "labels", "label_name", "diagnosis", "diagnostic", "dx", "target",
+              "finding", "findings", "finding_labels", "category", "outcome", "pathology"),
     "group": ("patient", "patient_id", "patientid", "subject", "subject_id", "case_id", "lesion_id"),
     "split": ("set", "subset", "partition"),
 }
@@ -131,6 +131,10 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
             # Messidor-2's adjudicated_dr_grade, a knee set's kl_grade: a grade is the label where nothing else is
             found = [column for column, name in normalised.items()
                      if name.lower().rsplit("_", 1)[-1] in GRADE_WORDS and column not in renames]
+        if role == "group" and len(found) > 1:
+            # ISIC 2020's and PAD-UFES-20's patient_id and lesion_id: a patient's lesions stay together
+            found = [min(found, key=lambda column: names.index(normalised[column].lower())
+                         if normalised[column].lower() in names else len(names))]
         if len(found) == 1:
             renames[found[0]] = role
         elif role == "label" and not found and (hot := column_labels(table.rename(columns=renames))) is not None:

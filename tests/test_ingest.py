@@ -1091,3 +1091,16 @@ def test_a_column_of_ones_on_every_row_is_no_finding(tmp_path, write):
     (scans / "labels.csv").write_text("file,gradable,dme,other\na.png,1,0,x\nb.png,1,1,y\nc.png,1,0,z\n")
     with pytest.raises(ValueError, match="no 'label' column"):
         run(scans, tmp_path)
+
+
+def test_a_patient_column_is_the_group_where_a_lesion_column_is_there_too(tmp_path, write):
+    # PAD-UFES-20 (and ISIC 2020): patient_id and lesion_id both; 'diagnostic' is PAD-UFES-20's label
+    scans = tmp_path / "scans"
+    for index, name in enumerate(["a", "b", "c"]):
+        write.png(scans / f"{name}.png", write.image(index))
+    (scans / "labels.csv").write_text("img_id,lesion_id,patient_id,diagnostic\na.png,L1,P1,MEL\nb.png,L2,P1,NEV\n"
+                                      "c.png,L3,P2,NEV\n")
+    manifest = run(scans, tmp_path).manifest.set_index("scan_id")
+    assert manifest[["label", "group"]].to_dict("index") == {
+        "a.png": {"label": "MEL", "group": patient_pseudonym("P1")}, "b.png": {"label": "NEV", "group": patient_pseudonym("P1")},
+        "c.png": {"label": "NEV", "group": patient_pseudonym("P2")}}
