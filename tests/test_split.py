@@ -238,6 +238,15 @@ def test_labels_of_fewer_than_two_classes_are_refused_before_training(tmp_path, 
     with pytest.raises(ValueError, match="of one class, 'images' \\(24 scans\\), and a model needs two or more.*"
                                          "subfolder per class"):
         make_split(one, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2)
+    # Shenzhen's chest X-rays give tuberculosis in their names: the refusal says so, with a labels row to write
+    shenzhen = write.manifest(tmp_path / "shenzhen.csv", [
+        {"scan_id": f"CXR_png/CHNCXR_{i:04d}_{i % 2}.png", "label": "CXR_png"} for i in range(30)])
+    with pytest.raises(ValueError, match=r"names end in one of _0, _1: if that is each scan's class, a labels file "
+                                         r"of columns file,label saying so \(CXR_png/CHNCXR_\d{4}_\d.png,\d\) gives"):
+        make_split(shenzhen, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2)
+    with pytest.raises(ValueError) as refused:  # ids, not codes: no hint
+        make_split(one, labelled_fraction=0.75, calibration_fraction=0.99, test_fraction=0.2)
+    assert "names end in" not in str(refused.value)
     # the other class left out as too small leaves one: refused, naming what was left out and what to do
     rows = [{"scan_id": f"s{i}", "label": "a"} for i in range(20)] + [{"scan_id": "t", "label": "b"}]
     with pytest.raises(ValueError, match="only 'a' is left once the classes too small .* \\('b': 1 outside the "

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Collection
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -345,11 +346,27 @@ def _check_two_classes(pool: pd.DataFrame, left_out: dict[str, int]) -> None:
                          f"a calibration scan are left out ({', '.join(f'{c!r}: {n}' for c, n in left_out.items())} "
                          "outside the test set); label more scans of each class, or give --labels-per-class 1")
     if len(counts) == 0:
-        raise ValueError(f"no scan outside the test set is labelled; nothing to learn from: give labels in {how}")
+        raise ValueError(f"no scan outside the test set is labelled; nothing to learn from: give labels in {how}"
+                         + _classes_in_names(pool["scan_id"]))
     if len(counts) == 1:
         raise ValueError(f"every labelled scan outside the test set is of one class, {counts.index[0]!r} "
                          f"({counts.iloc[0]} scans), and a model needs two or more: give labels of each class in "
-                         f"{how}")
+                         f"{how}" + _classes_in_names(pool["scan_id"]))
+
+
+def _classes_in_names(scan_ids: pd.Series) -> str:
+    """A hint where the scans' names end in one of a few codes, as Shenzhen's and Montgomery's chest X-rays
+    give tuberculosis (``CHNCXR_0001_0.png``, ``..._1.png``): "" where they do not."""
+    names = scan_ids.map(lambda scan_id: re.sub(r"\.[^.]*$", "", PurePosixPath(scan_id).name))
+    parts = names.str.rsplit("_", n=1)
+    if len(names) < 4 or not parts.map(len).eq(2).all():
+        return ""
+    codes = parts.str[1].value_counts()
+    if not 2 <= len(codes) <= 5 or codes.min() < 2 or parts.str[0].nunique() < len(names) / 2:
+        return ""
+    example = scan_ids.iloc[0]
+    return (f". The scans' names end in one of {', '.join('_' + code for code in sorted(codes.index))}: if that is "
+            f"each scan's class, a labels file of columns file,label saying so ({example},{parts.iloc[0][1]}) gives them")
 
 
 def _quotas(
