@@ -21,7 +21,8 @@ from pipeline.reading import scan_suffix
 
 MASK_WORDS = ("mask", "seg", "segmentation", "label", "labelmap", "gt", "roi")
 MASK_FOLDERS = frozenset({"mask", "masks", "seg", "segs", "segmentation", "segmentations", "gt",
-                          "groundtruth", "ground_truth", "ground truth", "ground-truth"})
+                          "groundtruth", "ground_truth", "ground truth", "ground-truth",
+                          "labelstr", "labelsts"})  # the Medical Segmentation Decathlon's and nnU-Net's
 # A folder so named, or named with one of these words among others (COVID-QU-Ex's ``lung masks/`` and
 # ``infection masks/`` beside ``images/``), holds masks.
 # ("Lung Segmentation Data" and "with_GT" name sets, not mask folders: only "mask" counts as a word).
@@ -81,6 +82,7 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
             scan = in_folder.get(key) or sequences.get(key)
         if scan is None and is_mask_folder(path.parent.name):
             bases = {stem.lower(), named["scan"].lower()} if named else {stem.lower()}
+            bases |= {base + "_0000" for base in bases}  # nnU-Net's imagesTr/case_0000.nii.gz for labelsTr/case.nii.gz
             scan = next((beside[key] for base in sorted(bases) if (key := (path.parent.parent, base)) in beside),
                         None)
         if scan is not None and scan != path:

@@ -31,11 +31,14 @@ def test_masks_are_found_by_name_beside_their_scan_or_in_a_masks_folder():
     }  # case_8's and z's scans are not there: they stay scans
 
 
-def test_masks_in_a_folder_named_with_the_word_mask_among_others_are_masks():
+def test_masks_in_a_folder_named_with_the_word_mask_among_others_or_labelstr_are_masks():
     # COVID-QU-Ex: Train/COVID-19/images/x.png beside Train/COVID-19/lung masks/x.png (and infection masks/)
     paths = [Path(p) for p in [
         "Train/COVID-19/images/covid_1.png", "Train/COVID-19/lung masks/covid_1.png",
         "Train/COVID-19/infection masks/covid_1.png", "Train/Normal/images/n_1.png", "Train/Normal/Lung_Masks/n_1.png",
+        # the Medical Segmentation Decathlon's and nnU-Net's labelsTr/ beside imagesTr/
+        "Task01/imagesTr/BRATS_001.nii.gz", "Task01/labelsTr/BRATS_001.nii.gz",
+        "Dataset001/imagesTr/case_7_0000.nii.gz", "Dataset001/labelsTr/case_7.nii.gz",
         # folders that name a data set, not masks: their files stay scans
         "Lung Segmentation Data/a.png", "Infection Segmentation Data/a.png", "Dataset_with_GT/b.png", "other/b.png",
     ]]
@@ -43,6 +46,8 @@ def test_masks_in_a_folder_named_with_the_word_mask_among_others_are_masks():
         "Train/COVID-19/lung masks/covid_1.png": "Train/COVID-19/images/covid_1.png",
         "Train/COVID-19/infection masks/covid_1.png": "Train/COVID-19/images/covid_1.png",
         "Train/Normal/Lung_Masks/n_1.png": "Train/Normal/images/n_1.png",
+        "Task01/labelsTr/BRATS_001.nii.gz": "Task01/imagesTr/BRATS_001.nii.gz",
+        "Dataset001/labelsTr/case_7.nii.gz": "Dataset001/imagesTr/case_7_0000.nii.gz",
     }
 
 
