@@ -54,10 +54,13 @@ def has_dicom_preamble(path: str | os.PathLike) -> bool:
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
+    """A ``.dcm``/``.dicom`` file, or one with the DICM marker whose name has no suffix (``IM0001``), a
+    number after its last dot (a UID-named export's ``1.3.12.2.1107.5.2.32``) or Siemens' ``.IMA``."""
     name = str(path).lower()
     if name.endswith(DICOM_SUFFIXES):
         return True
-    return "." not in Path(name).name and has_dicom_preamble(path)
+    suffix = Path(name).suffix
+    return (not suffix or suffix == ".ima" or suffix[1:].isdigit()) and has_dicom_preamble(path)
 
 
 @dataclass

@@ -569,3 +569,20 @@ def test_verdicts_on_a_scored_dicom_export_label_its_series_and_volumes_where_th
     assert labels["P0/ST0/SE2"] == labels["P0/ST0/SE3/@b1000"] == "healthy"  # the training scans keep theirs
     assert result.manifest.set_index("scan_id").loc["../incoming/P0/ST0/SE3/@b1000", "status"] == "ok"
     assert "labels.csv" not in set(result.problems["item"])  # the labels the merged file replaced are no problem
+
+
+def test_dicom_named_by_uids_or_as_siemens_ima_files_are_scans(tmp_path):
+    # dcm4che's and PACS exports name files by their UIDs (dots, a number last); Siemens' by .IMA
+    study = generate_uid()
+    write_study_series(tmp_path / "raw", [{"ImagePositionPatient": [0.0, 0.0, 3.0 * k]} for k in range(4)], study)
+    series = tmp_path / "export" / "series"
+    series.mkdir(parents=True)
+    for k, path in enumerate(sorted((tmp_path / "raw").iterdir())):
+        path.rename(series / f"1.3.12.2.1107.5.2.32.35162.{2019010112000000 + k}")
+    dicom_dataset(np.ones((8, 8))).save_as(tmp_path / "export" / "PATIENT.MR.HEAD.0001.0001.IMA", enforce_file_format=True)
+    (tmp_path / "export" / "notes.1").write_text("not DICOM")  # a number after the dot is no proof
+    found = {path.relative_to(tmp_path / "export").as_posix() for path in list_files(tmp_path / "export")}
+    assert found == {"series", "PATIENT.MR.HEAD.0001.0001.IMA", "notes.1"}
+    assert load_scan(tmp_path / "export" / "series").array.shape == (8, 9, 4)
+    assert is_scan_file(tmp_path / "export" / "PATIENT.MR.HEAD.0001.0001.IMA")
+    assert not is_scan_file(tmp_path / "export" / "notes.1")
