@@ -3,9 +3,10 @@ a brain's sequences (``00000/FLAIR/``, ``case_001_t1.nii.gz`` beside ``case_001_
 prostate study's ``10000_1000000_t2w.mha`` and ``_adc.mha``.
 
 Each view is trained and scored as a scan of its own, with its case's label; a reader decides on
-the case. DICOM scans are also views of their study (:func:`study_cases`). :func:`case_of` names the case a scan is a view of, and :func:`case_rows` gives score's
-report a row per case: abnormal where any of its views is called so, at the highest probability of
-its views, as a study is abnormal where any of its series shows the finding.
+the case. :func:`case_of` names the case a scan is a view of by its name, :func:`study_cases` a DICOM
+scan's by its study, and :func:`case_rows` gives score's report a row per case: abnormal where any of
+its views is called so, at the highest probability of its views, as a study is abnormal where any of
+its series shows the finding.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def read_file(path: str | os.PathLike):
     if modality in NOT_SCANS:  # some carry pixels (a SEG's masks, a dose grid) that would pass as a volume
         raise DicomError(f"DICOM {modality} object ({NOT_SCANS[modality]}), not a scan")
     if LOCALIZER_TYPES & {str(v).upper() for v in _values(ds.get("ImageType"))}:
-        raise _localizer_error([read_header(path)], 1)  # a CT topogram, an MR survey image
+        raise _localizer_error()  # a CT topogram, an MR survey image
     array = _pixels(ds, str(path))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     spacing_rc = [float(v) for v in ds.get("PixelSpacing", None) or ds.get("ImagerPixelSpacing", None) or [1, 1]]
@@ -305,10 +305,10 @@ def series_volumes(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHead
     raise DicomError("series has two slices at the same position (a duplicate slice, or two series in one)")
 
 
-def _localizer_error(headers: list[DicomHeader], orientations: int) -> DicomError:
-    return DicomError(f"a localizer (scout) series: {len(headers)} slice{'s' if len(headers) > 1 else ''} in "
-                      f"{orientations} orientation{'s' if orientations > 1 else ''}, taken to plan the scan, not to "
-                      "read; left out (nothing to do)")
+def _localizer_error(slices: int = 1, orientations: int = 1) -> DicomError:
+    what = (f"series: {slices} slices in {orientations} orientation{'s' if orientations > 1 else ''}" if slices > 1
+            else "image")
+    return DicomError(f"a localizer (scout) {what}, taken to plan the scan, not to read; left out (nothing to do)")
 
 
 def read_series(paths: list[str]):
@@ -326,7 +326,7 @@ def read_series(paths: list[str]):
     kinds = len({tuple(np.round(o / ORIENTATION_TOLERANCE)) for o in orientations})
     # a 3-plane localizer is a series of a few slices in each of its orientations
     if all(h.localizer for h in headers) or (kinds > 1 and len(headers) <= 3 * kinds):
-        raise _localizer_error(headers, kinds)
+        raise _localizer_error(len(headers), kinds)
     if np.abs(orientations - orientations[0]).max() > ORIENTATION_TOLERANCE:
         raise DicomError(f"series of {len(paths)} slices with mixed orientations (ImageOrientationPatient differs); "
                          "split it into one folder per orientation")

@@ -642,11 +642,11 @@ def locate(file: str, bases: list[Path]) -> tuple[str | None, str]:
         # written on Windows (images\x.png): the separators of this machine
         return locate(file.replace("\\", "/"), bases)
     for path in written:
-        if scan_exists(path) and not os.path.exists(path):
-            return path, ""  # a series' or volume's scan id (SE3/@b1000, as score and verdicts name it)
         if os.path.exists(path):
             header = volume_header(path)  # OASIS names its Analyze volumes by their voxel files (x.img)
             return (os.path.realpath(header) if header else path), ""
+        if scan_exists(path):
+            return path, ""  # a series' or volume's scan id (SE3/@b1000), as score and verdicts name it
     if scan_suffix(file) is None:
         for path in written:
             # keyed by inode: a case-insensitive file system finds one file under .png and .PNG

@@ -23,12 +23,12 @@ MASK_WORDS = ("mask", "seg", "segmentation", "label", "labelmap", "gt", "roi")
 MASK_FOLDERS = frozenset({"mask", "masks", "seg", "segs", "segmentation", "segmentations", "gt",
                           "groundtruth", "ground_truth", "ground truth", "ground-truth",
                           "labelstr", "labelsts"})  # the Medical Segmentation Decathlon's and nnU-Net's
-# A folder so named, or named with one of these words among others (COVID-QU-Ex's ``lung masks/`` and
-# ``infection masks/`` beside ``images/``), holds masks.
-# ("Lung Segmentation Data" and "with_GT" name sets, not mask folders: only "mask" counts as a word).
 
 
 def is_mask_folder(name: str) -> bool:
+    """Whether a folder so named holds masks: one of ``MASK_FOLDERS``, or a name with the word mask
+    among others (COVID-QU-Ex's ``lung masks/`` and ``infection masks/`` beside ``images/``). Other
+    mask words do not count among others: "Lung Segmentation Data" and "Dataset_BUSI_with_GT" name sets."""
     name = name.lower()
     return name in MASK_FOLDERS or bool({"mask", "masks"} & set(re.split(r"[ _.\-]+", name)))
 
