@@ -75,7 +75,8 @@ def discovered_set(folder: Path) -> dict | None:
     the rarer class as the abnormal one; 30 labels a class, fewer where a quarter of the smallest
     class outside the test scans is fewer; 3 minutes. None where that leaves under 2 labels a class."""
     from pipeline.io import read_table
-    from pipeline.labels import SPLIT_NAMES, name_columns
+    from pipeline.label_columns import name_columns
+    from pipeline.labels import SPLIT_NAMES
     from pipeline.stages.run import healthy_looking
 
     path = folder / "labels.csv"
