@@ -97,7 +97,8 @@ def meaningful_folders(root: Path, paths: list[Path], classes: Collection[str] =
 
 # First-level folders beside the class folders that hold scans without a label, never a class:
 # one of these words in the name (unlabelled/, Unlabeled Images/, pool_unannotated/), or a phrase.
-UNLABELLED_WORDS = ("unlabelled", "unlabeled", "unannotated", "nolabel")
+UNLABELLED_WORDS = ("unlabelled", "unlabeled", "unannotated", "nolabel", "pred", "predict", "prediction",
+                    "inference")  # Br35H's pred/: scans left for a model to predict
 UNLABELLED_FOLDERS = ("no label", "not labelled", "not labeled")
 
 
@@ -164,6 +165,7 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
         log.info("first-level folders such as %s/ are %s: the classes are the folders inside them",
                  next(parts[0] for parts in folders.values() if parts),
                  "patients'" if outer == "patient" else "years or days")
+    shortened = _shortened_classes(folders.values()) if by_split else {}
     labels = {}
     for path, parts in folders.items():
         relative = path.relative_to(root).as_posix()
@@ -174,7 +176,7 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
             if outer == "patient" and groups is not None:
                 groups[path] = parts[0]
         elif by_split and len(parts) >= 2:
-            labels[path] = (parts[1], folder_split(parts[0]))
+            labels[path] = (shortened.get(parts[1], parts[1]), folder_split(parts[0]))
         elif by_split:
             where = f"a class subfolder of {parts[0]}/" if parts else "a split folder's class subfolder"
             problems.append(("scan", relative, f"not inside {where}; kept unlabelled"))
@@ -183,3 +185,24 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
         else:
             problems.append(("scan", relative, "not inside a class subfolder; kept unlabelled"))
     return labels
+
+
+def _shortened_classes(folders) -> dict[str, str]:
+    """{class folder name: the shorter name another split's folder gives the class}, where one split's
+    folders name a class in full and another's by its start (the chest CT set's
+    ``train/adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib/`` and ``test/adenocarcinoma/``): one class, named
+    by the shorter. Never for two names found in one split (``glioma/`` and ``glioma_recurrent/``)."""
+    in_split: dict[str, set[str]] = {}
+    for parts in folders:
+        if len(parts) >= 2 and not unlabelled_folder(parts[0]):
+            in_split.setdefault(parts[1], set()).add(parts[0])
+    shortened = {}
+    for name, splits in in_split.items():
+        starts = [other for other in in_split if len(other) < len(name) and name.startswith(other)
+                  and name[len(other)] in "_-. " and not splits & in_split[other]]
+        if len(starts) == 1:
+            shortened[name] = starts[0]
+    if shortened:
+        log.info("class folders named in full in one split and by their start in another are one class: %s",
+                 "; ".join(f"{name}/ as {short}/" for name, short in sorted(shortened.items())))
+    return shortened

@@ -806,7 +806,7 @@ def test_a_flat_folder_without_labels_is_unlabelled_without_a_problem_per_scan(t
 
 
 @pytest.mark.parametrize("pool", ["Unlabeled", "unlabelled_images", "Unlabelled Scans", "pool-unannotated",
-                                  "no label"])
+                                  "no label", "pred"])  # Br35H's pred/: scans left for a model to predict
 def test_an_unlabelled_folder_beside_the_class_folders_is_the_pool_not_a_class(tmp_path, write, pool):
     scans = tmp_path / "scans"
     write.png(scans / "normal" / "a.png", write.image(1))
@@ -832,6 +832,20 @@ def test_an_unlabelled_folder_beside_split_folders_keeps_them_splits(tmp_path, w
     write.png(scans / "unlabelled" / "c.png", write.image(3))
     result = run(scans, tmp_path, class_subfolders=True)
     assert result.classes == ["glioma", "notumor"] and result.problems.empty
+
+
+def test_a_class_named_in_full_in_one_split_and_by_its_start_in_another_is_one_class(tmp_path, write):
+    # Kaggle's chest CT-scan images: train/adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib/ but test/adenocarcinoma/
+    scans = tmp_path / "Data"
+    for split in ("train", "valid", "test"):
+        for short, full in (("adenocarcinoma", "adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib"), ("normal", "normal"),
+                            ("glioma", "glioma"), ("glioma_recurrent", "glioma_recurrent")):
+            write.png(scans / split / (short if split == "test" else full) / f"{short}{split}.png",
+                      write.image(len(short) + len(split)))
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.classes == ["adenocarcinoma", "glioma", "glioma_recurrent", "normal"]  # two names in one split: two
+    labels = result.manifest.set_index("scan_id")["label"]
+    assert labels["train/adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib/adenocarcinomatrain.png"] == "adenocarcinoma"
 
 
 def test_a_labels_file_written_on_windows_finds_its_files(tmp_path, write):
