@@ -141,6 +141,28 @@ def outer_folders(folders: Collection[tuple[str, ...]]) -> str | None:
     return None
 
 
+def _inner_folders(folders) -> dict[str, set[str]]:
+    inner: dict[str, set[str]] = {}
+    for parts in folders:
+        if parts and not unlabelled_folder(parts[0]):
+            inner.setdefault(parts[0], set()).add(parts[1] if len(parts) >= 2 else "")
+    return inner
+
+
+def grouped_classes(folders) -> bool:
+    """Whether the first-level folders group the classes, each holding its own (LC25000's
+    ``colon_image_sets/colon_aca/`` and ``lung_image_sets/lung_scc/``): every scan in a subfolder of
+    one, two to ten subfolders in each, no subfolder name in two of them (shared names are splits',
+    patients' or dates' class folders), and none named as a patient's, study's or series' folder
+    (``tumour/patient01/`` is a class holding patients)."""
+    inner = _inner_folders(folders)
+    names = [class_key(name) for names in inner.values() for name in names]
+    return (len(inner) >= 2 and all(2 <= len(names_) <= 10 and "" not in names_ for names_ in inner.values())
+            and len(set(names)) == len(names)
+            and not any(_ID_FOLDER.match(name) or _STUDY_FOLDER.match(name) or _DATE_FOLDER.match(name)
+                        for names_ in inner.values() for name in names_))
+
+
 def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collection[str] = (),
                   groups: dict[Path, str] | None = None) -> dict[Path, tuple[str, str]]:
     """``{scan path: (label, split)}`` from the folders the scans sit in (those that say something:
@@ -161,7 +183,13 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
                     sorted(first)[0])
         return {}
     by_split = not outer and split_folders([parts[0] for parts in folders.values() if parts], problems)
-    if outer:
+    if not outer and not by_split and grouped_classes(folders.values()):
+        outer = "group"
+    if outer == "group":
+        log.info("the first-level folders group the classes (%s): the folders inside them are the classes",
+                 "; ".join(f"{group}/ holds {', '.join(sorted(inner))}" for group, inner in
+                           sorted(_inner_folders(folders.values()).items())))
+    elif outer:
         log.info("first-level folders such as %s/ are %s: the classes are the folders inside them",
                  next(parts[0] for parts in folders.values() if parts),
                  "patients'" if outer == "patient" else "years or days")

@@ -848,6 +848,26 @@ def test_a_class_named_in_full_in_one_split_and_by_its_start_in_another_is_one_c
     assert labels["train/adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib/adenocarcinomatrain.png"] == "adenocarcinoma"
 
 
+@pytest.mark.parametrize("layout, classes", [
+    # LC25000: organ folders group their classes; the classes are the folders inside
+    ({"lung_colon_image_set/colon_image_sets/colon_aca": 2, "lung_colon_image_set/colon_image_sets/colon_n": 2,
+      "lung_colon_image_set/lung_image_sets/lung_aca": 2, "lung_colon_image_set/lung_image_sets/lung_n": 2,
+      "lung_colon_image_set/lung_image_sets/lung_scc": 2}, ["colon_aca", "colon_n", "lung_aca", "lung_n", "lung_scc"]),
+    # classes holding patients' folders, or the same folders inside each (sources, views): the first level
+    ({"tumour/patient01": 2, "tumour/patient02": 2, "normal/patient03": 2, "normal/patient04": 2}, ["normal", "tumour"]),
+    ({"tumour/site_a": 2, "tumour/site_b": 2, "normal/site_a": 2, "normal/site_b": 2}, ["normal", "tumour"]),
+    ({"tumour/a.png": 0, "normal/x": 2, "normal/y": 2}, ["normal", "tumour"]),  # a scan loose in a class folder
+])
+def test_first_level_folders_that_group_their_classes(tmp_path, write, layout, classes):
+    scans = tmp_path / "scans"
+    for n, (folder, count) in enumerate(layout.items()):
+        for i in range(count):
+            write.png(scans / folder / f"{n}_{i}.png", write.image(10 * n + i))
+        if not count:
+            write.png(scans / folder, write.image(99))
+    assert run(scans, tmp_path, class_subfolders=True).classes == classes
+
+
 def test_a_labels_file_written_on_windows_finds_its_files(tmp_path, write):
     scans = tmp_path / "scans"
     write.png(scans / "images" / "a.png", write.image(1))
