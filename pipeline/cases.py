@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 
 # Names of planes and sequences (case, '-', '_' and spaces ignored): a folder or a name's last part so
@@ -95,13 +96,38 @@ def study_cases(root: str | Path, scan_ids: list[str]) -> dict[str, tuple[str, s
     return found
 
 
-def case_rows(report: pd.DataFrame, positive: str, studies: dict[str, tuple[str, str]] | None = None
-              ) -> pd.DataFrame:
+def case_keys(root: str | Path, scan_ids: list[str]) -> list[str | None]:
+    """The case each scan is a view of (by its name, else by its DICOM study), None for none."""
+    studies = study_cases(root, scan_ids)
+    return [(case_of(scan_id) or studies.get(scan_id) or (None,))[0] for scan_id in scan_ids]
+
+
+# Fewest cases of two or more views among the calibration scans for an operating point of their own
+MIN_CASES = 10
+
+
+def case_scores(cases: list[str | None], p_positive: np.ndarray, is_positive: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(each case's highest view probability, whether the case is abnormal: any view labelled so) over
+    the cases of two or more views among ``cases`` (one per scan), or None where fewer than
+    ``MIN_CASES`` have both."""
+    frame = pd.DataFrame({"case": cases, "p": p_positive, "y": is_positive}).dropna(subset=["case"])
+    grouped = frame.groupby("case")
+    kept = grouped.size() >= 2
+    if kept.sum() < MIN_CASES:
+        return None
+    return grouped["p"].max()[kept].to_numpy(), grouped["y"].any()[kept].to_numpy()
+
+
+def case_rows(report: pd.DataFrame, positive: str, studies: dict[str, tuple[str, str]] | None = None,
+              decision: float | None = None) -> pd.DataFrame:
     """A row per case of two or more scored views in ``report`` (score's rows): case, views, view
     names, the highest ``p_<positive>`` of its views, the prediction of that view (``positive`` where
     any view is so called: the call is a threshold on that probability), and whether any view needs
     review or is out of distribution. Empty where no case has two views. A scan whose name names no
-    case is a view of its study's case where ``studies`` (:func:`study_cases`) has it."""
+    case is a view of its study's case where ``studies`` (:func:`study_cases`) has it. With a case
+    ``decision`` (calibrated on cases, ``screening.cases``), a case is ``positive`` where its highest
+    probability reaches it, else its top view's most probable other class."""
     scored = report[report["status"] == "ok"]
     found = scored["scan_id"].map(lambda scan_id: case_of(scan_id) or (studies or {}).get(scan_id))
     scored = scored[found.notna()].assign(case=found[found.notna()].str[0], view=found[found.notna()].str[1])
@@ -118,4 +144,10 @@ def case_rows(report: pd.DataFrame, positive: str, studies: dict[str, tuple[str,
         "prediction": grouped["prediction"].first(),
         **{column: grouped[column].any() for column in flags},
     }).reset_index()
+    if decision is not None:
+        others = [column for column in scored if column.startswith("p_") and column != f"p_{positive}"]
+        top = grouped[others].first() if others else None
+        rows["prediction"] = [positive if p >= decision else (top.loc[case].astype(float).idxmax()[2:] if others
+                                                              else f"not {positive}")
+                              for case, p in zip(rows["case"], rows[f"p_{positive}"])]
     return rows[rows["views"] >= 2].reindex(columns=columns).reset_index(drop=True)

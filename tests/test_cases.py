@@ -1,5 +1,6 @@
 """Cases seen in several views: which scans are views of one case, and score's row per case."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,3 +40,38 @@ def test_a_case_is_abnormal_where_any_view_is_at_its_highest_probability():
     assert first["prediction"] == "abnormal" and bool(first["needs_review"])
     assert (second["views"], second["prediction"], bool(second["needs_review"])) == (2, "normal", False)
     assert case_rows(report.iloc[-1:], "abnormal").empty
+
+
+def test_a_case_decision_calls_a_case_by_its_most_probable_view_at_that_point():
+    report = pd.DataFrame({
+        "scan_id": ["axial/0000.npy", "coronal/0000.npy", "axial/0001.npy", "coronal/0001.npy"],
+        "status": "ok", "prediction": ["abnormal", "normal", "abnormal", "abnormal"],
+        "p_abnormal": [0.6, 0.3, 0.95, 0.7], "p_normal": [0.4, 0.7, 0.05, 0.3], "needs_review": "False"})
+    assert case_rows(report, "abnormal")["prediction"].tolist() == ["abnormal", "abnormal"]  # any view
+    assert case_rows(report, "abnormal", decision=0.9)["prediction"].tolist() == ["normal", "abnormal"]
+
+
+def test_the_cases_operating_point_is_chosen_on_calibration_cases_and_only_where_there_are_enough():
+    from pipeline.cases import MIN_CASES, case_keys, case_scores
+    from pipeline.config import CalibrateConfig
+    from pipeline.stages.calibrate import _case_operating_point
+
+    # a knee is abnormal where one of its three planes shows the tear: the healthy planes of an abnormal
+    # knee score low, so any plane over the scans' own threshold calls every healthy knee abnormal too
+    rng = np.random.default_rng(0)
+    ids, p, y = [], [], []
+    for case in range(40):
+        abnormal = case % 2 == 0
+        shown = rng.integers(3)
+        for k, plane in enumerate(("axial", "coronal", "sagittal")):
+            ids.append(f"{plane}/{case:04d}.npy")
+            p.append(0.9 + 0.05 * rng.random() if abnormal and k == shown else 0.5 * rng.random())
+            y.append(abnormal)
+    p, y = np.array(p), np.array(y)
+    assert case_keys("/nowhere", ids[:3]) == ["0000"] * 3
+    point = _case_operating_point("/nowhere", ids, p, y, CalibrateConfig())
+    assert point["n_cases"] == 40 and point["n_positive"] == 20
+    assert point["sensitivity"] >= 0.95 and point["specificity"] == 1.0 and point["decision"] > 0.5
+    assert _case_operating_point("/nowhere", ids[: 3 * (MIN_CASES - 1)], p[: 3 * (MIN_CASES - 1)],
+                                 y[: 3 * (MIN_CASES - 1)], CalibrateConfig()) is None  # too few cases
+    assert case_scores([None] * len(ids), p, y) is None  # scans that are no case's views

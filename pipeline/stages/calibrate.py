@@ -17,6 +17,7 @@ from pipeline.calibration import (
     screening_thresholds,
     softmax,
 )
+from pipeline.cases import case_keys, case_scores
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
 from pipeline.data import load_training_data
 from pipeline.io import write_csv, write_json
@@ -82,6 +83,9 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
     if positive:
         result["screening"] = _screening(model.classes, positive, after, labels, c, config.seed, result["warnings"])
         k = model.classes.index(positive)
+        calibration_ids = [data.scan_ids[i] for i in data.calibration.numpy()]
+        if cases := _case_operating_point(config.data.scans, calibration_ids, after[:, k], labels == k, c):
+            result["screening"]["cases"] = cases
         plot_roc(after[:, k], labels == k, result["screening"], run_dir / "roc.png",
                  title=f"calibration set (n={len(labels)})")
         plot_score_histogram(after[:, k], labels, model.classes, positive, result["screening"],
@@ -101,6 +105,10 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
             k = model.classes.index(positive)
             result["test"]["screening"] = _test_operating_point(test_probs[:, k], test_labels == k,
                                                                 result["screening"])
+            test_ids = [data.scan_ids[i] for i in data.test.numpy()]
+            if "cases" in result["screening"] and (found := case_scores(
+                    case_keys(config.data.scans, test_ids), test_probs[:, k], test_labels == k)) is not None:
+                result["test"]["screening"]["cases"] = _test_operating_point(*found, result["screening"]["cases"])
             if result["test"]["screening"]["auroc"] is not None:
                 plot_roc(test_probs[:, k], test_labels == k, result["test"]["screening"], run_dir / "roc_test.png",
                          title=f"test set (n={len(test_labels)}), operating point from calibration")
@@ -144,6 +152,24 @@ def _write_test_predictions(path: Path, data, classes: list[str], probs: np.ndar
     for k, name in enumerate(classes):
         frame[f"p_{name}"] = probs[:, k]
     write_csv(path, frame)
+
+
+def _case_operating_point(scans: str, scan_ids: list[str], p_positive: np.ndarray, is_positive: np.ndarray,
+                          c) -> dict | None:
+    """The operating point for cases seen in several views (a knee's planes, a DICOM study's series;
+    ``pipeline.cases``), where the calibration scans hold ``MIN_CASES`` or more of them: a case is called
+    abnormal where its most probable view reaches ``decision``, chosen on the calibration cases at the
+    target sensitivity. Any view over the scans' own threshold would be more sensitive than that and
+    less specific, the more so the more views a case has. None where the scans form too few cases."""
+    found = case_scores(case_keys(scans, scan_ids), p_positive, is_positive) if scans else None
+    if found is None or found[1].all() or not found[1].any():
+        return None
+    p_case, y_case = found
+    point = screening_thresholds(p_case, y_case, c.target_sensitivity, c.review_sensitivity, c.review_precision)
+    log.info("cases of several views: %d on the calibration scans; a case is called abnormal from %.3f (its "
+             "most probable view), sensitivity %.2f, specificity %.2f on them", len(p_case), point["decision"],
+             point["sensitivity"], point["specificity"])
+    return {**point, "n_cases": int(len(p_case)), "n_positive": int(y_case.sum())}
 
 
 def _test_operating_point(p_positive: np.ndarray, is_positive: np.ndarray, screening: dict) -> dict:

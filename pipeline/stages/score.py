@@ -142,12 +142,14 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     screening = calibration.get("screening")
     if screening:
         positive = screening["positive_class"]
-        cases = case_rows(report, positive, study_cases(scans, report.loc[report["status"] == "ok", "scan_id"]))
+        cases = case_rows(report, positive, study_cases(scans, report.loc[report["status"] == "ok", "scan_id"]),
+                          decision=screening.get("cases", {}).get("decision"))
         if len(cases):
             cases["case"] = cases["case"].map(neutralise_formula)
             write_csv(out.with_suffix(".cases.csv"), cases)
             summary["cases"] = {"file": str(out.with_suffix(".cases.csv")), "n": int(len(cases)),
-                                "positive": positive, "called_positive": int((cases["prediction"] == positive).sum())}
+                                "positive": positive, "called_positive": int((cases["prediction"] == positive).sum()),
+                                "rule": "case" if "cases" in screening else "any view"}
     summary["skipped_system_files"] = len(system_files(scans))
     summary["skipped_masks"] = len(masks)
     if against:
@@ -293,7 +295,9 @@ def format_summary(summary: dict, out: Path) -> str:
                      "__MACOSX/, hidden folders)")
     if cases := summary.get("cases"):
         lines.append(f"cases seen in several views (planes, sequences, a study's series): {cases['n']}, {cases['called_positive']} "
-                     f"called {cases['positive']} (any view so called): {cases['file']}")
+                     f"called {cases['positive']} ("
+                     + ("its most probable view at the operating point calibrated on cases" if cases.get("rule") == "case"
+                        else "any view so called") + f"): {cases['file']}")
     if check := summary.get("against_labels"):
         lines.append(format_agreement(check, check["source"], check["labels_naming_no_class"]))
     if summary.get("skipped_masks"):
