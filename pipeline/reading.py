@@ -1,5 +1,5 @@
 """One reading path for every scan format: NIfTI, Analyze and FreeSurfer MGH volumes, PNG, JPEG, TIFF,
-BMP, WebP and JPEG 2000 pictures through MONAI's readers, MetaImage and NRRD volumes through
+BMP, WebP, JPEG 2000 and Netpbm (.pgm) pictures through MONAI's readers, MetaImage and NRRD volumes through
 SimpleITK, DICOM files and series through pydicom (``pipeline.dicom``), and NumPy ``.npy`` arrays
 (as MRNet's knee MRI and many exported sets come) through numpy, never unpickling.
 
@@ -30,7 +30,8 @@ import numpy as np
 
 log = logging.getLogger("pipeline.reading")
 
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".j2k")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".j2k",
+                    ".pgm", ".ppm", ".pnm")  # Netpbm: mini-MIAS mammograms are .pgm
 NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mgz", ".mgh")
 # MONAI's ITKReader needs ITK (over 100 MB of wheels); SimpleITK reads both formats in one of 50 MB.
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")

@@ -128,7 +128,7 @@ def score_chunk(paths, scans, process, model, temperature, decide, batch_size, o
                        status="ok", error="", ood_score=score, out_of_distribution=flagged)
             row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
         else:
-            reason = outcome[path][1] if path in outcome else "unsupported file type (not DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000 or NumPy .npy)"
+            reason = outcome[path][1] if path in outcome else "unsupported file type (not DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, Netpbm or NumPy .npy)"
             row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason,
                        ood_score=np.nan, out_of_distribution=False)
         rows.append(row)

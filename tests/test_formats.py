@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.reading import ScanReadError, is_system_file, list_files, load_scan, system_files
+from pipeline.reading import ScanReadError, is_scan_file, is_system_file, list_files, load_scan, system_files
 from pipeline.stages.ingest import ingest
 
 
@@ -20,11 +20,13 @@ def test_16_bit_tiff_and_8_bit_bmp_read_like_png(tmp_path):
     np.testing.assert_array_equal(load_scan(tmp_path / "a.bmp").array, load_scan(tmp_path / "a.png").array)
 
 
-@pytest.mark.parametrize("name, options", [("x.webp", {"lossless": True}), ("x.jp2", {"irreversible": False})])
-def test_webp_and_jpeg_2000_pictures_read_like_png(tmp_path, name, options):
+@pytest.mark.parametrize("name, options", [("x.webp", {"lossless": True}), ("x.jp2", {"irreversible": False}),
+                                           ("mdb001.pgm", {}), ("x.PPM", {})])  # Netpbm: mini-MIAS's .pgm
+def test_webp_jpeg_2000_and_netpbm_pictures_read_like_png(tmp_path, name, options):
     grey = np.random.default_rng(4).integers(0, 256, (20, 24), dtype=np.uint8)
     Image.fromarray(grey).save(tmp_path / name, **options)
     read = load_scan(tmp_path / name).array
+    assert is_scan_file(tmp_path / name)
     if read.ndim == 3:  # WebP has no grey mode: grey is stored as RGB, as the plan reads it
         assert (read == read[..., :1]).all()
         read = read[..., 0]

@@ -228,7 +228,7 @@ def ingest(
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     problems += [
-        ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, NumPy .npy); not ingested")
+        ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, Netpbm, NumPy .npy); not ingested")
         # the folder's own labels.csv, when another file labels it (labels merged with verdicts), is no news
         for other in everything if not is_scan_file(other) and other not in (labels_file, root / "labels.csv")
     ]
