@@ -53,7 +53,8 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
     """The files among ``paths`` that are segmentation masks of other files among them.
 
     A mask is named as its scan with a mask word after it (``x_mask.png``, ``x_mask_1.png``,
-    ``x_seg.nii.gz``, ``x-label.png``) in the scan's folder, or as a case whose scans are named
+    ``x_seg.nii.gz``, ``x-label.png``) in the scan's folder, or by a mask word alone beside a case's
+    scan (KiTS' ``case_00000/segmentation.nii.gz`` beside ``imaging.nii.gz``), or as a case whose scans are named
     with the case first (``case_001_seg.nii.gz`` beside ``case_001_t1.nii.gz``), or lies in a folder named for
     masks (``masks/``, ``segmentations/``, ``gt/``) under the name, with or without a mask word,
     of a scan in a sibling folder (``masks/x.png`` for ``images/x.png``).
@@ -72,12 +73,18 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
         if not _MASKED_NAME.match(_stem(path)):
             for case in _case_prefixes(_stem(path).lower()):
                 sequences.setdefault((path.parent, case), path)
+    # A case's folder holding its scan and a file named only by a mask word (KiTS' case_00000/imaging.nii.gz
+    # and segmentation.nii.gz): the mask of the folder's first other scan.
+    first_in_folder: dict[Path, Path] = {}
+    for path in sorted(paths):
+        if _stem(path).lower().rstrip("s") not in MASK_WORDS and not _MASKED_NAME.match(_stem(path)):
+            first_in_folder.setdefault(path.parent, path)
     masks = {}
     for path in paths:
         stem = _stem(path)
         named = _MASKED_NAME.match(stem)
-        scan = None
-        if named:
+        scan = first_in_folder.get(path.parent) if stem.lower().rstrip("s") in MASK_WORDS else None
+        if named and scan is None:
             key = (path.parent, named["scan"].lower())
             scan = in_folder.get(key) or sequences.get(key)
         if scan is None and is_mask_folder(path.parent.name):

@@ -51,6 +51,15 @@ def test_masks_in_a_folder_named_with_the_word_mask_among_others_or_labelstr_are
     }
 
 
+def test_a_file_named_by_a_mask_word_alone_is_the_mask_of_its_case_folders_scan():
+    # KiTS19: case_00000/imaging.nii.gz and segmentation.nii.gz; a case folder of ct and seg
+    paths = [Path(p) for p in ["kits/case_00000/imaging.nii.gz", "kits/case_00000/segmentation.nii.gz",
+                               "kits/case_00001/imaging.nii.gz", "x/ct.nii.gz", "x/seg.nii.gz",
+                               "y/labels.nii.gz", "lone/mask.png"]]  # alone in their folders: scans
+    assert {m.as_posix(): s.as_posix() for m, s in segmentation_masks(paths).items()} == {
+        "kits/case_00000/segmentation.nii.gz": "kits/case_00000/imaging.nii.gz", "x/seg.nii.gz": "x/ct.nii.gz"}
+
+
 def test_scans_that_are_masks_themselves_are_not_left_out():
     # AdrenalMNIST3D-like: every scan a binary shape mask, none named after another.
     paths = [Path(f"adrenal/{i:04d}.nii.gz") for i in range(5)] + [Path("x/segmentation.png"), Path("x/gt.png")]
