@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -317,6 +318,9 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
     counts = {"files": summary["files"], "scored": summary["scored"], "errors": summary["errors"],
               "needs review": summary["needs_review"],
               **{f"predicted {c}": n for c, n in summary["predicted"].items()}}
+    if cases := summary.get("cases"):
+        counts["cases seen in several views"] = (f"{cases['n']}, {cases['called_positive']} called {cases['positive']} "
+                                                 f"(see {Path(cases['file']).name})")
     if check := summary.get("against_labels"):
         counts["the folder's own labels"] = format_agreement(check, check["source"], check["labels_naming_no_class"])
     summary_html = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{html.escape(str(v))}</b></td></tr>"
@@ -331,6 +335,11 @@ def write_review_page(path, report: pd.DataFrame, thumbnails: dict[str, bytes], 
             f"{screening['n_negative']} other calibration scans. Scans between {screening['review_low']:.3f} and "
             f"{screening['review_high']:.3f} are flagged for review."
         )
+        if case_point := screening.get("cases"):
+            operating += (f" A case seen in several views is called <b>{html.escape(positive)}</b> when its most "
+                          f"probable view reaches {case_point['decision']:.3f}: sensitivity "
+                          f"{case_point['sensitivity']:.3f}, specificity {case_point['specificity']:.3f} on "
+                          f"{case_point['n_cases']} calibration cases.")
     else:
         operating = (f"Most probable class; a scan is flagged when its confidence is below the threshold at which "
                      f"its class reached precision {calibration.get('target_precision', '')} on "

@@ -666,6 +666,7 @@ def test_a_positive_class_of_any_finding_screens_every_class_but_the_healthy_one
     cases = pd.read_csv(tmp_path / "knees.cases.csv", dtype={"case": str})
     assert cases["case"].tolist() == ["0001"] and cases["views"].tolist() == [2]
     assert cases["view_names"].tolist() == ["axial|coronal"] and "p_benign+malignant" in cases
+    assert "cases seen in several views" in (tmp_path / "knees.html").read_text()  # the review page says so too
 
 
 def test_a_positive_finding_counts_every_scan_whose_labels_list_it(tmp_path, monkeypatch):
