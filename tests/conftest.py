@@ -32,6 +32,11 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
     return path
 
 
+def write_pngs(folder: str | Path, names: list[str]) -> list[Path]:
+    """A picture of its own (``image(index)``) under each of ``names`` below ``folder``."""
+    return [write_png(Path(folder) / name, image(index)) for index, name in enumerate(names)]
+
+
 def write_nifti(path: str | Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +64,7 @@ def write_manifest(path: str | Path, rows: list[dict]) -> Path:
 _WRITERS = {
     "image": image,
     "png": write_png,
+    "pngs": write_pngs,
     "nifti": write_nifti,
     "csv": write_csv,
     "manifest": write_manifest,
@@ -67,5 +73,5 @@ _WRITERS = {
 
 @pytest.fixture
 def write() -> SimpleNamespace:
-    """The helpers above: ``write.png``, ``write.nifti``, ``write.csv``, ``write.manifest``, ``write.image``."""
+    """The helpers above: ``write.png``, ``write.pngs``, ``write.nifti``, ``write.csv``, ``write.manifest``, ``write.image``."""
     return SimpleNamespace(**_WRITERS)

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.reading import ScanReadError, is_scan_file, is_system_file, list_files, load_scan, system_files
+from pipeline.reading import (
+    ScanReadError,
+    is_scan_file,
+    is_system_file,
+    list_files,
+    load_scan,
+    system_files,
+)
 from pipeline.stages.ingest import ingest
 
 

@@ -92,8 +92,7 @@ def test_parallel_workers_give_the_same_manifest(mixed_folder, tmp_path):
 
 def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog):
     scans = tmp_path / "scans"
-    for index, name in enumerate(["cat1", "cat2", "dog1", "dog2"]):
-        write.png(scans / f"{name}.png", write.image(index))
+    write.pngs(scans, ["cat1.png", "cat2.png", "dog1.png", "dog2.png"])
     (scans / "readme.md").write_text("x")
     labels = write.csv(
         tmp_path / "labels.csv",
@@ -409,8 +408,7 @@ def test_a_labels_file_that_is_not_text_is_named(tmp_path, write):
 def test_labels_columns_under_their_usual_other_names_are_taken(tmp_path, write):
     # As HAM10000 and the NIH chest X-ray set name them: image id, diagnosis, lesion or patient id.
     scans = tmp_path / "scans"
-    for index, name in enumerate(["a", "b", "c"]):
-        write.png(scans / f"{name}.jpg", write.image(index))
+    write.pngs(scans, ["a.jpg", "b.jpg", "c.jpg"])
     (scans / "labels.csv").write_text("Image Index,Finding Labels,Patient ID,age\na,nv,p1,40\nb,mel,p1,41\nc,nv,p2,50\n")
     manifest = run(scans, tmp_path).manifest.set_index("scan_id")
     assert manifest[["label", "group"]].to_dict("index") == {
@@ -430,8 +428,7 @@ def test_labels_columns_under_their_usual_other_names_are_taken(tmp_path, write)
 ])
 def test_labels_files_of_public_sets_are_read(tmp_path, write, header, rows, expected):
     scans = tmp_path / "scans"
-    for index, name in enumerate(["a", "b", "c"]):
-        write.png(scans / f"{name}.jpg", write.image(index))
+    write.pngs(scans, ["a.jpg", "b.jpg", "c.jpg"])
     (scans / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
     result = run(scans, tmp_path)
     assert result.manifest.set_index("scan_id")["label"].to_dict() == expected and result.problems.empty
@@ -527,8 +524,7 @@ def test_labels_written_as_lists_of_findings_are_listed_as_nih_lists_them(tmp_pa
 def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
     # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
     scans = tmp_path / "scans"
-    for index, name in enumerate(["p0", "p1", "p2"]):
-        write.png(scans / f"{name}.png", write.image(index))
+    write.pngs(scans, ["p0.png", "p1.png", "p2.png"])
     (scans / "labels.csv").write_text("patientId,x,y,width,height,Target\np0,,,,,0\np1,1,2,3,4,1\n"
                                       "p1,5,6,7,8,1\np2,,,,,0\np2,,,,,1\n")
     result = run(scans, tmp_path)
@@ -729,8 +725,7 @@ def test_labels_columns_that_cannot_be_told_apart_are_named(tmp_path, write, hea
 def test_labels_columns_the_user_names_are_taken(tmp_path, write):
     # SIIM-ISIC 2020: diagnosis and target could each be the label; the user says which
     scans = tmp_path / "siim"
-    for index, name in enumerate(["ISIC_1", "ISIC_2", "ISIC_3"]):
-        write.png(scans / "train" / f"{name}.jpg", write.image(index))
+    write.pngs(scans / "train", ["ISIC_1.jpg", "ISIC_2.jpg", "ISIC_3.jpg"])
     (scans / "train.csv").write_text("image_name,patient_id,Diagnosis,benign_malignant,target,label\n"
                                      "ISIC_1,IP_1,nevus,benign,0,x\nISIC_2,IP_1,melanoma,malignant,1,x\n"
                                      "ISIC_3,IP_2,unknown,benign,0,x\n")
@@ -976,8 +971,7 @@ def test_paths_written_on_another_machine_are_found_by_their_end(tmp_path, write
 def test_a_headerless_list_of_several_columns_takes_the_label_column_by_number(tmp_path, write):
     # COVIDx's train.txt: "patient id, file name, class, source" separated by spaces, no header line
     scans = tmp_path / "covidx"
-    for index, name in enumerate(["ARDSSevere.png", "b.png", "c.png"]):
-        write.png(scans / "train" / name, write.image(index))
+    write.pngs(scans / "train", ["ARDSSevere.png", "b.png", "c.png"])
     labels = scans / "train.txt"
     labels.write_text("3 ARDSSevere.png pneumonia cohen\n7 b.png COVID-19 rsna\n9 c.png normal rsna\n")
     with pytest.raises(ValueError, match="no header line \\(column 2 of its first line names a file\\) and 4 columns: "
@@ -1120,8 +1114,7 @@ def test_a_column_of_ones_on_every_row_is_no_finding(tmp_path, write):
     # file,gradable,dme: 'gradable' holds 1 everywhere, so only 'dme' is a finding, and one finding column
     # is no set of findings: the file needs its label column named
     scans = tmp_path / "scans"
-    for index, name in enumerate(["a", "b", "c"]):
-        write.png(scans / f"{name}.png", write.image(index))
+    write.pngs(scans, ["a.png", "b.png", "c.png"])
     (scans / "labels.csv").write_text("file,gradable,dme,other\na.png,1,0,x\nb.png,1,1,y\nc.png,1,0,z\n")
     with pytest.raises(ValueError, match="no 'label' column"):
         run(scans, tmp_path)
@@ -1130,8 +1123,7 @@ def test_a_column_of_ones_on_every_row_is_no_finding(tmp_path, write):
 def test_a_patient_column_is_the_group_where_a_lesion_column_is_there_too(tmp_path, write):
     # PAD-UFES-20 (and ISIC 2020): patient_id and lesion_id both; 'diagnostic' is PAD-UFES-20's label
     scans = tmp_path / "scans"
-    for index, name in enumerate(["a", "b", "c"]):
-        write.png(scans / f"{name}.png", write.image(index))
+    write.pngs(scans, ["a.png", "b.png", "c.png"])
     (scans / "labels.csv").write_text("img_id,lesion_id,patient_id,diagnostic\na.png,L1,P1,MEL\nb.png,L2,P1,NEV\n"
                                       "c.png,L3,P2,NEV\n")
     manifest = run(scans, tmp_path).manifest.set_index("scan_id")
