@@ -53,11 +53,12 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
     """The files among ``paths`` that are segmentation masks of other files among them.
 
     A mask is named as its scan with a mask word after it (``x_mask.png``, ``x_mask_1.png``,
-    ``x_seg.nii.gz``, ``x-label.png``) in the scan's folder, or by a mask word alone beside a case's
-    scan (KiTS' ``case_00000/segmentation.nii.gz`` beside ``imaging.nii.gz``), or as a case whose scans are named
-    with the case first (``case_001_seg.nii.gz`` beside ``case_001_t1.nii.gz``), or lies in a folder named for
-    masks (``masks/``, ``segmentations/``, ``gt/``) under the name, with or without a mask word,
-    of a scan in a sibling folder (``masks/x.png`` for ``images/x.png``).
+    ``x_seg.nii.gz``, ``x-label.png``) in the scan's folder; or by a mask word alone beside a case's
+    scan (KiTS' ``case_00000/segmentation.nii.gz`` beside ``imaging.nii.gz``); or as a case whose scans
+    are named with the case first (``case_001_seg.nii.gz`` beside ``case_001_t1.nii.gz``); or lies in a
+    folder named for masks (``masks/``, ``segmentations/``, ``gt/``, ``lung masks/``, ``labelsTr/``)
+    under the name, with or without a mask word, of a scan in a sibling folder (``masks/x.png`` for
+    ``images/x.png``).
 
     Returns
     -------
