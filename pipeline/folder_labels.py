@@ -18,8 +18,9 @@ from pipeline.manifest import class_key, name_words
 log = logging.getLogger("pipeline.folder_labels")
 
 _BIDS_SUBJECT = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:[_/.]|$)")
-# A folder named for its patient (MURA's patient00001/, case_012/, Subject 3/); never a file name.
-_PATIENT_WORDS = r"(?:patient|subject|case|pat|pt)[-_ ]?\d+"
+# A folder named for its patient (MURA's patient00001/, case_012/, Subject 3/, a TCGA barcode as the LGG MRI
+# set's TCGA_CS_4941_19960909/); never a file name.
+_PATIENT_WORDS = r"(?:(?:patient|subject|case|pat|pt)[-_ ]?\d+|TCGA[-_][A-Z0-9]{2}[-_][A-Z0-9]{4}(?:[-_][A-Za-z0-9]+)*)"
 _PATIENT_FOLDER = re.compile(rf"(?:^|/)({_PATIENT_WORDS})/", re.IGNORECASE)
 
 

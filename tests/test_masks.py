@@ -102,6 +102,23 @@ def test_a_mask_the_labels_file_names_is_ingested(tmp_path, write):
     assert "benign/benign (1)_mask.png" not in set(left_out) and len(left_out) == 5
 
 
+def test_a_labels_row_naming_a_patients_slices_and_masks_by_their_start_labels_the_slices(tmp_path, write):
+    # The LGG MRI set (kaggle_3m): TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_1.tif and _1_mask.tif, and a
+    # data.csv keyed by patient (TCGA_CS_4941): the row labels the slices; the masks stay out, without a problem
+    scans = tmp_path / "kaggle_3m"
+    for n, patient in enumerate(["TCGA_CS_4941", "TCGA_DU_5849"]):
+        for k in (1, 2):
+            write.png(scans / f"{patient}_19960909" / f"{patient}_19960909_{k}.png", write.image(10 * n + k))
+            write.png(scans / f"{patient}_19960909" / f"{patient}_19960909_{k}_mask.png", write.image(99 - k))
+    (tmp_path / "data.csv").write_text("Patient,death01\nTCGA_CS_4941,0\nTCGA_DU_5849,1\n")
+    result = ingest(scans, labels=tmp_path / "data.csv", out=tmp_path / "m.csv", columns={"label": "death01"})
+    assert sorted(result.manifest["label"]) == ["0", "0", "1", "1"] and result.manifest["group"].nunique() == 2
+    assert set(result.problems["source"]) == {"mask"}  # no "is not a scan" row for the masks the row named
+    # without labels, the patients' folders are no classes: every slice unlabelled
+    unlabelled = ingest(scans, out=tmp_path / "u.csv").manifest
+    assert len(unlabelled) == 4 and (unlabelled["label"] == "").all()
+
+
 def test_score_leaves_masks_out_of_the_report_and_counts_them(trained_run, tmp_path):  # noqa: F811
     scans = tmp_path / "incoming"
     write_pngs(scans, n=4)

@@ -221,9 +221,16 @@ def ingest(
     paths = [path for path in everything if is_scan_file(path)]
     if not paths:
         raise ValueError(f"no scans (DICOM, or files ending {', '.join(SCAN_SUFFIXES)}) found under {root}")
-    # A mask the labels file names is the user's call; the rest are not scans.
-    masks = {mask: scan for mask, scan in segmentation_masks(paths).items()
-             if os.path.realpath(mask) not in label_rows}
+    # A mask the labels file names in a row of its own is the user's call; the rest are not scans, those a
+    # row names with their scan too (by the start of their names: LGG's TCGA_CS_4941 for TCGA_CS_4941_..._1.tif
+    # and _1_mask.tif) included.
+    def named_alone(mask: Path, scan: Path) -> bool:
+        row = label_rows.get(os.path.realpath(mask))
+        return row is not None and getattr(label_rows.get(os.path.realpath(scan)), "where", None) != row.where
+
+    masks = {mask: scan for mask, scan in segmentation_masks(paths).items() if not named_alone(mask, scan)}
+    for mask in masks:
+        label_rows.pop(os.path.realpath(mask), None)  # a row naming a scan and its masks together labels the scan
     paths = [path for path in paths if path not in masks]
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
