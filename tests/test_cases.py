@@ -69,9 +69,12 @@ def test_the_cases_operating_point_is_chosen_on_calibration_cases_and_only_where
             y.append(abnormal)
     p, y = np.array(p), np.array(y)
     assert case_keys("/nowhere", ids[:3]) == ["0000"] * 3
-    point = _case_operating_point("/nowhere", ids, p, y, CalibrateConfig())
+    warnings = []
+    point = _case_operating_point("/nowhere", ids, p, y, CalibrateConfig(), "abnormal", warnings)
     assert point["n_cases"] == 40 and point["n_positive"] == 20
     assert point["sensitivity"] >= 0.95 and point["specificity"] == 1.0 and point["decision"] > 0.5
+    assert warnings == ["the cases' operating point rests on 20 calibration cases of class 'abnormal' (fewer than "
+                        "30): its sensitivity is uncertain"]
     assert _case_operating_point("/nowhere", ids[: 3 * (MIN_CASES - 1)], p[: 3 * (MIN_CASES - 1)],
-                                 y[: 3 * (MIN_CASES - 1)], CalibrateConfig()) is None  # too few cases
+                                 y[: 3 * (MIN_CASES - 1)], CalibrateConfig(), "abnormal", []) is None  # too few
     assert case_scores([None] * len(ids), p, y) is None  # scans that are no case's views

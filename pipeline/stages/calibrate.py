@@ -84,7 +84,8 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
         result["screening"] = _screening(model.classes, positive, after, labels, c, config.seed, result["warnings"])
         k = model.classes.index(positive)
         calibration_ids = [data.scan_ids[i] for i in data.calibration.numpy()]
-        if cases := _case_operating_point(config.data.scans, calibration_ids, after[:, k], labels == k, c):
+        if cases := _case_operating_point(config.data.scans, calibration_ids, after[:, k], labels == k, c,
+                                          positive, result["warnings"]):
             result["screening"]["cases"] = cases
         plot_roc(after[:, k], labels == k, result["screening"], run_dir / "roc.png",
                  title=f"calibration set (n={len(labels)})")
@@ -155,12 +156,13 @@ def _write_test_predictions(path: Path, data, classes: list[str], probs: np.ndar
 
 
 def _case_operating_point(scans: str, scan_ids: list[str], p_positive: np.ndarray, is_positive: np.ndarray,
-                          c) -> dict | None:
+                          c, positive: str, warnings: list[str]) -> dict | None:
     """The operating point for cases seen in several views (a knee's planes, a DICOM study's series;
     ``pipeline.cases``), where the calibration scans hold ``MIN_CASES`` or more of them: a case is called
     abnormal where its most probable view reaches ``decision``, chosen on the calibration cases at the
     target sensitivity. Any view over the scans' own threshold would be more sensitive than that and
-    less specific, the more so the more views a case has. None where the scans form too few cases."""
+    less specific, the more so the more views a case has. None where the scans form too few cases; a
+    warning in ``warnings`` where it rests on fewer abnormal cases than ``c.min_positives``."""
     found = case_scores(case_keys(scans, scan_ids), p_positive, is_positive) if scans else None
     if found is None or found[1].all() or not found[1].any():
         return None
@@ -169,6 +171,9 @@ def _case_operating_point(scans: str, scan_ids: list[str], p_positive: np.ndarra
     log.info("cases of several views: %d on the calibration scans; a case is called abnormal from %.3f (its "
              "most probable view), sensitivity %.2f, specificity %.2f on them", len(p_case), point["decision"],
              point["sensitivity"], point["specificity"])
+    if y_case.sum() < c.min_positives:
+        warnings.append(f"the cases' operating point rests on {int(y_case.sum())} calibration cases of class "
+                        f"{positive!r} (fewer than {c.min_positives}): its sensitivity is uncertain")
     return {**point, "n_cases": int(len(p_case)), "n_positive": int(y_case.sum())}
 
 
