@@ -58,7 +58,8 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
     are named with the case first (``case_001_seg.nii.gz`` beside ``case_001_t1.nii.gz``); or lies in a
     folder named for masks (``masks/``, ``segmentations/``, ``gt/``, ``lung masks/``, ``labelsTr/``)
     under the name, with or without a mask word, of a scan in a sibling folder (``masks/x.png`` for
-    ``images/x.png``).
+    ``images/x.png``); or is named as a mask of a scan in a sibling folder (ISIC 2018's
+    ``..._GroundTruth/ISIC_0000000_segmentation.png`` for ``..._Input/ISIC_0000000.jpg``).
 
     Returns
     -------
@@ -88,7 +89,9 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
         if named and scan is None:
             key = (path.parent, named["scan"].lower())
             scan = in_folder.get(key) or sequences.get(key)
-        if scan is None and is_mask_folder(path.parent.name):
+        # in a folder named for masks, or named as a mask (ISIC 2018's ..._GroundTruth/ISIC_0000000_segmentation.png
+        # beside ..._Input/ISIC_0000000.jpg)
+        if scan is None and (is_mask_folder(path.parent.name) or named):
             bases = {stem.lower(), named["scan"].lower()} if named else {stem.lower()}
             bases |= {base + "_0000" for base in bases}  # nnU-Net's imagesTr/case_0000.nii.gz for labelsTr/case.nii.gz
             scan = next((beside[key] for base in sorted(bases) if (key := (path.parent.parent, base)) in beside),

@@ -39,6 +39,8 @@ def test_masks_in_a_folder_named_with_the_word_mask_among_others_or_labelstr_are
         # the Medical Segmentation Decathlon's and nnU-Net's labelsTr/ beside imagesTr/
         "Task01/imagesTr/BRATS_001.nii.gz", "Task01/labelsTr/BRATS_001.nii.gz",
         "Dataset001/imagesTr/case_7_0000.nii.gz", "Dataset001/labelsTr/case_7.nii.gz",
+        # ISIC 2018 task 1: a mask named as one, in a folder not named for masks, beside its scan's folder
+        "isic/Training_Input/ISIC_0000000.jpg", "isic/Training_GroundTruth/ISIC_0000000_segmentation.png",
         # folders that name a data set, not masks: their files stay scans
         "Lung Segmentation Data/a.png", "Infection Segmentation Data/a.png", "Dataset_with_GT/b.png", "other/b.png",
     ]]
@@ -48,6 +50,7 @@ def test_masks_in_a_folder_named_with_the_word_mask_among_others_or_labelstr_are
         "Train/Normal/Lung_Masks/n_1.png": "Train/Normal/images/n_1.png",
         "Task01/labelsTr/BRATS_001.nii.gz": "Task01/imagesTr/BRATS_001.nii.gz",
         "Dataset001/labelsTr/case_7.nii.gz": "Dataset001/imagesTr/case_7_0000.nii.gz",
+        "isic/Training_GroundTruth/ISIC_0000000_segmentation.png": "isic/Training_Input/ISIC_0000000.jpg",
     }
 
 
