@@ -150,18 +150,20 @@ def _inner_folders(folders) -> dict[str, set[str]]:
     return inner
 
 
-def grouped_classes(folders) -> bool:
-    """Whether the first-level folders group the classes, each holding its own (LC25000's
+def grouped_classes(folders) -> dict[str, set[str]]:
+    """``{first-level folder: the class folders in it}`` where the first-level folders group the classes,
+    each holding its own, else {} (LC25000's
     ``colon_image_sets/colon_aca/`` and ``lung_image_sets/lung_scc/``): every scan in a subfolder of
     one, two to ten subfolders in each, no subfolder name in two of them (shared names are splits',
     patients' or dates' class folders), and none named as a patient's, study's or series' folder
     (``tumour/patient01/`` is a class holding patients)."""
     inner = _inner_folders(folders)
     names = [class_key(name) for names in inner.values() for name in names]
-    return (len(inner) >= 2 and all(2 <= len(names_) <= 10 and "" not in names_ for names_ in inner.values())
-            and len(set(names)) == len(names)
-            and not any(_ID_FOLDER.match(name) or _STUDY_FOLDER.match(name) or _DATE_FOLDER.match(name)
-                        for names_ in inner.values() for name in names_))
+    grouped = (len(inner) >= 2 and all(2 <= len(names_) <= 10 and "" not in names_ for names_ in inner.values())
+               and len(set(names)) == len(names)
+               and not any(_ID_FOLDER.match(name) or _STUDY_FOLDER.match(name) or _DATE_FOLDER.match(name)
+                           for names_ in inner.values() for name in names_))
+    return inner if grouped else {}
 
 
 def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collection[str] = (),
@@ -184,12 +186,11 @@ def folder_labels(root: Path, paths: list[Path], problems: list, classes: Collec
                     sorted(first)[0])
         return {}
     by_split = not outer and split_folders([parts[0] for parts in folders.values() if parts], problems)
-    if not outer and not by_split and grouped_classes(folders.values()):
+    if not outer and not by_split and (groups_of_classes := grouped_classes(folders.values())):
         outer = "group"
-    if outer == "group":
         log.info("the first-level folders group the classes (%s): the folders inside them are the classes",
                  "; ".join(f"{group}/ holds {', '.join(sorted(inner))}" for group, inner in
-                           sorted(_inner_folders(folders.values()).items())))
+                           sorted(groups_of_classes.items())))
     elif outer:
         log.info("first-level folders such as %s/ are %s: the classes are the folders inside them",
                  next(parts[0] for parts in folders.values() if parts),
