@@ -419,7 +419,7 @@ def _dispatch(args, started: float) -> int:
             print(f"{row.file}: {row.reason}")
         skipped = int((table["status"] == "skipped").sum())
         print(f"{len(table)} files, {len(table) - len(bad) - skipped} ok, {len(bad)} bad"
-              + (f", {skipped} segmentation masks beside their scans (left out)" if skipped else ""))
+              + (f", {skipped} masks or metadata files beside their scans (left out)" if skipped else ""))
         if args.out:
             write_csv(args.out, table)
         return 1 if len(bad) else 0

@@ -60,9 +60,10 @@ CACHE_VERSION = 3
 class LoadScand(MapTransform):
     """Read ``d[key]`` (a path) with :func:`pipeline.reading.load_scan`, channel first.
 
-    Colour images become channel-first (alpha dropped); a 3D volume with a singleton
-    fourth axis is squeezed.  A scan whose dimensionality does not match the model's
-    raises :class:`ScanReadError` naming the file.
+    Colour images become channel-first (alpha dropped), averaged for a grey model; a grey picture
+    given to a colour model is grey in each colour; a volume file holding several volumes on a
+    fourth axis (a multi-sequence MRI) gives a channel each.  A scan whose dimensionality or number
+    of volumes does not match the model's raises :class:`ScanReadError` naming the file.
     """
 
     def __init__(self, keys, spatial_dims: int, channels: int, max_bytes: int | None = None):
@@ -89,12 +90,17 @@ class LoadScand(MapTransform):
                 if array.ndim == 3 and not scan.is_volume:  # a colour picture's (rows, columns, 3) is no volume
                     raise ScanReadError(path, f"expected a 3D volume, got a 2D colour picture of shape "
                                         f"{array.shape}: this is a model of volumes (a screenshot or photo among the scans?)")
-                if array.ndim == 4 and array.shape[-1] == 1:
-                    array = array[..., 0]
-                if array.ndim != 3:
+                if array.ndim == 3:
+                    array = array[None]
+                elif array.ndim == 4 and scan.is_volume:  # a multi-sequence MRI's volumes are its channels
+                    array = np.moveaxis(array, -1, 0)
+                    if array.shape[0] != self.channels:  # never averaged, as a colour picture's are
+                        raise ScanReadError(path, f"{array.shape[0]} volumes in one file (channels); this model takes "
+                                            f"{self.channels} a scan: a set's multi-sequence files should all hold the "
+                                            "same sequences")
+                else:
                     raise ScanReadError(path, f"expected a 3D volume, got an array of shape {array.shape} "
-                                        "(a 2D image or a 4D series given to a 3D model?)")
-                array = array[None]
+                                        "(a 2D image given to a 3D model?)")
             if not np.isfinite(array).all():
                 raise ScanReadError(path, "contains NaN or infinite values")
             if array.min() == array.max():
@@ -103,6 +109,8 @@ class LoadScand(MapTransform):
             if array.shape[0] != self.channels:
                 if self.channels == 1:
                     array = array.mean(axis=0, keepdims=True)
+                elif array.shape[0] == 1 and self.spatial_dims == 2:  # a grey picture among colour ones
+                    array = np.repeat(array, self.channels, axis=0)
                 else:
                     raise ScanReadError(path, f"has {array.shape[0]} channels, the model expects {self.channels}")
             affine = scan.affine if scan.affine is not None else np.eye(4)
@@ -119,19 +127,24 @@ class PercentileScaled(MapTransform):
     volume and was two thirds of the preprocessing time of a 64^3 volume.
     """
 
-    def __init__(self, keys, lower: float, upper: float):
+    def __init__(self, keys, lower: float, upper: float, channel_wise: bool = False):
         super().__init__(keys)
-        self.lower, self.upper = lower, upper
+        self.lower, self.upper, self.channel_wise = lower, upper, channel_wise
 
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
             image = d[key]
             values = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-            low, high = np.percentile(values, [self.lower, self.upper])
-            d[key] = ScaleIntensityRange(a_min=float(low), a_max=float(high), b_min=0.0, b_max=1.0,
-                                         clip=True)(image)
+            if self.channel_wise and len(values) > 1:
+                d[key] = torch.stack([self._scaled(channel, part) for channel, part in zip(image, values)])
+            else:
+                d[key] = self._scaled(image, values)
         return d
+
+    def _scaled(self, image, values):
+        low, high = np.percentile(values, [self.lower, self.upper])
+        return ScaleIntensityRange(a_min=float(low), a_max=float(high), b_min=0.0, b_max=1.0, clip=True)(image)
 
 
 # Display windows (centre, width in Hounsfield units) a radiologist reads CT through: brain, soft tissue,
@@ -193,18 +206,21 @@ def build_preprocess(config: PreprocessConfig) -> Compose:
                                  f"got {config.target_spacing}")
             steps.append(Spacingd("image", pixdim=config.target_spacing, mode="bilinear",
                                   padding_mode="border"))
+    # A volume's channels are sequences of their own intensities (FLAIR, T1, ADC); a picture's are colours,
+    # scaled together so that their balance is kept.
+    per_channel = spatial_dims == 3
     if config.intensity == "range":
         low, high = config.intensity_range
         steps.append(ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
     elif config.intensity == "minmax":
-        steps.append(ScaleIntensityd("image", minv=0.0, maxv=1.0))
+        steps.append(ScaleIntensityd("image", minv=0.0, maxv=1.0, channel_wise=per_channel))
     elif config.intensity == "percentile":
         low, high = config.intensity_percentiles
         if not 0 <= low < high <= 100:
             raise ValueError(f"preprocess.intensity_percentiles must be 0 <= low < high <= 100, got {[low, high]}")
-        steps.append(PercentileScaled("image", low, high))
+        steps.append(PercentileScaled("image", low, high, channel_wise=per_channel))
     elif config.intensity == "zscore":
-        steps.append(NormalizeIntensityd("image"))
+        steps.append(NormalizeIntensityd("image", channel_wise=per_channel))
     elif config.intensity == "ct_windows":
         steps.append(CtWindowsd("image"))
     else:
@@ -447,10 +463,10 @@ _SCREENINGS_SAID: set[tuple[str, tuple[str, ...]]] = set()
 def load_training_data(config: Config, frame: pd.DataFrame | None = None, classes: list[str] | None = None
                        ) -> TrainingData:
     """The tensors of a config's split (``frame`` and ``classes`` when already read); scans of
-    another dimensionality than the run's are left out (see :func:`matching_dimensionality`)."""
+    another dimensionality or number of volumes than the run's are left out (see :func:`matching_scans`)."""
     if frame is None:
         frame, classes = split_frame(config)
-    frame = matching_dimensionality(frame, len(config.preprocess.spatial_size))
+    frame = matching_scans(frame, config.preprocess)
     frame = capped_pool(frame, config.train.max_unlabelled, config.seed)
     return build_training_data(frame, classes, config.preprocess, config.data.cache_dir, config.train.workers)
 
@@ -470,12 +486,21 @@ def capped_pool(frame: pd.DataFrame, max_unlabelled: int, seed: int) -> pd.DataF
     return frame[keep].reset_index(drop=True)
 
 
-def matching_dimensionality(frame: pd.DataFrame, dims: int) -> pd.DataFrame:
-    """The rows whose scans have ``dims`` spatial dimensions; the others (2D pictures in a folder
-    of volumes, say) are left out of training with a warning, not a crash."""
-    keep = [len(spatial_shape_of(shape, path)[0]) == dims for shape, path in zip(frame["shape"], frame["path"])]
-    dropped = frame[[not k for k in keep]]
-    if len(dropped):
+def matching_scans(frame: pd.DataFrame, config: PreprocessConfig) -> pd.DataFrame:
+    """The rows whose scans the model of ``config`` takes; the others (2D pictures in a folder of
+    volumes, a file of two sequences among files of four) are left out of training with a warning,
+    not a crash."""
+    dims = len(config.spatial_size)
+    shapes = [spatial_shape_of(shape, path) for shape, path in zip(frame["shape"], frame["path"])]
+    keep = np.array([len(spatial) == dims for spatial, _ in shapes], dtype=bool)
+    if len(keep) and (dropped := frame[~keep]).size:
         log.warning("%d scans left out of training: they are not %dD like the run (first: %s)", len(dropped), dims,
                     ", ".join(dropped["scan_id"].head(5)))
+    if dims == 3:  # a picture's colours are averaged or repeated; a volume's sequences are never made up
+        other = keep & np.array([channels != config.channels for _, channels in shapes], dtype=bool)
+        if other.any():
+            log.warning("%d scans left out of training: they hold another number of volumes than the %d a file "
+                        "the run takes (first: %s)", int(other.sum()), config.channels,
+                        ", ".join(frame["scan_id"][other].head(5)))
+            keep &= ~other
     return frame[keep].reset_index(drop=True)

@@ -39,6 +39,10 @@ VOLUME_SUFFIXES = NIBABEL_SUFFIXES + ITK_SUFFIXES
 # A NumPy array is a picture or a volume by its shape (``array_is_volume``), not by its suffix.
 ARRAY_SUFFIXES = (".npy",)
 SCAN_SUFFIXES = VOLUME_SUFFIXES + PICTURE_SUFFIXES + ARRAY_SUFFIXES
+# A NIfTI of a few volumes of one region (the Medical Segmentation Decathlon's brain tumours: FLAIR, T1,
+# T1 with contrast and T2; its prostates: T2 and ADC) is one scan, its volumes the channels. More are a
+# series in time or diffusion directions, which no screening model here takes.
+MAX_VOLUMES_PER_FILE = 8
 # The voxel files of a two-file volume, by the suffixes of the header that names them.
 DATA_FILE_SUFFIXES = {".img": (".hdr",), ".img.gz": (".hdr",), ".raw": (".mhd", ".nhdr"),
                       ".zraw": (".mhd",), ".raw.gz": (".mhd", ".nhdr")}
@@ -49,6 +53,27 @@ FORMAT_NAMES = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".hdr": "Analyze", ".mgz": 
 # files (DICOMDIR: a DICOM file without an image): never scans, skipped and counted, not errors.
 SYSTEM_FILE_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "dicomdir"}
 SYSTEM_FOLDER_NAMES = {"__macosx"}
+
+
+# What converters write beside a volume (dcm2niix, as BIDS keeps it): its acquisition parameters as JSON,
+# a diffusion series' b-values and directions. Neither scans nor problems.
+SIDECAR_SUFFIXES = (".json", ".bval", ".bvec")
+
+
+def sidecars(paths: Collection[Path]) -> dict[Path, Path]:
+    """The files among ``paths`` that hold metadata of a scan beside them named as it is (``sub-01_dwi.json``,
+    ``.bval`` and ``.bvec`` beside ``sub-01_dwi.nii.gz``), each to its scan."""
+    scans = {}
+    for path in paths:
+        if suffix := scan_suffix(path):
+            scans.setdefault((path.parent, path.name[: -len(suffix)].lower()), path)
+    found = {}
+    for path in paths:
+        name = path.name.lower()
+        for suffix in SIDECAR_SUFFIXES:
+            if name.endswith(suffix) and (scan := scans.get((path.parent, name[: -len(suffix)]))) is not None:
+                found[path] = scan
+    return found
 
 
 def is_system_file(relative_path: str | os.PathLike) -> bool:
@@ -340,7 +365,16 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     is_nibabel = scan_suffix(path) in NIBABEL_SUFFIXES
     if is_nibabel and array.ndim in (3, 4) and array.shape[2:] in ((1,), (1, 1)):
         array = array.reshape(array.shape[:2])  # one slice: a 2D image, as a DICOM frame is
+    while is_nibabel and array.ndim > 4 and array.shape[-1] == 1:
+        array = array[..., 0]
     is_volume = is_nibabel and array.ndim >= 3
+    if is_nibabel and array.ndim == 4 and array.shape[3] > MAX_VOLUMES_PER_FILE:
+        raise ScanReadError(path, f"{array.shape[3]} volumes in one file (time points or diffusion directions?): "
+                                  f"up to {MAX_VOLUMES_PER_FILE}, read as channels of one scan (a multi-sequence "
+                                  "MRI's modalities), are screened; save the volume to screen as a file of its own")
+    if is_nibabel and array.ndim > 4:
+        raise ScanReadError(path, f"an array of shape {tuple(array.shape)}: a volume, or a few volumes of one "
+                                  "region stacked on a fourth axis, is expected")
     spacing = None
     affine = None
     if is_nibabel:
@@ -533,8 +567,8 @@ def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
     """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
     sizes = tuple(int(v) for v in shape.split("x") if v)
     if suffix in VOLUME_SUFFIXES or (suffix in ARRAY_SUFFIXES and array_is_volume(sizes)):
-        if len(sizes) == 4 and sizes[-1] == 1:
-            sizes = sizes[:3]
+        if len(sizes) == 4:  # a multi-sequence MRI's modalities on the fourth axis are its channels
+            return sizes[:3], sizes[3]
         return sizes, 1
     if len(sizes) == 3 and sizes[-1] in (3, 4):
         return sizes[:2], sizes[-1]

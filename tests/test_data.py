@@ -30,6 +30,16 @@ def test_colour_png_is_averaged_to_one_channel(tmp_path):
     assert torch.allclose(image, torch.full_like(image, 1 / 3), atol=1e-5)
 
 
+def test_a_grey_picture_given_to_a_colour_model_is_grey_in_each_colour(tmp_path):
+    grey = np.random.default_rng(0).integers(0, 256, (10, 12), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")  # one grey scan among dermoscopy photos, say
+    config = PreprocessConfig(spatial_size=[10, 12], channels=3)
+    image = build_preprocess(config)({"image": str(tmp_path / "grey.png")})["image"]
+    assert image.shape == (3, 10, 12)
+    for channel in image:
+        assert torch.allclose(channel, torch.from_numpy(grey / 255.0).float(), atol=1e-6)
+
+
 def test_pad_crop_and_resize_reach_the_configured_shape(tmp_path):
     Image.fromarray(np.arange(800).reshape(20, 40).astype(np.uint8)).save(tmp_path / "wide.png")
     for mode in ("pad_crop", "resize"):

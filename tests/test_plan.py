@@ -4,6 +4,7 @@ user's values winning, and a no-config run through every stage."""
 import json
 import math
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,6 +115,37 @@ def test_colour_pictures_keep_three_channels(tmp_path):
     fp = planning.fingerprint(split_frame(rows), ["a"])
     assert fp["colour_fraction"] == 1.0
     assert planning.make_plan(fp, probe=False).settings["preprocess.channels"] == 3
+
+
+def sequences_folder(root, n_per_class=10, sequences=4):
+    """Two classes of multi-sequence MRI-like NIfTI files (a lesion in the second sequence only), as the
+    Medical Segmentation Decathlon stores its brain tumours: a file a case, the sequences on a fourth axis."""
+    rng = np.random.default_rng(0)
+    for label in ("normal", "tumour"):
+        for i in range(n_per_class):
+            volume = rng.normal(300, 40, (16, 16, 12, sequences)).astype(np.float32) * np.arange(1, sequences + 1)
+            if label == "tumour":
+                volume[4:10, 4:10, 3:8, 1] += 400
+            path = root / label / f"BRATS_{label}{i:03d}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 2.5, 1.0])), path)
+    return root
+
+
+def test_files_of_several_sequences_are_planned_a_channel_each_and_train_and_score(tmp_path, monkeypatch):
+    scans = sequences_folder(tmp_path / "scans")
+    odd = np.random.default_rng(1).random((16, 16, 12, 2)).astype(np.float32)  # two sequences of four
+    nib.save(nib.Nifti1Image(odd, np.eye(4)), scans / "normal" / "odd.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, scans, "tumour")
+    channels = json.loads((run / "plan.json").read_text())["settings"]["preprocess.channels"]
+    assert channels["value"] == 4 and channels["reason"].startswith("4 volumes a file (sequences of one region)")
+    assert "files holding another number are left out (20 of 4 volumes, 1 of 2 volumes)" in channels["reason"]
+    assert json.loads((run / "checkpoint.json").read_text())["in_channels"] == 4
+    new = sequences_folder(tmp_path / "new", n_per_class=2)
+    assert main(["score", str(new), "--model", str(run), "--out", str(tmp_path / "new.csv"), "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "new.csv")
+    assert (report["status"] == "ok").all() and len(report) == 4
 
 
 def test_3d_binary_masks_with_one_spacing_keep_geometry_and_skip_intensity_augmentation(tmp_path, write):

@@ -88,6 +88,29 @@ def test_score_writes_one_row_per_file_with_bad_files_as_errors(trained_run, tmp
     assert out.with_suffix(".summary.txt").exists()
 
 
+def test_a_converters_metadata_beside_its_scans_is_skipped_and_counted_not_scored(trained_run, tmp_path):
+    from pipeline.stages.ingest import ingest
+    from pipeline.stages.validate import validate
+
+    scans = tmp_path / "scans"
+    write_pngs(scans, n=3)
+    for name in ("scan00.json", "scan00.bval", "scan00.bvec", "scan01.JSON"):  # dcm2niix's, BIDS' sidecars
+        (scans / name).write_text("{}\n")
+    (scans / "dataset.json").write_text("{}\n")  # a set's description names no scan: not a scan file
+    out = score(scans, trained_run, out=tmp_path / "report.csv", progress=False)
+    report = pd.read_csv(out, keep_default_na=False).set_index("scan_id")
+    assert sorted(report.index) == ["dataset.json", "scan00.png", "scan01.png", "scan02.png"]
+    assert report.loc["dataset.json", "status"] == "error"
+    assert json.loads(out.with_suffix(".meta.json").read_text())["summary"]["skipped_sidecars"] == 4
+    assert "skipped: 4 metadata files beside their scans" in out.with_suffix(".summary.txt").read_text()
+    problems = ingest(scans, out=tmp_path / "m.csv", workers=1).problems.set_index("item")
+    assert problems.loc["scan00.bval", "reason"].startswith("metadata of scan00.png")
+    assert problems.loc["scan01.JSON", "source"] == "skipped"
+    assert problems.loc["dataset.json", "reason"].startswith("not a scan file")
+    table = validate(scans, workers=1, progress=False).set_index("file")
+    assert table.loc["scan00.bvec", "status"] == "skipped" and table.loc["dataset.json", "status"] == "error"
+
+
 def test_score_needs_a_calibrated_run(tmp_path):
     run = tmp_path / "run"
     Trainer(

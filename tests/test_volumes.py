@@ -164,6 +164,37 @@ def test_4d_file_with_singleton_last_axis_and_lps_affine(tmp_path):
     assert out_a.shape == (1, 12, 7, 8) and torch.equal(out_a, out_b)
 
 
+def test_a_file_of_several_sequences_is_one_scan_of_a_channel_each_scaled_on_its_own(tmp_path):
+    rng = np.random.default_rng(0)
+    # FLAIR-like in hundreds, ADC-like in thousands: scaled together, the first would be near 0 throughout
+    sequences = np.stack([rng.normal(300, 50, (10, 12, 8)), rng.normal(3000, 500, (10, 12, 8))], axis=-1)
+    path = _save(tmp_path / "BRATS_001.nii.gz", sequences.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+    config = PreprocessConfig(spatial_size=[10, 12, 16], intensity="percentile", target_spacing=[1.0, 1.0, 1.0],
+                              channels=2)
+    image = build_preprocess(config)({"image": path})["image"]
+    assert image.shape == (2, 10, 12, 16)
+    for channel in image:
+        assert 0.4 < float(channel.mean()) < 0.6 and float(channel.max()) == 1.0
+    (one,), (error,) = preprocess_paths([_save(tmp_path / "t1.nii.gz", sequences[..., 0].astype(np.float32),
+                                                np.eye(4))], config, workers=1, progress=False)
+    assert one is None and error == "has 1 channels, the model expects 2"
+    _, (error,) = preprocess_paths([path], PreprocessConfig(spatial_size=[8, 8, 8], channels=1), workers=1,
+                                   progress=False)
+    assert error.startswith("2 volumes in one file (channels); this model takes 1 a scan")  # never averaged
+
+
+def test_a_file_of_many_time_points_is_refused_at_ingest_naming_it(tmp_path):
+    from pipeline.stages.ingest import ingest
+
+    (tmp_path / "scans").mkdir()
+    _save(tmp_path / "scans" / "fmri.nii.gz", np.random.default_rng(0).random((8, 8, 6, 40)).astype(np.float32),
+          np.eye(4))
+    _save(tmp_path / "scans" / "t1.nii.gz", np.random.default_rng(1).random((8, 8, 6)).astype(np.float32), np.eye(4))
+    rows = ingest(tmp_path / "scans", out=tmp_path / "m.csv", workers=1).manifest.set_index("scan_id")
+    assert rows.loc["fmri.nii.gz", "error"].startswith("40 volumes in one file (time points or diffusion directions?)")
+    assert rows.loc["t1.nii.gz", "status"] == "ok"
+
+
 def test_new_keys_leave_2d_cache_keys_unchanged():
     frame = pd.DataFrame({"scan_id": ["a"], "sha256": ["x"]})
     plain = PreprocessConfig()

@@ -46,6 +46,7 @@ from pipeline.reading import (
     scan_id,
     series_location,
     series_slices,
+    sidecars,
     system_files,
 )
 from pipeline.similarity import MAX_GROUP, connected_groups, near_duplicate_groups, perceptual_hash
@@ -234,11 +235,16 @@ def ingest(
     paths = [path for path in paths if path not in masks]
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
+    metadata = sidecars(everything)
     problems += [
         ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, Netpbm, NumPy .npy); not ingested")
         # the folder's own labels.csv, when another file labels it (labels merged with verdicts), is no news
-        for other in everything if not is_scan_file(other) and other not in (labels_file, root / "labels.csv")
+        for other in everything
+        if not is_scan_file(other) and other not in (labels_file, root / "labels.csv") and other not in metadata
     ]
+    problems += [("skipped", other.relative_to(root).as_posix(), f"metadata of {scan_id(scan.relative_to(root))} "
+                  "(a converter's sidecar: acquisition parameters, b-values); skipped")
+                 for other, scan in metadata.items()]
     problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, or a DICOM export's DICOMDIR index); skipped")
                  for name in system_files(root)]
     classes = None if classes is None else [str(name) for name in classes]  # read twice below

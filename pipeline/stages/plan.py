@@ -54,6 +54,14 @@ SHORT_RUN_WARMUP = 0.25
 # ---------------------------------------------------------------------------- fingerprint
 
 
+def planned_channels(fp: dict[str, Any]) -> int:
+    """A model's input channels for the fingerprinted scans: a picture's 3 where most have colour, else
+    1; a volume's the number of volumes most of its files hold (a multi-sequence MRI's modalities)."""
+    if fp["spatial_dims"] == 3:
+        return int(max(fp["channels"], key=lambda count: (fp["channels"][count], -int(count))))
+    return 3 if fp["colour_fraction"] >= 0.5 else 1
+
+
 def _intensity_of(path: str) -> dict[str, Any] | None:
     try:
         scan = load_scan(path)
@@ -257,11 +265,21 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         plan.set("preprocess.intensity", "percentile", f"{PERCENTILE_KINDS.get(kind, kind)}: each scan's "
                  "0.5-99.5th percentiles map to 0-1")
         plan.set("preprocess.intensity_percentiles", [0.5, 99.5], "robust to a few extreme voxels")
-    colour = dims == 2 and fp["colour_fraction"] >= 0.5
-    plan.set("preprocess.channels", 3 if colour else 1,
-             f"{fp['colour_fraction']:.0%} of sampled scans have colour" +
-             ("" if colour else ("; grey or grey stored as RGB: one channel" if fp["channels"].get("3") or
-                                 fp["channels"].get("4") else "")))
+    if dims == 3:
+        volumes = planned_channels(fp)
+        reason = ("one volume a file" if volumes == 1 else
+                  f"{volumes} volumes a file (sequences of one region): a channel each, each scaled on its own")
+        if len(fp["channels"]) > 1:
+            counts = sorted(fp["channels"].items(), key=lambda item: -item[1])
+            reason += ("; files holding another number are left out (" +
+                       ", ".join(f"{n} of {k} volumes" for k, n in counts) + ")")
+        plan.set("preprocess.channels", volumes, reason)
+    else:
+        colour = planned_channels(fp) == 3
+        plan.set("preprocess.channels", 3 if colour else 1,
+                 f"{fp['colour_fraction']:.0%} of sampled scans have colour" +
+                 ("" if colour else ("; grey or grey stored as RGB: one channel" if fp["channels"].get("3") or
+                                     fp["channels"].get("4") else "")))
 
     # ---- geometry
     finest = None  # the median voxel side, when volumes' spacings vary and they are resampled
@@ -624,7 +642,7 @@ def time_step(size: int, dims: int, fp: dict[str, Any], method: str, batches: tu
 
     arch = {**_architecture(size, dims), **(network or {})}
     labelled, unlabelled = batches or _batch_sizes(size, dims, fp)
-    channels = 3 if dims == 2 and fp["colour_fraction"] >= 0.5 else 1
+    channels = planned_channels(fp)
     shape = [size] * dims
     build = network_factory(NetworkConfig(channels=arch["channels"], stem_stride=arch["stem_stride"],
                                           dropout=0.1), channels, shape, len(fp["classes"]) or 2)

@@ -21,7 +21,7 @@ from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.manifest import trained_as_one
 from pipeline.masks import segmentation_masks
-from pipeline.reading import list_files, system_files
+from pipeline.reading import list_files, sidecars, system_files
 from pipeline.scoring import (
     as_strings,
     load_scorer,
@@ -86,12 +86,13 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     # a 2D model scores each slice of a DICOM series (a model trained on CT slices, as RSNA labels them)
     files = list_files(scans, series=len(model.config.preprocess.spatial_size) == 3)
     masks = segmentation_masks(files)
+    metadata = sidecars(files)
     # The folder's own labels file is no scan: it is read to check the predictions against.
     labels_file = Path(labels).resolve() if labels else None
     if labels_file is not None and not labels_file.is_file():
         raise FileNotFoundError(f"labels file {labels} does not exist; give the labels file of the scans in {scans}, "
                                 "or leave --labels out")
-    files = [f for f in files if f not in masks and f != scans / "labels.csv"
+    files = [f for f in files if f not in masks and f not in metadata and f != scans / "labels.csv"
              and (labels_file is None or f.resolve() != labels_file)]
     # Read before scoring: a labels file the user named that cannot be read fails now, not after the scans.
     found = folder_truth(scans, [f.relative_to(scans).as_posix() for f in files], model.classes,
@@ -152,6 +153,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
                                 "rule": "case" if "cases" in screening else "any view"}
     summary["skipped_system_files"] = len(system_files(scans))
     summary["skipped_masks"] = len(masks)
+    summary["skipped_sidecars"] = len(metadata)
     if against:
         summary["against_labels"] = against
     _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size,
@@ -303,4 +305,7 @@ def format_summary(summary: dict, out: Path) -> str:
     if summary.get("skipped_masks"):
         lines.append(f"skipped: {summary['skipped_masks']} segmentation masks named after their scans "
                      "(x_mask.png beside x.png, masks/x.png beside images/x.png)")
+    if summary.get("skipped_sidecars"):
+        lines.append(f"skipped: {summary['skipped_sidecars']} metadata files beside their scans (x.json, x.bval, "
+                     "x.bvec beside x.nii.gz)")
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ import torch
 
 from pipeline.calibration import softmax
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
-from pipeline.data import load_training_data, matching_dimensionality, preprocess_paths, split_frame
+from pipeline.data import load_training_data, matching_scans, preprocess_paths, split_frame
 from pipeline.io import write_csv
 from pipeline.ood import logits_and_features, penultimate_features
 
@@ -110,7 +110,7 @@ class Pool:
 
 def _pool_of_split(model, temperature: float) -> Pool:
     frame, classes = split_frame(model.config)
-    frame = matching_dimensionality(frame, len(model.config.preprocess.spatial_size))
+    frame = matching_scans(frame, model.config.preprocess)
     cap = model.config.train.max_unlabelled
     if cap and (frame["subset"] == "unlabelled").sum() > cap:
         return _pool_in_parts(model, frame, temperature)

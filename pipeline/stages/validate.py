@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.masks import segmentation_masks
-from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan
+from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan, sidecars
 
 
 def _read_problem(path: str) -> str | None:
@@ -29,7 +29,7 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     mask beside its scan, which ingest and score leave out), reason.
 
     With a run folder, files go through that model's own preprocessing, so a 3D volume
-    offered to a 2D model (or a 4D series, or the wrong channel count) is caught too;
+    offered to a 2D model (or a file of another number of volumes, or the wrong channel count) is caught too;
     without one, each file is read and checked for non-finite and constant values.
     """
     scans = Path(scans)
@@ -41,6 +41,7 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     # as score lists them: a 2D model's scans are each slice of a DICOM series
     files = list_files(scans, series=config is None or len(config.spatial_size) == 3)
     masks = segmentation_masks(files)
+    metadata = sidecars(files)
     readable = [str(f) for f in files if is_scan_file(f) and f not in masks]
     if config is not None:
         from pipeline.data import preprocessor
@@ -55,6 +56,10 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
         if f in masks:
             rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
                          "reason": f"segmentation mask of {masks[f].relative_to(scans).as_posix()}: not a scan"})
+            continue
+        if f in metadata:
+            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
+                         "reason": f"metadata of {metadata[f].relative_to(scans).as_posix()}: not a scan"})
             continue
         reason = reasons[str(f)] if str(f) in reasons else "unsupported file type (not DICOM, NIfTI, PNG, JPEG, TIFF or BMP)"
         rows.append({"file": f.relative_to(scans).as_posix(), "status": "error" if reason else "ok",
