@@ -29,8 +29,8 @@ def is_mask_folder(name: str) -> bool:
     """Whether a folder so named holds masks: one of ``MASK_FOLDERS``, or a name with the word mask
     among others (COVID-QU-Ex's ``lung masks/`` and ``infection masks/`` beside ``images/``). Other
     mask words do not count among others: "Lung Segmentation Data" and "Dataset_BUSI_with_GT" name sets."""
-    name = name.lower()
-    return name in MASK_FOLDERS or bool({"mask", "masks"} & set(re.split(r"[ _.\-]+", name)))
+    name = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower()  # Montgomery's leftMask/ inside ManualMask/
+    return name.replace(" ", "") in MASK_FOLDERS or bool({"mask", "masks"} & set(re.split(r"[ _.\-]+", name)))
 
 
 # ``<scan>`` + separator + mask word (+ s) + optional number: benign (3)_mask_1, case_7_seg, x-label.
@@ -94,8 +94,13 @@ def segmentation_masks(paths: list[Path]) -> dict[Path, Path]:
         if scan is None and (is_mask_folder(path.parent.name) or named):
             bases = {stem.lower(), named["scan"].lower()} if named else {stem.lower()}
             bases |= {base + "_0000" for base in bases}  # nnU-Net's imagesTr/case_0000.nii.gz for labelsTr/case.nii.gz
-            scan = next((beside[key] for base in sorted(bases) if (key := (path.parent.parent, base)) in beside),
-                        None)
+            # beside the mask's folder, or beside the outermost of the mask folders it lies in (Montgomery's
+            # ManualMask/leftMask/x.png for CXR_png/x.png)
+            folders = [path.parent]
+            while folders[-1].parent != folders[-1] and is_mask_folder(folders[-1].parent.name):
+                folders.append(folders[-1].parent)
+            scan = next((beside[key] for folder in folders for base in sorted(bases)
+                         if (key := (folder.parent, base)) in beside), None)
         if scan is not None and scan != path:
             masks[path] = scan
     return masks

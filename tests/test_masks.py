@@ -54,6 +54,22 @@ def test_masks_in_a_folder_named_with_the_word_mask_among_others_or_labelstr_are
     }
 
 
+def test_masks_in_folders_of_mask_folders_are_masks_of_the_scans_beside_the_outer_one():
+    # Montgomery County's chest X-rays: MontgomerySet/CXR_png/x.png, ManualMask/leftMask/x.png and rightMask/x.png
+    paths = [Path(p) for p in [
+        "MontgomerySet/CXR_png/MCUCXR_0001_0.png", "MontgomerySet/ManualMask/leftMask/MCUCXR_0001_0.png",
+        "MontgomerySet/ManualMask/rightMask/MCUCXR_0001_0.png", "MontgomerySet/CXR_png/MCUCXR_0002_1.png",
+        "MontgomerySet/ManualMask/leftMask/MCUCXR_0002_1.png",
+        # a class folder inside a folder named for a part of the body is no mask folder: its files stay scans
+        "chest/leftLung/p_1.png", "chest/images/p_1.png",
+    ]]
+    assert {m.as_posix(): s.as_posix() for m, s in segmentation_masks(paths).items()} == {
+        "MontgomerySet/ManualMask/leftMask/MCUCXR_0001_0.png": "MontgomerySet/CXR_png/MCUCXR_0001_0.png",
+        "MontgomerySet/ManualMask/rightMask/MCUCXR_0001_0.png": "MontgomerySet/CXR_png/MCUCXR_0001_0.png",
+        "MontgomerySet/ManualMask/leftMask/MCUCXR_0002_1.png": "MontgomerySet/CXR_png/MCUCXR_0002_1.png",
+    }
+
+
 def test_a_file_named_by_a_mask_word_alone_is_the_mask_of_its_case_folders_scan():
     # KiTS19: case_00000/imaging.nii.gz and segmentation.nii.gz; a case folder of ct and seg
     paths = [Path(p) for p in ["kits/case_00000/imaging.nii.gz", "kits/case_00000/segmentation.nii.gz",
