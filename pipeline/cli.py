@@ -102,14 +102,16 @@ def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
             raise FileNotFoundError(f"--scans {scans}: no such folder")
         name = scans.resolve().name
         labels_file = Path(args.labels) if args.labels else scans / "labels.csv"
-        # An existing manifest is used as it is: one made from other labels must not be, so the
-        # labels file's content names it (and the split named after it).
-        manifest = f"data_manifests/{name}.csv"
+        # An existing manifest is used as it is: one made from another folder of the same name (every
+        # set has its train/) or from other labels must not be, so the folder's place and the labels
+        # file's content name it (and the splits named after it).
+        where = str(scans.resolve()).encode()
+        manifest = f"data_manifests/{name}.{hashlib.sha256(where).hexdigest()[:8]}.csv"
         if labels_file.is_file():
             # the columns chosen are part of what the labels say
             named = _named_columns(args)
             chosen = json.dumps(named, sort_keys=True).encode() if named else b""
-            digest = hashlib.sha256(labels_file.read_bytes() + chosen).hexdigest()
+            digest = hashlib.sha256(where + b"\0" + labels_file.read_bytes() + chosen).hexdigest()
             manifest = f"data_manifests/{name}.labels-{digest[:8]}.csv"
         out.append(f"data.scans={json.dumps(str(scans))}")
         imply("--scans: your own data, named after its folder, with a random draw of labels", f"name={json.dumps(name)}",

@@ -3,6 +3,7 @@ user's values winning, and a no-config run through every stage."""
 
 import json
 import math
+import re
 
 import nibabel as nib
 import numpy as np
@@ -102,6 +103,24 @@ def test_a_fingerprint_reads_a_random_sample_cut_short_by_time(tmp_path, write):
     cut = planning.fingerprint(split_frame(rows), ["a"], seconds=0.0)
     assert cut["intensity"]["sampled"] == planning.FINGERPRINT_MIN_SAMPLE
     assert 0 < cut["colour_fraction"] < 1  # drawn from both halves, not the first rows read in order
+
+
+def test_a_few_16_bit_pictures_among_8_bit_ones_are_never_clipped_at_255_though_unsampled(tmp_path, write):
+    rows = []
+    for i in range(40):
+        wide = i == 39  # one 16-bit radiograph among 8-bit ones: 0-255 would clip it white
+        array = (np.random.default_rng(i).random((32, 32)) * (60000 if wide else 250)).astype(
+            np.uint16 if wide else np.uint8)
+        path = write.png(tmp_path / f"x{i}.png", array)
+        rows.append({"path": str(path), "shape": "32x32", "spacing": "", "label": "a",
+                     "dtype": str(array.dtype)})
+    frame = split_frame(rows)
+    assert planning.fingerprint(frame.iloc[:39], ["a"])["intensity"]["kind"] == "8bit_picture"
+    fp = planning.fingerprint(frame, ["a"], sample=10, seconds=0.0)  # the 16-bit one is not among those read
+    assert fp["dtypes"] == {"uint8": 10} and fp["stored_dtypes"] == {"uint8": 39, "uint16": 1}
+    plan = planning.make_plan(fp, probe=False)
+    assert plan.settings["preprocess.intensity"] == "percentile"
+    assert plan.reasons["preprocess.intensity"].endswith("stored as 1 uint16, 39 uint8: no one range fits them all")
 
 
 def test_colour_pictures_keep_three_channels(tmp_path):
@@ -401,7 +420,8 @@ def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_pa
     assert plan["settings"]["network.channels"]["set_by"] == "user"  # typed as network.channels=[4,8]
     assert plan["settings"]["preprocess.spatial_size"]["value"] == [28, 28]
     split = plan["settings"]["data.split"]  # named after the data: the file it names is said
-    assert split["value"] == "" and split["resolved"] == "data_manifests/scans.3per-class.seed0.split.csv"
+    assert split["value"] == "" and re.fullmatch(r"data_manifests/scans\.[0-9a-f]{8}\.3per-class\.seed0\.split\.csv",
+                                                 split["resolved"])
     assert (run / "config.toml").read_text().count("positive_class = \"abnormal\"") == 1
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["screening"]["positive_class"] == "abnormal"
@@ -411,7 +431,7 @@ def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_pa
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["wall_seconds"] <= 0.05 * 60 * 1.1 + 1.0
     # the draw is in the split file's name: another --seed never reuses it
-    assert (tmp_path / "data_manifests" / "scans.3per-class.seed0.split.csv").exists()
+    assert (tmp_path / split["resolved"]).exists()
 
 
 def test_minutes_bound_the_whole_command_and_training_gets_what_is_left(tmp_path, monkeypatch):
@@ -468,15 +488,19 @@ def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split
     first.write_text("file,label\nnormal/normal0.png,normal\nabnormal/abnormal0.png,abnormal\n")
     second.write_text("file,label\nnormal/normal1.png,normal\nabnormal/abnormal1.png,abnormal\n")
 
-    def manifest(labels, label_column=None):
-        args = argparse.Namespace(scans=str(scans), labels=labels, labels_per_class=None, extra_labels=None,
+    def manifest(labels, label_column=None, folder=scans):
+        args = argparse.Namespace(scans=str(folder), labels=labels, labels_per_class=None, extra_labels=None,
                                   positive=None, minutes=None, seed=None, label_column=label_column)
         return next(o for o in own_data_overrides(args)[0] if o.startswith("data.manifest="))
 
     assert manifest(str(first)) != manifest(str(second))  # an existing manifest is reused only for its labels
     assert manifest(str(first)) == manifest(str(first))
     assert manifest(str(first), label_column="label") != manifest(str(first))  # and the columns chosen
-    assert manifest(None) == 'data.manifest="data_manifests/scans.csv"'  # class subfolders, no labels file
+    assert manifest(None).startswith('data.manifest="data_manifests/scans.')  # class subfolders, no labels file
+    # another set's folder of the same name (every set has a train/) never shares its manifest
+    other = class_folder(tmp_path / "other" / "scans", n_per_class=4)
+    assert manifest(None, folder=other) != manifest(None) and manifest(None) == manifest(None)
+    assert manifest(str(first), folder=other) != manifest(str(first))
 
 
 def test_run_with_a_missing_scan_folder_names_it(tmp_path, monkeypatch, caplog):

@@ -118,7 +118,10 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
             break
     if not stats:
         raise ValueError("none of the sampled scans could be read for the fingerprint")
-    kind = _intensity_kind(stats, int(spatial_dims))
+    # every scan's stored type, from the manifest: one 16-bit radiograph among 8-bit ones, unsampled, would
+    # be clipped white by a fixed 0-255 range
+    stored = Counter(str(v) for v in rows["dtype"] if str(v) not in ("", "nan")) if "dtype" in rows else Counter()
+    kind = _intensity_kind(stats, int(spatial_dims), stored)
     counts = {
         subset: {label or "(unlabelled)": int(n) for label, n in members["label"].value_counts().sort_index().items()}
         for subset, members in rows.groupby("subset")
@@ -136,6 +139,7 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
         "channels": {str(k): int(v) for k, v in channels.items()},
         "colour_fraction": round(float(np.mean([s["colour"] for s in stats])), 3),
         "dtypes": dict(Counter(s["dtype"] for s in stats)),
+        "stored_dtypes": dict(stored),
         "intensity": {"kind": kind, "sampled": len(stats),
                       "min": min(s["min"] for s in stats), "max": max(s["max"] for s in stats),
                       "median_p0_5": float(np.median([s["p0_5"] for s in stats])),
@@ -146,10 +150,15 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
     }
 
 
-def _intensity_kind(stats: list[dict[str, Any]], spatial_dims: int = 3) -> str:
+EIGHT_BIT = ("uint8", "bool")
+
+
+def _intensity_kind(stats: list[dict[str, Any]], spatial_dims: int = 3, stored: Counter | None = None) -> str:
+    """The kind of intensities of the sampled scans' ``stats``; ``stored`` counts every scan's stored
+    type (the manifest's), so that 8-bit pictures are so only where every scan is."""
     if np.mean([s["binary"] for s in stats]) >= 0.9:
         return "binary_mask"
-    if all(s["dtype"] in ("uint8", "bool") for s in stats):
+    if all(s["dtype"] in EIGHT_BIT for s in stats) and all(dtype in EIGHT_BIT for dtype in stored or ()):
         return "8bit_picture"
     if np.median([s["min"] for s in stats]) <= -500:
         return "ct_like"  # Hounsfield units: air near -1000
@@ -262,8 +271,11 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         plan.set("preprocess.intensity", "ct_windows", "CT-like intensities (Hounsfield units): the mean of the brain, "
                  "soft-tissue, lung and bone windows, so that tissues tens of HU apart (blood and brain) stay apart")
     else:
+        stored = fp.get("stored_dtypes") or {}
+        mixed = (f"; the scans are stored as {', '.join(f'{n} {dtype}' for dtype, n in sorted(stored.items()))}: "
+                 "no one range fits them all" if len(stored) > 1 and set(stored) & set(EIGHT_BIT) else "")
         plan.set("preprocess.intensity", "percentile", f"{PERCENTILE_KINDS.get(kind, kind)}: each scan's "
-                 "0.5-99.5th percentiles map to 0-1")
+                 f"0.5-99.5th percentiles map to 0-1{mixed}")
         plan.set("preprocess.intensity_percentiles", [0.5, 99.5], "robust to a few extreme voxels")
     if dims == 3:
         volumes = planned_channels(fp)
