@@ -3,7 +3,12 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.stages.suggest import k_centre_greedy, rank_for_labelling, suggest
+from pipeline.stages.suggest import (
+    case_representatives,
+    k_centre_greedy,
+    rank_for_labelling,
+    suggest,
+)
 
 from toy import calibrated_toy_run, toy_training_data
 
@@ -65,3 +70,22 @@ def test_a_capped_pool_is_ranked_whole_not_only_the_part_training_loaded(tmp_pat
     assert set(frame["scan_id"]) == pool  # every scan of the pool, where training loaded 4 of them
     assert f"ranking {len(pool)} unlabelled scans in {-(-len(pool) // 4)} parts of 4" in caplog.text
     assert out.with_suffix(".html").read_text().count('"id":') == len(pool)
+
+
+def test_a_case_is_ranked_by_the_view_its_call_rests_on():
+    cases = [None, "0001", "0001", "0001", "0002", "0002", None]
+    probs = np.array([[0.5, 0.5], [0.9, 0.1], [0.4, 0.6], [0.7, 0.3], [0.45, 0.55], [0.2, 0.8], [0.6, 0.4]])
+    assert case_representatives(cases, probs, positive=1) == [0, 2, 5, 6]  # each case's most abnormal view
+    assert case_representatives(cases, probs, positive=None) == [0, 2, 4, 6]  # else its least certain one
+
+
+def test_suggest_picks_cases_of_several_views_once_and_lists_their_views_together(tmp_path):
+    data = toy_training_data()
+    # the pool's scans as a knee's three planes each (MRNet's axial/0000.npy, coronal/0000.npy, ...)
+    for number, i in enumerate(data.unlabelled.tolist()):
+        data.scan_ids[i] = f"{('axial', 'coronal', 'sagittal')[number % 3]}/{number // 3:04d}.npy"
+    run = calibrated_toy_run(tmp_path / "run", TOY)
+    frame = pd.read_csv(suggest(run, n=5, data=data), dtype={"case": str})
+    assert len(frame) == 15 and frame["scan_id"].is_unique
+    assert frame.groupby("rank")["case"].nunique().eq(1).all() and frame["case"].nunique() == 5
+    assert frame.groupby("case").size().eq(3).all()  # every plane of each case, under one rank

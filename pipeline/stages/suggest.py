@@ -7,6 +7,10 @@ wanted, and greedy k-centre selection in the network's penultimate features (Sen
 that the picks are hard cases of different kinds, not one hard case twenty times.
 ``to_label.csv`` lists them in order with the model's probabilities; ``to_label.html`` is the
 review page in labelling mode (set each scan's class with the keyboard, export the labels).
+
+Where scans are views of one case (a knee's planes, a study's series; ``pipeline.cases``), a reader
+labels the case: suggest picks cases, each by the view its call rests on, and lists the case's other
+views after it under the same rank, so no case is suggested twice and each view gets its label.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pandas as pd
 import torch
 
 from pipeline.calibration import softmax
+from pipeline.cases import case_keys
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
 from pipeline.data import load_training_data, matching_scans, preprocess_paths, split_frame
 from pipeline.io import write_csv
@@ -56,8 +61,27 @@ def rank_for_labelling(probs: np.ndarray, features: np.ndarray, labelled_feature
     return [int(shortlist[i]) for i in picked]
 
 
+def case_representatives(cases: list[str | None], probs: np.ndarray, positive: int | None) -> list[int]:
+    """Positions of the scans to rank: each scan of no case (``None``), and one view of each case: the
+    one its call rests on, its most probable view of class ``positive`` where the run screens for one,
+    else its least certain view."""
+    ordered = np.sort(probs, axis=1)
+    margin = ordered[:, -1] - ordered[:, -2] if probs.shape[1] > 1 else 1 - ordered[:, -1]
+    best: dict[str, int] = {}
+    for i, case in enumerate(cases):
+        if case is None:
+            continue
+        held = best.get(case)
+        if held is None or (probs[i, positive] > probs[held, positive] if positive is not None
+                            else margin[i] < margin[held]):
+            best[case] = i
+    chosen = set(best.values())
+    return [i for i, case in enumerate(cases) if case is None or i in chosen]
+
+
 def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, data=None) -> Path:
-    """Write ``to_label.csv`` (and ``to_label.html``) for the ``n`` unlabelled scans to label next."""
+    """Write ``to_label.csv`` (and ``to_label.html``) for the ``n`` unlabelled scans (or cases of
+    several views) to label next."""
     from pipeline.review import slice_stack, thumbnail_png, write_review_page
 
     if n < 1:
@@ -71,15 +95,28 @@ def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, dat
     pool = _pool_in_memory(model, data, temperature) if data is not None else _pool_of_split(model, temperature)
     if not pool.scan_ids:
         raise ValueError(f"{run_dir}: the split has no unlabelled scans to suggest from")
-    picks = rank_for_labelling(pool.probs, pool.features, pool.labelled_features, n)
+    cases = case_keys(model.config.data.scans, pool.scan_ids)
+    positive = model.config.data.positive_class
+    ranked = case_representatives(cases, pool.probs, model.classes.index(positive) if positive else None)
+    picks = [ranked[i] for i in rank_for_labelling(pool.probs[ranked], pool.features[ranked],
+                                                   pool.labelled_features, n)]
+    views: dict[str, list[int]] = {}
+    for i, case in enumerate(cases):
+        if case is not None:
+            views.setdefault(case, []).append(i)
     rows = []
-    for rank, i in enumerate(picks, start=1):
-        p = pool.probs[i]
-        top = np.sort(p)
-        rows.append({"rank": rank, "scan_id": pool.scan_ids[i], "prediction": model.classes[int(p.argmax())],
-                     "margin": round(float(top[-1] - top[-2]) if len(top) > 1 else 1.0, 4),
-                     **{f"p_{c}": round(float(v), 4) for c, v in zip(model.classes, p)}})
+    for rank, pick in enumerate(picks, start=1):
+        case = cases[pick]
+        for i in [pick] + [i for i in views.get(case, []) if i != pick]:
+            p = pool.probs[i]
+            top = np.sort(p)
+            rows.append({"rank": rank, "scan_id": pool.scan_ids[i], "case": case or "",
+                         "prediction": model.classes[int(p.argmax())],
+                         "margin": round(float(top[-1] - top[-2]) if len(top) > 1 else 1.0, 4),
+                         **{f"p_{c}": round(float(v), 4) for c, v in zip(model.classes, p)}})
     frame = pd.DataFrame(rows)
+    if not frame["case"].any():
+        frame = frame.drop(columns="case")
     out = Path(out) if out else run_dir / "to_label.csv"
     write_csv(out, frame)
     report = frame.assign(path="", confidence=[max(r[f"p_{c}"] for c in model.classes) for r in rows],
@@ -92,7 +129,9 @@ def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, dat
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, {}, model.classes,
                       title=f"Scans to label next ({run_dir.name})", key=f"{model.weights_sha256[:16]}:suggest:{out}",
                       keep_order=True, stacks=stacks, folder=str(Path(model.config.data.scans).resolve()))
-    log.info("suggest: %d scans to label next -> %s", len(frame), out)
+    log.info("suggest: %d scans to label next%s -> %s", len(frame),
+             f" ({len(picks)} cases and scans; a case's views listed together)" if len(frame) > len(picks) else "",
+             out)
     return out
 
 
