@@ -111,6 +111,23 @@ def test_a_converters_metadata_beside_its_scans_is_skipped_and_counted_not_score
     assert table.loc["scan00.bvec", "status"] == "skipped" and table.loc["dataset.json", "status"] == "error"
 
 
+def test_another_folder_of_the_same_name_gets_a_report_of_its_own(trained_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_pngs(tmp_path / "siteA" / "incoming", n=3)
+    write_pngs(tmp_path / "siteB" / "incoming", n=4, seed=6)
+    first = score(tmp_path / "siteA" / "incoming", trained_run, progress=False)
+    assert first == Path("reports") / trained_run.name / "incoming.csv"
+    second = score(tmp_path / "siteB" / "incoming", trained_run, progress=False)
+    assert second != first and second.name.startswith("incoming-")
+    assert len(pd.read_csv(first)) == 3 and len(pd.read_csv(second)) == 4  # the first report kept
+    assert score(tmp_path / "siteA" / "incoming", trained_run, progress=False) == first  # scored again: replaced
+    # a killed run's unfinished rows are another folder's: not resumed from
+    first.with_name("incoming.csv.partial").write_text(first.read_text())
+    first.with_suffix(".meta.json").unlink()
+    third = score(tmp_path / "siteB" / "incoming", trained_run, progress=False, resume=True)
+    assert third == second and len(pd.read_csv(third)) == 4
+
+
 def test_score_needs_a_calibrated_run(tmp_path):
     run = tmp_path / "run"
     Trainer(

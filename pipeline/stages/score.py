@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -51,7 +52,39 @@ def classes_trained_as_one(run_dir: str | Path) -> dict[str, list[str]]:
 
 
 def default_report_path(run_dir: Path, scans: Path) -> Path:
-    return Path("reports") / run_dir.name / f"{scans.resolve().name}.csv"
+    """``reports/<run>/<folder name>.csv``; where a report of that name was made from another folder of
+    the same name (each site's ``incoming/``), ``<folder name>-<hash of its path>.csv``, so that one
+    never replaces the other's report, nor resumes from its rows."""
+    folder = scans.resolve()
+    out = Path("reports") / run_dir.name / f"{folder.name}.csv"
+    made_from = report_folder(out)
+    if made_from is not None and Path(made_from) != folder:
+        digest = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+        out = out.with_name(f"{folder.name}-{digest}.csv")
+        log.info("reports/%s/%s.csv is the report of %s: this folder's goes to %s", run_dir.name, folder.name,
+                 made_from, out)
+    return out
+
+
+def report_folder(out: Path) -> str | None:
+    """The folder the report ``out`` (or its unfinished rows) was made from, None where there is none."""
+    meta = out.with_suffix(".meta.json")
+    if meta.is_file():
+        try:
+            return json.loads(meta.read_text()).get("scans")
+        except (OSError, ValueError):
+            return None
+    partial = out.with_name(out.name + ".partial")
+    if partial.is_file():
+        try:
+            first = pd.read_csv(partial, nrows=1, usecols=["scan_id", "path"], dtype=str)
+        except (OSError, ValueError):
+            return None
+        if len(first):  # the path of its first row, less its scan id
+            path, scan_id = first["path"].iloc[0], first["scan_id"].iloc[0].lstrip("'")
+            if path.endswith(scan_id):
+                return path[: -len(scan_id)].rstrip("/") or "/"
+    return None
 
 
 def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
