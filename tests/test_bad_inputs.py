@@ -72,7 +72,7 @@ def hospital_folder(tmp_path):
 
 EXPECTED = {
     "truncated.nii.gz": "cannot decode", "corrupt.nii": "cannot decode", "empty.nii.gz": "empty",
-    "text.nii.gz": "cannot decode", "series4d.nii.gz": "4D", "flat2d.png": "2D image",
+    "text.nii.gz": "cannot decode", "series4d.nii.gz": "3 volumes in one file (channels); this model takes 1", "flat2d.png": "2D image",
     "photo.jpg": "cannot decode", "nan.nii.gz": "NaN", "inf.nii.gz": "infinite",
     "constant.nii.gz": "constant", "huge.nii": "size limit", "loop_a.nii.gz": "link loop",
     "loop_b.nii.gz": "link loop", "locked.nii.gz": "permission denied",
