@@ -113,7 +113,8 @@ def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
             chosen = json.dumps(named, sort_keys=True).encode() if named else b""
             digest = hashlib.sha256(where + b"\0" + labels_file.read_bytes() + chosen).hexdigest()
             manifest = f"data_manifests/{name}.labels-{digest[:8]}.csv"
-        out.append(f"data.scans={json.dumps(str(scans))}")
+        # absolute: a run's later stages (calibrate reads DICOM studies' headers) may start elsewhere
+        out.append(f"data.scans={json.dumps(str(scans.resolve()))}")
         imply("--scans: your own data, named after its folder, with a random draw of labels", f"name={json.dumps(name)}",
               "data.dataset=\"\"", f"data.manifest={json.dumps(manifest)}", "data.split=\"\"",
               "split.selection=\"random\"", "data.classes=[]", "data.healthy_class=\"\"")

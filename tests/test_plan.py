@@ -478,7 +478,7 @@ def time_now() -> float:
     return time.monotonic()
 
 
-def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split(tmp_path):
+def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split(tmp_path, monkeypatch):
     import argparse
 
     from pipeline.cli import own_data_overrides
@@ -497,6 +497,10 @@ def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split
     assert manifest(str(first)) == manifest(str(first))
     assert manifest(str(first), label_column="label") != manifest(str(first))  # and the columns chosen
     assert manifest(None).startswith('data.manifest="data_manifests/scans.')  # class subfolders, no labels file
+    monkeypatch.chdir(tmp_path)  # a relative --scans is kept absolute: calibrate or score may start elsewhere
+    relative = argparse.Namespace(scans="scans", labels=None, labels_per_class=None, extra_labels=None,
+                                  positive=None, minutes=None, seed=None, label_column=None)
+    assert f"data.scans={json.dumps(str(scans.resolve()))}" in own_data_overrides(relative)[0]
     # another set's folder of the same name (every set has a train/) never shares its manifest
     other = class_folder(tmp_path / "other" / "scans", n_per_class=4)
     assert manifest(None, folder=other) != manifest(None) and manifest(None) == manifest(None)
