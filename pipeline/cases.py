@@ -1,6 +1,7 @@
 """Cases seen in several views: a knee's axial, coronal and sagittal planes (MRNet's ``axial/0000.npy``),
-a brain's sequences (``00000/FLAIR/``, ``case_001_t1.nii.gz`` beside ``case_001_flair.nii.gz``), a
-prostate study's ``10000_1000000_t2w.mha`` and ``_adc.mha``.
+a patient's two eyes (EyePACS' ``10_left.jpeg`` and ``10_right.jpeg``), a brain's sequences
+(``00000/FLAIR/``, ``case_001_t1.nii.gz`` beside ``case_001_flair.nii.gz``), a prostate study's
+``10000_1000000_t2w.mha`` and ``_adc.mha``.
 
 Each view is trained and scored as a scan of its own, with its case's label; a reader decides on
 the case. :func:`case_of` names the case a scan is a view of by its name, :func:`study_cases` a DICOM
@@ -21,7 +22,8 @@ import pandas as pd
 # named is one view of a case, not a class and not a case.
 VIEW_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse", "t1", "t1w", "t1c", "t1ce",
               "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd", "pdw", "dwi", "adc", "hbv", "swi",
-              "mprage", "pet", "frontal", "lateral"}
+              "mprage", "pet", "frontal", "lateral",
+              "left", "right"}  # a patient's two eyes in fundus sets (EyePACS' 10_left.jpeg, ODIR's 0_right.jpg)
 
 
 def is_view_name(name: str) -> bool:

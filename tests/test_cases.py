@@ -16,6 +16,8 @@ from pipeline.cases import case_of, case_rows
     ("10000/10000_1000000_adc.mha", ("10000/10000_1000000", "adc")),  # PI-CAI
     ("train/patient1/study1/view1_frontal.jpg", ("train/patient1/study1", "frontal")),  # CheXpert
     ("train/patient1/study1/view2_lateral.jpg", ("train/patient1/study1", "lateral")),
+    ("train/10_left.jpeg", ("train/10", "left")),  # EyePACS: a patient's two eyes, each graded
+    ("Training Images/0_right.jpg", ("Training Images/0", "right")),  # ODIR-5K: labelled by patient
     ("normal/x_12.png", None),
     ("flair.png", None),  # a lone scan named for a sequence is no case's view
     ("yes/Y1.jpg", None),
