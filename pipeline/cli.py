@@ -422,7 +422,8 @@ def _dispatch(args, started: float) -> int:
             print(f"{row.file}: {row.reason}")
         skipped = int((table["status"] == "skipped").sum())
         print(f"{len(table)} files, {len(table) - len(bad) - skipped} ok, {len(bad)} bad"
-              + (f", {skipped} masks or metadata files beside their scans (left out)" if skipped else ""))
+              + (f", {skipped} skipped (masks or metadata beside their scans, the folder's labels file)" if skipped
+                 else ""))
         if args.out:
             write_csv(args.out, table)
         return 1 if len(bad) else 0

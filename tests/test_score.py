@@ -107,8 +107,10 @@ def test_a_converters_metadata_beside_its_scans_is_skipped_and_counted_not_score
     assert problems.loc["scan00.bval", "reason"].startswith("metadata of scan00.png")
     assert problems.loc["scan01.JSON", "source"] == "skipped"
     assert problems.loc["dataset.json", "reason"].startswith("not a scan file")
+    (scans / "labels.csv").write_text("file,label\nscan00.png,a\n")
     table = validate(scans, workers=1, progress=False).set_index("file")
     assert table.loc["scan00.bvec", "status"] == "skipped" and table.loc["dataset.json", "status"] == "error"
+    assert table.loc["labels.csv", "status"] == "skipped"  # the folder's labels, as score reads them
 
 
 def test_another_folder_of_the_same_name_gets_a_report_of_its_own(trained_run, tmp_path, monkeypatch):

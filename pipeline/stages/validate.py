@@ -61,7 +61,11 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
             rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
                          "reason": f"metadata of {metadata[f].relative_to(scans).as_posix()}: not a scan"})
             continue
-        reason = reasons[str(f)] if str(f) in reasons else "unsupported file type (not DICOM, NIfTI, PNG, JPEG, TIFF or BMP)"
+        if f == scans / "labels.csv":  # as score and ingest read it
+            rows.append({"file": "labels.csv", "status": "skipped", "reason": "the folder's labels file: not a scan"})
+            continue
+        reason = reasons[str(f)] if str(f) in reasons else ("not a scan file (DICOM, NIfTI, Analyze, MGH, MetaImage, "
+                                                            "NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, Netpbm, NumPy .npy)")
         rows.append({"file": f.relative_to(scans).as_posix(), "status": "error" if reason else "ok",
                      "reason": reason or ""})
     return pd.DataFrame(rows, columns=["file", "status", "reason"])
