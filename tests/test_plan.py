@@ -323,9 +323,9 @@ def test_volumes_downsample_earlier_than_pictures():
     assert planning._architecture(32, 3)["stem_stride"] == 1
 
 
-def class_folder(root, n_per_class=12, size=20):
+def class_folder(root, n_per_class=12, size=20, seed=0):
     """Two classes as subfolders: a bright square (abnormal) or not, grey PNGs."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for label in ("normal", "abnormal"):
         for i in range(n_per_class):
             array = (rng.random((size, size)) * 60).astype(np.uint8)
@@ -432,6 +432,20 @@ def test_no_config_run_trains_and_calibrates_a_folder_of_class_subfolders(tmp_pa
     assert summary["wall_seconds"] <= 0.05 * 60 * 1.1 + 1.0
     # the draw is in the split file's name: another --seed never reuses it
     assert (tmp_path / split["resolved"]).exists()
+
+
+def test_a_split_drawn_before_scans_were_ingested_says_it_leaves_them_out(tmp_path, monkeypatch, caplog):
+    scans = class_folder(tmp_path / "scans")
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, scans, "abnormal")
+    assert "in no subset" not in caplog.text
+    class_folder(tmp_path / "more", seed=1)  # scans added, and the manifest deleted to ingest them: the split kept
+    for path in (tmp_path / "more").rglob("*.png"):
+        path.rename(path.parent.parent.parent / "scans" / path.parent.name / f"new_{path.name}")
+    manifest = json.loads((run / "plan.json").read_text())["settings"]["data.manifest"]["value"]
+    (tmp_path / manifest).unlink()
+    tiny_run(tmp_path, scans, "abnormal")
+    assert "24 usable scans of data_manifests/scans." in caplog.text and "are in no subset" in caplog.text
 
 
 def test_minutes_bound_the_whole_command_and_training_gets_what_is_left(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline import distributed, synth
 from pipeline.config import Config, PreprocessConfig, flat_keys, load_config, user_settings
 from pipeline.data import TrainingData, load_training_data, seconds_to_preprocess, split_frame
@@ -17,6 +19,7 @@ from pipeline.manifest import (
     class_key,
     findings_of,
     listing,
+    load_manifest,
     manifest_classes,
     manifest_path,
     name_words,
@@ -60,9 +63,20 @@ def prepare_split(config: Config, progress: bool = True, manifest: Path | None =
             screened_as_one=screened_as_one(config, found),
             screened_apart=screened_apart(config, found),
         )
+    elif unsplit := scans_in_no_subset(manifest, split_file):
+        log.warning("%d usable scans of %s are in no subset of %s (e.g. %s): the split was drawn before they were "
+                    "ingested, and leaves them out; delete it to draw again", len(unsplit), manifest, split_file,
+                    ", ".join(unsplit[:3]))
     frame, classes = split_frame(config)
     check_positive_class(config.data.positive_class, classes, config.data.healthy_class)
     return frame, classes
+
+
+def scans_in_no_subset(manifest: Path, split_file: Path) -> list[str]:
+    """The ids of the manifest's usable scans that the split file leaves out."""
+    rows = load_manifest(manifest)
+    ids = pd.read_csv(split_file, usecols=["scan_id"], dtype=str, keep_default_na=False)["scan_id"].str.strip()
+    return sorted(set(rows.loc[rows["status"] == "ok", "scan_id"]) - set(ids))
 
 
 def prepare_manifest(config: Config, progress: bool = True) -> Path:
