@@ -493,7 +493,8 @@ def matching_scans(frame: pd.DataFrame, config: PreprocessConfig) -> pd.DataFram
     dims = len(config.spatial_size)
     shapes = [spatial_shape_of(shape, path) for shape, path in zip(frame["shape"], frame["path"])]
     keep = np.array([len(spatial) == dims for spatial, _ in shapes], dtype=bool)
-    if len(keep) and (dropped := frame[~keep]).size:
+    if not keep.all():
+        dropped = frame[~keep]
         log.warning("%d scans left out of training: they are not %dD like the run (first: %s)", len(dropped), dims,
                     ", ".join(dropped["scan_id"].head(5)))
     if dims == 3:  # a picture's colours are averaged or repeated; a volume's sequences are never made up
