@@ -1,7 +1,8 @@
 """Which column of a labels file is which: the file, label, group and split columns under the names
 public sets give them (``Image Index``, ``diagnosis``, ``patient_id``), columns the user named, and
-classes or findings written as columns of 0s and 1s (ISIC's ``MEL,NV``, CheXpert's ``Edema``) or as
-lists (PadChest's ``['pleural effusion']``). ``pipeline.labels`` reads a labels file through here.
+classes or findings written as columns of 0s and 1s (ISIC's ``MEL,NV``, CheXpert's ``Edema``), as
+lists (PadChest's ``['pleural effusion']``) or as run-length encoded masks (SIIM-ACR's pneumothoraces).
+``pipeline.labels`` reads a labels file through here.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ast
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -86,6 +88,8 @@ def name_columns(table, labels_path: str | os.PathLike, columns: Mapping[str, st
         elif role == "label" and not found and (hot := column_labels(table.rename(columns=renames))) is not None:
             table = table.assign(label=hot.labels)
             log_column_labels(Path(labels_path).name, hot)
+        elif role == "label" and not found and (masks := _mask_column(table, renames)):
+            renames[masks] = role  # SIIM-ACR's ImageId, EncodedPixels: read by encoded_masks
         elif role == "label" and not found and (other := _only_class_column(table, normalised, renames)):
             renames[other] = role  # RSNA-MICCAI brain tumour's BraTS21ID,MGMT_value
         elif role == "file" and not found and (key := _key_column(normalised)):
@@ -126,6 +130,19 @@ def _only_class_column(table, normalised: dict[str, str], renames: dict[str, str
     values = values[values != ""]
     distinct = values.nunique()
     return others[0] if 2 <= distinct <= 20 and distinct * 2 <= len(values) else None
+
+
+def _mask_column(table, renames: dict[str, str]) -> str | None:
+    """The one column whose values are run-length encoded masks or -1 (see :func:`encoded_masks`)."""
+    found = [column for column in table.columns if column not in renames and column not in ("file", "group", "split")
+             and _encoded(table[column].str.strip()) is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def _encoded(text: pd.Series) -> pd.Series | None:
+    """Which of ``text`` are run-length encoded masks, where each is one or -1 (or blank) and one is; else None."""
+    encoded = text.map(lambda value: bool(_RUN_LENGTHS.fullmatch(value)) and len(value.split()) % 2 == 0)
+    return encoded if encoded.any() and (encoded | text.isin(["-1", ""])).all() else None
 
 
 def _key_column(normalised: dict[str, str]) -> tuple[str, str] | None:
@@ -260,3 +277,20 @@ def listed_findings(labels: pd.Series, file_name: str) -> pd.Series:
              "(%s as %r)%s", file_name, int(lists.sum()), example, found[labels == example].iloc[0],
              f"; {int(found[lists].eq('').sum())} empty lists left unlabelled" if found[lists].eq("").any() else "")
     return found.where(lists, labels)
+
+
+FINDING = "finding"  # the label of a scan whose labels row outlines a finding as a run-length encoded mask
+_RUN_LENGTHS = re.compile(r"\d+(?:\s+\d+)+")  # start and length pairs: 387620 23 996 33
+
+
+def encoded_masks(labels: pd.Series, file_name: str) -> pd.Series:
+    """Labels that are run-length encoded masks of a finding, as SIIM-ACR's pneumothorax set gives them
+    (``ImageId, EncodedPixels``: a mask's start and length pairs, ``-1`` for none): each of thousands of
+    masks would be a class of its own. A mask is ``FINDING``, ``-1`` ``NO_FINDING``; labels otherwise
+    as they are."""
+    text = labels.str.strip()
+    if (encoded := _encoded(text)) is None:
+        return labels
+    log.info("labels file %s: the labels are run-length encoded masks: a scan with a mask is labelled %r, one of -1 "
+             "%r (%d and %d rows)", file_name, FINDING, NO_FINDING, int(encoded.sum()), int(text.eq("-1").sum()))
+    return text.mask(encoded, FINDING).mask(text.eq("-1"), NO_FINDING)

@@ -28,6 +28,7 @@ from pipeline.label_columns import (
     COLUMN_NAMES,
     DICOM_KEY_NAMES,
     ROLE_NAMES,
+    encoded_masks,
     findings_of_columns,
     listed_findings,
     log_column_labels,
@@ -129,6 +130,7 @@ def read_labels(
         table.attrs = attrs
     table = name_columns(table, labels_path, columns)
     table["label"] = listed_findings(table["label"], labels_path.name)
+    table["label"] = encoded_masks(table["label"], labels_path.name)
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
             table[optional] = ""

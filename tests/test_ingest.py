@@ -521,6 +521,22 @@ def test_labels_written_as_lists_of_findings_are_listed_as_nih_lists_them(tmp_pa
     assert not labels["i2.png"] or pd.isna(labels["i2.png"])
 
 
+def test_labels_given_as_run_length_encoded_masks_say_whether_a_scan_has_a_finding(tmp_path, write, caplog):
+    # SIIM-ACR pneumothorax: ImageId, EncodedPixels; a mask's start and length pairs, -1 for none, a row per mask
+    caplog.set_level("INFO", logger="pipeline.labels")
+    scans = tmp_path / "scans"
+    write.pngs(scans, [f"1.2.3.{index}.png" for index in range(1, 6)])
+    (scans / "labels.csv").write_text("ImageId, EncodedPixels\n1.2.3.1, 387620 23 996 33 1000 33\n"
+                                      "1.2.3.1, 500000 10\n1.2.3.2, -1\n1.2.3.3, 12 4\n1.2.3.4, -1\n1.2.3.5, 7 9\n")
+    labels = run(scans, tmp_path).manifest.set_index("scan_id")["label"]
+    assert labels.to_dict() == {"1.2.3.1.png": "finding", "1.2.3.2.png": "no finding", "1.2.3.3.png": "finding",
+                                "1.2.3.4.png": "no finding", "1.2.3.5.png": "finding"}
+    assert "the labels are run-length encoded masks: a scan with a mask is labelled 'finding'" in caplog.text
+    # numbers that are no pairs of start and length are classes as they are
+    (scans / "labels.csv").write_text("ImageId,grade\n1.2.3.1,1 2 3\n1.2.3.2,-1\n1.2.3.3,2\n1.2.3.4,2\n1.2.3.5,2\n")
+    assert run(scans, tmp_path).manifest.set_index("scan_id")["label"]["1.2.3.1.png"] == "1 2 3"
+
+
 def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
     # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
     scans = tmp_path / "scans"
