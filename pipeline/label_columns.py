@@ -124,6 +124,8 @@ def _only_class_column(table, normalised: dict[str, str], renames: dict[str, str
         return None
     others = [column for column in table.columns if column not in renames and column not in ROLE_NAMES
               and normalised.get(column) not in ROLE_NAMES and column != table.attrs.get("file_from")]
+    if len(others) > 1:  # ids (a UID a row, as SIIM-ACR's ImageId beside new_filename and has_pneumo) are no class
+        others = [column for column in others if table[column].nunique() < len(table)]
     if len(others) != 1:
         return None
     values = table[others[0]].str.strip()

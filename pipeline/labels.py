@@ -35,6 +35,7 @@ from pipeline.label_columns import (
     name_columns,
 )
 from pipeline.manifest import findings_label, findings_of
+from pipeline.masks import segmentation_masks
 from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_exists, scan_suffix, volume_header
 
 log = logging.getLogger("pipeline.labels")
@@ -492,6 +493,7 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
         for key in keys | {key.lower() for key in keys}:
             index.setdefault(key, []).append(path)
 
+    scan_files: list[Path] = []
     for root, folders, files in os.walk(scans):
         # a folder is a system one (__MACOSX, .ipynb_checkpoints) where whatever lies in it is a system file
         folders[:] = sorted(name for name in folders if not is_system_file(f"{name}/x"))
@@ -511,4 +513,12 @@ def files_by_name(scans: str | os.PathLike | None) -> ScanNames:
             real = os.path.realpath(volume_header(path) or path)  # a voxel file (x.img) stands for its header
             add(names, keys, real)
             add(starts, {stem[: cut.start()] for cut in _NAME_SEPARATOR.finditer(stem) if cut.start()}, real)
+            if suffix:
+                scan_files.append(Path(path))
+    # A name both a scan and its mask have (png_images/0_train_1_.png, png_masks/0_train_1_.png) names the scan.
+    masks = {os.path.realpath(mask) for mask in segmentation_masks(scan_files)}
+    for index in (names, starts):
+        for key, found in index.items():
+            if len(kept := [path for path in found if path not in masks]) < len(found) and kept:
+                index[key] = kept
     return ScanNames(names, starts, lettered)

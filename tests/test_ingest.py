@@ -537,6 +537,20 @@ def test_labels_given_as_run_length_encoded_masks_say_whether_a_scan_has_a_findi
     assert run(scans, tmp_path).manifest.set_index("scan_id")["label"]["1.2.3.1.png"] == "1 2 3"
 
 
+def test_a_name_a_scan_and_its_mask_share_names_the_scan_and_an_id_column_is_no_class(tmp_path, write):
+    # SIIM-ACR's PNG release: png_images/ and png_masks/ of one name a scan, new_filename,ImageId,has_pneumo
+    scans = tmp_path / "siim"
+    names = [f"{index}_train_{index % 2}_.png" for index in range(6)]
+    write.pngs(scans / "png_images", names)
+    write.pngs(scans / "png_masks", names)
+    (scans / "labels.csv").write_text("new_filename,ImageId,has_pneumo\n" + "".join(
+        f"{name},1.2.276.0.7230010.3.1.4.{index},{index % 2}\n" for index, name in enumerate(names)))
+    result = run(scans, tmp_path)
+    labels = result.manifest.set_index("scan_id")["label"]
+    assert labels.to_dict() == {f"png_images/{name}": str(index % 2) for index, name in enumerate(names)}
+    assert set(result.problems["source"]) == {"mask"}
+
+
 def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
     # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
     scans = tmp_path / "scans"
