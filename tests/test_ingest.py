@@ -551,6 +551,16 @@ def test_a_name_a_scan_and_its_mask_share_names_the_scan_and_an_id_column_is_no_
     assert set(result.problems["source"]) == {"mask"}
 
 
+def test_the_views_of_a_case_share_a_group_where_nothing_else_gives_one(tmp_path, write):
+    # EyePACS: trainLabels.csv image,level grades each eye; a patient's two eyes stay on one side of the split
+    scans = tmp_path / "train"
+    write.pngs(scans, ["10_left.png", "10_right.png", "13_left.png", "13_right.png", "15.png", "17_left.png"])
+    (scans / "labels.csv").write_text("image,level\n10_left,0\n10_right,2\n13_left,1\n13_right,1\n15,0\n17_left,3\n")
+    groups = run(scans, tmp_path).manifest.set_index("scan_id")["group"]
+    assert groups.to_dict() == {"10_left.png": "10", "10_right.png": "10", "13_left.png": "13", "13_right.png": "13",
+                                "15.png": "", "17_left.png": ""}  # one view is no case
+
+
 def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
     # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
     scans = tmp_path / "scans"

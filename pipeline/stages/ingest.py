@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pipeline.cases import case_of
 from pipeline.folder_labels import folder_labels, folder_patient
 from pipeline.io import sha256_file, write_csv
 from pipeline.labels import (
@@ -261,6 +262,12 @@ def ingest(
         elif not row["group"]:
             # a subject's T1w and FLAIR, a patient's studies; else the subject's or study's folder a labels row named
             row["group"] = folder_patient(row["scan_id"]) or case_groups.get(index, "")
+    # else the case whose views scans are (a patient's two eyes, 10_left.jpeg and 10_right.jpeg)
+    cases = {index: found[0] for index, row in enumerate(rows) if not row["group"] and (found := case_of(row["scan_id"]))}
+    views = Counter(cases.values())
+    for index, case in cases.items():
+        if views[case] > 1:
+            rows[index]["group"] = case
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
     classes = _check_classes(rows, classes, label_source, problems)
     problems += _mark_duplicates(rows)
