@@ -1,5 +1,6 @@
 """Labels from the folders scans sit in: classes (``yes/``, ``no/``), splits (``Training/glioma/``), the
-unlabelled pool (``unlabelled/``), and patients (``10253/0/``, ``patient00001/``, BIDS ``sub-07/``).
+unlabelled pool (``unlabelled/``), and patients (``10253/0/``, ``patient00001/``, BIDS ``sub-07/``); and
+folders of augmented copies beside their originals, which are no scans of their own.
 
 Ingest reads a folder without a labels file through here, and so do merging review verdicts and
 score's check against a labelled folder, so an export's folders mean the same to each.
@@ -58,6 +59,39 @@ def split_folders(first: list[str], problems: list) -> bool:
                          f"({', '.join(first)}): taken as a class; move its scans into the class folders, or give "
                          "each first-level folder a split name"))
     return False
+
+
+# Folders of copies made from the originals: augmented ones, and cross-validation folds (Fold1/).
+COPY_WORDS = re.compile(r"^(?:augmented|augmentation|augmentations|aug|fold\d*|folds)$")
+ORIGINAL_WORDS = {"original", "originals"}
+
+
+def _words(name: str) -> set[str]:
+    return name_words(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " "))
+
+
+def augmented_copies(root: Path, paths: list[Path]) -> dict[Path, Path]:
+    """``{scan path: the folder of copies it lies in}`` for the scans below a folder of augmented copies or
+    of cross-validation folds (``AugmentedAlzheimerDataset/``, ``Augmented Images/``, ``Fold1/``) that has a
+    sibling named for the originals (``OriginalDataset/``, ``Original Images/``), as some downloads ship them
+    together: copies of the originals, which would put a test scan's twin in training or in the pool."""
+    beside_originals: dict[Path, bool] = {}
+
+    def has_originals(folder: Path) -> bool:
+        if folder not in beside_originals:
+            beside_originals[folder] = any(entry.is_dir() and _words(entry.name) & ORIGINAL_WORDS
+                                           for entry in folder.parent.iterdir())
+        return beside_originals[folder]
+
+    found = {}
+    for path in paths:
+        parts = path.relative_to(root).parts[:-1]
+        for depth, name in enumerate(parts):
+            folder = root.joinpath(*parts[: depth + 1])
+            if any(COPY_WORDS.match(word) for word in _words(name)) and has_originals(folder):
+                found[path] = folder
+                break
+    return found
 
 
 def meaningful_folders(root: Path, paths: list[Path], classes: Collection[str] = ()

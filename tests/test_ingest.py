@@ -561,6 +561,31 @@ def test_the_views_of_a_case_share_a_group_where_nothing_else_gives_one(tmp_path
                                 "15.png": "", "17_left.png": ""}  # one view is no case
 
 
+@pytest.mark.parametrize("copies, originals", [
+    # the Augmented Alzheimer MRI set: AugmentedAlzheimerDataset/ beside OriginalDataset/, the same classes in each
+    (["AugmentedAlzheimerDataset"], "OriginalDataset"),
+    # the Monkeypox skin lesion set: Augmented Images/ and Fold1/Fold1/Fold1/Train/ beside Original Images/Original Images/
+    (["Augmented Images/Augmented Images", "Fold1/Fold1/Fold1/Train"], "Original Images/Original Images"),
+])
+def test_augmented_copies_and_folds_beside_the_originals_are_left_out(tmp_path, write, copies, originals):
+    scans = tmp_path / "download"
+    names = [f"{originals}/{label}/{index}.png" for label in ("NonDemented", "MildDemented") for index in range(3)]
+    names += [f"{copy}/{label}/{index}_{k}.png" for copy in copies for label in ("NonDemented", "MildDemented")
+              for index in range(3) for k in range(2)]
+    write.pngs(scans, names)
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert sorted(result.manifest["label"].value_counts().items()) == [("MildDemented", 3), ("NonDemented", 3)]
+    left_out = result.problems.set_index("item")["reason"]
+    for copy in copies:
+        folder = copy.split("/")[0]
+        assert left_out[f"{folder}/"].startswith("12 copies (augmented, or a cross-validation fold's) beside the "
+                                                 "originals' folder: not ingested")
+    # without the originals beside them, augmented scans are the data
+    (tmp_path / "alone").mkdir()
+    (scans / copies[0].split("/")[0]).rename(tmp_path / "alone" / "Augmented")
+    assert len(run(tmp_path / "alone", tmp_path, class_subfolders=True).manifest) == 12
+
+
 def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
     # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
     scans = tmp_path / "scans"
