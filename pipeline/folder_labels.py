@@ -1,6 +1,6 @@
 """Labels from the folders scans sit in: classes (``yes/``, ``no/``), splits (``Training/glioma/``), the
 unlabelled pool (``unlabelled/``), and patients (``10253/0/``, ``patient00001/``, BIDS ``sub-07/``); and
-folders of augmented copies beside their originals, which are no scans of their own.
+folders of augmented copies or cross-validation folds beside the originals, which are no scans of their own.
 
 Ingest reads a folder without a labels file through here, and so do merging review verdicts and
 score's check against a labelled folder, so an export's folders mean the same to each.
@@ -70,7 +70,7 @@ def _words(name: str) -> set[str]:
     return name_words(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).replace("_", " "))
 
 
-def augmented_copies(root: Path, paths: list[Path]) -> dict[Path, Path]:
+def copies_beside_originals(root: Path, paths: list[Path]) -> dict[Path, Path]:
     """``{scan path: the folder of copies it lies in}`` for the scans below a folder of augmented copies or
     of cross-validation folds (``AugmentedAlzheimerDataset/``, ``Augmented Images/``, ``Fold1/``) that has a
     sibling named for the originals (``OriginalDataset/``, ``Original Images/``), as some downloads ship them

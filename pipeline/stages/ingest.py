@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.cases import case_of
-from pipeline.folder_labels import augmented_copies, folder_labels, folder_patient
+from pipeline.folder_labels import copies_beside_originals, folder_labels, folder_patient
 from pipeline.io import sha256_file, write_csv
 from pipeline.labels import (
     DICOM_KEY,
@@ -234,12 +234,12 @@ def ingest(
     for mask in masks:
         label_rows.pop(os.path.realpath(mask), None)  # a row naming a scan and its masks together labels the scan
     paths = [path for path in paths if path not in masks]
-    augmented = augmented_copies(root, paths)
-    for folder, count in Counter(augmented.values()).items():
+    copies = copies_beside_originals(root, paths)
+    for folder, count in Counter(copies.values()).items():
         problems.append(("file", f"{folder.relative_to(root).as_posix()}/", f"{count} copies (augmented, or a "
                          "cross-validation fold's) beside the originals' folder: not ingested (a test scan's twin "
                          "would be trained on); ingest the folder alone to use them"))
-    paths = [path for path in paths if path not in augmented]
+    paths = [path for path in paths if path not in copies]
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     metadata = sidecars(everything)
