@@ -112,7 +112,9 @@ class LoadScand(MapTransform):
                 elif array.shape[0] == 1 and self.spatial_dims == 2:  # a grey picture among colour ones
                     array = np.repeat(array, self.channels, axis=0)
                 else:
-                    raise ScanReadError(path, f"has {array.shape[0]} channels, the model expects {self.channels}")
+                    raise ScanReadError(path, f"has {array.shape[0]} channels, the model expects {self.channels}"
+                                        + (" (a file of that many volumes: its sequences as channels)"
+                                           if self.spatial_dims == 3 else ""))
             affine = scan.affine if scan.affine is not None else np.eye(4)
             d[key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=torch.as_tensor(affine))
         return d

@@ -177,7 +177,8 @@ def test_a_file_of_several_sequences_is_one_scan_of_a_channel_each_scaled_on_its
         assert 0.4 < float(channel.mean()) < 0.6 and float(channel.max()) == 1.0
     (one,), (error,) = preprocess_paths([_save(tmp_path / "t1.nii.gz", sequences[..., 0].astype(np.float32),
                                                 np.eye(4))], config, workers=1, progress=False)
-    assert one is None and error == "has 1 channels, the model expects 2"
+    assert one is None and error == ("has 1 channels, the model expects 2 (a file of that many volumes: its sequences "
+                                     "as channels)")
     _, (error,) = preprocess_paths([path], PreprocessConfig(spatial_size=[8, 8, 8], channels=1), workers=1,
                                    progress=False)
     assert error.startswith("2 volumes in one file (channels); this model takes 1 a scan")  # never averaged
