@@ -39,6 +39,8 @@ VOLUME_SUFFIXES = NIBABEL_SUFFIXES + ITK_SUFFIXES
 # A NumPy array is a picture or a volume by its shape (``array_is_volume``), not by its suffix.
 ARRAY_SUFFIXES = (".npy",)
 SCAN_SUFFIXES = VOLUME_SUFFIXES + PICTURE_SUFFIXES + ARRAY_SUFFIXES
+# The formats a scan file may have, as messages name them to a user whose file is none of them
+SCAN_FORMATS = "DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, Netpbm, NumPy .npy"
 # A NIfTI of a few volumes of one region (the Medical Segmentation Decathlon's brain tumours: FLAIR, T1,
 # T1 with contrast and T2; its prostates: T2 and ADC) is one scan, its volumes the channels. More are a
 # series in time or diffusion directions, which no screening model here takes.

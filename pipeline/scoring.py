@@ -15,7 +15,7 @@ from pipeline.calibration import softmax
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
 from pipeline.networks import forward_batch
 from pipeline.ood import OODScorer, load_bank, logits_and_features
-from pipeline.reading import is_scan_file
+from pipeline.reading import SCAN_FORMATS, is_scan_file
 
 
 def load_scorer(run_dir: Path) -> tuple:
@@ -128,7 +128,7 @@ def score_chunk(paths, scans, process, model, temperature, decide, batch_size, o
                        status="ok", error="", ood_score=score, out_of_distribution=flagged)
             row.update({f"p_{c}": float(v) for c, v in zip(model.classes, p)})
         else:
-            reason = outcome[path][1] if path in outcome else "unsupported file type (not DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, Netpbm or NumPy .npy)"
+            reason = outcome[path][1] if path in outcome else f"unsupported file type (not {SCAN_FORMATS})"
             row.update(prediction="", confidence=np.nan, needs_review=True, status="error", error=reason,
                        ood_score=np.nan, out_of_distribution=False)
         rows.append(row)

@@ -35,6 +35,7 @@ from pipeline.manifest import MANIFEST_COLUMNS, class_key
 from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
 from pipeline.reading import (
+    SCAN_FORMATS,
     SCAN_SUFFIXES,
     ScanReadError,
     find_scans,
@@ -244,7 +245,7 @@ def ingest(
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     metadata = sidecars(everything)
     problems += [
-        ("file", other.relative_to(root).as_posix(), "not a scan file (DICOM, NIfTI, Analyze, MGH, MetaImage, NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, Netpbm, NumPy .npy); not ingested")
+        ("file", other.relative_to(root).as_posix(), f"not a scan file ({SCAN_FORMATS}); not ingested")
         # the folder's own labels.csv, when another file labels it (labels merged with verdicts), is no news
         for other in everything
         if not is_scan_file(other) and other not in (labels_file, root / "labels.csv") and other not in metadata

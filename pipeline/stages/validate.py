@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.masks import segmentation_masks
-from pipeline.reading import ScanReadError, is_scan_file, list_files, load_scan, sidecars
+from pipeline.reading import (
+    SCAN_FORMATS,
+    ScanReadError,
+    is_scan_file,
+    list_files,
+    load_scan,
+    sidecars,
+)
 
 
 def _read_problem(path: str) -> str | None:
@@ -64,8 +71,7 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
         if f == scans / "labels.csv":  # as score and ingest read it
             rows.append({"file": "labels.csv", "status": "skipped", "reason": "the folder's labels file: not a scan"})
             continue
-        reason = reasons[str(f)] if str(f) in reasons else ("not a scan file (DICOM, NIfTI, Analyze, MGH, MetaImage, "
-                                                            "NRRD, PNG, JPEG, TIFF, BMP, WebP, JPEG 2000, Netpbm, NumPy .npy)")
+        reason = reasons[str(f)] if str(f) in reasons else f"not a scan file ({SCAN_FORMATS})"
         rows.append({"file": f.relative_to(scans).as_posix(), "status": "error" if reason else "ok",
                      "reason": reason or ""})
     return pd.DataFrame(rows, columns=["file", "status", "reason"])
