@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
@@ -32,6 +33,37 @@ def folder_patient(scan_id: str) -> str:
     DICOM gives one."""
     found = _BIDS_SUBJECT.search(scan_id) or _PATIENT_FOLDER.search(scan_id)
     return found[1] if found else ""
+
+
+# A patient's number in a file's name (read only where several files share it): a word and a number first
+# (Kermany's chest X-rays person1_bacteria_1.jpeg and person1_virus_6.jpeg), else a name ending in a
+# number, an image's, after one that ends in a number, the patient's (IM-0115-0001.jpeg; OCT2017's
+# CNV-1016042-1.jpeg; NIH ChestX-ray14's 00000001_000.png).
+_PATIENT_WORD_IN_NAME = re.compile(r"((?:patient|person|subject|case|pat|pt)[-_ ]?\d+)[-_ ]", re.IGNORECASE)
+_NUMBERED_IMAGE = re.compile(r"(.*\d)[-_ ]\d+")
+_DATE = re.compile(r"(?:.*[-_ ])?(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")  # IMG_20200312_143015.jpg
+_SUFFIXES = re.compile(r"(?:\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
+MAX_NAME_GROUP_SHARE = 0.25  # one name shared by more of the scans names no patient (scan_1_1.png ... scan_1_500.png)
+
+
+def name_patients(scan_ids: list[str]) -> dict[int, str]:
+    """The patient each scan's file name gives, by its index in ``scan_ids``, where two or more files
+    of one folder share it: ``NORMAL/IM-0115-0001.jpeg`` and ``IM-0115-0002.jpeg`` are patient
+    ``NORMAL/IM-0115``, ``PNEUMONIA/person1_bacteria_1.jpeg`` and ``person1_virus_6.jpeg`` patient
+    ``PNEUMONIA/person1``. A name of one number (``ISIC_0024306.jpg``), a date (a phone's
+    ``IMG_20200312_143015.jpg``) or a name shared by over ``MAX_NAME_GROUP_SHARE`` of the scans
+    names none. The group that keeps a patient's images on one side of the split, where nothing else
+    gives one; the folder is part of it, so that two exports' numbers never meet."""
+    keys = {}
+    for index, scan in enumerate(scan_ids):
+        folder, _, name = scan.rpartition("/")
+        stem = _SUFFIXES.sub("", name)
+        found = _PATIENT_WORD_IN_NAME.match(stem) or _NUMBERED_IMAGE.fullmatch(stem)
+        if found and not _DATE.fullmatch(found[1]):
+            keys[index] = f"{folder}/{found[1]}" if folder else found[1]
+    counts = Counter(keys.values())
+    limit = max(2, MAX_NAME_GROUP_SHARE * len(scan_ids))
+    return {index: key for index, key in keys.items() if 2 <= counts[key] <= limit}
 
 
 def folder_split(folder: str) -> str | None:

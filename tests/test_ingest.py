@@ -839,6 +839,49 @@ def test_a_folder_named_for_its_patient_is_the_group(scan_id, patient):
     assert folder_patient(scan_id) == patient
 
 
+def test_a_patient_numbered_in_file_names_is_the_group(tmp_path, write):
+    # Kaggle's chest_xray/ (Kermany): a child's images share IM-0115 or person1; nothing else names patients
+    scans = tmp_path / "chest_xray"
+    names = ["train/NORMAL/IM-0115-0001.jpeg", "train/NORMAL/IM-0115-0002.jpeg", "train/NORMAL/IM-0117-0001.jpeg",
+             "train/NORMAL/NORMAL2-IM-0135-0001.jpeg", "train/NORMAL/NORMAL2-IM-0135-0002.jpeg",
+             "train/PNEUMONIA/person1_bacteria_1.jpeg", "train/PNEUMONIA/person1_virus_6.jpeg",
+             "train/PNEUMONIA/person10_virus_35.jpeg", "test/NORMAL/IM-0001-0001.jpeg",
+             "test/PNEUMONIA/person100_bacteria_475.jpeg", "test/PNEUMONIA/person100_bacteria_477.jpeg"]
+    write.pngs(scans, names)
+    groups = run(scans, tmp_path, class_subfolders=True).manifest.set_index("scan_id")["group"]
+    assert groups.to_dict() == {
+        "train/NORMAL/IM-0115-0001.jpeg": "train/NORMAL/IM-0115", "train/NORMAL/IM-0115-0002.jpeg": "train/NORMAL/IM-0115",
+        "train/NORMAL/IM-0117-0001.jpeg": "",  # one image: no group needed
+        "train/NORMAL/NORMAL2-IM-0135-0001.jpeg": "train/NORMAL/NORMAL2-IM-0135",
+        "train/NORMAL/NORMAL2-IM-0135-0002.jpeg": "train/NORMAL/NORMAL2-IM-0135",
+        "train/PNEUMONIA/person1_bacteria_1.jpeg": "train/PNEUMONIA/person1",
+        "train/PNEUMONIA/person1_virus_6.jpeg": "train/PNEUMONIA/person1", "train/PNEUMONIA/person10_virus_35.jpeg": "",
+        "test/NORMAL/IM-0001-0001.jpeg": "",
+        "test/PNEUMONIA/person100_bacteria_475.jpeg": "test/PNEUMONIA/person100",
+        "test/PNEUMONIA/person100_bacteria_477.jpeg": "test/PNEUMONIA/person100"}
+
+
+@pytest.mark.parametrize("names, groups", [
+    # OCT2017: disease-patient-image; NIH ChestX-ray14: patient_follow-up
+    (["CNV/CNV-1016042-1.jpeg", "CNV/CNV-1016042-2.jpeg", "CNV/CNV-103044-1.jpeg"],
+     ["CNV/CNV-1016042", "CNV/CNV-1016042", ""]),
+    (["00000001_000.png", "00000001_001.png", "00000002_000.png"], ["00000001", "00000001", ""]),
+    # one number, a phone's date and time, a folder's count: no patient
+    (["ISIC_0024306.jpg", "ISIC_0024307.jpg", "Tr-gl_0010.jpg", "Tr-gl_0011.jpg", "benign (1).png", "benign (2).png"],
+     [""] * 6),
+    (["IMG_20200312_143015.jpg", "IMG_20200312_150101.jpg", "IMG_20200313_090000.jpg"], [""] * 3),
+    # one name shared by most files is no patient
+    (["scan_1_1.png", "scan_1_2.png", "scan_1_3.png", "scan_2_1.png"], [""] * 4),
+    # the folder is part of the patient: two folders' numbers never meet
+    (["a/IM-0001-0001.png", "b/IM-0001-0002.png"], ["", ""]),
+])
+def test_the_patient_a_file_name_numbers(names, groups):
+    from pipeline.folder_labels import name_patients
+
+    found = name_patients(names)
+    assert [found.get(index, "") for index in range(len(names))] == groups
+
+
 def test_the_ingest_command_reads_class_subfolders_without_a_labels_file(tmp_path, write, monkeypatch):
     from pipeline.cli import main
 

@@ -21,7 +21,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.cases import case_of
-from pipeline.folder_labels import copies_beside_originals, folder_labels, folder_patient
+from pipeline.folder_labels import (
+    copies_beside_originals,
+    folder_labels,
+    folder_patient,
+    name_patients,
+)
 from pipeline.io import sha256_file, write_csv
 from pipeline.labels import (
     DICOM_KEY,
@@ -275,6 +280,15 @@ def ingest(
     for index, case in cases.items():
         if views[case] > 1:
             rows[index]["group"] = case
+    # else the patient a file name numbers (Kermany's IM-0115-0001.jpeg and IM-0115-0002.jpeg)
+    ungrouped = [index for index, row in enumerate(rows) if not row["group"]]
+    named = name_patients([rows[index]["scan_id"] for index in ungrouped])
+    for position, patient in named.items():
+        rows[ungrouped[position]]["group"] = patient
+    if named:
+        log.info("%d scans in %d groups by the patient their file names number (%s: %s); a group stays "
+                 "on one side of the split", len(named), len(set(named.values())),
+                 rows[ungrouped[next(iter(named))]]["scan_id"], next(iter(named.values())))
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
     classes = _check_classes(rows, classes, label_source, problems)
     problems += _mark_duplicates(rows)
