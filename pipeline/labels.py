@@ -72,6 +72,50 @@ def patient_pseudonym(group: str) -> str:
     return group if not group or _PSEUDONYM.match(group) else opaque_id("patient", group)
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx")
+MAX_TABLE_BYTES = 64 * 2**20  # a metadata table, not a dump of every scan's header
+BESIDE_SHARE = 0.9  # a table of the same scans names nearly all of them; another labels file some
+
+
+def groups_beside(table: pd.DataFrame, labels_path: Path) -> pd.Series | None:
+    """Each row's patient (or lesion) from a table beside the labels file, where the labels file gives
+    none: ISIC 2019's ``ISIC_2019_Training_Metadata.csv`` (``image, ..., lesion_id``) beside its
+    ``ISIC_2019_Training_GroundTruth.csv``, ISIC 2018's ``ISIC2018_Task3_Training_LesionGroupings.csv``.
+    A table counts where a column has a group's name (:data:`COLUMN_NAMES`, a patient's before a
+    lesion's) and another column holds ``BESIDE_SHARE`` of the labels file's names; else None."""
+    files = table["file"].str.strip()
+    wanted = set(files) - {""}
+    for other in sorted(labels_path.parent.iterdir()):
+        if (other == labels_path or other.suffix.lower() not in TABLE_SUFFIXES or not other.is_file()
+                or other.stat().st_size > MAX_TABLE_BYTES or is_system_file(other.name)):
+            continue
+        names = COLUMN_NAMES["group"]
+        with other.open("rb") as head:
+            first = head.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").lower()
+        if other.suffix.lower() != ".xlsx" and not any(name in re.sub(r"[ -]", "_", first) for name in names):
+            continue  # read only a table whose header may name a group
+        try:
+            found = read_table(other, "table", "file,group")
+        except ValueError:
+            continue  # not a table this could read: it only might have held groups
+        groups = [column for column in found.columns if column.replace(" ", "_").replace("-", "_") in names]
+        if not groups or not wanted:
+            continue
+        group = min(groups, key=lambda column: names.index(column.replace(" ", "_").replace("-", "_")))
+        for column in found.columns:
+            values = found[column].str.strip()
+            if column in groups or values.isin(wanted).sum() < BESIDE_SHARE * len(wanted):
+                continue
+            given = dict(zip(values, found[group].str.strip()))
+            beside = files.map(given).fillna("")
+            log.info("labels file %s gives no group: %d of its %d rows take column %r of %s beside it as the "
+                     "group (a %s's scans stay on one side of the split)", labels_path.name,
+                     int((beside != "").sum()), len(files), found.attrs.get("written_columns", {}).get(group, group),
+                     other.name, group.split("_")[0])
+            return beside
+    return None
+
+
 def dicom_key(kind: str, value: str) -> str:
     """The key of a labels row matched to DICOM scans by their ``kind`` of header value (identifying
     values hashed as the scans' headers are: :func:`pipeline.dicom.opaque_id`)."""
@@ -132,6 +176,10 @@ def read_labels(
     table = name_columns(table, labels_path, columns)
     table["label"] = listed_findings(table["label"], labels_path.name)
     table["label"] = encoded_masks(table["label"], labels_path.name)
+    if "group" not in table.columns and not table.attrs.get("file_from"):
+        beside = groups_beside(table, labels_path)
+        if beside is not None:
+            table["group"] = beside
     for optional in ("split", "group", "label_source"):
         if optional not in table.columns:
             table[optional] = ""

@@ -434,6 +434,31 @@ def test_labels_files_of_public_sets_are_read(tmp_path, write, header, rows, exp
     assert result.manifest.set_index("scan_id")["label"].to_dict() == expected and result.problems.empty
 
 
+def test_a_table_beside_the_labels_file_gives_the_groups_it_lacks(tmp_path, write, caplog):
+    # ISIC 2019: the classes in ..._GroundTruth.csv, the lesions in ..._Metadata.csv beside it
+    scans = tmp_path / "ISIC_2019_Training_Input"
+    write.pngs(scans, ["ISIC_0000000.jpg", "ISIC_0000001.jpg", "ISIC_0024306.jpg", "ISIC_0024307.jpg"])
+    labels = tmp_path / "ISIC_2019_Training_GroundTruth.csv"
+    labels.write_text("image,MEL,NV,UNK\nISIC_0000000,0.0,1.0,0.0\nISIC_0000001,0.0,1.0,0.0\n"
+                      "ISIC_0024306,1.0,0.0,0.0\nISIC_0024307,1.0,0.0,0.0\n")
+    (tmp_path / "ISIC_2019_Training_Metadata.csv").write_text(
+        "image,age_approx,anatom_site_general,lesion_id,sex\nISIC_0000000,55.0,anterior torso,,female\n"
+        "ISIC_0000001,30.0,anterior torso,,female\nISIC_0024306,45.0,,HAM_0000550,male\n"
+        "ISIC_0024307,50.0,lower extremity,HAM_0000550,male\n")
+    (tmp_path / "notes.csv").write_text("what,when\nexported,2019\n")  # no groups in it
+    with caplog.at_level("INFO", logger="pipeline.labels"):
+        groups = run(scans, tmp_path, labels=labels).manifest.set_index("scan_id")["group"]
+    lesion = patient_pseudonym("HAM_0000550")
+    assert groups.to_dict() == {"ISIC_0000000.jpg": "", "ISIC_0000001.jpg": "", "ISIC_0024306.jpg": lesion,
+                                "ISIC_0024307.jpg": lesion}
+    assert "2 of its 4 rows take column 'lesion_id' of ISIC_2019_Training_Metadata.csv beside it" in caplog.text
+    # a group the labels file gives wins
+    labels.write_text("image,MEL,NV,UNK,patient_id\nISIC_0000000,0,1,0,p1\nISIC_0000001,0,1,0,p1\n"
+                      "ISIC_0024306,1,0,0,p2\nISIC_0024307,1,0,0,p3\n")
+    groups = run(scans, tmp_path, labels=labels).manifest.set_index("scan_id")["group"]
+    assert groups["ISIC_0024306.jpg"] == patient_pseudonym("p2") != groups["ISIC_0024307.jpg"]
+
+
 def test_findings_given_as_columns_of_ones_are_listed_as_nih_lists_them(tmp_path, write, caplog):
     # CheXpert: Path,...,No Finding,Edema,...; 1 a finding, blank or 0 not, -1 uncertain; several a scan
     root = tmp_path / "CheXpert-v1.0-small"
