@@ -66,7 +66,7 @@ class PreprocessConfig:
 
     spatial_size: list[int] = field(default_factory=lambda: [28, 28])
     channels: int = 1  # colour images are averaged to one channel when 1
-    intensity: str = "range"  # range | minmax | percentile | zscore | ct_windows (Hounsfield units)
+    intensity: str = "range"  # range | minmax | percentile | zscore | ct_windows | ct_window_channels (HU)
     intensity_range: list[float] = field(default_factory=lambda: [0.0, 255.0])
     intensity_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])  # for "percentile"
     resize: str = "pad_crop"  # pad_crop | resize

@@ -156,20 +156,33 @@ CT_WINDOWS = ((40.0, 80.0), (40.0, 400.0), (-600.0, 1500.0), (400.0, 1800.0))
 
 
 class CtWindowsd(MapTransform):
-    """Map Hounsfield units to [0, 1] as the mean of ``CT_WINDOWS``, each clipped to its range.
+    """Map Hounsfield units to [0, 1] through ``CT_WINDOWS``, each clipped to its range: their mean, or
+    with ``as_channels`` each window a channel (brain, soft tissue, lung, bone), as radiologists page
+    through them.
 
     Scaled per scan by percentiles, a head CT's -1500 to 1400 HU puts blood 40 HU above brain 1.4% of
     the range apart; averaged windows put it 16% apart, and the lung, soft-tissue and bone ranges each
-    keep a slope of their own."""
+    keep a slope of their own; as channels, the brain window alone puts it half its range apart."""
+
+    def __init__(self, keys, as_channels: bool = False):
+        super().__init__(keys)
+        self.as_channels = as_channels
 
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
             image = d[key]
-            d[key] = sum(ScaleIntensityRange(a_min=centre - width / 2, a_max=centre + width / 2, b_min=0.0,
-                                             b_max=1.0 / len(CT_WINDOWS), clip=True)(image)
-                         for centre, width in CT_WINDOWS)
+            windows = [ScaleIntensityRange(a_min=centre - width / 2, a_max=centre + width / 2, b_min=0.0,
+                                           b_max=1.0 if self.as_channels else 1.0 / len(CT_WINDOWS),
+                                           clip=True)(image) for centre, width in CT_WINDOWS]
+            d[key] = torch.cat([torch.as_tensor(w) for w in windows]) if self.as_channels else sum(windows)
         return d
+
+
+def input_channels(config: PreprocessConfig) -> int:
+    """The channels of a preprocessed scan, the model's input: the file's (colours, sequences), each
+    as many times as there are ``CT_WINDOWS`` where the windows are channels."""
+    return config.channels * (len(CT_WINDOWS) if config.intensity == "ct_window_channels" else 1)
 
 
 class PadOrCropd(ResizeWithPadOrCropd):
@@ -223,10 +236,10 @@ def build_preprocess(config: PreprocessConfig) -> Compose:
         steps.append(PercentileScaled("image", low, high, channel_wise=per_channel))
     elif config.intensity == "zscore":
         steps.append(NormalizeIntensityd("image", channel_wise=per_channel))
-    elif config.intensity == "ct_windows":
-        steps.append(CtWindowsd("image"))
+    elif config.intensity in ("ct_windows", "ct_window_channels"):
+        steps.append(CtWindowsd("image", as_channels=config.intensity == "ct_window_channels"))
     else:
-        raise ValueError(f"preprocess.intensity must be range|minmax|percentile|zscore|ct_windows, got "
+        raise ValueError(f"preprocess.intensity must be range|minmax|percentile|zscore|ct_windows|ct_window_channels, got "
                          f"'{config.intensity}'")
     if config.resize == "pad_crop":
         steps.append(PadOrCropd("image", config.spatial_size))

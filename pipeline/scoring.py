@@ -13,6 +13,7 @@ import torch
 
 from pipeline.calibration import softmax
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
+from pipeline.data import input_channels
 from pipeline.networks import forward_batch
 from pipeline.ood import OODScorer, load_bank, logits_and_features
 from pipeline.reading import SCAN_FORMATS, is_scan_file
@@ -96,7 +97,7 @@ def memory_bounded_sizes(model, batch_size: int, chunk_size: int) -> tuple[int, 
     fastest batch on a CPU); the image size bounds the chunk.
     """
     preprocess = model.config.preprocess
-    scan_shape = (preprocess.channels, *preprocess.spatial_size)
+    scan_shape = (input_channels(preprocess), *preprocess.spatial_size)
     batch = forward_batch(model.network, scan_shape, most=max(batch_size, 1))
     chunk = max(batch, min(chunk_size, int(CHUNK_IMAGE_BYTES // (math.prod(scan_shape) * 4))))
     return batch, chunk

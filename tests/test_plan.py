@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.config import ConfigError, PreprocessConfig, load_config
-from pipeline.data import build_preprocess
+from pipeline.data import build_preprocess, input_channels
 from pipeline.stages import plan as planning
 from pipeline.stages.run import check_positive_class, planned_config
 
@@ -220,8 +220,9 @@ def test_ct_like_intensities_are_recognised_and_read_through_the_radiologists_wi
         rows.append({"path": str(path), "shape": "20x20x10", "spacing": "1x1x1", "label": "a"})
     fp = planning.fingerprint(split_frame(rows), ["a"])
     plan = planning.make_plan(fp, probe=False)
-    assert fp["intensity"]["kind"] == "ct_like" and plan.settings["preprocess.intensity"] == "ct_windows"
-    assert "brain, soft-tissue, lung and bone windows" in plan.reasons["preprocess.intensity"]
+    assert fp["intensity"]["kind"] == "ct_like" and plan.settings["preprocess.intensity"] == "ct_window_channels"
+    assert "brain, soft-tissue, lung and bone windows, a channel each" in plan.reasons["preprocess.intensity"]
+    assert planning.planned_input_channels(fp) == 4 and plan.settings["preprocess.channels"] == 1
     config = PreprocessConfig(spatial_size=[20, 20, 10], intensity="ct_windows", resize="pad_crop")
     image = build_preprocess(config)({"image": rows[0]["path"]})["image"][0]
     brain, blood, air, bone = (float(image[x, y, 5]) for x, y in ((5, 5), (8, 8), (0, 0), (3, 5)))
@@ -229,6 +230,44 @@ def test_ct_like_intensities_are_recognised_and_read_through_the_radiologists_wi
     percentile = build_preprocess(PreprocessConfig(spatial_size=[20, 20, 10], intensity="percentile",
                                                    resize="pad_crop"))({"image": rows[0]["path"]})["image"][0]
     assert float(percentile[8, 8, 5] - percentile[5, 5, 5]) < 0.02
+
+
+def ct_heads(root, n_per_class=10):
+    """Two classes of CT-like head volumes in Hounsfield units (air, brain, skull; a bleed 40 HU above
+    the brain in the second)."""
+    rng = np.random.default_rng(0)
+    for label in ("normal", "bleed"):
+        for i in range(n_per_class):
+            volume = np.full((16, 16, 10), -1000.0, np.float32)
+            volume[3:13, 3:13] = rng.normal(35, 5, (10, 10, 10))
+            volume[2, 2:14], volume[13, 2:14] = 1200.0, 1200.0
+            if label == "bleed":
+                volume[6:10, 6:10, 3:7] += 40
+            path = root / label / f"head{i:03d}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+    return root
+
+
+def test_ct_is_planned_a_channel_a_window_and_trains_and_scores(tmp_path, monkeypatch):
+    scans = ct_heads(tmp_path / "scans")
+    config = PreprocessConfig(spatial_size=[16, 16, 10], intensity="ct_window_channels", resize="pad_crop")
+    assert input_channels(config) == 4 and input_channels(PreprocessConfig(intensity="ct_windows")) == 1
+    image = build_preprocess(config)({"image": str(scans / "bleed" / "head000.nii.gz")})["image"]
+    assert image.shape == (4, 16, 16, 10)
+    brain_window = image[0]
+    assert float(brain_window[7, 7, 5] - brain_window[4, 4, 5]) > 0.3  # 40 HU: half the brain window's width
+    assert float(image[3, 0, 0, 0]) == 0.0 and float(image[3, 2, 5, 5]) > 0.9  # the bone window: air, skull
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--scans", str(scans), "--positive", "bleed", "--labels-per-class", "3", "--quiet",
+                 "train.minutes=0.05", "split.test_fraction=0.3", "network.channels=[4,8]"]) == 0
+    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    assert json.loads((run / "plan.json").read_text())["settings"]["preprocess.intensity"]["value"] == "ct_window_channels"
+    assert json.loads((run / "checkpoint.json").read_text())["in_channels"] == 4
+    new = ct_heads(tmp_path / "new", n_per_class=2)
+    assert main(["score", str(new), "--model", str(run), "--out", str(tmp_path / "new.csv"), "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "new.csv")
+    assert (report["status"] == "ok").all() and len(report) == 4
 
 
 def test_16_bit_radiographs_are_scaled_per_scan_and_named_for_what_they_are(tmp_path, write):

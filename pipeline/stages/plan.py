@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.config import PreprocessConfig
+from pipeline.data import CT_WINDOWS, input_channels
 from pipeline.reading import ScanReadError, load_scan, scan_suffix, spatial_shape_of
 
 log = logging.getLogger("pipeline.stages.plan")
@@ -55,11 +57,17 @@ SHORT_RUN_WARMUP = 0.25
 
 
 def planned_channels(fp: dict[str, Any]) -> int:
-    """A model's input channels for the fingerprinted scans: a picture's 3 where most have colour, else
-    1; a volume's the number of volumes most of its files hold (a multi-sequence MRI's modalities)."""
+    """A file's channels for the fingerprinted scans: a picture's 3 where most have colour, else 1; a
+    volume's the number of volumes most of its files hold (a multi-sequence MRI's modalities)."""
     if fp["spatial_dims"] == 3:
         return int(max(fp["channels"], key=lambda count: (fp["channels"][count], -int(count))))
     return 3 if fp["colour_fraction"] >= 0.5 else 1
+
+
+def planned_input_channels(fp: dict[str, Any]) -> int:
+    """A model's input channels for the fingerprinted scans: the file's, each as many times as there are
+    CT windows where the scans are CT-like (the plan makes each window a channel)."""
+    return planned_channels(fp) * (len(CT_WINDOWS) if (fp.get("intensity") or {}).get("kind") == "ct_like" else 1)
 
 
 def _intensity_of(path: str) -> dict[str, Any] | None:
@@ -268,8 +276,9 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
                  "comparable between scans")
         plan.set("preprocess.intensity_range", [0.0, 255.0], "8-bit pictures")
     elif kind == "ct_like":
-        plan.set("preprocess.intensity", "ct_windows", "CT-like intensities (Hounsfield units): the mean of the brain, "
-                 "soft-tissue, lung and bone windows, so that tissues tens of HU apart (blood and brain) stay apart")
+        plan.set("preprocess.intensity", "ct_window_channels", "CT-like intensities (Hounsfield units): the brain, "
+                 "soft-tissue, lung and bone windows, a channel each, so that tissues tens of HU apart (blood and "
+                 "brain) stay apart and no range is flattened")
     else:
         stored = fp.get("stored_dtypes") or {}
         mixed = (f"; the scans are stored as {', '.join(f'{n} {dtype}' for dtype, n in sorted(stored.items()))}: "
@@ -369,7 +378,8 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
              f"the larger pool{smaller}" if unlabelled else "no unlabelled scans")
 
     # ---- memory: every preprocessed scan is held in memory, as float32
-    _cap_pool(plan, fp, size, plan.settings["preprocess.channels"])
+    _cap_pool(plan, fp, size, input_channels(PreprocessConfig(channels=plan.settings["preprocess.channels"],
+                                                              intensity=plan.settings["preprocess.intensity"])))
 
     # ---- augmentation
     if kind == "binary_mask":
@@ -654,7 +664,7 @@ def time_step(size: int, dims: int, fp: dict[str, Any], method: str, batches: tu
 
     arch = {**_architecture(size, dims), **(network or {})}
     labelled, unlabelled = batches or _batch_sizes(size, dims, fp)
-    channels = planned_channels(fp)
+    channels = planned_input_channels(fp)
     shape = [size] * dims
     build = network_factory(NetworkConfig(channels=arch["channels"], stem_stride=arch["stem_stride"],
                                           dropout=0.1), channels, shape, len(fp["classes"]) or 2)

@@ -28,7 +28,13 @@ import torch
 from pipeline.calibration import softmax
 from pipeline.cases import case_keys
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
-from pipeline.data import load_training_data, matching_scans, preprocess_paths, split_frame
+from pipeline.data import (
+    input_channels,
+    load_training_data,
+    matching_scans,
+    preprocess_paths,
+    split_frame,
+)
 from pipeline.io import write_csv
 from pipeline.ood import logits_and_features, penultimate_features
 
@@ -194,6 +200,6 @@ def _preprocessed(rows: pd.DataFrame, config, progress: bool = True) -> tuple[li
     if failed:
         log.warning("%d scans failed preprocessing and are left out: %s", len(failed), "; ".join(failed[:5]))
     kept = [i for i, error in enumerate(errors) if not error]
-    shape = (0, config.preprocess.channels, *config.preprocess.spatial_size)
+    shape = (0, input_channels(config.preprocess), *config.preprocess.spatial_size)
     images = torch.from_numpy(np.stack([arrays[i] for i in kept])) if kept else torch.zeros(shape)
     return [rows["scan_id"].iloc[i] for i in kept], images
