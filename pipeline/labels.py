@@ -85,11 +85,11 @@ def groups_beside(table: pd.DataFrame, labels_path: Path) -> pd.Series | None:
     lesion's) and another column holds ``BESIDE_SHARE`` of the labels file's names; else None."""
     files = table["file"].str.strip()
     wanted = set(files) - {""}
-    for other in sorted(labels_path.parent.iterdir()):
+    names = COLUMN_NAMES["group"]
+    for other in sorted(labels_path.parent.iterdir()) if wanted else []:
         if (other == labels_path or other.suffix.lower() not in TABLE_SUFFIXES or not other.is_file()
                 or other.stat().st_size > MAX_TABLE_BYTES or is_system_file(other.name)):
             continue
-        names = COLUMN_NAMES["group"]
         with other.open("rb") as head:
             first = head.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").lower()
         if other.suffix.lower() != ".xlsx" and not any(name in re.sub(r"[ -]", "_", first) for name in names):
@@ -98,10 +98,11 @@ def groups_beside(table: pd.DataFrame, labels_path: Path) -> pd.Series | None:
             found = read_table(other, "table", "file,group")
         except ValueError:
             continue  # not a table this could read: it only might have held groups
-        groups = [column for column in found.columns if column.replace(" ", "_").replace("-", "_") in names]
-        if not groups or not wanted:
+        normalised = {column: re.sub(r"[ -]", "_", column) for column in found.columns}
+        groups = [column for column in found.columns if normalised[column] in names]
+        if not groups:
             continue
-        group = min(groups, key=lambda column: names.index(column.replace(" ", "_").replace("-", "_")))
+        group = min(groups, key=lambda column: names.index(normalised[column]))
         for column in found.columns:
             values = found[column].str.strip()
             if column in groups or values.isin(wanted).sum() < BESIDE_SHARE * len(wanted):

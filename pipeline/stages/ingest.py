@@ -286,9 +286,10 @@ def ingest(
     for position, patient in named.items():
         rows[ungrouped[position]]["group"] = patient
     if named:
+        first = next(iter(named))
         log.info("%d scans in %d groups by the patient their file names number (%s: %s); a group stays "
-                 "on one side of the split", len(named), len(set(named.values())),
-                 rows[ungrouped[next(iter(named))]]["scan_id"], next(iter(named.values())))
+                 "on one side of the split", len(named), len(set(named.values())), rows[ungrouped[first]]["scan_id"],
+                 named[first])
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
     classes = _check_classes(rows, classes, label_source, problems)
     problems += _mark_duplicates(rows)
