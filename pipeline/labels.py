@@ -117,6 +117,16 @@ def groups_beside(table: pd.DataFrame, labels_path: Path) -> pd.Series | None:
     return None
 
 
+def groups_on_one_side(groups: pd.Series, is_test: pd.Series) -> tuple[pd.Series, int]:
+    """``groups`` with "" for each group that has test rows and other rows: a group read from names or
+    from a table beside the labels file gives way to the split the data came with (which split would
+    otherwise refuse); returns (groups, how many were given up)."""
+    named = groups != ""
+    mixed = is_test[named].groupby(groups[named]).nunique() > 1
+    given_up = set(mixed[mixed].index)
+    return groups.where(~groups.isin(given_up), ""), len(given_up)
+
+
 def dicom_key(kind: str, value: str) -> str:
     """The key of a labels row matched to DICOM scans by their ``kind`` of header value (identifying
     values hashed as the scans' headers are: :func:`pipeline.dicom.opaque_id`)."""
@@ -179,6 +189,12 @@ def read_labels(
     table["label"] = encoded_masks(table["label"], labels_path.name)
     if "group" not in table.columns and not table.attrs.get("file_from"):
         beside = groups_beside(table, labels_path)
+        if beside is not None and "split" in table.columns:
+            is_test = table["split"].str.strip().str.lower().map(SPLIT_NAMES).eq("test")
+            beside, given_up = groups_on_one_side(beside, is_test)
+            if given_up:
+                log.warning("labels file %s: %d groups of the table beside it have test rows and other rows; "
+                            "those scans keep the file's split and no group", labels_path.name, given_up)
         if beside is not None:
             table["group"] = beside
     for optional in ("split", "group", "label_source"):

@@ -11,6 +11,7 @@ import pytest
 from pipeline.labels import patient_pseudonym
 from pipeline.manifest import MANIFEST_COLUMNS, load_manifest
 from pipeline.stages.ingest import ingest
+from pipeline.stages.split import make_split
 
 
 def run(scans, tmp_path, **options):
@@ -452,6 +453,10 @@ def test_a_table_beside_the_labels_file_gives_the_groups_it_lacks(tmp_path, writ
     assert groups.to_dict() == {"ISIC_0000000.jpg": "", "ISIC_0000001.jpg": "", "ISIC_0024306.jpg": lesion,
                                 "ISIC_0024307.jpg": lesion}
     assert "2 of its 4 rows take column 'lesion_id' of ISIC_2019_Training_Metadata.csv beside it" in caplog.text
+    # a lesion the labels file's own split puts on both sides keeps that split and no group
+    labels.write_text("image,MEL,NV,UNK,split\nISIC_0000000,0,1,0,train\nISIC_0000001,0,1,0,train\n"
+                      "ISIC_0024306,1,0,0,test\nISIC_0024307,1,0,0,train\n")
+    assert (run(scans, tmp_path, labels=labels).manifest["group"] == "").all()
     # a group the labels file gives wins
     labels.write_text("image,MEL,NV,UNK,patient_id\nISIC_0000000,0,1,0,p1\nISIC_0000001,0,1,0,p1\n"
                       "ISIC_0024306,1,0,0,p2\nISIC_0024307,1,0,0,p3\n")
@@ -884,6 +889,23 @@ def test_a_patient_numbered_in_file_names_is_the_group(tmp_path, write):
         "test/NORMAL/IM-0001-0001.jpeg": "",
         "test/PNEUMONIA/person100_bacteria_475.jpeg": "test/PNEUMONIA/person100",
         "test/PNEUMONIA/person100_bacteria_477.jpeg": "test/PNEUMONIA/person100"}
+
+
+def test_a_split_the_data_came_with_wins_over_patients_read_from_names(tmp_path, write):
+    # a labels file whose split column puts one numbered patient's images on both sides: the split is
+    # kept and those images get no group (split would refuse a group across test and training)
+    scans = tmp_path / "xr"
+    write.pngs(scans, ["IM-0115-0001.png", "IM-0115-0002.png", "IM-0116-0001.png", "IM-0116-0002.png",
+                       "IM-0117-0001.png", "IM-0117-0002.png"])
+    (scans / "labels.csv").write_text("file,label,split\nIM-0115-0001.png,a,test\nIM-0115-0002.png,a,train\n"
+                                      "IM-0116-0001.png,b,test\nIM-0116-0002.png,b,test\n"
+                                      "IM-0117-0001.png,a,train\nIM-0117-0002.png,b,train\n")
+    result = run(scans, tmp_path)
+    groups = result.manifest.set_index("scan_id")["group"]
+    assert groups.to_dict() == {"IM-0115-0001.png": "", "IM-0115-0002.png": "", "IM-0116-0001.png": "IM-0116",
+                                "IM-0116-0002.png": "IM-0116", "IM-0117-0001.png": "IM-0117",
+                                "IM-0117-0002.png": "IM-0117"}
+    make_split(result.manifest_path, labels_per_class=1)  # no group across test and training to refuse
 
 
 @pytest.mark.parametrize("names, groups", [

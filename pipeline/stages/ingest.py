@@ -32,6 +32,7 @@ from pipeline.labels import (
     DICOM_KEY,
     DICOM_KEY_TAGS,
     LabelRow,
+    groups_on_one_side,
     header_keys,
     labels_key,
     read_labels,
@@ -283,6 +284,13 @@ def ingest(
     # else the patient a file name numbers (Kermany's IM-0115-0001.jpeg and IM-0115-0002.jpeg)
     ungrouped = [index for index, row in enumerate(rows) if not row["group"]]
     named = name_patients([rows[index]["scan_id"] for index in ungrouped])
+    positions = list(named)
+    kept, given_up = groups_on_one_side(pd.Series([named[p] for p in positions], dtype=str),
+                                        pd.Series([rows[ungrouped[p]]["split"] == "test" for p in positions]))
+    if given_up:
+        log.warning("%d patients numbered by file names have test scans and other scans (the split the data came "
+                    "with): they keep that split and no group", given_up)
+    named = {position: patient for position, patient in zip(positions, kept) if patient}
     for position, patient in named.items():
         rows[ungrouped[position]]["group"] = patient
     if named:
