@@ -41,6 +41,11 @@ def views_of_one_case(paths: list[str]) -> bool:
 
 
 _SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
+
+
+def file_stem(name: str) -> str:
+    """A file's name without its suffix (both parts of ``.nii.gz``)."""
+    return _SUFFIX.sub("", name)
 _VIEW_INDEX = re.compile(r"view\d*", re.IGNORECASE)
 
 
@@ -50,7 +55,7 @@ def case_of(scan_id: str) -> tuple[str, str] | None:
     (``axial/0000.npy``: case ``0000``), or a file name ending in one (``case_001_flair.nii.gz``:
     case ``case_001``; CheXpert's ``study1/view1_frontal.jpg``: case ``study1``)."""
     path = PurePosixPath(scan_id)
-    stem = _SUFFIX.sub("", path.name)
+    stem = file_stem(path.name)
     parent = path.parent.as_posix()
     if is_view_name(stem) and parent != ".":
         return parent, stem

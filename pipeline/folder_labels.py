@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
+from pipeline.cases import file_stem
 from pipeline.labels import SPLIT_NAMES
 from pipeline.manifest import class_key, name_words
 
@@ -42,7 +43,6 @@ def folder_patient(scan_id: str) -> str:
 _PATIENT_WORD_IN_NAME = re.compile(r"((?:patient|person|subject|case|pat|pt)[-_ ]?\d+)[-_ ]", re.IGNORECASE)
 _NUMBERED_IMAGE = re.compile(r"(.*\d)[-_ ]\d+")
 _DATE = re.compile(r"(?:.*[-_ ])?(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")  # IMG_20200312_143015.jpg
-_SUFFIXES = re.compile(r"(?:\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
 MAX_NAME_GROUP_SHARE = 0.25  # one name shared by more of the scans names no patient (scan_1_1.png ... scan_1_500.png)
 
 
@@ -57,7 +57,7 @@ def name_patients(scan_ids: list[str]) -> dict[int, str]:
     keys = {}
     for index, scan in enumerate(scan_ids):
         folder, _, name = scan.rpartition("/")
-        stem = _SUFFIXES.sub("", name)
+        stem = file_stem(name)
         found = _PATIENT_WORD_IN_NAME.match(stem) or _NUMBERED_IMAGE.fullmatch(stem)
         if found and not _DATE.fullmatch(found[1]):
             keys[index] = f"{folder}/{found[1]}" if folder else found[1]

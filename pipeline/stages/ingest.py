@@ -284,20 +284,18 @@ def ingest(
     # else the patient a file name numbers (Kermany's IM-0115-0001.jpeg and IM-0115-0002.jpeg)
     ungrouped = [index for index, row in enumerate(rows) if not row["group"]]
     named = name_patients([rows[index]["scan_id"] for index in ungrouped])
-    positions = list(named)
-    kept, given_up = groups_on_one_side(pd.Series([named[p] for p in positions], dtype=str),
-                                        pd.Series([rows[ungrouped[p]]["split"] == "test" for p in positions]))
+    patients, given_up = groups_on_one_side(pd.Series([named.get(p, "") for p in range(len(ungrouped))], dtype=str),
+                                            pd.Series([rows[index]["split"] == "test" for index in ungrouped]))
     if given_up:
         log.warning("%d patients numbered by file names have test scans and other scans (the split the data came "
                     "with): they keep that split and no group", given_up)
-    named = {position: patient for position, patient in zip(positions, kept) if patient}
-    for position, patient in named.items():
-        rows[ungrouped[position]]["group"] = patient
-    if named:
-        first = next(iter(named))
-        log.info("%d scans in %d groups by the patient their file names number (%s: %s); a group stays "
-                 "on one side of the split", len(named), len(set(named.values())), rows[ungrouped[first]]["scan_id"],
-                 named[first])
+    grouped = [(index, patient) for index, patient in zip(ungrouped, patients) if patient]
+    for index, patient in grouped:
+        rows[index]["group"] = patient
+    if grouped:
+        log.info("%d scans in %d groups by the patient their file names number (%s: %s); a group stays on one "
+                 "side of the split", len(grouped), len({patient for _, patient in grouped}),
+                 rows[grouped[0][0]]["scan_id"], grouped[0][1])
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
     classes = _check_classes(rows, classes, label_source, problems)
     problems += _mark_duplicates(rows)
