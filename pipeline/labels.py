@@ -90,14 +90,14 @@ def groups_beside(table: pd.DataFrame, labels_path: Path) -> pd.Series | None:
         if (other == labels_path or other.suffix.lower() not in TABLE_SUFFIXES or not other.is_file()
                 or other.stat().st_size > MAX_TABLE_BYTES or is_system_file(other.name)):
             continue
-        with other.open("rb") as head:
-            first = head.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").lower()
-        if other.suffix.lower() != ".xlsx" and not any(name in re.sub(r"[ -]", "_", first) for name in names):
-            continue  # read only a table whose header may name a group
         try:
+            with other.open("rb") as head:
+                first = head.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").lower()
+            if other.suffix.lower() != ".xlsx" and not any(name in re.sub(r"[ -]", "_", first) for name in names):
+                continue  # read only a table whose header may name a group
             found = read_table(other, "table", "file,group")
-        except ValueError:
-            continue  # not a table this could read: it only might have held groups
+        except (OSError, ValueError):
+            continue  # a table this could not read (damaged, not ours to read) only might have held groups
         normalised = {column: re.sub(r"[ -]", "_", column) for column in found.columns}
         groups = [column for column in found.columns if normalised[column] in names]
         if not groups:
