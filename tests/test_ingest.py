@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -1285,3 +1286,21 @@ def test_a_patient_column_is_the_group_where_a_lesion_column_is_there_too(tmp_pa
     assert manifest[["label", "group"]].to_dict("index") == {
         "a.png": {"label": "MEL", "group": patient_pseudonym("P1")}, "b.png": {"label": "NEV", "group": patient_pseudonym("P1")},
         "c.png": {"label": "NEV", "group": patient_pseudonym("P2")}}
+
+
+def test_a_table_beside_the_labels_file_that_cannot_be_opened_is_passed_over(tmp_path, monkeypatch):
+    from pipeline.labels import groups_beside
+
+    labels = tmp_path / "labels.csv"
+    (tmp_path / "metadata.csv").write_text("image,patient_id\na.png,p1\n")
+    table = pd.DataFrame({"file": ["a.png"]})
+    assert groups_beside(table, labels).tolist() == ["p1"]
+    opened = Path.open
+
+    def denied(path, *args, **kwargs):
+        if path.name == "metadata.csv":
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert groups_beside(table, labels) is None
