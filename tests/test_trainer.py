@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -226,8 +227,32 @@ def test_time_budget_is_wall_time_with_evaluation_included(tmp_path):
     summary = Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
     assert summary["wall_seconds"] <= 3.0 * 1.1
     assert summary["train_seconds"] < summary["wall_seconds"]
-    metrics = pd.read_csv(tmp_path / "metrics.csv")
-    assert metrics["step"].diff().dropna().max() > 1  # evaluations were spread out to save the budget
+
+
+def test_evaluations_are_spread_out_when_they_cost_over_a_tenth_of_the_time(tmp_path, monkeypatch):
+    # Each evaluation is made to cost three steps, and drawing the curves nothing: the steps the budget
+    # leaves then do not hang on how long a slow machine takes to draw its first figure.
+    original_step, original_evaluate = Trainer.step, Trainer._evaluate
+
+    def slow_step(self, progress):
+        time.sleep(0.01)
+        return original_step(self, progress)
+
+    def slow_evaluate(self, *args):
+        time.sleep(0.03)
+        return original_evaluate(self, *args)
+
+    monkeypatch.setattr(Trainer, "step", slow_step)
+    monkeypatch.setattr(Trainer, "_evaluate", slow_evaluate)
+    monkeypatch.setattr(Trainer, "_write_curves", lambda self: None)
+    config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0.05", "train.steps=100000",
+                                "train.eval_every=1"])
+    trainer = Trainer(config, toy_training_data(), tmp_path, progress=False)
+    summary = trainer.fit()
+    metrics = pd.DataFrame(trainer.history)
+    assert summary["steps"] >= 20
+    assert len(metrics) < summary["steps"] / 4  # one evaluation a step would be as many rows as steps
+    assert metrics["step"].diff().dropna().max() > 1
 
 
 def test_curves_are_redrawn_at_every_evaluation_so_a_long_run_can_be_watched(tmp_path, monkeypatch):
