@@ -53,11 +53,17 @@ def name_patients(scan_ids: list[str]) -> dict[int, str]:
     ``PNEUMONIA/person1``. A name of one number (``ISIC_0024306.jpg``), a date (a phone's
     ``IMG_20200312_143015.jpg``) or a name shared by over ``MAX_NAME_GROUP_SHARE`` of the scans
     names none. The group that keeps a patient's images on one side of the split, where nothing else
-    gives one; the folder is part of it, so that two exports' numbers never meet."""
+    gives one; the folder is part of it, so that two exports' numbers never meet, except a class folder
+    whose name starts its files' names: OCT2017's ``train/CNV/CNV-1016042-1.jpeg`` and
+    ``train/DRUSEN/DRUSEN-1016042-1.jpeg`` are both patient ``train/1016042`` (a patient's two eyes, or
+    one eye's two findings, filed under two classes)."""
     keys = {}
     for index, scan in enumerate(scan_ids):
         folder, _, name = scan.rpartition("/")
         stem = file_stem(name)
+        above, _, last = folder.rpartition("/")
+        if last and re.match(rf"{re.escape(last)}[-_ ](?=.)", stem, re.IGNORECASE):
+            folder, stem = above, stem[len(last) + 1:]
         found = _PATIENT_WORD_IN_NAME.match(stem) or _NUMBERED_IMAGE.fullmatch(stem)
         if found and not _DATE.fullmatch(found[1]):
             keys[index] = f"{folder}/{found[1]}" if folder else found[1]

@@ -892,6 +892,21 @@ def test_a_patient_numbered_in_file_names_is_the_group(tmp_path, write):
         "test/PNEUMONIA/person100_bacteria_477.jpeg": "test/PNEUMONIA/person100"}
 
 
+def test_one_patient_filed_under_two_class_folders_is_one_group_kept_on_one_side(tmp_path, write):
+    # OCT2017 (Kermany): CNV/CNV-1016042-1.jpeg and DRUSEN/DRUSEN-1016042-1.jpeg are one patient's
+    scans = tmp_path / "OCT2017"
+    names = [f"{cls}/{cls}-{patient}-{image}.jpeg" for patient in range(1000, 1012)
+             for cls in ("CNV", "DRUSEN", "NORMAL") for image in (1, 2)]
+    write.pngs(scans, names)
+    result = run(scans, tmp_path, class_subfolders=True)
+    groups = result.manifest.set_index("scan_id")["group"]
+    assert groups["CNV/CNV-1003-1.jpeg"] == groups["DRUSEN/DRUSEN-1003-2.jpeg"] == groups["NORMAL/NORMAL-1003-1.jpeg"]
+    assert groups.nunique() == 12
+    split = pd.read_csv(make_split(result.manifest_path, labels_per_class=2), keep_default_na=False)
+    subsets = split.assign(patient=split["scan_id"].str.extract(r"-(\d+)-")[0]).groupby("patient")["subset"]
+    assert (subsets.nunique() == 1).all()
+
+
 def test_a_split_the_data_came_with_wins_over_patients_read_from_names(tmp_path, write):
     # a labels file whose split column puts one numbered patient's images on both sides: the split is
     # kept and those images get no group (split would refuse a group across test and training)
@@ -911,8 +926,10 @@ def test_a_split_the_data_came_with_wins_over_patients_read_from_names(tmp_path,
 
 @pytest.mark.parametrize("names, groups", [
     # OCT2017: disease-patient-image; NIH ChestX-ray14: patient_follow-up
-    (["CNV/CNV-1016042-1.jpeg", "CNV/CNV-1016042-2.jpeg", "CNV/CNV-103044-1.jpeg"],
-     ["CNV/CNV-1016042", "CNV/CNV-1016042", ""]),
+    (["CNV-1016042-1.jpeg", "CNV-1016042-2.jpeg", "CNV-103044-1.jpeg"], ["CNV-1016042", "CNV-1016042", ""]),
+    # a class folder that starts its files' names: one patient's scans filed under two classes meet
+    (["train/CNV/CNV-1016042-1.jpeg", "train/DRUSEN/DRUSEN-1016042-1.jpeg", "train/CNV/CNV-103044-1.jpeg",
+      "test/CNV/CNV-1016042-2.jpeg"], ["train/1016042", "train/1016042", "", ""]),
     (["00000001_000.png", "00000001_001.png", "00000002_000.png"], ["00000001", "00000001", ""]),
     # one number, a phone's date and time, a folder's count: no patient
     (["ISIC_0024306.jpg", "ISIC_0024307.jpg", "Tr-gl_0010.jpg", "Tr-gl_0011.jpg", "benign (1).png", "benign (2).png"],
