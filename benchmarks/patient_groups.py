@@ -8,7 +8,10 @@ naming says whose they are, on two generated downloads in public sets' layouts:
   beside ``train/``, 1 to 4 images a child (PneumoniaMNIST pictures: no patient shows in the pixels);
 - ``ISIC_2019_Training_Input/`` with ``ISIC_2019_Training_GroundTruth.csv`` (one-hot classes) and
   ``ISIC_2019_Training_Metadata.csv`` (``lesion_id``; blank for a quarter of the images) beside it,
-  1 to 3 photos a lesion.
+  1 to 3 photos a lesion;
+- ``OCT2017/``, as Kermany's retinal OCT set: ``train/CNV/CNV-1016042-1.jpeg`` and
+  ``train/DRUSEN/DRUSEN-1016042-1.jpeg``, 1 to 4 images a patient, a third of the patients with
+  images in two class folders (a finding in each eye).
 
 Each is ingested and split as ``pipeline run`` does (30 labelled and 30 calibration scans a class,
 seed 0); the script counts the patients and lesions of several images whose images the split put in
@@ -80,6 +83,26 @@ def isic_2019(out: Path, n: int, seed: int = 0) -> dict[str, str]:
     return lesions
 
 
+def oct2017(out: Path, patients: int, seed: int = 0) -> dict[str, str]:
+    """The OCT2017/ folder (PneumoniaMNIST pictures, 4 classes); returns {scan id: patient}."""
+    rng = random.Random(seed)
+    files = pd.read_csv(PNEUMONIA / "labels.csv")["file"].tolist()
+    whose, seen = {}, set()
+    for patient in range(1_000_000, 1_000_000 + patients):
+        classes = rng.sample(["CNV", "DME", "DRUSEN", "NORMAL"], 2 if rng.random() < 1 / 3 else 1)
+        for image in range(1, rng.randint(len(classes), 4) + 1):
+            folder = classes[image % len(classes)]
+            scan = Path("train") / folder / f"{folder}-{patient}-{image}.jpeg"
+            (out / scan).parent.mkdir(parents=True, exist_ok=True)
+            picture = Image.open(PNEUMONIA / files.pop()).convert("L")
+            while picture.tobytes() in seen:  # the set holds a few twins, which ingest would report
+                picture = Image.open(PNEUMONIA / files.pop()).convert("L")
+            seen.add(picture.tobytes())
+            picture.save(out / scan, quality=95)
+            whose[scan.as_posix()] = f"patient {patient}"
+    return whose
+
+
 def spanning(manifest_dir: Path, scans: Path, whose: dict[str, str], **options) -> str:
     found = ingest(scans, manifest_dir=manifest_dir, workers=1, **options)
     split_file = make_split(found.manifest_path, labels_per_class=30, calibration_per_class=30, selection="random",
@@ -100,3 +123,5 @@ if __name__ == "__main__":
     lesions = isic_2019(out / "isic", 400)
     print("ISIC 2019-shaped download:", spanning(out / "manifests", out / "isic" / "ISIC_2019_Training_Input", lesions,
                                                  labels=out / "isic" / "ISIC_2019_Training_GroundTruth.csv"))
+    retinas = oct2017(out / "OCT2017", 300)
+    print("OCT2017-shaped folder:", spanning(out / "manifests", out / "OCT2017", retinas, class_subfolders=True))
