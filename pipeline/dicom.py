@@ -2,7 +2,8 @@
 
 A series (CT/MR slices sharing a SeriesInstanceUID in one folder) is one scan, or a scan per volume where
 it holds several at the same positions (a diffusion series' b-values, echoes, time points; see
-:func:`series_volumes`); a localizer's slices in several orientations are no scan. Slices are ordered
+:func:`series_volumes`); an enhanced multi-frame file of several volumes is one scan of a channel each
+(:func:`_frame_volumes`); a localizer's slices in several orientations are no scan. Slices are ordered
 by their position along the slice normal (not by InstanceNumber, which scanners number in either
 direction), checked for one orientation, one in-plane geometry and no missing slices, stacked,
 and given the affine of their geometry in RAS (DICOM is LPS), as NIfTI volumes have. Stored
@@ -193,7 +194,9 @@ def read_file(path: str | os.PathLike):
     A multi-frame file of a modality whose frames follow one another in time (an ultrasound cine
     loop, an angiography run: ``CINE_MODALITIES``) is its middle frame, a 2D image. An enhanced
     multi-frame volume (Enhanced CT and MR) gives its geometry in functional groups: its frames are
-    ordered by their positions and spaced as they lie, as a series' slices are."""
+    ordered by their positions and spaced as they lie, as a series' slices are; where it holds several
+    volumes at the same positions (b-values, echoes, time points: :func:`_frame_volumes`), they are a
+    fourth axis (rows, columns, slices, volumes), a channel each, as a 4D NIfTI's volumes are."""
     import pydicom
 
     try:
@@ -218,12 +221,20 @@ def read_file(path: str | os.PathLike):
             raise DicomError(f"multi-frame colour DICOM ({frames} frames of colour pixels): not a volume the "
                              "pipeline can screen")
         if enhanced := _enhanced_geometry(ds, frames):
-            orientation, positions, spacing_rc, rescale = enhanced
+            orientation, positions, spacing_rc, rescale, keys = enhanced
             if rescale is not None and "RescaleSlope" not in ds:  # Enhanced CT's Hounsfield units
                 volume = volume * rescale[0].astype(np.float32) + rescale[1].astype(np.float32)
-            order, along, steps = _slice_order(orientation, positions, "multi-frame file",
-                                               "several volumes in one file: echoes, b-values or time points")
-            return (*_volume(volume[..., order], positions[order], along, steps, orientation, spacing_rc), True)
+            volumes = []
+            for members in _frame_volumes(positions, keys):
+                order, along, steps = _slice_order(orientation, positions[members], "multi-frame file",
+                                                   "several volumes in one file whose b-values, echoes or time "
+                                                   "points its frames do not tell apart")
+                chosen = np.asarray(members)[order]
+                volumes.append(_volume(volume[..., chosen], positions[chosen], along, steps, orientation, spacing_rc))
+            if len(volumes) == 1:
+                return (*volumes[0], True)
+            # as a 4D NIfTI's: the volumes (b-values, echoes, time points) are the scan's channels
+            return np.stack([v for v, _, _ in volumes], axis=-1), volumes[0][1], volumes[0][2], True
         thickness = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 1.0)
         orientation = _floats(ds.get("ImageOrientationPatient")) or (1, 0, 0, 0, 1, 0)
         first = np.array(_floats(ds.get("ImagePositionPatient")) or (0.0, 0.0, 0.0))
@@ -241,8 +252,8 @@ ENHANCED_US_VOLUME = "1.2.840.10008.5.1.4.1.1.6.2"  # Enhanced US Volume Storage
 
 def _enhanced_geometry(ds, frames: int):
     """(orientation, each frame's position, pixel spacing, each frame's (rescale slope, intercept) or
-    None) of an enhanced multi-frame file, from its per-frame and shared functional groups; None where
-    it has none (a legacy multi-frame file)."""
+    None, each frame's values of ``FRAME_VOLUME_KEYS``) of an enhanced multi-frame file, from its
+    per-frame and shared functional groups; None where it has none (a legacy multi-frame file)."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if not per_frame or len(per_frame) != frames:
         return None
@@ -254,8 +265,10 @@ def _enhanced_geometry(ds, frames: int):
                 return where.get(name)[0]
         return None
 
-    positions, orientation, measures, rescale = [], None, None, []
+    positions, orientation, measures, rescale, keys = [], None, None, [], []
     for frame in per_frame:
+        keys.append(tuple(_number(item.get(name)) if (item := group(frame, sequence)) is not None else None
+                          for sequence, name in FRAME_VOLUME_KEYS))
         plane, facing = group(frame, "PlanePositionSequence"), group(frame, "PlaneOrientationSequence")
         measures = measures or group(frame, "PixelMeasuresSequence")
         if plane is None or facing is None or not plane.get("ImagePositionPatient"):
@@ -268,7 +281,48 @@ def _enhanced_geometry(ds, frames: int):
     if orientation is None or measures is None or not measures.get("PixelSpacing"):
         return None
     return (np.array(orientation), np.array(positions), [float(v) for v in measures.PixelSpacing],
-            np.array(rescale).T if len(rescale) == frames else None)
+            np.array(rescale).T if len(rescale) == frames else None, keys)
+
+
+# Per-frame values that tell an enhanced MR file's volumes apart: (functional group, attribute)
+FRAME_VOLUME_KEYS = [("MRDiffusionSequence", "DiffusionBValue"), ("MREchoSequence", "EffectiveEchoTime"),
+                     ("FrameContentSequence", "TemporalPositionIndex")]
+
+
+def _frame_volumes(positions: np.ndarray, keys: list[tuple]) -> list[list[int]]:
+    """The frames of each volume of an enhanced multi-frame file, in channel order: one volume where
+    no two frames lie at one position; else a volume per value of the first of ``FRAME_VOLUME_KEYS``
+    that every frame has and that puts each position once in every volume (ascending: b0 before
+    b1000), else a volume per occurrence at each position in frame order where every position occurs
+    equally often. As ``series_volumes`` parts a series, where every volume covers the same positions;
+    ``[all frames]`` otherwise, for :func:`_slice_order` to refuse."""
+    places = [tuple(np.round(p, 2)) for p in positions]
+    frames = list(range(len(places)))
+    if len(set(places)) == len(places):
+        return [frames]
+    for index in range(len(FRAME_VOLUME_KEYS)):
+        values = [key[index] for key in keys]
+        if None in values or len(set(values)) < 2:
+            continue
+        volumes: dict[float, list[int]] = {}
+        for i, value in enumerate(values):
+            volumes.setdefault(value, []).append(i)
+        if _same_places(list(volumes.values()), places):
+            return [members for _, members in sorted(volumes.items())]
+    seen: dict[tuple, int] = {}
+    occurrences: dict[int, list[int]] = {}
+    for i, place in enumerate(places):
+        seen[place] = seen.get(place, 0) + 1
+        occurrences.setdefault(seen[place], []).append(i)
+    volumes_found = list(occurrences.values())
+    return volumes_found if _same_places(volumes_found, places) else [frames]
+
+
+def _same_places(volumes: list[list[int]], places: list[tuple]) -> bool:
+    """Whether each volume has two or more frames, each at a position of its own, the same positions in every one."""
+    first = {places[i] for i in volumes[0]}
+    return all(len(members) >= 2 and len({places[i] for i in members}) == len(members)
+               and {places[i] for i in members} == first for members in volumes)
 
 
 def series_volumes(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHeader]]]:

@@ -472,6 +472,10 @@ def _load_dicom(path: str, max_bytes: int | None) -> LoadedScan:
         raise ScanReadError(path, str(error)) from None
     except PermissionError:
         raise ScanReadError(path, "permission denied: a file of the scan is not readable by this user") from None
+    if np.ndim(array) == 4 and np.shape(array)[3] > MAX_VOLUMES_PER_FILE:
+        raise ScanReadError(path, f"{np.shape(array)[3]} volumes in one file (time points or diffusion directions?): "
+                                  f"up to {MAX_VOLUMES_PER_FILE}, read as channels of one scan (b-values, echoes), "
+                                  "are screened; export the volume to screen as a series or file of its own")
     info = {"modality": header.modality, "body_part": header.body_part, "study_uid": header.study_uid,
             "series_uid": header.series_uid, "patient_group": header.patient_group,
             "accession_group": header.accession_group}
@@ -568,8 +572,9 @@ def spatial_shape_of(shape: str, path: str) -> tuple[tuple[int, ...], int]:
 def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
     """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
     sizes = tuple(int(v) for v in shape.split("x") if v)
-    if suffix in VOLUME_SUFFIXES or (suffix in ARRAY_SUFFIXES and array_is_volume(sizes)):
-        if len(sizes) == 4:  # a multi-sequence MRI's modalities on the fourth axis are its channels
+    if (suffix in VOLUME_SUFFIXES or (suffix in ARRAY_SUFFIXES and array_is_volume(sizes))
+            or (suffix == "dicom" and len(sizes) == 4)):
+        if len(sizes) == 4:  # a multi-sequence MRI's modalities (an enhanced DICOM's b-values) are its channels
             return sizes[:3], sizes[3]
         return sizes, 1
     if len(sizes) == 3 and sizes[-1] in (3, 4):

@@ -130,11 +130,16 @@ def test_single_images_multiframe_files_and_monochrome1(tmp_path):
     np.testing.assert_allclose(volume.array[:, :, 3], (pixels + 300) * SLOPE + INTERCEPT)
 
 
-def enhanced_file(path: Path, stored: np.ndarray, affine_ras: np.ndarray, order) -> Path:
-    """An Enhanced CT file of ``stored``'s slices in ``order``: its geometry and rescale in functional groups."""
+def enhanced_file(path: Path, stored: np.ndarray, affine_ras: np.ndarray, order, volumes=None, b_values=None,
+                  sop_class=EnhancedCTImageStorage) -> Path:
+    """An enhanced file of ``stored``'s slices in ``order``: its geometry and rescale in functional groups.
+    With ``volumes`` (a volume index for each frame), ``stored`` holds volumes on a fourth axis; with
+    ``b_values`` (one for each frame), each frame's diffusion group gives its b-value."""
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
     spacing_r, spacing_c = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
-    ds = dicom_dataset(np.moveaxis(stored[:, :, order], 2, 0), EnhancedCTImageStorage, NumberOfFrames=len(order))
+    pixels = (np.stack([stored[:, :, k, v] for k, v in zip(order, volumes)]) if volumes is not None
+              else np.moveaxis(stored[:, :, order], 2, 0))
+    ds = dicom_dataset(pixels, sop_class, NumberOfFrames=len(order))
     del ds.RescaleSlope, ds.RescaleIntercept  # in the functional groups instead
     measures, facing, values = Dataset(), Dataset(), Dataset()
     measures.PixelSpacing, measures.SliceThickness = [float(spacing_r), float(spacing_c)], 1.6
@@ -145,14 +150,59 @@ def enhanced_file(path: Path, stored: np.ndarray, affine_ras: np.ndarray, order)
     shared.PixelValueTransformationSequence = [values]
     ds.SharedFunctionalGroupsSequence = [shared]
     frames = []
-    for k in order:
+    for index, k in enumerate(order):
         frame, place = Dataset(), Dataset()
         place.ImagePositionPatient = [float(v) for v in lps[:3, 3] + k * lps[:3, 2]]
         frame.PlanePositionSequence = [place]
+        if b_values is not None:
+            diffusion = Dataset()
+            diffusion.DiffusionBValue = b_values[index]
+            frame.MRDiffusionSequence = [diffusion]
         frames.append(frame)
     ds.PerFrameFunctionalGroupsSequence = frames
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def test_several_volumes_in_one_enhanced_file_are_one_scan_of_a_channel_each(tmp_path):
+    # Enhanced MR diffusion: b0 and b1000 at each position, frames in no particular order; as a 4D NIfTI
+    stored, values = head(shape=(20, 22, 6))
+    stored4 = np.stack([stored, stored // 2], axis=-1)
+    values4 = stored4.astype(np.float32) * SLOPE + INTERCEPT
+    frames = [(3, 1), (0, 0), (5, 1), (1, 0), (4, 0), (2, 1), (0, 1), (5, 0), (1, 1), (3, 0), (2, 0), (4, 1)]
+    order, volumes = [k for k, _ in frames], [v for _, v in frames]
+    b_values = [(0, 1000)[v] for v in volumes]
+    dwi = load_scan(enhanced_file(tmp_path / "dwi.dcm", stored4, AFFINE, order, volumes, b_values))
+    single = load_scan(enhanced_file(tmp_path / "b0.dcm", stored, AFFINE, [3, 0, 5, 1, 4, 2]))
+    assert dwi.is_volume and dwi.array.shape == (20, 22, 6, 2)
+    np.testing.assert_allclose(dwi.array, values4)  # b0 the first channel, b1000 the second, each by position
+    np.testing.assert_allclose(dwi.affine, single.affine, atol=1e-5)
+    # b-values given in the reverse order of the frames still put b0 first
+    reverse = load_scan(enhanced_file(tmp_path / "reverse.dcm", stored4, AFFINE, order, volumes,
+                                      [(1000, 0)[v] for v in volumes]))
+    np.testing.assert_allclose(reverse.array, values4[..., ::-1])
+    # nothing to tell the volumes apart but the frames' order: a volume per occurrence at each position
+    echoes = load_scan(enhanced_file(tmp_path / "echoes.dcm", stored4, AFFINE, [0, 1, 2, 3, 4, 5] * 2,
+                                     [0] * 6 + [1] * 6))
+    np.testing.assert_allclose(echoes.array, values4)
+    # more volumes than a scan's channels are read as (a diffusion run's directions): an error row saying so
+    many = np.stack([stored + v for v in range(9)], axis=-1)
+    with pytest.raises(ScanReadError, match="9 volumes in one file"):
+        load_scan(enhanced_file(tmp_path / "directions.dcm", many, AFFINE, list(range(6)) * 9,
+                                [v for v in range(9) for _ in range(6)]))
+    # ingested, planned and preprocessed as one scan of two channels
+    (tmp_path / "scans").mkdir()
+    for name in ("a", "b", "c"):
+        enhanced_file(tmp_path / "scans" / f"{name}.dcm", stored4, AFFINE, order, volumes, b_values)
+    found = ingest(tmp_path / "scans", manifest_dir=tmp_path / "m", workers=1)
+    assert set(found.manifest["shape"]) == {"20x22x6x2"} and (found.manifest["status"] == "ok").all()
+    from pipeline.stages import plan as planning
+
+    fingerprint = planning.fingerprint(found.manifest.assign(subset="unlabelled"), ["a"])
+    assert fingerprint["spatial_dims"] == 3 and planning.planned_channels(fingerprint) == 2
+    tensor = build_preprocess(PreprocessConfig(spatial_size=[8, 8, 8], channels=2))(
+        {"image": str(tmp_path / "scans" / "a.dcm")})["image"]
+    assert tuple(tensor.shape) == (2, 8, 8, 8) and not torch.equal(tensor[0], tensor[1])
 
 
 def test_an_enhanced_multiframe_volume_and_a_cine_loop(tmp_path):
@@ -166,9 +216,9 @@ def test_an_enhanced_multiframe_volume_and_a_cine_loop(tmp_path):
     np.testing.assert_allclose(volume.array, values)  # ordered by position, rescaled
     np.testing.assert_allclose(volume.affine, series.affine, atol=1e-5)
     np.testing.assert_allclose(volume.spacing, series.spacing, atol=1e-5)
-    # several volumes in one file (two echoes at each position) are refused, saying so
+    # positions that do not part into volumes of the same positions are refused, saying so
     with pytest.raises(ScanReadError, match="several volumes in one file"):
-        load_scan(enhanced_file(tmp_path / "echoes.dcm", stored, AFFINE, [0, 1, 2, 0, 1, 2]))
+        load_scan(enhanced_file(tmp_path / "echoes.dcm", stored, AFFINE, [0, 1, 2, 0, 1]))
     # an ultrasound cine loop is frames in time: its middle frame is a 2D image, in grey or colour
     frames = np.stack([np.full((5, 6), 10 * k, np.int16) for k in range(4)])
     dicom_dataset(frames, UltrasoundMultiFrameImageStorage, Modality="US", NumberOfFrames=4).save_as(
