@@ -870,6 +870,17 @@ def test_a_folder_named_for_its_patient_is_the_group(scan_id, patient):
     assert folder_patient(scan_id) == patient
 
 
+def test_a_patient_folder_on_both_sides_of_the_data_s_own_split_is_refused_naming_where_groups_come_from(
+        tmp_path, write):
+    scans = tmp_path / "export"
+    write.pngs(scans, ["Training/yes/patient1/a.png", "Training/no/patient2/b.png", "Training/no/patient3/c.png",
+                       "Testing/yes/patient1/d.png", "Testing/no/patient4/e.png"])
+    result = run(scans, tmp_path, class_subfolders=True)
+    assert result.manifest.set_index("scan_id")["group"]["Testing/yes/patient1/d.png"] == "patient1"
+    with pytest.raises(ValueError, match=r"groups patient1 .*a folder named for a patient"):
+        make_split(result.manifest_path, labels_per_class=1)
+
+
 def test_a_patient_numbered_in_file_names_is_the_group(tmp_path, write):
     # Kaggle's chest_xray/ (Kermany): a child's images share IM-0115 or person1; nothing else names patients
     scans = tmp_path / "chest_xray"

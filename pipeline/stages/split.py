@@ -291,9 +291,11 @@ def _test_units(rows: pd.DataFrame, test_fraction: float, rng: np.random.Generat
                                                     ("not test", members["split"] != "test")))
             raise ValueError(
                 f"groups {', '.join(f'{g} ({sides(g)})' for g in mixed[:3])}{' ...' if len(mixed) > 3 else ''} "
-                "have scans with split 'test' and scans without (a group is a patient: the labels file's group "
-                "column, else the DICOM PatientID); put all of a group's scans on one side (the labels file's "
-                "split column, or the split folders) and re-run ingest"
+                "have scans with split 'test' and scans without (a group is a patient or a case: the labels "
+                "file's group column, else the DICOM PatientID, a folder named for a patient or a BIDS subject "
+                "(patient00001/, sub-07/), or the views of one case (10_left.jpeg and 10_right.jpeg)); put all of "
+                "a group's scans on one side (the labels file's split column, or the split folders) and re-run "
+                "ingest"
             )
         return test
     if test_fraction == 0:
