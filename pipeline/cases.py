@@ -13,6 +13,7 @@ its series shows the finding.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -74,7 +75,9 @@ def study_cases(root: str | Path, scan_ids: list[str]) -> dict[str, tuple[str, s
     """(case, view) of the DICOM scans below ``root`` that :func:`case_of` names no case of, by their
     study (StudyInstanceUID): a hospital export's ``patient/study/SE0002`` and ``SE0003`` series, a
     chest study's frontal and lateral images. A case is named by the folder its scans share below
-    ``root``, else by an opaque hash of its study; a view by its path below that folder."""
+    ``root`` where no other study's scans share that folder, else by an opaque hash of its study; a
+    view by its path below the folder that names it. A study of one scan is no case (a folder of
+    radiographs, a study each, is as many scans, not one case of them all)."""
     from pipeline import dicom
     from pipeline.reading import series_location, series_slices
 
@@ -92,13 +95,24 @@ def study_cases(root: str | Path, scan_ids: list[str]) -> dict[str, tuple[str, s
             continue
         if header is not None and header.study_uid:
             studies.setdefault(header.study_uid, []).append(scan_id)
-    found = {}
+    named = {}
     for uid, members in studies.items():
+        if len(members) < 2:  # a study of one scan (a radiograph a study) is no case of views
+            continue
         parts = [PurePosixPath(scan_id).parts for scan_id in members]
         shared = 0
         while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
             shared += 1
-        case = "/".join(parts[0][:shared]) if shared else dicom.opaque_id("study", uid)
+        named[uid] = (shared, members, parts)
+    # a folder holding two studies' scans names neither (an export's studies side by side in one folder)
+    folders = Counter("/".join(parts[0][:shared]) for shared, _, parts in named.values())
+    found = {}
+    for uid, (shared, members, parts) in named.items():
+        folder = "/".join(parts[0][:shared])
+        if not shared or folders[folder] > 1:
+            case, shared = dicom.opaque_id("study", uid), 0
+        else:
+            case = folder
         found.update({scan_id: (case, "/".join(p[shared:])) for scan_id, p in zip(members, parts)})
     return found
 

@@ -581,6 +581,34 @@ def test_score_gives_a_row_per_study_of_dicom_series(tmp_path):
     assert case_rows(report, "lesion").empty  # by their names alone these are no case's views
 
 
+def test_studies_side_by_side_in_one_folder_are_cases_apart_and_a_study_of_one_scan_is_none(tmp_path):
+    from pipeline.cases import study_cases
+
+    # a day's folder of radiographs, a study each (RSNA's pneumonia DICOMs), and two studies of two views each
+    scans = tmp_path / "export"
+    day = scans / "day1"
+    day.mkdir(parents=True)
+    for index in range(4):
+        dicom_dataset(np.ones((8, 8)) * index).save_as(day / f"single{index}.dcm", enforce_file_format=True)
+    studies = [generate_uid(), generate_uid()]
+    for i, study in enumerate(studies):
+        for view in ("fro", "lat"):
+            dicom_dataset(np.ones((8, 8)), study=study).save_as(day / f"s{i}_{view}.dcm", enforce_file_format=True)
+    ids = [path.relative_to(scans).as_posix() for path in list_files(scans)]
+    found = study_cases(scans, ids)
+    assert sorted(found) == [f"day1/s{i}_{view}.dcm" for i in range(2) for view in ("fro", "lat")]
+    assert found["day1/s0_fro.dcm"] == (dicom_module.opaque_id("study", studies[0]), "day1/s0_fro.dcm")
+    assert found["day1/s1_lat.dcm"][0] == dicom_module.opaque_id("study", studies[1]) != found["day1/s0_lat.dcm"][0]
+    # in folders of their own, each study is named by its folder
+    for i in range(2):
+        (day / f"study{i}").mkdir()
+        for view in ("fro", "lat"):
+            (day / f"s{i}_{view}.dcm").rename(day / f"study{i}" / f"{view}.dcm")
+    ids = [path.relative_to(scans).as_posix() for path in list_files(scans)]
+    assert study_cases(scans, ids) == {f"day1/study{i}/{view}.dcm": (f"day1/study{i}", f"{view}.dcm")
+                                       for i in range(2) for view in ("fro", "lat")}
+
+
 def test_a_labels_file_or_verdicts_naming_series_and_volumes_by_their_scan_ids_label_them(tmp_path):
     # score's report and a reader's verdicts name scans by id: SE3/@b1000, and #<uid>@b0 in a folder of series
     scans = tmp_path / "export"
