@@ -487,6 +487,31 @@ def test_a_split_drawn_before_scans_were_ingested_says_it_leaves_them_out(tmp_pa
     assert "24 usable scans of data_manifests/scans." in caplog.text and "are in no subset" in caplog.text
 
 
+def test_unlabelled_scans_of_a_labelled_patient_that_the_split_leaves_out_are_no_stale_split(tmp_path, monkeypatch,
+                                                                                                 caplog):
+    # each patient has a labelled scan and an unlabelled one; those of patients drawn for labelled, calibration
+    # or test the split leaves out on purpose, which the train stage's second look at the split must not call
+    # scans "ingested after the split was drawn"
+    rng = np.random.default_rng(0)
+    scans, rows = tmp_path / "scans", ["file,label"]
+    for k in range(24):
+        label = "abnormal" if k % 2 else "normal"
+        for name in ("x", "y"):
+            array = (rng.random((20, 20)) * 60).astype(np.uint8)
+            if label == "abnormal":
+                array[6:14, 6:14] = 230
+            (scans / f"patient{k}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(scans / f"patient{k}" / f"{name}.png")
+        rows.append(f"patient{k}/x.png,{label}")
+    (scans / "labels.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    run = tiny_run(tmp_path, scans, "abnormal")
+    split = json.loads((run / "plan.json").read_text())["settings"]["data.split"]["resolved"]
+    left_out = json.loads((tmp_path / split).with_suffix(".json").read_text())["unlabelled_left_out_scans"]
+    assert left_out and all(scan.endswith("/y.png") for scan in left_out)
+    assert "unlabelled scans left out of the split" in caplog.text and "in no subset" not in caplog.text
+
+
 def test_minutes_bound_the_whole_command_and_training_gets_what_is_left(tmp_path, monkeypatch):
     import time
 

@@ -73,10 +73,13 @@ def prepare_split(config: Config, progress: bool = True, manifest: Path | None =
 
 
 def scans_in_no_subset(manifest: Path, split_file: Path) -> list[str]:
-    """The ids of the manifest's usable scans that the split file leaves out."""
+    """The ids of the manifest's usable scans that the split file leaves out, but for the unlabelled scans
+    of a patient in a labelled subset, which the split left out on purpose (its record beside it lists them)."""
     rows = load_manifest(manifest)
     ids = pd.read_csv(split_file, usecols=["scan_id"], dtype=str, keep_default_na=False)["scan_id"].str.strip()
-    return sorted(set(rows.loc[rows["status"] == "ok", "scan_id"]) - set(ids))
+    record = split_file.with_suffix(".json")
+    meant = set(json.loads(record.read_text()).get("unlabelled_left_out_scans", [])) if record.is_file() else set()
+    return sorted(set(rows.loc[rows["status"] == "ok", "scan_id"]) - set(ids) - meant)
 
 
 def prepare_manifest(config: Config, progress: bool = True) -> Path:

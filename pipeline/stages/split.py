@@ -208,6 +208,8 @@ def make_split(
         "test_from_manifest_split": bool((rows["split"] == "test").any()),
         "counts_per_subset_and_label": counts,
         "unlabelled_left_out": int(unusable.sum()),
+        # so that a later run tells these from scans ingested after the split was drawn
+        "unlabelled_left_out_scans": sorted(rows.loc[unusable, "scan_id"]),
         "classes_left_out": left_out,
         "trained_as_one": {OTHER_CLASSES: sorted(others)} if others and OTHER_CLASSES not in left_out else {},
     }
