@@ -55,6 +55,8 @@ class LabelRow:
     split: str
     where: str  # "labels.csv line 7", for messages
     reviewed: bool = False  # a reviewer's verdict (a merged labels file's label_source): may lie outside the scans
+    # a label a reviewer's verdict gave a scan that had none: chosen for labelling, so trained on (see split)
+    added_by_review: bool = False
 
 
 DICOM_KEY = "dicom:"  # a key of read_labels' rows that is a header value, not a path
@@ -197,7 +199,7 @@ def read_labels(
                             "those scans keep the file's split and no group", labels_path.name, given_up)
         if beside is not None:
             table["group"] = beside
-    for optional in ("split", "group", "label_source"):
+    for optional in ("split", "group", "label_source", "previous_label"):
         if optional not in table.columns:
             table[optional] = ""
     column, keyed = table.attrs.get("file_from"), None
@@ -216,9 +218,9 @@ def read_labels(
     example = None
     findings: dict[str, list[str]] = {}  # a scan's labels where rows naming it give several
     conflicts = []  # the rows that give them
-    columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source"))
+    columns = (table[name].str.strip() for name in ("file", "label", "split", "group", "label_source", "previous_label"))
     # Line numbers as an editor shows them: the header, where there is one, is line 1.
-    for line, (file, label, split, group, source) in enumerate(zip(*columns), start=1 if headerless else 2):
+    for line, (file, label, split, group, source, previous) in enumerate(zip(*columns), start=1 if headerless else 2):
         where = f"{labels_path.name} line {line}"
         group = patient_pseudonym(group)
         if not file:
@@ -276,7 +278,7 @@ def read_labels(
                 problems.append(("labels", where, reason + ", delete the repeat"))
                 continue
             rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
-                                 reviewed=source in REVIEWED_SOURCES)
+                                 reviewed=source in REVIEWED_SOURCES, added_by_review=source == "review" and not previous)
     if len(findings) >= max(MIN_FINDINGS_LISTS, FINDINGS_LISTS_SHARE * len(rows)):
         for key, parts in findings.items():
             rows[key].label = findings_label(parts)

@@ -19,7 +19,9 @@ from pipeline.config import Config
 from pipeline.reading import has_old_style_id
 
 MANIFEST_COLUMNS = ("scan_id path label group split status error sha256 shape dtype spacing "
-                    "perceptual_hash duplicate_group modality body_part study_uid series_uid").split()
+                    "perceptual_hash duplicate_group modality body_part study_uid series_uid label_source").split()
+# label_source: "review" where a reviewer's verdict labelled a scan that had no label (``pipeline.verdicts``)
+ADDED_BY_REVIEW = "review"
 
 
 def class_key(name: str) -> str:
@@ -108,7 +110,8 @@ def lists_any(label: str, positive: str) -> bool:
 
 
 # Columns added after the first release: a manifest without them still loads (as empty).
-LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid")
+LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid",
+                 "label_source")
 
 
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:

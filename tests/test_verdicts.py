@@ -186,3 +186,47 @@ def test_verdicts_on_scans_of_a_folder_outside_are_trained_on_where_they_lie(tmp
     bad = write.csv(tmp_path / "bad.csv", [{"file": "notes.txt", "label": "tumour", "folder": str(incoming)}])
     with pytest.raises(ValueError, match=r"'notes.txt' is not a scan in .*scans or in .*incoming"):
         merge_verdicts(scans, bad, tmp_path / "out", classes=["normal", "tumour"])
+
+
+def test_scans_a_reviewer_labelled_train_and_the_earlier_split_of_the_other_labels_is_kept(tmp_path, write):
+    from pipeline.stages.ingest import ingest
+    from pipeline.stages.split import make_split
+
+    scans, incoming = tmp_path / "scans", tmp_path / "incoming"
+    rows = []
+    for k in range(60):  # 40 labelled, 20 unlabelled
+        write.png(scans / f"s{k:02d}.png", write.image(100 + k, (12, 12)))
+        if k < 40:
+            rows.append({"file": f"s{k:02d}.png", "label": "abnormal" if k % 2 else "normal"})
+    labels = write.csv(scans / "labels.csv", rows)
+    for image in (1, 2):  # a patient's two unlabelled scans, named so
+        write.png(scans / f"IM-0100-000{image}.png", write.image(300 + image, (12, 12)))
+    for name in ("x.png", "y.png"):
+        write.png(incoming / name, write.image(zlib.crc32(name.encode()) % 1000 + 500, (12, 12)))
+    options = {"labels_per_class": 5, "calibration_per_class": 5, "test_fraction": 0.25, "selection": "random",
+               "seed": 3}
+
+    def subsets(manifest_dir, labels_file):
+        found = ingest(scans, labels=labels_file, manifest_dir=manifest_dir, workers=1)
+        split = pd.read_csv(make_split(found.manifest_path, **options), keep_default_na=False)
+        return split.set_index("scan_id")["subset"].to_dict()
+
+    before = subsets(tmp_path / "m1", labels)
+    # suggest chose four unlabelled scans; a reviewer labelled them and two scored scans of incoming/, and
+    # confirmed a labelled scan's label (a relabelled scan changes its class's count, and so the draw)
+    verdicts = write.csv(tmp_path / "verdicts.csv", [
+        *({"file": f"s{k}.png", "label": "abnormal" if k % 2 else "normal", "verdict": "labelled", "folder": ""}
+          for k in (41, 44, 47, 52)),
+        {"file": "x.png", "label": "abnormal", "verdict": "relabelled", "folder": str(incoming)},
+        {"file": "y.png", "label": "normal", "verdict": "confirmed", "folder": str(incoming)},
+        {"file": "s04.png", "label": "normal", "verdict": "confirmed", "folder": ""},
+        {"file": "IM-0100-0001.png", "label": "abnormal", "verdict": "labelled", "folder": ""}])
+    after = subsets(tmp_path / "m2", merge_verdicts(scans, verdicts, tmp_path / "out", labels=labels))
+    reviewed = ["s41.png", "s44.png", "s47.png", "s52.png", "../incoming/x.png", "../incoming/y.png",
+                "IM-0100-0001.png"]
+    assert {scan: after[scan] for scan in reviewed} == dict.fromkeys(reviewed, "labelled")
+    assert before["IM-0100-0002.png"] == "unlabelled" and "IM-0100-0002.png" not in after  # its patient trains
+    # every other scan keeps its subset: the test and calibration scans are the ones the first model had
+    kept = [scan for scan in before if scan not in reviewed and not scan.startswith("IM-")]
+    assert {scan: after[scan] for scan in kept} == {scan: before[scan] for scan in kept}
+    assert sum(subset == "test" for subset in before.values()) == 10

@@ -37,7 +37,7 @@ from pipeline.labels import (
     labels_key,
     read_labels,
 )
-from pipeline.manifest import MANIFEST_COLUMNS, class_key
+from pipeline.manifest import ADDED_BY_REVIEW, MANIFEST_COLUMNS, class_key
 from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
 from pipeline.reading import (
@@ -262,14 +262,14 @@ def ingest(
     problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, or a DICOM export's DICOMDIR index); skipped")
                  for name in system_files(root)]
     classes = None if classes is None else [str(name) for name in classes]  # read twice below
-    rows, label_source, case_groups = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
+    rows, label_where, case_groups = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
     by_header = {key: row for key, row in label_rows.items() if key.startswith(DICOM_KEY)}
     matched: set[str] = set()
     for index, (row, fields) in enumerate(zip(rows, describe_scans([row["path"] for row in rows], workers))):
         patient, accession = fields.pop("patient_group"), fields.pop("accession_group")
         row.update(fields)
         if by_header and not row["label"]:
-            _label_by_header(index, row, patient, accession, by_header, matched, label_source)
+            _label_by_header(index, row, patient, accession, by_header, matched, label_where)
         if not row["group"] and patient:
             row["group"] = patient  # DICOM PatientID, hashed: a patient's scans stay on one side
         elif not row["group"]:
@@ -297,7 +297,7 @@ def ingest(
                  "side of the split", len(grouped), len({patient for _, patient in grouped}),
                  rows[grouped[0][0]]["scan_id"], grouped[0][1])
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
-    classes = _check_classes(rows, classes, label_source, problems)
+    classes = _check_classes(rows, classes, label_where, problems)
     problems += _mark_duplicates(rows)
     problems += _mark_near_duplicates(rows)
     problems += [("scan", row["scan_id"], row["error"]) for row in rows if row["status"] != "ok"]
@@ -351,7 +351,7 @@ def _manifest_rows(
     Also returns where each row's label came from (labels file line), for messages, and the group of each
     row labelled by a labels row naming a case's folder (where nothing else gives one).
     """
-    rows, label_source = [], {}
+    rows, label_where = [], {}
     label_rows = dict(label_rows)
     patients: dict[Path, str] = {}
     from_folders = folder_labels(root, paths, problems, classes, patients) if class_subfolders else {}
@@ -368,8 +368,9 @@ def _manifest_rows(
         elif (key := labels_key(real := os.path.realpath(path), label_rows)) in label_rows:
             label_row = label_rows[key]
             used[key] = key != real
-            row.update(label=label_row.label, group=label_row.group, split=label_row.split)
-            label_source[index] = label_row.where
+            row.update(label=label_row.label, group=label_row.group, split=label_row.split,
+                       label_source=ADDED_BY_REVIEW if label_row.added_by_review else "")
+            label_where[index] = label_row.where
             if key != real and not row["group"]:
                 in_folder.setdefault(key, []).append(index)
         rows.append(row)
@@ -402,8 +403,9 @@ def _manifest_rows(
             # its id the path from here ("../incoming/x.png"), so no other scan can share it.
             row = dict.fromkeys(MANIFEST_COLUMNS, "")
             row.update(scan_id=scan_id(os.path.relpath(key, root)), path=key, label=label_row.label,
-                       group=label_row.group, split=label_row.split)
-            label_source[len(rows)] = label_row.where
+                       group=label_row.group, split=label_row.split,
+                       label_source=ADDED_BY_REVIEW if label_row.added_by_review else "")
+            label_where[len(rows)] = label_row.where
             rows.append(row)
             reviewed_elsewhere.append(key)
             continue
@@ -415,17 +417,17 @@ def _manifest_rows(
     if reviewed_elsewhere:
         log.info("%d reviewed scans outside %s are ingested where they lie (e.g. %s)", len(reviewed_elsewhere), root,
                  reviewed_elsewhere[0])
-    return rows, label_source, case_groups
+    return rows, label_where, case_groups
 
 
 def _label_by_header(index: int, row: dict[str, str], patient: str, accession: str, by_header: dict[str, LabelRow],
-                     matched: set[str], label_source: dict[int, str]) -> None:
+                     matched: set[str], label_where: dict[int, str]) -> None:
     """Label a DICOM scan from the labels row its header's patient, accession number or study names."""
     for key in header_keys(patient, accession, row["study_uid"]):
         if key in by_header:
             found = by_header[key]
             row.update(label=found.label, split=found.split, group=row["group"] or found.group)
-            label_source[index] = found.where
+            label_where[index] = found.where
             matched.add(key)
             return
 
@@ -452,7 +454,7 @@ def _unmatched_header_rows(by_header: dict[str, LabelRow], matched: set[str], la
 def _check_classes(
     rows: list[dict[str, str]],
     classes: Iterable[str] | None,
-    label_source: dict[int, str],
+    label_where: dict[int, str],
     problems: list,
 ) -> list[str]:
     """Report and blank labels outside ``classes``; return the class list."""
@@ -472,7 +474,7 @@ def _check_classes(
         if row["label"] and row["label"] not in classes:
             reason = f"label {row['label']!r} is not one of the classes {', '.join(classes)}"
             reason += "; the scan is kept unlabelled, fix the label or add the class"
-            problems.append(("labels", label_source.get(index, row["scan_id"]), reason))
+            problems.append(("labels", label_where.get(index, row["scan_id"]), reason))
             row["label"] = ""
     return classes
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from pipeline.io import sha256_file, write_csv, write_json
 from pipeline.manifest import (
+    ADDED_BY_REVIEW,
     LABELLED_SUBSETS,
     SPLIT_COLUMNS,
     joined_classes,
@@ -114,8 +115,14 @@ def make_split(
     if merged:
         log.info("split: %d near-duplicate groups kept on one side each (with their patients' other scans)",
                  merged)
+    # Scans a reviewer labelled (chosen by suggest, flagged by score) are no random sample, so they train and
+    # never measure: they are drawn as the unlabelled scans they were, which repeats the split drawn before
+    # their verdicts, and are labelled after. Those of a folder scored outside this one were in no earlier draw.
+    rows["reviewed"] = rows["label_source"] == ADDED_BY_REVIEW
+    outside = rows["reviewed"] & rows["scan_id"].str.startswith("../")
+    rows_outside, rows = rows[outside], rows[~outside].reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    labels, rows["label"] = rows["label"], _strata(rows["label"])
+    labels, rows["label"] = rows["label"], _strata(rows["label"].where(~rows["reviewed"], ""))
 
     test = _test_units(rows, test_fraction, rng)
     pool = rows[~rows["unit"].isin(test)]
@@ -182,6 +189,7 @@ def make_split(
     rows["subset"] = "unlabelled"
     for subset, units in (("test", test), ("labelled", labelled), ("calibration", calibration)):
         rows.loc[rows["unit"].isin(units), "subset"] = subset
+    rows, reviewed_labelled = _reviewed_labelled(rows, rows_outside, left_out)
     # Unlabelled scans of a patient picked for a labelled subset can be used nowhere.
     unusable = rows["subset"].isin(LABELLED_SUBSETS) & (rows["label"] == "")
     if unusable.any():
@@ -207,6 +215,7 @@ def make_split(
         "parameters": parameters,
         "test_from_manifest_split": bool((rows["split"] == "test").any()),
         "counts_per_subset_and_label": counts,
+        "reviewed_labelled": reviewed_labelled,
         "unlabelled_left_out": int(unusable.sum()),
         # so that a later run tells these from scans ingested after the split was drawn
         "unlabelled_left_out_scans": sorted(rows.loc[unusable, "scan_id"]),
@@ -305,6 +314,27 @@ def _test_units(rows: pd.DataFrame, test_fraction: float, rng: np.random.Generat
     counts = rows.loc[rows["label"] != "", "label"].value_counts()
     quotas = {label: round(test_fraction * n) for label, n in counts.items()}
     return _take_units(rows, quotas, rng.permutation(len(rows)), "test")
+
+
+def _reviewed_labelled(rows: pd.DataFrame, outside: pd.DataFrame, left_out: dict) -> tuple[pd.DataFrame, int]:
+    """``rows`` with the units of the scans a reviewer labelled (``rows["reviewed"]``) in the labelled
+    subset, where the draw left them unlabelled (a unit drawn for test or calibration keeps them: a
+    patient stays on one side), and the reviewed scans of folders outside (``outside``) added, each in its
+    unit's subset or labelled; how many are labelled so. A reviewed scan of a class the split left out
+    stays unlabelled."""
+    known = ~rows["label"].isin(left_out) & ~_strata(rows["label"]).isin(left_out)
+    chosen = rows["reviewed"] & (rows["subset"] == "unlabelled") & known
+    rows.loc[rows["unit"].isin(set(rows.loc[chosen, "unit"])), "subset"] = "labelled"
+    if len(outside):
+        subsets = dict(zip(rows["unit"], rows["subset"]))
+        outside = outside.assign(subset=[subsets.get(unit, "labelled") for unit in outside["unit"]])
+        outside.loc[outside["label"].isin(left_out), "subset"] = "unlabelled"
+        rows = pd.concat([rows, outside], ignore_index=True)
+    added = int(chosen.sum()) + int((outside["subset"] == "labelled").sum() if len(outside) else 0)
+    if added:
+        log.info("split: %d scans a reviewer labelled train (labelled subset): chosen for labelling, they are "
+                 "no random sample to measure on", added)
+    return rows, added
 
 
 def _too_small(pool: pd.DataFrame, labelled_fraction: float | None, calibration_fraction: float | None
