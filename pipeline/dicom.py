@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -291,38 +292,45 @@ FRAME_VOLUME_KEYS = [("MRDiffusionSequence", "DiffusionBValue"), ("MREchoSequenc
 
 def _frame_volumes(positions: np.ndarray, keys: list[tuple]) -> list[list[int]]:
     """The frames of each volume of an enhanced multi-frame file, in channel order: one volume where
-    no two frames lie at one position; else a volume per value of the first of ``FRAME_VOLUME_KEYS``
-    that every frame has and that puts each position once in every volume (ascending: b0 before
-    b1000), else a volume per occurrence at each position in frame order where every position occurs
-    equally often. As ``series_volumes`` parts a series, where every volume covers the same positions;
-    ``[all frames]`` otherwise, for :func:`_slice_order` to refuse."""
+    no two frames lie at one position, else as :func:`_part_volumes` parts them by
+    ``FRAME_VOLUME_KEYS`` (ascending: b0 before b1000) or by their order, every volume at the same
+    positions; ``[all frames]`` where neither does, for :func:`_slice_order` to refuse."""
     places = [tuple(np.round(p, 2)) for p in positions]
     frames = list(range(len(places)))
     if len(set(places)) == len(places):
         return [frames]
-    for index in range(len(FRAME_VOLUME_KEYS)):
-        values = [key[index] for key in keys]
+    parted = _part_volumes(places, [list(values) for values in zip(*keys)], frames, same_places=True)
+    return [members for _, members in parted[1]] if parted else [frames]
+
+
+def _part_volumes(places: list, key_values: list[list], order: list[int], same_places: bool = False):
+    """How slices or frames with repeated ``places`` part into volumes: (the index of the first of
+    ``key_values`` (per key, a value per slice) whose values every slice has and which leave each volume
+    two or more slices at distinct places, [(value, members)] ascending); else (None, [(n, members)]),
+    a volume per n-th occurrence at each place in ``order``, where every place occurs equally often;
+    else None. ``same_places``: every volume must lie at the same places (channels of one scan)."""
+    def parts(volumes: list[list[int]]) -> bool:
+        lying = [{places[i] for i in members} for members in volumes]
+        return (all(len(members) >= 2 and len(at) == len(members) for members, at in zip(volumes, lying))
+                and (not same_places or all(at == lying[0] for at in lying)))
+
+    for index, values in enumerate(key_values):
         if None in values or len(set(values)) < 2:
             continue
         volumes: dict[float, list[int]] = {}
         for i, value in enumerate(values):
             volumes.setdefault(value, []).append(i)
-        if _same_places(list(volumes.values()), places):
-            return [members for _, members in sorted(volumes.items())]
+        if parts(list(volumes.values())):
+            return index, sorted(volumes.items())
+    counts = Counter(places)
+    if None in counts or len(counts) < 2 or len(set(counts.values())) > 1:
+        return None
     seen: dict[tuple, int] = {}
     occurrences: dict[int, list[int]] = {}
-    for i, place in enumerate(places):
-        seen[place] = seen.get(place, 0) + 1
-        occurrences.setdefault(seen[place], []).append(i)
-    volumes_found = list(occurrences.values())
-    return volumes_found if _same_places(volumes_found, places) else [frames]
-
-
-def _same_places(volumes: list[list[int]], places: list[tuple]) -> bool:
-    """Whether each volume has two or more frames, each at a position of its own, the same positions in every one."""
-    first = {places[i] for i in volumes[0]}
-    return all(len(members) >= 2 and len({places[i] for i in members}) == len(members)
-               and {places[i] for i in members} == first for members in volumes)
+    for i in order:
+        seen[places[i]] = seen.get(places[i], 0) + 1
+        occurrences.setdefault(seen[places[i]], []).append(i)
+    return None, sorted(occurrences.items())
 
 
 def series_volumes(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHeader]]]:
@@ -339,24 +347,15 @@ def series_volumes(headers: list[DicomHeader]) -> list[tuple[str, list[DicomHead
     places = [tuple(np.round(h.position, 2)) if h.position is not None else None for h in headers]
     if len(set(places)) == len(places):
         return [("", headers)]
-    for index, (_, prefix) in enumerate(VOLUME_TAGS):
-        values = [h.volume_values[index] if index < len(h.volume_values) else None for h in headers]
-        if None in values or len(set(values)) < 2:
-            continue
-        volumes: dict[float, list[int]] = {}
-        for i, value in enumerate(values):
-            volumes.setdefault(value, []).append(i)
-        if all(len(members) >= 2 and len({places[i] for i in members}) == len(members) for members in volumes.values()):
-            return [(f"{prefix}{value:g}", [headers[i] for i in members]) for value, members in sorted(volumes.items())]
-    counts = {place: places.count(place) for place in set(places)}
-    if None not in counts and len(counts) >= 2 and len(set(counts.values())) == 1:
-        occurrence: dict[tuple, int] = {}
-        volumes = {}
-        for i in sorted(range(len(headers)), key=lambda i: (headers[i].instance, headers[i].path)):
-            occurrence[places[i]] = occurrence.get(places[i], 0) + 1
-            volumes.setdefault(occurrence[places[i]], []).append(i)
-        return [(f"volume{n}", [headers[i] for i in members]) for n, members in sorted(volumes.items())]
-    raise DicomError("series has two slices at the same position (a duplicate slice, or two series in one)")
+    key_values = [[h.volume_values[index] if index < len(h.volume_values) else None for h in headers]
+                  for index in range(len(VOLUME_TAGS))]
+    order = sorted(range(len(headers)), key=lambda i: (headers[i].instance, headers[i].path))
+    parted = _part_volumes(places, key_values, order)
+    if parted is None:
+        raise DicomError("series has two slices at the same position (a duplicate slice, or two series in one)")
+    index, volumes = parted
+    prefix = VOLUME_TAGS[index][1] if index is not None else "volume"
+    return [(f"{prefix}{value:g}", [headers[i] for i in members]) for value, members in volumes]
 
 
 def _localizer_error(slices: int = 1, orientations: int = 1) -> DicomError:
