@@ -81,3 +81,18 @@ def load_results(suite: str) -> list[tuple[dict, pd.DataFrame]]:
         curve = folder / f"{path.stem}_curve.csv"
         out.append((result, pd.read_csv(curve) if curve.exists() else pd.DataFrame()))
     return out
+
+
+def dicom_instance(sop_class: str):
+    """An empty DICOM dataset of ``sop_class`` with a new SOPInstanceUID and its file meta (explicit VR
+    little endian), for the generated exports to fill."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import EnhancedMRImageStorage, generate_uid
+
+from benchmarks.common import dicom_instance
 
 B_VALUES = (0, 1000)
 
@@ -44,12 +46,7 @@ def volumes(rng: np.random.Generator, slices: int, stroke: bool) -> np.ndarray:
 
 def write_study(path: Path, stored: np.ndarray) -> None:
     rows, columns, slices, _ = stored.shape
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = EnhancedMRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedMRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = dicom_instance(EnhancedMRImageStorage)
     ds.Modality, ds.BodyPartExamined = "MR", "BRAIN"
     ds.PatientID = f"GEN-{path.stem}"
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesNumber = generate_uid(), generate_uid(), 5

@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     BasicTextSRStorage,
-    ExplicitVRLittleEndian,
     MRImageStorage,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
+
+from benchmarks.common import dicom_instance
 
 SLICES, SIZE = 12, 48
 AXIAL = [1, 0, 0, 0, 1, 0]
@@ -26,12 +27,7 @@ PLANES = (AXIAL, [1, 0, 0, 0, 0, -1], [0, 1, 0, 0, 0, -1])
 
 
 def dataset(sop_class, study: dict, series: str, number: int, description: str) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds = dicom_instance(sop_class)
     ds.PatientID, ds.PatientName, ds.PatientBirthDate = study["patient"], f"DOE^{study['patient']}", "19600101"
     ds.AccessionNumber, ds.StudyInstanceUID = study["accession"], study["uid"]
     ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = series, number, description

@@ -14,20 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
+
+from benchmarks.common import dicom_instance
 
 PNEUMONIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist"
 
 
 def radiograph(pixels: np.ndarray, patient: str, accession: str) -> Dataset:
-    meta = FileMetaDataset()
-    uid = generate_uid()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = DigitalXRayImageStorageForPresentation, uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, uid
+    ds = dicom_instance(DigitalXRayImageStorageForPresentation)
     ds.Modality, ds.BodyPartExamined = "DX", "CHEST"
     ds.PatientID, ds.PatientName, ds.AccessionNumber = patient, "Placeholder^Name", accession
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
