@@ -506,7 +506,9 @@ def matching_scans(frame: pd.DataFrame, config: PreprocessConfig) -> pd.DataFram
     volumes, a file of two sequences among files of four) are left out of training with a warning,
     not a crash."""
     dims = len(config.spatial_size)
-    shapes = [spatial_shape_of(shape, path) for shape, path in zip(frame["shape"], frame["path"])]
+    spacings = frame["spacing"] if "spacing" in frame else [""] * len(frame)
+    shapes = [spatial_shape_of(shape, path, spacing) for shape, path, spacing in zip(frame["shape"], frame["path"],
+                                                                                      spacings)]
     keep = np.array([len(spatial) == dims for spatial, _ in shapes], dtype=bool)
     if not keep.all():
         dropped = frame[~keep]

@@ -564,16 +564,17 @@ def _walk(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
     return sorted(found), sorted(skipped)
 
 
-def spatial_shape_of(shape: str, path: str) -> tuple[tuple[int, ...], int]:
-    """(spatial shape, channels) of a manifest row from its shape string such as '512x432x3'."""
-    return _spatial_shape(str(shape), scan_suffix(path) or "dicom")
+def spatial_shape_of(shape: str, path: str, spacing: str = "") -> tuple[tuple[int, ...], int]:
+    """(spatial shape, channels) of a manifest row from its shape string such as '512x432x3' (and its
+    spacing string: a DICOM volume of three or four slices has three spacings, a colour picture none)."""
+    return _spatial_shape(str(shape), scan_suffix(path) or "dicom", str(spacing or ""))
 
 
-def _spatial_shape(shape: str, suffix: str) -> tuple[tuple[int, ...], int]:
+def _spatial_shape(shape: str, suffix: str, spacing: str = "") -> tuple[tuple[int, ...], int]:
     """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
     sizes = tuple(int(v) for v in shape.split("x") if v)
-    if (suffix in VOLUME_SUFFIXES or (suffix in ARRAY_SUFFIXES and array_is_volume(sizes))
-            or (suffix == "dicom" and len(sizes) == 4)):
+    dicom_volume = suffix == "dicom" and (len(sizes) == 4 or (len(sizes) == 3 and spacing.count("x") == 2))
+    if suffix in VOLUME_SUFFIXES or (suffix in ARRAY_SUFFIXES and array_is_volume(sizes)) or dicom_volume:
         if len(sizes) == 4:  # a multi-sequence MRI's modalities (an enhanced DICOM's b-values) are its channels
             return sizes[:3], sizes[3]
         return sizes, 1

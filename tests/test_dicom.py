@@ -664,3 +664,19 @@ def test_dicom_named_by_uids_or_as_siemens_ima_files_are_scans(tmp_path):
     assert load_scan(tmp_path / "export" / "series").array.shape == (8, 9, 4)
     assert is_scan_file(tmp_path / "export" / "PATIENT.MR.HEAD.0001.0001.IMA")
     assert not is_scan_file(tmp_path / "export" / "notes.1")
+
+
+@pytest.mark.parametrize("shape, spacing, spatial", [
+    ("64x64x3", "0.5x0.5x2", ((64, 64, 3), 1)),  # a volume of three slices (a thick-slab series)
+    ("64x64x3", "", ((64, 64), 3)),  # an ultrasound frame in colour
+    ("64x64x12", "0.5x0.5x2", ((64, 64, 12), 1)),
+    ("64x64x6x2", "0.5x0.5x2", ((64, 64, 6), 2)),  # an enhanced file's b-values
+])
+def test_a_dicom_scan_s_manifest_shape_reads_as_a_volume_by_its_spacings(shape, spacing, spatial):
+    from pipeline.data import matching_scans
+    from pipeline.reading import spatial_shape_of
+
+    assert spatial_shape_of(shape, "export/SE2", spacing) == spatial
+    frame = pd.DataFrame({"shape": [shape], "path": ["export/SE2"], "spacing": [spacing], "scan_id": ["SE2"]})
+    kept = matching_scans(frame, PreprocessConfig(spatial_size=[8] * len(spatial[0]), channels=spatial[1]))
+    assert len(kept) == 1

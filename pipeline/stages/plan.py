@@ -105,7 +105,8 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
     if rows.empty:
         raise ValueError("no usable scans to plan for: every scan has an error")
     suffixes = [scan_suffix(p) or "dicom" for p in rows["path"]]
-    parsed = [spatial_shape_of(s, p) for s, p in zip(rows["shape"], rows["path"])]
+    spacings = rows["spacing"] if "spacing" in rows else [""] * len(rows)
+    parsed = [spatial_shape_of(s, p, v) for s, p, v in zip(rows["shape"], rows["path"], spacings)]
     dims = Counter(len(shape) for shape, _ in parsed)
     spatial_dims = dims.most_common(1)[0][0]
     shapes = np.array([shape for shape, _ in parsed if len(shape) == spatial_dims], dtype=float)
