@@ -49,7 +49,7 @@ from pipeline.manifest import (
     trained_as_one,
 )
 from pipeline.processes import worker_pool
-from pipeline.reading import ScanReadError, load_scan, spatial_shape_of
+from pipeline.reading import ScanReadError, load_scan, spatial_shapes
 
 log = logging.getLogger("pipeline.data")
 # 2: pictures with an EXIF orientation are read turned as viewers show them
@@ -506,9 +506,7 @@ def matching_scans(frame: pd.DataFrame, config: PreprocessConfig) -> pd.DataFram
     volumes, a file of two sequences among files of four) are left out of training with a warning,
     not a crash."""
     dims = len(config.spatial_size)
-    spacings = frame["spacing"] if "spacing" in frame else [""] * len(frame)
-    shapes = [spatial_shape_of(shape, path, spacing) for shape, path, spacing in zip(frame["shape"], frame["path"],
-                                                                                      spacings)]
+    shapes = spatial_shapes(frame)
     keep = np.array([len(spatial) == dims for spatial, _ in shapes], dtype=bool)
     if not keep.all():
         dropped = frame[~keep]

@@ -570,6 +570,13 @@ def spatial_shape_of(shape: str, path: str, spacing: str = "") -> tuple[tuple[in
     return _spatial_shape(str(shape), scan_suffix(path) or "dicom", str(spacing or ""))
 
 
+def spatial_shapes(frame) -> list[tuple[tuple[int, ...], int]]:
+    """:func:`spatial_shape_of` of each row of a manifest-like frame (its shape, path and spacing columns)."""
+    spacings = frame["spacing"] if "spacing" in frame else [""] * len(frame)
+    return [spatial_shape_of(shape, path, spacing) for shape, path, spacing in zip(frame["shape"], frame["path"],
+                                                                                    spacings)]
+
+
 def _spatial_shape(shape: str, suffix: str, spacing: str = "") -> tuple[tuple[int, ...], int]:
     """(spatial shape, channels) from a manifest shape string such as '512x432x3'."""
     sizes = tuple(int(v) for v in shape.split("x") if v)

@@ -26,7 +26,7 @@ import torch
 
 from pipeline.config import PreprocessConfig
 from pipeline.data import CT_WINDOWS, input_channels
-from pipeline.reading import ScanReadError, load_scan, scan_suffix, spatial_shape_of
+from pipeline.reading import ScanReadError, load_scan, scan_suffix, spatial_shapes
 
 log = logging.getLogger("pipeline.stages.plan")
 
@@ -105,8 +105,7 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
     if rows.empty:
         raise ValueError("no usable scans to plan for: every scan has an error")
     suffixes = [scan_suffix(p) or "dicom" for p in rows["path"]]
-    spacings = rows["spacing"] if "spacing" in rows else [""] * len(rows)
-    parsed = [spatial_shape_of(s, p, v) for s, p, v in zip(rows["shape"], rows["path"], spacings)]
+    parsed = spatial_shapes(rows)
     dims = Counter(len(shape) for shape, _ in parsed)
     spatial_dims = dims.most_common(1)[0][0]
     shapes = np.array([shape for shape, _ in parsed if len(shape) == spatial_dims], dtype=float)
