@@ -12,7 +12,8 @@ OUT    ?=
 ARGS   ?=
 
 # Your own data, no config: make train SCANS=folder [LABELS=csv] [POSITIVE=class[,class] | HEALTHY=class] [MINUTES=n]
-# [LABELS_PER_CLASS=n] [LABEL_COLUMN=name] [FILE_COLUMN=name] [GROUP_COLUMN=name]
+# [LABELS_PER_CLASS=n] [LABEL_COLUMN=name] [FILE_COLUMN=name] [GROUP_COLUMN=name] [VERDICTS=csv]
+# The loop: make score SCANS=new_folder; make suggest [N=20]; label; make train SCANS=folder VERDICTS=verdicts.csv
 LABELS ?=
 POSITIVE ?=
 HEALTHY ?=
@@ -21,9 +22,11 @@ LABELS_PER_CLASS ?=
 LABEL_COLUMN ?=
 FILE_COLUMN ?=
 GROUP_COLUMN ?=
+VERDICTS ?=
+N ?= 20
 OWN_DATA = $(filter command line environment,$(origin SCANS))
 
-.PHONY: setup data train plan score test lint bench bench-mnist bench-volumes bench-real clean
+.PHONY: setup data train plan score suggest test lint bench bench-mnist bench-volumes bench-real clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +47,8 @@ OWN_ARGS = $(if $(OWN_DATA),--scans "$(SCANS)" $(if $(filter command line enviro
 	$(if $(LABELS),--labels "$(LABELS)") $(if $(POSITIVE),--positive "$(POSITIVE)") $(if $(HEALTHY),--healthy "$(HEALTHY)") \
 	$(if $(MINUTES),--minutes $(MINUTES)) $(if $(LABELS_PER_CLASS),--labels-per-class $(LABELS_PER_CLASS)) \
 	$(if $(LABEL_COLUMN),--label-column "$(LABEL_COLUMN)") $(if $(FILE_COLUMN),--file-column "$(FILE_COLUMN)") \
-	$(if $(GROUP_COLUMN),--group-column "$(GROUP_COLUMN)") $(if $(METHOD),method.name=$(METHOD)) $(ARGS)
+	$(if $(GROUP_COLUMN),--group-column "$(GROUP_COLUMN)") $(if $(VERDICTS),--extra-labels "$(VERDICTS)") \
+	$(if $(METHOD),method.name=$(METHOD)) $(ARGS)
 
 train: setup
 	$(BIN)/pipeline run $(OWN_ARGS)
@@ -54,6 +58,10 @@ plan: setup
 
 score: setup
 	$(BIN)/pipeline score "$(SCANS)" $(if $(MODEL),--model "$(MODEL)") $(if $(OUT),--out "$(OUT)") $(if $(LABELS),--labels "$(LABELS)")
+
+# The unlabelled scans of a run's pool to label next (MODEL=run, else the latest): to_label.csv and a page
+suggest: setup
+	$(BIN)/pipeline suggest $(if $(MODEL),"$(MODEL)") --n $(N) $(if $(OUT),--out "$(OUT)")
 
 test: setup
 	$(BIN)/python -m pytest -q
