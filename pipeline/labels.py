@@ -34,7 +34,7 @@ from pipeline.label_columns import (
     log_column_labels,
     name_columns,
 )
-from pipeline.manifest import findings_label, findings_of
+from pipeline.manifest import ADDED_BY_REVIEW, findings_label, findings_of
 from pipeline.masks import segmentation_masks
 from pipeline.reading import SCAN_SUFFIXES, is_system_file, scan_exists, scan_suffix, volume_header
 
@@ -55,8 +55,9 @@ class LabelRow:
     split: str
     where: str  # "labels.csv line 7", for messages
     reviewed: bool = False  # a reviewer's verdict (a merged labels file's label_source): may lie outside the scans
-    # a label a reviewer's verdict gave a scan that had none: chosen for labelling, so trained on (see split)
-    added_by_review: bool = False
+    # what a reviewer's verdict did to the label (manifest.VERDICT_SOURCES: "review" gave a scan that had none
+    # its label, "confirmed", "relabelled"), "" for none: a reviewed scan trains (see split)
+    verdict: str = ""
 
 
 DICOM_KEY = "dicom:"  # a key of read_labels' rows that is a header value, not a path
@@ -127,6 +128,13 @@ def groups_on_one_side(groups: pd.Series, is_test: pd.Series) -> tuple[pd.Series
     mixed = is_test[named].groupby(groups[named]).nunique() > 1
     given_up = set(mixed[mixed].index)
     return groups.where(~groups.isin(given_up), ""), len(given_up)
+
+
+def _verdict(source: str, previous: str) -> str:
+    """A merged labels file's row's ``label_source`` and ``previous_label`` as the manifest's ``label_source``."""
+    if source not in REVIEWED_SOURCES:
+        return ""
+    return "confirmed" if source == "confirmed" else "relabelled" if previous else ADDED_BY_REVIEW
 
 
 def dicom_key(kind: str, value: str) -> str:
@@ -278,7 +286,7 @@ def read_labels(
                 problems.append(("labels", where, reason + ", delete the repeat"))
                 continue
             rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
-                                 reviewed=source in REVIEWED_SOURCES, added_by_review=source == "review" and not previous)
+                                 reviewed=source in REVIEWED_SOURCES, verdict=_verdict(source, previous))
     if len(findings) >= max(MIN_FINDINGS_LISTS, FINDINGS_LISTS_SHARE * len(rows)):
         for key, parts in findings.items():
             rows[key].label = findings_label(parts)

@@ -20,8 +20,10 @@ from pipeline.reading import has_old_style_id
 
 MANIFEST_COLUMNS = ("scan_id path label group split status error sha256 shape dtype spacing "
                     "perceptual_hash duplicate_group modality body_part study_uid series_uid label_source").split()
-# label_source: "review" where a reviewer's verdict labelled a scan that had no label (``pipeline.verdicts``)
+# label_source: what a reviewer's verdict did to the scan's label (``pipeline.verdicts``): gave a scan that
+# had none its label ("review"), confirmed it, or changed it; "" for a label from the labels file or folders
 ADDED_BY_REVIEW = "review"
+VERDICT_SOURCES = (ADDED_BY_REVIEW, "confirmed", "relabelled")
 
 
 def class_key(name: str) -> str:

@@ -188,7 +188,7 @@ def test_verdicts_on_scans_of_a_folder_outside_are_trained_on_where_they_lie(tmp
         merge_verdicts(scans, bad, tmp_path / "out", classes=["normal", "tumour"])
 
 
-def test_scans_a_reviewer_labelled_train_and_the_earlier_split_of_the_other_labels_is_kept(tmp_path, write):
+def test_scans_a_reviewer_labelled_or_confirmed_train_and_the_earlier_split_of_the_other_labels_is_kept(tmp_path, write):
     from pipeline.stages.ingest import ingest
     from pipeline.stages.split import make_split
 
@@ -212,18 +212,22 @@ def test_scans_a_reviewer_labelled_train_and_the_earlier_split_of_the_other_labe
         return split.set_index("scan_id")["subset"].to_dict()
 
     before = subsets(tmp_path / "m1", labels)
+    hidden = next(f"s{k:02d}.png" for k in range(40) if before[f"s{k:02d}.png"] == "unlabelled")
     # suggest chose four unlabelled scans; a reviewer labelled them and two scored scans of incoming/, and
-    # confirmed a labelled scan's label (a relabelled scan changes its class's count, and so the draw)
+    # confirmed two labelled scans' labels (a relabelled scan changes its class's count, and so the draw)
     verdicts = write.csv(tmp_path / "verdicts.csv", [
         *({"file": f"s{k}.png", "label": "abnormal" if k % 2 else "normal", "verdict": "labelled", "folder": ""}
           for k in (41, 44, 47, 52)),
         {"file": "x.png", "label": "abnormal", "verdict": "relabelled", "folder": str(incoming)},
         {"file": "y.png", "label": "normal", "verdict": "confirmed", "folder": str(incoming)},
         {"file": "s04.png", "label": "normal", "verdict": "confirmed", "folder": ""},
+        # a labelled scan the draw had left in the pool (beyond --labels-per-class), suggested and confirmed
+        {"file": hidden, "label": "abnormal" if int(hidden[1:3]) % 2 else "normal", "verdict": "confirmed",
+         "folder": ""},
         {"file": "IM-0100-0001.png", "label": "abnormal", "verdict": "labelled", "folder": ""}])
     after = subsets(tmp_path / "m2", merge_verdicts(scans, verdicts, tmp_path / "out", labels=labels))
     reviewed = ["s41.png", "s44.png", "s47.png", "s52.png", "../incoming/x.png", "../incoming/y.png",
-                "IM-0100-0001.png"]
+                "IM-0100-0001.png", hidden]
     assert {scan: after[scan] for scan in reviewed} == dict.fromkeys(reviewed, "labelled")
     assert before["IM-0100-0002.png"] == "unlabelled" and "IM-0100-0002.png" not in after  # its patient trains
     # every other scan keeps its subset: the test and calibration scans are the ones the first model had

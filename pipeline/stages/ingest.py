@@ -37,7 +37,7 @@ from pipeline.labels import (
     labels_key,
     read_labels,
 )
-from pipeline.manifest import ADDED_BY_REVIEW, MANIFEST_COLUMNS, class_key
+from pipeline.manifest import MANIFEST_COLUMNS, class_key
 from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
 from pipeline.reading import (
@@ -369,7 +369,7 @@ def _manifest_rows(
             label_row = label_rows[key]
             used[key] = key != real
             row.update(label=label_row.label, group=label_row.group, split=label_row.split,
-                       label_source=ADDED_BY_REVIEW if label_row.added_by_review else "")
+                       label_source=label_row.verdict)
             label_where[index] = label_row.where
             if key != real and not row["group"]:
                 in_folder.setdefault(key, []).append(index)
@@ -404,7 +404,7 @@ def _manifest_rows(
             row = dict.fromkeys(MANIFEST_COLUMNS, "")
             row.update(scan_id=scan_id(os.path.relpath(key, root)), path=key, label=label_row.label,
                        group=label_row.group, split=label_row.split,
-                       label_source=ADDED_BY_REVIEW if label_row.added_by_review else "")
+                       label_source=label_row.verdict)
             label_where[len(rows)] = label_row.where
             rows.append(row)
             reviewed_elsewhere.append(key)

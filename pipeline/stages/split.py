@@ -25,6 +25,7 @@ from pipeline.manifest import (
     ADDED_BY_REVIEW,
     LABELLED_SUBSETS,
     SPLIT_COLUMNS,
+    VERDICT_SOURCES,
     joined_classes,
     load_manifest,
     validate_split,
@@ -115,14 +116,16 @@ def make_split(
     if merged:
         log.info("split: %d near-duplicate groups kept on one side each (with their patients' other scans)",
                  merged)
-    # Scans a reviewer labelled (chosen by suggest, flagged by score) are no random sample, so they train and
-    # never measure: they are drawn as the unlabelled scans they were, which repeats the split drawn before
-    # their verdicts, and are labelled after. Those of a folder scored outside this one were in no earlier draw.
-    rows["reviewed"] = rows["label_source"] == ADDED_BY_REVIEW
-    outside = rows["reviewed"] & rows["scan_id"].str.startswith("../")
+    # Scans a reviewer gave a verdict (chosen by suggest, flagged by score) are no random sample, so they train
+    # and never measure. Those it gave their first label are drawn as the unlabelled scans they were, which
+    # repeats the split drawn before the verdicts; every reviewed scan the draw leaves in the pool is labelled
+    # after. Those of a folder scored outside this one were in no earlier draw.
+    rows["reviewed"] = rows["label_source"].isin(VERDICT_SOURCES)
+    added = rows["label_source"] == ADDED_BY_REVIEW
+    outside = added & rows["scan_id"].str.startswith("../")
     rows_outside, rows = rows[outside], rows[~outside].reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    labels, rows["label"] = rows["label"], _strata(rows["label"].where(~rows["reviewed"], ""))
+    labels, rows["label"] = rows["label"], _strata(rows["label"].where(rows["label_source"] != ADDED_BY_REVIEW, ""))
 
     test = _test_units(rows, test_fraction, rng)
     pool = rows[~rows["unit"].isin(test)]
@@ -317,7 +320,7 @@ def _test_units(rows: pd.DataFrame, test_fraction: float, rng: np.random.Generat
 
 
 def _reviewed_labelled(rows: pd.DataFrame, outside: pd.DataFrame, left_out: dict) -> tuple[pd.DataFrame, int]:
-    """``rows`` with the units of the scans a reviewer labelled (``rows["reviewed"]``) in the labelled
+    """``rows`` with the units of the scans a reviewer gave a verdict (``rows["reviewed"]``) in the labelled
     subset, where the draw left them unlabelled (a unit drawn for test or calibration keeps them: a
     patient stays on one side), and the reviewed scans of folders outside (``outside``) added, each in its
     unit's subset or labelled; how many are labelled so. A reviewed scan of a class the split left out
@@ -332,8 +335,8 @@ def _reviewed_labelled(rows: pd.DataFrame, outside: pd.DataFrame, left_out: dict
         rows = pd.concat([rows, outside], ignore_index=True)
     added = int(chosen.sum()) + int((outside["subset"] == "labelled").sum() if len(outside) else 0)
     if added:
-        log.info("split: %d scans a reviewer labelled train (labelled subset): chosen for labelling, they are "
-                 "no random sample to measure on", added)
+        log.info("split: %d scans a reviewer gave a verdict train (labelled subset) beyond the draw: chosen for "
+                 "review, they are no random sample to measure on", added)
     return rows, added
 
 
