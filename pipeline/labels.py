@@ -58,6 +58,7 @@ class LabelRow:
     # what a reviewer's verdict did to the label (manifest.VERDICT_SOURCES: "review" gave a scan that had none
     # its label, "confirmed", "relabelled"), "" for none: a reviewed scan trains (see split)
     verdict: str = ""
+    previous: str = ""  # the label a verdict changed
 
 
 DICOM_KEY = "dicom:"  # a key of read_labels' rows that is a header value, not a path
@@ -286,7 +287,8 @@ def read_labels(
                 problems.append(("labels", where, reason + ", delete the repeat"))
                 continue
             rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
-                                 reviewed=source in REVIEWED_SOURCES, verdict=_verdict(source, previous))
+                                 reviewed=source in REVIEWED_SOURCES, verdict=_verdict(source, previous),
+                                 previous=previous if _verdict(source, previous) == "relabelled" else "")
     if len(findings) >= max(MIN_FINDINGS_LISTS, FINDINGS_LISTS_SHARE * len(rows)):
         for key, parts in findings.items():
             rows[key].label = findings_label(parts)

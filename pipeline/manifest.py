@@ -19,9 +19,10 @@ from pipeline.config import Config
 from pipeline.reading import has_old_style_id
 
 MANIFEST_COLUMNS = ("scan_id path label group split status error sha256 shape dtype spacing "
-                    "perceptual_hash duplicate_group modality body_part study_uid series_uid label_source").split()
+                    "perceptual_hash duplicate_group modality body_part study_uid series_uid label_source previous_label").split()
 # label_source: what a reviewer's verdict did to the scan's label (``pipeline.verdicts``): gave a scan that
-# had none its label ("review"), confirmed it, or changed it; "" for a label from the labels file or folders
+# had none its label ("review"), confirmed it, or changed it (from previous_label); "" for a label from the
+# labels file or folders
 ADDED_BY_REVIEW = "review"
 VERDICT_SOURCES = (ADDED_BY_REVIEW, "confirmed", "relabelled")
 
@@ -113,7 +114,7 @@ def lists_any(label: str, positive: str) -> bool:
 
 # Columns added after the first release: a manifest without them still loads (as empty).
 LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", "study_uid", "series_uid",
-                 "label_source")
+                 "label_source", "previous_label")
 
 
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:

@@ -213,14 +213,15 @@ def test_scans_a_reviewer_labelled_or_confirmed_train_and_the_earlier_split_of_t
 
     before = subsets(tmp_path / "m1", labels)
     hidden = next(f"s{k:02d}.png" for k in range(40) if before[f"s{k:02d}.png"] == "unlabelled")
-    # suggest chose four unlabelled scans; a reviewer labelled them and two scored scans of incoming/, and
-    # confirmed two labelled scans' labels (a relabelled scan changes its class's count, and so the draw)
+    # suggest chose four unlabelled scans; a reviewer labelled them and two scored scans of incoming/,
+    # confirmed two labelled scans' labels and changed one
     verdicts = write.csv(tmp_path / "verdicts.csv", [
         *({"file": f"s{k}.png", "label": "abnormal" if k % 2 else "normal", "verdict": "labelled", "folder": ""}
           for k in (41, 44, 47, 52)),
         {"file": "x.png", "label": "abnormal", "verdict": "relabelled", "folder": str(incoming)},
         {"file": "y.png", "label": "normal", "verdict": "confirmed", "folder": str(incoming)},
         {"file": "s04.png", "label": "normal", "verdict": "confirmed", "folder": ""},
+        {"file": "s03.png", "label": "normal", "verdict": "relabelled", "folder": ""},  # was abnormal
         # a labelled scan the draw had left in the pool (beyond --labels-per-class), suggested and confirmed
         {"file": hidden, "label": "abnormal" if int(hidden[1:3]) % 2 else "normal", "verdict": "confirmed",
          "folder": ""},
@@ -231,6 +232,7 @@ def test_scans_a_reviewer_labelled_or_confirmed_train_and_the_earlier_split_of_t
     assert {scan: after[scan] for scan in reviewed} == dict.fromkeys(reviewed, "labelled")
     assert before["IM-0100-0002.png"] == "unlabelled" and "IM-0100-0002.png" not in after  # its patient trains
     # every other scan keeps its subset: the test and calibration scans are the ones the first model had
-    kept = [scan for scan in before if scan not in reviewed and not scan.startswith("IM-")]
+    assert after["s03.png"] == (before["s03.png"] if before["s03.png"] != "unlabelled" else "labelled")
+    kept = [scan for scan in before if scan not in reviewed and not scan.startswith("IM-") and scan != "s03.png"]
     assert {scan: after[scan] for scan in kept} == {scan: before[scan] for scan in kept}
     assert sum(subset == "test" for subset in before.values()) == 10

@@ -369,7 +369,7 @@ def _manifest_rows(
             label_row = label_rows[key]
             used[key] = key != real
             row.update(label=label_row.label, group=label_row.group, split=label_row.split,
-                       label_source=label_row.verdict)
+                       label_source=label_row.verdict, previous_label=label_row.previous)
             label_where[index] = label_row.where
             if key != real and not row["group"]:
                 in_folder.setdefault(key, []).append(index)
@@ -404,7 +404,7 @@ def _manifest_rows(
             row = dict.fromkeys(MANIFEST_COLUMNS, "")
             row.update(scan_id=scan_id(os.path.relpath(key, root)), path=key, label=label_row.label,
                        group=label_row.group, split=label_row.split,
-                       label_source=label_row.verdict)
+                       label_source=label_row.verdict, previous_label=label_row.previous)
             label_where[len(rows)] = label_row.where
             rows.append(row)
             reviewed_elsewhere.append(key)

@@ -117,7 +117,7 @@ def make_split(
         log.info("split: %d near-duplicate groups kept on one side each (with their patients' other scans)",
                  merged)
     # Scans a reviewer gave a verdict (chosen by suggest, flagged by score) are no random sample, so they train
-    # and never measure. Those it gave their first label are drawn as the unlabelled scans they were, which
+    # and never measure. Each is drawn with the label it had before (none, or the one a verdict changed), which
     # repeats the split drawn before the verdicts; every reviewed scan the draw leaves in the pool is labelled
     # after. Those of a folder scored outside this one were in no earlier draw.
     rows["reviewed"] = rows["label_source"].isin(VERDICT_SOURCES)
@@ -125,7 +125,9 @@ def make_split(
     outside = added & rows["scan_id"].str.startswith("../")
     rows_outside, rows = rows[outside], rows[~outside].reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    labels, rows["label"] = rows["label"], _strata(rows["label"].where(rows["label_source"] != ADDED_BY_REVIEW, ""))
+    before = rows["label"].where(rows["label_source"] != ADDED_BY_REVIEW, "")
+    before = before.where(rows["previous_label"] == "", rows["previous_label"])
+    labels, rows["label"] = rows["label"], _strata(before)
 
     test = _test_units(rows, test_fraction, rng)
     pool = rows[~rows["unit"].isin(test)]
