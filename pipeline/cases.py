@@ -47,6 +47,8 @@ _SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
 def file_stem(name: str) -> str:
     """A file's name without its suffix (both parts of ``.nii.gz``)."""
     return _SUFFIX.sub("", name)
+
+
 _VIEW_INDEX = re.compile(r"view\d*", re.IGNORECASE)
 
 

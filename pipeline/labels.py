@@ -54,11 +54,15 @@ class LabelRow:
     group: str
     split: str
     where: str  # "labels.csv line 7", for messages
-    reviewed: bool = False  # a reviewer's verdict (a merged labels file's label_source): may lie outside the scans
-    # what a reviewer's verdict did to the label (manifest.VERDICT_SOURCES: "review" gave a scan that had none
-    # its label, "confirmed", "relabelled"), "" for none: a reviewed scan trains (see split)
+    # what a reviewer's verdict (a merged labels file's label_source) did to the label (manifest.VERDICT_SOURCES:
+    # "review" gave a scan that had none its label, "confirmed", "relabelled"), "" for none: a reviewed scan
+    # trains (see split), and may lie outside the scans
     verdict: str = ""
     previous: str = ""  # the label a verdict changed
+
+    @property
+    def reviewed(self) -> bool:
+        return bool(self.verdict)
 
 
 DICOM_KEY = "dicom:"  # a key of read_labels' rows that is a header value, not a path
@@ -286,9 +290,9 @@ def read_labels(
                     continue
                 problems.append(("labels", where, reason + ", delete the repeat"))
                 continue
+            verdict = _verdict(source, previous)
             rows[key] = LabelRow(label=label, group=group, split=SPLIT_NAMES.get(split.lower(), ""), where=where,
-                                 reviewed=source in REVIEWED_SOURCES, verdict=_verdict(source, previous),
-                                 previous=previous if _verdict(source, previous) == "relabelled" else "")
+                                 verdict=verdict, previous=previous if verdict == "relabelled" else "")
     if len(findings) >= max(MIN_FINDINGS_LISTS, FINDINGS_LISTS_SHARE * len(rows)):
         for key, parts in findings.items():
             rows[key].label = findings_label(parts)
