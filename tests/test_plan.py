@@ -510,6 +510,12 @@ def test_unlabelled_scans_of_a_labelled_patient_that_the_split_leaves_out_are_no
     left_out = json.loads((tmp_path / split).with_suffix(".json").read_text())["unlabelled_left_out_scans"]
     assert left_out and all(scan.endswith("/y.png") for scan in left_out)
     assert "unlabelled scans left out of the split" in caplog.text and "in no subset" not in caplog.text
+    # a damaged record beside the split costs the check its exceptions, not the run
+    from pipeline.stages.run import scans_in_no_subset
+
+    (tmp_path / split).with_suffix(".json").write_text("{not json")
+    manifest = json.loads((run / "plan.json").read_text())["settings"]["data.manifest"]["value"]
+    assert scans_in_no_subset(tmp_path / manifest, tmp_path / split) == sorted(left_out)
 
 
 def test_minutes_bound_the_whole_command_and_training_gets_what_is_left(tmp_path, monkeypatch):

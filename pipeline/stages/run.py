@@ -78,7 +78,10 @@ def scans_in_no_subset(manifest: Path, split_file: Path) -> list[str]:
     rows = load_manifest(manifest)
     ids = pd.read_csv(split_file, usecols=["scan_id"], dtype=str, keep_default_na=False)["scan_id"].str.strip()
     record = split_file.with_suffix(".json")
-    meant = set(json.loads(record.read_text()).get("unlabelled_left_out_scans", [])) if record.is_file() else set()
+    try:  # a record a user edited or damaged only costs the check its exceptions
+        meant = set(json.loads(record.read_text()).get("unlabelled_left_out_scans", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        meant = set()
     return sorted(set(rows.loc[rows["status"] == "ok", "scan_id"]) - set(ids) - meant)
 
 
