@@ -8,6 +8,19 @@ panel, copies re-saved at JPEG quality 60 or resized by 0.6 or 1.7 differ by at 
 bits on chest radiographs (up to 18 on 28-pixel thumbnails), while 95% of distinct radiographs
 are more than 23 bits from their nearest neighbour.
 
+Pictures that share their layout (an ultrasound sector on black, a scanner's overlays) can lie as
+close as copies at 16x16 though distinct: on a generated breast ultrasound export
+(``benchmarks/ultrasound_export_set.py``, 480x640 pixels) half the pictures were within 16 bits of
+another, and 62 of 609 within the copy distance of another patient's. Where a set looks alike so,
+a pair within the distance is confirmed, where both pictures are at least :data:`FINE_MIN_SIDE`
+pixels a side, by a finer 32x32 difference hash that leaves out ties (cells whose neighbours are
+equal once shrunk: flat regions, where re-encoding flips bits). Copies re-saved at JPEG quality 60
+or 75, resized by 0.6 or 1.7, or darkened differ in at most 14 of its 1,024 cells on the panel's
+radiographs shrunk to 128 pixels (5 at 200, 3 at 512) and in 1 on the ultrasound export, whose
+pictures of distinct patients differ in 23 or more. A cropped copy can differ in more (71 cells, in
+the one such pair of the panel's COVID-19 radiographs), so a set that does not look alike keeps
+the coarse hash alone.
+
 Volumes get no hash (exact duplicates are still found by sha256): on the panel's binary shape
 masks every mask was within 4% of another under projection and 3D difference hashes alike,
 so no threshold told a resampled copy from a different patient's organ.
@@ -15,8 +28,12 @@ so no threshold told a resampled copy from a different patient's organ.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 HASH_SIDE = 16
 MAX_DISTANCE = 10  # bits of 256: the largest Hamming distance still called a near duplicate
@@ -28,31 +45,75 @@ MAX_GROUP = 20
 MIN_SIDE = 64
 
 
-def perceptual_hash(array: np.ndarray, is_volume: bool = False) -> str:
-    """The 256-bit difference hash of a 2D scan as 64 hex digits ("" for a constant image, a volume or a
-    picture under ``MIN_SIDE`` pixels on a side)."""
+FINE_SIDE = 32
+# Under this side a fine cell averages fewer than 4x4 pixels, and JPEG noise flips too many of them.
+FINE_MIN_SIDE = 128
+MAX_FINE_DISTANCE = 20  # cells of 1,024 that differ (neither a tie) for a pair still called a near duplicate
+# Where half the scans lie within this many copy distances of another, the coarse hash cannot tell
+# a copy from a look-alike (chest radiographs: a median of 47 bits; a sector of ultrasound: 16).
+LOOK_ALIKE = 2
+
+
+def _grey(array: np.ndarray, is_volume: bool) -> Image.Image | None:
+    """The 2D scan as grey scaled to 0-255; None for a volume, a constant picture or one under
+    ``MIN_SIDE`` pixels a side."""
     if is_volume:
-        return ""
+        return None
     values = np.asarray(array, dtype=np.float32)
     if values.ndim == 3 and values.shape[-1] in (3, 4):
         values = values[..., :3].mean(axis=-1)
     values = values.reshape(values.shape[:2]) if values.ndim > 2 else values
     if min(values.shape) < MIN_SIDE:
-        return ""
+        return None
     low, high = float(values.min()), float(values.max())
     if not np.isfinite([low, high]).all() or high <= low:
-        return ""
-    grey = Image.fromarray(((values - low) / (high - low) * 255).astype(np.uint8))
-    small = np.asarray(grey.resize((HASH_SIDE + 1, HASH_SIDE), Image.BILINEAR), dtype=np.int16)
-    return np.packbits((small[:, 1:] > small[:, :-1]).ravel()).tobytes().hex()
+        return None
+    return Image.fromarray(((values - low) / (high - low) * 255).astype(np.uint8))
 
 
-def near_duplicate_groups(hashes: list[str], max_distance: int = MAX_DISTANCE,
-                          chunk: int = 2048) -> list[tuple[int, int, int]]:
+def _differences(grey: Image.Image, side: int) -> np.ndarray:
+    """Each pixel's brightness minus its left neighbour's, of ``grey`` shrunk to ``side + 1`` x ``side``."""
+    small = np.asarray(grey.resize((side + 1, side), Image.BILINEAR), dtype=np.int16)
+    return (small[:, 1:] - small[:, :-1]).ravel()
+
+
+def perceptual_hash(array: np.ndarray, is_volume: bool = False) -> str:
+    """The 256-bit difference hash of a 2D scan as 64 hex digits ("" for a constant image, a volume or a
+    picture under ``MIN_SIDE`` pixels on a side)."""
+    return perceptual_hashes(array, is_volume)[0]
+
+
+def perceptual_hashes(array: np.ndarray, is_volume: bool = False) -> tuple[str, str]:
+    """:func:`perceptual_hash` and the fine hash that confirms a near duplicate it finds: the 32x32
+    difference signs as 256 hex digits of "brighter than the left neighbour" bits, then 256 of
+    "darker" bits, a tie being neither ("" where there is no hash, or the picture is under
+    ``FINE_MIN_SIDE`` pixels a side)."""
+    grey = _grey(array, is_volume)
+    if grey is None:
+        return "", ""
+    coarse = np.packbits(_differences(grey, HASH_SIDE) > 0).tobytes().hex()
+    if min(grey.size) < FINE_MIN_SIDE:
+        return coarse, ""
+    fine = _differences(grey, FINE_SIDE)
+    return coarse, np.packbits(np.concatenate([fine > 0, fine < 0])).tobytes().hex()
+
+
+def fine_distance(first: str, second: str) -> int:
+    """Cells of two fine hashes (:func:`perceptual_hashes`) that differ, ties left out: cells brighter
+    than their left neighbour in one and darker in the other."""
+    a, b = (np.frombuffer(bytes.fromhex(h), dtype=np.uint8).reshape(2, -1) for h in (first, second))
+    return int(np.unpackbits((a[0] & b[1]) | (a[1] & b[0])).sum())
+
+
+def near_duplicate_groups(hashes: list[str], max_distance: int = MAX_DISTANCE, chunk: int = 2048,
+                          fine: list[str] | None = None) -> list[tuple[int, int, int]]:
     """Pairs ``(i, j, distance)``, i < j, of hashes at most ``max_distance`` bits apart.
 
-    All pairs are compared as a product of +-1 bit vectors, a chunk of rows at a time (50,000
-    scans take seconds); empty hashes match nothing.
+    Where the scans look alike as a set (their median distance to their nearest neighbour is under
+    ``LOOK_ALIKE * max_distance``), a pair must also be at most ``MAX_FINE_DISTANCE`` cells apart in
+    its ``fine`` hashes (:func:`perceptual_hashes`), where both have one. All pairs are compared as
+    a product of +-1 bit vectors, a chunk of rows at a time (50,000 scans take seconds); empty
+    hashes match nothing.
     """
     valid = [i for i, h in enumerate(hashes) if h]
     if len(valid) < 2:
@@ -60,7 +121,7 @@ def near_duplicate_groups(hashes: list[str], max_distance: int = MAX_DISTANCE,
     bits = np.unpackbits(np.frombuffer(bytes.fromhex("".join(hashes[i] for i in valid)), dtype=np.uint8))
     signs = bits.reshape(len(valid), -1).astype(np.float32) * 2 - 1
     n_bits = signs.shape[1]
-    pairs = []
+    pairs, nearest = [], np.empty(len(valid))
     for start in range(0, len(valid), chunk):
         block = signs[start:start + chunk]
         distance = (n_bits - block @ signs.T) / 2
@@ -68,6 +129,16 @@ def near_duplicate_groups(hashes: list[str], max_distance: int = MAX_DISTANCE,
         for r, c in zip(rows.tolist(), cols.tolist()):
             if start + r < c:
                 pairs.append((valid[start + r], valid[c], int(round(distance[r, c]))))
+        own = np.arange(len(block))
+        distance[own, start + own] = n_bits
+        nearest[start:start + len(block)] = distance.min(axis=1)
+    typical = float(np.median(nearest))
+    if fine is not None and pairs and typical < LOOK_ALIKE * max_distance:
+        kept = [(i, j, d) for i, j, d in pairs
+                if not (fine[i] and fine[j]) or fine_distance(fine[i], fine[j]) <= MAX_FINE_DISTANCE]
+        log.info("the scans look alike (half are within %.0f bits of another): %d of %d pairs within %d bits are "
+                 "near duplicates in the finer hash too", typical, len(kept), len(pairs), max_distance)
+        pairs = kept
     return pairs
 
 

@@ -70,14 +70,14 @@ def test_a_scan_whose_pixels_cannot_be_described_is_an_error_row_and_the_rest_ar
 
     write.png(tmp_path / "scans" / "a" / "x.png", write.image(1))
     write.png(tmp_path / "scans" / "b" / "y.png", write.image(2))
-    real = ingest_stage.perceptual_hash
+    real = ingest_stage.perceptual_hashes
 
     def fussy(array, is_volume=False):
         if array.ravel()[0] == write.image(2).ravel()[0]:
             raise ValueError("cannot reshape")
         return real(array, is_volume)
 
-    monkeypatch.setattr(ingest_stage, "perceptual_hash", fussy)
+    monkeypatch.setattr(ingest_stage, "perceptual_hashes", fussy)
     manifest = ingest(tmp_path / "scans", out=tmp_path / "m.csv", class_subfolders=True, workers=1).manifest
     rows = manifest.set_index("scan_id")
     assert rows.loc["a/x.png", "status"] == "ok"

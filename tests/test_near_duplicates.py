@@ -111,3 +111,37 @@ def test_a_near_duplicate_in_another_class_is_reported_with_both_labels(tmp_path
     problems = ingest(scans, class_subfolders=True, out=tmp_path / "m.csv").problems.set_index("item")
     assert "labelled 'abnormal' here and 'normal' there" in problems.loc["abnormal/1_resaved.jpg", "reason"]
     assert "labelled 'normal' here and 'abnormal' there" in problems.loc["normal/1.png", "reason"]
+
+
+def sector(seed: int, rows: int = 192, cols: int = 256) -> np.ndarray:
+    """An ultrasound-like sector of speckle on black, brightening to the right: every one looks like
+    the others once shrunk to 16x16, but no two share their speckle."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols] / rows
+    radius, angle = np.hypot(x - cols / rows / 2, y + 0.1), np.arctan2(x - cols / rows / 2, y + 0.1)
+    inside = (radius > 0.2) & (radius < 1.05) & (np.abs(angle) < 0.6)
+    echo = 0.2 + 0.8 * x * rows / cols
+    return (np.where(inside, echo * rng.rayleigh(1.0, (rows, cols)), 0) * 160).clip(0, 255).astype(np.uint8)
+
+
+def test_look_alike_pictures_are_not_copies_but_their_copies_are(tmp_path, caplog):
+    for seed in range(12):
+        Image.fromarray(sector(seed)).save(tmp_path / f"us{seed}.png")
+    Image.fromarray(sector(0)).save(tmp_path / "us0_copy.jpg", quality=60)
+    Image.fromarray(sector(1)).resize((384, 288)).save(tmp_path / "us1_big.png")
+    caplog.set_level("INFO")
+    manifest = ingest(tmp_path, out=tmp_path / "m.csv").manifest.set_index("scan_id")
+    groups = manifest.loc[manifest["duplicate_group"] != "", "duplicate_group"]
+    assert groups.to_dict() == {"us0.png": "us0.png", "us0_copy.jpg": "us0.png",
+                                "us1.png": "us1.png", "us1_big.png": "us1.png"}
+    assert "the scans look alike" in caplog.text
+
+
+def test_a_cropped_copy_among_distinct_pictures_is_still_a_near_duplicate(tmp_path):
+    for seed in range(10):
+        Image.fromarray(radiograph(seed, size=160)).save(tmp_path / f"r{seed}.png")
+    cropped = Image.fromarray(radiograph(2, size=160)).crop((6, 6, 157, 154)).resize((150, 150))
+    Image.fromarray((np.asarray(cropped) * 0.8 + 20).astype(np.uint8)).save(tmp_path / "r2_cropped.png")
+    manifest = ingest(tmp_path, out=tmp_path / "m.csv").manifest.set_index("scan_id")
+    groups = manifest.loc[manifest["duplicate_group"] != "", "duplicate_group"]
+    assert groups.to_dict() == {"r2.png": "r2.png", "r2_cropped.png": "r2.png"}

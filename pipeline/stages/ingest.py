@@ -57,7 +57,12 @@ from pipeline.reading import (
     sidecars,
     system_files,
 )
-from pipeline.similarity import MAX_GROUP, connected_groups, near_duplicate_groups, perceptual_hash
+from pipeline.similarity import (
+    MAX_GROUP,
+    connected_groups,
+    near_duplicate_groups,
+    perceptual_hashes,
+)
 
 log = logging.getLogger("pipeline.stages.ingest")
 
@@ -84,10 +89,10 @@ class IngestResult:
 
 def describe_scan(path: str | os.PathLike) -> dict[str, str]:
     """Read one scan and return its manifest fields: status, error, sha256, shape, dtype, spacing,
-    perceptual_hash."""
+    perceptual_hash (and ``fine_hash``, which confirms a near duplicate and is not kept)."""
     fields = {"status": "ok", "error": "", "sha256": "", "shape": "", "dtype": "", "spacing": "",
               "perceptual_hash": "", "modality": "", "body_part": "", "study_uid": "", "series_uid": "",
-              "patient_group": "", "accession_group": ""}
+              "patient_group": "", "accession_group": "", "fine_hash": ""}
     try:
         fields["sha256"] = sha256_scan(path)
         scan = load_scan(path)
@@ -114,7 +119,7 @@ def _describe_pixels(scan, fields: dict[str, str]) -> dict[str, str]:
     fields["shape"] = "x".join(str(size) for size in scan.shape)
     fields["dtype"] = scan.source_dtype
     fields["spacing"] = "x".join(f"{value:g}" for value in scan.spacing) if scan.spacing else ""
-    fields["perceptual_hash"] = perceptual_hash(scan.array, scan.is_volume)
+    fields["perceptual_hash"], fields["fine_hash"] = perceptual_hashes(scan.array, scan.is_volume)
     fields.update({k: v for k, v in scan.info.items() if k in fields})
     return fields
 
@@ -510,7 +515,8 @@ def _mark_near_duplicates(rows: list[dict[str, str]]) -> list[tuple[str, str, st
     """Give readable scans that look alike (re-saved or resized copies) one ``duplicate_group``,
     which split keeps on one side; return a problem row for each such scan."""
     ok = [row for row in rows if row["status"] == "ok"]
-    pairs = near_duplicate_groups([row["perceptual_hash"] for row in ok])
+    pairs = near_duplicate_groups([row["perceptual_hash"] for row in ok],
+                                  fine=[row.get("fine_hash", "") for row in ok])
     if not pairs:
         return []
     root = connected_groups(len(ok), pairs)
