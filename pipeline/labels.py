@@ -103,7 +103,7 @@ def groups_beside(table: pd.DataFrame, labels_path: Path) -> pd.Series | None:
                 first = head.read(4096).split(b"\n", 1)[0].decode("utf-8", "replace").lower()
             if other.suffix.lower() != ".xlsx" and not any(name in re.sub(r"[ -]", "_", first) for name in names):
                 continue  # read only a table whose header may name a group
-            found = read_table(other, "table", "file,group")
+            found = read_table(other, "table beside the labels file", "file,group")
         except (OSError, ValueError):
             continue  # a table this could not read (damaged, not ours to read) only might have held groups
         normalised = {column: re.sub(r"[ -]", "_", column) for column in found.columns}
