@@ -581,6 +581,25 @@ def test_score_gives_a_row_per_study_of_dicom_series(tmp_path):
     assert case_rows(report, "lesion").empty  # by their names alone these are no case's views
 
 
+def test_cases_of_ingested_scans_take_their_study_from_the_manifest_without_reading_headers(tmp_path, monkeypatch):
+    import pipeline.cases as cases
+    from pipeline.manifest import study_uids
+
+    scans = tmp_path / "export"
+    for patient in ("P0", "P1"):
+        hospital_study(scans / patient / "ST0", generate_uid())
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(scans / "photo.png")
+    manifest = ingest(scans, out=tmp_path / "m.csv").manifest
+    ids = list(manifest.loc[manifest["status"] == "ok", "scan_id"])
+    expected = cases.case_keys(scans, ids)
+    assert expected.count("P0/ST0") >= 2 and expected[ids.index("photo.png")] is None
+    monkeypatch.setattr(cases, "_study_uid", lambda path: pytest.fail(f"read the header of {path} again"))
+    assert cases.case_keys(scans, ids, study_uids(tmp_path / "m.csv")) == expected
+    # a manifest written before the study_uid column: the headers are read
+    manifest.drop(columns="study_uid").to_csv(tmp_path / "old.csv", index=False)
+    assert study_uids(tmp_path / "old.csv") == {} and study_uids(tmp_path / "none.csv") == {}
+
+
 def test_studies_side_by_side_in_one_folder_are_cases_apart_and_a_study_of_one_scan_is_none(tmp_path):
     from pipeline.cases import study_cases
 

@@ -21,6 +21,7 @@ from pipeline.cases import case_keys, case_scores
 from pipeline.checkpoint import CALIBRATION, load_checkpoint
 from pipeline.data import load_training_data
 from pipeline.io import write_csv, write_json
+from pipeline.manifest import study_uids
 from pipeline.plots import plot_reliability, plot_roc, plot_score_histogram
 
 log = logging.getLogger("pipeline.stages.calibrate")
@@ -84,8 +85,9 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
         result["screening"] = _screening(model.classes, positive, after, labels, c, config.seed, result["warnings"])
         k = model.classes.index(positive)
         calibration_ids = [data.scan_ids[i] for i in data.calibration.numpy()]
+        studies = study_uids(config.data.manifest) if config.data.scans else {}
         if cases := _case_operating_point(config.data.scans, calibration_ids, after[:, k], labels == k, c,
-                                          positive, result["warnings"]):
+                                          positive, result["warnings"], studies):
             result["screening"]["cases"] = cases
         plot_roc(after[:, k], labels == k, result["screening"], run_dir / "roc.png",
                  title=f"calibration set (n={len(labels)})")
@@ -108,7 +110,7 @@ def calibrate(run_dir: str | Path, data=None) -> dict:
                                                                 result["screening"])
             test_ids = [data.scan_ids[i] for i in data.test.numpy()]
             if "cases" in result["screening"] and (found := case_scores(
-                    case_keys(config.data.scans, test_ids), test_probs[:, k], test_labels == k)) is not None:
+                    case_keys(config.data.scans, test_ids, studies), test_probs[:, k], test_labels == k)) is not None:
                 result["test"]["screening"]["cases"] = _test_operating_point(*found, result["screening"]["cases"])
             if result["test"]["screening"]["auroc"] is not None:
                 plot_roc(test_probs[:, k], test_labels == k, result["test"]["screening"], run_dir / "roc_test.png",
@@ -156,14 +158,16 @@ def _write_test_predictions(path: Path, data, classes: list[str], probs: np.ndar
 
 
 def _case_operating_point(scans: str, scan_ids: list[str], p_positive: np.ndarray, is_positive: np.ndarray,
-                          c, positive: str, warnings: list[str]) -> dict | None:
+                          c, positive: str, warnings: list[str], studies: dict[str, str] | None = None
+                          ) -> dict | None:
     """The operating point for cases seen in several views (a knee's planes, a DICOM study's series;
     ``pipeline.cases``), where the calibration scans hold ``MIN_CASES`` or more of them: a case is called
     abnormal where its most probable view reaches ``decision``, chosen on the calibration cases at the
     target sensitivity. Any view over the scans' own threshold would be more sensitive than that and
     less specific, the more so the more views a case has. None where the scans form too few cases; a
-    warning in ``warnings`` where it rests on fewer abnormal cases than ``c.min_positives``."""
-    found = case_scores(case_keys(scans, scan_ids), p_positive, is_positive) if scans else None
+    warning in ``warnings`` where it rests on fewer abnormal cases than ``c.min_positives``. ``studies``:
+    the manifest's study uids (:func:`pipeline.cases.study_cases`)."""
+    found = case_scores(case_keys(scans, scan_ids, studies), p_positive, is_positive) if scans else None
     if found is None or found[1].all() or not found[1].any():
         return None
     p_case, y_case = found

@@ -36,6 +36,7 @@ from pipeline.data import (
     split_frame,
 )
 from pipeline.io import write_csv
+from pipeline.manifest import study_uids
 from pipeline.ood import logits_and_features, penultimate_features
 
 log = logging.getLogger("pipeline.suggest")
@@ -101,7 +102,7 @@ def suggest(run_dir: str | Path, n: int = 20, out: str | Path | None = None, dat
     pool = _pool_in_memory(model, data, temperature) if data is not None else _pool_of_split(model, temperature)
     if not pool.scan_ids:
         raise ValueError(f"{run_dir}: the split has no unlabelled scans to suggest from")
-    cases = case_keys(model.config.data.scans, pool.scan_ids)
+    cases = case_keys(model.config.data.scans, pool.scan_ids, study_uids(model.config.data.manifest))
     positive = model.config.data.positive_class
     ranked = case_representatives(cases, pool.probs, model.classes.index(positive) if positive else None)
     picks = [ranked[i] for i in rank_for_labelling(pool.probs[ranked], pool.features[ranked],
