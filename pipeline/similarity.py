@@ -8,18 +8,19 @@ panel, copies re-saved at JPEG quality 60 or resized by 0.6 or 1.7 differ by at 
 bits on chest radiographs (up to 18 on 28-pixel thumbnails), while 95% of distinct radiographs
 are more than 23 bits from their nearest neighbour.
 
-Pictures that share their layout (an ultrasound sector on black, a scanner's overlays) can lie as
-close as copies at 16x16 though distinct: on a generated breast ultrasound export
-(``benchmarks/ultrasound_export_set.py``, 480x640 pixels) half the pictures were within 16 bits of
-another, and 62 of 609 within the copy distance of another patient's. Where a set looks alike so,
-a pair within the distance is confirmed, where both pictures are at least :data:`FINE_MIN_SIDE`
-pixels a side, by a finer 32x32 difference hash that leaves out ties (cells whose neighbours are
-equal once shrunk: flat regions, where re-encoding flips bits). Copies re-saved at JPEG quality 60
-or 75, resized by 0.6 or 1.7, or darkened differ in at most 14 of its 1,024 cells on the panel's
-radiographs shrunk to 128 pixels (5 at 200, 3 at 512) and in 1 on the ultrasound export, whose
-pictures of distinct patients differ in 23 or more. A cropped copy can differ in more (71 cells, in
-the one such pair of the panel's COVID-19 radiographs), so a set that does not look alike keeps
-the coarse hash alone.
+Pictures that share their outline can lie as close as copies at 16x16 though distinct: a generated
+screening mammography export (``benchmarks/mammography_export_set.py``, 1,024x832) had 28 pairs of
+different women's views within the copy distance, and a generated breast ultrasound export
+(``benchmarks/ultrasound_export_set.py``, 480x640: a sector of speckle on black) 47, half its
+pictures lying within 16 bits of another. So a pair within the distance must also agree in a finer
+32x32 difference hash that leaves out ties (cells whose neighbours are equal once shrunk: flat
+regions, where re-encoding flips bits), where both pictures are at least :data:`FINE_MIN_SIDE`
+pixels a side. Copies re-saved at JPEG quality 60 or 75, resized by 0.6 or 1.7, or darkened differ
+in at most 14 of its 1,024 cells on the panel's radiographs shrunk to 128 pixels (5 at 200, 3 at
+512) and in 1 on the ultrasound export; a cropped and re-contrasted copy among the panel's COVID-19
+radiographs in 71; the mammography pairs in 246 to 339, unrelated pictures' share. Where the set
+looks alike as a whole (the ultrasound export), distinct pictures can differ in fewer (in as few as 23
+cells there), and only a copy's few cells pass.
 
 Volumes get no hash (exact duplicates are still found by sha256): on the panel's binary shape
 masks every mask was within 4% of another under projection and 3D difference hashes alike,
@@ -48,7 +49,12 @@ MIN_SIDE = 64
 FINE_SIDE = 32
 # Under this side a fine cell averages fewer than 4x4 pixels, and JPEG noise flips too many of them.
 FINE_MIN_SIDE = 128
-MAX_FINE_DISTANCE = 20  # cells of 1,024 that differ (neither a tie) for a pair still called a near duplicate
+# Cells of 1,024 that differ (neither a tie) for a pair still called a near duplicate: pictures of the
+# same scene differ in far fewer than unrelated ones (about 230: two thirds of cells no tie in each, half
+# of those differing), a crop included; where a set looks alike, distinct pictures may too, and only a
+# copy's few cells pass.
+MAX_FINE_DISTANCE = 128
+MAX_FINE_DISTANCE_LOOK_ALIKE = 20
 # Where half the scans lie within this many copy distances of another, the coarse hash cannot tell
 # a copy from a look-alike (chest radiographs: a median of 47 bits; a sector of ultrasound: 16).
 LOOK_ALIKE = 2
@@ -107,13 +113,13 @@ def fine_distance(first: str, second: str) -> int:
 
 def near_duplicate_groups(hashes: list[str], max_distance: int = MAX_DISTANCE, chunk: int = 2048,
                           fine: list[str] | None = None) -> list[tuple[int, int, int]]:
-    """Pairs ``(i, j, distance)``, i < j, of hashes at most ``max_distance`` bits apart.
+    """Pairs ``(i, j, distance)``, i < j, of hashes at most ``max_distance`` bits apart and, where both
+    have a ``fine`` hash (:func:`perceptual_hashes`), at most ``MAX_FINE_DISTANCE`` cells apart in it;
+    ``MAX_FINE_DISTANCE_LOOK_ALIKE`` where the scans look alike as a set (their median distance to
+    their nearest neighbour is under ``LOOK_ALIKE * max_distance``).
 
-    Where the scans look alike as a set (their median distance to their nearest neighbour is under
-    ``LOOK_ALIKE * max_distance``), a pair must also be at most ``MAX_FINE_DISTANCE`` cells apart in
-    its ``fine`` hashes (:func:`perceptual_hashes`), where both have one. All pairs are compared as
-    a product of +-1 bit vectors, a chunk of rows at a time (50,000 scans take seconds); empty
-    hashes match nothing.
+    All pairs are compared as a product of +-1 bit vectors, a chunk of rows at a time (50,000
+    scans take seconds); empty hashes match nothing.
     """
     valid = [i for i, h in enumerate(hashes) if h]
     if len(valid) < 2:
@@ -132,14 +138,17 @@ def near_duplicate_groups(hashes: list[str], max_distance: int = MAX_DISTANCE, c
         own = np.arange(len(block))
         distance[own, start + own] = n_bits
         nearest[start:start + len(block)] = distance.min(axis=1)
+    if fine is None or not pairs:
+        return pairs
     typical = float(np.median(nearest))
-    if fine is not None and pairs and typical < LOOK_ALIKE * max_distance:
-        kept = [(i, j, d) for i, j, d in pairs
-                if not (fine[i] and fine[j]) or fine_distance(fine[i], fine[j]) <= MAX_FINE_DISTANCE]
-        log.info("the scans look alike (half are within %.0f bits of another): %d of %d pairs within %d bits are "
-                 "near duplicates in the finer hash too", typical, len(kept), len(pairs), max_distance)
-        pairs = kept
-    return pairs
+    alike = typical < LOOK_ALIKE * max_distance
+    most = MAX_FINE_DISTANCE_LOOK_ALIKE if alike else MAX_FINE_DISTANCE
+    kept = [(i, j, d) for i, j, d in pairs if not (fine[i] and fine[j]) or fine_distance(fine[i], fine[j]) <= most]
+    if len(kept) < len(pairs):
+        log.info("%d of %d pairs of scans within %d bits are near duplicates in the finer hash too%s", len(kept),
+                 len(pairs), max_distance, f" (the scans look alike: half are within {typical:.0f} bits of another)"
+                 if alike else "")
+    return kept
 
 
 def connected_groups(n: int, pairs: list[tuple[int, int, int]]) -> list[int]:
