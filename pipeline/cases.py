@@ -92,7 +92,8 @@ def study_cases(root: str | Path, scan_ids: list[str], known: Mapping[str, str] 
     for scan_id in scan_ids:
         if case_of(scan_id) is not None:
             continue
-        if uid := known[scan_id] if known and scan_id in known else _study_uid(Path(root) / scan_id):
+        uid = known[scan_id] if known and scan_id in known else _study_uid(Path(root) / scan_id)
+        if uid:
             studies.setdefault(uid, []).append(scan_id)
     named = {}
     for uid, members in studies.items():

@@ -117,6 +117,9 @@ LATER_COLUMNS = ("perceptual_hash", "duplicate_group", "modality", "body_part", 
                  "label_source", "previous_label")
 
 
+STUDY_COLUMNS = ("scan_id", "study_uid")
+
+
 def study_uids(path: str | os.PathLike) -> dict[str, str]:
     """Each scan's DICOM StudyInstanceUID ("" for none: not DICOM, or no study in its header) as the
     manifest at ``path`` records it; {} where there is no manifest there (a run folder moved without its
@@ -125,9 +128,6 @@ def study_uids(path: str | os.PathLike) -> dict[str, str]:
         return {}
     frame = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda column: column in STUDY_COLUMNS)
     return dict(zip(frame["scan_id"], frame["study_uid"])) if len(frame.columns) == len(STUDY_COLUMNS) else {}
-
-
-STUDY_COLUMNS = ("scan_id", "study_uid")
 
 
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:

@@ -44,8 +44,6 @@ MAX_GROUP = 20
 # Thumbnails (MNIST's 28-pixel digits, say) are too coarse to tell a copy from a look-alike: distinct
 # handwritten ones fall within the copy distance, so near duplicates are sought from this side up.
 MIN_SIDE = 64
-
-
 FINE_SIDE = 32
 # Under this side a fine cell averages fewer than 4x4 pixels, and JPEG noise flips too many of them.
 FINE_MIN_SIDE = 128
