@@ -147,10 +147,14 @@ def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path
 
     config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=1", "train.steps=100000",
                                 "train.run_minutes=2"])
-    # preprocessing ran late: 3 s left past calibration's share, of the 60 s planned
+    # preprocessing ran late: 3 s left past calibration's share, of the 60 s planned. The end of a run (its
+    # last evaluation, figures and files) can outrun the reserve earlier evaluations measured by a second on a
+    # busy machine (3.7 s seen in CI); a trainer ignoring the deadline would take 60 s, one ignoring
+    # calibration's share 12.
+    slack = 2.0
     summary = Trainer(config, toy_training_data(), tmp_path / "late", progress=False).fit(
         deadline=time.monotonic() + CALIBRATION_SECONDS + 3)
-    assert summary["wall_seconds"] <= 3 + 0.5
+    assert summary["wall_seconds"] <= 3 + slack
     assert "training gets 12 s of the 60 s the plan foresaw" in caplog.text
     with pytest.raises(ValueError, match="budget of 2 minutes is spent before training"):
         Trainer(config, toy_training_data(), tmp_path / "spent", progress=False).fit(deadline=time.monotonic() + 2)
@@ -159,7 +163,7 @@ def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path
                                "train.run_minutes=2"])
     summary = Trainer(steps, toy_training_data(), tmp_path / "steps", progress=False).fit(
         deadline=time.monotonic() + CALIBRATION_SECONDS + 2)
-    assert 0 < summary["steps"] < 100000 and summary["wall_seconds"] <= 2 + 0.5
+    assert 0 < summary["steps"] < 100000 and summary["wall_seconds"] <= 2 + slack
     assert "stopped at step" in caplog.text and "of 100000" in caplog.text
 
 
