@@ -216,15 +216,16 @@ def read_labels(
         if optional not in table.columns:
             table[optional] = ""
     column, keyed = table.attrs.get("file_from"), None
+    written = table.attrs.get("written_columns", {}).get(column, column)
     if column and not any(locate(file, bases)[0] or _named_in(scan_index(), file)[0] for file in table["file"].head(20)):
         keyed = table.attrs["file_from_kind"]  # ingest matches the rows to DICOM scans' headers
         if keyed == "patient" and "group" in table.columns and table["group"].equals(table["file"]):
             table["group"] = ""  # the scans' PatientID gives the group, hashed: the values stay in this file
         log.info("labels file %s: no file column, and the %r values are not file names: each row labels the DICOM "
-                 "scans of its %s", labels_path.name, column, DICOM_KEY_TAGS[keyed])
+                 "scans of its %s", labels_path.name, written, DICOM_KEY_TAGS[keyed])
     elif column:
         log.info("labels file %s: no file column; column %r taken as the file name (and the group)",
-                 labels_path.name, column)
+                 labels_path.name, written)
     rows: dict[str, LabelRow] = {}
     problems = []
     from_scans = repeats = deeper = elsewhere = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -617,13 +618,15 @@ def test_augmented_copies_and_folds_beside_the_originals_are_left_out(tmp_path, 
     assert len(run(tmp_path / "alone", tmp_path, class_subfolders=True).manifest) == 12
 
 
-def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write):
+def test_a_patient_id_that_names_the_file_and_repeated_rows_per_finding_are_read(tmp_path, write, caplog):
     # RSNA pneumonia: patientId,x,y,width,height,Target; <patientId>.dcm; a row per box of a finding
     scans = tmp_path / "scans"
     write.pngs(scans, ["p0.png", "p1.png", "p2.png"])
     (scans / "labels.csv").write_text("patientId,x,y,width,height,Target\np0,,,,,0\np1,1,2,3,4,1\n"
                                       "p1,5,6,7,8,1\np2,,,,,0\np2,,,,,1\n")
-    result = run(scans, tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipeline.labels"):
+        result = run(scans, tmp_path)
+    assert "column 'patientId' taken as the file name" in caplog.text  # named as the user wrote it
     manifest = result.manifest.set_index("scan_id")
     assert manifest[["label", "group"]].to_dict("index") == {
         "p0.png": {"label": "0", "group": patient_pseudonym("p0")}, "p1.png": {"label": "1", "group": patient_pseudonym("p1")},
