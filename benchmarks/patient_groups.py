@@ -1,7 +1,7 @@
 """Usage: python -m benchmarks.patient_groups OUT
 
 Whether a patient's (or a lesion's) images stay on one side of the split where only the data's own
-naming says whose they are, on two generated downloads in public sets' layouts:
+naming says whose they are, on generated downloads in public sets' layouts:
 
 - ``chest_xray/``, as Kaggle's Kermany chest X-rays: ``train/NORMAL/IM-0115-0001.jpeg``,
   ``train/PNEUMONIA/person1_bacteria_1.jpeg`` and ``person1_virus_6.jpeg``, ``test/`` and ``val/``
@@ -11,7 +11,10 @@ naming says whose they are, on two generated downloads in public sets' layouts:
   1 to 3 photos a lesion;
 - ``OCT2017/``, as Kermany's retinal OCT set: ``train/CNV/CNV-1016042-1.jpeg`` and
   ``train/DRUSEN/DRUSEN-1016042-1.jpeg``, 1 to 4 images a patient, a third of the patients with
-  images in two class folders (a finding in each eye).
+  images in two class folders (a finding in each eye);
+- ``export/``, a hospital's export of radiographs by patient: a folder per patient named by its record
+  number (``4412017/1.png``), 1 to 4 images a patient, labelled by ``labels.csv`` beside the folder
+  (``file,finding``), which names no patient.
 
 Each is ingested and split as ``pipeline run`` does (30 labelled and 30 calibration scans a class,
 seed 0); the script counts the patients and lesions of several images whose images the split put in
@@ -103,6 +106,27 @@ def oct2017(out: Path, patients: int, seed: int = 0) -> dict[str, str]:
     return whose
 
 
+def mrn_export(out: Path, patients: int, seed: int = 0) -> dict[str, str]:
+    """The export/ folder and labels.csv beside it (PneumoniaMNIST pictures); returns {scan id: patient}."""
+    rng = random.Random(seed)
+    pictures = pd.read_csv(PNEUMONIA / "labels.csv").sample(frac=1.0, random_state=seed).itertuples()
+    rows, whose, seen = [], {}, set()
+    for patient in range(4_412_000, 4_412_000 + patients):
+        for image in range(1, rng.randint(1, 4) + 1):
+            picture = None
+            while picture is None or picture.tobytes() in seen:  # the set holds a few twins, which ingest reports
+                drawn = next(pictures)
+                picture = Image.open(PNEUMONIA / drawn.file).convert("L")
+            seen.add(picture.tobytes())
+            scan = f"{patient}/{image}.png"
+            (out / "export" / scan).parent.mkdir(parents=True, exist_ok=True)
+            picture.save(out / "export" / scan)
+            rows.append({"file": scan, "finding": drawn.label})
+            whose[scan] = f"patient {patient}"
+    pd.DataFrame(rows).to_csv(out / "labels.csv", index=False)
+    return whose
+
+
 def spanning(manifest_dir: Path, scans: Path, whose: dict[str, str], **options) -> str:
     found = ingest(scans, manifest_dir=manifest_dir, workers=1, **options)
     split_file = make_split(found.manifest_path, labels_per_class=30, calibration_per_class=30, selection="random",
@@ -125,3 +149,6 @@ if __name__ == "__main__":
                                                  labels=out / "isic" / "ISIC_2019_Training_GroundTruth.csv"))
     retinas = oct2017(out / "OCT2017", 300)
     print("OCT2017-shaped folder:", spanning(out / "manifests", out / "OCT2017", retinas, class_subfolders=True))
+    records = mrn_export(out / "mrn", 300)
+    print("Hospital export by patient folder:", spanning(out / "manifests", out / "mrn" / "export", records,
+                                                         labels=out / "mrn" / "labels.csv"))

@@ -1,5 +1,5 @@
 """Labels from the folders scans sit in: classes (``yes/``, ``no/``), splits (``Training/glioma/``), the
-unlabelled pool (``unlabelled/``), and patients (``10253/0/``, ``patient00001/``, BIDS ``sub-07/``); and
+unlabelled pool (``unlabelled/``), and patients (``10253/0/``, ``patient00001/``, BIDS ``sub-07/``, an export's folder per patient); and
 folders of augmented copies or cross-validation folds beside the originals, which are no scans of their own.
 
 Ingest reads a folder without a labels file through here, and so do merging review verdicts and
@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
-from pipeline.cases import file_stem
+from pipeline.cases import file_stem, is_view_name
 from pipeline.labels import SPLIT_NAMES
 from pipeline.manifest import class_key, name_words
 
@@ -70,6 +70,50 @@ def name_patients(scan_ids: list[str]) -> dict[int, str]:
     counts = Counter(keys.values())
     limit = max(2, MAX_NAME_GROUP_SHARE * len(scan_ids))
     return {index: key for index, key in keys.items() if 2 <= counts[key] <= limit}
+
+
+# An export's folder per patient, named anyhow (an MRN's 4412017/, anon_0042/): five or more sibling folders
+# holding a few scans each. Folders by day, by batch or by class hold more.
+MIN_PATIENT_FOLDERS = 5
+MAX_PATIENT_FOLDER_MEDIAN = 20
+
+
+def sibling_patients(scan_ids: list[str], labels: list[str] | None = None) -> dict[int, str]:
+    """The patient folder each scan lies in, by its index in ``scan_ids``, where nothing names one: the
+    shallowest folders that are :data:`MIN_PATIENT_FOLDERS` or more siblings holding a median of at most
+    :data:`MAX_PATIENT_FOLDER_MEDIAN` scans each (those below them included), one holding two or more
+    (``4412017/1.png``, ``4412017/2.png``, ``4412018/1.png`` ...; ``anon_0042/2019-03-12/1.png``). A set of
+    siblings is none where one of them is named for a class in ``classes``, a split, a view or plane, or
+    the unlabelled scans (``labels``: each scan's, "" for none), or where they are fewer than twice the
+    classes their scans have (class folders named otherwise: ``0/`` to ``4/`` of grades). A class folder
+    above a patient's is left out of the group, so that a patient filed under two classes
+    (``normal/4412017/``, ``pneumonia/4412017/``) is one."""
+    labels = labels or [""] * len(scan_ids)
+    classes = {class_key(name) for name in labels} - {""}
+    folders = [scan.split("/")[:-1] for scan in scan_ids]
+    found: dict[int, str] = {}
+    pending, depth = list(range(len(scan_ids))), 0
+    while pending:
+        siblings: dict[tuple[str, ...], dict[str, list[int]]] = {}
+        for index in pending:
+            if len(folders[index]) > depth:
+                parts = folders[index]
+                siblings.setdefault(tuple(parts[:depth]), {}).setdefault(parts[depth], []).append(index)
+        pending = []
+        for above, inside in siblings.items():
+            sizes = sorted(len(members) for members in inside.values())
+            named = any(class_key(name) in classes or folder_split(name) or is_view_name(name) or unlabelled_folder(name)
+                        for name in inside)
+            found_classes = {labels[index] for members in inside.values() for index in members} - {""}
+            if (len(inside) < max(MIN_PATIENT_FOLDERS, 2 * len(found_classes)) or named
+                    or sizes[len(sizes) // 2] > MAX_PATIENT_FOLDER_MEDIAN or sizes[-1] < 2):
+                pending += [index for members in inside.values() for index in members]
+                continue
+            kept = "/".join(name for name in above if class_key(name) not in classes)
+            for name, members in inside.items():
+                found.update(dict.fromkeys(members, f"{kept}/{name}" if kept else name))
+        depth += 1
+    return found
 
 
 def folder_split(folder: str) -> str | None:

@@ -961,6 +961,46 @@ def test_the_patient_a_file_name_numbers(names, groups):
     assert [found.get(index, "") for index in range(len(names))] == groups
 
 
+def test_an_exports_folder_per_patient_named_anyhow_is_the_group_and_split_keeps_it_on_one_side(tmp_path, write):
+    # a hospital export by MRN, labelled by a file naming paths: nothing but the folder says whose a scan is
+    scans = tmp_path / "export"
+    names = [f"{4412000 + patient}/{image}.png" for patient in range(12) for image in range(1 + patient % 3)]
+    names += ["Patient 12 - Doe/1.png", "Patient 12 - Doe/2.png"]
+    write.pngs(scans, names)
+    (scans / "labels.csv").write_text("file,label\n" + "".join(f"{name},{'ab' if i % 2 else 'no'}\n"
+                                                                for i, name in enumerate(names)))
+    result = run(scans, tmp_path)
+    groups = result.manifest.set_index("scan_id")["group"]
+    assert groups.to_dict() == {name: name.rsplit("/", 1)[0] for name in names}
+    split = pd.read_csv(make_split(result.manifest_path, labels_per_class=2), keep_default_na=False)
+    assert (split.groupby(split["scan_id"].str.rsplit("/", n=1).str[0])["subset"].nunique() == 1).all()
+
+
+@pytest.mark.parametrize("names, labels, groups", [
+    # the shallowest folders that are many siblings with few scans: a patient's, above the days of its studies
+    ([f"anon_{p:04d}/2019-03-1{d}/{i}.png" for p in range(5) for d in range(2) for i in range(2)], None,
+     [f"anon_{p:04d}" for p in range(5) for _ in range(4)]),
+    # one patient filed under two class folders is one; the class folders themselves are none
+    ([f"{c}/{p}/{i}.png" for c in ("normal", "pneumonia") for p in range(100, 106) for i in range(2)],
+     ["normal"] * 12 + ["pneumonia"] * 12, [f"{p}" for _ in range(2) for p in range(100, 106) for _ in range(2)]),
+    # fewer than five siblings; folders holding many scans (days, batches); one scan each: no patient
+    ([f"site{s}/{i}.png" for s in range(4) for i in range(3)], None, [""] * 12),
+    ([f"2019-03-{d:02d}/{i}.png" for d in range(1, 6) for i in range(25)], None, [""] * 125),
+    ([f"{p}/1.png" for p in range(100, 110)], None, [""] * 10),
+    # small folders named for classes, splits or planes, or fewer than twice their classes: no patients
+    ([f"{c}/{i}.png" for c in "abcde" for i in range(3)], [c for c in "abcde" for _ in range(3)], [""] * 15),
+    ([f"{g}/{i}.png" for g in range(5) for i in range(3)], [f"grade {g}" for g in range(5) for _ in range(3)],
+     [""] * 15),
+    ([f"{f}/{i}.png" for f in ("train", "val", "test", "Training", "Testing") for i in range(3)], None, [""] * 15),
+    ([f"{f}/{i}.png" for f in ("axial", "coronal", "sagittal", "t1", "unlabelled") for i in range(3)], None, [""] * 15),
+])
+def test_the_patient_folders_an_export_gives(names, labels, groups):
+    from pipeline.folder_labels import sibling_patients
+
+    found = sibling_patients(names, labels)
+    assert [found.get(index, "") for index in range(len(names))] == groups
+
+
 def test_the_ingest_command_reads_class_subfolders_without_a_labels_file(tmp_path, write, monkeypatch):
     from pipeline.cli import main
 

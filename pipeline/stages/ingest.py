@@ -26,6 +26,7 @@ from pipeline.folder_labels import (
     folder_labels,
     folder_patient,
     name_patients,
+    sibling_patients,
 )
 from pipeline.io import sha256_file, write_csv
 from pipeline.labels import (
@@ -286,21 +287,10 @@ def ingest(
     for index, case in cases.items():
         if views[case] > 1:
             rows[index]["group"] = case
+    # else the folder of a patient's own an export gives (4412017/1.png, 4412017/2.png, 4412018/1.png ...)
+    _group_ungrouped(rows, sibling_patients, "the patient folder they sit in")
     # else the patient a file name numbers (Kermany's IM-0115-0001.jpeg and IM-0115-0002.jpeg)
-    ungrouped = [index for index, row in enumerate(rows) if not row["group"]]
-    named = name_patients([rows[index]["scan_id"] for index in ungrouped])
-    patients, given_up = groups_on_one_side(pd.Series([named.get(p, "") for p in range(len(ungrouped))], dtype=str),
-                                            pd.Series([rows[index]["split"] == "test" for index in ungrouped]))
-    if given_up:
-        log.warning("%d patients numbered by file names have test scans and other scans (the split the data came "
-                    "with): they keep that split and no group", given_up)
-    grouped = [(index, patient) for index, patient in zip(ungrouped, patients) if patient]
-    for index, patient in grouped:
-        rows[index]["group"] = patient
-    if grouped:
-        log.info("%d scans in %d groups by the patient their file names number (%s: %s); a group stays on one "
-                 "side of the split", len(grouped), len({patient for _, patient in grouped}),
-                 rows[grouped[0][0]]["scan_id"], grouped[0][1])
+    _group_ungrouped(rows, lambda scan_ids, _: name_patients(scan_ids), "the patient their file names number")
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
     classes = _check_classes(rows, classes, label_where, problems)
     problems += _mark_duplicates(rows)
@@ -341,6 +331,24 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -
     return (f"{root} has changed since {manifest_file} was made from it: {len(added)} scans added, {len(gone)} gone "
             f"(e.g. {example}); the manifest is used as it is: delete it, and the split files named after it, to "
             "ingest the folder again")
+
+
+def _group_ungrouped(rows: list[dict], patients_of: Callable[[list[str], list[str]], dict[int, str]], by: str) -> None:
+    """Give the rows with no group the patient ``patients_of`` finds from their scan ids and labels, except patients with
+    test scans and other scans (the split the data came with), which keep that split."""
+    ungrouped = [index for index, row in enumerate(rows) if not row["group"]]
+    found = patients_of([rows[index]["scan_id"] for index in ungrouped], [rows[index]["label"] for index in ungrouped])
+    patients, given_up = groups_on_one_side(pd.Series([found.get(p, "") for p in range(len(ungrouped))], dtype=str),
+                                            pd.Series([rows[index]["split"] == "test" for index in ungrouped]))
+    if given_up:
+        log.warning("%d patients (by %s) have test scans and other scans (the split the data came with): they "
+                    "keep that split and no group", given_up, by)
+    grouped = [(index, patient) for index, patient in zip(ungrouped, patients) if patient]
+    for index, patient in grouped:
+        rows[index]["group"] = patient
+    if grouped:
+        log.info("%d scans in %d groups by %s (%s: %s); a group stays on one side of the split", len(grouped),
+                 len({patient for _, patient in grouped}), by, rows[grouped[0][0]]["scan_id"], grouped[0][1])
 
 
 def _manifest_rows(
