@@ -136,6 +136,25 @@ def test_labels_file_problems_are_all_reported_together(tmp_path, write, caplog)
     assert "6 problems" in caplog.text and "missing.png" in caplog.text
 
 
+def test_a_sidecar_beside_every_volume_does_not_hide_a_bad_scan_in_the_log(tmp_path, write, caplog):
+    # dcm2niix writes x.json beside each x.nii.gz: 25 of them must not push the one broken file out of the log
+    scans = tmp_path / "export"
+    for patient in range(25):
+        write.nifti(scans / f"{patient:03d}" / "t1_3.nii.gz", np.full((4, 5, 6), patient + 1.0, dtype=np.float32) +
+                    np.arange(120, dtype=np.float32).reshape(4, 5, 6))
+        (scans / f"{patient:03d}" / "t1_3.json").write_text('{"SeriesNumber": 3}')
+    (scans / "999").mkdir()
+    (scans / "999" / "t1_3.nii.gz").write_bytes(b"not a volume")
+    with caplog.at_level(logging.INFO, logger="pipeline.stages.ingest"):
+        result = run(scans, tmp_path)
+    assert len(result.problems) == 26
+    assert "1 problems, 25 files left out as no scans of their own" in caplog.text
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert any("999/t1_3.nii.gz" in message for message in warnings)
+    assert not any(".json" in message for message in warnings)
+    assert "skipped 25 converters' sidecars (acquisition parameters beside a volume), e.g. 000/t1_3.json" in caplog.text
+
+
 def test_labels_file_in_the_scan_folder_is_used_by_default(tmp_path, write):
     scans = tmp_path / "scans"
     write.png(scans / "x" / "1.png", write.image(1))

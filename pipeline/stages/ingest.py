@@ -556,9 +556,13 @@ def _mark_near_duplicates(rows: list[dict[str, str]]) -> list[tuple[str, str, st
 
 def _log_summary(root, manifest, problems, classes, manifest_path, problems_path) -> None:
     counts = manifest["status"].value_counts()
+    # Files left out as no scans of their own (a converter's sidecars, system files, masks) are listed with the
+    # problems but logged as one line each kind, after them: a sidecar beside every volume would hide the rest.
+    aside = problems["source"].isin(["mask", "skipped"])
+    shown = problems[~aside]
     log.info(
         "ingested %d scans from %s: %d ok, %d error, %d duplicate; %d labelled in %d classes; "
-        "%d problems. Manifest: %s",
+        "%d problems%s. Manifest: %s",
         len(manifest),
         root,
         counts.get("ok", 0),
@@ -566,13 +570,19 @@ def _log_summary(root, manifest, problems, classes, manifest_path, problems_path
         counts.get("duplicate", 0),
         int((manifest["label"] != "").sum()),
         len(classes),
-        len(problems),
+        len(shown),
+        f", {int(aside.sum())} files left out as no scans of their own" if aside.any() else "",
         manifest_path,
     )
-    shown = problems[problems["source"] != "mask"]  # masks had their one line
     for source, item, reason in shown.head(PROBLEMS_LOGGED).itertuples(index=False):
         log.warning("%s %s: %s", source, item, reason)
-    if len(problems) > min(len(shown), PROBLEMS_LOGGED):
-        log.warning("... %d problems in all, every one listed in %s", len(problems), problems_path)
+    if len(shown) > PROBLEMS_LOGGED:
+        log.warning("... %d problems in all, every one listed in %s", len(shown), problems_path)
+    skipped = problems[problems["source"] == "skipped"]
+    sidecar = skipped["reason"].str.startswith("metadata of")
+    for kind, rows in (("converters' sidecars (acquisition parameters beside a volume)", skipped[sidecar]),
+                       ("system files", skipped[~sidecar])):
+        if len(rows):
+            log.info("skipped %d %s, e.g. %s; listed in %s", len(rows), kind, rows["item"].iloc[0], problems_path)
 
 
