@@ -11,6 +11,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.cases import case_of
+from pipeline.cases import case_of, file_stem
 from pipeline.folder_labels import (
     copies_beside_originals,
     folder_labels,
@@ -291,6 +292,7 @@ def ingest(
     _group_ungrouped(rows, sibling_patients, "the patient folder they sit in")
     # else the patient a file name numbers (Kermany's IM-0115-0001.jpeg and IM-0115-0002.jpeg)
     _group_ungrouped(rows, lambda scan_ids, _: name_patients(scan_ids), "the patient their file names number")
+    _warn_of_recurring_series(rows)
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
     classes = _check_classes(rows, classes, label_where, problems)
     problems += _mark_duplicates(rows)
@@ -331,6 +333,30 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -
     return (f"{root} has changed since {manifest_file} was made from it: {len(added)} scans added, {len(gone)} gone "
             f"(e.g. {example}); the manifest is used as it is: delete it, and the split files named after it, to "
             "ingest the folder again")
+
+
+# A file name without the series number a converter appends (dcm2niix's t2_tse_tra_5.nii.gz)
+_SERIES_NUMBER = re.compile(r"[-_ ]*\d*$")
+MIN_RECURRING_CASES = 5
+
+
+def _warn_of_recurring_series(rows: list[dict]) -> None:
+    """Say so where most groups of two or more scans (a patient's folder, a case) hold the same kinds of file
+    by name (each patient's t1_mprage_tra, t2_tse_tra, ...): each is a scan of its own, so one model learns
+    every kind as one kind of picture."""
+    kinds_of: dict[str, set[str]] = {}
+    for row in rows:
+        if row["group"] and row["status"] == "ok":
+            kinds_of.setdefault(row["group"], set()).add(_SERIES_NUMBER.sub("", file_stem(row["scan_id"].rsplit("/", 1)[-1])))
+    several = [frozenset(kinds) for kinds in kinds_of.values() if len(kinds) > 1 and "" not in kinds]
+    if not several:
+        return
+    kinds, cases = Counter(several).most_common(1)[0]
+    if cases >= MIN_RECURRING_CASES and cases >= len(kinds_of) / 2:
+        log.warning("%d of %d patients or cases hold the same %d kinds of scan by name (%s): each file is a scan of "
+                    "its own, so one model learns them all as one kind of picture; to train on one kind, copy those "
+                    "files with their folders into a folder of their own and give that to --scans", cases, len(kinds_of), len(kinds),
+                    ", ".join(sorted(kinds)))
 
 
 def _group_ungrouped(rows: list[dict], patients_of: Callable[[list[str], list[str]], dict[int, str]], by: str) -> None:
