@@ -342,12 +342,14 @@ MIN_RECURRING_CASES = 5
 
 def _warn_of_recurring_series(rows: list[dict]) -> None:
     """Say so where most groups of two or more scans (a patient's folder, a case) hold the same kinds of file
-    by name (each patient's t1_mprage_tra, t2_tse_tra, ...): each is a scan of its own, so one model learns
-    every kind as one kind of picture."""
+    by name (each patient's t1_mprage_tra, t2_tse_tra, ...), not named as views of a case: each is a scan of its
+    own, so one model learns every kind as one kind of picture, and no case is called from them."""
     kinds_of: dict[str, set[str]] = {}
     for row in rows:
-        if row["group"] and row["status"] == "ok":
-            kinds_of.setdefault(row["group"], set()).add(_SERIES_NUMBER.sub("", file_stem(row["scan_id"].rsplit("/", 1)[-1])))
+        # views named so (a knee's axial/, BraTS' _flair) are a case's, which score calls as one (pipeline.cases)
+        if row["group"] and row["status"] == "ok" and not case_of(row["scan_id"]):
+            kind = _SERIES_NUMBER.sub("", file_stem(row["scan_id"].rsplit("/", 1)[-1]))
+            kinds_of.setdefault(row["group"], set()).add(kind)
     several = [frozenset(kinds) for kinds in kinds_of.values() if len(kinds) > 1 and "" not in kinds]
     if not several:
         return
