@@ -1,6 +1,7 @@
 """Labels from the folders scans sit in: classes (``yes/``, ``no/``), splits (``Training/glioma/``), the
-unlabelled pool (``unlabelled/``), and patients (``10253/0/``, ``patient00001/``, BIDS ``sub-07/``, an export's folder per patient); and
-folders of augmented copies or cross-validation folds beside the originals, which are no scans of their own.
+unlabelled pool (``unlabelled/``), and patients (``10253/0/``, ``patient00001/``, BIDS ``sub-07/``, an
+export's folder per patient); and folders of augmented copies or cross-validation folds beside the
+originals, which are no scans of their own.
 
 Ingest reads a folder without a labels file through here, and so do merging review verdicts and
 score's check against a labelled folder, so an export's folders mean the same to each.
@@ -83,9 +84,9 @@ def sibling_patients(scan_ids: list[str], labels: list[str] | None = None) -> di
     shallowest folders that are :data:`MIN_PATIENT_FOLDERS` or more siblings holding a median of at most
     :data:`MAX_PATIENT_FOLDER_MEDIAN` scans each (those below them included), one holding two or more
     (``4412017/1.png``, ``4412017/2.png``, ``4412018/1.png`` ...; ``anon_0042/2019-03-12/1.png``). A set of
-    siblings is none where one of them is named for a class in ``classes``, a split, a view or plane, or
-    the unlabelled scans (``labels``: each scan's, "" for none), or where they are fewer than twice the
-    classes their scans have (class folders named otherwise: ``0/`` to ``4/`` of grades). A class folder
+    siblings is none where one of them is named for a class of ``labels`` (each scan's, "" for none), a
+    split, a view or plane, or the unlabelled scans, or where they are fewer than twice the classes their
+    scans have (class folders named otherwise: ``0/`` to ``4/`` of grades). A class folder
     above a patient's is left out of the group, so that a patient filed under two classes
     (``normal/4412017/``, ``pneumonia/4412017/``) is one."""
     labels = labels or [""] * len(scan_ids)
@@ -102,8 +103,8 @@ def sibling_patients(scan_ids: list[str], labels: list[str] | None = None) -> di
         pending = []
         for above, inside in siblings.items():
             sizes = sorted(len(members) for members in inside.values())
-            named = any(class_key(name) in classes or folder_split(name) or is_view_name(name) or unlabelled_folder(name)
-                        for name in inside)
+            named = any(class_key(name) in classes or folder_split(name) or is_view_name(name)
+                        or unlabelled_folder(name) for name in inside)
             found_classes = {labels[index] for members in inside.values() for index in members} - {""}
             if (len(inside) < max(MIN_PATIENT_FOLDERS, 2 * len(found_classes)) or named
                     or sizes[len(sizes) // 2] > MAX_PATIENT_FOLDER_MEDIAN or sizes[-1] < 2):

@@ -357,13 +357,13 @@ def _warn_of_recurring_series(rows: list[dict]) -> None:
     if cases >= MIN_RECURRING_CASES and cases >= len(kinds_of) / 2:
         log.warning("%d of %d patients or cases hold the same %d kinds of scan by name (%s): each file is a scan of "
                     "its own, so one model learns them all as one kind of picture; to train on one kind, copy those "
-                    "files with their folders into a folder of their own and give that to --scans", cases, len(kinds_of), len(kinds),
-                    ", ".join(sorted(kinds)))
+                    "files with their folders into a folder of their own and give that to --scans",
+                    cases, len(kinds_of), len(kinds), ", ".join(sorted(kinds)))
 
 
 def _group_ungrouped(rows: list[dict], patients_of: Callable[[list[str], list[str]], dict[int, str]], by: str) -> None:
-    """Give the rows with no group the patient ``patients_of`` finds from their scan ids and labels, except patients with
-    test scans and other scans (the split the data came with), which keep that split."""
+    """Give the rows with no group the patient ``patients_of`` finds from their scan ids and labels, except
+    patients with test scans and other scans (the split the data came with), which keep that split."""
     ungrouped = [index for index, row in enumerate(rows) if not row["group"]]
     found = patients_of([rows[index]["scan_id"] for index in ungrouped], [rows[index]["label"] for index in ungrouped])
     patients, given_up = groups_on_one_side(pd.Series([found.get(p, "") for p in range(len(ungrouped))], dtype=str),
