@@ -83,10 +83,10 @@ def sibling_patients(scan_ids: list[str], labels: list[str] | None = None) -> di
     """The patient folder each scan lies in, by its index in ``scan_ids``, where nothing names one: the
     shallowest folders that are :data:`MIN_PATIENT_FOLDERS` or more siblings holding a median of at most
     :data:`MAX_PATIENT_FOLDER_MEDIAN` scans each (those below them included), one holding two or more
-    (``4412017/1.png``, ``4412017/2.png``, ``4412018/1.png`` ...; ``anon_0042/2019-03-12/1.png``). A set of
-    siblings is none where one of them is named for a class of ``labels`` (each scan's, "" for none), a
-    split, a view or plane, or the unlabelled scans, or where they are fewer than twice the classes their
-    scans have (class folders named otherwise: ``0/`` to ``4/`` of grades). A class folder
+    (``4412017/1.png``, ``4412017/2.png``, ``4412018/1.png`` ...; ``anon_0042/2019-03-12/1.png``). A folder
+    named for a class of ``labels`` (each scan's, "" for none), a split, a view or plane, or the unlabelled
+    scans is none (the patients' may lie inside it), and siblings fewer than twice the classes their scans
+    have are none (class folders named otherwise: ``0/`` to ``4/`` of grades). A class folder
     above a patient's is left out of the group, so that a patient filed under two classes
     (``normal/4412017/``, ``pneumonia/4412017/``) is one."""
     labels = labels or [""] * len(scan_ids)
@@ -102,11 +102,12 @@ def sibling_patients(scan_ids: list[str], labels: list[str] | None = None) -> di
                 siblings.setdefault(tuple(parts[:depth]), {}).setdefault(parts[depth], []).append(index)
         pending = []
         for above, inside in siblings.items():
+            named = {name for name in inside if class_key(name) in classes or folder_split(name)
+                     or is_view_name(name) or unlabelled_folder(name)}
+            pending += [index for name in named for index in inside.pop(name)]
             sizes = sorted(len(members) for members in inside.values())
-            named = any(class_key(name) in classes or folder_split(name) or is_view_name(name)
-                        or unlabelled_folder(name) for name in inside)
             found_classes = {labels[index] for members in inside.values() for index in members} - {""}
-            if (len(inside) < max(MIN_PATIENT_FOLDERS, 2 * len(found_classes)) or named
+            if (len(inside) < max(MIN_PATIENT_FOLDERS, 2 * len(found_classes))
                     or sizes[len(sizes) // 2] > MAX_PATIENT_FOLDER_MEDIAN or sizes[-1] < 2):
                 pending += [index for members in inside.values() for index in members]
                 continue

@@ -1025,6 +1025,10 @@ def test_an_exports_folder_per_patient_named_anyhow_is_the_group_and_split_keeps
     # one patient filed under two class folders is one; the class folders themselves are none
     ([f"{c}/{p}/{i}.png" for c in ("normal", "pneumonia") for p in range(100, 106) for i in range(2)],
      ["normal"] * 12 + ["pneumonia"] * 12, [f"{p}" for _ in range(2) for p in range(100, 106) for _ in range(2)]),
+    # an unlabelled/ folder beside the patients' is none of them, and may hold patients of its own
+    ([f"{p}/{i}.png" for p in range(100, 105) for i in range(2)] + [f"unlabelled/{p}/{i}.png" for p in "abcde"
+                                                                    for i in range(2)],
+     None, [f"{p}" for p in range(100, 105) for _ in range(2)] + [f"unlabelled/{p}" for p in "abcde" for _ in range(2)]),
     # fewer than five siblings; folders holding many scans (days, batches); one scan each: no patient
     ([f"site{s}/{i}.png" for s in range(4) for i in range(3)], None, [""] * 12),
     ([f"2019-03-{d:02d}/{i}.png" for d in range(1, 6) for i in range(25)], None, [""] * 125),
