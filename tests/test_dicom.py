@@ -628,6 +628,28 @@ def test_studies_side_by_side_in_one_folder_are_cases_apart_and_a_study_of_one_s
                                        for i in range(2) for view in ("fro", "lat")}
 
 
+def test_a_patient_id_an_anonymiser_wrote_for_every_scan_is_no_patient_and_the_study_groups_instead(tmp_path, caplog):
+    # every PatientID "ANONYMOUS": one group would put every scan on one side of the split
+    scans = tmp_path / "export"
+    scans.mkdir()
+    studies = [generate_uid() for _ in range(12)]
+    for index in range(24):
+        dicom_dataset(np.arange(64).reshape(8, 8) * (index + 1), patient_id="ANONYMOUS",
+                      study=studies[index // 2]).save_as(scans / f"{index}.dcm", enforce_file_format=True)
+    with caplog.at_level("WARNING", logger="pipeline.stages.ingest"):
+        groups = ingest(scans, manifest_dir=tmp_path / "m", workers=1).manifest.set_index("scan_id")["group"]
+    assert "24 of 24 scans share one DICOM PatientID" in caplog.text and "ANONYMOUS" not in caplog.text
+    assert groups["0.dcm"] == groups["1.dcm"] == dicom_module.opaque_id("study", studies[0]) != groups["2.dcm"]
+    assert groups.nunique() == 12
+    # a patient with half the scans or fewer stays one
+    for index in range(12, 24):
+        (scans / f"{index}.dcm").unlink()
+        dicom_dataset(np.arange(64).reshape(8, 8) * (index + 1), patient_id=f"P{index}",
+                      study=studies[index // 2]).save_as(scans / f"{index}.dcm", enforce_file_format=True)
+    groups = ingest(scans, manifest_dir=tmp_path / "m", workers=1).manifest.set_index("scan_id")["group"]
+    assert groups.nunique() == 13 and groups["0.dcm"] == groups["11.dcm"] == dicom_module.opaque_id("patient", "ANONYMOUS")
+
+
 def test_a_labels_file_or_verdicts_naming_series_and_volumes_by_their_scan_ids_label_them(tmp_path):
     # score's report and a reader's verdicts name scans by id: SE3/@b1000, and #<uid>@b0 in a folder of series
     scans = tmp_path / "export"

@@ -258,6 +258,12 @@ def test_labels_of_fewer_than_two_classes_are_refused_before_training(tmp_path, 
     none = write.manifest(tmp_path / "none.csv", [{"scan_id": f"s{i}.png"} for i in range(10)])
     with pytest.raises(ValueError, match="no scan outside the test set is labelled.*--labels"):
         make_split(none, labels_per_class=2)
+    # one group holding most labelled scans (a site, not a patient) goes to test whole: named, not "give labels"
+    site = write.manifest(tmp_path / "site.csv", [{"scan_id": f"s{i}", "label": "ab"[i % 2], "group": "site-1"}
+                                                  for i in range(40)] + [{"scan_id": f"u{i}"} for i in range(10)])
+    with pytest.raises(ValueError, match="one group, 'site-1', holds 40 of the 40 labelled scans.*give a group "
+                                         "column that names patients"):
+        make_split(site, labels_per_class=2)
 
 
 def test_a_test_set_without_a_class_is_warned_of(tmp_path, write, caplog):

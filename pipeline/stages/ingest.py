@@ -22,6 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.cases import case_of, file_stem
+from pipeline.dicom import opaque_id
 from pipeline.folder_labels import (
     copies_beside_originals,
     folder_labels,
@@ -272,6 +273,7 @@ def ingest(
     rows, label_where, case_groups = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
     by_header = {key: row for key, row in label_rows.items() if key.startswith(DICOM_KEY)}
     matched: set[str] = set()
+    by_patient_id = []
     for index, (row, fields) in enumerate(zip(rows, describe_scans([row["path"] for row in rows], workers))):
         patient, accession = fields.pop("patient_group"), fields.pop("accession_group")
         row.update(fields)
@@ -279,7 +281,10 @@ def ingest(
             _label_by_header(index, row, patient, accession, by_header, matched, label_where)
         if not row["group"] and patient:
             row["group"] = patient  # DICOM PatientID, hashed: a patient's scans stay on one side
-        elif not row["group"]:
+            by_patient_id.append(index)
+    placeholders = _placeholder_patients(rows, by_patient_id)
+    for index, row in enumerate(rows):
+        if not row["group"]:
             # a subject's T1w and FLAIR, a patient's studies; else the subject's or study's folder a labels row named
             row["group"] = folder_patient(row["scan_id"]) or case_groups.get(index, "")
     # else the case whose views scans are (a patient's two eyes, 10_left.jpeg and 10_right.jpeg)
@@ -292,6 +297,9 @@ def ingest(
     _group_ungrouped(rows, sibling_patients, "the patient folder they sit in")
     # else the patient a file name numbers (Kermany's IM-0115-0001.jpeg and IM-0115-0002.jpeg)
     _group_ungrouped(rows, lambda scan_ids, _: name_patients(scan_ids), "the patient their file names number")
+    for index in placeholders:  # else the study, which an anonymiser keeps apart
+        if not rows[index]["group"] and rows[index]["study_uid"]:
+            rows[index]["group"] = opaque_id("study", rows[index]["study_uid"])
     _warn_of_recurring_series(rows)
     problems += _unmatched_header_rows(by_header, matched, labels, rows)
     classes = _check_classes(rows, classes, label_where, problems)
@@ -333,6 +341,28 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -
     return (f"{root} has changed since {manifest_file} was made from it: {len(added)} scans added, {len(gone)} gone "
             f"(e.g. {example}); the manifest is used as it is: delete it, and the split files named after it, to "
             "ingest the folder again")
+
+
+# An anonymiser may write one PatientID for every scan ("ANONYMOUS", "0000"): a patient holding over half of
+# the scans, and this many, is no patient, and keeping it on one side of the split leaves nothing on the other.
+MIN_PLACEHOLDER_SCANS = 20
+
+
+def _placeholder_patients(rows: list[dict], by_patient_id: list[int]) -> list[int]:
+    """The rows (of ``by_patient_id``, grouped by their DICOM PatientID) whose PatientID over half of the scans
+    share: their group is cleared, for the other rules and then their study to give one."""
+    counts = Counter(rows[index]["group"] for index in by_patient_id)
+    placeholders = []
+    for patient, count in counts.items():
+        if count >= MIN_PLACEHOLDER_SCANS and count > len(rows) / 2:
+            log.warning("%d of %d scans share one DICOM PatientID (%s, hashed): an anonymiser's placeholder, not a "
+                        "patient; each scan's study is its group instead, unless its folder or name gives a patient "
+                        "(give a labels file with a group column to keep a patient's studies together)",
+                        count, len(rows), patient)
+            placeholders += [index for index in by_patient_id if rows[index]["group"] == patient]
+    for index in placeholders:
+        rows[index]["group"] = ""
+    return placeholders
 
 
 # A file name without the series number a converter appends (dcm2niix's t2_tse_tra_5.nii.gz)

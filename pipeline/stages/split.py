@@ -170,7 +170,7 @@ def make_split(
         kept = ~rows["label"].isin(left_out)
         rows, labels = rows[kept].reset_index(drop=True), labels[kept].reset_index(drop=True)
         pool = rows[~rows["unit"].isin(test)]
-    _check_two_classes(pool, left_out)
+    _check_two_classes(pool, left_out, rows)
     _warn_untested(rows, pool, test)
     quotas = _quotas(
         pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction"
@@ -372,11 +372,18 @@ def _warn_untested(rows: pd.DataFrame, pool: pd.DataFrame, test: set[str]) -> No
                     why)
 
 
-def _check_two_classes(pool: pd.DataFrame, left_out: dict[str, int]) -> None:
+def _check_two_classes(pool: pd.DataFrame, left_out: dict[str, int], rows: pd.DataFrame) -> None:
     """Refuse a split no model can learn from: labelled scans of fewer than two classes outside the
     test set (a folder holding one subfolder, ``images/``, is one class), ``left_out`` (too small)
-    named."""
+    named, and a group holding most of the labelled ``rows`` (which the test set took whole) named."""
     counts = pool.loc[pool["label"] != "", "label"].value_counts()
+    labelled = rows[rows["label"] != ""]
+    groups = labelled.loc[labelled["group"] != "", "group"].value_counts()
+    if len(counts) < 2 and labelled["label"].nunique() >= 2 and len(groups) and groups.iloc[0] > len(labelled) / 2:
+        raise ValueError(f"one group, {groups.index[0]!r}, holds {groups.iloc[0]} of the {len(labelled)} labelled "
+                         "scans, and a group stays on one side of the split, so too few are left outside the test "
+                         "set to learn from: a group is a patient (the labels file's group column, else the DICOM "
+                         "PatientID, a patient's folder or file name); give a group column that names patients")
     how = ("a labels file (columns file,label: --labels, LABELS=) or a subfolder per class (normal/ and "
            "abnormal/, say)")
     if len(counts) < 2 and left_out:
