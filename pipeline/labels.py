@@ -44,8 +44,10 @@ log = logging.getLogger("pipeline.labels")
 REVIEWED_SOURCES = ("review", "confirmed")
 KNOWN_SPLITS = ("train", "val", "test")
 # Names of the splits in labels files and in exports' first-level folders (Training/glioma/x.jpg)
+# As public sets write them (MIMIC-CXR's split file: train, validate, test)
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test", "testing": "test"}
+               "validate": "val", "tune": "val", "tuning": "val", "test": "test", "testing": "test",
+               "holdout": "test", "hold-out": "test", "hold_out": "test"}
 
 
 @dataclass

@@ -178,6 +178,19 @@ def test_each_patients_same_kinds_of_series_are_named_as_one_model_learning_them
     assert "kinds of scan" not in caplog.text
 
 
+def test_split_values_as_public_sets_write_them_are_read(tmp_path, write):
+    # MIMIC-CXR's split file says validate; others hold-out or tuning
+    scans = tmp_path / "scans"
+    names = [f"s{i}.png" for i in range(6)]
+    write.pngs(scans, names)
+    splits = ["train", "validate", "Hold-out", "holdout", "tuning", "TEST"]
+    (scans / "labels.csv").write_text("file,label,split\n" + "".join(f"{name},{'ab'[i % 2]},{split}\n"
+                                                                      for i, (name, split) in enumerate(zip(names, splits))))
+    result = run(scans, tmp_path)
+    assert result.problems.empty
+    assert result.manifest["split"].tolist() == ["train", "val", "test", "test", "val", "test"]
+
+
 def test_labels_file_in_the_scan_folder_is_used_by_default(tmp_path, write):
     scans = tmp_path / "scans"
     write.png(scans / "x" / "1.png", write.image(1))
