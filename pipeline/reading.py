@@ -55,6 +55,10 @@ FORMAT_NAMES = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".hdr": "Analyze", ".mgz": 
 # files (DICOMDIR: a DICOM file without an image): never scans, skipped and counted, not errors.
 SYSTEM_FILE_NAMES = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", "dicomdir"}
 SYSTEM_FOLDER_NAMES = {"__macosx"}
+# A BIDS dataset (dataset_description.json at its top) keeps processed copies, the raw DICOMs, code and
+# stimuli beside its scans, and its metadata as JSON and TSV files: none of them is a scan of its own.
+BIDS_ASIDE_FOLDERS = {"derivatives", "sourcedata", "code", "stimuli"}
+BIDS_METADATA_NAMES = {"readme", "readme.md", "readme.txt", "readme.rst", "changes", "license", ".bidsignore"}
 
 
 # What converters write beside a volume (dcm2niix, as BIDS keeps it): its acquisition parameters as JSON,
@@ -81,7 +85,8 @@ def sidecars(paths: Collection[Path]) -> dict[Path, Path]:
 def is_system_file(relative_path: str | os.PathLike) -> bool:
     """True for operating-system metadata: ``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, anything
     in ``__MACOSX/`` or in a hidden folder (``.ipynb_checkpoints/``), and hidden files; and for a
-    DICOM export's ``DICOMDIR``."""
+    DICOM export's ``DICOMDIR``. (Listing a BIDS dataset also passes over its ``derivatives/``,
+    ``sourcedata/``, ``code/`` and ``stimuli/`` folders and its JSON, TSV and README files.)"""
     parts = Path(relative_path).parts
     if any(part.lower() in SYSTEM_FOLDER_NAMES or part.startswith(".") for part in parts[:-1]):
         return True
@@ -555,13 +560,21 @@ def _walk(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"scan folder {folder} does not exist or is not a folder")
     found, skipped = [], []
+    bids = (folder / "dataset_description.json").is_file()
     for root, dirs, files in os.walk(folder, followlinks=False):
         dirs.sort()
         for name in files:
             path = Path(root) / name
             relative = path.relative_to(folder).as_posix()
-            (skipped.append(relative) if is_system_file(relative) else found.append(path))
+            aside = is_system_file(relative) or (bids and _bids_aside(relative))
+            (skipped.append(relative) if aside else found.append(path))
     return sorted(found), sorted(skipped)
+
+
+def _bids_aside(relative: str) -> bool:
+    top, _, rest = relative.partition("/")
+    return ((bool(rest) and top.lower() in BIDS_ASIDE_FOLDERS) or relative.lower().endswith((".json", ".tsv"))
+            or (not rest and top.lower() in BIDS_METADATA_NAMES))
 
 
 def spatial_shape_of(shape: str, path: str, spacing: str = "") -> tuple[tuple[int, ...], int]:

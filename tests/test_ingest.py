@@ -191,6 +191,27 @@ def test_split_values_as_public_sets_write_them_are_read(tmp_path, write):
     assert result.manifest["split"].tolist() == ["train", "val", "test", "test", "val", "test"]
 
 
+def test_a_bids_datasets_derivatives_sourcedata_and_metadata_are_no_scans(tmp_path, write):
+    # OpenNeuro's layout: processed copies in derivatives/, the raw DICOMs in sourcedata/, metadata as JSON and TSV
+    root = tmp_path / "ds000001"
+    volume = np.arange(120, dtype=np.float32).reshape(4, 5, 6)
+    for subject in (1, 2):
+        write.nifti(root / f"sub-0{subject}" / "anat" / f"sub-0{subject}_T1w.nii.gz", volume * subject + 1)
+        (root / f"sub-0{subject}" / f"sub-0{subject}_scans.tsv").write_text("filename\tacq_time\n")
+        write.nifti(root / "derivatives" / f"sub-0{subject}" / "anat" / f"sub-0{subject}_desc-brain_T1w.nii.gz",
+                    volume * subject + 2)
+        write.png(root / "sourcedata" / f"sub-0{subject}" / "scout.png", write.image(subject))
+    for name in ("participants.tsv", "participants.json", "README", "CHANGES", "task-rest_bold.json"):
+        (root / name).write_text("x")
+    (root / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    result = run(root, tmp_path)
+    assert result.manifest["scan_id"].tolist() == ["sub-01/anat/sub-01_T1w.nii.gz", "sub-02/anat/sub-02_T1w.nii.gz"]
+    assert set(result.problems["source"]) == {"skipped"} and len(result.problems) == 12
+    # without dataset_description.json it is no BIDS dataset: a derivatives/ folder holds scans
+    (root / "dataset_description.json").unlink()
+    assert len(run(root, tmp_path, name="plain").manifest) == 6
+
+
 def test_labels_file_in_the_scan_folder_is_used_by_default(tmp_path, write):
     scans = tmp_path / "scans"
     write.png(scans / "x" / "1.png", write.image(1))
