@@ -43,8 +43,8 @@ log = logging.getLogger("pipeline.labels")
 # A merged labels file's label_source for rows a reviewer's verdict made (``pipeline.verdicts``).
 REVIEWED_SOURCES = ("review", "confirmed")
 KNOWN_SPLITS = ("train", "val", "test")
-# Names of the splits in labels files and in exports' first-level folders (Training/glioma/x.jpg)
-# As public sets write them (MIMIC-CXR's split file: train, validate, test)
+# Names of the splits in labels files and in exports' first-level folders (Training/glioma/x.jpg), as
+# public sets write them (MIMIC-CXR's split file: train, validate, test)
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "validate": "val", "tune": "val", "tuning": "val", "test": "test", "testing": "test",
                "holdout": "test", "hold-out": "test", "hold_out": "test"}

@@ -267,8 +267,8 @@ def ingest(
     problems += [("skipped", other.relative_to(root).as_posix(), f"metadata of {scan_id(scan.relative_to(root))} "
                   "(a converter's sidecar: acquisition parameters, b-values); skipped")
                  for other, scan in metadata.items()]
-    problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, a DICOM export's DICOMDIR index, "
-                  "or a BIDS dataset's metadata, derivatives/ or sourcedata/); skipped")
+    problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, a DICOM export's "
+                  "DICOMDIR index, or a BIDS dataset's metadata, derivatives/ or sourcedata/); skipped")
                  for name in system_files(root)]
     classes = None if classes is None else [str(name) for name in classes]  # read twice below
     rows, label_where, case_groups = _manifest_rows(root, paths, label_rows, class_subfolders, problems, classes or [])
@@ -640,7 +640,7 @@ def _log_summary(root, manifest, problems, classes, manifest_path, problems_path
     skipped = problems[problems["source"] == "skipped"]
     sidecar = skipped["reason"].str.startswith("metadata of")
     for kind, rows in (("converters' sidecars (acquisition parameters beside a volume)", skipped[sidecar]),
-                       ("system files (operating-system metadata, DICOMDIR, a BIDS dataset's metadata and derivatives)",
+                       ("system files (operating-system metadata, DICOMDIR, BIDS metadata and derivatives)",
                         skipped[~sidecar])):
         if len(rows):
             log.info("skipped %d %s, e.g. %s; listed in %s", len(rows), kind, rows["item"].iloc[0], problems_path)
