@@ -1,4 +1,4 @@
-"""Usage: python -m benchmarks.dcm2niix_export_set TASK OUT [--only KIND]
+"""Usage: python -m benchmarks.dcm2niix_export_set TASK OUT [--only KIND] [--thick KIND]
 
 A hospital's MRI export converted by dcm2niix: a folder per patient named by record number, each
 sequence a file of its own named by its protocol and series number, with its JSON sidecar
@@ -6,6 +6,9 @@ sequence a file of its own named by its protocol and series number, with its JSO
 labelling each patient (``MRN,diagnosis``). Made from a set of ``benchmarks/multi_sequence_set.py``
 (TASK: its ``Task01_BrainTumour`` folder), so the same heads can be trained as four files a patient,
 as one file (``--only flair``, ``t1``, ``t1_gd`` or ``t2``) or as the Decathlon's four channels a file.
+``--thick flair`` writes that sequence at twice the slice thickness (each pair of slices averaged, as a
+thick-slice acquisition of the same head), so a patient's files lie on two voxel grids, as a clinical
+protocol's 1 mm T1 and 5 mm FLAIR do.
 """
 import argparse
 import json
@@ -25,6 +28,7 @@ def main() -> None:
     parser.add_argument("task", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--only", choices=[kind for kind, _, _ in PROTOCOLS])
+    parser.add_argument("--thick", choices=[kind for kind, _, _ in PROTOCOLS])
     args = parser.parse_args()
     labels = pd.read_csv(args.task / "labels.csv")
     rows = []
@@ -38,7 +42,12 @@ def main() -> None:
             if args.only and kind != args.only:
                 continue
             name = f"{protocol}_{series}"
-            nib.save(nib.Nifti1Image(volumes[..., channel].astype(np.int16), image.affine), folder / f"{name}.nii.gz")
+            volume, affine = volumes[..., channel].astype(np.float32), image.affine.copy()
+            if kind == args.thick:
+                volume = (volume[..., 0::2][..., : volume.shape[2] // 2] + volume[..., 1::2]) / 2
+                affine[:3, 3] += affine[:3, 2] / 2  # the slab's centre lies between the two slices it averages
+                affine[:3, 2] *= 2
+            nib.save(nib.Nifti1Image(volume.astype(np.int16), affine), folder / f"{name}.nii.gz")
             (folder / f"{name}.json").write_text(json.dumps({"ProtocolName": protocol, "SeriesNumber": series,
                                                              "Modality": "MR", "MagneticFieldStrength": 3}))
         rows.append({"MRN": record, "diagnosis": row.label})

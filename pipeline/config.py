@@ -75,6 +75,9 @@ class PreprocessConfig:
     # ("" = keep the file's array order), then resample to target_spacing in mm ([] = keep).
     orientation: str = "RAS"
     target_spacing: list[float] = field(default_factory=list)
+    # A case's MRI sequences in files of their own, read as its channels in this order (ingest finds them,
+    # the plan records them, and score reads a new folder's case folders so: pipeline.sequences)
+    sequences: list[str] = field(default_factory=list)
 
 
 @dataclass

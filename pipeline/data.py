@@ -259,6 +259,7 @@ def effective_preprocess(config: PreprocessConfig) -> dict:
     """
     settings = asdict(config)
     settings.pop("max_file_mb", None)  # refuses files, never changes a tensor
+    settings.pop("sequences", None)  # a case's sequences are in its scan's path, which the cache key holds
     if len(config.spatial_size) != 3:
         settings.pop("orientation")
         settings.pop("target_spacing")

@@ -9,6 +9,10 @@ A volume whose header and voxels lie in two files (Analyze ``x.hdr`` + ``x.img``
 A DICOM series is one scan whose path is its folder (``<folder>/#<SeriesInstanceUID>`` when the
 folder holds several series, or when the series lies in the scanned folder itself).
 
+A case whose MRI sequences lie in files or series of their own in its folder is one scan where ingest
+found them so (``pipeline.sequences``): its path is the folder and the sequences, ``7100000/{flair,t1}``,
+read as the sequences stacked as channels.
+
 Ingest, training and scoring all read through :func:`load_scan`, so a model never
 sees one orientation in training and another when scoring (MONAI's PIL reader swaps
 the two axes of a PNG unless told not to).
@@ -27,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.sequences import case_location, sequence_name
 
 log = logging.getLogger("pipeline.reading")
 
@@ -139,8 +145,12 @@ def series_location(path: str | os.PathLike) -> tuple[Path, str | None, str | No
 
 def scan_exists(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a file or folder, or the id of a series or volume in a folder that is
-    (``SE3/@b1000``, ``study/#<uid>``: score's reports and verdicts name them so)."""
-    return os.path.exists(path) or (Path(path).name[:1] in ("#", "@") and series_location(path) is not None)
+    (``SE3/@b1000``, ``study/#<uid>``: score's reports and verdicts name them so), or a case's sequences
+    in a folder that is (``7100000/{flair,t1}``)."""
+    if os.path.exists(path) or (Path(path).name[:1] in ("#", "@") and series_location(path) is not None):
+        return True
+    case = case_location(path)
+    return case is not None and case[0].is_dir()
 
 
 def names_a_scan(path: str | os.PathLike) -> bool:
@@ -181,7 +191,14 @@ def scan_files(path: str | os.PathLike) -> list[Path]:
 def is_scan_file(path: str | os.PathLike) -> bool:
     from pipeline.dicom import is_dicom_file
 
-    return scan_suffix(path) is not None or series_location(path) is not None or is_dicom_file(path)
+    return (scan_suffix(path) is not None or series_location(path) is not None or case_location(path) is not None
+            or is_dicom_file(path))
+
+
+def is_volume_entry(path: str | os.PathLike) -> bool:
+    """Whether a listed entry (:func:`list_files`) is a volume by its name: a volume file, or a DICOM series'
+    folder. (Single DICOM files and NumPy arrays tell only when read.)"""
+    return scan_suffix(path) in VOLUME_SUFFIXES or series_location(path) is not None
 
 
 def find_scans(folder: str | os.PathLike, slices_alone: Collection[str] = ()) -> list[Path]:
@@ -334,6 +351,8 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     path = str(path)
     from pipeline.dicom import is_dicom_file
 
+    if (case := case_location(path)) is not None:
+        return _load_case(path, *case, max_bytes)
     if series_location(path) is not None or (os.path.isfile(path) and is_dicom_file(path)):
         return _load_dicom(path, max_bytes)
     check_file(path, max_bytes)
@@ -399,6 +418,73 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
         affine=affine,
         is_volume=is_volume,
     )
+
+
+def case_members(path: str | os.PathLike) -> list[Path]:
+    """The file or series of each of a case's sequences (``7100000/{flair,t1}``: the folder's FLAIR and
+    T1 volumes, by :func:`pipeline.sequences.sequence_name`), in the case's order.
+
+    Raises
+    ------
+    ScanReadError
+        The folder is gone, lacks a sequence, or holds two volumes of one.
+    """
+    folder, sequences = case_location(path)
+    if not folder.is_dir():
+        raise ScanReadError(path, "the case's folder does not exist")
+    named: dict[str, list[Path]] = {}
+    for entry in list_files(folder):
+        if entry.parent == folder and is_volume_entry(entry):
+            named.setdefault(sequence_name(folder.name, entry.name), []).append(entry)
+    missing = [sequence for sequence in sequences if sequence not in named]
+    if missing:
+        found = ", ".join(sorted(entry.name for entries in named.values() for entry in entries)) or "none"
+        raise ScanReadError(path, f"no {' or '.join(missing)} volume in the case's folder (it holds {found}): the "
+                                  f"model reads each case's {', '.join(sequences)} as its channels; add the missing "
+                                  "sequence, or leave the case out")
+    for sequence in sequences:
+        if len(named[sequence]) > 1:
+            raise ScanReadError(path, f"{len(named[sequence])} {sequence} volumes in the case's folder ("
+                                      f"{', '.join(entry.name for entry in named[sequence])}): keep the one to read, "
+                                      "and move the others out of the folder")
+    return [named[sequence][0] for sequence in sequences]
+
+
+def _load_case(path: str, folder: Path, sequences: list[str], max_bytes: int | None) -> LoadedScan:
+    """A case's sequences as the channels of one volume (x, y, z, sequence), each resampled (trilinear)
+    onto the first's voxel grid where its own differs: a 1 mm sagittal T1 beside a 5 mm axial FLAIR."""
+    members = case_members(path)
+    volumes = []
+    for sequence, member in zip(sequences, members):
+        try:
+            scan = load_scan(member, max_bytes)
+        except ScanReadError as error:
+            raise ScanReadError(path, f"its {sequence} ({member.name}): {error.reason}") from None
+        if not scan.is_volume or scan.array.ndim != 3:
+            raise ScanReadError(path, f"its {sequence} ({member.name}) is not one volume (an array of shape "
+                                      f"{scan.shape}): each sequence of a case is read as one channel")
+        volumes.append(scan)
+    first = volumes[0]
+    arrays = [first.array]
+    for sequence, member, scan in zip(sequences[1:], members[1:], volumes[1:]):
+        same_grid = scan.shape == first.shape and (
+            first.affine is None or scan.affine is None or np.allclose(scan.affine, first.affine, atol=1e-3))
+        if same_grid:
+            arrays.append(scan.array)
+        elif first.affine is None or scan.affine is None:
+            raise ScanReadError(path, f"its {sequence} ({member.name}, {scan.shape}) has another shape than its "
+                                      f"{sequences[0]} ({first.shape}) and no geometry to resample it by")
+        else:
+            from nibabel import Nifti1Image
+            from nibabel.processing import resample_from_to
+
+            moved = resample_from_to(Nifti1Image(np.asarray(scan.array, dtype=np.float32), scan.affine),
+                                     (first.shape, first.affine), order=1)
+            arrays.append(np.asarray(moved.dataobj))
+    dtype = arrays[0].dtype if all(array.dtype == arrays[0].dtype for array in arrays) else np.float32
+    stacked = np.stack([np.asarray(array, dtype=dtype) for array in arrays], axis=-1)
+    return LoadedScan(array=stacked, source_dtype=first.source_dtype, spacing=first.spacing, affine=first.affine,
+                      is_volume=True, info=first.info)
 
 
 def series_slices(folder: Path, uid: str | None, volume: str | None = None) -> list:

@@ -155,14 +155,13 @@ def test_a_sidecar_beside_every_volume_does_not_hide_a_bad_scan_in_the_log(tmp_p
     assert "skipped 25 converters' sidecars (acquisition parameters beside a volume), e.g. 000/t1_3.json" in caplog.text
 
 
-def test_each_patients_same_kinds_of_series_are_named_as_one_model_learning_them_all(tmp_path, write, caplog):
-    # a dcm2niix export: every patient's folder holds its T1 and FLAIR (series numbers differ); a folder's
-    # numbered pictures are no kinds, and views named so (BraTS' _flair) are a case's, which score calls
+def test_each_patients_same_kinds_of_pictures_are_named_as_one_model_learning_them_all(tmp_path, write, caplog):
+    # every patient's folder holds a dermoscopic and a clinical photograph (numbered differently); volumes so
+    # kept are a case's sequences, read as one scan (test_sequences.py); a folder's numbered pictures are no
+    # kinds, and views named so (a knee's axial/) are a case's, which score calls
     scans = tmp_path / "export"
-    for patient in range(6):
-        for name in (f"t1_mprage_{3 + patient % 2}.nii.gz", "flair_5.nii.gz"):
-            write.nifti(scans / f"{7100 + patient}" / name, np.arange(120, dtype=np.float32).reshape(4, 5, 6) * (patient + 1)
-                        + len(name))
+    write.pngs(scans, [f"{4412000 + patient}/{kind}_{3 + patient % 2}.png" for patient in range(6)
+                       for kind in ("dermoscopic", "clinical")])
     brats = tmp_path / "BraTS"  # the case's name in each file's: BraTS2021_00000/BraTS2021_00000_flair.nii.gz
     for case in range(5):
         for sequence in ("flair", "t1", "t2"):
@@ -171,9 +170,9 @@ def test_each_patients_same_kinds_of_series_are_named_as_one_model_learning_them
     write.pngs(tmp_path / "pictures", [f"{4412000 + patient}/{image}.png" for patient in range(6) for image in (1, 2)])
     with caplog.at_level(logging.WARNING, logger="pipeline.stages.ingest"):
         run(scans, tmp_path)
-        assert "6 of 6 patients or cases hold the same 2 kinds of scan by name (flair, t1_mprage)" in caplog.text
+        assert "6 of 6 patients or cases hold the same 2 kinds of scan by name (clinical, dermoscopic)" in caplog.text
         caplog.clear()
-        run(brats, tmp_path)
+        assert len(run(brats, tmp_path).manifest) == 5  # a scan a case, its sequences the channels
         run(tmp_path / "pictures", tmp_path, name="pictures")
     assert "kinds of scan" not in caplog.text
 

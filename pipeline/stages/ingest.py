@@ -11,7 +11,6 @@ import hashlib
 import logging
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.cases import case_of, file_stem
+from pipeline.cases import case_of
 from pipeline.dicom import opaque_id
 from pipeline.folder_labels import (
     copies_beside_originals,
@@ -47,12 +46,15 @@ from pipeline.reading import (
     SCAN_FORMATS,
     SCAN_SUFFIXES,
     ScanReadError,
+    case_members,
     find_scans,
     is_scan_file,
     is_system_file,
+    is_volume_entry,
     list_files,
     load_scan,
     names_a_scan,
+    scan_exists,
     scan_files,
     scan_id,
     series_location,
@@ -60,6 +62,7 @@ from pipeline.reading import (
     sidecars,
     system_files,
 )
+from pipeline.sequences import case_location, group_cases, recurring_sequences, sequence_name
 from pipeline.similarity import (
     MAX_GROUP,
     connected_groups,
@@ -131,6 +134,12 @@ def sha256_scan(path: str | os.PathLike) -> str:
     """sha256 of a scan file; of a two-file volume, of its header's and voxel file's hashes (headers
     alike in all but their voxels are common); of a DICOM series, of its slices' hashes in file-name
     order (only that series' slices where a folder holds several, such as a study's T1 and T2)."""
+    if case_location(path) is not None:
+        files = case_members(path)
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(sha256_scan(file).encode())
+        return digest.hexdigest()
     location = series_location(path)
     if location is None:
         files = scan_files(path)
@@ -255,6 +264,7 @@ def ingest(
                          "cross-validation fold's) beside the originals' folder: not ingested (a test scan's twin "
                          "would be trained on); ingest the folder alone to use them"))
     paths = [path for path in paths if path not in copies]
+    paths = _sequences_as_cases(root, paths, label_rows, problems)
     # Files that are not scans are not ingested, but they are named, never silently dropped.
     labels_file = Path(os.path.abspath(labels)) if labels is not None else None
     metadata = sidecars(everything)
@@ -334,14 +344,49 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -
     listed = set(load_manifest(manifest_file)["path"])
     found = find_scans(root, slices_alone={os.path.realpath(path) for path in listed})
     masks = segmentation_masks(found)
-    added = sorted(str(path) for path in found if path not in masks and str(path) not in listed)
-    gone = sorted(path for path in listed if not os.path.exists(path) and series_location(path) is None)
+    found = [path for path in found if path not in masks]
+    if sequences := next((case[1] for path in listed if (case := case_location(path)) is not None), None):
+        found, _, others = group_cases(found, sequences, is_volume_entry)
+        found = [path for path in found if path not in others]
+    added = sorted(str(path) for path in found if str(path) not in listed)
+    gone = sorted(path for path in listed if not scan_exists(path))
     if not added and not gone:
         return None
     example = os.path.relpath((added or gone)[0], root)
     return (f"{root} has changed since {manifest_file} was made from it: {len(added)} scans added, {len(gone)} gone "
             f"(e.g. {example}); the manifest is used as it is: delete it, and the split files named after it, to "
             "ingest the folder again")
+
+
+OTHER_SEQUENCE = "a volume of none of the sequences read as a case's channels"
+
+
+def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, LabelRow], problems: list
+                        ) -> list[Path]:
+    """``paths`` with each case folder's sequences one scan (``pipeline.sequences``) where most case folders
+    hold the same sequences by name; their label rows as one (a row naming each file of a case, alike, labels
+    the case); the volumes of none of those sequences in a case's folder skipped, named in ``problems``."""
+    sequences = recurring_sequences(paths, is_volume_entry)
+    if not sequences:
+        return paths
+    paths, grouped, others = group_cases(paths, sequences, is_volume_entry)
+    members: dict[Path, list[Path]] = {}
+    for member, case in grouped.items():
+        members.setdefault(case, []).append(member)
+    for case, files in members.items():
+        named = {file: row for file in files if (row := label_rows.pop(os.path.realpath(file), None)) is not None}
+        if len({row.label for row in named.values()}) == 1:
+            label_rows.setdefault(os.path.realpath(case), next(iter(named.values())))
+        elif named:
+            problems.append(("label", scan_id(case.relative_to(root)), "its sequences' files are labelled "
+                             "differently (" + ", ".join(f"{file.name}: {row.label}" for file, row in named.items())
+                             + "): one label a case is read; the case is left unlabelled"))
+    problems += [("skipped", other.relative_to(root).as_posix(), f"{OTHER_SEQUENCE} ({', '.join(sequences)}); "
+                  "skipped") for other in others]
+    example = scan_id(next(iter(members)).relative_to(root))
+    log.info("%d case folders hold the same %d MRI sequences by name (%s): each case is one scan, its sequences "
+             "its channels (e.g. %s)", len(members), len(sequences), ", ".join(sequences), example)
+    return paths
 
 
 # An anonymiser may write one PatientID for every scan ("ANONYMOUS", "0000"): a patient holding over half of
@@ -366,8 +411,6 @@ def _placeholder_patients(rows: list[dict], by_patient_id: list[int]) -> list[in
     return placeholders
 
 
-# A file name without the series number a converter appends (dcm2niix's t2_tse_tra_5.nii.gz)
-_SERIES_NUMBER = re.compile(r"[-_ ]*\d*$")
 MIN_RECURRING_CASES = 5
 
 
@@ -379,7 +422,8 @@ def _warn_of_recurring_series(rows: list[dict]) -> None:
     for row in rows:
         # views named so (a knee's axial/, BraTS' _flair) are a case's, which score calls as one (pipeline.cases)
         if row["group"] and row["status"] == "ok" and not case_of(row["scan_id"]):
-            kind = _SERIES_NUMBER.sub("", file_stem(row["scan_id"].rsplit("/", 1)[-1]))
+            folder, _, name = f"/{row['scan_id']}".rpartition("/")
+            kind = sequence_name(folder.rpartition("/")[2], name)
             kinds_of.setdefault(row["group"], set()).add(kind)
     several = [frozenset(kinds) for kinds in kinds_of.values() if len(kinds) > 1 and "" not in kinds]
     if not several:
@@ -639,9 +683,11 @@ def _log_summary(root, manifest, problems, classes, manifest_path, problems_path
         log.warning("... %d problems in all, every one listed in %s", len(shown), problems_path)
     skipped = problems[problems["source"] == "skipped"]
     sidecar = skipped["reason"].str.startswith("metadata of")
+    sequence = skipped["reason"].str.startswith(OTHER_SEQUENCE)
     for kind, rows in (("converters' sidecars (acquisition parameters beside a volume)", skipped[sidecar]),
+                       ("volumes in case folders of none of the sequences read as channels", skipped[sequence]),
                        ("system files (operating-system metadata, DICOMDIR, BIDS metadata and derivatives)",
-                        skipped[~sidecar])):
+                        skipped[~sidecar & ~sequence])):
         if len(rows):
             log.info("skipped %d %s, e.g. %s; listed in %s", len(rows), kind, rows["item"].iloc[0], problems_path)
 

@@ -27,6 +27,7 @@ import torch
 from pipeline.config import PreprocessConfig
 from pipeline.data import CT_WINDOWS, input_channels
 from pipeline.reading import ScanReadError, load_scan, scan_suffix, spatial_shapes
+from pipeline.sequences import case_location
 
 log = logging.getLogger("pipeline.stages.plan")
 
@@ -91,6 +92,12 @@ def _intensity_of(path: str) -> dict[str, Any] | None:
             "binary": bool(np.unique(values).size <= 2), "colour": colour, "dtype": scan.source_dtype}
 
 
+def _case_sequences(paths: pd.Series) -> list[str]:
+    """The sequences of the most common case among ``paths`` that are cases' (``pipeline.sequences``), else []."""
+    found = Counter(tuple(case[1]) for path in paths if (case := case_location(path)) is not None)
+    return list(found.most_common(1)[0][0]) if found else []
+
+
 def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRINT_SAMPLE,
                 seed: int = 0, seconds: float = FINGERPRINT_SECONDS) -> dict[str, Any]:
     """Describe the usable scans of a split frame (manifest rows with a ``subset`` column).
@@ -104,7 +111,7 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
     rows = frame[frame.get("status", pd.Series("ok", index=frame.index)) == "ok"]
     if rows.empty:
         raise ValueError("no usable scans to plan for: every scan has an error")
-    suffixes = [scan_suffix(p) or "dicom" for p in rows["path"]]
+    suffixes = [scan_suffix(p) or ("case folder of sequences" if case_location(p) else "dicom") for p in rows["path"]]
     parsed = spatial_shapes(rows)
     dims = Counter(len(shape) for shape, _ in parsed)
     spatial_dims = dims.most_common(1)[0][0]
@@ -145,6 +152,7 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
         "spacing": ({"median": np.median(spacings, 0).tolist(), "min": np.min(spacings, 0).tolist(),
                      "max": np.max(spacings, 0).tolist()} if spacings else None),
         "channels": {str(k): int(v) for k, v in channels.items()},
+        "sequences": _case_sequences(rows["path"]),
         "colour_fraction": round(float(np.mean([s["colour"] for s in stats])), 3),
         "dtypes": dict(Counter(s["dtype"] for s in stats)),
         "stored_dtypes": dict(stored),
@@ -290,6 +298,11 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         volumes = planned_channels(fp)
         reason = ("one volume a file" if volumes == 1 else
                   f"{volumes} volumes a file (sequences of one region): a channel each, each scaled on its own")
+        if sequences := fp.get("sequences"):
+            plan.set("preprocess.sequences", sequences, f"each case folder's {', '.join(sequences)} volumes, as "
+                     "ingest found them, read as one scan in this order; score reads a new folder's cases so")
+            reason = (f"{volumes} sequences a case (each in a file or series of its own): a channel each, each "
+                      f"scaled on its own, resampled onto the {sequences[0]} volume's grid")
         if len(fp["channels"]) > 1:
             counts = sorted(fp["channels"].items(), key=lambda item: -item[1])
             reason += ("; files holding another number are left out (" +

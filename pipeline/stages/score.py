@@ -22,7 +22,7 @@ from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.manifest import trained_as_one
 from pipeline.masks import segmentation_masks
-from pipeline.reading import list_files, sidecars, system_files
+from pipeline.reading import is_volume_entry, list_files, sidecars, system_files
 from pipeline.scoring import (
     as_strings,
     load_scorer,
@@ -32,6 +32,7 @@ from pipeline.scoring import (
     rows_frame,
     score_chunk,
 )
+from pipeline.sequences import group_cases
 
 log = logging.getLogger("pipeline.stages.score")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -127,6 +128,9 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
                                 "or leave --labels out")
     files = [f for f in files if f not in masks and f not in metadata and f != scans / "labels.csv"
              and (labels_file is None or f.resolve() != labels_file)]
+    other_sequences: dict[Path, Path] = {}
+    if sequences := model.config.preprocess.sequences:  # each case folder's sequences as one scan, as trained
+        files, _, other_sequences = group_cases(files, sequences, is_volume_entry)
     # Read before scoring: a labels file the user named that cannot be read fails now, not after the scans.
     found = folder_truth(scans, [f.relative_to(scans).as_posix() for f in files], model.classes,
                          model.config.data.columns, trained_as_one=classes_trained_as_one(run_dir),
@@ -187,6 +191,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     summary["skipped_system_files"] = len(system_files(scans))
     summary["skipped_masks"] = len(masks)
     summary["skipped_sidecars"] = len(metadata)
+    if sequences:
+        summary["skipped_other_sequences"] = len(other_sequences)
     if against:
         summary["against_labels"] = against
     _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size,
@@ -341,4 +347,7 @@ def format_summary(summary: dict, out: Path) -> str:
     if summary.get("skipped_sidecars"):
         lines.append(f"skipped: {summary['skipped_sidecars']} metadata files beside their scans (x.json, x.bval, "
                      "x.bvec beside x.nii.gz)")
+    if summary.get("skipped_other_sequences"):
+        lines.append(f"skipped: {summary['skipped_other_sequences']} volumes in case folders of none of the sequences "
+                     "the model reads as a case's channels (a localiser, a sequence not trained on)")
     return "\n".join(lines) + "\n"

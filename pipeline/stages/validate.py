@@ -12,10 +12,12 @@ from pipeline.reading import (
     SCAN_FORMATS,
     ScanReadError,
     is_scan_file,
+    is_volume_entry,
     list_files,
     load_scan,
     sidecars,
 )
+from pipeline.sequences import group_cases
 
 
 def _read_problem(path: str) -> str | None:
@@ -49,7 +51,11 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     files = list_files(scans, series=config is None or len(config.spatial_size) == 3)
     masks = segmentation_masks(files)
     metadata = sidecars(files)
-    readable = [str(f) for f in files if is_scan_file(f) and f not in masks]
+    other_sequences: dict[Path, Path] = {}
+    if config is not None and config.sequences:  # as score reads them: each case folder's sequences one scan
+        files, _, other_sequences = group_cases(files, config.sequences, is_volume_entry)
+        files = sorted([*files, *other_sequences])
+    readable = [str(f) for f in files if is_scan_file(f) and f not in masks and f not in other_sequences]
     if config is not None:
         from pipeline.data import preprocessor
 
@@ -67,6 +73,11 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
         if f in metadata:
             rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
                          "reason": f"metadata of {metadata[f].relative_to(scans).as_posix()}: not a scan"})
+            continue
+        if f in other_sequences:
+            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
+                         "reason": f"none of the sequences the model reads as {other_sequences[f].parent.name}'s "
+                                   f"channels ({', '.join(config.sequences)})"})
             continue
         if f == scans / "labels.csv":  # as score and ingest read it
             rows.append({"file": "labels.csv", "status": "skipped", "reason": "the folder's labels file: not a scan"})

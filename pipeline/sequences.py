@@ -1,0 +1,103 @@
+"""A case's MRI sequences in files of their own, read as the channels of one scan.
+
+MRI exports keep each sequence of a case in a file or series of its own in the case's folder:
+dcm2niix writes ``7100000/t1_mprage_tra_4.nii.gz`` beside ``t2_tse_tra_5.nii.gz``, BraTS 2021
+``BraTS2021_00000/BraTS2021_00000_flair.nii.gz`` beside ``..._t1.nii.gz``, RSNA-MICCAI's brain tumours
+``00000/FLAIR/`` beside ``00000/T1w/`` (DICOM series). Trained as scans of their own, one model learns
+every sequence as one kind of picture: near chance on ``benchmarks/multi_sequence.md``'s heads, where the
+same heads with their sequences as channels of one scan reach 0.89. So where most case folders hold the
+same sequences by name (:func:`recurring_sequences`), each case folder is one scan (:func:`group_cases`)
+whose path is the folder and the sequences in order, ``7100000/{t1_mprage_tra,t2_tse_tra}``;
+``pipeline.reading`` reads it as the sequences stacked, each resampled onto the first's grid.
+
+This module names and groups; it reads nothing (``pipeline.reading`` imports it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from pipeline.cases import file_stem
+
+# A case's path: its folder, then its sequences in braces (as a shell expands them: these files of the folder)
+_CASE_NAME = re.compile(r"^\{([^{}/]+)\}$")
+_NAME_PARTS = re.compile(r"[-_ .]+")
+# Fewest case folders holding the same sequences, and more than half of the folders of several volumes
+MIN_CASES = 5
+
+
+def case_path(folder: Path, sequences: Iterable[str]) -> Path:
+    """The path of the case in ``folder`` read as ``sequences``, in order."""
+    return Path(folder) / ("{" + ",".join(sequences) + "}")
+
+
+def case_location(path: str | Path) -> tuple[Path, list[str]] | None:
+    """(folder, sequences) where ``path`` is a case's path (:func:`case_path`), else None."""
+    path = Path(path)
+    found = _CASE_NAME.match(path.name)
+    return (path.parent, found.group(1).split(",")) if found else None
+
+
+def sequence_name(folder_name: str, entry_name: str) -> str:
+    """The sequence a file or series ``entry_name`` in the case folder ``folder_name`` holds, by its name:
+    the parts of its name (lower case, without suffix) that are neither numbers (a series number, an
+    acquisition time, a study id) nor parts of the folder's name (the case's id), joined by ``_``.
+    ``t1_mprage_tra_4.nii.gz``, ``7100000_t1_mprage_tra_20190101120000_4.nii.gz`` in ``7100000/``:
+    ``t1_mprage_tra``; ``BraTS2021_00000_flair.nii.gz`` in ``BraTS2021_00000/``: ``flair``; the series
+    ``FLAIR/``: ``flair``; "" where nothing is left."""
+    case = set(_NAME_PARTS.split(folder_name.lower()))
+    parts = [part for part in _NAME_PARTS.split(file_stem(entry_name).lower())
+             if part and not part.isdigit() and part not in case]
+    return "_".join(parts).replace(",", "_").replace("{", "").replace("}", "")
+
+
+def _by_folder(entries: Iterable[Path], is_volume: Callable[[Path], bool]) -> dict[Path, dict[str, list[Path]]]:
+    """Each folder's volumes by sequence name."""
+    folders: dict[Path, dict[str, list[Path]]] = {}
+    for entry in entries:
+        entry = Path(entry)
+        # a series among others in its folder (``#<uid>``) or a volume of one (``@b1000``) has no name to read
+        if entry.name[:1] not in ("#", "@") and case_location(entry) is None and is_volume(entry):
+            name = sequence_name(entry.parent.name, entry.name)
+            folders.setdefault(entry.parent, {}).setdefault(name, []).append(entry)
+    return folders
+
+
+def recurring_sequences(entries: Iterable[Path], is_volume: Callable[[Path], bool]) -> list[str]:
+    """The sequences (two or more, sorted) that most folders of several volumes among ``entries`` hold one
+    each of, by name, where at least ``MIN_CASES`` do; else []. A folder of numbered series (a study's
+    ``SE0002/``, ``SE0003/``), of one volume or of a set's many cases names no sequences."""
+    folders = _by_folder(entries, is_volume)
+    several = [names for names in folders.values() if sum(map(len, names.values())) > 1]
+    sets = Counter(frozenset(names) for names in several
+                   if len(names) > 1 and "" not in names and all(len(found) == 1 for found in names.values()))
+    if not sets:
+        return []
+    sequences, cases = sets.most_common(1)[0]
+    return sorted(sequences) if cases >= MIN_CASES and cases > len(several) / 2 else []
+
+
+def group_cases(entries: list[Path], sequences: list[str], is_volume: Callable[[Path], bool]
+                ) -> tuple[list[Path], dict[Path, Path], dict[Path, Path]]:
+    """``entries`` with each case folder's volumes replaced by the case's path, sorted; each volume read as
+    a case's sequence, to its case; and the volumes of case folders that are none of ``sequences`` (a
+    localiser, a sequence other cases lack), to theirs.
+
+    A case folder is one holding a volume of one of ``sequences`` and at most twice as many volumes as
+    there are sequences (a folder of a set's many cases is none); one lacking a sequence, or holding
+    two of one, is still a case, which reading then reports as an error naming them."""
+    wanted = set(sequences)
+    grouped: dict[Path, Path] = {}
+    left_out: dict[Path, Path] = {}
+    for folder, names in _by_folder(entries, is_volume).items():
+        volumes = [entry for found in names.values() for entry in found]
+        if wanted & set(names) and len(volumes) <= 2 * len(sequences):
+            case = case_path(folder, sequences)
+            for name, found in names.items():
+                for entry in found:
+                    (grouped if name in wanted else left_out)[entry] = case
+    kept = [entry for entry in entries if entry not in grouped and entry not in left_out]
+    return sorted(set(kept) | set(grouped.values())), grouped, left_out

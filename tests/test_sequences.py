@@ -1,0 +1,203 @@
+"""A case's MRI sequences in files of their own (a dcm2niix export, BraTS 2021, RSNA-MICCAI's DICOM series)
+read as the channels of one scan: found by name at ingest, each resampled onto the first's grid, planned,
+trained, and a new folder's cases scored the same way; a case lacking a sequence an error row naming it."""
+import json
+import logging
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from test_dicom import write_series
+
+from pipeline.cli import main
+from pipeline.reading import ScanReadError, load_scan
+from pipeline.sequences import (
+    case_location,
+    case_path,
+    group_cases,
+    recurring_sequences,
+    sequence_name,
+)
+from pipeline.stages.ingest import folder_changes, ingest
+from pipeline.stages.validate import validate
+
+T1_AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+FLAIR_AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])  # the same head at half the resolution: another grid
+
+
+def head(patient: int) -> np.ndarray:
+    """A 16 x 16 x 12 head at 1 mm, brighter to one side (a tumour shows in its FLAIR only: write_patient)."""
+    rng = np.random.default_rng(patient)
+    return (rng.normal(300, 30, (16, 16, 12)) + 50 * np.arange(16)[:, None, None]).astype(np.float32)
+
+
+def write_patient(folder, patient, tumour, flair=True, extra=None):
+    t1 = head(patient)
+    nib.save(nib.Nifti1Image(t1, T1_AFFINE), _mkdir(folder) / f"t1_mprage_tra_{3 + patient % 2}.nii.gz")
+    (folder / f"t1_mprage_tra_{3 + patient % 2}.json").write_text("{}")
+    if flair:
+        values = t1[::2, ::2, ::2] + (900 if tumour else 0) * _block((8, 8, 6))
+        nib.save(nib.Nifti1Image(values, FLAIR_AFFINE), folder / f"t2_tirm_tra_dark-fluid_{5 + patient % 3}.nii.gz")
+    if extra:
+        nib.save(nib.Nifti1Image(t1 * 0.5 + 1, T1_AFFINE), folder / extra)
+
+
+def _block(shape):
+    block = np.zeros(shape, np.float32)
+    block[2:6, 2:6, 1:4] = 1
+    return block
+
+
+def _mkdir(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def export(root, patients=8, first=7100000):
+    """A dcm2niix export: a folder a patient, each sequence a NIfTI with a series number and a sidecar, and a
+    labels file naming the patients' folders by record number."""
+    rows = []
+    for patient in range(patients):
+        tumour = patient % 2 == 1
+        write_patient(root / "export" / str(first + patient), patient, tumour)
+        rows.append(f"{first + patient},{'tumour' if tumour else 'healthy'}\n")
+    (root / "patients.csv").write_text("MRN,diagnosis\n" + "".join(rows))
+    return root / "export", root / "patients.csv"
+
+
+SEQUENCES = ["t1_mprage_tra", "t2_tirm_tra_dark_fluid"]
+
+
+def test_a_sequence_is_named_by_the_parts_of_its_name_no_case_shares():
+    assert sequence_name("7100000", "t1_mprage_tra_4.nii.gz") == "t1_mprage_tra"
+    # dcm2niix's default name: folder, protocol, time, series number
+    assert sequence_name("7100000", "7100000_t1_mprage_tra_20190101120000_4.nii.gz") == "t1_mprage_tra"
+    assert sequence_name("7100000", "t2_tirm_tra_dark-fluid_3.nii.gz") == "t2_tirm_tra_dark_fluid"
+    assert sequence_name("BraTS2021_00000", "BraTS2021_00000_t1ce.nii.gz") == "t1ce"
+    assert sequence_name("00000", "FLAIR") == "flair"  # RSNA-MICCAI's series folders
+    assert sequence_name("10000", "10000_1000000_t2w.mha") == "t2w"  # PI-CAI: patient, study, sequence
+    assert sequence_name("study", "0001.nii.gz") == ""
+    assert case_location(case_path("a/7100000", SEQUENCES)) == (case_path("a/7100000", SEQUENCES).parent, SEQUENCES)
+    assert case_location("a/7100000/t1.nii.gz") is None
+
+
+def test_only_folders_of_the_same_named_sequences_are_cases(tmp_path):
+    def volume(path):
+        return path.suffix == ".gz"
+
+    cases = [tmp_path / f"{7100 + p}" / name for p in range(5) for name in (f"t1_{p}.nii.gz", f"flair_{p + 2}.nii.gz")]
+    assert recurring_sequences(cases, volume) == ["flair", "t1"]
+    assert recurring_sequences(cases[:8], volume) == []  # four patients are too few to tell
+    # a study's numbered series, a set's cases side by side in one folder, and pictures are no sequences
+    numbered = [tmp_path / f"p{p}" / f"{series:04d}.nii.gz" for p in range(6) for series in (2, 3)]
+    flat = [tmp_path / "imagesTr" / f"BRATS_{case:03d}.nii.gz" for case in range(20)]
+    pictures = [tmp_path / f"{p}" / name for p in range(6) for name in ("frontal.png", "lateral.png")]
+    assert recurring_sequences(numbered + flat + pictures, volume) == []
+    # a localiser beside a case's sequences is left out; a folder of many cases' files is no case
+    entries = [*cases, tmp_path / "7100" / "localiser_1.nii.gz", *flat]
+    kept, grouped, left_out = group_cases(entries, ["flair", "t1"], volume)
+    assert kept == sorted([case_path(tmp_path / f"{7100 + p}", ["flair", "t1"]) for p in range(5)] + flat)
+    assert len(grouped) == 10 and left_out == {tmp_path / "7100" / "localiser_1.nii.gz":
+                                               case_path(tmp_path / "7100", ["flair", "t1"])}
+
+
+def test_a_cases_sequences_are_one_scan_each_resampled_onto_the_firsts_grid(tmp_path):
+    write_patient(tmp_path / "7100001", 1, tumour=True)
+    scan = load_scan(case_path(tmp_path / "7100001", SEQUENCES))
+    assert scan.is_volume and scan.shape == (16, 16, 12, 2) and scan.spacing == (1.0, 1.0, 1.0)
+    t1, flair = scan.array[..., 0], scan.array[..., 1]
+    np.testing.assert_allclose(t1, head(1))
+    # the FLAIR's 2 mm voxels on the T1's 1 mm grid: the tumour block (FLAIR voxels 2-5) at T1 voxels 4-10
+    assert flair[6, 6, 4] > 1000 and flair[12, 12, 4] < 1000 and flair[1, 6, 4] < 1000
+    with pytest.raises(ScanReadError, match=r"no t2w volume in the case's folder \(it holds t1_mprage_tra_4.nii.gz, "
+                                            r"t2_tirm_tra_dark-fluid_6.nii.gz\)"):
+        load_scan(case_path(tmp_path / "7100001", ["t1_mprage_tra", "t2w"]))
+
+
+def test_an_export_of_a_folder_a_patient_ingests_a_scan_a_case_and_reports_what_it_cannot_read(tmp_path, caplog):
+    scans, labels = export(tmp_path)
+    write_patient(scans / "7100008", 8, tumour=False, flair=False)  # no FLAIR: an error row naming it
+    write_patient(scans / "7100009", 9, tumour=True, extra="localizer_1.nii.gz")  # a sequence no other case has
+    with open(labels, "a") as file:
+        file.write("7100008,healthy\n7100009,tumour\n")
+    with caplog.at_level(logging.INFO, logger="pipeline.stages.ingest"):
+        result = ingest(scans, labels, manifest_dir=tmp_path / "manifests", workers=1)
+    manifest = result.manifest.set_index("scan_id")
+    ids = [f"{7100000 + patient}/{{t1_mprage_tra,t2_tirm_tra_dark_fluid}}" for patient in range(10)]
+    assert list(manifest.index) == ids
+    assert manifest.loc[ids[1], "shape"] == "16x16x12x2" and manifest.loc[ids[1], "label"] == "tumour"
+    assert manifest.loc[ids[1], "group"] == "7100001"  # the patient's folder its labels row names
+    assert manifest.loc[ids[8], "status"] == "error"
+    assert manifest.loc[ids[8], "error"].startswith("no t2_tirm_tra_dark_fluid volume in the case's folder")
+    skipped = result.problems.set_index("item")
+    assert skipped.loc["7100009/localizer_1.nii.gz", "reason"].startswith("a volume of none of the sequences")
+    assert "10 case folders hold the same 2 MRI sequences by name (t1_mprage_tra, t2_tirm_tra_dark_fluid)" in caplog.text
+    assert "kinds of scan" not in caplog.text  # no warning of one model learning every kind
+    assert folder_changes(scans, result.manifest_path) is None  # the cases are the folder's scans, none added
+
+
+def test_a_label_for_each_file_labels_the_case_where_its_files_agree(tmp_path):
+    scans, _ = export(tmp_path, patients=6)
+    rows = ["file,label"]
+    for patient in range(6):
+        for name in sorted(path.name for path in (scans / str(7100000 + patient)).glob("*.nii.gz")):
+            label = "tumour" if patient % 2 or (patient == 4 and name.startswith("t2")) else "healthy"
+            rows.append(f"{7100000 + patient}/{name},{label}")
+    (tmp_path / "files.csv").write_text("\n".join(rows) + "\n")
+    result = ingest(scans, tmp_path / "files.csv", manifest_dir=tmp_path / "manifests", workers=1)
+    labels = result.manifest.set_index("scan_id")["label"]
+    assert labels.tolist() == ["healthy", "tumour", "healthy", "tumour", "", "tumour"]
+    problem = result.problems[result.problems["source"] == "label"]
+    assert problem["item"].tolist() == ["7100004/{t1_mprage_tra,t2_tirm_tra_dark_fluid}"]
+    assert "labelled differently (t1_mprage_tra_3.nii.gz: healthy, t2_tirm_tra_dark-fluid_6.nii.gz: tumour)" in \
+        problem["reason"].iloc[0]
+
+
+def test_brats_cases_and_rsna_miccai_series_are_cases_of_their_sequences(tmp_path):
+    brats = tmp_path / "BraTS"  # BraTS 2021: the case's id in each file's name, its mask beside them
+    for case in range(5):
+        folder = brats / f"BraTS2021_{case:05d}"
+        for sequence in ("flair", "t1", "t1ce", "t2", "seg"):
+            values = head(case) + len(sequence)
+            nib.save(nib.Nifti1Image(values, T1_AFFINE), _mkdir(folder) / f"BraTS2021_{case:05d}_{sequence}.nii.gz")
+    result = ingest(brats, manifest_dir=tmp_path / "manifests", workers=1)
+    assert result.manifest["scan_id"].tolist() == [f"BraTS2021_{case:05d}/{{flair,t1,t1ce,t2}}" for case in range(5)]
+    assert (result.manifest["shape"] == "16x16x12x4").all() and (result.problems["source"] == "mask").sum() == 5
+    rsna = tmp_path / "rsna"  # RSNA-MICCAI's brain tumours: a DICOM series a sequence in the patient's folder
+    affine = np.array([[-1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])
+    for patient in range(5):
+        for sequence in ("FLAIR", "T1w"):
+            write_series(rsna / f"{patient:05d}" / sequence, np.full((8, 8, 4), 100 + patient, np.int16)
+                         + np.arange(8, dtype=np.int16)[:, None, None] * (2 if sequence == "T1w" else 1), affine,
+                         patient_id=f"P{patient}")
+    result = ingest(rsna, manifest_dir=tmp_path / "manifests", workers=1)
+    assert result.manifest["scan_id"].tolist() == [f"{patient:05d}/{{flair,t1w}}" for patient in range(5)]
+    assert (result.manifest["shape"] == "8x8x4x2").all() and (result.manifest["status"] == "ok").all()
+    assert result.manifest["group"].str.startswith("patient-").all()  # its PatientID, hashed
+
+
+def test_a_case_folder_export_is_planned_trained_and_a_new_folders_cases_scored(tmp_path, monkeypatch):
+    scans, labels = export(tmp_path, patients=16)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--scans", str(scans), "--labels", str(labels), "--positive", "tumour",
+                 "--labels-per-class", "3", "--quiet", "train.minutes=0.05", "split.test_fraction=0.3",
+                 "network.channels=[4,8]"]) == 0
+    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    plan = json.loads((run / "plan.json").read_text())["settings"]
+    assert plan["preprocess.sequences"]["value"] == SEQUENCES and plan["preprocess.channels"]["value"] == 2
+    assert plan["preprocess.channels"]["reason"].startswith("2 sequences a case (each in a file or series of its own)")
+    assert json.loads((run / "checkpoint.json").read_text())["in_channels"] == 2
+    new, _ = export(tmp_path / "new", patients=3, first=8200000)
+    write_patient(new / "8200003", 3, tumour=True, flair=False)
+    write_patient(new / "8200004", 4, tumour=True, extra="localizer_1.nii.gz")
+    assert main(["score", str(new), "--model", str(run), "--out", str(tmp_path / "new.csv"), "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "new.csv", keep_default_na=False).set_index("scan_id")
+    ids = [f"{8200000 + patient}/{{t1_mprage_tra,t2_tirm_tra_dark_fluid}}" for patient in range(5)]
+    assert sorted(report.index) == ids  # the sidecars are skipped, the localiser too
+    assert (report.loc[ids[:3] + ids[4:], "status"] == "ok").all()
+    assert report.loc[ids[3], "status"] == "error" and "no t2_tirm_tra_dark_fluid volume" in report.loc[ids[3], "error"]
+    assert "skipped: 1 volumes in case folders of none of the sequences" in (tmp_path / "new.summary.txt").read_text()
+    checked = validate(new, run, workers=1).set_index("file")
+    assert checked.loc[ids[0], "status"] == "ok" and checked.loc[ids[3], "status"] == "error"
+    assert checked.loc["8200004/localizer_1.nii.gz", "status"] == "skipped"
