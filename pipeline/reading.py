@@ -451,8 +451,8 @@ def case_members(path: str | os.PathLike) -> list[Path]:
 
 
 def _load_case(path: str, folder: Path, sequences: list[str], max_bytes: int | None) -> LoadedScan:
-    """A case's sequences as the channels of one volume (x, y, z, sequence), each resampled (trilinear)
-    onto the first's voxel grid where its own differs: a 1 mm sagittal T1 beside a 5 mm axial FLAIR."""
+    """A case's sequences as the channels of one volume (x, y, z, sequence), each resampled (trilinear) onto
+    the finest sequence's voxel grid where its own differs: a 5 mm axial FLAIR onto a 1 mm T1's."""
     members = case_members(path)
     volumes = []
     for sequence, member in zip(sequences, members):
@@ -464,27 +464,27 @@ def _load_case(path: str, folder: Path, sequences: list[str], max_bytes: int | N
             raise ScanReadError(path, f"its {sequence} ({member.name}) is not one volume (an array of shape "
                                       f"{scan.shape}): each sequence of a case is read as one channel")
         volumes.append(scan)
-    first = volumes[0]
-    arrays = [first.array]
-    for sequence, member, scan in zip(sequences[1:], members[1:], volumes[1:]):
-        same_grid = scan.shape == first.shape and (
-            first.affine is None or scan.affine is None or np.allclose(scan.affine, first.affine, atol=1e-3))
-        if same_grid:
+    finest = min(range(len(volumes)), key=lambda index: np.prod(volumes[index].spacing or (1.0,)))
+    grid = volumes[finest]
+    arrays = []
+    for sequence, member, scan in zip(sequences, members, volumes):
+        if scan.shape == grid.shape and (grid.affine is None or scan.affine is None
+                                         or np.allclose(scan.affine, grid.affine, atol=1e-3)):
             arrays.append(scan.array)
-        elif first.affine is None or scan.affine is None:
+        elif grid.affine is None or scan.affine is None:
             raise ScanReadError(path, f"its {sequence} ({member.name}, {scan.shape}) has another shape than its "
-                                      f"{sequences[0]} ({first.shape}) and no geometry to resample it by")
+                                      f"{sequences[finest]} ({grid.shape}) and no geometry to resample it by")
         else:
             from nibabel import Nifti1Image
             from nibabel.processing import resample_from_to
 
             moved = resample_from_to(Nifti1Image(np.asarray(scan.array, dtype=np.float32), scan.affine),
-                                     (first.shape, first.affine), order=1)
+                                     (grid.shape, grid.affine), order=1)
             arrays.append(np.asarray(moved.dataobj))
     dtype = arrays[0].dtype if all(array.dtype == arrays[0].dtype for array in arrays) else np.float32
     stacked = np.stack([np.asarray(array, dtype=dtype) for array in arrays], axis=-1)
-    return LoadedScan(array=stacked, source_dtype=first.source_dtype, spacing=first.spacing, affine=first.affine,
-                      is_volume=True, info=first.info)
+    return LoadedScan(array=stacked, source_dtype=volumes[0].source_dtype, spacing=grid.spacing, affine=grid.affine,
+                      is_volume=True, info=volumes[0].info)
 
 
 def series_slices(folder: Path, uid: str | None, volume: str | None = None) -> list:

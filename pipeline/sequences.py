@@ -8,7 +8,7 @@ every sequence as one kind of picture: near chance on ``benchmarks/multi_sequenc
 same heads with their sequences as channels of one scan reach 0.89. So where most case folders hold the
 same sequences by name (:func:`recurring_sequences`), each case folder is one scan (:func:`group_cases`)
 whose path is the folder and the sequences in order, ``7100000/{t1_mprage_tra,t2_tse_tra}``;
-``pipeline.reading`` reads it as the sequences stacked, each resampled onto the first's grid.
+``pipeline.reading`` reads it as the sequences stacked, each resampled onto the finest one's grid.
 
 This module names and groups; it reads nothing (``pipeline.reading`` imports it).
 """

@@ -1,5 +1,5 @@
 """A case's MRI sequences in files of their own (a dcm2niix export, BraTS 2021, RSNA-MICCAI's DICOM series)
-read as the channels of one scan: found by name at ingest, each resampled onto the first's grid, planned,
+read as the channels of one scan: found by name at ingest, each resampled onto the finest one's grid, planned,
 trained, and a new folder's cases scored the same way; a case lacking a sequence an error row naming it."""
 import json
 import logging
@@ -102,7 +102,7 @@ def test_only_folders_of_the_same_named_sequences_are_cases(tmp_path):
                                                case_path(tmp_path / "7100", ["flair", "t1"])}
 
 
-def test_a_cases_sequences_are_one_scan_each_resampled_onto_the_firsts_grid(tmp_path):
+def test_a_cases_sequences_are_one_scan_each_resampled_onto_the_finest_ones_grid(tmp_path):
     write_patient(tmp_path / "7100001", 1, tumour=True)
     scan = load_scan(case_path(tmp_path / "7100001", SEQUENCES))
     assert scan.is_volume and scan.shape == (16, 16, 12, 2) and scan.spacing == (1.0, 1.0, 1.0)
@@ -110,6 +110,9 @@ def test_a_cases_sequences_are_one_scan_each_resampled_onto_the_firsts_grid(tmp_
     np.testing.assert_allclose(t1, head(1))
     # the FLAIR's 2 mm voxels on the T1's 1 mm grid: the tumour block (FLAIR voxels 2-5) at T1 voxels 4-10
     assert flair[6, 6, 4] > 1000 and flair[12, 12, 4] < 1000 and flair[1, 6, 4] < 1000
+    # the finest grid whatever the order: the FLAIR first, on the T1's 1 mm voxels
+    reversed_order = load_scan(case_path(tmp_path / "7100001", SEQUENCES[::-1]))
+    np.testing.assert_allclose(reversed_order.array, scan.array[..., ::-1])
     with pytest.raises(ScanReadError, match=r"no t2w volume in the case's folder \(it holds t1_mprage_tra_4.nii.gz, "
                                             r"t2_tirm_tra_dark-fluid_6.nii.gz\)"):
         load_scan(case_path(tmp_path / "7100001", ["t1_mprage_tra", "t2w"]))
@@ -135,6 +138,11 @@ def test_an_export_of_a_folder_a_patient_ingests_a_scan_a_case_and_reports_what_
     assert "10 case folders hold the same 2 MRI sequences by name (t1_mprage_tra, t2_tirm_tra_dark_fluid)" in caplog.text
     assert "kinds of scan" not in caplog.text  # no warning of one model learning every kind
     assert folder_changes(scans, result.manifest_path) is None  # the cases are the folder's scans, none added
+    # a manifest made before a case's files were read as one scan
+    per_file = result.manifest.assign(path=result.manifest["path"].str.replace(r"/\{.*\}$", "/t1.nii.gz", regex=True))
+    per_file.to_csv(tmp_path / "per_file.csv", index=False)
+    assert "ingest now reads each case's t1_mprage_tra, t2_tirm_tra_dark_fluid volumes as one scan" in \
+        folder_changes(scans, tmp_path / "per_file.csv")
 
 
 def test_a_label_for_each_file_labels_the_case_where_its_files_agree(tmp_path):

@@ -334,8 +334,9 @@ def ingest(
 
 def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -> str | None:
     """What changed in the scan folder since ``manifest_file`` was ingested from it (scans added, or
-    gone), said as a warning; None where nothing did. A manifest is used as it is (a user may have
-    edited it), so new scans are not seen until it is made again."""
+    gone, or a manifest listing each file of case folders that ingest now reads as one scan), said as a
+    warning; None where nothing did. A manifest is used as it is (a user may have edited it), so new
+    scans are not seen until it is made again."""
     from pipeline.manifest import load_manifest
 
     root = Path(os.path.abspath(scans))
@@ -346,8 +347,11 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -
     masks = segmentation_masks(found)
     found = [path for path in found if path not in masks]
     if sequences := next((case[1] for path in listed if (case := case_location(path)) is not None), None):
-        found, _, others = group_cases(found, sequences, is_volume_entry)
-        found = [path for path in found if path not in others]
+        found = group_cases(found, sequences, is_volume_entry)[0]
+    elif sequences := recurring_sequences(found, is_volume_entry):
+        return (f"{manifest_file} lists each file of {root}'s case folders as a scan of its own; ingest now reads "
+                f"each case's {', '.join(sequences)} volumes as one scan, its sequences the channels: delete the "
+                "manifest, and the split files named after it, to ingest the folder again so")
     added = sorted(str(path) for path in found if str(path) not in listed)
     gone = sorted(path for path in listed if not scan_exists(path))
     if not added and not gone:

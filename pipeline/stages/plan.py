@@ -302,7 +302,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
             plan.set("preprocess.sequences", sequences, f"each case folder's {', '.join(sequences)} volumes, as "
                      "ingest found them, read as one scan in this order; score reads a new folder's cases so")
             reason = (f"{volumes} sequences a case (each in a file or series of its own): a channel each, each "
-                      f"scaled on its own, resampled onto the {sequences[0]} volume's grid")
+                      f"scaled on its own, resampled onto the finest sequence's voxel grid")
         if len(fp["channels"]) > 1:
             counts = sorted(fp["channels"].items(), key=lambda item: -item[1])
             reason += ("; files holding another number are left out (" +
