@@ -20,6 +20,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from pipeline.sequences import file_stem
+
 # Names of planes and sequences (case, '-', '_' and spaces ignored): a folder or a name's last part so
 # named is one view of a case, not a class and not a case.
 VIEW_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse", "t1", "t1w", "t1c", "t1ce",
@@ -40,14 +42,6 @@ def views_of_one_case(paths: list[str]) -> bool:
     return (len({path.name for path in found}) == 1 and len({folder.parent for folder in folders}) == 1
             and len(set(folders)) == len(found) and all(path.is_file() for path in found)
             and all(is_view_name(folder.name) for folder in folders))
-
-
-_SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
-
-
-def file_stem(name: str) -> str:
-    """A file's name without its suffix (both parts of ``.nii.gz``)."""
-    return _SUFFIX.sub("", name)
 
 
 _VIEW_INDEX = re.compile(r"view\d*", re.IGNORECASE)

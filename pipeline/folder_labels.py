@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
-from pipeline.cases import file_stem, is_view_name
+from pipeline.cases import is_view_name
 from pipeline.labels import SPLIT_NAMES
 from pipeline.manifest import class_key, name_words
+from pipeline.sequences import file_stem
 
 log = logging.getLogger("pipeline.folder_labels")
 

@@ -10,7 +10,7 @@ same sequences by name (:func:`recurring_sequences`), each case folder is one sc
 whose path is the folder and the sequences in order, ``7100000/{t1_mprage_tra,t2_tse_tra}``;
 ``pipeline.reading`` reads it as the sequences stacked, each resampled onto the finest one's grid.
 
-This module names and groups; it reads nothing (``pipeline.reading`` imports it).
+This module names and groups; it reads nothing (``pipeline.reading`` and ``pipeline.cases`` import it).
 """
 
 from __future__ import annotations
@@ -20,13 +20,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pipeline.cases import file_stem
-
 # A case's path: its folder, then its sequences in braces (as a shell expands them: these files of the folder)
 _CASE_NAME = re.compile(r"^\{([^{}/]+)\}$")
 _NAME_PARTS = re.compile(r"[-_ .]+")
+_SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
 # Fewest case folders holding the same sequences, and more than half of the folders of several volumes
 MIN_CASES = 5
+
+
+def file_stem(name: str) -> str:
+    """A file's name without its suffix (both parts of ``.nii.gz``)."""
+    return _SUFFIX.sub("", name)
 
 
 def case_path(folder: Path, sequences: Iterable[str]) -> Path:
