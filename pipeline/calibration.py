@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax
-from scipy.stats import beta
-from sklearn.metrics import log_loss
+from scipy.stats import beta, rankdata
 
 # Prior estimates are clipped here: a class EM drives below it is taken as missing from the pool.
 PRIOR_FLOOR = 0.02
@@ -34,7 +33,31 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(log_loss(labels, probs, labels=list(range(probs.shape[1]))))
+    """Mean -log of each scan's probability of its label, rows normalised and clipped as scikit-learn's
+    ``log_loss`` does; without its input checks, which took 6 ms a call, 7 s of a 60-scan calibration's
+    bootstrap intervals."""
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    picked = np.clip(probs[np.arange(len(labels)), np.asarray(labels, dtype=int)], np.finfo(np.float64).eps, 1.0)
+    return float(-np.log(picked).mean())
+
+
+def rank_auroc(scores: np.ndarray, is_positive: np.ndarray) -> float:
+    """Area under the ROC curve from the positives' ranks (Mann-Whitney U; ties count a half), as
+    ``sklearn.metrics.roc_auc_score`` gives it, without its input checks (for bootstrap resamples).
+
+    Raises
+    ------
+    ValueError
+        Only one class among ``is_positive``.
+    """
+    is_positive = np.asarray(is_positive, dtype=bool)
+    n_positive = int(is_positive.sum())
+    n_negative = len(is_positive) - n_positive
+    if not n_positive or not n_negative:
+        raise ValueError("AUROC needs both classes")
+    ranks = rankdata(scores)
+    return float((ranks[is_positive].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15):

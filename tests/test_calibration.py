@@ -272,3 +272,22 @@ def test_a_pool_prior_at_the_floor_is_refused_as_a_model_that_has_not_learned_th
     assert estimate_pool_prior(calibration, calibration_labels, with_positives)[1] == pytest.approx(0.2, abs=0.05)
     chance = rng.normal(0.0, 0.1, (60, 2))
     assert estimate_pool_prior(chance, calibration_labels, with_positives) is None  # the robust gate still holds
+
+
+def test_nll_and_rank_auroc_agree_with_scikit_learns():
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from pipeline.calibration import negative_log_likelihood, rank_auroc
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet([1.0, 1.0, 1.0], 50)
+    probs[0] = [1.0, 0.0, 0.0]  # a zero probability of the label is clipped, not infinite
+    labels = rng.integers(0, 3, 50)
+    labels[0] = 1
+    assert negative_log_likelihood(probs, labels) == pytest.approx(log_loss(labels, probs, labels=[0, 1, 2]))
+    assert negative_log_likelihood(probs * 2, labels) == pytest.approx(negative_log_likelihood(probs, labels))
+    scores = np.round(rng.random(80), 1)  # many ties, which count a half
+    positive = rng.random(80) < 0.3
+    assert rank_auroc(scores, positive) == pytest.approx(roc_auc_score(positive, scores))
+    with pytest.raises(ValueError, match="both classes"):
+        rank_auroc(scores, np.ones(80, bool))

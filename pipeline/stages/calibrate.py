@@ -14,6 +14,7 @@ from pipeline.calibration import (
     fit_temperature,
     negative_log_likelihood,
     precision_thresholds,
+    rank_auroc,
     screening_thresholds,
     softmax,
 )
@@ -224,12 +225,7 @@ def _screening(classes, positive, probs, labels, c, seed, warnings) -> dict:
             raise ValueError("no negatives")
         return float((p[~y] < decision).mean())
 
-    def auroc(p, y):
-        if y.all() or not y.any():
-            raise ValueError("one class")
-        return float(roc_auc_score(y, p))
-
-    for name, statistic in (("sensitivity", sensitivity), ("specificity", specificity), ("auroc", auroc)):
+    for name, statistic in (("sensitivity", sensitivity), ("specificity", specificity), ("auroc", rank_auroc)):
         interval = bootstrap_interval(statistic, (p_positive, is_positive), c.bootstrap, seed=seed)
         if interval:
             screening[f"{name}_ci95"] = interval
