@@ -12,7 +12,7 @@ OUT    ?=
 ARGS   ?=
 
 # Your own data, no config: make train SCANS=folder [LABELS=csv] [POSITIVE=class[,class] | HEALTHY=class] [MINUTES=n]
-# [LABELS_PER_CLASS=n] [LABEL_COLUMN=name] [FILE_COLUMN=name] [GROUP_COLUMN=name] [VERDICTS=csv]
+# [LABELS_PER_CLASS=n] [LABEL_COLUMN=name] [FILE_COLUMN=name] [GROUP_COLUMN=name] [VERDICTS=csv] [INCLUDE=glob]
 # The loop: make score SCANS=new_folder; make suggest [N=20]; label; make train SCANS=folder VERDICTS=verdicts.csv
 LABELS ?=
 POSITIVE ?=
@@ -23,6 +23,7 @@ LABEL_COLUMN ?=
 FILE_COLUMN ?=
 GROUP_COLUMN ?=
 VERDICTS ?=
+INCLUDE ?=
 N ?= 20
 OWN_DATA = $(filter command line environment,$(origin SCANS))
 
@@ -48,7 +49,7 @@ OWN_ARGS = $(if $(OWN_DATA),--scans "$(SCANS)" $(if $(filter command line enviro
 	$(if $(MINUTES),--minutes $(MINUTES)) $(if $(LABELS_PER_CLASS),--labels-per-class $(LABELS_PER_CLASS)) \
 	$(if $(LABEL_COLUMN),--label-column "$(LABEL_COLUMN)") $(if $(FILE_COLUMN),--file-column "$(FILE_COLUMN)") \
 	$(if $(GROUP_COLUMN),--group-column "$(GROUP_COLUMN)") $(if $(VERDICTS),--extra-labels "$(VERDICTS)") \
-	$(if $(METHOD),method.name=$(METHOD)) $(ARGS)
+	$(if $(INCLUDE),--include "$(INCLUDE)") $(if $(METHOD),method.name=$(METHOD)) $(ARGS)
 
 train: setup
 	$(BIN)/pipeline run $(OWN_ARGS)

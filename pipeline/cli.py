@@ -36,10 +36,25 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
                      help="label this many scans per class, and as many for calibration; the other "
                           "labelled scans join the unlabelled pool (default: use every label)")
     own.add_argument("--seed", type=int, help="seed of the label draw and of training")
+    own.add_argument("--include", metavar="PATTERN", help=INCLUDE_HELP)
     _add_column_arguments(own)
     own.add_argument("--extra-labels", metavar="VERDICTS_CSV",
                      help="verdicts exported from a review page (file,label,verdict,reviewed_at, files relative "
                           "to --scans): merged into a new labels file with each label's provenance, then used")
+
+
+INCLUDE_HELP = ("only the scans whose path below --scans matches this glob, case and -, _ and space ignored "
+                "('*flair*'; a word without wildcards matches any path holding it): one kind of file among "
+                "several (data.include); score reads a new folder so")
+
+
+def _include_of(args) -> str:
+    """The scans a run keeps: ``--include``, else a typed ``data.include=`` override."""
+    from pipeline.config import parse_override
+
+    typed = [parse_override(text)[1] for text in getattr(args, "overrides", None) or []
+             if text.split("=", 1)[0].strip() == "data.include"]
+    return getattr(args, "include", None) or (str(typed[-1]) if typed else "")
 
 
 def _add_column_arguments(parser) -> None:
@@ -106,15 +121,20 @@ def own_data_overrides(args) -> tuple[list[str], dict[str, str]]:
         # set has its train/) or from other labels must not be, so the folder's place and the labels
         # file's content name it (and the splits named after it).
         where = str(scans.resolve()).encode()
-        manifest = f"data_manifests/{name}.{hashlib.sha256(where).hexdigest()[:8]}.csv"
+        # the scans kept are part of what the manifest lists
+        include = _include_of(args)
+        include = b"\0include=" + include.encode() if include else b""
+        manifest = f"data_manifests/{name}.{hashlib.sha256(where + include).hexdigest()[:8]}.csv"
         if labels_file.is_file():
             # the columns chosen are part of what the labels say
             named = _named_columns(args)
             chosen = json.dumps(named, sort_keys=True).encode() if named else b""
-            digest = hashlib.sha256(where + b"\0" + labels_file.read_bytes() + chosen).hexdigest()
+            digest = hashlib.sha256(where + b"\0" + labels_file.read_bytes() + chosen + include).hexdigest()
             manifest = f"data_manifests/{name}.labels-{digest[:8]}.csv"
         # absolute: a run's later stages (calibrate reads DICOM studies' headers) may start elsewhere
         out.append(f"data.scans={json.dumps(str(scans.resolve()))}")
+        if getattr(args, "include", None):
+            out.append(f"data.include={json.dumps(args.include)}")
         imply("--scans: your own data, named after its folder, with a random draw of labels", f"name={json.dumps(name)}",
               "data.dataset=\"\"", f"data.manifest={json.dumps(manifest)}", "data.split=\"\"",
               "split.selection=\"random\"", "data.classes=[]", "data.healthy_class=\"\"")
@@ -194,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "there is no labels file")
     p.add_argument("--classes", help="comma-separated allowed labels")
     _add_column_arguments(p)
+    p.add_argument("--include", metavar="PATTERN", default="", help=INCLUDE_HELP)
     p.add_argument("--name")
     p.add_argument("--out")
     p.add_argument("--workers", type=int, default=2)
@@ -338,7 +359,8 @@ def _dispatch(args, started: float) -> int:
         by_folder = args.class_subfolders or (not args.labels and not (Path(args.scans) / "labels.csv").is_file())
         result = ingest(args.scans, labels=args.labels, out=args.out, name=args.name,
                         classes=args.classes.split(",") if args.classes else None,
-                        class_subfolders=by_folder, workers=args.workers, columns=_named_columns(args))
+                        class_subfolders=by_folder, workers=args.workers, columns=_named_columns(args),
+                        include=args.include)
         print(result.manifest_path)
     elif args.command == "split":
         from pipeline.stages.split import make_split

@@ -21,6 +21,7 @@ the two axes of a PNG unless told not to).
 from __future__ import annotations
 
 import errno
+import fnmatch
 import functools
 import logging
 import os
@@ -199,6 +200,24 @@ def is_volume_entry(path: str | os.PathLike) -> bool:
     """Whether a listed entry (:func:`list_files`) is a volume by its name: a volume file, or a DICOM series'
     folder. (Single DICOM files and NumPy arrays tell only when read.)"""
     return scan_suffix(path) in VOLUME_SUFFIXES or series_location(path) is not None
+
+
+def included(paths: list[Path], root: str | os.PathLike, pattern: str) -> tuple[list[Path], list[Path]]:
+    """(the ``paths`` whose path below ``root`` matches the glob ``pattern``, ``*`` crossing folders; the
+    others). Case is ignored, and so are the separators ``-``, ``_`` and space (``dark_fluid`` matches
+    ``t2_tirm_tra_dark-fluid_3.nii.gz``); a pattern without wildcards matches any path holding it
+    (``flair``: ``*flair*``)."""
+    def plain(text: str) -> str:
+        return re.sub(r"[-_ ]", "_", text.lower())
+
+    pattern = plain(pattern.strip())
+    if not any(character in pattern for character in "*?["):
+        pattern = f"*{pattern}*"
+    kept, left_out = [], []
+    for path in paths:
+        relative = plain(Path(os.path.relpath(path, root)).as_posix())
+        (kept if fnmatch.fnmatchcase(relative, pattern) else left_out).append(path)
+    return kept, left_out
 
 
 def find_scans(folder: str | os.PathLike, slices_alone: Collection[str] = ()) -> list[Path]:

@@ -139,7 +139,8 @@ def test_an_export_of_a_folder_a_patient_ingests_a_scan_a_case_and_reports_what_
     assert "kinds of scan" not in caplog.text  # no warning of one model learning every kind
     assert folder_changes(scans, result.manifest_path) is None  # the cases are the folder's scans, none added
     # a manifest made before a case's files were read as one scan
-    per_file = result.manifest.assign(path=result.manifest["path"].str.replace(r"/\{.*\}$", "/t1.nii.gz", regex=True))
+    per_file = result.manifest.assign(**{column: result.manifest[column].str.replace(r"\{.*\}$", "t1.nii.gz", regex=True)
+                                         for column in ("scan_id", "path")})
     per_file.to_csv(tmp_path / "per_file.csv", index=False)
     assert "ingest now reads each case's t1_mprage_tra, t2_tirm_tra_dark_fluid volumes as one scan" in \
         folder_changes(scans, tmp_path / "per_file.csv")
@@ -209,3 +210,35 @@ def test_a_case_folder_export_is_planned_trained_and_a_new_folders_cases_scored(
     checked = validate(new, run, workers=1).set_index("file")
     assert checked.loc[ids[0], "status"] == "ok" and checked.loc[ids[3], "status"] == "error"
     assert checked.loc["8200004/localizer_1.nii.gz", "status"] == "skipped"
+
+
+def test_include_keeps_one_kind_of_file_in_training_and_in_scoring(tmp_path, monkeypatch):
+    # an export whose kinds are not read as channels (a localiser in some folders only) or a user who wants a
+    # FLAIR model: --include keeps the FLAIR files, and score reads a new folder so
+    scans, labels = export(tmp_path, patients=16)
+    rows = [f"{folder.name}/{file.name},{'tumour' if int(folder.name) % 2 else 'healthy'}"
+            for folder in sorted(scans.iterdir()) for file in sorted(folder.glob("*.nii.gz"))]
+    (tmp_path / "files.csv").write_text("file,label\n" + "\n".join(rows) + "\n")  # rows for the T1 files too
+    with pytest.raises(ValueError, match=r"no scan below .* matches --include '\*t2w\*' \(data.include\), of 32"):
+        ingest(scans, tmp_path / "files.csv", manifest_dir=tmp_path / "manifests", workers=1, include="*t2w*")
+    result = ingest(scans, tmp_path / "files.csv", manifest_dir=tmp_path / "manifests", workers=1,
+                    include="dark-FLUID")
+    assert result.manifest["scan_id"].str.contains("/t2_tirm_tra_dark-fluid_").all() and len(result.manifest) == 16
+    assert (result.manifest["shape"] == "8x8x6").all() and (result.manifest["label"] != "").all()
+    assert set(result.problems["source"]) == {"skipped"}  # the T1 files' rows name no problem
+    assert (result.problems["reason"].str.startswith("not matching --include")).sum() == 16
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--scans", str(scans), "--labels", str(tmp_path / "files.csv"), "--positive", "tumour",
+                 "--include", "*dark-fluid*", "--labels-per-class", "3", "--quiet", "train.minutes=0.05",
+                 "split.test_fraction=0.3", "network.channels=[4,8]"]) == 0
+    run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
+    assert json.loads((run / "plan.json").read_text())["settings"]["data.include"]["value"] == "*dark-fluid*"
+    new, _ = export(tmp_path / "new", patients=3, first=8200000)
+    assert main(["score", str(new), "--model", str(run), "--out", str(tmp_path / "new.csv"), "--quiet"]) == 0
+    report = pd.read_csv(tmp_path / "new.csv", keep_default_na=False)
+    assert len(report) == 3 and report["scan_id"].str.contains("dark-fluid").all() and (report["status"] == "ok").all()
+    assert "left out: 3 files not matching '*dark-fluid*', the run's data.include" in \
+        (tmp_path / "new.summary.txt").read_text()
+    checked = validate(new, run, workers=1).set_index("file")
+    assert checked.loc["8200000/t1_mprage_tra_3.nii.gz", "status"] == "skipped"
+    assert checked.loc["8200000/t2_tirm_tra_dark-fluid_5.nii.gz", "status"] == "ok"

@@ -48,6 +48,7 @@ from pipeline.reading import (
     ScanReadError,
     case_members,
     find_scans,
+    included,
     is_scan_file,
     is_system_file,
     is_volume_entry,
@@ -192,6 +193,7 @@ def ingest(
     manifest_dir: str | os.PathLike = "data_manifests",
     workers: int = 2,
     columns: Mapping[str, str] | None = None,
+    include: str = "",
 ) -> IngestResult:
     """Read every scan under ``scans`` and write a manifest and a problems list.
 
@@ -217,6 +219,9 @@ def ingest(
     columns
         The labels file's column for a role where its usual names do not settle it, by role
         (``file``, ``label``, ``group``, ``split``): ``{"label": "target"}``.
+    include
+        Only the scans whose path below ``scans`` matches this glob (``reading.included``), as a run's
+        ``data.include``: the others are skipped and listed, and label rows naming them left alone.
 
     Returns
     -------
@@ -247,6 +252,15 @@ def ingest(
     paths = [path for path in everything if is_scan_file(path)]
     if not paths:
         raise ValueError(f"no scans (DICOM, or files ending {', '.join(SCAN_SUFFIXES)}) found under {root}")
+    left_out: list[Path] = []
+    if include:
+        paths, left_out = included(paths, root, include)
+        if not paths:
+            raise ValueError(f"no scan below {root} matches --include {include!r} (data.include), of "
+                             f"{len(left_out)} (e.g. {left_out[0].relative_to(root).as_posix()}); give a pattern of "
+                             "the paths to keep, such as '*flair*'")
+        for path in left_out:  # the user's choice, not a row naming no scan
+            label_rows.pop(os.path.realpath(path), None)
     # A mask the labels file names in a row of its own is the user's call; the rest are not scans, those a
     # row names with their scan too (by the start of their names: LGG's TCGA_CS_4941 for TCGA_CS_4941_..._1.tif
     # and _1_mask.tif) included.
@@ -277,6 +291,8 @@ def ingest(
     problems += [("skipped", other.relative_to(root).as_posix(), f"metadata of {scan_id(scan.relative_to(root))} "
                   "(a converter's sidecar: acquisition parameters, b-values); skipped")
                  for other, scan in metadata.items()]
+    problems += [("skipped", path.relative_to(root).as_posix(), f"{NOT_INCLUDED} ({include!r}); skipped")
+                 for path in left_out]
     problems += [("skipped", name, "system file (operating-system metadata, a hidden folder, a DICOM export's "
                   "DICOMDIR index, or a BIDS dataset's metadata, derivatives/ or sourcedata/); skipped")
                  for name in system_files(root)]
@@ -332,7 +348,7 @@ def ingest(
     return IngestResult(manifest_path, problems_path, manifest, problem_table, classes)
 
 
-def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -> str | None:
+def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike, include: str = "") -> str | None:
     """What changed in the scan folder since ``manifest_file`` was ingested from it (scans added, or
     gone, or a manifest listing each file of case folders that ingest now reads as one scan), said as a
     warning; None where nothing did. A manifest is used as it is (a user may have edited it), so new
@@ -346,6 +362,8 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -
     found = find_scans(root, slices_alone={os.path.realpath(path) for path in listed})
     masks = segmentation_masks(found)
     found = [path for path in found if path not in masks]
+    if include:  # as ingest read the folder
+        found = included(found, root, include)[0]
     if sequences := next((case[1] for path in listed if (case := case_location(path)) is not None), None):
         found = group_cases(found, sequences, is_volume_entry)[0]
     elif sequences := recurring_sequences(found, is_volume_entry):
@@ -363,6 +381,7 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike) -
 
 
 OTHER_SEQUENCE = "a volume of none of the sequences read as a case's channels"
+NOT_INCLUDED = "not matching --include (data.include)"
 
 
 def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, LabelRow], problems: list
@@ -435,9 +454,9 @@ def _warn_of_recurring_series(rows: list[dict]) -> None:
     kinds, cases = Counter(several).most_common(1)[0]
     if cases >= MIN_RECURRING_CASES and cases >= len(kinds_of) / 2:
         log.warning("%d of %d patients or cases hold the same %d kinds of scan by name (%s): each file is a scan of "
-                    "its own, so one model learns them all as one kind of picture; to train on one kind, copy those "
-                    "files with their folders into a folder of their own and give that to --scans",
-                    cases, len(kinds_of), len(kinds), ", ".join(sorted(kinds)))
+                    "its own, so one model learns them all as one kind of picture; to train on one kind, keep its "
+                    "files with --include (make: INCLUDE=), such as --include '*%s*'",
+                    cases, len(kinds_of), len(kinds), ", ".join(sorted(kinds)), sorted(kinds)[0])
 
 
 def _group_ungrouped(rows: list[dict], patients_of: Callable[[list[str], list[str]], dict[int, str]], by: str) -> None:
@@ -688,10 +707,12 @@ def _log_summary(root, manifest, problems, classes, manifest_path, problems_path
     skipped = problems[problems["source"] == "skipped"]
     sidecar = skipped["reason"].str.startswith("metadata of")
     sequence = skipped["reason"].str.startswith(OTHER_SEQUENCE)
+    excluded = skipped["reason"].str.startswith(NOT_INCLUDED)
     for kind, rows in (("converters' sidecars (acquisition parameters beside a volume)", skipped[sidecar]),
                        ("volumes in case folders of none of the sequences read as channels", skipped[sequence]),
+                       ("scans not matching --include", skipped[excluded]),
                        ("system files (operating-system metadata, DICOMDIR, BIDS metadata and derivatives)",
-                        skipped[~sidecar & ~sequence])):
+                        skipped[~sidecar & ~sequence & ~excluded])):
         if len(rows):
             log.info("skipped %d %s, e.g. %s; listed in %s", len(rows), kind, rows["item"].iloc[0], problems_path)
 

@@ -102,8 +102,9 @@ def prepare_manifest(config: Config, progress: bool = True) -> Path:
     manifest = manifest_path(config)
     if not manifest.exists():
         ingest(data.scans, labels=data.labels or None, out=manifest, classes=data.classes or None,
-               class_subfolders=data.class_subfolders, workers=config.train.workers, columns=data.columns)
-    elif changed := folder_changes(data.scans, manifest):
+               class_subfolders=data.class_subfolders, workers=config.train.workers, columns=data.columns,
+               include=data.include)
+    elif changed := folder_changes(data.scans, manifest, data.include):
         log.warning("%s", changed)
     return manifest
 

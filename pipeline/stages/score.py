@@ -22,7 +22,7 @@ from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.manifest import trained_as_one
 from pipeline.masks import segmentation_masks
-from pipeline.reading import is_volume_entry, list_files, sidecars, system_files
+from pipeline.reading import included, is_volume_entry, list_files, sidecars, system_files
 from pipeline.scoring import (
     as_strings,
     load_scorer,
@@ -128,6 +128,9 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
                                 "or leave --labels out")
     files = [f for f in files if f not in masks and f not in metadata and f != scans / "labels.csv"
              and (labels_file is None or f.resolve() != labels_file)]
+    not_included: list[Path] = []
+    if include := model.config.data.include:  # the kind of file the model was trained on (data.include)
+        files, not_included = included(files, scans, include)
     other_sequences: dict[Path, Path] = {}
     if sequences := model.config.preprocess.sequences:  # each case folder's sequences as one scan, as trained
         files, _, other_sequences = group_cases(files, sequences, is_volume_entry)
@@ -193,6 +196,8 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     summary["skipped_sidecars"] = len(metadata)
     if sequences:
         summary["skipped_other_sequences"] = len(other_sequences)
+    if include:
+        summary["not_included"] = {"pattern": include, "n": len(not_included)}
     if against:
         summary["against_labels"] = against
     _write_review(out, report, model, calibration, summary, workers, max_thumbnails, batch_size, chunk_size,
@@ -347,6 +352,9 @@ def format_summary(summary: dict, out: Path) -> str:
     if summary.get("skipped_sidecars"):
         lines.append(f"skipped: {summary['skipped_sidecars']} metadata files beside their scans (x.json, x.bval, "
                      "x.bvec beside x.nii.gz)")
+    if left := summary.get("not_included"):
+        lines.append(f"left out: {left['n']} files not matching {left['pattern']!r}, the run's data.include (the "
+                     "scans it was trained on)")
     if summary.get("skipped_other_sequences"):
         lines.append(f"skipped: {summary['skipped_other_sequences']} volumes in case folders of none of the sequences "
                      "the model reads as a case's channels (a localiser, a sequence not trained on)")

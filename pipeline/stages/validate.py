@@ -11,6 +11,7 @@ from pipeline.masks import segmentation_masks
 from pipeline.reading import (
     SCAN_FORMATS,
     ScanReadError,
+    included,
     is_scan_file,
     is_volume_entry,
     list_files,
@@ -42,20 +43,25 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     without one, each file is read and checked for non-finite and constant values.
     """
     scans = Path(scans)
-    config = None
+    config, include = None, ""
     if run_dir is not None:
         from pipeline.checkpoint import load_checkpoint
 
-        config = load_checkpoint(run_dir).config.preprocess
+        trained = load_checkpoint(run_dir).config
+        config, include = trained.preprocess, trained.data.include
     # as score lists them: a 2D model's scans are each slice of a DICOM series
     files = list_files(scans, series=config is None or len(config.spatial_size) == 3)
     masks = segmentation_masks(files)
     metadata = sidecars(files)
+    not_included: set[Path] = set()
+    if include:  # as score reads them: the kind of file the model was trained on
+        not_included = set(included([f for f in files if is_scan_file(f)], scans, include)[1])
     other_sequences: dict[Path, Path] = {}
     if config is not None and config.sequences:  # as score reads them: each case folder's sequences one scan
         files, _, other_sequences = group_cases(files, config.sequences, is_volume_entry)
         files = sorted([*files, *other_sequences])
-    readable = [str(f) for f in files if is_scan_file(f) and f not in masks and f not in other_sequences]
+    readable = [str(f) for f in files if is_scan_file(f) and f not in masks and f not in other_sequences
+                and f not in not_included]
     if config is not None:
         from pipeline.data import preprocessor
 
@@ -73,6 +79,10 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
         if f in metadata:
             rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
                          "reason": f"metadata of {metadata[f].relative_to(scans).as_posix()}: not a scan"})
+            continue
+        if f in not_included:
+            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
+                         "reason": f"not matching {include!r}, the run's data.include"})
             continue
         if f in other_sequences:
             rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
