@@ -24,6 +24,9 @@ from pathlib import Path
 _CASE_NAME = re.compile(r"^\{([^{}/]+)\}$")
 _NAME_PARTS = re.compile(r"[-_ .]+")
 _SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
+# A series or file named by its number (a PACS export's SE0002/, S03/, IMG0001): no sequence's name, though the
+# same numbers recur in every study
+_NUMBERED = re.compile(r"[a-z]{0,8}[-_ ]?\d{2,}")
 # Fewest case folders holding the same sequences, and more than half of the folders of several volumes
 MIN_CASES = 5
 
@@ -51,10 +54,13 @@ def sequence_name(folder_name: str, entry_name: str) -> str:
     acquisition time, a study id) nor parts of the folder's name (the case's id), joined by ``_``.
     ``t1_mprage_tra_4.nii.gz``, ``7100000_t1_mprage_tra_20190101120000_4.nii.gz`` in ``7100000/``:
     ``t1_mprage_tra``; ``BraTS2021_00000_flair.nii.gz`` in ``BraTS2021_00000/``: ``flair``; the series
-    ``FLAIR/``: ``flair``; "" where nothing is left."""
+    ``FLAIR/``: ``flair``; "" where nothing is left, and for a name that is a number after a few letters
+    (a PACS export's series ``SE0002/``)."""
+    stem = file_stem(entry_name).lower()
+    if _NUMBERED.fullmatch(stem):
+        return ""
     case = set(_NAME_PARTS.split(folder_name.lower()))
-    parts = [part for part in _NAME_PARTS.split(file_stem(entry_name).lower())
-             if part and not part.isdigit() and part not in case]
+    parts = [part for part in _NAME_PARTS.split(stem) if part and not part.isdigit() and part not in case]
     return "_".join(parts).replace(",", "_").replace("{", "").replace("}", "")
 
 

@@ -77,20 +77,23 @@ def test_a_sequence_is_named_by_the_parts_of_its_name_no_case_shares():
     assert sequence_name("BraTS2021_00000", "BraTS2021_00000_t1ce.nii.gz") == "t1ce"
     assert sequence_name("00000", "FLAIR") == "flair"  # RSNA-MICCAI's series folders
     assert sequence_name("10000", "10000_1000000_t2w.mha") == "t2w"  # PI-CAI: patient, study, sequence
-    assert sequence_name("study", "0001.nii.gz") == ""
+    assert sequence_name("study", "0001.nii.gz") == sequence_name("S0000", "SE0002") == ""  # numbered series
+    assert sequence_name("S0000", "t1.nii.gz") == "t1"
     assert case_location(case_path("a/7100000", SEQUENCES)) == (case_path("a/7100000", SEQUENCES).parent, SEQUENCES)
     assert case_location("a/7100000/t1.nii.gz") is None
 
 
 def test_only_folders_of_the_same_named_sequences_are_cases(tmp_path):
     def volume(path):
-        return path.suffix == ".gz"
+        return path.suffix == ".gz" or path.name.startswith("SE")  # a file, or a DICOM series' folder
 
     cases = [tmp_path / f"{7100 + p}" / name for p in range(5) for name in (f"t1_{p}.nii.gz", f"flair_{p + 2}.nii.gz")]
     assert recurring_sequences(cases, volume) == ["flair", "t1"]
     assert recurring_sequences(cases[:8], volume) == []  # four patients are too few to tell
     # a study's numbered series, a set's cases side by side in one folder, and pictures are no sequences
     numbered = [tmp_path / f"p{p}" / f"{series:04d}.nii.gz" for p in range(6) for series in (2, 3)]
+    pacs = [tmp_path / f"S{p:04d}" / f"SE{series:04d}" for p in range(6) for series in (2, 3)]  # same numbers
+    assert recurring_sequences(pacs, volume) == []
     flat = [tmp_path / "imagesTr" / f"BRATS_{case:03d}.nii.gz" for case in range(20)]
     pictures = [tmp_path / f"{p}" / name for p in range(6) for name in ("frontal.png", "lateral.png")]
     assert recurring_sequences(numbered + flat + pictures, volume) == []
