@@ -20,13 +20,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from pipeline.sequences import file_stem
+from pipeline.sequences import SEQUENCE_NAMES, file_stem
 
 # Names of planes and sequences (case, '-', '_' and spaces ignored): a folder or a name's last part so
 # named is one view of a case, not a class and not a case.
-VIEW_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse", "t1", "t1w", "t1c", "t1ce",
-              "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd", "pdw", "dwi", "adc", "hbv", "swi",
-              "mprage", "pet", "frontal", "lateral",
+VIEW_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse", *SEQUENCE_NAMES, "frontal",
+              "lateral",
               "left", "right"}  # a patient's two eyes in fundus sets (EyePACS' 10_left.jpeg, ODIR's 0_right.jpg)
 
 

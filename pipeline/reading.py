@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sequences import case_location, sequence_name
+from pipeline.sequences import case_location, member_name
 
 log = logging.getLogger("pipeline.reading")
 
@@ -371,7 +371,7 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
     from pipeline.dicom import is_dicom_file
 
     if (case := case_location(path)) is not None:
-        return _load_case(path, *case, max_bytes)
+        return _load_case(path, case.sequences, max_bytes)
     if series_location(path) is not None or (os.path.isfile(path) and is_dicom_file(path)):
         return _load_dicom(path, max_bytes)
     check_file(path, max_bytes)
@@ -441,20 +441,21 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
 
 def case_members(path: str | os.PathLike) -> list[Path]:
     """The file or series of each of a case's sequences (``7100000/{flair,t1}``: the folder's FLAIR and
-    T1 volumes, by :func:`pipeline.sequences.sequence_name`), in the case's order.
+    T1 volumes, by :func:`pipeline.sequences.member_name`), in the case's order.
 
     Raises
     ------
     ScanReadError
         The folder is gone, lacks a sequence, or holds two volumes of one.
     """
-    folder, sequences = case_location(path)
+    case = case_location(path)
+    folder, sequences = case.folder, case.sequences
     if not folder.is_dir():
         raise ScanReadError(path, "the case's folder does not exist")
     named: dict[str, list[Path]] = {}
     for entry in list_files(folder):
-        if entry.parent == folder and is_volume_entry(entry):
-            named.setdefault(sequence_name(folder.name, entry.name), []).append(entry)
+        if entry.parent == folder and is_volume_entry(entry) and (name := member_name(case, entry.name)) is not None:
+            named.setdefault(name, []).append(entry)
     missing = [sequence for sequence in sequences if sequence not in named]
     if missing:
         found = ", ".join(sorted(entry.name for entries in named.values() for entry in entries)) or "none"
@@ -469,7 +470,7 @@ def case_members(path: str | os.PathLike) -> list[Path]:
     return [named[sequence][0] for sequence in sequences]
 
 
-def _load_case(path: str, folder: Path, sequences: list[str], max_bytes: int | None) -> LoadedScan:
+def _load_case(path: str, sequences: list[str], max_bytes: int | None) -> LoadedScan:
     """A case's sequences as the channels of one volume (x, y, z, sequence), each resampled (trilinear) onto
     the finest sequence's voxel grid where its own differs: a 5 mm axial FLAIR onto a 1 mm T1's."""
     members = case_members(path)

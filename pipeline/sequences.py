@@ -19,16 +19,29 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
-# A case's path: its folder, then its sequences in braces (as a shell expands them: these files of the folder)
-_CASE_NAME = re.compile(r"^\{([^{}/]+)\}$")
+# A case's path: its folder, the start of its files' names where several cases share the folder, then its
+# sequences in braces (as a shell expands them): 7100000/{flair,t1}, imagesTr/BRATS_001_{0000,0001}
+_CASE_NAME = re.compile(r"^([^{}]*)\{([^{}/]+)\}$")
 _NAME_PARTS = re.compile(r"[-_ .]+")
 _SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
 # A series or file named by its number (a PACS export's SE0002/, S03/, IMG0001): no sequence's name, though the
 # same numbers recur in every study
 _NUMBERED = re.compile(r"[a-z]{0,8}[-_ ]?\d{2,}")
-# Fewest case folders holding the same sequences, and more than half of the folders of several volumes
+# MRI sequences by their usual names (case, '-', '_' and spaces ignored)
+SEQUENCE_NAMES = {"t1", "t1w", "t1c", "t1ce", "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd",
+                  "pdw", "dwi", "adc", "hbv", "swi", "mprage", "pet"}
+# The end of a file's name after its case's: a sequence's name, or nnU-Net's 4-digit channel (BRATS_001_0000)
+_TAIL = re.compile(r"^(.*[-_])([^-_]+)$")
+# Fewest cases holding the same sequences, and more than half of the folders (or cases) of several volumes
 MIN_CASES = 5
+
+
+class Case(NamedTuple):
+    folder: Path
+    prefix: str  # the start of its files' names, "" where the case is its folder
+    sequences: list[str]
 
 
 def file_stem(name: str) -> str:
@@ -36,16 +49,16 @@ def file_stem(name: str) -> str:
     return _SUFFIX.sub("", name)
 
 
-def case_path(folder: Path, sequences: Iterable[str]) -> Path:
-    """The path of the case in ``folder`` read as ``sequences``, in order."""
-    return Path(folder) / ("{" + ",".join(sequences) + "}")
+def case_path(folder: Path, sequences: Iterable[str], prefix: str = "") -> Path:
+    """The path of the case in ``folder`` (its files' names starting ``prefix``) read as ``sequences``."""
+    return Path(folder) / (prefix + "{" + ",".join(sequences) + "}")
 
 
-def case_location(path: str | Path) -> tuple[Path, list[str]] | None:
-    """(folder, sequences) where ``path`` is a case's path (:func:`case_path`), else None."""
+def case_location(path: str | Path) -> Case | None:
+    """The case ``path`` is the path of (:func:`case_path`), else None."""
     path = Path(path)
     found = _CASE_NAME.match(path.name)
-    return (path.parent, found.group(1).split(",")) if found else None
+    return Case(path.parent, found.group(1), found.group(2).split(",")) if found else None
 
 
 def sequence_name(folder_name: str, entry_name: str) -> str:
@@ -64,24 +77,49 @@ def sequence_name(folder_name: str, entry_name: str) -> str:
     return "_".join(parts).replace(",", "_").replace("{", "").replace("}", "")
 
 
-def _by_folder(entries: Iterable[Path], is_volume: Callable[[Path], bool]) -> dict[Path, dict[str, list[Path]]]:
-    """Each folder's volumes by sequence name."""
-    folders: dict[Path, dict[str, list[Path]]] = {}
+def named_tail(entry_name: str) -> tuple[str, str] | None:
+    """(the start of a file's name, its sequence) where the name ends in a sequence's name or in nnU-Net's
+    4-digit channel after ``_`` or ``-``: ``BraTS2021_00000_flair.nii.gz``: (``BraTS2021_00000_``,
+    ``flair``); ``BRATS_001_0000.nii.gz``: (``BRATS_001_``, ``0000``); ``10000_1000000_t2w.mha``:
+    (``10000_1000000_``, ``t2w``); else None."""
+    found = _TAIL.match(file_stem(entry_name))
+    if not found:
+        return None
+    head, tail = found.groups()
+    named = re.sub(r"[-_ ]", "", tail.lower()) in SEQUENCE_NAMES or re.fullmatch(r"\d{4}", tail)
+    return (head, tail.lower()) if named else None
+
+
+def _cases_of(entries: Iterable[Path], is_volume: Callable[[Path], bool]) -> dict[tuple[Path, str], dict[str, list[Path]]]:
+    """The volumes among ``entries`` by candidate case, (folder, prefix), and sequence name: a folder's
+    volumes one case, named by :func:`sequence_name`; but where two or more cases' files each of two or more
+    sequences share a folder (a set's flat ``imagesTr/`` in nnU-Net's layout, a patient's two studies), a
+    case by the start of their names, named by :func:`named_tail`."""
+    folders: dict[Path, list[Path]] = {}
     for entry in entries:
         entry = Path(entry)
         # a series among others in its folder (``#<uid>``) or a volume of one (``@b1000``) has no name to read
         if entry.name[:1] not in ("#", "@") and case_location(entry) is None and is_volume(entry):
-            name = sequence_name(entry.parent.name, entry.name)
-            folders.setdefault(entry.parent, {}).setdefault(name, []).append(entry)
-    return folders
+            folders.setdefault(entry.parent, []).append(entry)
+    cases: dict[tuple[Path, str], dict[str, list[Path]]] = {}
+    for folder, volumes in folders.items():
+        tails = {entry: found for entry in volumes if (found := named_tail(entry.name))}
+        heads = Counter(head for head, _ in tails.values())
+        by_name = sum(count > 1 for count in heads.values()) > 1
+        for entry in volumes:
+            if by_name and entry in tails and heads[tails[entry][0]] > 1:
+                head, name = tails[entry]
+                cases.setdefault((folder, head), {}).setdefault(name, []).append(entry)
+            else:
+                cases.setdefault((folder, ""), {}).setdefault(sequence_name(folder.name, entry.name), []).append(entry)
+    return cases
 
 
 def recurring_sequences(entries: Iterable[Path], is_volume: Callable[[Path], bool]) -> list[str]:
-    """The sequences (two or more, sorted) that most folders of several volumes among ``entries`` hold one
+    """The sequences (two or more, sorted) that most cases of several volumes among ``entries`` hold one
     each of, by name, where at least ``MIN_CASES`` do; else []. A folder of numbered series (a study's
-    ``SE0002/``, ``SE0003/``), of one volume or of a set's many cases names no sequences."""
-    folders = _by_folder(entries, is_volume)
-    several = [names for names in folders.values() if sum(map(len, names.values())) > 1]
+    ``SE0002/``, ``SE0003/``), of one volume or of a set's many cases of one volume each names no sequences."""
+    several = [names for names in _cases_of(entries, is_volume).values() if sum(map(len, names.values())) > 1]
     sets = Counter(frozenset(names) for names in several
                    if len(names) > 1 and "" not in names and all(len(found) == 1 for found in names.values()))
     if not sets:
@@ -92,22 +130,34 @@ def recurring_sequences(entries: Iterable[Path], is_volume: Callable[[Path], boo
 
 def group_cases(entries: list[Path], sequences: list[str], is_volume: Callable[[Path], bool]
                 ) -> tuple[list[Path], dict[Path, Path], dict[Path, Path]]:
-    """``entries`` with each case folder's volumes replaced by the case's path, sorted; each volume read as
-    a case's sequence, to its case; and the volumes of case folders that are none of ``sequences`` (a
-    localiser, a sequence other cases lack), to theirs.
+    """``entries`` with each case's volumes replaced by the case's path, sorted; each volume read as a
+    case's sequence, to its case; and the volumes of cases that are none of ``sequences`` (a localiser, a
+    sequence other cases lack), to theirs.
 
-    A case folder is one holding a volume of one of ``sequences`` and at most twice as many volumes as
-    there are sequences (a folder of a set's many cases is none); one lacking a sequence, or holding
-    two of one, is still a case, which reading then reports as an error naming them."""
+    A case is one holding a volume of one of ``sequences`` and at most twice as many volumes as there are
+    sequences (a folder of a set's many cases is none); one lacking a sequence, or holding two of one, is
+    still a case, which reading then reports as an error naming them."""
     wanted = set(sequences)
     grouped: dict[Path, Path] = {}
     left_out: dict[Path, Path] = {}
-    for folder, names in _by_folder(entries, is_volume).items():
+    for (folder, prefix), names in _cases_of(entries, is_volume).items():
         volumes = [entry for found in names.values() for entry in found]
         if wanted & set(names) and len(volumes) <= 2 * len(sequences):
-            case = case_path(folder, sequences)
+            case = case_path(folder, sequences, prefix)
             for name, found in names.items():
                 for entry in found:
                     (grouped if name in wanted else left_out)[entry] = case
     kept = [entry for entry in entries if entry not in grouped and entry not in left_out]
     return sorted(set(kept) | set(grouped.values())), grouped, left_out
+
+
+def member_name(case: Case, entry_name: str) -> str | None:
+    """The sequence ``entry_name``, a file or series in ``case``'s folder, holds for that case (as
+    :func:`group_cases` named it); None for another case's file."""
+    if not case.prefix:
+        return sequence_name(case.folder.name, entry_name)
+    stem = file_stem(entry_name)
+    if not stem.lower().startswith(case.prefix.lower()):
+        return None
+    found = named_tail(entry_name)
+    return found[1] if found and found[0].lower() == case.prefix.lower() else None

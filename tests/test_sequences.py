@@ -3,6 +3,7 @@ read as the channels of one scan: found by name at ingest, each resampled onto t
 trained, and a new folder's cases scored the same way; a case lacking a sequence an error row naming it."""
 import json
 import logging
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -79,7 +80,8 @@ def test_a_sequence_is_named_by_the_parts_of_its_name_no_case_shares():
     assert sequence_name("10000", "10000_1000000_t2w.mha") == "t2w"  # PI-CAI: patient, study, sequence
     assert sequence_name("study", "0001.nii.gz") == sequence_name("S0000", "SE0002") == ""  # numbered series
     assert sequence_name("S0000", "t1.nii.gz") == "t1"
-    assert case_location(case_path("a/7100000", SEQUENCES)) == (case_path("a/7100000", SEQUENCES).parent, SEQUENCES)
+    assert case_location(case_path("a/7100000", SEQUENCES)) == (Path("a/7100000"), "", SEQUENCES)
+    assert case_location("a/imagesTr/BRATS_001_{0000,0001}") == (Path("a/imagesTr"), "BRATS_001_", ["0000", "0001"])
     assert case_location("a/7100000/t1.nii.gz") is None
 
 
@@ -245,3 +247,37 @@ def test_include_keeps_one_kind_of_file_in_training_and_in_scoring(tmp_path, mon
     checked = validate(new, run, workers=1).set_index("file")
     assert checked.loc["8200000/t1_mprage_tra_3.nii.gz", "status"] == "skipped"
     assert checked.loc["8200000/t2_tirm_tra_dark-fluid_5.nii.gz", "status"] == "ok"
+
+
+def test_cases_sharing_a_folder_are_told_apart_by_the_start_of_their_names(tmp_path):
+    # nnU-Net's raw layout: every case's channels in imagesTr/, numbered _0000, _0001 after the case's name
+    task = tmp_path / "Dataset001_BrainTumour"
+    for case in range(6):
+        for channel in range(2):
+            values = head(case) * (channel + 1)
+            nib.save(nib.Nifti1Image(values, T1_AFFINE), _mkdir(task / "imagesTr") / f"BRATS_{case:03d}_{channel:04d}.nii.gz")
+    (task / "labels.csv").write_text("file,label\n" + "".join(f"BRATS_{case:03d},{'ab'[case % 2]}\n"
+                                                              for case in range(6)))  # the start of a case's names
+    result = ingest(task, task / "labels.csv", manifest_dir=tmp_path / "manifests", workers=1)
+    manifest = result.manifest
+    assert manifest["scan_id"].tolist() == [f"imagesTr/BRATS_{case:03d}_{{0000,0001}}" for case in range(6)]
+    assert (manifest["shape"] == "16x16x12x2").all() and manifest["label"].tolist() == list("ababab")
+    scan = load_scan(manifest["path"].iloc[1])
+    np.testing.assert_allclose(scan.array[..., 1], 2 * scan.array[..., 0], rtol=1e-5)
+    # a patient's two studies in one folder (PI-CAI: patient_study_sequence), beside patients of one study
+    export = tmp_path / "picai"
+    for patient, studies in enumerate((2, 1, 1, 1, 1)):
+        for study in range(studies):
+            for sequence in ("t2w", "adc"):
+                name = f"{10000 + patient}_{1000000 + 10 * patient + study}_{sequence}.nii.gz"
+                nib.save(nib.Nifti1Image(head(patient + study), T1_AFFINE), _mkdir(export / str(10000 + patient)) / name)
+    cases = ingest(export, manifest_dir=tmp_path / "manifests", workers=1).manifest
+    assert cases["scan_id"].tolist() == ["10000/10000_1000000_{adc,t2w}", "10000/10000_1000001_{adc,t2w}",
+                                         *[f"{10000 + patient}/{{adc,t2w}}" for patient in range(1, 5)]]
+    assert cases["group"].tolist()[:2] == ["10000", "10000"]  # the patient's two studies on one side
+    # a new flat folder is read in the same cases; a file of another case's name is not one of them
+    entries = sorted((task / "imagesTr").glob("*.nii.gz"))
+    kept, grouped, left_out = group_cases(entries, ["0000", "0001"], lambda path: True)
+    assert len(kept) == 6 and len(grouped) == 12 and not left_out
+    (task / "imagesTr" / "BRATS_000_0002.nii.gz").write_bytes((task / "imagesTr" / "BRATS_000_0000.nii.gz").read_bytes())
+    assert load_scan(kept[0]).shape == (16, 16, 12, 2)  # BRATS_000_'s third channel is not read

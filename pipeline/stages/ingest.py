@@ -364,7 +364,7 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike, i
     found = [path for path in found if path not in masks]
     if include:  # as ingest read the folder
         found = included(found, root, include)[0]
-    if sequences := next((case[1] for path in listed if (case := case_location(path)) is not None), None):
+    if sequences := next((case.sequences for path in listed if (case := case_location(path)) is not None), None):
         found = group_cases(found, sequences, is_volume_entry)[0]
     elif sequences := recurring_sequences(found, is_volume_entry):
         return (f"{manifest_file} lists each file of {root}'s case folders as a scan of its own; ingest now reads "

@@ -94,7 +94,7 @@ def _intensity_of(path: str) -> dict[str, Any] | None:
 
 def _case_sequences(paths: pd.Series) -> list[str]:
     """The sequences of the most common case among ``paths`` that are cases' (``pipeline.sequences``), else []."""
-    found = Counter(tuple(case[1]) for path in paths if (case := case_location(path)) is not None)
+    found = Counter(tuple(case.sequences) for path in paths if (case := case_location(path)) is not None)
     return list(found.most_common(1)[0][0]) if found else []
 
 
@@ -111,7 +111,7 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
     rows = frame[frame.get("status", pd.Series("ok", index=frame.index)) == "ok"]
     if rows.empty:
         raise ValueError("no usable scans to plan for: every scan has an error")
-    suffixes = [scan_suffix(p) or ("case folder of sequences" if case_location(p) else "dicom") for p in rows["path"]]
+    suffixes = [scan_suffix(p) or ("case of sequences" if case_location(p) else "dicom") for p in rows["path"]]
     parsed = spatial_shapes(rows)
     dims = Counter(len(shape) for shape, _ in parsed)
     spatial_dims = dims.most_common(1)[0][0]
