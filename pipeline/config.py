@@ -79,7 +79,7 @@ class PreprocessConfig:
     orientation: str = "RAS"
     target_spacing: list[float] = field(default_factory=list)
     # A case's MRI sequences in files of their own, read as its channels in this order (ingest finds them,
-    # the plan records them, and score reads a new folder's case folders so: pipeline.sequences)
+    # the plan records them, and score reads a new folder's cases so: pipeline.sequences)
     sequences: list[str] = field(default_factory=list)
 
 

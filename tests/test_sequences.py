@@ -140,7 +140,8 @@ def test_an_export_of_a_folder_a_patient_ingests_a_scan_a_case_and_reports_what_
     assert manifest.loc[ids[8], "error"].startswith("no t2_tirm_tra_dark_fluid volume in the case's folder")
     skipped = result.problems.set_index("item")
     assert skipped.loc["7100009/localizer_1.nii.gz", "reason"].startswith("a volume of none of the sequences")
-    assert "10 case folders hold the same 2 MRI sequences by name (t1_mprage_tra, t2_tirm_tra_dark_fluid)" in caplog.text
+    assert ("10 cases (a folder, or files sharing the start of their names) hold the same 2 MRI sequences by name "
+            "(t1_mprage_tra, t2_tirm_tra_dark_fluid)") in caplog.text
     assert "kinds of scan" not in caplog.text  # no warning of one model learning every kind
     assert folder_changes(scans, result.manifest_path) is None  # the cases are the folder's scans, none added
     # a manifest made before a case's files were read as one scan
@@ -211,7 +212,7 @@ def test_a_case_folder_export_is_planned_trained_and_a_new_folders_cases_scored(
     assert sorted(report.index) == ids  # the sidecars are skipped, the localiser too
     assert (report.loc[ids[:3] + ids[4:], "status"] == "ok").all()
     assert report.loc[ids[3], "status"] == "error" and "no t2_tirm_tra_dark_fluid volume" in report.loc[ids[3], "error"]
-    assert "skipped: 1 volumes in case folders of none of the sequences" in (tmp_path / "new.summary.txt").read_text()
+    assert "skipped: 1 volumes in cases of none of the sequences" in (tmp_path / "new.summary.txt").read_text()
     checked = validate(new, run, workers=1).set_index("file")
     assert checked.loc[ids[0], "status"] == "ok" and checked.loc[ids[3], "status"] == "error"
     assert checked.loc["8200004/localizer_1.nii.gz", "status"] == "skipped"

@@ -350,7 +350,7 @@ def ingest(
 
 def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike, include: str = "") -> str | None:
     """What changed in the scan folder since ``manifest_file`` was ingested from it (scans added, or
-    gone, or a manifest listing each file of case folders that ingest now reads as one scan), said as a
+    gone, or a manifest listing each file of cases that ingest now reads as one scan), said as a
     warning; None where nothing did. A manifest is used as it is (a user may have edited it), so new
     scans are not seen until it is made again."""
     from pipeline.manifest import load_manifest
@@ -367,7 +367,7 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike, i
     if sequences := next((case.sequences for path in listed if (case := case_location(path)) is not None), None):
         found = group_cases(found, sequences, is_volume_entry)[0]
     elif sequences := recurring_sequences(found, is_volume_entry):
-        return (f"{manifest_file} lists each file of {root}'s case folders as a scan of its own; ingest now reads "
+        return (f"{manifest_file} lists each file of {root}'s cases as a scan of its own; ingest now reads "
                 f"each case's {', '.join(sequences)} volumes as one scan, its sequences the channels: delete the "
                 "manifest, and the split files named after it, to ingest the folder again so")
     added = sorted(str(path) for path in found if str(path) not in listed)
@@ -386,7 +386,7 @@ NOT_INCLUDED = "not matching --include (data.include)"
 
 def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, LabelRow], problems: list
                         ) -> list[Path]:
-    """``paths`` with each case folder's sequences one scan (``pipeline.sequences``) where most case folders
+    """``paths`` with each case's sequences one scan (``pipeline.sequences``) where most cases
     hold the same sequences by name; their label rows as one (a row naming each file of a case, alike, labels
     the case); the volumes of none of those sequences in a case's folder skipped, named in ``problems``."""
     sequences = recurring_sequences(paths, is_volume_entry)
@@ -407,7 +407,8 @@ def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, Lab
     problems += [("skipped", other.relative_to(root).as_posix(), f"{OTHER_SEQUENCE} ({', '.join(sequences)}); "
                   "skipped") for other in others]
     example = scan_id(next(iter(members)).relative_to(root))
-    log.info("%d case folders hold the same %d MRI sequences by name (%s): each case is one scan, its sequences "
+    log.info("%d cases (a folder, or files sharing the start of their names) hold the same %d MRI sequences by "
+             "name (%s): each case is one scan, its sequences "
              "its channels (e.g. %s)", len(members), len(sequences), ", ".join(sequences), example)
     return paths
 
@@ -709,7 +710,7 @@ def _log_summary(root, manifest, problems, classes, manifest_path, problems_path
     sequence = skipped["reason"].str.startswith(OTHER_SEQUENCE)
     excluded = skipped["reason"].str.startswith(NOT_INCLUDED)
     for kind, rows in (("converters' sidecars (acquisition parameters beside a volume)", skipped[sidecar]),
-                       ("volumes in case folders of none of the sequences read as channels", skipped[sequence]),
+                       ("volumes in cases of none of the sequences read as channels", skipped[sequence]),
                        ("scans not matching --include", skipped[excluded]),
                        ("system files (operating-system metadata, DICOMDIR, BIDS metadata and derivatives)",
                         skipped[~sidecar & ~sequence & ~excluded])):

@@ -299,7 +299,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         reason = ("one volume a file" if volumes == 1 else
                   f"{volumes} volumes a file (sequences of one region): a channel each, each scaled on its own")
         if sequences := fp.get("sequences"):
-            plan.set("preprocess.sequences", sequences, f"each case folder's {', '.join(sequences)} volumes, as "
+            plan.set("preprocess.sequences", sequences, f"each case's {', '.join(sequences)} volumes, as "
                      "ingest found them, read as one scan in this order; score reads a new folder's cases so")
             reason = (f"{volumes} sequences a case (each in a file or series of its own): a channel each, each "
                       f"scaled on its own, resampled onto the finest sequence's voxel grid")

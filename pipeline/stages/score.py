@@ -132,7 +132,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
     if include := model.config.data.include:  # the kind of file the model was trained on (data.include)
         files, not_included = included(files, scans, include)
     other_sequences: dict[Path, Path] = {}
-    if sequences := model.config.preprocess.sequences:  # each case folder's sequences as one scan, as trained
+    if sequences := model.config.preprocess.sequences:  # each case's sequences as one scan, as trained
         files, _, other_sequences = group_cases(files, sequences, is_volume_entry)
     # Read before scoring: a labels file the user named that cannot be read fails now, not after the scans.
     found = folder_truth(scans, [f.relative_to(scans).as_posix() for f in files], model.classes,
@@ -356,6 +356,6 @@ def format_summary(summary: dict, out: Path) -> str:
         lines.append(f"left out: {left['n']} files not matching {left['pattern']!r}, the run's data.include (the "
                      "scans it was trained on)")
     if summary.get("skipped_other_sequences"):
-        lines.append(f"skipped: {summary['skipped_other_sequences']} volumes in case folders of none of the sequences "
+        lines.append(f"skipped: {summary['skipped_other_sequences']} volumes in cases of none of the sequences "
                      "the model reads as a case's channels (a localiser, a sequence not trained on)")
     return "\n".join(lines) + "\n"

@@ -57,7 +57,7 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     if include:  # as score reads them: the kind of file the model was trained on
         not_included = set(included([f for f in files if is_scan_file(f)], scans, include)[1])
     other_sequences: dict[Path, Path] = {}
-    if config is not None and config.sequences:  # as score reads them: each case folder's sequences one scan
+    if config is not None and config.sequences:  # as score reads them: each case's sequences one scan
         files, _, other_sequences = group_cases(files, config.sequences, is_volume_entry)
         files = sorted([*files, *other_sequences])
     readable = [str(f) for f in files if is_scan_file(f) and f not in masks and f not in other_sequences
