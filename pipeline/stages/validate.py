@@ -51,17 +51,21 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
         config, include = trained.preprocess, trained.data.include
     # as score lists them: a 2D model's scans are each slice of a DICOM series
     files = list_files(scans, series=config is None or len(config.spatial_size) == 3)
-    masks = segmentation_masks(files)
-    metadata = sidecars(files)
-    not_included: set[Path] = set()
-    if include:  # as score reads them: the kind of file the model was trained on
-        not_included = set(included([f for f in files if is_scan_file(f)], scans, include)[1])
-    other_sequences: dict[Path, Path] = {}
-    if config is not None and config.sequences:  # as score reads them: each case's sequences one scan
-        files, _, other_sequences = group_cases(files, config.sequences, is_volume_entry)
-        files = sorted([*files, *other_sequences])
-    readable = [str(f) for f in files if is_scan_file(f) and f not in masks and f not in other_sequences
-                and f not in not_included]
+    # what score leaves out, each with the reason
+    skipped = {mask: f"segmentation mask of {scan.relative_to(scans).as_posix()}: not a scan"
+               for mask, scan in segmentation_masks(files).items()}
+    skipped.update({file: f"metadata of {scan.relative_to(scans).as_posix()}: not a scan"
+                    for file, scan in sidecars(files).items()})
+    if include:  # the kind of file the model was trained on
+        skipped.update(dict.fromkeys(included([f for f in files if is_scan_file(f) and f not in skipped], scans,
+                                              include)[1], f"not matching {include!r}, the run's data.include"))
+    if config is not None and config.sequences:  # each case's sequences one scan
+        files, _, others = group_cases(files, config.sequences, is_volume_entry)
+        files = sorted([*files, *others])
+        skipped.update({file: f"none of the sequences the model reads as {case.relative_to(scans).as_posix()}'s "
+                        f"channels" for file, case in others.items()})
+    skipped[scans / "labels.csv"] = "the folder's labels file: not a scan"  # as score and ingest read it
+    readable = [str(f) for f in files if is_scan_file(f) and f not in skipped]
     if config is not None:
         from pipeline.data import preprocessor
 
@@ -72,25 +76,8 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
     reasons = dict(zip(readable, errors))
     rows = []
     for f in files:
-        if f in masks:
-            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
-                         "reason": f"segmentation mask of {masks[f].relative_to(scans).as_posix()}: not a scan"})
-            continue
-        if f in metadata:
-            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
-                         "reason": f"metadata of {metadata[f].relative_to(scans).as_posix()}: not a scan"})
-            continue
-        if f in not_included:
-            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
-                         "reason": f"not matching {include!r}, the run's data.include"})
-            continue
-        if f in other_sequences:
-            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped",
-                         "reason": f"none of the sequences the model reads as {other_sequences[f].parent.name}'s "
-                                   f"channels ({', '.join(config.sequences)})"})
-            continue
-        if f == scans / "labels.csv":  # as score and ingest read it
-            rows.append({"file": "labels.csv", "status": "skipped", "reason": "the folder's labels file: not a scan"})
+        if f in skipped:
+            rows.append({"file": f.relative_to(scans).as_posix(), "status": "skipped", "reason": skipped[f]})
             continue
         reason = reasons[str(f)] if str(f) in reasons else f"not a scan file ({SCAN_FORMATS})"
         rows.append({"file": f.relative_to(scans).as_posix(), "status": "error" if reason else "ok",
