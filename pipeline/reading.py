@@ -453,8 +453,8 @@ def case_members(path: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise ScanReadError(path, "the case's folder does not exist")
     named: dict[str, list[Path]] = {}
-    for entry in list_files(folder):
-        if entry.parent == folder and is_volume_entry(entry) and (name := member_name(case, entry.name)) is not None:
+    for entry in _volume_entries(str(folder), folder.stat().st_mtime_ns):
+        if (name := member_name(case, entry.name)) is not None:
             named.setdefault(name, []).append(entry)
     missing = [sequence for sequence in sequences if sequence not in named]
     if missing:
@@ -468,6 +468,14 @@ def case_members(path: str | os.PathLike) -> list[Path]:
                                       f"{', '.join(entry.name for entry in named[sequence])}): keep the one to read, "
                                       "and move the others out of the folder")
     return [named[sequence][0] for sequence in sequences]
+
+
+@functools.lru_cache(maxsize=8)
+def _volume_entries(folder: str, listed_at: int) -> tuple[Path, ...]:
+    """The volumes (files and DICOM series) directly in ``folder`` as it was at ``listed_at`` (its modification
+    time: files added or removed change it), listed once for all the cases that share it (nnU-Net's flat
+    ``imagesTr/``: 43 ms a case for 800 files, listed afresh each time)."""
+    return tuple(entry for entry in list_files(folder) if entry.parent == Path(folder) and is_volume_entry(entry))
 
 
 def _load_case(path: str, sequences: list[str], max_bytes: int | None) -> LoadedScan:
