@@ -5,10 +5,12 @@ dcm2niix writes ``7100000/t1_mprage_tra_4.nii.gz`` beside ``t2_tse_tra_5.nii.gz`
 ``BraTS2021_00000/BraTS2021_00000_flair.nii.gz`` beside ``..._t1.nii.gz``, RSNA-MICCAI's brain tumours
 ``00000/FLAIR/`` beside ``00000/T1w/`` (DICOM series). Trained as scans of their own, one model learns
 every sequence as one kind of picture: near chance on ``benchmarks/multi_sequence.md``'s heads, where the
-same heads with their sequences as channels of one scan reach 0.89. So where most case folders hold the
-same sequences by name (:func:`recurring_sequences`), each case folder is one scan (:func:`group_cases`)
-whose path is the folder and the sequences in order, ``7100000/{t1_mprage_tra,t2_tse_tra}``;
-``pipeline.reading`` reads it as the sequences stacked, each resampled onto the finest one's grid.
+same heads with their sequences as channels of one scan reach 0.85-0.89. So where most cases hold the
+same sequences by name (:func:`recurring_sequences`), each case is one scan (:func:`group_cases`) whose
+path is its folder and its sequences in order, ``7100000/{t1_mprage_tra,t2_tse_tra}``; where several
+cases share a folder (nnU-Net's flat ``imagesTr/BRATS_001_0000.nii.gz``), the start of their files' names
+comes before the sequences, ``imagesTr/BRATS_001_{0000,0001}``. ``pipeline.reading`` reads a case as its
+sequences stacked, each resampled onto the finest one's grid.
 
 This module names and groups; it reads nothing (``pipeline.reading`` and ``pipeline.cases`` import it).
 """
