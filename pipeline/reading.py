@@ -506,8 +506,10 @@ def _load_case(path: str, sequences: list[str], max_bytes: int | None) -> Loaded
             from nibabel import Nifti1Image
             from nibabel.processing import resample_from_to
 
+            # outside its field of view a sequence reads as its own background (its lowest value), not 0: a CT's
+            # air is -1000
             moved = resample_from_to(Nifti1Image(np.asarray(scan.array, dtype=np.float32), scan.affine),
-                                     (grid.shape, grid.affine), order=1)
+                                     (grid.shape, grid.affine), order=1, cval=float(np.min(scan.array)))
             arrays.append(np.asarray(moved.dataobj))
     dtype = arrays[0].dtype if all(array.dtype == arrays[0].dtype for array in arrays) else np.float32
     stacked = np.stack([np.asarray(array, dtype=dtype) for array in arrays], axis=-1)

@@ -115,6 +115,7 @@ def test_a_cases_sequences_are_one_scan_each_resampled_onto_the_finest_ones_grid
     np.testing.assert_allclose(t1, head(1))
     # the FLAIR's 2 mm voxels on the T1's 1 mm grid: the tumour block (FLAIR voxels 2-5) at T1 voxels 4-10
     assert flair[6, 6, 4] > 1000 and flair[12, 12, 4] < 1000 and flair[1, 6, 4] < 1000
+    assert flair[15, 15, 11] >= flair[::2, ::2, ::2].min() - 1e-3  # beyond its last slab: its background, not 0
     # the finest grid whatever the order: the FLAIR first, on the T1's 1 mm voxels
     reversed_order = load_scan(case_path(tmp_path / "7100001", SEQUENCES[::-1]))
     np.testing.assert_allclose(reversed_order.array, scan.array[..., ::-1])
