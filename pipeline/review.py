@@ -109,6 +109,7 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; }}
 tr.error td {{ background: #fde2e2; }} tr.review td {{ background: #fff6cc; }} tr.positive td {{ background: #fde9d9; }}
 tr.selected td {{ outline: 2px solid #2a6fdb; }} #scans tbody tr {{ cursor: pointer; }}
+#scans td {{ overflow-wrap: anywhere; }}  /* a case's id (7100000/{{t1_mprage_tra,...}}) has no space to break at */
 .summary td {{ border: none; padding: 2px 12px 2px 0; }} img {{ image-rendering: pixelated; }}
 #toolbar {{ position: sticky; top: 0; background: #fff; padding: 6px 0; border-bottom: 1px solid #ccc; }}
 #toolbar > * {{ margin-right: 10px; }} .verdict {{ font-weight: bold; }}

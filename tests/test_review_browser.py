@@ -34,7 +34,7 @@ def browser():
     return CHROMIUM
 
 
-def scored_folder(tmp_path):
+def scored_folder(tmp_path, broken="broken.png"):
     """A toy model's report on 25 toy scans and a broken file: (report CSV, page)."""
     data = toy_training_data()
     run = tmp_path / "run"
@@ -47,7 +47,7 @@ def scored_folder(tmp_path):
     images, _ = toy_images(25, seed=21)
     for i, image in enumerate(images):
         Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(scans / f"s{i:02d}.png")
-    (scans / "broken.png").write_text("x")
+    (scans / broken).write_text("x")
     out = score(scans, run, out=tmp_path / "report.csv", workers=1, progress=False)
     return out, out.with_suffix(".html")
 
@@ -208,3 +208,28 @@ def test_enlarged_volume_pages_through_slices_in_three_planes(browser, tmp_path)
     assert all(last == 0 for last in result["last"]), result  # the slider really moves through the volume
     assert result["caption"] == "sagittal slice 24 of 24"
     assert result["stack_for_2d"] == "none"
+
+
+WIDTHS = """<!doctype html><html><body><pre id="out">pending</pre>
+<iframe id="f" src="REPORT" width="1000" height="700"></iframe>
+<script>
+document.getElementById("f").addEventListener("load", () => {
+  const d = document.getElementById("f").contentWindow.document;
+  const cells = Array.from(d.querySelector('#scans tbody tr[data-id="NAME"]').children);
+  document.getElementById("out").textContent = JSON.stringify(cells.map(c => c.getBoundingClientRect().width));
+});
+</script></body></html>"""
+
+
+def test_a_long_id_without_spaces_wraps_and_leaves_the_error_readable(browser, tmp_path):
+    import html
+    import json
+
+    # a case's id (7100000/{t1_mprage_tra,...}) has no space to break at
+    name = "{" + ",".join(["t1_mprage_tra_km", "t2_tirm_tra_dark_fluid"] * 4) + "}.png"
+    out, page = scored_folder(tmp_path, broken=name)
+    harness = tmp_path / "widths.html"
+    harness.write_text(WIDTHS.replace("REPORT", page.as_uri()).replace("NAME", name))
+    text = html.unescape(re.search(r'<pre id="out">(.*?)</pre>', run_page(browser, tmp_path, harness), re.S).group(1))
+    widths = json.loads(text)
+    assert widths[2] < 300 and widths[-1] > 150, widths  # the scan's id wraps; the error has room
