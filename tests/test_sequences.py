@@ -168,6 +168,13 @@ def test_a_label_for_each_file_labels_the_case_where_its_files_agree(tmp_path):
     assert problem["item"].tolist() == ["7100004/{t1_mprage_tra,t2_tirm_tra_dark_fluid}"]
     assert "labelled differently (t1_mprage_tra_3.nii.gz: healthy, t2_tirm_tra_dark-fluid_6.nii.gz: tumour)" in \
         problem["reason"].iloc[0]
+    # a reviewer's verdict naming a case (its id, as score's report gives it) beside its patient's folder's row
+    (tmp_path / "verdict.csv").write_text("file,label\n" + "".join(f"{7100000 + p},{'tumour' if p % 2 else 'healthy'}\n"
+                                                                   for p in range(6))
+                                          + '"7100002/{t1_mprage_tra,t2_tirm_tra_dark_fluid}",tumour\n')
+    result = ingest(scans, tmp_path / "verdict.csv", manifest_dir=tmp_path / "manifests", workers=1)
+    assert result.manifest["label"].tolist() == ["healthy", "tumour", "tumour", "tumour", "healthy", "tumour"]
+    assert set(result.problems["source"]) == {"skipped"}  # the folder's row, superseded, is no problem
 
 
 def test_brats_cases_and_rsna_miccai_series_are_cases_of_their_sequences(tmp_path):

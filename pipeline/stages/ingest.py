@@ -404,6 +404,9 @@ def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, Lab
             problems.append(("label", scan_id(case.relative_to(root)), "its sequences' files are labelled "
                              "differently (" + ", ".join(f"{file.name}: {row.label}" for file, row in named.items())
                              + "): one label a case is read; the case is left unlabelled"))
+        if os.path.realpath(case) in label_rows and not case_location(case).prefix:
+            # a row naming the case itself (a reviewer's verdict) supersedes its folder's, which names no other scan
+            label_rows.pop(os.path.realpath(case.parent), None)
     problems += [("skipped", other.relative_to(root).as_posix(), f"{OTHER_SEQUENCE} ({', '.join(sequences)}); "
                   "skipped") for other in others]
     example = scan_id(next(iter(members)).relative_to(root))
