@@ -40,8 +40,9 @@ class DataConfig:
     file_column: str = ""
     label_column: str = ""
     group_column: str = ""
-    # Only the scans whose path below data.scans matches this glob, case and separators ignored ("*flair*"; a word without
-    # wildcards matches any path holding it): one kind of a case's files. Score reads a new folder so.
+    # Only the scans whose path below data.scans matches this glob, case and separators ignored ("*flair*";
+    # a word without wildcards matches any path holding it): one kind of file among several. Score reads a
+    # new folder so.
     include: str = ""
     cache_dir: str = "cache"
 

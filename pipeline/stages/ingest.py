@@ -134,11 +134,11 @@ def _describe_pixels(scan, fields: dict[str, str]) -> dict[str, str]:
 def sha256_scan(path: str | os.PathLike) -> str:
     """sha256 of a scan file; of a two-file volume, of its header's and voxel file's hashes (headers
     alike in all but their voxels are common); of a DICOM series, of its slices' hashes in file-name
-    order (only that series' slices where a folder holds several, such as a study's T1 and T2)."""
-    if case_location(path) is not None:
-        files = case_members(path)
+    order (only that series' slices where a folder holds several, such as a study's T1 and T2); of a
+    case's sequences, of theirs."""
+    if case_location(path) is not None:  # a case's sequences: their hashes in the case's order
         digest = hashlib.sha256()
-        for file in files:
+        for file in case_members(path):
             digest.update(sha256_scan(file).encode())
         return digest.hexdigest()
     location = series_location(path)
@@ -411,8 +411,8 @@ def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, Lab
                   "skipped") for other in others]
     example = scan_id(next(iter(members)).relative_to(root))
     log.info("%d cases (a folder, or files sharing the start of their names) hold the same %d MRI sequences by "
-             "name (%s): each case is one scan, its sequences "
-             "its channels (e.g. %s)", len(members), len(sequences), ", ".join(sequences), example)
+             "name (%s): each case is one scan, its sequences its channels (e.g. %s)", len(members), len(sequences),
+             ", ".join(sequences), example)
     return paths
 
 
