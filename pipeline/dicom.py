@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.sequences import description_words
+
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # Tags that tell apart the volumes of a series acquired at the same positions, in the order they are
 # tried, with the name a volume gets from its value (a diffusion series' b1000, an echo's echo2).
@@ -35,7 +37,7 @@ VOLUME_TAGS = [("DiffusionBValue", "b"), ("EchoNumbers", "echo"), ("EchoTime", "
 HEADER_TAGS = ["SOPClassUID", "Modality", "BodyPartExamined", "StudyInstanceUID", "SeriesInstanceUID",
                "SeriesNumber", "PatientID", "ImagePositionPatient", "ImageOrientationPatient",
                "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "InstanceNumber", "AccessionNumber",
-               "ImageType", *(tag for tag, _ in VOLUME_TAGS)]
+               "ImageType", "SeriesDescription", *(tag for tag, _ in VOLUME_TAGS)]
 ORIENTATION_TOLERANCE = 1e-3
 LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "SURVEY"}  # ImageType values of images taken to plan a scan
 GAP_TOLERANCE = 1.5  # a step this many times its neighbours' (and a whole multiple of them): a missing slice
@@ -85,6 +87,9 @@ class DicomHeader:
     instance: int
     localizer: bool = False  # ImageType names it a localizer (scout, survey): taken to plan a scan, not to read
     volume_values: tuple = ()  # the VOLUME_TAGS' values (None where absent), in their order
+    # the sequence and plane words of its SeriesDescription ("AX FLAIR": "ax_flair"), and nothing else of it: a
+    # description may name a person, and de-identification profiles remove it
+    sequence_words: str = ""
 
     @property
     def is_slice(self) -> bool:
@@ -133,6 +138,7 @@ def read_header(path: str | os.PathLike) -> DicomHeader:
         columns=int(ds.get("Columns", 0) or 0), instance=int(ds.get("InstanceNumber", 0) or 0),
         localizer=bool(LOCALIZER_TYPES & {str(v).upper() for v in _values(ds.get("ImageType"))}),
         volume_values=tuple(_number(ds.get(tag)) for tag, _ in VOLUME_TAGS),
+        sequence_words=description_words(str(ds.get("SeriesDescription", "") or "")),
     )
 
 

@@ -34,6 +34,9 @@ _NUMBERED = re.compile(r"[a-z]{0,8}[-_ ]?\d{2,}")
 # MRI sequences by their usual names (case, '-', '_' and spaces ignored)
 SEQUENCE_NAMES = {"t1", "t1w", "t1c", "t1ce", "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd",
                   "pdw", "dwi", "adc", "hbv", "swi", "mprage", "pet"}
+# Words of a DICOM SeriesDescription kept to name a sequence: sequences, planes and contrast
+DESCRIPTION_WORDS = SEQUENCE_NAMES | {"ax", "axial", "sag", "sagittal", "cor", "coronal", "tra", "transverse", "dwi",
+                                      "post", "pre", "gd", "gad", "contrast"}
 # The end of a file's name after its case's: a sequence's name, or nnU-Net's 4-digit channel (BRATS_001_0000)
 _TAIL = re.compile(r"^(.*[-_])([^-_]+)$")
 # Fewest cases holding the same sequences, and more than half of the folders (or cases) of several volumes
@@ -79,6 +82,14 @@ def sequence_name(folder_name: str, entry_name: str) -> str:
     return "_".join(parts).replace(",", "_").replace("{", "").replace("}", "")
 
 
+def description_words(description: str) -> str:
+    """The words of a series' description that name a sequence, a plane or contrast, sorted and joined by
+    ``_`` (``AX FLAIR``, ``FLAIR_AX``: ``ax_flair``; ``T1 AX POST GAD``: ``ax_gad_post_t1``); "" for none.
+    Nothing else of the description is kept (it may name a person)."""
+    words = {word for word in re.split(r"[^a-z0-9]+", description.lower()) if word in DESCRIPTION_WORDS}
+    return "_".join(sorted(words))
+
+
 def named_tail(entry_name: str) -> tuple[str, str] | None:
     """(the start of a file's name, its sequence) where the name ends in a sequence's name or in nnU-Net's
     4-digit channel after ``_`` or ``-``: ``BraTS2021_00000_flair.nii.gz``: (``BraTS2021_00000_``,
@@ -92,45 +103,50 @@ def named_tail(entry_name: str) -> tuple[str, str] | None:
     return (head, tail.lower()) if named else None
 
 
-def _cases_of(entries: Iterable[Path], is_volume: Callable[[Path], bool]) -> dict[tuple[Path, str], dict[str, list[Path]]]:
+Locate = Callable[[Path], "tuple[Path, str] | None"]
+
+
+def _cases_of(entries: Iterable[Path], locate: Locate) -> dict[tuple[Path, str], dict[str, list[Path]]]:
     """The volumes among ``entries`` by candidate case, (folder, prefix), and sequence name: a folder's
     volumes one case, named by :func:`sequence_name`; but where two or more cases' files each of two or more
     sequences share a folder (a set's flat ``imagesTr/`` in nnU-Net's layout, a patient's two studies), a
-    case by the start of their names, named by :func:`named_tail`."""
-    folders: dict[Path, list[Path]] = {}
+    case by the start of their names, named by :func:`named_tail`. ``locate`` gives a volume's case folder and
+    the name it is known by there (``pipeline.reading.volume_location``), None for no volume."""
+    folders: dict[Path, list[tuple[Path, str]]] = {}
     for entry in entries:
         entry = Path(entry)
-        # a series among others in its folder (``#<uid>``) or a volume of one (``@b1000``) has no name to read
-        if entry.name[:1] not in ("#", "@") and case_location(entry) is None and is_volume(entry):
-            folders.setdefault(entry.parent, []).append(entry)
+        if case_location(entry) is None and (found := locate(entry)) is not None:
+            folders.setdefault(found[0], []).append((entry, found[1]))
     cases: dict[tuple[Path, str], dict[str, list[Path]]] = {}
     for folder, volumes in folders.items():
-        tails = {entry: found for entry in volumes if (found := named_tail(entry.name))}
+        tails = {entry: found for entry, name in volumes if (found := named_tail(name))}
         heads = Counter(head for head, _ in tails.values())
         by_name = sum(count > 1 for count in heads.values()) > 1
-        for entry in volumes:
+        for entry, name in volumes:
             if by_name and entry in tails and heads[tails[entry][0]] > 1:
-                head, name = tails[entry]
-                cases.setdefault((folder, head), {}).setdefault(name, []).append(entry)
+                head, sequence = tails[entry]
+                cases.setdefault((folder, head), {}).setdefault(sequence, []).append(entry)
             else:
-                cases.setdefault((folder, ""), {}).setdefault(sequence_name(folder.name, entry.name), []).append(entry)
+                cases.setdefault((folder, ""), {}).setdefault(sequence_name(folder.name, name), []).append(entry)
     return cases
 
 
-def recurring_sequences(entries: Iterable[Path], is_volume: Callable[[Path], bool]) -> list[str]:
+def recurring_sequences(entries: Iterable[Path], locate: Locate) -> list[str]:
     """The sequences (two or more, sorted) that most cases of several volumes among ``entries`` hold one
-    each of, by name, where at least ``MIN_CASES`` do; else []. A folder of numbered series (a study's
-    ``SE0002/``, ``SE0003/``), of one volume or of a set's many cases of one volume each names no sequences."""
-    several = [names for names in _cases_of(entries, is_volume).values() if sum(map(len, names.values())) > 1]
-    sets = Counter(frozenset(names) for names in several
-                   if len(names) > 1 and "" not in names and all(len(found) == 1 for found in names.values()))
+    each of, by name, where at least ``MIN_CASES`` do; else []. Volumes of no name (a localiser, a series
+    named by its number alone) are left out of the count; a folder of one volume or of a set's many cases of
+    one volume each names no sequences."""
+    several = [names for names in _cases_of(entries, locate).values() if sum(map(len, names.values())) > 1]
+    named = [{name: found for name, found in names.items() if name} for names in several]
+    sets = Counter(frozenset(names) for names in named
+                   if len(names) > 1 and all(len(found) == 1 for found in names.values()))
     if not sets:
         return []
     sequences, cases = sets.most_common(1)[0]
     return sorted(sequences) if cases >= MIN_CASES and cases > len(several) / 2 else []
 
 
-def group_cases(entries: list[Path], sequences: list[str], is_volume: Callable[[Path], bool]
+def group_cases(entries: list[Path], sequences: list[str], locate: Locate
                 ) -> tuple[list[Path], dict[Path, Path], dict[Path, Path]]:
     """``entries`` with each case's volumes replaced by the case's path, sorted; each volume read as a
     case's sequence, to its case; and the volumes of cases that are none of ``sequences`` (a localiser, a
@@ -142,7 +158,7 @@ def group_cases(entries: list[Path], sequences: list[str], is_volume: Callable[[
     wanted = set(sequences)
     grouped: dict[Path, Path] = {}
     left_out: dict[Path, Path] = {}
-    for (folder, prefix), names in _cases_of(entries, is_volume).items():
+    for (folder, prefix), names in _cases_of(entries, locate).items():
         volumes = [entry for found in names.values() for entry in found]
         if wanted & set(names) and len(volumes) <= 2 * len(sequences):
             case = case_path(folder, sequences, prefix)
@@ -154,7 +170,7 @@ def group_cases(entries: list[Path], sequences: list[str], is_volume: Callable[[
 
 
 def member_name(case: Case, entry_name: str) -> str | None:
-    """The sequence ``entry_name``, a file or series in ``case``'s folder, holds for that case (as
+    """The sequence a volume known as ``entry_name`` in ``case``'s folder holds for that case (as
     :func:`group_cases` named it); None for another case's file."""
     if not case.prefix:
         return sequence_name(case.folder.name, entry_name)

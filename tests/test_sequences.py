@@ -86,8 +86,8 @@ def test_a_sequence_is_named_by_the_parts_of_its_name_no_case_shares():
 
 
 def test_only_folders_of_the_same_named_sequences_are_cases(tmp_path):
-    def volume(path):
-        return path.suffix == ".gz" or path.name.startswith("SE")  # a file, or a DICOM series' folder
+    def volume(path):  # a file, or a DICOM series' folder (with no description), where a case would hold it
+        return (path.parent, path.name) if path.suffix == ".gz" or path.name.startswith("SE") else None
 
     cases = [tmp_path / f"{7100 + p}" / name for p in range(5) for name in (f"t1_{p}.nii.gz", f"flair_{p + 2}.nii.gz")]
     assert recurring_sequences(cases, volume) == ["flair", "t1"]
@@ -286,7 +286,32 @@ def test_cases_sharing_a_folder_are_told_apart_by_the_start_of_their_names(tmp_p
     assert cases["group"].tolist()[:2] == ["10000", "10000"]  # the patient's two studies on one side
     # a new flat folder is read in the same cases; a file of another case's name is not one of them
     entries = sorted((task / "imagesTr").glob("*.nii.gz"))
-    kept, grouped, left_out = group_cases(entries, ["0000", "0001"], lambda path: True)
+    kept, grouped, left_out = group_cases(entries, ["0000", "0001"], lambda path: (path.parent, path.name))
     assert len(kept) == 6 and len(grouped) == 12 and not left_out
     (task / "imagesTr" / "BRATS_000_0002.nii.gz").write_bytes((task / "imagesTr" / "BRATS_000_0000.nii.gz").read_bytes())
     assert load_scan(kept[0]).shape == (16, 16, 12, 2)  # BRATS_000_'s third channel is not read
+
+
+def test_a_pacs_exports_numbered_series_are_named_by_their_descriptions_sequence_words(tmp_path):
+    # P<patient>/S<study>/SE0002/ "AX T2", SE0003/ "AX FLAIR", SE0004/ a DWI series of b0 and b1000, a localiser,
+    # a screen save and a report: each study one scan of four channels; nothing else of a description is kept
+    from benchmarks.pacs_export_set import write_study
+    from pipeline.dicom import read_header
+    from pipeline.sequences import description_words
+
+    assert description_words("AX FLAIR") == description_words("flair_ax") == "ax_flair"
+    assert description_words("T1 AX POST GAD Dr. Smith's protocol") == "ax_gad_post_t1"
+    assert description_words("3-PLANE LOC") == ""
+    rng = np.random.default_rng(0)
+    for study in range(6):
+        write_study(rng, tmp_path / "DICOM" / f"P{study // 2:04d}" / f"S{study % 2:04d}",
+                    {"patient": f"MRN{study // 2}", "accession": f"ACC{study}", "uid": f"1.2.3.{study}"}, study % 3 == 0)
+    assert read_header(next((tmp_path / "DICOM/P0000/S0000/SE0003").iterdir())).sequence_words == "ax_flair"
+    result = ingest(tmp_path, manifest_dir=tmp_path / "manifests", workers=1)
+    cases = result.manifest[result.manifest["scan_id"].str.contains("{", regex=False)]
+    assert cases["scan_id"].tolist() == [f"DICOM/P{study // 2:04d}/S{study % 2:04d}/{{ax_flair,ax_t2,dwi_b0,dwi_b1000}}"
+                                         for study in range(6)]
+    assert (cases["shape"] == "48x48x12x4").all() and (cases["status"] == "ok").all()
+    assert cases["group"].nunique() == 3  # a patient's two studies, by PatientID
+    skipped = result.problems[result.problems["reason"].str.startswith("a volume of none of the sequences")]
+    assert skipped["item"].str.endswith("/SE0001").all() and len(skipped) == 6  # the localisers

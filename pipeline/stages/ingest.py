@@ -51,7 +51,6 @@ from pipeline.reading import (
     included,
     is_scan_file,
     is_system_file,
-    is_volume_entry,
     list_files,
     load_scan,
     names_a_scan,
@@ -62,6 +61,7 @@ from pipeline.reading import (
     series_slices,
     sidecars,
     system_files,
+    volume_location,
 )
 from pipeline.sequences import case_location, group_cases, recurring_sequences, sequence_name
 from pipeline.similarity import (
@@ -365,8 +365,8 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike, i
     if include:  # as ingest read the folder
         found = included(found, root, include)[0]
     if sequences := next((case.sequences for path in listed if (case := case_location(path)) is not None), None):
-        found = group_cases(found, sequences, is_volume_entry)[0]
-    elif sequences := recurring_sequences(found, is_volume_entry):
+        found = group_cases(found, sequences, volume_location)[0]
+    elif sequences := recurring_sequences(found, volume_location):
         return (f"{manifest_file} lists each file of {root}'s cases as a scan of its own; ingest now reads "
                 f"each case's {', '.join(sequences)} volumes as one scan, its sequences the channels: delete the "
                 "manifest, and the split files named after it, to ingest the folder again so")
@@ -389,10 +389,10 @@ def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, Lab
     """``paths`` with each case's sequences one scan (``pipeline.sequences``) where most cases
     hold the same sequences by name; their label rows as one (a row naming each file of a case, alike, labels
     the case); the volumes of none of those sequences in a case's folder skipped, named in ``problems``."""
-    sequences = recurring_sequences(paths, is_volume_entry)
+    sequences = recurring_sequences(paths, volume_location)
     if not sequences:
         return paths
-    paths, grouped, others = group_cases(paths, sequences, is_volume_entry)
+    paths, grouped, others = group_cases(paths, sequences, volume_location)
     members: dict[Path, list[Path]] = {}
     for member, case in grouped.items():
         members.setdefault(case, []).append(member)

@@ -22,7 +22,7 @@ from pipeline.data import preprocessor
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.manifest import trained_as_one
 from pipeline.masks import segmentation_masks
-from pipeline.reading import included, is_volume_entry, list_files, sidecars, system_files
+from pipeline.reading import included, list_files, sidecars, system_files, volume_location
 from pipeline.scoring import (
     as_strings,
     load_scorer,
@@ -133,7 +133,7 @@ def score(scans: str | Path, run_dir: str | Path, out: str | Path | None = None,
         files, not_included = included(files, scans, include)
     other_sequences: dict[Path, Path] = {}
     if sequences := model.config.preprocess.sequences:  # each case's sequences as one scan, as trained
-        files, _, other_sequences = group_cases(files, sequences, is_volume_entry)
+        files, _, other_sequences = group_cases(files, sequences, volume_location)
     # Read before scoring: a labels file the user named that cannot be read fails now, not after the scans.
     found = folder_truth(scans, [f.relative_to(scans).as_posix() for f in files], model.classes,
                          model.config.data.columns, trained_as_one=classes_trained_as_one(run_dir),

@@ -13,10 +13,10 @@ from pipeline.reading import (
     ScanReadError,
     included,
     is_scan_file,
-    is_volume_entry,
     list_files,
     load_scan,
     sidecars,
+    volume_location,
 )
 from pipeline.sequences import group_cases
 
@@ -60,7 +60,7 @@ def validate(scans: str | Path, run_dir: str | Path | None = None, workers: int 
         skipped.update(dict.fromkeys(included([f for f in files if is_scan_file(f) and f not in skipped], scans,
                                               include)[1], f"not matching {include!r}, the run's data.include"))
     if config is not None and config.sequences:  # each case's sequences one scan
-        files, _, others = group_cases(files, config.sequences, is_volume_entry)
+        files, _, others = group_cases(files, config.sequences, volume_location)
         files = sorted([*files, *others])
         skipped.update({file: f"none of the sequences the model reads as {case.relative_to(scans).as_posix()}'s "
                         f"channels" for file, case in others.items()})
