@@ -20,7 +20,8 @@ from sklearn.metrics import roc_auc_score
 from pipeline.folder_labels import folder_labels
 from pipeline.labels import DICOM_KEY, header_keys, labels_key, read_labels
 from pipeline.manifest import class_key, positive_parts, screens
-from pipeline.reading import series_location, series_slices
+from pipeline.reading import ScanReadError, case_members, series_location, series_slices
+from pipeline.sequences import case_location
 
 log = logging.getLogger("pipeline.agreement")
 
@@ -104,6 +105,11 @@ def _header_keys(path: Path) -> list[str]:
     ingest matches them (:func:`pipeline.labels.header_keys`); [] for a scan that is not DICOM."""
     from pipeline import dicom
 
+    if case_location(path) is not None:  # a case's sequences: one study's, as its first one's header says
+        try:
+            path = case_members(path)[0]
+        except ScanReadError:
+            return []
     location = series_location(path)
     try:
         if location is not None:
@@ -143,6 +149,8 @@ def _rate(hit: np.ndarray, among: np.ndarray) -> dict | None:
 
 def format_agreement(check: dict, source: str, unnamed: int) -> str:
     """One line for the score summary."""
+    if not check["n"]:  # a labels file naming none of the scans scored
+        return f"against the folder's labels ({source}): none of the scans scored is labelled there"
     text = f"against the folder's labels ({source}, {check['n']} scans): accuracy {check['accuracy']:.3f}"
     if check.get("positive_class"):
         if check["auroc"] is not None:

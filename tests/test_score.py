@@ -313,3 +313,11 @@ def test_a_scored_folders_labels_are_read_with_the_columns_the_run_was_told(tmp_
     # a folder labelled in the usual way is read as it is, whatever the run's columns were
     (scans / "labels.csv").write_text("file,label\na.png,0\nb.png,1\n")
     assert folder_truth(scans, ["a.png", "b.png"], ["0", "1"], {"label": "target"})[0] == {"a.png": "0", "b.png": "1"}
+
+
+def test_a_labels_file_naming_none_of_the_scans_scored_is_said_so_not_a_crash():
+    from pipeline.agreement import format_agreement
+
+    check = {"n": 0, "per_class": {"a": 0}, "accuracy": None}
+    assert format_agreement(check, "labels.csv", 0) == ("against the folder's labels (labels.csv): none of the scans "
+                                                        "scored is labelled there")

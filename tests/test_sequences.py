@@ -296,8 +296,10 @@ def test_a_pacs_exports_numbered_series_are_named_by_their_descriptions_sequence
     # P<patient>/S<study>/SE0002/ "AX T2", SE0003/ "AX FLAIR", SE0004/ a DWI series of b0 and b1000, a localiser,
     # a screen save and a report: each study one scan of four channels; nothing else of a description is kept
     from benchmarks.pacs_export_set import write_study
+    from pipeline.agreement import folder_truth
     from pipeline.dicom import read_header
     from pipeline.sequences import description_words
+    from pipeline.stages.plan import fingerprint
 
     assert description_words("AX FLAIR") == description_words("flair_ax") == "ax_flair"
     assert description_words("T1 AX POST GAD Dr. Smith's protocol") == "ax_gad_post_t1"
@@ -315,3 +317,11 @@ def test_a_pacs_exports_numbered_series_are_named_by_their_descriptions_sequence
     assert cases["group"].nunique() == 3  # a patient's two studies, by PatientID
     skipped = result.problems[result.problems["reason"].str.startswith("a volume of none of the sequences")]
     assert skipped["item"].str.endswith("/SE0001").all() and len(skipped) == 6  # the localisers
+    # a study's four series outweigh its one screen save when the plan picks 2D or 3D (a scan a study each)
+    usable = result.manifest[result.manifest["status"] == "ok"].assign(subset="unlabelled")
+    assert fingerprint(usable, ["abnormal", "normal"])["spatial_dims"] == 3
+    # a new folder's cases are checked against labels keyed by accession number, as ingest reads them
+    (tmp_path / "labels.csv").write_text("AccessionNumber,finding\n" + "".join(
+        f"ACC{study},{'abnormal' if study % 3 == 0 else 'normal'}\n" for study in range(6)))
+    truth, _, _ = folder_truth(tmp_path, cases["scan_id"].tolist(), ["abnormal", "normal"])
+    assert [truth[case] for case in cases["scan_id"]] == ["abnormal", "normal", "normal"] * 2

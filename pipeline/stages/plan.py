@@ -113,7 +113,11 @@ def fingerprint(frame: pd.DataFrame, classes: list[str], sample: int = FINGERPRI
         raise ValueError("no usable scans to plan for: every scan has an error")
     suffixes = [scan_suffix(p) or ("case of sequences" if case_location(p) else "dicom") for p in rows["path"]]
     parsed = spatial_shapes(rows)
-    dims = Counter(len(shape) for shape, _ in parsed)
+    # a case of several sequences counts as its volumes: a PACS study's four series (one scan) outweigh its one
+    # screen save, as they did read a scan each
+    dims = Counter()
+    for (shape, _), path in zip(parsed, rows["path"]):
+        dims[len(shape)] += len(case.sequences) if (case := case_location(path)) is not None else 1
     spatial_dims = dims.most_common(1)[0][0]
     shapes = np.array([shape for shape, _ in parsed if len(shape) == spatial_dims], dtype=float)
     channels = Counter(c for shape, c in parsed if len(shape) == spatial_dims)
