@@ -217,10 +217,15 @@ def volume_location(path: str | os.PathLike) -> tuple[Path, str] | None:
 
 def _sequence_words(folder: Path, uid: str | None) -> str:
     """The sequence words of the description of the series ``uid`` in ``folder`` (of its one series where
-    None), from its first slice's header; "" where it has none."""
+    None: the first DICOM file's header, not every slice's, as a CT export's thousand series would take), "" where
+    it has none."""
     from pipeline import dicom
 
     try:
+        if uid is None:
+            first = next((item for item in sorted(folder.iterdir()) if item.is_file() and not is_system_file(item.name)
+                          and dicom.is_dicom_file(item)), None)
+            return dicom.read_header(first).sequence_words if first is not None else ""
         headers = series_slices(folder, uid)
     except (dicom.DicomError, OSError):
         return ""

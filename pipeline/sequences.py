@@ -9,8 +9,10 @@ same heads with their sequences as channels of one scan reach 0.85-0.89. So wher
 same sequences by name (:func:`recurring_sequences`), each case is one scan (:func:`group_cases`) whose
 path is its folder and its sequences in order, ``7100000/{t1_mprage_tra,t2_tse_tra}``; where several
 cases share a folder (nnU-Net's flat ``imagesTr/BRATS_001_0000.nii.gz``), the start of their files' names
-comes before the sequences, ``imagesTr/BRATS_001_{0000,0001}``. ``pipeline.reading`` reads a case as its
-sequences stacked, each resampled onto the finest one's grid.
+comes before the sequences, ``imagesTr/BRATS_001_{0000,0001}``; a PACS export's series named by number
+(``S0000/SE0002/``) are known by the sequence words of their descriptions (:func:`description_words`,
+``pipeline.reading.volume_location``). ``pipeline.reading`` reads a case as its sequences stacked, each
+resampled onto the finest one's grid.
 
 This module names and groups; it reads nothing (``pipeline.reading`` and ``pipeline.cases`` import it).
 """
@@ -35,7 +37,7 @@ _NUMBERED = re.compile(r"[a-z]{0,8}[-_ ]?\d{2,}")
 SEQUENCE_NAMES = {"t1", "t1w", "t1c", "t1ce", "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd",
                   "pdw", "dwi", "adc", "hbv", "swi", "mprage", "pet"}
 # Words of a DICOM SeriesDescription kept to name a sequence: sequences, planes and contrast
-DESCRIPTION_WORDS = SEQUENCE_NAMES | {"ax", "axial", "sag", "sagittal", "cor", "coronal", "tra", "transverse", "dwi",
+DESCRIPTION_WORDS = SEQUENCE_NAMES | {"ax", "axial", "sag", "sagittal", "cor", "coronal", "tra", "transverse",
                                       "post", "pre", "gd", "gad", "contrast"}
 # The end of a file's name after its case's: a sequence's name, or nnU-Net's 4-digit channel (BRATS_001_0000)
 _TAIL = re.compile(r"^(.*[-_])([^-_]+)$")
