@@ -20,12 +20,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from pipeline.sequences import SEQUENCE_NAMES, file_stem
+from pipeline.sequences import PLANE_NAMES, SEQUENCE_NAMES, file_stem
 
 # Names of planes and sequences (case, '-', '_' and spaces ignored): a folder or a name's last part so
 # named is one view of a case, not a class and not a case.
-VIEW_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse", *SEQUENCE_NAMES, "frontal",
-              "lateral",
+VIEW_NAMES = {*PLANE_NAMES, *SEQUENCE_NAMES, "frontal", "lateral",
               "left", "right"}  # a patient's two eyes in fundus sets (EyePACS' 10_left.jpeg, ODIR's 0_right.jpg)
 
 

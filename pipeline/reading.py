@@ -217,16 +217,26 @@ def volume_location(path: str | os.PathLike) -> tuple[Path, str] | None:
 
 def _sequence_words(folder: Path, uid: str | None) -> str:
     """The sequence words of the description of the series ``uid`` in ``folder`` (of its one series where
-    None: the first DICOM file's header, not every slice's, as a CT export's thousand series would take), "" where
-    it has none."""
+    None), "" where it has none; read once while the folder is unchanged (ingest asks for each series to find
+    the sequences, then again to group them)."""
+    try:
+        return _description_of(str(folder), uid, folder.stat().st_mtime_ns)
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _description_of(folder: str, uid: str | None, listed_at: int) -> str:
+    """:func:`_sequence_words` of ``folder`` as it was at ``listed_at`` (its modification time): of its one
+    series, the first DICOM file's header, not every slice's, as a CT export's thousand series would take."""
     from pipeline import dicom
 
     try:
         if uid is None:
-            first = next((item for item in sorted(folder.iterdir()) if item.is_file() and not is_system_file(item.name)
-                          and dicom.is_dicom_file(item)), None)
+            first = next((item for item in sorted(Path(folder).iterdir()) if item.is_file()
+                          and not is_system_file(item.name) and dicom.is_dicom_file(item)), None)
             return dicom.read_header(first).sequence_words if first is not None else ""
-        headers = series_slices(folder, uid)
+        headers = series_slices(Path(folder), uid)
     except (dicom.DicomError, OSError):
         return ""
     return headers[0].sequence_words if headers else ""

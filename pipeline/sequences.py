@@ -36,9 +36,10 @@ _NUMBERED = re.compile(r"[a-z]{0,8}[-_ ]?\d{2,}")
 # MRI sequences by their usual names (case, '-', '_' and spaces ignored)
 SEQUENCE_NAMES = {"t1", "t1w", "t1c", "t1ce", "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd",
                   "pdw", "dwi", "adc", "hbv", "swi", "mprage", "pet"}
+# Imaging planes by their usual names
+PLANE_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse"}
 # Words of a DICOM SeriesDescription kept to name a sequence: sequences, planes and contrast
-DESCRIPTION_WORDS = SEQUENCE_NAMES | {"ax", "axial", "sag", "sagittal", "cor", "coronal", "tra", "transverse",
-                                      "post", "pre", "gd", "gad", "contrast"}
+DESCRIPTION_WORDS = SEQUENCE_NAMES | PLANE_NAMES | {"post", "pre", "gd", "gad", "contrast"}
 # The end of a file's name after its case's: a sequence's name, or nnU-Net's 4-digit channel (BRATS_001_0000)
 _TAIL = re.compile(r"^(.*[-_])([^-_]+)$")
 # Fewest cases holding the same sequences, and more than half of the folders (or cases) of several volumes
@@ -176,8 +177,5 @@ def member_name(case: Case, entry_name: str) -> str | None:
     :func:`group_cases` named it); None for another case's file."""
     if not case.prefix:
         return sequence_name(case.folder.name, entry_name)
-    stem = file_stem(entry_name)
-    if not stem.lower().startswith(case.prefix.lower()):
-        return None
     found = named_tail(entry_name)
     return found[1] if found and found[0].lower() == case.prefix.lower() else None
