@@ -1,4 +1,4 @@
-"""Usage: python -m benchmarks.pacs_export_set OUT STUDIES SEED [LABELLED]
+"""Usage: python -m benchmarks.pacs_export_set OUT STUDIES SEED [LABELLED] [--sites] [--flair-only]
 
 A generated brain MRI export as a hospital's PACS writes one: ``DICOM/P<patient>/S<study>/SE<series>/I<n>``,
 files without a suffix, two studies a patient. Each study holds a 3-plane localizer (one series, three
@@ -6,7 +6,10 @@ orientations, ImageType LOCALIZER), axial T2 and FLAIR series, a diffusion serie
 same positions, an RGB screen save (secondary capture) and a structured report without pixels; 40% of
 studies are abnormal (a bright patch on slices 4-8 of every series but the localizer). ``labels.csv`` is
 keyed by accession number (``AccessionNumber,finding``) for the first LABELLED studies (default: all).
-Names, birth dates and ids are made up."""
+With ``--sites``, patients come from three sites (in turn) that describe the same series each in their own
+words (``SITES``). With ``--flair-only``, the patch shows on the FLAIR series alone (a lesion that only FLAIR
+brings out), so a series read apart from its study's others shows nothing half the time. Names, birth dates
+and ids are made up."""
 import sys
 from pathlib import Path
 
@@ -24,6 +27,9 @@ from benchmarks.common import dicom_instance
 SLICES, SIZE = 12, 48
 AXIAL = [1, 0, 0, 0, 1, 0]
 PLANES = (AXIAL, [1, 0, 0, 0, 0, -1], [0, 1, 0, 0, 0, -1])
+# The T2, FLAIR and diffusion series' descriptions: a GE-like, a Siemens-like and a Philips-like site
+SITES = (("AX T2", "AX FLAIR", "DWI"), ("t2_tse_tra", "t2_tirm_tra_dark-fluid", "ep2d_diff_tra"),
+         ("Ax T2 FSE", "Ax T2 FLAIR", "DWI trace"))
 
 
 def dataset(sop_class, study: dict, series: str, number: int, description: str) -> Dataset:
@@ -54,8 +60,10 @@ def brain(rng, abnormal: bool, k: int, level: float) -> np.ndarray:
     return pixels
 
 
-def write_study(rng, root: Path, study: dict, abnormal: bool) -> None:
+def write_study(rng, root: Path, study: dict, abnormal: bool, site: int = 0, flair_only: bool = False) -> None:
     count = 0
+    elsewhere = abnormal and not flair_only
+    t2, flair, diffusion = SITES[site]
 
     def save(folder: str, ds: Dataset) -> None:
         nonlocal count
@@ -68,18 +76,18 @@ def write_study(rng, root: Path, study: dict, abnormal: bool) -> None:
         ds = dataset(MRImageStorage, study, series, 1, "3-PLANE LOC")
         ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
         save("SE0001", with_pixels(ds, brain(rng, False, 6, 200), [0.0, 0.0, 0.0], plane, k + 1))
-    for number, description, level in ((2, "AX T2", 400), (3, "AX FLAIR", 300)):
+    for number, description, level, shows in ((2, t2, 400, elsewhere), (3, flair, 300, abnormal)):
         series = generate_uid()
         for k in range(SLICES):
             ds = dataset(MRImageStorage, study, series, number, description)
             ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-            save(f"SE{number:04d}", with_pixels(ds, brain(rng, abnormal, k, level), [0.0, 0.0, 4.0 * k], AXIAL, k + 1))
+            save(f"SE{number:04d}", with_pixels(ds, brain(rng, shows, k, level), [0.0, 0.0, 4.0 * k], AXIAL, k + 1))
     series = generate_uid()
     for volume, (b_value, level) in enumerate(((0, 300), (1000, 120))):
         for k in range(SLICES):
-            ds = dataset(MRImageStorage, study, series, 4, "DWI")
+            ds = dataset(MRImageStorage, study, series, 4, diffusion)
             ds.DiffusionBValue = b_value
-            save("SE0004", with_pixels(ds, brain(rng, abnormal, k, level), [0.0, 0.0, 4.0 * k], AXIAL,
+            save("SE0004", with_pixels(ds, brain(rng, elsewhere, k, level), [0.0, 0.0, 4.0 * k], AXIAL,
                                        volume * SLICES + k + 1))
     ds = dataset(SecondaryCaptureImageStorage, study, generate_uid(), 99, "SCREEN SAVE")
     ds.Modality, ds.Rows, ds.Columns = "OT", 64, 64
@@ -93,14 +101,17 @@ def write_study(rng, root: Path, study: dict, abnormal: bool) -> None:
 
 
 def main() -> None:
-    out, studies = Path(sys.argv[1]), int(sys.argv[2])
-    rng = np.random.default_rng(int(sys.argv[3]))
-    labelled = int(sys.argv[4]) if len(sys.argv) > 4 else studies
+    args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    sites = 3 if "--sites" in sys.argv else 1
+    out, studies = Path(args[0]), int(args[1])
+    rng = np.random.default_rng(int(args[2]))
+    labelled = int(args[3]) if len(args) > 3 else studies
     lines = ["AccessionNumber,finding"]
     for s in range(studies):
         study = {"patient": f"MRN{1000 + s // 2}", "accession": f"ACC{50000 + s}", "uid": generate_uid()}
         abnormal = bool(rng.random() < 0.4)
-        write_study(rng, out / "DICOM" / f"P{s // 2:04d}" / f"S{s % 2:04d}", study, abnormal)
+        write_study(rng, out / "DICOM" / f"P{s // 2:04d}" / f"S{s % 2:04d}", study, abnormal, site=s // 2 % sites,
+                    flair_only="--flair-only" in sys.argv)
         if s < labelled:
             lines.append(f"{study['accession']},{'abnormal' if abnormal else 'normal'}")
     (out / "labels.csv").write_text("\n".join(lines) + "\n")

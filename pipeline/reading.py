@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sequences import case_location, member_name, sequence_name
+from pipeline.sequences import case_location, match_sequences, member_name, sequence_name
 
 log = logging.getLogger("pipeline.reading")
 
@@ -481,7 +481,7 @@ def load_scan(path: str | os.PathLike, max_bytes: int | None = DEFAULT_MAX_BYTES
 
 def case_members(path: str | os.PathLike) -> list[Path]:
     """The file or series of each of a case's sequences (``7100000/{flair,t1}``: the folder's FLAIR and
-    T1 volumes, by :func:`pipeline.sequences.member_name`), in the case's order.
+    T1 volumes, by :func:`pipeline.sequences.member_name` and ``match_sequences``), in the case's order.
 
     Raises
     ------
@@ -492,13 +492,14 @@ def case_members(path: str | os.PathLike) -> list[Path]:
     folder, sequences = case.folder, case.sequences
     if not folder.is_dir():
         raise ScanReadError(path, "the case's folder does not exist")
-    named: dict[str, list[Path]] = {}
+    volumes: dict[str, list[Path]] = {}
     for entry, known_as in _volume_entries(str(folder), folder.stat().st_mtime_ns):
         if (name := member_name(case, known_as)) is not None:
-            named.setdefault(name, []).append(entry)
+            volumes.setdefault(name, []).append(entry)
+    named = match_sequences(sequences, volumes)[0]
     missing = [sequence for sequence in sequences if sequence not in named]
     if missing:
-        found = ", ".join(sorted(entry.name for entries in named.values() for entry in entries)) or "none"
+        found = ", ".join(sorted(entry.name for entries in volumes.values() for entry in entries)) or "none"
         raise ScanReadError(path, f"no {' or '.join(missing)} volume in the case's folder (it holds {found}): the "
                                   f"model reads each case's {', '.join(sequences)} as its channels; add the missing "
                                   "sequence, or leave the case out")

@@ -11,8 +11,10 @@ path is its folder and its sequences in order, ``7100000/{t1_mprage_tra,t2_tse_t
 cases share a folder (nnU-Net's flat ``imagesTr/BRATS_001_0000.nii.gz``), the start of their files' names
 comes before the sequences, ``imagesTr/BRATS_001_{0000,0001}``; a PACS export's series named by number
 (``S0000/SE0002/``) are known by the sequence words of their descriptions (:func:`description_words`,
-``pipeline.reading.volume_location``). ``pipeline.reading`` reads a case as its sequences stacked, each
-resampled onto the finest one's grid.
+``pipeline.reading.volume_location``). Where sites name one sequence differently (``AX FLAIR``,
+``t2_tirm_tra_dark-fluid``), the sequences are the kinds the names say (:func:`sequence_kind`: ``flair``)
+where more cases agree on those than on the names. ``pipeline.reading`` reads a case as its sequences
+stacked, each resampled onto the finest one's grid.
 
 This module names and groups; it reads nothing (``pipeline.reading`` and ``pipeline.cases`` import it).
 """
@@ -38,8 +40,21 @@ SEQUENCE_NAMES = {"t1", "t1w", "t1c", "t1ce", "t1gd", "t1wce", "t1post", "t2", "
                   "pdw", "dwi", "adc", "hbv", "swi", "mprage", "pet"}
 # Imaging planes by their usual names
 PLANE_NAMES = {"axial", "coronal", "sagittal", "ax", "cor", "sag", "tra", "transverse"}
+# A sequence's kind by the words of its name, so that sites naming one sequence differently agree
+# (AX FLAIR, t2_tirm_tra_dark-fluid, FLAIR_3D_SAG: flair): T1 (before and after contrast: Siemens' "KM" is
+# Kontrastmittel), FLAIR (Siemens' TIRM dark-fluid), T2, T2*, SWI, PD, diffusion by b-value, ADC
+_T1_WORDS = {"t1", "t1w", "t1n", "mprage", "spgr", "bravo", "tfl", "flash"}
+_T1_CONTRAST_WORDS = {"t1c", "t1ce", "t1gd", "t1wce", "t1post"}
+_CONTRAST_WORDS = {"post", "gd", "gad", "gado", "ce", "c", "km", "contrast"}
+_FLAIR_WORDS = {"flair", "t2flair", "tirm"}
+_T2_WORDS = {"t2", "t2w", "tse", "fse", "frfse"}
+_T2_STAR_WORDS = {"t2star", "gre", "star"}
+_SWI_WORDS = {"swi", "swan"}
+_DIFFUSION_WORDS = {"dwi", "diff", "diffusion", "trace", "tracew"}
+KIND_WORDS = (_T1_WORDS | _T1_CONTRAST_WORDS | _CONTRAST_WORDS | _FLAIR_WORDS | _T2_WORDS | _T2_STAR_WORDS
+              | _SWI_WORDS | _DIFFUSION_WORDS | {"pd", "pdw", "adc", "dark", "fluid"})
 # Words of a DICOM SeriesDescription kept to name a sequence: sequences, planes and contrast
-DESCRIPTION_WORDS = SEQUENCE_NAMES | PLANE_NAMES | {"post", "pre", "gd", "gad", "contrast"}
+DESCRIPTION_WORDS = SEQUENCE_NAMES | PLANE_NAMES | KIND_WORDS | {"pre"}
 # The end of a file's name after its case's: a sequence's name, or nnU-Net's 4-digit channel (BRATS_001_0000)
 _TAIL = re.compile(r"^(.*[-_])([^-_]+)$")
 # Fewest cases holding the same sequences, and more than half of the folders (or cases) of several volumes
@@ -106,6 +121,59 @@ def named_tail(entry_name: str) -> tuple[str, str] | None:
     return (head, tail.lower()) if named else None
 
 
+def sequence_kind(name: str) -> str:
+    """The kind of sequence a sequence's name (:func:`sequence_name`, :func:`description_words`) says it is, by
+    its words: ``t1``, ``t1c`` (after contrast), ``flair``, ``t2``, ``t2star``, ``swi``, ``pd``, ``adc``,
+    ``dwi`` and a diffusion volume's ``dwi_b<value>``; "" where they say none. ``t1_mprage_tra_km``: ``t1c``;
+    ``t2_tirm_tra_dark_fluid``, ``ax_flair``, ``flair_sag``: ``flair``; ``dwi_b1000``: ``dwi_b1000``."""
+    words = set(re.split(r"[^a-z0-9]+", name.lower())) - {""}
+    if "adc" in words:
+        return "adc"
+    if words & _DIFFUSION_WORDS:
+        b_value = next((word for word in sorted(words) if re.fullmatch(r"b\d+", word)), None)
+        return f"dwi_{b_value}" if b_value else "dwi"
+    if words & _T1_CONTRAST_WORDS or (words & _T1_WORDS and words & _CONTRAST_WORDS and "pre" not in words):
+        return "t1c"
+    if words & _T1_WORDS:
+        return "t1"  # a T1 FLAIR too
+    if words & _FLAIR_WORDS or {"dark", "fluid"} <= words:
+        return "flair"
+    if words & _SWI_WORDS:
+        return "swi"
+    if words & _T2_STAR_WORDS:
+        return "t2star"
+    if words & _T2_WORDS:
+        return "t2"
+    return "pd" if words & {"pd", "pdw"} else ""
+
+
+def match_sequences(sequences: Iterable[str], names: dict[str, list[Path]]
+                    ) -> tuple[dict[str, list[Path]], list[Path]]:
+    """The volumes of each of a case's ``sequences`` among its volumes by the name they are known by
+    (``names``), and the volumes of none. A sequence's volumes are those of its name; where none is and the
+    sequence is a kind (:func:`sequence_kind`), those of its kind whose name is none of ``sequences``: a case
+    of ``flair, t2`` from one site reads another's ``ax_flair`` and ``ax_t2``."""
+    sequences = list(sequences)
+    matched = {sequence: list(names[sequence]) for sequence in sequences if sequence in names}
+    others = []
+    for name, found in names.items():
+        kind = sequence_kind(name)
+        if name in sequences:
+            continue
+        if kind in sequences and kind not in names:
+            matched.setdefault(kind, []).extend(found)
+        else:
+            others += found
+    return matched, others
+
+
+def _by_kind(names: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    kinds: dict[str, list[Path]] = {}
+    for name, found in names.items():
+        kinds.setdefault(sequence_kind(name), []).extend(found)
+    return kinds
+
+
 Locate = Callable[[Path], "tuple[Path, str] | None"]
 
 
@@ -136,17 +204,26 @@ def _cases_of(entries: Iterable[Path], locate: Locate) -> dict[tuple[Path, str],
 
 def recurring_sequences(entries: Iterable[Path], locate: Locate) -> list[str]:
     """The sequences (two or more, sorted) that most cases of several volumes among ``entries`` hold one
-    each of, by name, where at least ``MIN_CASES`` do; else []. Volumes of no name (a localiser, a series
-    named by its number alone) are left out of the count; a folder of one volume or of a set's many cases of
-    one volume each names no sequences."""
+    each of, where at least ``MIN_CASES`` do; else []. By name, or, where more cases agree so, by kind
+    (:func:`sequence_kind`: a multi-site export's ``ax_flair`` and ``flair_sag`` are both ``flair``). Volumes
+    of no name or kind (a localiser, a series named by its number alone) are left out of the count; a
+    folder of one volume or of a set's many cases of one volume each names no sequences."""
     several = [names for names in _cases_of(entries, locate).values() if sum(map(len, names.values())) > 1]
-    named = [{name: found for name, found in names.items() if name} for names in several]
+    by_name, by_kind = _most_held(several), _most_held([_by_kind(names) for names in several])
+    sequences, cases = by_kind if by_kind[1] > by_name[1] else by_name
+    return sorted(sequences) if cases >= MIN_CASES and cases > len(several) / 2 else []
+
+
+def _most_held(cases: list[dict[str, list[Path]]]) -> tuple[frozenset[str], int]:
+    """The named sequences (two or more) that most ``cases`` hold one volume each of and no others, and how
+    many cases hold one volume each of them, others or not (a localiser beside them)."""
+    named = [{name: found for name, found in names.items() if name} for names in cases]
     sets = Counter(frozenset(names) for names in named
                    if len(names) > 1 and all(len(found) == 1 for found in names.values()))
     if not sets:
-        return []
-    sequences, cases = sets.most_common(1)[0]
-    return sorted(sequences) if cases >= MIN_CASES and cases > len(several) / 2 else []
+        return frozenset(), 0
+    sequences = sets.most_common(1)[0][0]
+    return sequences, sum(all(len(names.get(name, ())) == 1 for name in sequences) for names in named)
 
 
 def group_cases(entries: list[Path], sequences: list[str], locate: Locate
@@ -155,19 +232,17 @@ def group_cases(entries: list[Path], sequences: list[str], locate: Locate
     case's sequence, to its case; and the volumes of cases that are none of ``sequences`` (a localiser, a
     sequence other cases lack), to theirs.
 
-    A case is one holding a volume of one of ``sequences`` and at most twice as many volumes as there are
+    A case is one holding a volume of one of ``sequences`` (by name or kind, :func:`match_sequences`) and at most twice as many volumes as there are
     sequences (a folder of a set's many cases is none); one lacking a sequence, or holding two of one, is
     still a case, which reading then reports as an error naming them."""
-    wanted = set(sequences)
     grouped: dict[Path, Path] = {}
     left_out: dict[Path, Path] = {}
     for (folder, prefix), names in _cases_of(entries, locate).items():
-        volumes = [entry for found in names.values() for entry in found]
-        if wanted & set(names) and len(volumes) <= 2 * len(sequences):
+        matched, others = match_sequences(sequences, names)
+        if matched and sum(map(len, names.values())) <= 2 * len(sequences):
             case = case_path(folder, sequences, prefix)
-            for name, found in names.items():
-                for entry in found:
-                    (grouped if name in wanted else left_out)[entry] = case
+            grouped |= {entry: case for found in matched.values() for entry in found}
+            left_out |= dict.fromkeys(others, case)
     kept = [entry for entry in entries if entry not in grouped and entry not in left_out]
     return sorted(set(kept) | set(grouped.values())), grouped, left_out
 

@@ -16,8 +16,10 @@ from pipeline.reading import ScanReadError, load_scan
 from pipeline.sequences import (
     case_location,
     case_path,
+    description_words,
     group_cases,
     recurring_sequences,
+    sequence_kind,
     sequence_name,
 )
 from pipeline.stages.ingest import folder_changes, ingest
@@ -141,8 +143,8 @@ def test_an_export_of_a_folder_a_patient_ingests_a_scan_a_case_and_reports_what_
     assert manifest.loc[ids[8], "error"].startswith("no t2_tirm_tra_dark_fluid volume in the case's folder")
     skipped = result.problems.set_index("item")
     assert skipped.loc["7100009/localizer_1.nii.gz", "reason"].startswith("a volume of none of the sequences")
-    assert ("10 cases (a folder, or files sharing the start of their names) hold the same 2 MRI sequences by name "
-            "(t1_mprage_tra, t2_tirm_tra_dark_fluid)") in caplog.text
+    assert ("10 cases (a folder, or files sharing the start of their names) hold the same 2 MRI sequences "
+            "(t1_mprage_tra, t2_tirm_tra_dark_fluid) by name") in caplog.text
     assert "kinds of scan" not in caplog.text  # no warning of one model learning every kind
     assert folder_changes(scans, result.manifest_path) is None  # the cases are the folder's scans, none added
     # a manifest made before a case's files were read as one scan
@@ -325,3 +327,61 @@ def test_a_pacs_exports_numbered_series_are_named_by_their_descriptions_sequence
         f"ACC{study},{'abnormal' if study % 3 == 0 else 'normal'}\n" for study in range(6)))
     truth, _, _ = folder_truth(tmp_path, cases["scan_id"].tolist(), ["abnormal", "normal"])
     assert [truth[case] for case in cases["scan_id"]] == ["abnormal", "normal", "normal"] * 2
+
+
+def test_sites_naming_one_sequence_differently_agree_on_its_kind(tmp_path):
+    assert [sequence_kind(name) for name in (
+        "t1_mprage_tra", "t1_mprage_tra_km", "ax_post_t1", "ax_pre_t1", "t1ce", "sag_t1_flair", "t2_tirm_tra_dark_fluid",
+        "ax_flair_t2", "flair_sag", "t2_tse_tra", "ax_fse_t2", "dwi_b1000", "diff_tra_b0", "dwi_adc", "swi", "pd",
+        "localizer", "0000")] == [
+        "t1", "t1c", "t1c", "t1", "t1c", "t1", "flair", "flair", "flair", "t2", "t2", "dwi_b1000", "dwi_b0", "adc",
+        "swi", "pd", "", ""]
+    assert description_words("Ax T2 FLAIR") == "ax_flair_t2" and description_words("ep2d_diff_tra") == "diff_tra"
+
+    def volume(path):
+        return path.parent, path.name
+
+    sites = (("t1_mprage_tra_4.nii.gz", "t2_tirm_tra_dark-fluid_5.nii.gz"), ("T1W_3D_TFE_3.nii.gz", "FLAIR_SAG_4.nii.gz"),
+             ("sag_t1_bravo_5.nii.gz", "ax_t2_flair_6.nii.gz"))
+    cases = [tmp_path / f"{7100 + p}" / name for p in range(6) for name in sites[p % 3]]
+    assert recurring_sequences(cases, volume) == ["flair", "t1"]  # by name, two cases at most agree
+    kept, grouped, left_out = group_cases(cases, ["flair", "t1"], volume)
+    assert kept == [case_path(tmp_path / f"{7100 + p}", ["flair", "t1"]) for p in range(6)] and len(grouped) == 12
+    # where the names tell apart sequences of one kind (T2 in two planes), the names are read, not the kinds
+    planes = [tmp_path / f"{7200 + p}" / f"t2_tse_{plane}_{3 + k}.nii.gz" for p in range(6)
+              for k, plane in enumerate(("tra", "cor"))]
+    assert recurring_sequences(planes, volume) == ["t2_tse_cor", "t2_tse_tra"]
+    # a name a case's sequence has is read before a volume of its kind only, which is another sequence's, skipped
+    named = [tmp_path / f"{7300 + p}" / name for p in range(6) for name in ("flair_2.nii.gz", "t1_3.nii.gz")]
+    named.append(tmp_path / "7300" / "flair_sag_9.nii.gz")
+    assert recurring_sequences(named, volume) == ["flair", "t1"]
+    assert group_cases(named, ["flair", "t1"], volume)[2] == {tmp_path / "7300" / "flair_sag_9.nii.gz":
+                                                              case_path(tmp_path / "7300", ["flair", "t1"])}
+
+
+def test_a_multi_site_pacs_exports_studies_are_cases_of_their_sequences_kinds(tmp_path):
+    # three sites describe the T2, FLAIR and diffusion series in their own words (AX FLAIR, t2_tirm_tra_dark-fluid,
+    # Ax T2 FLAIR): by name no two sites' studies agree; by kind every study holds dwi_b0, dwi_b1000, flair, t2
+    from benchmarks.pacs_export_set import write_study
+
+    rng = np.random.default_rng(0)
+    for study in range(6):
+        write_study(rng, tmp_path / "DICOM" / f"P{study // 2:04d}" / f"S{study % 2:04d}",
+                    {"patient": f"MRN{study // 2}", "accession": f"ACC{study}", "uid": f"1.2.3.{study}"}, False,
+                    site=study // 2)
+    result = ingest(tmp_path, manifest_dir=tmp_path / "manifests", workers=1)
+    cases = result.manifest[result.manifest["scan_id"].str.contains("{", regex=False)]
+    assert cases["scan_id"].tolist() == [f"DICOM/P{study // 2:04d}/S{study % 2:04d}/{{dwi_b0,dwi_b1000,flair,t2}}"
+                                         for study in range(6)]
+    assert (cases["status"] == "ok").all() and (cases["shape"] == "48x48x12x4").all()
+    for case in cases["path"]:  # each site's series in the same channel: b0 300, b1000 120, FLAIR 300, T2 400
+        brain = load_scan(case).array[18:30, 18:30, 6]
+        assert brain[..., 3].mean() > brain[..., 2].mean() + 50 and brain[..., 1].mean() < brain[..., 0].mean() - 100
+    # a study holding two FLAIRs of other names (an axial and a sagittal) is an error row naming both
+    flair = tmp_path / "DICOM/P0001/S0000/SE0003"
+    copy = tmp_path / "DICOM/P0001/S0000/SE0005"
+    copy.mkdir()
+    for file in flair.iterdir():
+        copy.joinpath(file.name).write_bytes(file.read_bytes())
+    with pytest.raises(ScanReadError, match=r"2 flair volumes in the case's folder \(SE0003, SE0005\)"):
+        load_scan(cases["path"].iloc[2])

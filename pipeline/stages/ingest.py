@@ -63,7 +63,13 @@ from pipeline.reading import (
     system_files,
     volume_location,
 )
-from pipeline.sequences import case_location, group_cases, recurring_sequences, sequence_name
+from pipeline.sequences import (
+    case_location,
+    group_cases,
+    member_name,
+    recurring_sequences,
+    sequence_name,
+)
 from pipeline.similarity import (
     MAX_GROUP,
     connected_groups,
@@ -410,9 +416,12 @@ def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, Lab
     problems += [("skipped", other.relative_to(root).as_posix(), f"{OTHER_SEQUENCE} ({', '.join(sequences)}); "
                   "skipped") for other in others]
     example = scan_id(next(iter(members)).relative_to(root))
-    log.info("%d cases (a folder, or files sharing the start of their names) hold the same %d MRI sequences by "
-             "name (%s): each case is one scan, its sequences its channels (e.g. %s)", len(members), len(sequences),
-             ", ".join(sequences), example)
+    by_kind = sorted({name for member, case in grouped.items()
+                      if (name := member_name(case_location(case), volume_location(member)[1])) not in sequences})
+    how = f"by kind, under {len(by_kind)} other names (e.g. {', '.join(by_kind[:3])})" if by_kind else "by name"
+    log.info("%d cases (a folder, or files sharing the start of their names) hold the same %d MRI sequences (%s) "
+             "%s: each case is one scan, its sequences its channels (e.g. %s)", len(members), len(sequences),
+             ", ".join(sequences), how, example)
     return paths
 
 
