@@ -49,12 +49,11 @@ INCLUDE_HELP = ("only the scans whose path below --scans matches this glob, case
 
 
 def _include_of(args) -> str:
-    """The scans a run keeps: ``--include``, else a typed ``data.include=`` override."""
-    from pipeline.config import parse_override
+    """The scans a run keeps: ``--include``, else ``data.include`` as the config file and overrides set it."""
+    from pipeline.config import user_settings
 
-    typed = [parse_override(text)[1] for text in getattr(args, "overrides", None) or []
-             if text.split("=", 1)[0].strip() == "data.include"]
-    return getattr(args, "include", None) or (str(typed[-1]) if typed else "")
+    set_by_user = user_settings(getattr(args, "config", None), getattr(args, "overrides", None) or [])
+    return getattr(args, "include", None) or str(set_by_user.get("data", {}).get("include", "") or "")
 
 
 def _add_column_arguments(parser) -> None:

@@ -572,10 +572,10 @@ def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split
     first.write_text("file,label\nnormal/normal0.png,normal\nabnormal/abnormal0.png,abnormal\n")
     second.write_text("file,label\nnormal/normal1.png,normal\nabnormal/abnormal1.png,abnormal\n")
 
-    def manifest(labels, label_column=None, folder=scans, include=None, overrides=()):
+    def manifest(labels, label_column=None, folder=scans, include=None, overrides=(), config=None):
         args = argparse.Namespace(scans=str(folder), labels=labels, labels_per_class=None, extra_labels=None,
                                   positive=None, minutes=None, seed=None, label_column=label_column,
-                                  include=include, overrides=list(overrides))
+                                  include=include, overrides=list(overrides), config=config)
         return next(o for o in own_data_overrides(args)[0] if o.startswith("data.manifest="))
 
     assert manifest(str(first)) != manifest(str(second))  # an existing manifest is reused only for its labels
@@ -584,6 +584,8 @@ def test_another_labels_file_for_the_same_folder_gets_its_own_manifest_and_split
     for labels in (str(first), None):  # and the scans kept, by --include or data.include=
         assert manifest(labels, include="*0.png") != manifest(labels)
         assert manifest(labels, include="*0.png") == manifest(labels, overrides=['data.include="*0.png"'])
+        (tmp_path / "config.toml").write_text('[data]\ninclude = "*0.png"\n')  # or written in a config file
+        assert manifest(labels, include="*0.png") == manifest(labels, config=str(tmp_path / "config.toml"))
     assert manifest(None).startswith('data.manifest="data_manifests/scans.')  # class subfolders, no labels file
     monkeypatch.chdir(tmp_path)  # a relative --scans is kept absolute: calibrate or score may start elsewhere
     relative = argparse.Namespace(scans="scans", labels=None, labels_per_class=None, extra_labels=None,
