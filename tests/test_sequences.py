@@ -202,7 +202,7 @@ def test_brats_cases_and_rsna_miccai_series_are_cases_of_their_sequences(tmp_pat
     assert result.manifest["group"].str.startswith("patient-").all()  # its PatientID, hashed
 
 
-def test_a_case_folder_export_is_planned_trained_and_a_new_folders_cases_scored(tmp_path, monkeypatch):
+def test_a_case_folder_export_is_planned_trained_and_a_new_folders_cases_scored(tmp_path, monkeypatch, caplog):
     scans, labels = export(tmp_path, patients=16)
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--scans", str(scans), "--labels", str(labels), "--positive", "tumour",
@@ -211,6 +211,13 @@ def test_a_case_folder_export_is_planned_trained_and_a_new_folders_cases_scored(
     run = tmp_path / (tmp_path / "runs" / "LATEST").read_text().strip()
     plan = json.loads((run / "plan.json").read_text())["settings"]
     assert plan["preprocess.sequences"]["value"] == SEQUENCES and plan["preprocess.channels"]["value"] == 2
+    # the sequences are the manifest's, which training reads: another order or set would only change score's
+    with caplog.at_level(logging.ERROR, logger="pipeline"):
+        assert main(["run", "--scans", str(scans), "--labels", str(labels), "--positive", "tumour",
+                     "--labels-per-class", "3", "--quiet", "train.minutes=0.05", "split.test_fraction=0.3",
+                     f"preprocess.sequences={json.dumps(SEQUENCES[::-1])}"]) == 2
+    assert ("preprocess.sequences = ['t2_tirm_tra_dark_fluid', 't1_mprage_tra'] is not how ingest read" in caplog.text
+            and "(t1_mprage_tra, t2_tirm_tra_dark_fluid), which training reads: leave it unset" in caplog.text)
     assert plan["preprocess.channels"]["reason"].startswith("2 sequences a case (each in a file or series of its own)")
     assert json.loads((run / "checkpoint.json").read_text())["in_channels"] == 2
     new, _ = export(tmp_path / "new", patients=3, first=8200000)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import distributed, synth
-from pipeline.config import Config, PreprocessConfig, flat_keys, load_config, user_settings
+from pipeline.config import Config, ConfigError, PreprocessConfig, flat_keys, load_config, user_settings
 from pipeline.data import TrainingData, load_training_data, seconds_to_preprocess, split_frame
 from pipeline.manifest import (
     ALL_BUT,
@@ -344,6 +344,13 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
             first, said = load_config(path, widened), first.data.positive_class
     merged, classes = prepare_split(first, progress, manifest)
     fp = fingerprint(merged, classes, seed=first.seed)
+    if "preprocess.sequences" in user and user["preprocess.sequences"] != fp["sequences"]:
+        # training reads the cases as ingest named them; score would read a new folder's otherwise
+        read = ", ".join(fp["sequences"]) or "no cases of sequences"
+        raise ConfigError(f"preprocess.sequences = {user['preprocess.sequences']} is not how ingest read "
+                          f"{manifest_path(first)} ({read}), which training reads: leave it unset (the plan sets it "
+                          "from the manifest); to read the folder again, delete the manifest and the split files "
+                          "named after it")
     screening = healthy_screening(first, classes)
     if any_finding and screening:
         healthy = first.data.healthy_class
