@@ -11,7 +11,14 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import distributed, synth
-from pipeline.config import Config, ConfigError, PreprocessConfig, flat_keys, load_config, user_settings
+from pipeline.config import (
+    Config,
+    ConfigError,
+    PreprocessConfig,
+    flat_keys,
+    load_config,
+    user_settings,
+)
 from pipeline.data import TrainingData, load_training_data, seconds_to_preprocess, split_frame
 from pipeline.manifest import (
     ALL_BUT,
