@@ -206,6 +206,14 @@ def test_a_bids_datasets_derivatives_sourcedata_and_metadata_are_no_scans(tmp_pa
     result = run(root, tmp_path)
     assert result.manifest["scan_id"].tolist() == ["sub-01/anat/sub-01_T1w.nii.gz", "sub-02/anat/sub-02_T1w.nii.gz"]
     assert set(result.problems["source"]) == {"skipped"} and len(result.problems) == 12
+    # a dataset whose scans lie only in derivatives/ says where they are and which folder to give
+    processed = tmp_path / "processed"
+    write.nifti(processed / "derivatives" / "fmriprep" / "sub-01" / "anat" / "sub-01_desc-brain_T1w.nii.gz", volume)
+    (processed / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    with pytest.raises(ValueError, match=r"found under .*processed; 1 lie in derivatives/ \(e.g. derivatives/fmriprep/"
+                                         r"sub-01/anat/sub-01_desc-brain_T1w.nii.gz\), which a BIDS dataset .* give "
+                                         r"--scans .*processed/derivatives/fmriprep$"):
+        run(processed, tmp_path, name="processed")
     # without dataset_description.json it is no BIDS dataset: a derivatives/ folder holds scans
     (root / "dataset_description.json").unlink()
     assert len(run(root, tmp_path, name="plain").manifest) == 6

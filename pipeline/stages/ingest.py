@@ -43,6 +43,7 @@ from pipeline.manifest import MANIFEST_COLUMNS, class_key
 from pipeline.masks import segmentation_masks
 from pipeline.processes import worker_pool
 from pipeline.reading import (
+    BIDS_ASIDE_FOLDERS,
     SCAN_FORMATS,
     SCAN_SUFFIXES,
     ScanReadError,
@@ -257,7 +258,8 @@ def ingest(
     everything = list_files(root, slices_alone=label_rows.keys())
     paths = [path for path in everything if is_scan_file(path)]
     if not paths:
-        raise ValueError(f"no scans (DICOM, or files ending {', '.join(SCAN_SUFFIXES)}) found under {root}")
+        raise ValueError(f"no scans (DICOM, or files ending {', '.join(SCAN_SUFFIXES)}) found under {root}"
+                         + _set_aside_scans(root))
     left_out: list[Path] = []
     if include:
         paths, left_out = included(paths, root, include)
@@ -384,6 +386,20 @@ def folder_changes(scans: str | os.PathLike, manifest_file: str | os.PathLike, i
     return (f"{root} has changed since {manifest_file} was made from it: {len(added)} scans added, {len(gone)} gone "
             f"(e.g. {example}); the manifest is used as it is: delete it, and the split files named after it, to "
             "ingest the folder again")
+
+
+def _set_aside_scans(root: Path) -> str:
+    """Where a BIDS dataset's scans lie only in the folders BIDS keeps apart from its raw scans (processed
+    copies in ``derivatives/<pipeline>/``), the folder to give instead; else ""."""
+    aside = [Path(relative) for relative in system_files(root) if Path(relative).parts[0].lower() in
+             BIDS_ASIDE_FOLDERS and is_scan_file(root / relative)]
+    if not aside:
+        return ""
+    first = aside[0].parts
+    folder = root.joinpath(*first[:2]) if len(first) > 2 else root / first[0]
+    return (f"; {len(aside)} lie in {first[0]}/ (e.g. {aside[0].as_posix()}), which a BIDS dataset (it has "
+            f"dataset_description.json) keeps apart from its raw scans and ingest passes over: to read them, "
+            f"give --scans {folder}")
 
 
 OTHER_SEQUENCE = "a volume of none of the sequences read as a case's channels"
