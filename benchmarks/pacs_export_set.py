@@ -1,4 +1,5 @@
 """Usage: python -m benchmarks.pacs_export_set OUT STUDIES SEED [LABELLED] [--sites] [--flair-only]
+       [--last-site-without-diffusion]
 
 A generated brain MRI export as a hospital's PACS writes one: ``DICOM/P<patient>/S<study>/SE<series>/I<n>``,
 files without a suffix, two studies a patient. Each study holds a 3-plane localizer (one series, three
@@ -7,7 +8,8 @@ same positions, an RGB screen save (secondary capture) and a structured report w
 studies are abnormal (a bright patch on slices 4-8 of every series but the localizer). ``labels.csv`` is
 keyed by accession number (``AccessionNumber,finding``) for the first LABELLED studies (default: all).
 With ``--sites``, patients come from three sites (in turn) that describe the same series each in their own
-words (``SITES``). With ``--flair-only``, the patch shows on the FLAIR series alone (a lesion that only FLAIR
+words (``SITES``), the last of them, with ``--last-site-without-diffusion``, acquiring no diffusion
+series. With ``--flair-only``, the patch shows on the FLAIR series alone (a lesion that only FLAIR
 brings out), so a series read apart from its study's others shows nothing half the time. Names, birth dates
 and ids are made up."""
 import sys
@@ -60,10 +62,11 @@ def brain(rng, abnormal: bool, k: int, level: float) -> np.ndarray:
     return pixels
 
 
-def write_study(rng, root: Path, study: dict, abnormal: bool, site: int = 0, flair_only: bool = False) -> None:
+def write_study(rng, root: Path, study: dict, abnormal: bool, site: int = 0, flair_only: bool = False,
+                diffusion: bool = True) -> None:
     count = 0
     elsewhere = abnormal and not flair_only
-    t2, flair, diffusion = SITES[site]
+    t2, flair, diffusion_description = SITES[site]
 
     def save(folder: str, ds: Dataset) -> None:
         nonlocal count
@@ -83,9 +86,9 @@ def write_study(rng, root: Path, study: dict, abnormal: bool, site: int = 0, fla
             ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
             save(f"SE{number:04d}", with_pixels(ds, brain(rng, shows, k, level), [0.0, 0.0, 4.0 * k], AXIAL, k + 1))
     series = generate_uid()
-    for volume, (b_value, level) in enumerate(((0, 300), (1000, 120))):
+    for volume, (b_value, level) in enumerate(((0, 300), (1000, 120)) if diffusion else ()):
         for k in range(SLICES):
-            ds = dataset(MRImageStorage, study, series, 4, diffusion)
+            ds = dataset(MRImageStorage, study, series, 4, diffusion_description)
             ds.DiffusionBValue = b_value
             save("SE0004", with_pixels(ds, brain(rng, elsewhere, k, level), [0.0, 0.0, 4.0 * k], AXIAL,
                                        volume * SLICES + k + 1))
@@ -111,7 +114,8 @@ def main() -> None:
         study = {"patient": f"MRN{1000 + s // 2}", "accession": f"ACC{50000 + s}", "uid": generate_uid()}
         abnormal = bool(rng.random() < 0.4)
         write_study(rng, out / "DICOM" / f"P{s // 2:04d}" / f"S{s % 2:04d}", study, abnormal, site=s // 2 % sites,
-                    flair_only="--flair-only" in sys.argv)
+                    flair_only="--flair-only" in sys.argv,
+                    diffusion=not ("--last-site-without-diffusion" in sys.argv and s // 2 % sites == sites - 1))
         if s < labelled:
             lines.append(f"{study['accession']},{'abnormal' if abnormal else 'normal'}")
     (out / "labels.csv").write_text("\n".join(lines) + "\n")

@@ -35,6 +35,8 @@ _SUFFIX = re.compile(r"(\.nii\.gz|\.[A-Za-z0-9]{1,5})$")
 # A series or file named by its number (a PACS export's SE0002/, S03/, IMG0001): no sequence's name, though the
 # same numbers recur in every study
 _NUMBERED = re.compile(r"[a-z]{0,8}[-_ ]?\d{2,}")
+# Words naming a localiser (scout, Philips' survey), taken to plan a scan, not to read: no sequence
+LOCALISER_WORDS = {"localizer", "localiser", "loc", "scout", "survey", "aascout", "aahscout", "3plane", "tripilot"}
 # MRI sequences by their usual names (case, '-', '_' and spaces ignored)
 SEQUENCE_NAMES = {"t1", "t1w", "t1c", "t1ce", "t1gd", "t1wce", "t1post", "t2", "t2w", "flair", "t2flair", "pd",
                   "pdw", "dwi", "adc", "hbv", "swi", "mprage", "pet"}
@@ -59,6 +61,8 @@ DESCRIPTION_WORDS = SEQUENCE_NAMES | PLANE_NAMES | KIND_WORDS | {"pre"}
 _TAIL = re.compile(r"^(.*[-_])([^-_]+)$")
 # Fewest cases holding the same sequences, and more than half of the folders (or cases) of several volumes
 MIN_CASES = 5
+# A sequence this share of the cases or more lack is not read, where two or more others are: its cases are
+LACKING_SHARE = 0.1
 
 
 class Case(NamedTuple):
@@ -90,13 +94,15 @@ def sequence_name(folder_name: str, entry_name: str) -> str:
     acquisition time, a study id) nor parts of the folder's name (the case's id), joined by ``_``.
     ``t1_mprage_tra_4.nii.gz``, ``7100000_t1_mprage_tra_20190101120000_4.nii.gz`` in ``7100000/``:
     ``t1_mprage_tra``; ``BraTS2021_00000_flair.nii.gz`` in ``BraTS2021_00000/``: ``flair``; the series
-    ``FLAIR/``: ``flair``; "" where nothing is left, and for a name that is a number after a few letters
-    (a PACS export's series ``SE0002/``)."""
+    ``FLAIR/``: ``flair``; "" where nothing is left, for a name that is a number after a few letters
+    (a PACS export's series ``SE0002/``), and for a localiser's (``localizer_1.nii.gz``)."""
     stem = file_stem(entry_name).lower()
     if _NUMBERED.fullmatch(stem):
         return ""
     case = set(_NAME_PARTS.split(folder_name.lower()))
     parts = [part for part in _NAME_PARTS.split(stem) if part and not part.isdigit() and part not in case]
+    if LOCALISER_WORDS & set(parts):
+        return ""
     return "_".join(parts).replace(",", "_").replace("{", "").replace("}", "")
 
 
@@ -205,25 +211,34 @@ def _cases_of(entries: Iterable[Path], locate: Locate) -> dict[tuple[Path, str],
 def recurring_sequences(entries: Iterable[Path], locate: Locate) -> list[str]:
     """The sequences (two or more, sorted) that most cases of several volumes among ``entries`` hold one
     each of, where at least ``MIN_CASES`` do; else []. By name, or, where more cases agree so, by kind
-    (:func:`sequence_kind`: a multi-site export's ``ax_flair`` and ``flair_sag`` are both ``flair``). Volumes
+    (:func:`sequence_kind`: a multi-site export's ``ax_flair`` and ``flair_sag`` are both ``flair``). A
+    sequence that ``LACKING_SHARE`` of those cases or more lack (a site without diffusion) is not one of them
+    where two or more others are left, so that its cases are read rather than made error rows. Volumes
     of no name or kind (a localiser, a series named by its number alone) are left out of the count; a
     folder of one volume or of a set's many cases of one volume each names no sequences."""
-    several = [names for names in _cases_of(entries, locate).values() if sum(map(len, names.values())) > 1]
-    by_name, by_kind = _most_held(several), _most_held([_by_kind(names) for names in several])
-    sequences, cases = by_kind if by_kind[1] > by_name[1] else by_name
-    return sorted(sequences) if cases >= MIN_CASES and cases > len(several) / 2 else []
+    cases = list(_cases_of(entries, locate).values())
+    several = sum(sum(map(len, names.values())) > 1 for names in cases)
+    by_name, by_kind = _most_held(cases), _most_held([_by_kind(names) for names in cases])
+    sequences, held = by_kind if by_kind[1] > by_name[1] else by_name
+    return sorted(sequences) if held >= MIN_CASES and held > several / 2 else []
 
 
 def _most_held(cases: list[dict[str, list[Path]]]) -> tuple[frozenset[str], int]:
-    """The named sequences (two or more) that most ``cases`` hold one volume each of and no others, and how
-    many cases hold one volume each of them, others or not (a localiser beside them)."""
+    """The named sequences (two or more) that most ``cases`` hold one volume each of and no others, less
+    those that ``LACKING_SHARE`` or more of the cases holding any of them lack, where two or more are left;
+    and how many cases hold one volume each of them, others or not (a localiser beside them)."""
     named = [{name: found for name, found in names.items() if name} for names in cases]
     sets = Counter(frozenset(names) for names in named
                    if len(names) > 1 and all(len(found) == 1 for found in names.values()))
     if not sets:
         return frozenset(), 0
     sequences = sets.most_common(1)[0][0]
-    return sequences, sum(all(len(names.get(name, ())) == 1 for name in sequences) for names in named)
+    holding = [names for names in named if sequences & set(names)]
+    # a sequence a site never acquires would leave that site's cases unread, in training and in screening
+    widely_held = frozenset(name for name in sequences if sum(len(names.get(name, ())) == 1 for names in holding)
+                            >= (1 - LACKING_SHARE) * len(holding))
+    sequences = widely_held if len(widely_held) > 1 else sequences
+    return sequences, sum(all(len(names.get(name, ())) == 1 for name in sequences) for names in holding)
 
 
 def group_cases(entries: list[Path], sequences: list[str], locate: Locate
@@ -232,14 +247,16 @@ def group_cases(entries: list[Path], sequences: list[str], locate: Locate
     case's sequence, to its case; and the volumes of cases that are none of ``sequences`` (a localiser, a
     sequence other cases lack), to theirs.
 
-    A case is one holding a volume of one of ``sequences`` (by name or kind, :func:`match_sequences`) and at most twice as many volumes as there are
-    sequences (a folder of a set's many cases is none); one lacking a sequence, or holding two of one, is
-    still a case, which reading then reports as an error naming them."""
+    A case is one holding a volume of one of ``sequences`` (by name or kind, :func:`match_sequences`), and
+    of them at most twice as many volumes as there are sequences (a folder of a set's many FLAIRs is none);
+    one lacking a sequence, or holding two of one, is still a case, which reading then reports as an error
+    naming them. Its volumes of no sequence read (a localiser, a sequence other cases lack) count for
+    nothing."""
     grouped: dict[Path, Path] = {}
     left_out: dict[Path, Path] = {}
     for (folder, prefix), names in _cases_of(entries, locate).items():
         matched, others = match_sequences(sequences, names)
-        if matched and sum(map(len, names.values())) <= 2 * len(sequences):
+        if matched and sum(map(len, matched.values())) <= 2 * len(sequences):
             case = case_path(folder, sequences, prefix)
             grouped |= {entry: case for found in matched.values() for entry in found}
             left_out |= dict.fromkeys(others, case)

@@ -77,6 +77,7 @@ def test_a_sequence_is_named_by_the_parts_of_its_name_no_case_shares():
     # dcm2niix's default name: folder, protocol, time, series number
     assert sequence_name("7100000", "7100000_t1_mprage_tra_20190101120000_4.nii.gz") == "t1_mprage_tra"
     assert sequence_name("7100000", "t2_tirm_tra_dark-fluid_3.nii.gz") == "t2_tirm_tra_dark_fluid"
+    assert sequence_name("7100000", "localizer_1_i00002.nii.gz") == ""  # taken to plan a scan: no sequence
     assert sequence_name("BraTS2021_00000", "BraTS2021_00000_t1ce.nii.gz") == "t1ce"
     assert sequence_name("00000", "FLAIR") == "flair"  # RSNA-MICCAI's series folders
     assert sequence_name("10000", "10000_1000000_t2w.mha") == "t2w"  # PI-CAI: patient, study, sequence
@@ -364,6 +365,18 @@ def test_sites_naming_one_sequence_differently_agree_on_its_kind(tmp_path):
     assert recurring_sequences(named, volume) == ["flair", "t1"]
     assert group_cases(named, ["flair", "t1"], volume)[2] == {tmp_path / "7300" / "flair_sag_9.nii.gz":
                                                               case_path(tmp_path / "7300", ["flair", "t1"])}
+    # a sequence a third of the cases lack (a site without diffusion) is not read, so that those cases are;
+    # one that 1 case in 10 lacks is, and that case is an error row
+    def cases_lacking_dwi(n, lacking):  # each case with a localiser and a scout beside its sequences
+        return [tmp_path / f"{7400 + p}" / name for p in range(n)
+                for name in ("localiser_1.nii.gz", "scout_2.nii.gz", "flair_3.nii.gz", "t2_4.nii.gz", "dwi_5.nii.gz")
+                [: 4 if p < lacking else 5]]
+
+    assert recurring_sequences(cases_lacking_dwi(9, 3), volume) == ["flair", "t2"]
+    assert recurring_sequences(cases_lacking_dwi(10, 1), volume) == ["dwi", "flair", "t2"]
+    kept, grouped, left_out = group_cases(cases_lacking_dwi(9, 3), ["flair", "t2"], volume)
+    assert kept == [case_path(tmp_path / f"{7400 + p}", ["flair", "t2"]) for p in range(9)] and len(grouped) == 18
+    assert sorted(path.name for path in left_out) == sorted(["dwi_5.nii.gz"] * 6 + ["localiser_1.nii.gz", "scout_2.nii.gz"] * 9)
 
 
 def test_a_multi_site_pacs_exports_studies_are_cases_of_their_sequences_kinds(tmp_path):

@@ -69,6 +69,7 @@ from pipeline.sequences import (
     group_cases,
     member_name,
     recurring_sequences,
+    sequence_kind,
     sequence_name,
 )
 from pipeline.similarity import (
@@ -432,12 +433,17 @@ def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, Lab
     problems += [("skipped", other.relative_to(root).as_posix(), f"{OTHER_SEQUENCE} ({', '.join(sequences)}); "
                   "skipped") for other in others]
     example = scan_id(next(iter(members)).relative_to(root))
-    by_kind = sorted({name for member, case in grouped.items()
-                      if (name := member_name(case_location(case), volume_location(member)[1])) not in sequences})
+    def known_as(volume: Path, case: Path) -> str:
+        return member_name(case_location(case), volume_location(volume)[1]) or ""
+
+    by_kind = sorted({name for member, case in grouped.items() if (name := known_as(member, case)) not in sequences})
     how = f"by kind, under {len(by_kind)} other names (e.g. {', '.join(by_kind[:3])})" if by_kind else "by name"
+    not_read = Counter((sequence_kind(name) if by_kind else name) or "unnamed"
+                       for name in (known_as(other, case) for other, case in others.items()))
     log.info("%d cases (a folder, or files sharing the start of their names) hold the same %d MRI sequences (%s) "
-             "%s: each case is one scan, its sequences its channels (e.g. %s)", len(members), len(sequences),
-             ", ".join(sequences), how, example)
+             "%s: each case is one scan, its sequences its channels (e.g. %s)%s", len(members), len(sequences),
+             ", ".join(sequences), how, example, "; not read: " + ", ".join(
+                 f"{n} {name}" for name, n in not_read.most_common()) if not_read else "")
     return paths
 
 
