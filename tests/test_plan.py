@@ -2,6 +2,7 @@
 user's values winning, and a no-config run through every stage."""
 
 import json
+import logging
 import math
 import re
 
@@ -1022,3 +1023,18 @@ def test_the_class_that_looks_healthy(classes, healthy):
     from pipeline.stages.run import healthy_looking
 
     assert healthy_looking(classes) == healthy
+
+
+def test_a_screening_run_whose_calibration_lacks_a_class_stops_before_training(tmp_path, monkeypatch, caplog):
+    # the abnormal class's one patient outside the test set is drawn whole for training: calibration can hold none
+    # of it, and calibrate, which chooses the operating point on both classes, would stop only after training
+    scans = class_folder(tmp_path / "scans", n_per_class=12)
+    rows = [f"normal/normal{i}.png,normal,n{i},{'test' if i < 3 else ''}" for i in range(12)]
+    rows += [f"abnormal/abnormal{i}.png,abnormal,{'pa' if i < 6 else 'pb'},{'test' if i < 6 else ''}" for i in range(12)]
+    (tmp_path / "labels.csv").write_text("file,label,group,split\n" + "\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="pipeline"):
+        assert main(["run", "--scans", str(scans), "--labels", str(tmp_path / "labels.csv"), "--positive", "abnormal",
+                     "--quiet", "train.minutes=0.05"]) == 2
+    assert "holds no 'abnormal' scan (of 2), and the screening operating point is chosen on both" in caplog.text
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/checkpoint.json"))

@@ -379,3 +379,22 @@ def test_a_split_screening_classes_as_one_is_named_apart():
     assert ".screen-" not in names["one"]
     assert ".screen-" in names["joined"] and ".screen-" in names["healthy"] and names["joined"] != names["healthy"]
     assert names["healthy"] == names["healthy_planned"]  # the plan's join from --healthy keeps the name
+
+
+def test_every_class_keeps_a_calibration_patient_when_whole_patients_are_drawn_for_training(tmp_path, write, caplog):
+    # every label used (fractions): a class of two patients of three scans each is drawn whole for training
+    # (three-quarters of six rounds to four: both patients), which left calibration none of it, and the run
+    # learnt so only after training ("the calibration set needs both healthy and abnormal scans")
+    rows = [{"scan_id": f"n{i:02d}", "label": "normal", "split": "test" if i < 4 else ""} for i in range(24)]
+    rows += [{"scan_id": f"a{p}{k}", "label": "abnormal", "group": f"p{p}", "split": "test" if p == 0 else ""}
+             for p in range(3) for k in range(3)]
+    path = make_split(write.manifest(tmp_path / "m.csv", rows), labelled_fraction=0.75, calibration_fraction=0.99)
+    split = read(path)
+    abnormal = split[split["label"] == "abnormal"].groupby("subset")["group"].agg(set).to_dict()
+    assert abnormal["test"] == {"p0"} and len(abnormal["labelled"]) == len(abnormal["calibration"]) == 1
+    assert "calibration: class 'abnormal' had none left (whole patients drawn for training took them all)" in caplog.text
+    # a class of one patient outside the test set trains, and calibration goes without it, as before
+    one = [row for row in rows if row.get("group") != "p2"]
+    split = read(make_split(write.manifest(tmp_path / "one.csv", one), labelled_fraction=0.75,
+                            calibration_fraction=0.99))
+    assert set(split.loc[split["label"] == "abnormal", "subset"]) == {"test", "labelled"}

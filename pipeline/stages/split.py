@@ -176,6 +176,8 @@ def make_split(
         pool, labels_per_class, labelled_fraction, "labels_per_class", "labelled_fraction"
     )
     labelled = _take_units(pool, quotas, _order(pool, selection, rng), "labelled")
+    if calibration_fraction:
+        labelled = _spare_for_calibration(pool, labelled)
     pool = pool[~pool["unit"].isin(labelled)]
     calibration: set[str] = set()
     if calibration_per_class or calibration_fraction:
@@ -453,6 +455,29 @@ def _quotas(
     if short:
         raise ValueError("too few labelled scans: " + "; ".join(short))
     return quotas
+
+
+def _spare_for_calibration(pool: pd.DataFrame, labelled: set[str]) -> set[str]:
+    """``labelled`` less, for each class whose whole patients drawn for training took every scan (a share
+    of a class of few patients), its smallest patient of that class alone, where it has two or more: the
+    operating point is chosen on calibration scans of every class, and a run that has none of one stops
+    only after training."""
+    rows = pool[pool["label"] != ""]
+    drawn = rows[rows["unit"].isin(labelled)]
+    for label in sorted(set(drawn["label"])):
+        if (rows.loc[~rows["unit"].isin(labelled), "label"] == label).any():
+            continue
+        units = drawn[drawn["label"] == label]["unit"].unique()
+        members = drawn[drawn["unit"].isin(units)].groupby("unit")["label"]
+        alone = members.nunique() == 1  # the class's alone: sparing them takes no other class from training
+        spare = sorted(alone[alone].index, key=lambda unit: ((drawn["unit"] == unit).sum(), unit))
+        if len(units) > 1 and spare:
+            labelled = labelled - {spare[0]}
+            scans = drawn.loc[drawn["unit"] == spare[0], "scan_id"]
+            log.warning("calibration: class %r had none left (whole patients drawn for training took them all); "
+                        "one patient's %d scans (%s) are kept for calibration instead", label, len(scans),
+                        ", ".join(scans.head(3)))
+    return labelled
 
 
 def _order(pool: pd.DataFrame, selection: str, rng: np.random.Generator) -> np.ndarray:

@@ -60,6 +60,7 @@ def train_stage(config: Config, run_dir: str | Path | None = None, progress: boo
         if config.method_name == "self_training" and len(data.calibration) == 0:
             raise ValueError("self_training chooses its thresholds on the calibration set, which is empty; "
                              "set split.calibration_per_class or split.calibration_fraction")
+        _check_calibration_for_screening(config, data)
         run_dir = distributed.broadcast(Path(run_dir) if run_dir else new_run_dir(config))
         if world.main and plan is not None:
             write_json(Path(run_dir) / "plan.json", plan)
@@ -87,3 +88,21 @@ def resumable_config(run_dir: str | Path) -> Config:
         raise CheckpointError(f"{run_dir} has no resumable training state ({state} is missing): the run "
                               "finished, or was stopped before its first save (train.checkpoint_minutes)")
     return config_from_dict(json.loads(state.read_text())["config"])
+
+
+def _check_calibration_for_screening(config: Config, data) -> None:
+    """Refuse, before training rather than after it, a screening run whose calibration scans lack the
+    abnormal or every other class: calibrate chooses the operating point on both."""
+    from pipeline.manifest import split_path
+
+    positive = config.data.positive_class
+    if not positive or positive not in data.classes or len(data.calibration) == 0:
+        return
+    is_positive = data.labels[data.calibration] == data.classes.index(positive)
+    lacking = [name for name, present in ((repr(positive), bool(is_positive.any())),
+                                          ("other", bool((~is_positive).any()))) if not present]
+    if lacking:
+        raise ValueError(f"the calibration subset of {split_path(config)} holds no {lacking[0]} scan (of "
+                         f"{len(data.calibration)}), and the screening operating point is chosen on both: label more "
+                         "scans of that class (a patient's scans are drawn whole), or delete the split file to "
+                         "draw it again")
