@@ -156,18 +156,22 @@ def sequence_kind(name: str) -> str:
 def match_sequences(sequences: Iterable[str], names: dict[str, list[Path]]
                     ) -> tuple[dict[str, list[Path]], list[Path]]:
     """The volumes of each of a case's ``sequences`` among its volumes by the name they are known by
-    (``names``), and the volumes of none. A sequence's volumes are those of its name; where none is and the
-    sequence is a kind (:func:`sequence_kind`), those of its kind whose name is none of ``sequences``: a case
-    of ``flair, t2`` from one site reads another's ``ax_flair`` and ``ax_t2``."""
+    (``names``), and the volumes of none. A sequence's volumes are those of its name; where none is, those of
+    its kind (:func:`sequence_kind`) whose name is none of ``sequences``, where no other sequence is of that
+    kind: a case of ``flair, t2`` from one site reads another's ``ax_flair`` and ``ax_t2``, and a model
+    trained on ``t1_mprage_tra, t2_tirm_tra_dark_fluid`` reads a new site's ``t1w_3d_tfe`` and ``flair_sag``
+    (but one of ``t2_tse_tra, t2_tse_cor`` tells no T2 of another name apart)."""
     sequences = list(sequences)
+    kinds = Counter(sequence_kind(sequence) for sequence in sequences)
+    of_kind = {sequence_kind(sequence): sequence for sequence in sequences if kinds[sequence_kind(sequence)] == 1}
     matched = {sequence: list(names[sequence]) for sequence in sequences if sequence in names}
     others = []
     for name, found in names.items():
-        kind = sequence_kind(name)
         if name in sequences:
             continue
-        if kind in sequences and kind not in names:
-            matched.setdefault(kind, []).extend(found)
+        sequence = of_kind.get(sequence_kind(name) or None)
+        if sequence is not None and sequence not in names:
+            matched.setdefault(sequence, []).extend(found)
         else:
             others += found
     return matched, others

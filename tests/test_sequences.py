@@ -405,3 +405,25 @@ def test_a_multi_site_pacs_exports_studies_are_cases_of_their_sequences_kinds(tm
         copy.joinpath(file.name).write_bytes(file.read_bytes())
     with pytest.raises(ScanReadError, match=r"2 flair volumes in the case's folder \(SE0003, SE0005\)"):
         load_scan(cases["path"].iloc[2])
+
+
+def test_a_model_trained_at_one_site_reads_a_new_sites_cases_by_their_sequences_kinds(tmp_path):
+    # trained on a Siemens export's names; a new folder from a Philips site names the same sequences its own way
+    def volume(path):
+        return path.parent, path.name
+
+    trained = ["t1_mprage_tra", "t2_tirm_tra_dark_fluid"]
+    new = [tmp_path / f"{8300 + p}" / name for p in range(3)
+           for name in ("survey_1.nii.gz", "T1W_3D_TFE_3.nii.gz", "FLAIR_SAG_4.nii.gz")]
+    kept, grouped, left_out = group_cases(new, trained, volume)
+    assert kept == [case_path(tmp_path / f"{8300 + p}", trained) for p in range(3)] and len(grouped) == 6
+    assert sorted(path.name for path in left_out) == ["survey_1.nii.gz"] * 3
+    write_patient(tmp_path / "8400", 0, tumour=True)  # read from its files: T1 first, FLAIR second
+    (tmp_path / "8400" / "t1_mprage_tra_3.nii.gz").rename(tmp_path / "8400" / "T1W_3D_TFE_3.nii.gz")
+    (tmp_path / "8400" / "t2_tirm_tra_dark-fluid_5.nii.gz").rename(tmp_path / "8400" / "FLAIR_SAG_5.nii.gz")
+    scan = load_scan(case_path(tmp_path / "8400", trained))
+    np.testing.assert_allclose(scan.array[..., 0], head(0))
+    # two trained sequences of one kind tell a volume of that kind under another name apart from neither
+    planes = [tmp_path / "8500" / "t2_tse_tra_2.nii.gz", tmp_path / "8500" / "T2W_COR_3.nii.gz"]
+    kept, grouped, left_out = group_cases(planes, ["t2_tse_cor", "t2_tse_tra"], volume)
+    assert list(left_out) == [tmp_path / "8500" / "T2W_COR_3.nii.gz"]
