@@ -56,7 +56,7 @@ _DIFFUSION_WORDS = {"dwi", "diff", "diffusion", "trace", "tracew"}
 KIND_WORDS = (_T1_WORDS | _T1_CONTRAST_WORDS | _CONTRAST_WORDS | _FLAIR_WORDS | _T2_WORDS | _T2_STAR_WORDS
               | _SWI_WORDS | _DIFFUSION_WORDS | {"pd", "pdw", "adc", "dark", "fluid"})
 # Words of a DICOM SeriesDescription kept to name a sequence: sequences, planes and contrast
-DESCRIPTION_WORDS = SEQUENCE_NAMES | PLANE_NAMES | KIND_WORDS | {"pre"}
+DESCRIPTION_WORDS = SEQUENCE_NAMES | PLANE_NAMES | KIND_WORDS | {"pre", "spine"}
 # The end of a file's name after its case's: a sequence's name, or nnU-Net's 4-digit channel (BRATS_001_0000)
 _TAIL = re.compile(r"^(.*[-_])([^-_]+)$")
 # Fewest cases holding the same sequences, and more than half of the folders (or cases) of several volumes
@@ -138,7 +138,8 @@ def sequence_kind(name: str) -> str:
     if words & _DIFFUSION_WORDS:
         b_value = next((word for word in sorted(words) if re.fullmatch(r"b\d+", word)), None)
         return f"dwi_{b_value}" if b_value else "dwi"
-    if words & _T1_CONTRAST_WORDS or (words & _T1_WORDS and words & _CONTRAST_WORDS and "pre" not in words):
+    contrast = words & _CONTRAST_WORDS - ({"c"} if "spine" in words else set())  # C-SPINE: the cervical spine
+    if words & _T1_CONTRAST_WORDS or (words & _T1_WORDS and contrast and "pre" not in words):
         return "t1c"
     if words & _T1_WORDS:
         return "t1"  # a T1 FLAIR too
@@ -148,9 +149,9 @@ def sequence_kind(name: str) -> str:
         return "swi"
     if words & _T2_STAR_WORDS:
         return "t2star"
-    if words & _T2_WORDS:
-        return "t2"
-    return "pd" if words & {"pd", "pdw"} else ""
+    if words & {"pd", "pdw"}:
+        return "pd"  # a PD-weighted TSE too
+    return "t2" if words & _T2_WORDS else ""
 
 
 def match_sequences(sequences: Iterable[str], names: dict[str, list[Path]]

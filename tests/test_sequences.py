@@ -341,10 +341,11 @@ def test_sites_naming_one_sequence_differently_agree_on_its_kind(tmp_path):
     assert [sequence_kind(name) for name in (
         "t1_mprage_tra", "t1_mprage_tra_km", "ax_post_t1", "ax_pre_t1", "t1ce", "sag_t1_flair", "t2_tirm_tra_dark_fluid",
         "ax_flair_t2", "flair_sag", "t2_tse_tra", "ax_fse_t2", "dwi_b1000", "diff_tra_b0", "dwi_adc", "swi", "pd",
-        "localizer", "0000")] == [
+        "localizer", "0000", "pd_tse_fs_cor", "c_sag_spine_t1", "ax_c_t1")] == [
         "t1", "t1c", "t1c", "t1", "t1c", "t1", "flair", "flair", "flair", "t2", "t2", "dwi_b1000", "dwi_b0", "adc",
-        "swi", "pd", "", ""]
+        "swi", "pd", "", "", "pd", "t1", "t1c"]
     assert description_words("Ax T2 FLAIR") == "ax_flair_t2" and description_words("ep2d_diff_tra") == "diff_tra"
+    assert sequence_kind(description_words("C-SPINE SAG T1")) == "t1"  # the cervical spine, not contrast
 
     def volume(path):
         return path.parent, path.name
