@@ -55,13 +55,15 @@ _SWI_WORDS = {"swi", "swan"}
 _DIFFUSION_WORDS = {"dwi", "diff", "diffusion", "trace", "tracew"}
 KIND_WORDS = (_T1_WORDS | _T1_CONTRAST_WORDS | _CONTRAST_WORDS | _FLAIR_WORDS | _T2_WORDS | _T2_STAR_WORDS
               | _SWI_WORDS | _DIFFUSION_WORDS | {"pd", "pdw", "adc", "dark", "fluid"})
-# Words of a DICOM SeriesDescription kept to name a sequence: sequences, planes and contrast
+# Words of a DICOM SeriesDescription kept to name a sequence: sequences, planes, contrast, and the words
+# that tell a sequence's kind (nothing else of a description is kept: it may name a person)
 DESCRIPTION_WORDS = SEQUENCE_NAMES | PLANE_NAMES | KIND_WORDS | {"pre", "spine"}
 # The end of a file's name after its case's: a sequence's name, or nnU-Net's 4-digit channel (BRATS_001_0000)
 _TAIL = re.compile(r"^(.*[-_])([^-_]+)$")
 # Fewest cases holding the same sequences, and more than half of the folders (or cases) of several volumes
 MIN_CASES = 5
-# A sequence this share of the cases or more lack is not read, where two or more others are: its cases are
+# A sequence that this share of the cases or more lack is not read where two or more others are, so that
+# those cases are (a site that acquires no diffusion)
 LACKING_SHARE = 0.1
 
 

@@ -433,7 +433,8 @@ def _sequences_as_cases(root: Path, paths: list[Path], label_rows: dict[str, Lab
     problems += [("skipped", other.relative_to(root).as_posix(), f"{OTHER_SEQUENCE} ({', '.join(sequences)}); "
                   "skipped") for other in others]
     example = scan_id(next(iter(members)).relative_to(root))
-    def known_as(volume: Path, case: Path) -> str:
+
+    def known_as(volume: Path, case: Path) -> str:  # the sequence name a case's volume goes by
         return member_name(case_location(case), volume_location(volume)[1]) or ""
 
     by_kind = sorted({name for member, case in grouped.items() if (name := known_as(member, case)) not in sequences})
