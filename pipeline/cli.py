@@ -44,8 +44,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 INCLUDE_HELP = ("only the scans whose path below --scans matches this glob, case and -, _ and space ignored "
-                "('*flair*'; a word without wildcards matches any path holding it): one kind of file among "
-                "several (data.include); score reads a new folder so")
+                "('*flair*'; a word without wildcards matches any path holding it; several joined by ',', and '!' "
+                "before those to leave out: 'flair,!mpr'): one kind of file among several (data.include); score "
+                "reads a new folder so")
 
 
 def _include_of(args) -> str:

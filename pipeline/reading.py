@@ -243,20 +243,27 @@ def _description_of(folder: str, uid: str | None, listed_at: int) -> str:
 
 
 def included(paths: list[Path], root: str | os.PathLike, pattern: str) -> tuple[list[Path], list[Path]]:
-    """(the ``paths`` whose path below ``root`` matches the glob ``pattern``, ``*`` crossing folders; the
-    others). Case is ignored, and so are the separators ``-``, ``_`` and space (``dark_fluid`` matches
-    ``t2_tirm_tra_dark-fluid_3.nii.gz``); a pattern without wildcards matches any path holding it
-    (``flair``: ``*flair*``)."""
+    """(the ``paths`` whose path below ``root`` matches ``pattern``; the others). The pattern is one or more
+    globs joined by ``,``, ``*`` crossing folders; a path is kept where it matches one of those without ``!``
+    (or there are none) and none of those with it (``flair,!mpr``: the FLAIRs but their reformats). Case is
+    ignored, and so are the separators ``-``, ``_`` and space (``dark_fluid`` matches
+    ``t2_tirm_tra_dark-fluid_3.nii.gz``); a glob without wildcards matches any path holding it (``flair``:
+    ``*flair*``)."""
     def plain(text: str) -> str:
         return re.sub(r"[-_ ]", "_", text.lower())
 
-    pattern = plain(pattern.strip())
-    if not any(character in pattern for character in "*?["):
-        pattern = f"*{pattern}*"
+    def glob(part: str) -> str:
+        return part if any(character in part for character in "*?[") else f"*{part}*"
+
+    parts = [plain(part.strip()) for part in pattern.split(",") if part.strip()]
+    wanted = [glob(part) for part in parts if not part.startswith("!")]
+    unwanted = [glob(part[1:].strip()) for part in parts if part.startswith("!")]
     kept, left_out = [], []
     for path in paths:
         relative = plain(Path(os.path.relpath(path, root)).as_posix())
-        (kept if fnmatch.fnmatchcase(relative, pattern) else left_out).append(path)
+        keep = ((not wanted or any(fnmatch.fnmatchcase(relative, glob) for glob in wanted))
+                and not any(fnmatch.fnmatchcase(relative, glob) for glob in unwanted))
+        (kept if keep else left_out).append(path)
     return kept, left_out
 
 

@@ -12,7 +12,7 @@ import pytest
 from test_dicom import write_series
 
 from pipeline.cli import main
-from pipeline.reading import ScanReadError, load_scan
+from pipeline.reading import ScanReadError, included, load_scan
 from pipeline.sequences import (
     case_location,
     case_path,
@@ -248,6 +248,11 @@ def test_include_keeps_one_kind_of_file_in_training_and_in_scoring(tmp_path, mon
     result = ingest(scans, tmp_path / "files.csv", manifest_dir=tmp_path / "manifests", workers=1,
                     include="dark-FLUID")
     assert result.manifest["scan_id"].str.contains("/t2_tirm_tra_dark-fluid_").all() and len(result.manifest) == 16
+    # globs joined by ',', those to leave out after '!': all but the T1s, and the FLAIRs of all but two patients
+    kept, left_out = included(sorted(scans.rglob("*.nii.gz")), scans, "!mprage")
+    assert len(kept) == 16 and all("dark-fluid" in path.name for path in kept) and len(left_out) == 16
+    kept, _ = included(sorted(scans.rglob("*.nii.gz")), scans, " fluid , !7100000/*, !7100001/* ")
+    assert len(kept) == 14 and not any(path.parent.name in ("7100000", "7100001") for path in kept)
     assert (result.manifest["shape"] == "8x8x6").all() and (result.manifest["label"] != "").all()
     assert set(result.problems["source"]) == {"skipped"}  # the T1 files' rows name no problem
     assert (result.problems["reason"].str.startswith("not matching --include")).sum() == 16
