@@ -53,8 +53,11 @@ _T2_WORDS = {"t2", "t2w", "tse", "fse", "frfse"}
 _T2_STAR_WORDS = {"t2star", "gre", "star"}
 _SWI_WORDS = {"swi", "swan"}
 _DIFFUSION_WORDS = {"dwi", "diff", "diffusion", "trace", "tracew"}
+# An image derived from another (a reformat in another plane, a projection): no kind of its own, so that a
+# FLAIR's reformat beside it leaves one FLAIR in its case
+_DERIVED_WORDS = {"mpr", "mip", "minip", "reformat", "reformatted", "mpvr"}
 KIND_WORDS = (_T1_WORDS | _T1_CONTRAST_WORDS | _CONTRAST_WORDS | _FLAIR_WORDS | _T2_WORDS | _T2_STAR_WORDS
-              | _SWI_WORDS | _DIFFUSION_WORDS | {"pd", "pdw", "adc", "dark", "fluid"})
+              | _SWI_WORDS | _DIFFUSION_WORDS | _DERIVED_WORDS | {"pd", "pdw", "adc", "dark", "fluid"})
 # Words of a DICOM SeriesDescription kept to name a sequence: sequences, planes, contrast, and the words
 # that tell a sequence's kind (nothing else of a description is kept: it may name a person)
 DESCRIPTION_WORDS = SEQUENCE_NAMES | PLANE_NAMES | KIND_WORDS | {"pre", "spine"}
@@ -132,9 +135,12 @@ def named_tail(entry_name: str) -> tuple[str, str] | None:
 def sequence_kind(name: str) -> str:
     """The kind of sequence a sequence's name (:func:`sequence_name`, :func:`description_words`) says it is, by
     its words: ``t1``, ``t1c`` (after contrast), ``flair``, ``t2``, ``t2star``, ``swi``, ``pd``, ``adc``,
-    ``dwi`` and a diffusion volume's ``dwi_b<value>``; "" where they say none. ``t1_mprage_tra_km``: ``t1c``;
-    ``t2_tirm_tra_dark_fluid``, ``ax_flair``, ``flair_sag``: ``flair``; ``dwi_b1000``: ``dwi_b1000``."""
+    ``dwi`` and a diffusion volume's ``dwi_b<value>``; "" where they say none, or say the image is derived
+    from another (``flair_3d_mpr_cor``: a reformat). ``t1_mprage_tra_km``: ``t1c``; ``t2_tirm_tra_dark_fluid``,
+    ``ax_flair``, ``flair_sag``: ``flair``; ``dwi_b1000``: ``dwi_b1000``."""
     words = set(re.split(r"[^a-z0-9]+", name.lower())) - {""}
+    if words & _DERIVED_WORDS:
+        return ""
     if "adc" in words:
         return "adc"
     if words & _DIFFUSION_WORDS:

@@ -358,9 +358,11 @@ def test_sites_naming_one_sequence_differently_agree_on_its_kind(tmp_path):
     sites = (("t1_mprage_tra_4.nii.gz", "t2_tirm_tra_dark-fluid_5.nii.gz"), ("T1W_3D_TFE_3.nii.gz", "FLAIR_SAG_4.nii.gz"),
              ("sag_t1_bravo_5.nii.gz", "ax_t2_flair_6.nii.gz"))
     cases = [tmp_path / f"{7100 + p}" / name for p in range(6) for name in sites[p % 3]]
-    assert recurring_sequences(cases, volume) == ["flair", "t1"]  # by name, two cases at most agree
-    kept, grouped, left_out = group_cases(cases, ["flair", "t1"], volume)
+    reformats = [tmp_path / f"{7100 + p}" / "FLAIR_SAG_MPR_COR_7.nii.gz" for p in (1, 4)]  # no second FLAIR
+    assert recurring_sequences(cases + reformats, volume) == ["flair", "t1"]  # by name, two cases at most agree
+    kept, grouped, left_out = group_cases(cases + reformats, ["flair", "t1"], volume)
     assert kept == [case_path(tmp_path / f"{7100 + p}", ["flair", "t1"]) for p in range(6)] and len(grouped) == 12
+    assert sorted(left_out) == reformats
     # where the names tell apart sequences of one kind (T2 in two planes), the names are read, not the kinds
     planes = [tmp_path / f"{7200 + p}" / f"t2_tse_{plane}_{3 + k}.nii.gz" for p in range(6)
               for k, plane in enumerate(("tra", "cor"))]
