@@ -28,11 +28,22 @@ def planes(array: np.ndarray) -> np.ndarray:
     return np.concatenate([np.rot90(v) for v in padded], axis=1)
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    """The first channel of a preprocessed scan (C, *spatial) as a 0-1 picture, 1st-99th percentile."""
-    array = planes(np.asarray(image, dtype=np.float32)[0])
+def _shown_channels(image: np.ndarray) -> np.ndarray:
+    """The channels of a preprocessed scan (C, *spatial) a page shows: every one of a volume's (a case's
+    sequences, a CT's windows: a finding may show in one alone), a picture's first."""
+    image = np.asarray(image, dtype=np.float32)
+    return image if image.ndim == 4 else image[:1]
+
+
+def _scaled(array: np.ndarray) -> np.ndarray:
     low, high = np.percentile(array, [1, 99]) if array.size else (0, 1)
     return np.clip((array - low) / max(high - low, 1e-6), 0, 1)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """A preprocessed scan (C, *spatial) as a 0-1 picture, each channel shown scaled to its own 1st-99th
+    percentile, a volume's channels one row of planes above another."""
+    return np.concatenate([_scaled(planes(channel)) for channel in _shown_channels(image)], axis=0)
 
 
 def _png(values: np.ndarray, size: int) -> bytes:
@@ -45,19 +56,27 @@ def _png(values: np.ndarray, size: int) -> bytes:
     return buffer.getvalue()
 
 
+def _wide(picture: np.ndarray, size: int) -> int:
+    """The longer side of a thumbnail ``size`` wide: a volume's rows of channels never narrower."""
+    return round(size * max(1.0, picture.shape[0] / picture.shape[1]))
+
+
 def thumbnail_png(image: np.ndarray, size: int = 96) -> bytes:
-    """PNG of a preprocessed scan (C, *spatial): the image for 2D, for 3D the middle
-    slices in the three planes side by side."""
-    return _png(_grey(image), size)
+    """PNG of a preprocessed scan (C, *spatial) ``size`` wide: the image for 2D, for 3D the middle
+    slices in the three planes side by side, a row for each channel."""
+    grey = _grey(image)
+    return _png(grey, _wide(grey, size))
 
 
 def overlay_png(image: np.ndarray, heat: np.ndarray, size: int = 96, alpha: float = 0.45) -> bytes:
-    """The thumbnail with a heatmap (*spatial, 0-1, see ``pipeline.saliency``) over it in red to yellow."""
+    """The thumbnail with a heatmap (*spatial, 0-1, see ``pipeline.saliency``) over it in red to yellow
+    (over each channel's row alike)."""
     grey = _grey(image)
     h = np.clip(planes(np.asarray(heat, dtype=np.float32)), 0, 1)
+    h = np.tile(h, (grey.shape[0] // h.shape[0], 1))
     colour = np.stack([np.ones_like(h), h, np.zeros_like(h)], axis=-1)
     weight = (alpha * h)[..., None]
-    return _png(grey[..., None] * (1 - weight) + colour * weight, size)
+    return _png(grey[..., None] * (1 - weight) + colour * weight, _wide(grey, size))
 
 
 MAX_SLICE_STACKS = 50  # volumes per page that get slices to page through (the rest: three middle planes)
@@ -70,28 +89,32 @@ def slice_stack(image: np.ndarray, tile: int = 64, max_slices: int = 24) -> dict
     pixels (never enlarged: the browser scales the canvas).
 
     One picture per volume keeps the page a single file; at most 24 slices of 64 pixels keep a
-    volume to about 100 kB and 15 ms.
+    volume to about 100 kB and 15 ms. A volume of several channels (a case's sequences) has the three
+    rows of each channel in turn (``channels``), each scaled on its own.
     """
-    volume = np.asarray(image, dtype=np.float32)[0]
-    if volume.ndim != 3:
+    channels = _shown_channels(image)
+    if channels.ndim != 4:
         return None
-    low, high = np.percentile(volume[::2, ::2, ::2], [1, 99])
-    volume = np.clip((volume - low) / max(high - low, 1e-6), 0, 1)
-    side, n = max(volume.shape), min(max_slices, max(volume.shape))
+    shape = channels.shape[1:]
+    side, n = max(shape), min(max_slices, max(shape))
     tile = min(tile, side)
     rows = []
-    for axis in range(3):
-        row = []
-        for index in np.linspace(0, volume.shape[axis] - 1, n).round().astype(int):
-            plane = np.rot90(np.take(volume, index, axis=axis))
-            row.append(np.pad(plane, ((0, side - plane.shape[0]), (0, side - plane.shape[1]))))
-        rows.append(np.concatenate(row, axis=1))
+    for volume in channels:
+        low, high = np.percentile(volume[::2, ::2, ::2], [1, 99])
+        volume = np.clip((volume - low) / max(high - low, 1e-6), 0, 1)
+        for axis in range(3):
+            row = []
+            for index in np.linspace(0, shape[axis] - 1, n).round().astype(int):
+                plane = np.rot90(np.take(volume, index, axis=axis))
+                row.append(np.pad(plane, ((0, side - plane.shape[0]), (0, side - plane.shape[1]))))
+            rows.append(np.concatenate(row, axis=1))
     picture = Image.fromarray((np.concatenate(rows, axis=0) * 255).astype(np.uint8))
     if tile != side:
-        picture = picture.resize((n * tile, 3 * tile), Image.BILINEAR)
+        picture = picture.resize((n * tile, len(rows) * tile), Image.BILINEAR)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    return {"png": base64.b64encode(buffer.getvalue()).decode(), "n": int(n), "tile": tile}
+    return {"png": base64.b64encode(buffer.getvalue()).decode(), "n": int(n), "tile": tile,
+            "channels": len(channels)}
 
 
 def review_order(report: pd.DataFrame, positive: str | None) -> pd.DataFrame:
@@ -113,11 +136,11 @@ tr.selected td {{ outline: 2px solid #2a6fdb; }} #scans tbody tr {{ cursor: poin
 .summary td {{ border: none; padding: 2px 12px 2px 0; }} img {{ image-rendering: pixelated; }}
 #toolbar {{ position: sticky; top: 0; background: #fff; padding: 6px 0; border-bottom: 1px solid #ccc; }}
 #toolbar > * {{ margin-right: 10px; }} .verdict {{ font-weight: bold; }}
-#viewer {{ display: none; position: fixed; inset: 0; background: rgba(0,0,0,.8); color: #fff; padding: 2em; }}
+#viewer {{ display: none; position: fixed; inset: 0; background: rgba(0,0,0,.8); color: #fff; padding: 2em; overflow: auto; }}
 #viewer img {{ width: min(70vh, 44vw); height: auto; margin: 1em 0; }} #viewer img[src=""] {{ display: none; }}
 kbd {{ border: 1px solid #999; border-radius: 3px; padding: 0 4px; }}
 #viewerstack {{ display: none; gap: 1em; justify-content: center; }} #viewerstack figure {{ margin: 1em 0; text-align: center; }}
-#viewerstack canvas {{ width: min(40vh, 26vw); image-rendering: pixelated; display: block; }}
+#viewerstack canvas {{ width: min(40vh, 26vw); image-rendering: pixelated; display: block; margin-bottom: 3px; }}
 #viewerstack input {{ width: min(40vh, 26vw); }}
 </style></head><body>
 <h1>{title}</h1>
@@ -208,22 +231,33 @@ function showStack(r, flat) {{
   box.replaceChildren();
   if (!stack) {{ box.style.display = "none"; return; }}
   box.style.display = "flex"; flat.src = "";
+  // A case of several sequences: a canvas for each above another, one slider a plane moving them all.
+  const channels = stack.channels || 1, sequences = ((r.id.match(/\{{([^{{}}]*)\}}$/) || [])[1] || "").split(",");
+  const named = channels > 1 && sequences.length === channels ? ` (top to bottom: ${{sequences.join(", ")}})` : "";
   const sprite = new Image();
   ["sagittal", "coronal", "axial"].forEach((name, plane) => {{
-    const figure = document.createElement("figure"), canvas = document.createElement("canvas");
-    canvas.width = canvas.height = stack.tile; canvas.dataset.plane = plane;
+    const figure = document.createElement("figure"), canvases = [];
+    for (let channel = 0; channel < channels; channel++) {{
+      const canvas = document.createElement("canvas");
+      canvas.width = canvas.height = stack.tile; canvas.dataset.plane = plane; canvas.dataset.channel = channel;
+      if (channels > 1) {{ canvas.style.width = `min(${{50 / channels}}vh, 26vw)`; canvas.title = sequences[channel] || ""; }}
+      canvases.push(canvas);
+    }}
     const slider = document.createElement("input");
     Object.assign(slider, {{type: "range", min: 0, max: stack.n - 1, value: Math.floor(stack.n / 2)}});
     slider.setAttribute("aria-label", name + " slice");
     const caption = document.createElement("figcaption");
     const draw = () => {{
-      const ctx = canvas.getContext("2d"); ctx.clearRect(0, 0, stack.tile, stack.tile);
-      ctx.drawImage(sprite, slider.value * stack.tile, plane * stack.tile, stack.tile, stack.tile, 0, 0, stack.tile, stack.tile);
-      caption.textContent = `${{name}} slice ${{+slider.value + 1}} of ${{stack.n}}`;
+      canvases.forEach((canvas, channel) => {{
+        const ctx = canvas.getContext("2d"); ctx.clearRect(0, 0, stack.tile, stack.tile);
+        ctx.drawImage(sprite, slider.value * stack.tile, (channel * 3 + plane) * stack.tile, stack.tile, stack.tile,
+                      0, 0, stack.tile, stack.tile);
+      }});
+      caption.textContent = `${{name}} slice ${{+slider.value + 1}} of ${{stack.n}}` + (plane === 0 ? named : "");
     }};
     slider.addEventListener("input", draw);
     sprite.addEventListener("load", draw);
-    figure.append(canvas, slider, caption); box.append(figure);
+    figure.append(...canvases, slider, caption); box.append(figure);
   }});
   sprite.src = "data:image/png;base64," + stack.png;
 }}

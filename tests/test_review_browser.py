@@ -233,3 +233,62 @@ def test_a_long_id_without_spaces_wraps_and_leaves_the_error_readable(browser, t
     text = html.unescape(re.search(r'<pre id="out">(.*?)</pre>', run_page(browser, tmp_path, harness), re.S).group(1))
     widths = json.loads(text)
     assert widths[2] < 300 and widths[-1] > 150, widths  # the scan's id wraps; the error has room
+
+
+CHANNELS_HARNESS = """<!doctype html><html><body><pre id="out">pending</pre>
+<iframe id="f" src="REPORT" width="1000" height="700"></iframe>
+<script>
+const frame = document.getElementById("f"), out = document.getElementById("out");
+function brightness(canvas) {
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let total = 0; for (let i = 0; i < pixels.length; i += 4) total += pixels[i]; return total;
+}
+frame.addEventListener("load", () => {
+  const d = frame.contentWindow.document;
+  try {
+    d.querySelector('#scans tbody tr[data-id="7100000/{flair,t1}"]').click();
+    setTimeout(() => {
+      const figure = d.querySelector("#viewerstack figure"), slider = figure.querySelector("input[type=range]");
+      const canvases = Array.from(figure.querySelectorAll("canvas"));
+      const result = {canvases: d.querySelectorAll("#viewerstack canvas").length, titles: canvases.map(c => c.title),
+                      thumb: d.querySelector('#scans tbody tr[data-id="7100000/{flair,t1}"] img').naturalHeight};
+      slider.value = 0; slider.dispatchEvent(new Event("input"));
+      result.first = canvases.map(brightness);
+      slider.value = slider.max; slider.dispatchEvent(new Event("input"));
+      result.last = canvases.map(brightness);
+      result.caption = figure.querySelector("figcaption").textContent;
+      out.textContent = JSON.stringify(result);
+    }, 200);
+  } catch (error) { out.textContent = "harness error: " + error; }
+});
+</script></body></html>"""
+
+
+def test_an_enlarged_case_shows_each_of_its_sequences_at_one_slice(browser, tmp_path):
+    # a tumour that shows on the FLAIR alone must be seen: every sequence of a case, not the first one only
+    import html
+    import json
+
+    from pipeline.review import slice_stack, thumbnail_png, write_review_page
+
+    case = np.zeros((2, 20, 24, 28), np.float32)
+    case[0, :5] = 1.0  # the FLAIR bright at the first sagittal slices
+    case[1, -5:] = 1.0  # the T1 bright at the last
+    case_id = "7100000/{flair,t1}"
+    report = pd.DataFrame({"scan_id": [case_id], "path": [""], "prediction": ["a"], "confidence": [0.9],
+                           "p_a": [0.9], "p_b": [0.1], "needs_review": [True], "status": ["ok"], "error": [""]})
+    summary = {"files": 1, "scored": 1, "errors": 0, "needs_review": 1, "predicted": {"a": 1}}
+    page = tmp_path / "report.html"
+    write_review_page(page, report, {case_id: thumbnail_png(case)}, summary, {}, ["a", "b"], title="case",
+                      stacks={case_id: slice_stack(case)})
+    harness = tmp_path / "harness.html"
+    harness.write_text(CHANNELS_HARNESS.replace("REPORT", page.as_uri()))
+    dom = run_page(browser, tmp_path, harness)
+    text = html.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1))
+    assert not text.startswith(("pending", "harness error")), text
+    result = json.loads(text)
+    assert result["canvases"] == 6 and result["titles"] == ["flair", "t1"]  # two a plane, three planes
+    assert result["first"][0] > 0 and result["first"][1] == 0, result  # the first slice: the FLAIR's block
+    assert result["last"][0] == 0 and result["last"][1] > 0, result  # the last: the T1's
+    assert result["caption"] == "sagittal slice 24 of 24 (top to bottom: flair, t1)"
+    assert result["thumb"] == 64  # the thumbnail: a row of three planes a sequence, 96 pixels wide
