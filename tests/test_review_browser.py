@@ -146,7 +146,8 @@ def test_review_page_filters_enlarges_keeps_keyboard_verdicts_across_reloads_and
     assert ids[4] not in by_file.index and len(exported) == 2  # unsure is recorded, not exported as a label
 
 
-SLIDER_HARNESS = """<!doctype html><html><body><pre id="out">pending</pre>
+# A page in a frame, a canvas's brightness, and BODY run once it has loaded (its result written to #out)
+CANVAS_HARNESS = """<!doctype html><html><body><pre id="out">pending</pre>
 <iframe id="f" src="REPORT" width="1000" height="700"></iframe>
 <script>
 const frame = document.getElementById("f"), out = document.getElementById("out");
@@ -157,6 +158,12 @@ function brightness(canvas) {
 frame.addEventListener("load", () => {
   const d = frame.contentWindow.document;
   try {
+BODY
+  } catch (error) { out.textContent = "harness error: " + error; }
+});
+</script></body></html>"""
+
+SLIDER_HARNESS = CANVAS_HARNESS.replace("BODY", """
     d.querySelector('#scans tbody tr[data-id="head.nii.gz"]').click();
     const canvases = Array.from(d.querySelectorAll("#viewerstack canvas"));
     const sliders = Array.from(d.querySelectorAll("#viewerstack input[type=range]"));
@@ -173,15 +180,23 @@ frame.addEventListener("load", () => {
       d.querySelector('#scans tbody tr[data-id="chest.png"]').click();
       result.stack_for_2d = d.getElementById("viewerstack").style.display;
       out.textContent = JSON.stringify(result);
-    }, 200);
-  } catch (error) { out.textContent = "harness error: " + error; }
-});
-</script></body></html>"""
+    }, 200);""")
+
+
+def harness_result(browser, tmp_path, harness_page: str, page) -> dict:
+    """What a harness (CANVAS_HARNESS with its BODY) wrote to #out about ``page``, as JSON."""
+    import html
+    import json
+
+    harness = tmp_path / "harness.html"
+    harness.write_text(harness_page.replace("REPORT", page.as_uri()))
+    dom = run_page(browser, tmp_path, harness)
+    text = html.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1))
+    assert not text.startswith(("pending", "harness error")), text
+    return json.loads(text)
 
 
 def test_enlarged_volume_pages_through_slices_in_three_planes(browser, tmp_path):
-    import html
-    import json
 
     from pipeline.review import slice_stack, thumbnail_png, write_review_page
 
@@ -196,12 +211,7 @@ def test_enlarged_volume_pages_through_slices_in_three_planes(browser, tmp_path)
     write_review_page(page, report, {"head.nii.gz": thumbnail_png(volume), "chest.png": thumbnail_png(picture)},
                       summary, {}, ["a", "b"], title="slices",
                       stacks={"head.nii.gz": slice_stack(volume), "chest.png": slice_stack(picture)})
-    harness = tmp_path / "harness.html"
-    harness.write_text(SLIDER_HARNESS.replace("REPORT", page.as_uri()))
-    dom = run_page(browser, tmp_path, harness)
-    text = html.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1))
-    assert not text.startswith(("pending", "harness error")), text
-    result = json.loads(text)
+    result = harness_result(browser, tmp_path, SLIDER_HARNESS, page)
     assert result["planes"] == 3 and result["sliders"] == 3 and result["max"] == [23, 23, 23]  # 24 slices
     assert result["flat_hidden"]
     assert all(first > 0 for first in result["first"]), result
@@ -235,17 +245,7 @@ def test_a_long_id_without_spaces_wraps_and_leaves_the_error_readable(browser, t
     assert widths[2] < 300 and widths[-1] > 150, widths  # the scan's id wraps; the error has room
 
 
-CHANNELS_HARNESS = """<!doctype html><html><body><pre id="out">pending</pre>
-<iframe id="f" src="REPORT" width="1000" height="700"></iframe>
-<script>
-const frame = document.getElementById("f"), out = document.getElementById("out");
-function brightness(canvas) {
-  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-  let total = 0; for (let i = 0; i < pixels.length; i += 4) total += pixels[i]; return total;
-}
-frame.addEventListener("load", () => {
-  const d = frame.contentWindow.document;
-  try {
+CHANNELS_HARNESS = CANVAS_HARNESS.replace("BODY", """
     d.querySelector('#scans tbody tr[data-id="7100000/{flair,t1}"]').click();
     setTimeout(() => {
       const figure = d.querySelector("#viewerstack figure"), slider = figure.querySelector("input[type=range]");
@@ -258,16 +258,11 @@ frame.addEventListener("load", () => {
       result.last = canvases.map(brightness);
       result.caption = figure.querySelector("figcaption").textContent;
       out.textContent = JSON.stringify(result);
-    }, 200);
-  } catch (error) { out.textContent = "harness error: " + error; }
-});
-</script></body></html>"""
+    }, 200);""")
 
 
 def test_an_enlarged_case_shows_each_of_its_sequences_at_one_slice(browser, tmp_path):
     # a tumour that shows on the FLAIR alone must be seen: every sequence of a case, not the first one only
-    import html
-    import json
 
     from pipeline.review import slice_stack, thumbnail_png, write_review_page
 
@@ -281,12 +276,7 @@ def test_an_enlarged_case_shows_each_of_its_sequences_at_one_slice(browser, tmp_
     page = tmp_path / "report.html"
     write_review_page(page, report, {case_id: thumbnail_png(case)}, summary, {}, ["a", "b"], title="case",
                       stacks={case_id: slice_stack(case)})
-    harness = tmp_path / "harness.html"
-    harness.write_text(CHANNELS_HARNESS.replace("REPORT", page.as_uri()))
-    dom = run_page(browser, tmp_path, harness)
-    text = html.unescape(re.search(r'<pre id="out">(.*?)</pre>', dom, re.S).group(1))
-    assert not text.startswith(("pending", "harness error")), text
-    result = json.loads(text)
+    result = harness_result(browser, tmp_path, CHANNELS_HARNESS, page)
     assert result["canvases"] == 6 and result["titles"] == ["flair", "t1"]  # two a plane, three planes
     assert result["first"][0] > 0 and result["first"][1] == 0, result  # the first slice: the FLAIR's block
     assert result["last"][0] == 0 and result["last"][1] > 0, result  # the last: the T1's
