@@ -40,9 +40,13 @@ def _scaled(array: np.ndarray) -> np.ndarray:
     return np.clip((array - low) / max(high - low, 1e-6), 0, 1)
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    """A preprocessed scan (C, *spatial) as a 0-1 picture, each channel shown scaled to its own 1st-99th
-    percentile, a volume's channels one row of planes above another."""
+def _picture(image: np.ndarray) -> np.ndarray:
+    """A preprocessed scan (C, *spatial) as a 0-1 picture: a colour picture (three channels in 2D: a fundus
+    photograph, a dermoscopy) in its colours, (H, W, 3), scaled as one; else grey, each channel scaled to
+    its own 1st-99th percentile, a volume's channels one row of planes above another."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3 and len(image) == 3:
+        return _scaled(np.moveaxis(image, 0, -1))
     return np.concatenate([_scaled(planes(channel)) for channel in _shown_channels(image)], axis=0)
 
 
@@ -64,19 +68,20 @@ def _wide(picture: np.ndarray, size: int) -> int:
 def thumbnail_png(image: np.ndarray, size: int = 96) -> bytes:
     """PNG of a preprocessed scan (C, *spatial) ``size`` wide: the image for 2D, for 3D the middle
     slices in the three planes side by side, a row for each channel."""
-    grey = _grey(image)
-    return _png(grey, _wide(grey, size))
+    picture = _picture(image)
+    return _png(picture, _wide(picture, size))
 
 
 def overlay_png(image: np.ndarray, heat: np.ndarray, size: int = 96, alpha: float = 0.45) -> bytes:
     """The thumbnail with a heatmap (*spatial, 0-1, see ``pipeline.saliency``) over it in red to yellow
     (over each channel's row alike)."""
-    grey = _grey(image)
+    picture = _picture(image)
+    base = picture if picture.ndim == 3 else picture[..., None]
     h = np.clip(planes(np.asarray(heat, dtype=np.float32)), 0, 1)
-    h = np.tile(h, (grey.shape[0] // h.shape[0], 1))
+    h = np.tile(h, (picture.shape[0] // h.shape[0], 1))
     colour = np.stack([np.ones_like(h), h, np.zeros_like(h)], axis=-1)
     weight = (alpha * h)[..., None]
-    return _png(grey[..., None] * (1 - weight) + colour * weight, _wide(grey, size))
+    return _png(base * (1 - weight) + colour * weight, _wide(picture, size))
 
 
 MAX_SLICE_STACKS = 50  # volumes per page that get slices to page through (the rest: three middle planes)

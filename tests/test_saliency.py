@@ -47,3 +47,22 @@ def test_gradcam_peaks_over_the_planted_blob(tmp_path, dims, size):
     assert np.mean(distance <= 4) >= 0.7, distance
     png = overlay_png(data.images[abnormal[0]].numpy(), heat[0])
     assert png[:4] == b"\x89PNG"
+
+
+def test_a_colour_picture_is_shown_in_colour_and_a_volumes_every_channel_in_rows():
+    import io
+
+    from PIL import Image
+
+    from pipeline.review import thumbnail_png
+
+    photo = np.zeros((3, 16, 16), np.float32)
+    photo[0, :8] = 1.0  # red above, blue below (a fundus photograph's red is no grey of its own)
+    photo[2, 8:] = 1.0
+    picture = np.asarray(Image.open(io.BytesIO(thumbnail_png(photo))).convert("RGB"))
+    assert picture.shape == (96, 96, 3)
+    assert tuple(picture[10, 48]) == (255, 0, 0) and tuple(picture[80, 48]) == (0, 0, 255)
+    overlaid = np.asarray(Image.open(io.BytesIO(overlay_png(photo, np.zeros((16, 16), np.float32)))).convert("RGB"))
+    assert tuple(overlaid[80, 48]) == (0, 0, 255)  # no heat: the colours as they are
+    case = np.zeros((4, 8, 8, 8), np.float32)  # a case of four sequences: a row of three planes each
+    assert Image.open(io.BytesIO(thumbnail_png(case))).size == (96, 128)
