@@ -170,15 +170,15 @@ def match_sequences(sequences: Iterable[str], names: dict[str, list[Path]]
     kind: a case of ``flair, t2`` from one site reads another's ``ax_flair`` and ``ax_t2``, and a model
     trained on ``t1_mprage_tra, t2_tirm_tra_dark_fluid`` reads a new site's ``t1w_3d_tfe`` and ``flair_sag``
     (but one of ``t2_tse_tra, t2_tse_cor`` tells no T2 of another name apart)."""
-    sequences = list(sequences)
-    kinds = Counter(sequence_kind(sequence) for sequence in sequences)
-    of_kind = {sequence_kind(sequence): sequence for sequence in sequences if kinds[sequence_kind(sequence)] == 1}
-    matched = {sequence: list(names[sequence]) for sequence in sequences if sequence in names}
+    kinds = {sequence: sequence_kind(sequence) for sequence in sequences}
+    shared = Counter(kinds.values())
+    of_kind = {kind: sequence for sequence, kind in kinds.items() if kind and shared[kind] == 1}
+    matched = {sequence: list(names[sequence]) for sequence in kinds if sequence in names}
     others = []
     for name, found in names.items():
-        if name in sequences:
+        if name in kinds:
             continue
-        sequence = of_kind.get(sequence_kind(name) or None)
+        sequence = of_kind.get(sequence_kind(name))
         if sequence is not None and sequence not in names:
             matched.setdefault(sequence, []).extend(found)
         else:
@@ -187,6 +187,7 @@ def match_sequences(sequences: Iterable[str], names: dict[str, list[Path]]
 
 
 def _by_kind(names: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """A case's volumes by the kind of their names (:func:`sequence_kind`), not by the names."""
     kinds: dict[str, list[Path]] = {}
     for name, found in names.items():
         kinds.setdefault(sequence_kind(name), []).extend(found)
