@@ -84,7 +84,14 @@ def overlay_png(image: np.ndarray, heat: np.ndarray, size: int = 96, alpha: floa
     return _png(base * (1 - weight) + colour * weight, _wide(picture, size))
 
 
-MAX_SLICE_STACKS = 50  # volumes per page that get slices to page through (the rest: three middle planes)
+# Volumes per page that get slices to page through (the rest: three middle planes); a case of several
+# sequences counts as its sequences, each its own slices (stack_cost), so the page stays the size it was
+MAX_SLICE_STACKS = 50
+
+
+def stack_cost(image: np.ndarray) -> int:
+    """How many of ``MAX_SLICE_STACKS`` a preprocessed scan's slices take: a volume's channels, else 1."""
+    return len(_shown_channels(image))
 
 
 def slice_stack(image: np.ndarray, tile: int = 64, max_slices: int = 24) -> dict | None:
@@ -94,7 +101,7 @@ def slice_stack(image: np.ndarray, tile: int = 64, max_slices: int = 24) -> dict
     pixels (never enlarged: the browser scales the canvas).
 
     One picture per volume keeps the page a single file; at most 24 slices of 64 pixels keep a
-    volume to about 100 kB and 15 ms. A volume of several channels (a case's sequences) has the three
+    channel to about 100 kB and 15 ms. A volume of several channels (a case's sequences) has the three
     rows of each channel in turn (``channels``), each scaled on its own.
     """
     channels = _shown_channels(image)

@@ -54,7 +54,7 @@ def test_a_colour_picture_is_shown_in_colour_and_a_volumes_every_channel_in_rows
 
     from PIL import Image
 
-    from pipeline.review import thumbnail_png
+    from pipeline.review import stack_cost, thumbnail_png
 
     photo = np.zeros((3, 16, 16), np.float32)
     photo[0, :8] = 1.0  # red above, blue below (a fundus photograph's red is no grey of its own)
@@ -66,3 +66,5 @@ def test_a_colour_picture_is_shown_in_colour_and_a_volumes_every_channel_in_rows
     assert tuple(overlaid[80, 48]) == (0, 0, 255)  # no heat: the colours as they are
     case = np.zeros((4, 8, 8, 8), np.float32)  # a case of four sequences: a row of three planes each
     assert Image.open(io.BytesIO(thumbnail_png(case))).size == (96, 128)
+    # and its slices to page through cost the page four volumes' worth, a picture's one
+    assert stack_cost(case) == 4 and stack_cost(case[:1]) == 1 and stack_cost(photo) == 1

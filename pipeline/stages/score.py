@@ -253,13 +253,15 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
                   chunk_size, folder: str = "") -> None:
     """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order, and saliency
     overlays for the flagged and abnormal-called ones among them (at most ``score.max_saliency``; the
-    first ``MAX_SLICE_STACKS`` volumes among those also get slices to page through). Scans are
+    first ``MAX_SLICE_STACKS`` volumes among those, a case counting as its sequences, also get slices to
+    page through). Scans are
     preprocessed a chunk at a time, so memory stays that of one chunk."""
     from pipeline.review import (
         MAX_SLICE_STACKS,
         overlay_png,
         review_order,
         slice_stack,
+        stack_cost,
         thumbnail_png,
         write_review_page,
     )
@@ -270,7 +272,7 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
     ordered = review_order(report, positive)
     shown = ordered[ordered["status"] == "ok"].head(max_thumbnails)
     thumbnails, overlays, stacks = {}, {}, {}
-    saliency_seconds, left = 0.0, model.config.score.max_saliency
+    saliency_seconds, left, stacked = 0.0, model.config.score.max_saliency, 0
     if len(shown):
         with preprocessor(model.config.preprocess, workers if len(shown) >= 64 else 1, False) as process:
             for start in range(0, len(shown), chunk_size):
@@ -288,7 +290,10 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
                                          model.classes.index(target), batch_size=min(32, batch_size))
                     overlays.update({sid: overlay_png(a, h) for (sid, a), h in zip(group, heat)})
                 saliency_seconds += time.perf_counter() - tick
-                stacks.update({sid: slice_stack(a) for sid, a, _ in picked[:MAX_SLICE_STACKS - len(stacks)]})
+                for sid, a, _ in picked:
+                    if stacked + stack_cost(a) > MAX_SLICE_STACKS:
+                        break
+                    stacks[sid], stacked = slice_stack(a), stacked + stack_cost(a)
         summary["saliency_maps"] = len(overlays)
         summary["saliency_seconds"] = round(saliency_seconds, 2)
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
