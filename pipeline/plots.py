@@ -23,20 +23,20 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_training_curves(history: pd.DataFrame, path: Path, title: str = "") -> Path:
-    """Loss terms (left) and held-out accuracy (right) against training step."""
+    """Loss terms (left) and held-out accuracy and, in a screening run, AUROC (right) against training step."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     if not history.empty:
         for column in ("loss", "supervised", "unsupervised"):
             if column in history and history[column].notna().any():
                 ax_loss.plot(history["step"], history[column], label=column)
-        for column in ("calibration_accuracy", "test_accuracy"):
+        for column in ("calibration_accuracy", "test_accuracy", "calibration_auroc", "test_auroc"):
             if column in history and history[column].notna().any():
                 ax_acc.plot(history["step"], history[column], marker=".", label=column.replace("_", " "))
         if "round" in history and history["round"].nunique() > 1:
             for step in history.groupby("round")["step"].min().iloc[1:]:
                 ax_acc.axvline(step, color="grey", lw=0.6, ls=":")
     ax_loss.set(xlabel="step", ylabel="loss (mean since last point)", yscale="log")
-    ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(0, 1))
+    ax_acc.set(xlabel="step", ylabel="accuracy, AUROC", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -245,13 +245,17 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"]}
         row.update(losses)
         tick = time.perf_counter()
-        row["calibration_accuracy"] = accuracy(*self.subset_logits("calibration"))
+        calibration_logits, calibration_labels = self.subset_logits("calibration")
         self.predict_seconds = (time.perf_counter() - tick) / max(len(self.data.calibration), 1)
+        row["calibration_accuracy"] = accuracy(calibration_logits, calibration_labels)
+        positive = (self.data.classes.index(self.config.data.positive_class)
+                    if self.config.data.positive_class in self.data.classes else None)
+        if positive is not None:  # a screening run: how well the scans are ranked, whatever the threshold
+            row["calibration_auroc"] = positive_auroc(calibration_logits, calibration_labels, positive)
         if self.config.train.eval_test:
             test_logits, test_labels = self.subset_logits("test")
             row["test_accuracy"] = accuracy(test_logits, test_labels)
-            if self.config.data.positive_class in self.data.classes:
-                positive = self.data.classes.index(self.config.data.positive_class)
+            if positive is not None:
                 row["test_auroc"] = positive_auroc(test_logits, test_labels, positive)
         self.history.append(row)
         return row

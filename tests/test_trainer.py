@@ -272,3 +272,15 @@ def test_curves_are_redrawn_at_every_evaluation_so_a_long_run_can_be_watched(tmp
     Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
     assert drawn == [1, 2, 3, 3]  # after each evaluation in the loop, then with the finished run
     assert (tmp_path / "training_curves.png").stat().st_size > 0
+
+
+def test_a_screening_run_logs_how_well_it_ranks_the_calibration_scans(tmp_path):
+    # Accuracy at the arg-max says little where one class is rare; the curves show the ranking too.
+    config = load_config(None, ["method.name=supervised", *TOY, "data.positive_class=b"])
+    Trainer(config, toy_training_data(), tmp_path / "screening", progress=False).fit()
+    history = pd.read_csv(tmp_path / "screening" / "metrics.csv")
+    assert history["calibration_auroc"].between(0, 1).all()
+    assert history["calibration_auroc"].iloc[-1] > 0.8
+    config = load_config(None, ["method.name=supervised", *TOY])
+    Trainer(config, toy_training_data(), tmp_path / "classes", progress=False).fit()
+    assert "calibration_auroc" not in pd.read_csv(tmp_path / "classes" / "metrics.csv")
