@@ -114,11 +114,14 @@ def discovered_set(folder: Path) -> dict | None:
 def run_command(spec: dict, method: str, draw: int) -> list[str]:
     """``pipeline run`` of one set's draw as a new user types it, but for the budget: ``train.minutes``, the
     training budget, where a user's ``--minutes`` is the whole command's (since 2026-12-04), so that runs
-    of every commit train for as long as the page's earlier ones did."""
+    of every commit train for as long as the page's earlier ones did.
+
+    The ``key=value`` overrides come last, so that a shared plan's (``run_one``) joins them: argparse
+    reads one run of them, and a second run after an option is refused."""
     screening = ["--healthy", spec["healthy"]] if "healthy" in spec else ["--positive", spec["positive"]]
     command = [sys.executable, "-m", "pipeline", "run", "--scans", spec["scans"], *screening,
-               "--labels-per-class", str(spec["labels_per_class"]), f"train.minutes={spec['minutes']}",
-               "--seed", str(draw), "--quiet"]
+               "--labels-per-class", str(spec["labels_per_class"]), "--seed", str(draw), "--quiet",
+               f"train.minutes={spec['minutes']}"]
     return command + ([f"method.name={method}"] if method != DEFAULT_METHOD else [])
 
 

@@ -291,3 +291,12 @@ def test_a_panel_folder_with_a_labels_file_is_run_without_an_entry(tmp_path, mon
     assert command[command.index("--healthy") + 1] == "No Tumour" and "--positive" not in command
     assert command[-1] == "method.name=supervised" and command[command.index("--seed") + 1] == "2"
     assert "--positive" in real.run_command(sets["xray"], real.DEFAULT_METHOD, 0)
+    # The baseline's command with its draw's shared plan is one the CLI accepts, every override read
+    # (5b6eba1 put --seed after the first override, and the plan's were refused as unrecognised).
+    from pipeline.cli import build_parser
+
+    planned = {"network.channels": [8, 16], "train.batch_size": 8, "method.pi_model.warmup": 0.25}
+    command = real.run_command(sets["mri"], "supervised", 2) + real.shared_plan(planned)
+    args = build_parser().parse_args(command[command.index("run"):])
+    assert args.overrides == ["train.minutes=3.0", "method.name=supervised", "network.channels=[8, 16]",
+                              "train.batch_size=8"]
