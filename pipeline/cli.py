@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -319,11 +320,28 @@ def _resolve_scans(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"{args.command} needs the folder of scans: pipeline {args.command} FOLDER")
 
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*=")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with ``section.key=value`` overrides wherever they stand.
+
+    argparse gives a positional list the first run of them only, so ``run --scans S a.b=1 --seed 0
+    c.d=2`` would refuse ``c.d=2``; the later runs join the first, in the order typed (the last wins).
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all(OVERRIDE.match(token) for token in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     # A command's budget counts from the process's start; called as a function, from the call.
     started = process_started() if argv is None else time.monotonic()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     _resolve_scans(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -124,3 +124,19 @@ def test_per_method_tables_are_checked_even_when_not_chosen(tmp_path, extra, nam
     path.write_text(PER_METHOD + extra)
     with pytest.raises(ConfigError, match=named):
         load_config(path, ["method.name=supervised"])
+
+
+def test_overrides_on_the_command_line_are_read_wherever_they_stand():
+    from pipeline.cli import build_parser, parse_arguments
+
+    parser = build_parser()
+    args = parse_arguments(parser, ["run", "--scans", "S", "train.minutes=1", "--seed", "3", "--quiet",
+                                    "method.name=supervised", "--positive", "x", "network.channels=[8, 16]",
+                                    "train.minutes=2"])
+    assert args.overrides == ["train.minutes=1", "method.name=supervised", "network.channels=[8, 16]",
+                              "train.minutes=2"]  # in the order typed: the last value wins
+    assert (args.seed, args.quiet, args.positive) == (3, True, "x")
+    with pytest.raises(SystemExit):  # anything else unknown is still refused
+        parse_arguments(parser, ["run", "--scans", "S", "a.b=1", "--quiet", "stray"])
+    with pytest.raises(SystemExit):  # a command without overrides takes none
+        parse_arguments(parser, ["suggest", "RUN", "--n", "3", "a.b=1"])
