@@ -218,7 +218,8 @@ def test_a_case_folder_export_is_planned_trained_and_a_new_folders_cases_scored(
                      "--labels-per-class", "3", "--quiet", "train.minutes=0.05", "split.test_fraction=0.3",
                      f"preprocess.sequences={json.dumps(SEQUENCES[::-1])}"]) == 2
     assert ("preprocess.sequences = ['t2_tirm_tra_dark_fluid', 't1_mprage_tra'] is not how ingest read" in caplog.text
-            and "(t1_mprage_tra, t2_tirm_tra_dark_fluid), which training reads: leave it unset" in caplog.text)
+            and "(the same sequences in another order: t1_mprage_tra, t2_tirm_tra_dark_fluid, the channels' order)"
+            ", which training reads: leave it unset" in caplog.text)
     assert plan["preprocess.channels"]["reason"].startswith("2 sequences a case (each in a file or series of its own)")
     assert json.loads((run / "checkpoint.json").read_text())["in_channels"] == 2
     new, _ = export(tmp_path / "new", patients=3, first=8200000)

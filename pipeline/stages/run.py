@@ -354,6 +354,9 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     if "preprocess.sequences" in user and user["preprocess.sequences"] != fp["sequences"]:
         # training reads the cases as ingest named them; score would read a new folder's otherwise
         read = ", ".join(fp["sequences"]) or "no cases of sequences"
+        if sorted(user["preprocess.sequences"]) == sorted(fp["sequences"]):
+            # a model's channels are in the manifest's order, and score reads a new case's in the config's
+            read = f"the same sequences in another order: {read}, the channels' order"
         raise ConfigError(f"preprocess.sequences = {user['preprocess.sequences']} is not how ingest read "
                           f"{manifest_path(first)} ({read}), which training reads: leave it unset (the plan sets it "
                           "from the manifest); to read the folder again, delete the manifest and the split files "
