@@ -356,7 +356,8 @@ class Trainer:
                 if budget_s > 0 and loop.eval_time > 0.1 * (time.perf_counter() - start):
                     loop.eval_every *= 2  # evaluation took over a tenth of the time so far: look less often
                 if row:
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", cal_acc=f"{row['calibration_accuracy']:.3f}")
+                    ranking = {"cal_auroc": f"{row['calibration_auroc']:.3f}"} if "calibration_auroc" in row else {}
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", cal_acc=f"{row['calibration_accuracy']:.3f}", **ranking)
                 loop.sums, loop.count = {}, 0
             if save_every > 0 and time.perf_counter() - last_save >= save_every:
                 loop.elapsed = time.perf_counter() - start
