@@ -239,6 +239,19 @@ def paired_interval(differences: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def draws_for_interval(differences: np.ndarray, half_width: float = 0.03, most: int = 1000) -> float:
+    """Paired draws at whose number the 95% t interval of the mean difference would be +-``half_width``,
+    were the differences as spread as these: how many runs would tell a difference of the bar's size
+    from none. NaN from fewer than two differences; ``most`` + 1 where even ``most`` would not."""
+    if len(differences) < 2:
+        return float("nan")
+    sd = float(np.std(differences, ddof=1))
+    for n in range(2, most + 1):
+        if stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n) <= half_width:
+            return float(n)
+    return float(most + 1)
+
+
 def _pm(values: pd.Series, digits: int = 3) -> str:
     if len(values) < 2:
         return f"{values.mean():.{digits}f}"
@@ -309,12 +322,15 @@ def build_page(sets: dict[str, dict]) -> str:
         pivot = part.pivot_table(index="draw", columns="method", values="test_auroc")
         if {BASELINE, DEFAULT_METHOD} <= set(pivot.columns):
             paired = pivot[[BASELINE, DEFAULT_METHOD]].dropna()
-            mean, low, high = paired_interval((paired[DEFAULT_METHOD] - paired[BASELINE]).to_numpy())
+            differences = (paired[DEFAULT_METHOD] - paired[BASELINE]).to_numpy()
+            mean, low, high = paired_interval(differences)
+            needed = draws_for_interval(differences)
             diffs.append({"set": name, "paired draws": len(paired),
                           f"{DEFAULT_METHOD} - {BASELINE} test AUROC": f"{mean:+.3f}",
                           "95% interval": f"[{low:+.3f}, {high:+.3f}]" if np.isfinite(low) else "(one draw)",
                           "per draw": ", ".join(f"{d:+.3f}" for d in paired[DEFAULT_METHOD] - paired[BASELINE]),
                           "one run's test-set SE": _test_set_error(part[part["method"] == DEFAULT_METHOD]),
+                          "draws for a ±0.03 interval": f"{needed:.0f}" if np.isfinite(needed) else "-",
                           "met +0.03": "yes" if mean >= 0.03 else "no"})
     _figure(frame, sets)
     plans = [{"set": name, **plan_summary(frame[(frame["set"] == name) & (frame["method"] == DEFAULT_METHOD)])}
@@ -354,7 +370,9 @@ def build_page(sets: dict[str, dict]) -> str:
         "*One run's test-set SE*: the standard error of a single test AUROC of the default method from the "
         "size of its test set alone (Hanley & McNeil 1982; mean over draws). Both methods of a draw score the "
         "same test scans, so their paired difference varies less than this, but a set whose SE is above "
-        "0.03 cannot show a 0.03 difference reliably in 3 draws.",
+        "0.03 cannot show a 0.03 difference reliably in 3 draws. *Draws for a ±0.03 interval*: how many "
+        "paired draws, as spread as these, make the 95% interval of the mean difference ±0.03 wide: about as "
+        "many as it takes to tell a difference of the bar's size from none.",
         "",
         "## What the plan chose",
         "",

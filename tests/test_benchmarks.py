@@ -154,6 +154,24 @@ def test_auroc_standard_error_matches_the_spread_of_simulated_test_sets():
     assert np.isnan(auroc_standard_error(0.8, 0, 90))
 
 
+def test_draws_for_an_interval_are_the_fewest_whose_95_percent_interval_is_that_narrow():
+    import numpy as np
+
+    from benchmarks.real import draws_for_interval, paired_interval
+
+    differences = np.array([0.039, -0.028, -0.007, 0.082, -0.139, -0.077, -0.036, -0.016, 0.036, -0.066])
+    needed = int(draws_for_interval(differences))
+    sd = differences.std(ddof=1)
+    for n, narrow_enough in ((needed, True), (needed - 1, False)):  # the spread kept, n draws
+        z = np.random.default_rng(n).normal(size=n)
+        draws = differences.mean() + sd * (z - z.mean()) / z.std(ddof=1)
+        low, high = paired_interval(draws)[1:]
+        assert ((high - low) / 2 <= 0.03 + 1e-9) is narrow_enough, n
+    assert needed == 21  # covid_cxr's spread: 21 draws, against the 10 run
+    assert draws_for_interval(differences / 10) == 3  # a tenth of the spread
+    assert np.isnan(draws_for_interval(differences[:1]))
+
+
 def test_the_baseline_run_takes_the_default_methods_plan_except_its_method():
     from benchmarks.real import shared_plan
     from pipeline.config import load_config
