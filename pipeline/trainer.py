@@ -177,6 +177,9 @@ class Trainer:
         pool = torch.cat([data.labelled, data.unlabelled])
         self.refresh_scans = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))
                                   [:refresh_count(data.images)]]
+        # a screening run's abnormal class, whose ranking of held-out scans is logged (AUROC)
+        positive = config.data.positive_class
+        self.positive = data.classes.index(positive) if positive in data.classes else None
         self.bfloat16 = train.precision == "bfloat16"
         self.steps_taken = 0
         self.predict_seconds = 0.0  # a calibration scan's prediction, as the last evaluation timed it
@@ -248,15 +251,13 @@ class Trainer:
         calibration_logits, calibration_labels = self.subset_logits("calibration")
         self.predict_seconds = (time.perf_counter() - tick) / max(len(self.data.calibration), 1)
         row["calibration_accuracy"] = accuracy(calibration_logits, calibration_labels)
-        positive = (self.data.classes.index(self.config.data.positive_class)
-                    if self.config.data.positive_class in self.data.classes else None)
-        if positive is not None:  # a screening run: how well the scans are ranked, whatever the threshold
-            row["calibration_auroc"] = positive_auroc(calibration_logits, calibration_labels, positive)
+        if self.positive is not None:  # how well the scans are ranked, whatever the threshold
+            row["calibration_auroc"] = positive_auroc(calibration_logits, calibration_labels, self.positive)
         if self.config.train.eval_test:
             test_logits, test_labels = self.subset_logits("test")
             row["test_accuracy"] = accuracy(test_logits, test_labels)
-            if positive is not None:
-                row["test_auroc"] = positive_auroc(test_logits, test_labels, positive)
+            if self.positive is not None:
+                row["test_auroc"] = positive_auroc(test_logits, test_labels, self.positive)
         self.history.append(row)
         return row
 
@@ -446,9 +447,8 @@ class Trainer:
             "samples_per_second": round(samples / max(train_time, 1e-9), 1),
             "calibration_accuracy": self.history[-1]["calibration_accuracy"],
             "test_accuracy": accuracy(test_logits, test_labels),
-            **({"test_auroc": positive_auroc(test_logits, test_labels,
-                                             self.data.classes.index(self.config.data.positive_class))}
-               if self.config.data.positive_class in self.data.classes else {}),
+            **({"test_auroc": positive_auroc(test_logits, test_labels, self.positive)}
+               if self.positive is not None else {}),
             "n_labelled": len(self.data.labelled),
             "n_unlabelled": len(self.data.unlabelled),
             "n_calibration": len(self.data.calibration),

@@ -254,8 +254,7 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
     """The HTML page; thumbnails for the first ``max_thumbnails`` scans in review order, and saliency
     overlays for the flagged and abnormal-called ones among them (at most ``score.max_saliency``; the
     first ``MAX_SLICE_STACKS`` volumes among those, a case counting as its sequences, also get slices to
-    page through). Scans are
-    preprocessed a chunk at a time, so memory stays that of one chunk."""
+    page through). Scans are preprocessed a chunk at a time, so memory stays that of one chunk."""
     from pipeline.review import (
         MAX_SLICE_STACKS,
         overlay_png,
@@ -291,9 +290,10 @@ def _write_review(out, report, model, calibration, summary, workers, max_thumbna
                     overlays.update({sid: overlay_png(a, h) for (sid, a), h in zip(group, heat)})
                 saliency_seconds += time.perf_counter() - tick
                 for sid, a, _ in picked:
-                    if stacked + stack_cost(a) > MAX_SLICE_STACKS:
+                    cost = stack_cost(a)
+                    if stacked + cost > MAX_SLICE_STACKS:
                         break
-                    stacks[sid], stacked = slice_stack(a), stacked + stack_cost(a)
+                    stacks[sid], stacked = slice_stack(a), stacked + cost
         summary["saliency_maps"] = len(overlays)
         summary["saliency_seconds"] = round(saliency_seconds, 2)
     write_review_page(out.with_suffix(".html"), report, thumbnails, summary, calibration, model.classes,
