@@ -116,8 +116,8 @@ def run_command(spec: dict, method: str, draw: int) -> list[str]:
     training budget, where a user's ``--minutes`` is the whole command's (since 2026-12-04), so that runs
     of every commit train for as long as the page's earlier ones did.
 
-    The ``key=value`` overrides come last, so that a shared plan's (``run_one``) joins them: argparse
-    reads one run of them, and a second run after an option is refused."""
+    The ``key=value`` overrides come last, where a shared plan's (``run_one``) join them: so the command
+    also parses on commits before 111da44, whose CLI refused a second run of overrides after an option."""
     screening = ["--healthy", spec["healthy"]] if "healthy" in spec else ["--positive", spec["positive"]]
     command = [sys.executable, "-m", "pipeline", "run", "--scans", spec["scans"], *screening,
                "--labels-per-class", str(spec["labels_per_class"]), "--seed", str(draw), "--quiet",
@@ -328,7 +328,7 @@ def build_page(sets: dict[str, dict]) -> str:
             diffs.append({"set": name, "paired draws": len(paired),
                           f"{DEFAULT_METHOD} - {BASELINE} test AUROC": f"{mean:+.3f}",
                           "95% interval": f"[{low:+.3f}, {high:+.3f}]" if np.isfinite(low) else "(one draw)",
-                          "per draw": ", ".join(f"{d:+.3f}" for d in paired[DEFAULT_METHOD] - paired[BASELINE]),
+                          "per draw": ", ".join(f"{d:+.3f}" for d in differences),
                           "one run's test-set SE": _test_set_error(part[part["method"] == DEFAULT_METHOD]),
                           "draws for a ±0.03 interval": f"{needed:.0f}" if np.isfinite(needed) else "-",
                           "met +0.03": "yes" if mean >= 0.03 else "no"})
