@@ -1,7 +1,7 @@
 """Regenerate benchmarks/real.md: the default SSL method against supervised on the real panel.
 
 Usage: python -m benchmarks.real [--sets pneumoniamnist,covid_cxr] [--methods supervised,pi_model]
-                                 [--draws 3] [--report-only]
+                                 [--draws 3] [--report-only] [--into FOLDER]
 
 Every set of ``benchmarks/real_sets.toml`` whose folder exists, and every other folder of the
 development panel (``../shared/data``) with a ``labels.csv``, is run the way a new user runs it,
@@ -125,8 +125,8 @@ def run_command(spec: dict, method: str, draw: int) -> list[str]:
     return command + ([f"method.name={method}"] if method != DEFAULT_METHOD else [])
 
 
-def result_path(name: str, method: str, draw: int) -> Path:
-    return RESULTS / SUITE / f"{name}__{method}__draw{draw}.json"
+def result_path(name: str, method: str, draw: int, suite: str = SUITE) -> Path:
+    return RESULTS / suite / f"{name}__{method}__draw{draw}.json"
 
 
 def auroc_standard_error(auroc: float, n_positive: int, n_negative: int) -> float:
@@ -178,7 +178,8 @@ def shared_plan(planned: dict) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in sorted(planned.items()) if not key.startswith("method.")]
 
 
-def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | None = None) -> dict:
+def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | None = None,
+            suite: str = SUITE) -> dict:
     command = run_command(spec, method, draw)
     if plan_from is not None:
         command += shared_plan(plan_from["plan"])
@@ -211,7 +212,7 @@ def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | Non
         "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpu_load_at_end": round(os.getloadavg()[0], 2),
     }
-    write_json(result_path(name, method, draw), result)
+    write_json(result_path(name, method, draw, suite), result)
     print(f"    test AUROC {result['test_auroc']:.3f}, {result['steps']} steps, training {result['train_wall_s']:.0f} s "
           f"of {spec['minutes'] * 60:.0f} s, whole run {wall:.0f} s", flush=True)
     return result
@@ -442,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=f"{BASELINE},{DEFAULT_METHOD}")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--into", metavar="FOLDER", default=SUITE,
+                        help="store the runs under benchmarks/results/FOLDER and leave real.md alone: a method "
+                             "tried against the page's runs, each draw trained with the stored default-method "
+                             "run's plan")
     parser.add_argument("--rerun", metavar="METHOD", default="",
                         help="re-run METHOD's stored runs (of --sets, draws below --draws) made on another commit, "
                              "each with its own planned settings as overrides so it keeps its draw's plan")
@@ -452,6 +457,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown set(s) {unknown}; known: {', '.join(sets)}")
     fill_test_positives(sets)
+    if args.into != SUITE:
+        for draw in range(args.draws):
+            for name in chosen:
+                for method in args.methods.split(","):
+                    planner = result_path(name, DEFAULT_METHOD, draw)
+                    if not result_path(name, method, draw, args.into).exists():
+                        run_one(name, sets[name], method, draw,
+                                json.loads(planner.read_text()) if planner.exists() else None, args.into)
+        return 0
     if args.rerun:
         rerun(args.rerun, chosen, sets, args.draws)
     elif not args.report_only:

@@ -13,6 +13,7 @@ from pipeline.config import load_config
 from pipeline.methods import fixmatch as fixmatch_module
 from pipeline.methods.base import RoundContext, StepBatch
 from pipeline.methods.co_teaching import forget_rate
+from pipeline.methods.confidence import ConfidenceAverages, align_distribution
 from pipeline.methods.shared import (
     Ensemble,
     HalfView,
@@ -33,10 +34,11 @@ from toy import toy_training_data
 # (its lower bound, three classes), so the default target of 0.95 would call no scan.
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.unlabelled_batch_size=32",
        "calibrate.min_support=3", "calibrate.target_precision=0.8", "train.threads=2"]
-SSL = ["pi_model", "mean_teacher", "fixmatch", "co_training", "co_teaching"]
+SSL = ["pi_model", "mean_teacher", "fixmatch", "freematch", "softmatch", "co_training", "co_teaching"]
 # The parameter scaling each method's unsupervised term, and settings that make it non-zero at once.
 WEIGHT_KEY = {"pi_model": "consistency_weight", "mean_teacher": "consistency_weight",
-              "fixmatch": "unlabelled_weight", "co_training": "unlabelled_weight",
+              "fixmatch": "unlabelled_weight", "freematch": "unlabelled_weight", "softmatch": "unlabelled_weight",
+              "co_training": "unlabelled_weight",
               "co_teaching": "unlabelled_weight"}
 EXTRA = {"fixmatch": ["method.fixmatch.threshold=0.0"]}
 
@@ -530,3 +532,81 @@ def test_pi_model_warmup_trains_on_labelled_scans_alone_then_ramps_from_its_end(
     assert float(later["weight"]) == pytest.approx(method.params.consistency_weight * ramp)
     with pytest.raises(ValueError, match="warmup"):
         build("pi_model", "method.pi_model.warmup=1.0")
+
+
+def test_confidence_averages_follow_the_batches_and_lower_the_bar_for_a_rarely_predicted_class():
+    averages = ConfidenceAverages(3, momentum=0.5)
+    assert torch.allclose(averages.thresholds(), torch.full((3,), 1 / 3))  # a network that knows nothing
+    logits = torch.log(torch.tensor([[0.9, 0.05, 0.05], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.1, 0.3]]))
+    probs = averages.probabilities(logits)
+    assert torch.allclose(probs, torch.softmax(logits, 1)) and not probs.requires_grad
+    top = probs.max(1).values
+    assert float(averages.top_mean) == pytest.approx(0.5 / 3 + 0.5 * float(top.mean()))
+    assert float(averages.top_var) == pytest.approx(0.5 + 0.5 * float(top.var()))
+    assert torch.allclose(averages.class_mean, 0.5 / 3 + 0.5 * probs.mean(0))
+    thresholds = averages.thresholds()
+    # class 0 is predicted most: its bar is the mean top probability; the others' are lower
+    assert float(thresholds[0]) == pytest.approx(float(averages.top_mean))
+    assert float(thresholds[2]) < float(thresholds[1]) < float(thresholds[0])
+    with pytest.raises(ValueError, match="momentum"):
+        ConfidenceAverages(2, momentum=1.0)
+
+
+def test_soft_weights_are_one_from_the_mean_confidence_up_and_gaussian_below():
+    averages = ConfidenceAverages(2, momentum=0.9)
+    averages.top_mean.fill_(0.8)
+    averages.top_var.fill_(0.01)
+    weights = averages.soft_weights(torch.tensor([0.95, 0.8, 0.7, 0.5]), gaussian_sd=0.5)
+    assert weights[:2].tolist() == [1.0, 1.0]
+    sd = 0.5 * 0.1
+    assert float(weights[2]) == pytest.approx(math.exp(-(0.1 / sd) ** 2 / 2), rel=1e-5)
+    assert 0 < float(weights[3]) < float(weights[2]) < 1
+
+
+def test_distribution_alignment_meets_the_target_mix_and_keeps_rows_normalised():
+    probs = torch.tensor([[0.6, 0.4], [0.5, 0.5], [0.7, 0.3], [0.2, 0.8]])
+    aligned = align_distribution(probs, probs.mean(0), torch.tensor([0.9, 0.1]))
+    assert torch.allclose(aligned.sum(1), torch.ones(4))
+    assert float(aligned[:, 0].mean()) > 0.8  # near the target's 0.9, from 0.5
+    # the ranking of the scans by a class is kept
+    assert torch.equal(aligned[:, 0].argsort(), probs[:, 0].argsort())
+
+
+@pytest.mark.parametrize("name", ["freematch", "softmatch"])
+def test_fixmatch_successors_align_to_the_pool_prior_once_estimated_and_validate_their_parameters(name):
+    data = toy_training_data()
+    config, method = build(name, f"method.{name}.momentum=0.5")
+    assert method.rounds == 4 and method.pool_prior is None
+    batch = batch_for(config, data, n_unlabelled=32)
+    weak = method.network(batch.augment.weak(batch.unlabelled)).detach()
+    plain = method.weak_probabilities(weak)
+    assert torch.allclose(plain, torch.softmax(weak, 1), atol=1e-6)
+    method.pool_prior = torch.tensor([0.8, 0.1, 0.1])
+    for _ in range(20):  # let the running mean settle on this batch
+        aligned = method.weak_probabilities(weak)
+    assert float(aligned[:, 0].mean()) > float(plain[:, 0].mean()) + 0.1
+    assert float(aligned[:, 0].mean()) == pytest.approx(0.8, abs=0.1)
+    terms = method.losses(batch)
+    assert {"unsupervised", "threshold" if name == "freematch" else "weight_mean"} <= set(terms)
+    assert "averages.top_mean" in method.state_dict()  # a resumed run keeps its running averages
+    _, unaligned = build(name, f"method.{name}.alignment=false")
+    assert unaligned.rounds == 1
+    with pytest.raises(ValueError, match=f"method.{name}.momentum"):
+        build(name, f"method.{name}.momentum=1.0")
+    with pytest.raises(ValueError, match=f"method.{name}.prior_rounds"):
+        build(name, f"method.{name}.prior_rounds=1")
+    if name == "softmatch":
+        with pytest.raises(ValueError, match="gaussian_sd"):
+            build(name, "method.softmatch.gaussian_sd=0")
+
+
+@pytest.mark.parametrize("name", ["freematch", "softmatch"])
+def test_fixmatch_successors_learn_when_the_pool_mix_differs_and_estimate_that_mix(name, tmp_path):
+    data = shifted_pool_data()
+    config = load_config(None, [f"method.name={name}", *TOY, "train.steps=240", "train.eval_every=60",
+                                "train.batch_size=15", f"method.{name}.momentum=0.99"])
+    trainer = Trainer(config, data, tmp_path, progress=False)
+    summary = trainer.fit()
+    assert summary["test_accuracy"] > 0.7  # three classes: chance is 1/3
+    priors = [row["pool_prior_0"] for row in trainer.round_log[1:]]
+    assert len(priors) == 3 and priors[-1] > 0.6  # the pool is 80% class 0; the labels are balanced

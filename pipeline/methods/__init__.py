@@ -65,7 +65,7 @@ def _import_all_methods() -> None:
     import pkgutil
 
     for module in pkgutil.iter_modules(__path__):
-        if module.name not in ("base", "shared"):
+        if module.name not in ("base", "shared", "confidence"):
             importlib.import_module(f"{__name__}.{module.name}")
 
 

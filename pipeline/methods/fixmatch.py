@@ -33,9 +33,13 @@ class FixMatch(WeightAveraged, Method):
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
+        self.check_params(params)
+        self.init_weight_average()
+
+    def check_params(self, params) -> None:
+        """Raise ValueError naming the first parameter out of range."""
         if not 0.0 <= params.threshold <= 1.0:
             raise ValueError(f"method.fixmatch.threshold must be in [0, 1], got {params.threshold}")
-        self.init_weight_average()
 
     def losses(self, batch: StepBatch):
         """Supervised cross-entropy plus masked cross-entropy of strong views on weak-view pseudo-labels.
@@ -43,8 +47,9 @@ class FixMatch(WeightAveraged, Method):
         Returns
         -------
         dict
-            ``loss``, ``supervised``, ``unsupervised`` (mean over all unlabelled scans,
-            masked ones counting 0) and ``mask_rate`` (fraction passing the threshold).
+            ``loss``, ``supervised``, ``unsupervised`` (mean over all unlabelled scans, weighted
+            by :meth:`pseudo_targets`, masked ones counting 0) and what it logs (``mask_rate``: the
+            fraction passing the threshold).
         """
         n_labelled, n_unlabelled = len(batch.labels), len(batch.unlabelled)
         parts = [batch.augment.weak(batch.labelled)]
@@ -57,10 +62,17 @@ class FixMatch(WeightAveraged, Method):
         if n_unlabelled:
             weak = logits[n_labelled:n_labelled + n_unlabelled]
             strong = logits[n_labelled + n_unlabelled:]
-            targets, mask, _ = confidence_mask(weak, self.params.threshold)
-            unsupervised = (F.cross_entropy(strong, targets, reduction="none") * mask).mean()
+            targets, weights, logged = self.pseudo_targets(weak)
+            unsupervised = (F.cross_entropy(strong, targets, reduction="none") * weights).mean()
             loss = loss + self.params.unlabelled_weight * unsupervised
             terms["unsupervised"] = unsupervised.detach()
-            terms["mask_rate"] = mask.mean()
+            terms.update(logged)
         terms["loss"] = loss
         return terms
+
+    def pseudo_targets(self, weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(hard pseudo-labels, each one's weight in the unlabelled loss, numbers to log) from the weak
+        view's logits: here weight 1 where the top probability reaches ``threshold``, else 0. FixMatch's
+        successors (``freematch``, ``softmatch``) choose the weights otherwise."""
+        targets, mask, _ = confidence_mask(weak, self.params.threshold)
+        return targets, mask, {"mask_rate": mask.mean()}

@@ -1,0 +1,60 @@
+"""FreeMatch (Wang et al. 2023): FixMatch with a self-adaptive threshold.
+
+FixMatch's fixed bar of 0.95 passes almost nothing while the network is unsure and, where the pool's
+class mix differs from the labels', the majority class first. Here the bar follows the network:
+the running mean of the weak view's top probability on the pool, lowered for each class the network
+rarely predicts in proportion to that class's running mean probability
+(``confidence.ConfidenceAverages.thresholds``). Pseudo-labels and the strong-view cross-entropy are
+FixMatch's. The paper's fairness term, which pushes the batch's pseudo-label mix towards even classes,
+is left out: a screening pool is mostly healthy. With ``alignment`` (the default) the weak view's
+probabilities are instead aligned to the pool's own class mix, estimated at each round start from the
+calibration scans (``shared.PoolPriorRounds``; none until the network tells the classes apart there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.methods import register
+from pipeline.methods.confidence import ConfidenceAverages
+from pipeline.methods.fixmatch import FixMatch
+from pipeline.methods.shared import PoolPriorRounds
+
+
+@register
+class FreeMatch(PoolPriorRounds, FixMatch):
+    name = "freematch"
+
+    @dataclass
+    class Params:
+        unlabelled_weight: float = 1.0
+        momentum: float = 0.999  # of the running averages the threshold is read from
+        alignment: bool = True  # align the weak view's probabilities to the pool's estimated mix
+        prior_rounds: int = 4  # with alignment: the pool's mix is re-estimated at each round start
+        ema_decay: float = 0.0  # > 0: an EMA of the weights is the prediction network
+
+    def __init__(self, params, build_network, num_classes, input_shape):
+        super().__init__(params, build_network, num_classes, input_shape)
+        self.averages = ConfidenceAverages(num_classes, params.momentum)
+        self.rounds = params.prior_rounds if params.alignment else 1
+
+    def check_params(self, params) -> None:
+        if not 0.0 < params.momentum < 1.0:
+            raise ValueError(f"method.{self.name}.momentum must be in (0, 1), got {params.momentum}")
+        if params.prior_rounds < 2:
+            raise ValueError(f"method.{self.name}.prior_rounds must be >= 2, got {params.prior_rounds}")
+
+    def start_round(self, round_index, context):
+        return super().start_round(round_index, context) if self.params.alignment else {}
+
+    def weak_probabilities(self, weak: torch.Tensor) -> torch.Tensor:
+        """The weak view's probabilities, aligned to the pool's estimated mix where there is one."""
+        return self.averages.probabilities(weak, self.pool_prior if self.params.alignment else None)
+
+    def pseudo_targets(self, weak):
+        confidence, targets = self.weak_probabilities(weak).max(dim=1)
+        thresholds = self.averages.thresholds()
+        mask = (confidence >= thresholds[targets]).float()
+        return targets, mask, {"mask_rate": mask.mean(), "threshold": thresholds.mean()}
