@@ -35,8 +35,8 @@ class ConfidenceAverages(nn.Module):
     ----------
     num_classes : int
     momentum : float
-        Weight of the old value at each update, in (0, 1): 0.999 averages over about the last
-        thousand steps.
+        Weight of the old value at each update, in (0, 1): 0.99 averages over about the last
+        hundred steps.
     """
 
     def __init__(self, num_classes: int, momentum: float):
