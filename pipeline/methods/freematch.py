@@ -40,16 +40,11 @@ class FreeMatch(PoolPriorRounds, FixMatch):
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
         self.averages = ConfidenceAverages(num_classes, params.momentum)
-        self.rounds = params.prior_rounds if params.alignment else 1
+        self.init_prior_rounds(params.alignment)
 
     def check_params(self, params) -> None:
         if not 0.0 < params.momentum < 1.0:
             raise ValueError(f"method.{self.name}.momentum must be in (0, 1), got {params.momentum}")
-        if params.prior_rounds < 2:
-            raise ValueError(f"method.{self.name}.prior_rounds must be >= 2, got {params.prior_rounds}")
-
-    def start_round(self, round_index, context):
-        return super().start_round(round_index, context) if self.params.alignment else {}
 
     def weak_probabilities(self, weak: torch.Tensor) -> torch.Tensor:
         """The weak view's probabilities, aligned to the pool's estimated mix where there is one."""

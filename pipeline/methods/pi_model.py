@@ -64,17 +64,10 @@ class PiModel(PoolPriorRounds, WeightAveraged, Method):
             raise ValueError(f"method.pi_model.entropy_weight must be >= 0, got {params.entropy_weight}")
         if params.alignment_weight < 0:
             raise ValueError(f"method.pi_model.alignment_weight must be >= 0, got {params.alignment_weight}")
-        if params.prior_rounds < 2:
-            raise ValueError(f"method.pi_model.prior_rounds must be >= 2, got {params.prior_rounds}")
         if not 0 <= params.warmup < 1:
             raise ValueError(f"method.pi_model.warmup must be in [0, 1), got {params.warmup}")
-        self.rounds = params.prior_rounds if params.alignment_weight > 0 else 1
+        self.init_prior_rounds(params.alignment_weight > 0)
         self.init_weight_average()
-
-    def start_round(self, round_index, context):
-        if self.params.alignment_weight > 0:
-            return super().start_round(round_index, context)
-        return {}
 
     def losses(self, batch: StepBatch):
         """Cross-entropy on labelled scans plus ramped softmax MSE between two unlabelled passes.

@@ -150,12 +150,23 @@ class PoolPriorRounds:
     neither forces the labelled mix onto the pool nor lets entropy minimisation drift to one
     class. ``self.pool_prior`` is None until the first estimate; a round that allows none (the model
     does not tell the classes apart on the calibration scans robustly, or EM drove a class to the
-    floor) keeps the last one.
+    floor) keeps the last one. Call ``init_prior_rounds`` in ``__init__``.
     """
 
     pool_prior: torch.Tensor | None = None
+    estimates_prior: bool = True
+
+    def init_prior_rounds(self, enabled: bool) -> None:
+        """Where ``enabled`` (the method's alignment is on), train in ``params.prior_rounds`` rounds (at
+        least 2: the first has no estimate) and estimate at each start; otherwise in one, estimating nothing."""
+        if self.params.prior_rounds < 2:
+            raise ValueError(f"method.{self.name}.prior_rounds must be >= 2, got {self.params.prior_rounds}")
+        self.estimates_prior = enabled
+        self.rounds = self.params.prior_rounds if enabled else 1
 
     def start_round(self, round_index, context):
+        if not self.estimates_prior:
+            return {}
         unknown = {f"pool_prior_{k}": float("nan") for k in range(self.num_classes)}
         if round_index == 0:
             self.pool_prior = None
