@@ -54,4 +54,4 @@ class FreeMatch(PoolPriorRounds, FixMatch):
         confidence, targets = self.weak_probabilities(weak).max(dim=1)
         thresholds = self.averages.thresholds()
         mask = (confidence >= thresholds[targets]).float()
-        return targets, mask, {"mask_rate": mask.mean(), "threshold": thresholds.mean()}
+        return targets, mask, {"mask_rate": mask.mean(), **{f"threshold_{k}": t for k, t in enumerate(thresholds)}}
