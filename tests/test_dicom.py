@@ -196,10 +196,10 @@ def test_several_volumes_in_one_enhanced_file_are_one_scan_of_a_channel_each(tmp
         enhanced_file(tmp_path / "scans" / f"{name}.dcm", stored4, AFFINE, order, volumes, b_values)
     found = ingest(tmp_path / "scans", manifest_dir=tmp_path / "m", workers=1)
     assert set(found.manifest["shape"]) == {"20x22x6x2"} and (found.manifest["status"] == "ok").all()
-    from pipeline.stages import plan as planning
+    from pipeline import fingerprint as fingerprinting
 
-    fingerprint = planning.fingerprint(found.manifest.assign(subset="unlabelled"), ["a"])
-    assert fingerprint["spatial_dims"] == 3 and planning.planned_channels(fingerprint) == 2
+    fingerprint = fingerprinting.fingerprint(found.manifest.assign(subset="unlabelled"), ["a"])
+    assert fingerprint["spatial_dims"] == 3 and fingerprinting.planned_channels(fingerprint) == 2
     tensor = build_preprocess(PreprocessConfig(spatial_size=[8, 8, 8], channels=2))(
         {"image": str(tmp_path / "scans" / "a.dcm")})["image"]
     assert tuple(tensor.shape) == (2, 8, 8, 8) and not torch.equal(tensor[0], tensor[1])

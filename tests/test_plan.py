@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from pipeline import fingerprint as fingerprinting
 from pipeline.cli import main
 from pipeline.config import ConfigError, PreprocessConfig, load_config
 from pipeline.data import build_preprocess, input_channels
@@ -48,7 +49,7 @@ def jpeg_folder(root, write):
 def test_mixed_size_rgb_and_grey_jpeg_folder_gets_one_sensible_plan(tmp_path, write):
     rows = jpeg_folder(tmp_path, write)
     subsets = ["labelled"] * 8 + ["unlabelled"] * 16
-    fp = planning.fingerprint(split_frame(rows, subsets), ["ab", "no"])
+    fp = fingerprinting.fingerprint(split_frame(rows, subsets), ["ab", "no"])
     assert fp["spatial_dims"] == 2 and not fp["all_same_size"]
     assert fp["colour_fraction"] == 0  # grey content saved as RGB is not colour
     assert fp["intensity"]["kind"] == "8bit_picture"
@@ -68,7 +69,7 @@ def test_mixed_size_rgb_and_grey_jpeg_folder_gets_one_sensible_plan(tmp_path, wr
 
 def test_a_pool_larger_than_memory_is_loaded_in_part(tmp_path, write, monkeypatch):
     rows = jpeg_folder(tmp_path, write)
-    fp = planning.fingerprint(split_frame(rows, ["labelled"] * 8 + ["unlabelled"] * 16), ["ab", "no"])
+    fp = fingerprinting.fingerprint(split_frame(rows, ["labelled"] * 8 + ["unlabelled"] * 16), ["ab", "no"])
     roomy = planning.make_plan(fp, minutes=5, probe=False).settings
     assert "train.max_unlabelled" not in roomy
     fp["counts"]["unlabelled"] = {"(unlabelled)": 40_000}  # tens of thousands of unlabelled X-rays
@@ -99,10 +100,10 @@ def test_a_fingerprint_reads_a_random_sample_cut_short_by_time(tmp_path, write):
         picture = (rng.random((8, 8, 3) if i >= 25 else (8, 8)) * 255).astype(np.uint8)
         path = write.png(tmp_path / f"p{i:02d}.png", picture)
         rows.append({"path": str(path), "shape": "8x8x3" if i >= 25 else "8x8", "spacing": "", "label": "a"})
-    whole = planning.fingerprint(split_frame(rows), ["a"])
+    whole = fingerprinting.fingerprint(split_frame(rows), ["a"])
     assert whole["intensity"]["sampled"] == 50 and whole["colour_fraction"] == 0.5
-    cut = planning.fingerprint(split_frame(rows), ["a"], seconds=0.0)
-    assert cut["intensity"]["sampled"] == planning.FINGERPRINT_MIN_SAMPLE
+    cut = fingerprinting.fingerprint(split_frame(rows), ["a"], seconds=0.0)
+    assert cut["intensity"]["sampled"] == fingerprinting.FINGERPRINT_MIN_SAMPLE
     assert 0 < cut["colour_fraction"] < 1  # drawn from both halves, not the first rows read in order
 
 
@@ -116,8 +117,8 @@ def test_a_few_16_bit_pictures_among_8_bit_ones_are_never_clipped_at_255_though_
         rows.append({"path": str(path), "shape": "32x32", "spacing": "", "label": "a",
                      "dtype": str(array.dtype)})
     frame = split_frame(rows)
-    assert planning.fingerprint(frame.iloc[:39], ["a"])["intensity"]["kind"] == "8bit_picture"
-    fp = planning.fingerprint(frame, ["a"], sample=10, seconds=0.0)  # the 16-bit one is not among those read
+    assert fingerprinting.fingerprint(frame.iloc[:39], ["a"])["intensity"]["kind"] == "8bit_picture"
+    fp = fingerprinting.fingerprint(frame, ["a"], sample=10, seconds=0.0)  # the 16-bit one is not among those read
     assert fp["dtypes"] == {"uint8": 10} and fp["stored_dtypes"] == {"uint8": 39, "uint16": 1}
     plan = planning.make_plan(fp, probe=False)
     assert plan.settings["preprocess.intensity"] == "percentile"
@@ -132,7 +133,7 @@ def test_colour_pictures_keep_three_channels(tmp_path):
         path = tmp_path / f"c{i}.png"
         Image.fromarray(colour).save(path)
         rows.append({"path": str(path), "shape": "40x40x3", "spacing": "", "label": "a"})
-    fp = planning.fingerprint(split_frame(rows), ["a"])
+    fp = fingerprinting.fingerprint(split_frame(rows), ["a"])
     assert fp["colour_fraction"] == 1.0
     assert planning.make_plan(fp, probe=False).settings["preprocess.channels"] == 3
 
@@ -174,7 +175,7 @@ def test_3d_binary_masks_with_one_spacing_keep_geometry_and_skip_intensity_augme
         mask = (np.random.default_rng(i).random((28, 28, 28)) > 0.7).astype(np.uint8) * 255
         path = write.nifti(tmp_path / f"m{i}.nii.gz", mask)
         rows.append({"path": str(path), "shape": "28x28x28", "spacing": "1x1x1", "label": "a"})
-    fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
+    fp = fingerprinting.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
     assert fp["spatial_dims"] == 3 and fp["intensity"]["kind"] == "binary_mask"
     s = planning.make_plan(fp, probe=False).settings
     assert s["preprocess.target_spacing"] == []
@@ -191,7 +192,7 @@ def mri_like_volumes_of_mixed_spacing(tmp_path, write, shape):
         path = write.nifti(tmp_path / f"v{i}.nii.gz", volume, spacing)
         rows.append({"path": str(path), "shape": "x".join(map(str, shape)), "spacing": "x".join(map(str, spacing)),
                      "label": "a"})
-    return planning.fingerprint(split_frame(rows), ["a"])
+    return fingerprinting.fingerprint(split_frame(rows), ["a"])
 
 
 def test_3d_mri_like_volumes_of_mixed_spacing_are_resampled(tmp_path, write):
@@ -210,7 +211,7 @@ def test_3d_mri_like_volumes_of_mixed_spacing_are_resampled(tmp_path, write):
 
 def test_ct_like_intensities_are_recognised_and_read_through_the_radiologists_windows(tmp_path, write):
     stats = [{"binary": False, "dtype": "int16", "min": -1024.0}] * 3
-    assert planning._intensity_kind(stats) == "ct_like"
+    assert fingerprinting.intensity_kind(stats) == "ct_like"
     rows = []
     for i in range(3):  # a head: air, brain, blood 40 HU above it, skull
         volume = np.full((20, 20, 10), -1000.0, np.float32)
@@ -219,11 +220,11 @@ def test_ct_like_intensities_are_recognised_and_read_through_the_radiologists_wi
         volume[3, 3:17], volume[16, 3:17] = 1200.0, 1200.0
         path = write.nifti(tmp_path / f"ct{i}.nii.gz", volume)
         rows.append({"path": str(path), "shape": "20x20x10", "spacing": "1x1x1", "label": "a"})
-    fp = planning.fingerprint(split_frame(rows), ["a"])
+    fp = fingerprinting.fingerprint(split_frame(rows), ["a"])
     plan = planning.make_plan(fp, probe=False)
     assert fp["intensity"]["kind"] == "ct_like" and plan.settings["preprocess.intensity"] == "ct_window_channels"
     assert "brain, soft-tissue, lung and bone windows, a channel each" in plan.reasons["preprocess.intensity"]
-    assert planning.planned_input_channels(fp) == 4 and plan.settings["preprocess.channels"] == 1
+    assert fingerprinting.planned_input_channels(fp) == 4 and plan.settings["preprocess.channels"] == 1
     config = PreprocessConfig(spatial_size=[20, 20, 10], intensity="ct_windows", resize="pad_crop")
     image = build_preprocess(config)({"image": rows[0]["path"]})["image"][0]
     brain, blood, air, bone = (float(image[x, y, 5]) for x, y in ((5, 5), (8, 8), (0, 0), (3, 5)))
@@ -278,7 +279,7 @@ def test_16_bit_radiographs_are_scaled_per_scan_and_named_for_what_they_are(tmp_
         path = tmp_path / f"x{i}.png"
         Image.fromarray((rng.random((30, 26)) * 3000 + 1000).astype(np.uint16)).save(path)
         rows.append({"path": str(path), "shape": "30x26", "spacing": "", "label": "a"})
-    fp = planning.fingerprint(split_frame(rows), ["a"])
+    fp = fingerprinting.fingerprint(split_frame(rows), ["a"])
     assert fp["intensity"]["kind"] == "high_bit_picture"
     plan = planning.make_plan(fp, probe=False)
     assert plan.settings["preprocess.intensity"] == "percentile"
@@ -395,7 +396,7 @@ def test_user_values_win_over_the_plan_and_are_marked(tmp_path, monkeypatch):
 
 
 def test_a_user_set_size_gets_a_network_and_batches_planned_for_it(tmp_path, write):
-    fp = planning.fingerprint(split_frame(jpeg_folder(tmp_path, write)), ["ab", "no"])
+    fp = fingerprinting.fingerprint(split_frame(jpeg_folder(tmp_path, write)), ["ab", "no"])
     own = planning.make_plan(fp, minutes=5, probe=False)
     assert own.settings["preprocess.spatial_size"] == [128, 128] and len(own.settings["network.channels"]) == 5
     small = planning.make_plan(fp, minutes=5, probe=False, fixed={"preprocess.spatial_size": [28, 28]})
@@ -616,7 +617,7 @@ def mask_volumes_with_a_large_pool(tmp_path, write):
         mask = (np.random.default_rng(i).random((28, 28, 28)) > 0.7).astype(np.uint8) * 255
         rows.append({"path": str(write.nifti(tmp_path / f"m{i}.nii.gz", mask)), "shape": "28x28x28",
                      "spacing": "1x1x1", "label": "a"})
-    fp = planning.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
+    fp = fingerprinting.fingerprint(split_frame(rows, ["labelled"] * 4 + ["unlabelled"] * 6), ["a", "b"])
     fp["counts"]["unlabelled"] = {"(unlabelled)": 1000}
     return fp
 

@@ -314,8 +314,8 @@ def test_a_pacs_exports_numbered_series_are_named_by_their_descriptions_sequence
     from benchmarks.pacs_export_set import write_study
     from pipeline.agreement import folder_truth
     from pipeline.dicom import read_header
+    from pipeline.fingerprint import fingerprint
     from pipeline.sequences import description_words
-    from pipeline.stages.plan import fingerprint
 
     assert description_words("AX FLAIR") == description_words("flair_ax") == "ax_flair"
     assert description_words("T1 AX POST GAD Dr. Smith's protocol") == "ax_gad_post_t1"

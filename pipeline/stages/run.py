@@ -20,6 +20,7 @@ from pipeline.config import (
     user_settings,
 )
 from pipeline.data import TrainingData, load_training_data, seconds_to_preprocess, split_frame
+from pipeline.fingerprint import fingerprint
 from pipeline.manifest import (
     ALL_BUT,
     LISTING,
@@ -37,7 +38,7 @@ from pipeline.manifest import (
 from pipeline.stages.calibrate import calibrate
 from pipeline.stages.fetch import fetch, materialise_mnist
 from pipeline.stages.ingest import folder_changes, ingest
-from pipeline.stages.plan import fingerprint, make_plan
+from pipeline.stages.plan import make_plan
 from pipeline.stages.split import make_split
 from pipeline.stages.train import train_stage
 from pipeline.trainer import CALIBRATION_SECONDS
@@ -326,7 +327,7 @@ def planned_config(path: str | Path | None = None, overrides: list[str] | None =
     """The plan stage: the config a run trains with, and the record written as ``plan.json``.
 
     Ingest and split run first when their files are missing (the plan reads their output);
-    then :func:`pipeline.stages.plan.fingerprint` and :func:`pipeline.stages.plan.make_plan` fill every
+    then :func:`pipeline.fingerprint.fingerprint` and :func:`pipeline.stages.plan.make_plan` fill every
     setting the user left unset. With ``plan = false`` in the config only the fingerprint is
     recorded and the config is used as it is. ``implied``: overrides the command line's options
     imply rather than state, with why (recorded as set by ``command line``, not ``user``).
