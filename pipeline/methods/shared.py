@@ -154,15 +154,17 @@ class PoolPriorRounds:
     """
 
     pool_prior: torch.Tensor | None = None
-    estimates_prior: bool = True
 
     def init_prior_rounds(self, enabled: bool) -> None:
         """Where ``enabled`` (the method's alignment is on), train in ``params.prior_rounds`` rounds (at
         least 2: the first has no estimate) and estimate at each start; otherwise in one, estimating nothing."""
         if self.params.prior_rounds < 2:
             raise ValueError(f"method.{self.name}.prior_rounds must be >= 2, got {self.params.prior_rounds}")
-        self.estimates_prior = enabled
         self.rounds = self.params.prior_rounds if enabled else 1
+
+    @property
+    def estimates_prior(self) -> bool:
+        return self.rounds > 1  # init_prior_rounds gives an aligning method at least 2 rounds
 
     def start_round(self, round_index, context):
         if not self.estimates_prior:
