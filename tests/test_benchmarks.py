@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -275,6 +276,37 @@ def test_pool_subset_keeps_the_test_split_the_reserve_and_a_pool_at_the_sets_mix
     assert all((tmp_path / "out" / f).read_bytes() == f.encode() for f in written["file"])
     with pytest.raises(ValueError, match="'sick' has 20 non-test scans"):
         pool_subset(source, tmp_path / "more", pool=40, reserve=25)
+
+
+def test_photo_folder_keeps_content_and_labels_and_varies_size_mode_and_format(tmp_path):
+    from PIL import Image
+
+    from benchmarks.photo_folder import photo_folder
+
+    source = tmp_path / "set"
+    (source / "scans").mkdir(parents=True)
+    rows = []
+    for i in range(40):
+        pixels = np.zeros((28, 28), np.uint8)
+        pixels[:, : 14 if i % 2 else 7] = 255  # a bright left band, wide for "sick"
+        Image.fromarray(pixels).save(source / "scans" / f"s{i}.png")
+        rows.append((f"scans/s{i}.png", "sick" if i % 2 else "well", "test" if i < 10 else "train"))
+    pd.DataFrame(rows, columns=["file", "label", "split"]).to_csv(source / "labels.csv", index=False)
+    copy = photo_folder(source, tmp_path / "out", sides=(64, 128), seed=1)
+    written = pd.read_csv(tmp_path / "out" / "labels.csv")
+    assert written[["label", "split"]].values.tolist() == [[label, split] for _, label, split in rows]
+    photos = [Image.open(tmp_path / "out" / f) for f in written["file"]]
+    assert all(64 <= max(p.size) <= 128 for p in photos)
+    assert {p.mode for p in photos} == {"L", "RGB", "P"} and set(copy["file"].str[-4:]) == {".png", ".jpg"}
+    assert all(p.format == "PNG" for p in photos if p.mode == "P")  # JPEG holds no palette
+    for photo, (_, label, _) in zip(photos, rows):  # the band's width, as a share of the width, is kept
+        grey = np.asarray(photo.convert("L"), float)
+        bright = (grey[grey.shape[0] // 2] > 128).mean()
+        assert abs(bright - (0.5 if label == "sick" else 0.25)) < 0.05
+    with pytest.raises(ValueError, match="--sides 90 60"):
+        photo_folder(source, tmp_path / "bad", sides=(90, 60))
+    with pytest.raises(ValueError, match="no labels.csv"):
+        photo_folder(tmp_path / "out" / "scans", tmp_path / "bad")
 
 
 def test_a_panel_folder_with_a_labels_file_is_run_without_an_entry(tmp_path, monkeypatch):
