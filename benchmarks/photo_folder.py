@@ -58,7 +58,7 @@ def photo_folder(source: Path, out: Path, sides: tuple[int, int] = (256, 768), s
             photo, suffix = as_photo(picture, rng, sides)
         name = Path(file).with_suffix(suffix)
         (out / name).parent.mkdir(parents=True, exist_ok=True)
-        photo.save(out / name, quality=90) if suffix == ".jpg" else photo.save(out / name)
+        photo.save(out / name, quality=90)  # PNG ignores the quality
         files.append(name.as_posix())
     copy = labels.assign(file=files)
     write_csv(out / "labels.csv", copy)  # last and atomic: a copy with labels.csv is whole
