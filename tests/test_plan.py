@@ -304,19 +304,21 @@ def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, mon
     monkeypatch.setattr(planning, "time_step", stand_in)
     size, (scale, batches), probes = planning._choose_size([32, 28], 2, "8bit_picture", fp, minutes=1e-4,
                                                            probe=True)
-    assert size == 28 and timed == [(p["size"], p["batches"]) for p in probes] == [(32, [8, 8]), (28, [8, 8])]
-    assert probes[-1]["seconds_per_step"] == round(1e-4 * 28**2 * 36, 4)
-    assert batches == (8, 8)  # never below 8 scans a batch
+    assert size == 28 and timed == [(p["size"], p["batches"]) for p in probes] == [(32, [8, 16]), (28, [8, 16])]
+    assert probes[-1]["seconds_per_step"] == round(1e-4 * 28**2 * 44, 4)
+    assert batches == (8, 16)  # never below 8 labelled scans a batch, the unlabelled batch twice it
     # Where the smallest batches fit, the larger ones are timed from the largest down: the largest that fits.
+    # (200 labelled scans: a labelled batch of at most 16, an eighth of them rounded down to a power of two.)
     timed.clear()
-    size, (scale, batches), probes = planning._choose_size([28], 2, "8bit_picture", fp, minutes=85, probe=True)
-    assert timed == [(28, [8, 8]), (28, [8, 16])] and (size, batches) == (28, (8, 8))
+    more = {**fp, "counts": {**fp["counts"], "labelled": {"a": 100, "b": 100}}}
+    size, (scale, batches), probes = planning._choose_size([28], 2, "8bit_picture", more, minutes=110, probe=True)
+    assert timed == [(28, [8, 16]), (28, [16, 32])] and (size, batches) == (28, (8, 16))
     assert [p["steps_in_budget"] >= planning.TARGET_STEPS for p in probes] == [True, False]
 
 
 def test_a_budget_no_size_fits_gets_the_largest_size_with_enough_steps_at_its_most_steps(monkeypatch):
     fp = {"spatial_dims": 3, "colour_fraction": 0.0, "classes": ["a", "b"],
-          "counts": {"labelled": {"a": 20, "b": 20}, "unlabelled": {"(unlabelled)": 1000}}}
+          "counts": {"labelled": {"a": 150, "b": 150}, "unlabelled": {"(unlabelled)": 1000}}}
     # A stand-in probe whose step grows with the voxels in it: 8 + 16 at 28^3 gets ~1,025 steps in
     # 3 minutes, 16 + 32 ~512, at 24^3 8 + 16 ~1,627.
     monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
@@ -347,7 +349,7 @@ def test_precision_is_bfloat16_only_where_the_probe_shows_it_faster(monkeypatch)
     assert planning._choose_precision(64, 2, fp, probe=False)[0] == "float32"
     # Timed over several steps of the smallest batches the size probe tries, where steps are short.
     volumes = {"spatial_dims": 3, "colour_fraction": 0.0, "classes": ["a", "b"],
-               "counts": {"labelled": {"a": 30, "b": 30}, "unlabelled": {"(unlabelled)": 500}}}
+               "counts": {"labelled": {"a": 150, "b": 150}, "unlabelled": {"(unlabelled)": 500}}}
     timed = []
     monkeypatch.setattr(planning, "time_step", lambda *a, precision, **k: timed.append((a[4], k["repeats"])) or 1.0)
     planning._choose_precision(28, 3, volumes, probe=True)
@@ -393,6 +395,20 @@ def test_user_values_win_over_the_plan_and_are_marked(tmp_path, monkeypatch):
     assert record["settings"]["preprocess.intensity"]["set_by"] == "plan"
     assert config.preprocess.intensity == "range"  # planned, as the user left it unset
     assert record["fingerprint"]["counts"]["labelled"] == {"abnormal": 3, "normal": 3}
+
+
+def test_few_labels_get_a_labelled_batch_of_at_most_an_eighth_of_them(tmp_path, write):
+    assert [planning.few_labels_batch(n) for n in (1, 60, 100, 128, 270, 600)] == [8, 8, 8, 16, 32, 64]
+    fp = fingerprinting.fingerprint(split_frame(jpeg_folder(tmp_path, write)), ["ab", "no"])
+    at_28 = {"preprocess.spatial_size": [28, 28]}
+    for per_class, batches, capped in ((50, (8, 16), True), (300, (64, 128), False)):
+        fp["counts"] = {"labelled": {"ab": per_class, "no": per_class}, "unlabelled": {"(unlabelled)": 5000}}
+        plan = planning.make_plan(fp, minutes=5, probe=False, fixed=at_28)
+        assert (plan.settings["train.batch_size"], plan.settings["train.unlabelled_batch_size"]) == batches
+        assert ("an eighth of the 100 labelled scans" in plan.reasons["train.batch_size"]) == capped
+    # Scaled down where too few steps fit, the unlabelled batch stays twice the labelled one: no 8 + 8.
+    assert [b for _, b in planning._batch_options((16, 32))] == [(16, 32), (8, 16)]
+    assert [b for _, b in planning._batch_options((8, 0))] == [(8, 0)]
 
 
 def test_a_user_set_size_gets_a_network_and_batches_planned_for_it(tmp_path, write):
@@ -646,22 +662,22 @@ def test_steps_are_planned_for_what_foreseen_preprocessing_leaves_of_a_whole_run
         asked.append(settings)
         return 30.0
 
-    # 2 minutes fit over 1,500 steps at 24^3, batches 8 + 8: no warm-up. With half a minute of them foreseen
-    # for preprocessing, the steps are planned for the 1.5 minutes left, too few: the warm-up.
-    roomy = planning.make_plan(fp, minutes=2, probe=True)
-    short = planning.make_plan(fp, minutes=2, probe=True, preprocessing=preprocessing)
+    # 3 minutes fit over 1,500 steps at 24^3, batches 8 + 16: no warm-up. With half a minute of them foreseen
+    # for preprocessing, the steps are planned for the 2.5 minutes left, too few: the warm-up.
+    roomy = planning.make_plan(fp, minutes=3, probe=True)
+    short = planning.make_plan(fp, minutes=3, probe=True, preprocessing=preprocessing)
     assert roomy.settings["method.pi_model.warmup"] == 0.0 and roomy.preprocess_seconds is None
     assert short.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP and short.preprocess_seconds == 30.0
     probe = short.probe[-1]
-    assert probe["steps_in_budget"] == pytest.approx(planning._steps_in_budget(1.5, probe["seconds_per_step"]), abs=2)
+    assert probe["steps_in_budget"] == pytest.approx(planning._steps_in_budget(2.5, probe["seconds_per_step"]), abs=2)
     assert "what is left after ~30 s to preprocess" in short.reasons["preprocess.spatial_size"]
     # asked once, with the planned preprocessing at the largest size considered
     assert len(asked) == 1 and asked[0]["spatial_size"] == [28, 28, 28] and asked[0]["intensity"] == "minmax"
     # Preprocessing foreseen to take the whole budget leaves the steps a tenth of it (the trainer refuses a
     # run with no time left, not the plan).
-    spent = planning.make_plan(fp, minutes=2, probe=True, preprocessing=lambda settings: 1000.0)
+    spent = planning.make_plan(fp, minutes=3, probe=True, preprocessing=lambda settings: 1000.0)
     assert spent.probe[-1]["steps_in_budget"] == pytest.approx(
-        planning._steps_in_budget(0.2, spent.probe[-1]["seconds_per_step"]), abs=2)
+        planning._steps_in_budget(0.3, spent.probe[-1]["seconds_per_step"]), abs=2)
 
 
 def test_resampled_volumes_are_timed_at_the_spacing_of_the_largest_size(tmp_path, write, monkeypatch):
