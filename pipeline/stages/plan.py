@@ -277,9 +277,9 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
         plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled} unlabelled scans: the Pi-model with entropy "
                  "minimisation (once the pool's prior is estimated) and prior alignment: ahead of supervised on "
-                 "AdrenalMNIST3D and PneumoniaMNIST (there by only 0.01-0.02 where supervised trains at small "
-                 "batches), level on VesselMNIST3D, behind on covid_cxr, where 60 labels teach the network "
-                 "almost nothing (benchmarks/real.md, benchmarks/real_variants.md)")
+                 "AdrenalMNIST3D (+0.08 test AUROC) and a little on PneumoniaMNIST (+0.015), level on "
+                 "VesselMNIST3D, behind on covid_cxr (-0.03), where 60 labels teach the network almost nothing "
+                 "(benchmarks/real.md)")
     else:
         plan.set("method.name", "supervised", f"only {n_unlabelled} unlabelled scans (under "
                  f"{MIN_UNLABELLED_FOR_SSL}): semi-supervised terms would have too little to learn from")
