@@ -244,10 +244,10 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     plan.set("network.dropout", 0.1, "dropout in every method: a few hundred labels overfit without it")
     labelled, unlabelled = batches
     smaller = f", scaled by {batch_scale:g} so that more steps fit the budget" if batch_scale < 1 else ""
-    few = (f" (at most an eighth of the {sum(fp['counts'].get('labelled', {}).values())} labelled scans, a power "
-           "of two: larger batches of few labels cost supervised up to 0.03 test AUROC on the panel)")
-    plan.set("train.batch_size", labelled, f"labelled batch for {_fmt(size)} inputs{smaller}"
-             + (few if labelled < _scaled(_batch_sizes(chosen, dims, None), batch_scale)[0] else ""))
+    capped = labelled < _scaled(_batch_sizes(chosen, dims, None), batch_scale)[0]
+    plan.set("train.batch_size", labelled, f"labelled batch for {_fmt(size)} inputs{smaller}" + (
+        f" (at most an eighth of the {_scans_in(fp, 'labelled')} labelled scans, a power of two: larger batches "
+        "of few labels cost supervised up to 0.03 test AUROC on the panel)" if capped else ""))
     plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans are "
              f"the larger pool{smaller}" if unlabelled else "no unlabelled scans")
 
@@ -273,7 +273,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         probes.append({"size": run_size, "batches": list(run_batches), "precision": run_precision, "set_by": "user",
                        "seconds_per_step": round(step_s, 4), "steps_in_budget": _steps_in_budget(minutes, step_s)})
     expected = _steps_in_budget(minutes, step_s) if step_s else None
-    n_unlabelled = sum(fp["counts"].get("unlabelled", {}).values())
+    n_unlabelled = _scans_in(fp, "unlabelled")
     if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
         plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled} unlabelled scans: the Pi-model with entropy "
                  "minimisation (once the pool's prior is estimated) and prior alignment: ahead of supervised on "
@@ -353,13 +353,16 @@ def _architecture(size: int, dims: int) -> dict[str, Any]:
                             f"a stride-{stem} first convolution: {size}-wide inputs shrink before the costly stages")}
 
 
+def _scans_in(fp: dict[str, Any], subset: str) -> int:
+    return sum(fp["counts"].get(subset, {}).values())
+
+
 def _batch_sizes(size: int, dims: int, fp: dict[str, Any] | None) -> tuple[int, int]:
     labelled = (64 if size <= 32 else 32) if dims == 2 else (32 if size <= 32 else 16)
     if fp is not None:
-        n_labelled = sum(fp["counts"].get("labelled", {}).values())
-        if n_labelled:
+        if n_labelled := _scans_in(fp, "labelled"):
             labelled = min(labelled, few_labels_batch(n_labelled))
-        if not sum(fp["counts"].get("unlabelled", {}).values()):
+        if not _scans_in(fp, "unlabelled"):
             return labelled, 0
     return labelled, 2 * labelled
 
