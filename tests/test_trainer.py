@@ -1,5 +1,4 @@
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ from pipeline.trainer import (
     refresh_count,
 )
 
+from clock import RunClock
 from toy import toy_training_data
 
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.steps=60", "train.eval_every=20",
@@ -133,37 +133,36 @@ def test_forward_batches_hold_about_16_mib_of_first_layer_output_and_predictions
     assert predict_logits(net, images, torch.device("cpu")).shape == (10, 2)
 
 
-def test_time_budget_stops_training(tmp_path):
-    config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0.02", "train.steps=100000"])
+def test_time_budget_stops_training_inside_it_and_uses_most_of_it(tmp_path, monkeypatch):
+    RunClock(monkeypatch, step=0.05)
+    config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0.1", "train.steps=100000"])
     summary = Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
-    assert summary["train_seconds"] <= 3
-    assert 0 < summary["steps"] < 100000
+    assert 0.9 * 6.0 <= summary["wall_seconds"] <= 6.0
+    assert 0 < summary["steps"] < 6.0 / 0.05
 
 
-def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path, caplog):
-    import time
-
+def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path, monkeypatch, caplog):
     from pipeline.trainer import CALIBRATION_SECONDS
 
+    clock = RunClock(monkeypatch, step=0.05)
     config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=1", "train.steps=100000",
                                 "train.run_minutes=2"])
-    # preprocessing ran late: 3 s left past calibration's share, of the 60 s planned. The end of a run (its
-    # last evaluation, figures and files) can outrun the reserve earlier evaluations measured by a second on a
-    # busy machine (3.7 s seen in CI); a trainer ignoring the deadline would take 60 s, one ignoring
-    # calibration's share 12.
-    slack = 2.0
+    # preprocessing ran late: 3 s left past calibration's share, of the 60 s planned. Calibration's
+    # predictions (2 x 60 calibration scans, 90 test, 450 for the bank at 1 ms) come out of the 3 s as well.
+    predictions = (2 * 60 + 90 + 450) * 0.001
     summary = Trainer(config, toy_training_data(), tmp_path / "late", progress=False).fit(
-        deadline=time.monotonic() + CALIBRATION_SECONDS + 3)
-    assert summary["wall_seconds"] <= 3 + slack
+        deadline=clock.now + CALIBRATION_SECONDS + 3)
+    assert 0.8 * (3 - predictions) <= summary["wall_seconds"] <= 3 - predictions
     assert "training gets 12 s of the 60 s the plan foresaw" in caplog.text
     with pytest.raises(ValueError, match="budget of 2 minutes is spent before training"):
-        Trainer(config, toy_training_data(), tmp_path / "spent", progress=False).fit(deadline=time.monotonic() + 2)
-    # steps the user asked for stop where the run's budget would not leave calibration its time
+        Trainer(config, toy_training_data(), tmp_path / "spent", progress=False).fit(deadline=clock.now + 2)
+    # steps the user asked for stop where the run's budget would not leave calibration its time (the
+    # prediction pace is known from the first evaluation, at step 20: 1.2 s)
     steps = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0", "train.steps=100000",
                                "train.run_minutes=2"])
     summary = Trainer(steps, toy_training_data(), tmp_path / "steps", progress=False).fit(
-        deadline=time.monotonic() + CALIBRATION_SECONDS + 2)
-    assert 0 < summary["steps"] < 100000 and summary["wall_seconds"] <= 2 + slack
+        deadline=clock.now + CALIBRATION_SECONDS + 3)
+    assert 0 < summary["steps"] < 100000 and summary["wall_seconds"] <= 3 - predictions
     assert "stopped at step" in caplog.text and "of 100000" in caplog.text
 
 
@@ -224,37 +223,26 @@ def test_unknown_precision_is_refused_by_name():
         load_config(None, ["train.precision=half"])
 
 
-def test_time_budget_is_wall_time_with_evaluation_included(tmp_path):
-    # An evaluation after every step: without counting it, the stage would run far past its budget.
+def test_time_budget_is_wall_time_with_evaluation_included(tmp_path, monkeypatch):
+    # An evaluation after every step, each costing five steps: without counting them and the end of the
+    # run they foretell, the stage would run far past its budget.
+    RunClock(monkeypatch, step=0.02, scan=0.001, figure=0.04, checkpoint=0.1)
     config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0.05", "train.steps=100000",
                                 "train.eval_every=1"])
     summary = Trainer(config, toy_training_data(), tmp_path, progress=False).fit()
-    assert summary["wall_seconds"] <= 3.0 * 1.1
+    assert 0.8 * 3.0 <= summary["wall_seconds"] <= 3.0
     assert summary["train_seconds"] < summary["wall_seconds"]
 
 
 def test_evaluations_are_spread_out_when_they_cost_over_a_tenth_of_the_time(tmp_path, monkeypatch):
-    # Each evaluation is made to cost three steps, and drawing the curves nothing: the steps the budget
-    # leaves then do not hang on how long a slow machine takes to draw its first figure.
-    original_step, original_evaluate = Trainer.step, Trainer._evaluate
-
-    def slow_step(self, progress):
-        time.sleep(0.01)
-        return original_step(self, progress)
-
-    def slow_evaluate(self, *args):
-        time.sleep(0.03)
-        return original_evaluate(self, *args)
-
-    monkeypatch.setattr(Trainer, "step", slow_step)
-    monkeypatch.setattr(Trainer, "_evaluate", slow_evaluate)
-    monkeypatch.setattr(Trainer, "_write_curves", lambda self: None)
+    # Each evaluation costs three steps (60 calibration scans at 0.5 ms), drawing the curves nothing.
+    RunClock(monkeypatch, step=0.01, scan=0.0005, figure=0.0)
     config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0.05", "train.steps=100000",
                                 "train.eval_every=1"])
     trainer = Trainer(config, toy_training_data(), tmp_path, progress=False)
     summary = trainer.fit()
     metrics = pd.DataFrame(trainer.history)
-    assert summary["steps"] >= 20
+    assert summary["steps"] >= 100
     assert len(metrics) < summary["steps"] / 4  # one evaluation a step would be as many rows as steps
     assert metrics["step"].diff().dropna().max() > 1
 
