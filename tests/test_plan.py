@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from clock import RunClock
 from PIL import Image
 
 from pipeline import fingerprint as fingerprinting
@@ -19,6 +18,8 @@ from pipeline.config import ConfigError, PreprocessConfig, load_config
 from pipeline.data import build_preprocess, input_channels
 from pipeline.stages import plan as planning
 from pipeline.stages.run import check_positive_class, planned_config
+
+from clock import RunClock
 
 
 def split_frame(rows, subsets=None):
