@@ -179,10 +179,13 @@ def shared_plan(planned: dict) -> list[str]:
 
 
 def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | None = None,
-            suite: str = SUITE) -> dict:
+            suite: str = SUITE, settings: tuple[str, ...] = ()) -> dict:
+    """Train and calibrate one draw of ``name`` with ``method``; store and return its result.
+    ``settings``: ``key=value`` overrides after the shared plan's, so they win (a variant's)."""
     command = run_command(spec, method, draw)
     if plan_from is not None:
         command += shared_plan(plan_from["plan"])
+    command += list(settings)
     print(f"[{time.strftime('%H:%M:%S')}] {name} {method} draw {draw}: {' '.join(command[2:])}", flush=True)
     tick = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
@@ -208,6 +211,7 @@ def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | Non
         "plan": {k: v["value"] for k, v in plan["settings"].items() if v["set_by"] == "plan"
                  or (plan_from is not None and k in plan_from["plan"])},
         "plan_from": plan_from["run"] if plan_from is not None else None,
+        **({"settings": list(settings)} if settings else {}),
         "user": {k: spec[k] for k in ("positive", "healthy", "labels_per_class", "minutes", "assumed") if k in spec},
         "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpu_load_at_end": round(os.getloadavg()[0], 2),
@@ -447,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="store the runs under benchmarks/results/FOLDER and leave real.md alone: a method "
                              "tried against the page's runs, each draw trained with the stored default-method "
                              "run's plan")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="settings",
+                        help="with --into: a setting every run of the variant gets, over the stored plan's "
+                             "(e.g. train.unlabelled_batch_size=32); repeat for more")
     parser.add_argument("--rerun", metavar="METHOD", default="",
                         help="re-run METHOD's stored runs (of --sets, draws below --draws) made on another commit, "
                              "each with its own planned settings as overrides so it keeps its draw's plan")
@@ -457,6 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown set(s) {unknown}; known: {', '.join(sets)}")
     fill_test_positives(sets)
+    if args.settings and args.into == SUITE:
+        parser.error("--set makes a variant: store its runs apart with --into FOLDER (real.md's runs are the "
+                     "plan's own)")
+    if malformed := [item for item in args.settings if "=" not in item]:
+        parser.error(f"--set takes KEY=VALUE, as `pipeline run` overrides do; got {', '.join(malformed)}")
     if args.into != SUITE:
         for draw in range(args.draws):
             for name in chosen:
@@ -464,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                     planner = result_path(name, DEFAULT_METHOD, draw)
                     if not result_path(name, method, draw, args.into).exists():
                         run_one(name, sets[name], method, draw,
-                                json.loads(planner.read_text()) if planner.exists() else None, args.into)
+                                json.loads(planner.read_text()) if planner.exists() else None, args.into,
+                                tuple(args.settings))
         return 0
     if args.rerun:
         rerun(args.rerun, chosen, sets, args.draws)

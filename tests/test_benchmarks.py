@@ -350,3 +350,41 @@ def test_a_panel_folder_with_a_labels_file_is_run_without_an_entry(tmp_path, mon
     args = build_parser().parse_args(command[command.index("run"):])
     assert args.overrides == ["train.minutes=3.0", "method.name=supervised", "network.channels=[8, 16]",
                               "train.batch_size=8"]
+
+
+def test_a_variant_s_settings_win_over_the_stored_plan_and_need_a_folder_of_their_own(tmp_path, monkeypatch,
+                                                                                       capsys):
+    from benchmarks import real
+
+    monkeypatch.setattr(real, "RESULTS", tmp_path)
+    monkeypatch.setattr(real, "load_sets", lambda: {"set": {"scans": "x", "positive": "b", "labels_per_class": 5,
+                                                                  "minutes": 3.0}})
+    monkeypatch.setattr(real, "fill_test_positives", lambda sets: None)
+    (tmp_path / real.SUITE).mkdir()
+    stored = {"run": "a", "plan": {"train.unlabelled_batch_size": 16}}
+    real.result_path("set", real.DEFAULT_METHOD, 0).write_text(json.dumps(stored))
+    commands = []
+
+    class Started(Exception):
+        pass
+
+    def start(command, **kwargs):  # the first run's command is all this test needs
+        commands.append(command)
+        raise Started
+
+    monkeypatch.setattr(real.subprocess, "run", start)
+    with pytest.raises(Started):
+        real.main(["--sets", "set", "--draws", "1", "--into", "wide", "--methods", real.DEFAULT_METHOD,
+                   "--set", "train.unlabelled_batch_size=32"])
+    command = commands[0]
+    assert command.index("train.unlabelled_batch_size=16") < command.index("train.unlabelled_batch_size=32")
+    from pipeline.cli import build_parser
+    from pipeline.config import load_config
+
+    overrides = build_parser().parse_args(command[command.index("run"):]).overrides
+    assert load_config(None, overrides).train.unlabelled_batch_size == 32
+    for argv, message in ((["--set", "train.batch_size=8"], "--into FOLDER"),
+                          (["--into", "wide", "--set", "train.batch_size"], "KEY=VALUE")):
+        with pytest.raises(SystemExit):
+            real.main(argv)
+        assert message in capsys.readouterr().err
