@@ -178,7 +178,8 @@ def test_pi_model_entropy_term_adds_its_ramped_weight_times_the_unlabelled_entro
     entropy = totals[2.0]["entropy"]
     assert "entropy" not in totals[0.0] and 0 < float(entropy) <= math.log(3) + 1e-6
     ramp = sigmoid_rampup(0.1, method.params.rampup)
-    assert float(totals[2.0]["loss"] - totals[0.0]["loss"]) == pytest.approx(2.0 * ramp * float(entropy), rel=1e-4)
+    added = (totals[2.0]["loss"] - totals[0.0]["loss"]).item()
+    assert added == pytest.approx(2.0 * ramp * entropy.item(), rel=1e-4)
     with pytest.raises(ValueError, match="entropy_weight"):
         build("pi_model", "method.pi_model.entropy_weight=-1")
 
