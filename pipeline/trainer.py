@@ -182,7 +182,7 @@ class Trainer:
         self.positive = data.classes.index(positive) if positive in data.classes else None
         self.bfloat16 = train.precision == "bfloat16"
         self.steps_taken = 0
-        self.predict_seconds = 0.0  # a calibration scan's prediction, as the last evaluation timed it
+        self.predict_seconds = 0.0  # a scan's prediction: timed on a few at the start, then at each evaluation
         self.history: list[dict] = []
         self.round_log: list[dict] = []
 
@@ -308,6 +308,8 @@ class Trainer:
         last_save = time.perf_counter()
         save_every = train.checkpoint_minutes * 60.0
         import pipeline.plots  # noqa: F401  # matplotlib's import (seconds) would pass for a slow evaluation
+        if (budget_s > 0 or calibrating) and not self.predict_seconds:
+            self._time_predictions()
         while True:
             if budget_s > 0:
                 # The final evaluation and the summary's test predictions come after the loop.
@@ -378,6 +380,16 @@ class Trainer:
             shutil.rmtree(self.run_dir / RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
         return distributed.broadcast(summary)
 
+    def _time_predictions(self, scans: int = 16) -> None:
+        """A first prediction pace, from a few calibration scans, until the first evaluation times
+        it: a budget that ends before then still leaves the end's and calibration's predictions
+        their time (rank 0 decides the end)."""
+        index = self.data.calibration[:scans]
+        if self.world.main and len(index):
+            tick = time.perf_counter()
+            predict_logits(self.method.prediction_network(), self.data.images[index], self.device)
+            self.predict_seconds = (time.perf_counter() - tick) / len(index)
+
     def _seconds_to_end(self, loop: LoopState) -> float:
         """What training costs from here if it stops after one more step: that step (at the mean
         pace) and the evaluation it brings when due, then the end of the run. Each evaluation redraws
@@ -387,8 +399,10 @@ class Trainer:
         Counting the next step and its evaluation matters: the check comes before them, and a
         budget that left the end alone ran past it by an evaluation (3.4 s of 3 in a CI run)."""
         step = loop.train_time / max(loop.step, 1)
-        evaluation = loop.slowest_eval if (loop.step + 1) % loop.eval_every == 0 else 0.0
-        return step + evaluation + 2 * loop.slowest_eval + self.predict_seconds * len(self.data.test)
+        # before the first evaluation, its predictions are all that is known of one
+        slowest = max(loop.slowest_eval, self.predict_seconds * len(self.data.calibration))
+        evaluation = slowest if (loop.step + 1) % loop.eval_every == 0 else 0.0
+        return step + evaluation + 2 * slowest + self.predict_seconds * len(self.data.test)
 
     def _calibration_seconds(self) -> float:
         """What calibration after training will take: predictions of the calibration and test scans and

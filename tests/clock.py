@@ -24,9 +24,9 @@ class RunClock:
     monkeypatch
         pytest's fixture; everything is undone after the test.
     step, scan, figure, checkpoint
-        Seconds an optimiser step, one scan's prediction (evaluations and the summary's test
-        scans), drawing the curves, and writing the model cost on this clock. Anything else costs
-        nothing unless :meth:`charge` says so.
+        Seconds an optimiser step, one scan's prediction (the trainer's: evaluations, the summary's
+        test scans, its first timing), drawing the curves, and writing the model cost on this
+        clock. Anything else costs nothing unless :meth:`charge` says so.
     """
 
     def __init__(self, monkeypatch, step: float = 0.05, scan: float = 0.001, figure: float = 0.1,
@@ -37,7 +37,7 @@ class RunClock:
         for module in (pipeline.cli, pipeline.stages.run, pipeline.trainer):
             monkeypatch.setattr(module, "time", reading)
         self.charge(Trainer, "step", lambda *args: step)
-        self.charge(Trainer, "subset_logits", lambda trainer, subset: scan * len(getattr(trainer.data, subset)))
+        self.charge(pipeline.trainer, "predict_logits", lambda network, images, *args, **kwargs: scan * len(images))
         self.charge(Trainer, "_write_curves", lambda *args: figure)
         self.charge(pipeline.trainer, "save_checkpoint", lambda *args, **kwargs: checkpoint)
 

@@ -166,6 +166,24 @@ def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path
     assert "stopped at step" in caplog.text and "of 100000" in caplog.text
 
 
+def test_a_run_that_ends_before_its_first_evaluation_still_leaves_the_predictions_their_time(tmp_path,
+                                                                                            monkeypatch):
+    from pipeline.trainer import CALIBRATION_SECONDS
+
+    clock = RunClock(monkeypatch, step=0.05)
+    config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=1", "train.steps=100000",
+                                "train.run_minutes=2", "train.eval_every=100000"])
+    # calibration's 2 x 60 calibration scans, 90 test and 450 for the bank, and the summary's 90 test scans,
+    # at 1 ms: known from a few scans timed before the first step, as no evaluation comes to time them
+    predictions = (2 * 60 + 90 + 450) * 0.001
+    trainer = Trainer(config, toy_training_data(), tmp_path, progress=False)
+    summary = trainer.fit(deadline=clock.now + CALIBRATION_SECONDS + 3)
+    assert trainer.predict_seconds == pytest.approx(0.001)
+    assert len(trainer.history) == 1  # the end's evaluation only
+    writing = 0.1 + 0.1  # the curves and the checkpoint: only an evaluation times them
+    assert 0.8 * (3 - predictions) <= summary["wall_seconds"] <= 3 - predictions + writing
+
+
 @pytest.mark.parametrize("spatial_size", [[16, 16], [8, 8, 8]])
 def test_channels_last_changes_the_layout_not_the_outputs(spatial_size):
     from pipeline.config import NetworkConfig
