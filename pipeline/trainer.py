@@ -267,9 +267,9 @@ class Trainer:
         The budget is the wall time of the whole training stage, round starts, evaluations and the
         final writing included: before each step, training stops unless that step, the evaluation
         it may bring and the end of the run still fit (:meth:`_seconds_to_end`). Evaluations are
-        spread out when they cost over a tenth of the time. Every ``train.checkpoint_minutes`` the run folder
-        gets a resumable state; ``resume=True`` continues from it (same step count, same budget,
-        same random streams).
+        spread out when they cost over a tenth of the time. Every ``train.checkpoint_minutes`` the
+        run folder gets a resumable state; ``resume=True`` continues from it (same step count, same
+        budget, same random streams).
 
         ``deadline``: the ``time.monotonic()`` by which the whole command must end (``train.run_minutes``).
         The budget is then at most the time left, and training also leaves calibration its time
