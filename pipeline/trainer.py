@@ -312,7 +312,6 @@ class Trainer:
             self._time_predictions()
         while True:
             if budget_s > 0:
-                # The final evaluation and the summary's test predictions come after the loop.
                 elapsed = time.perf_counter() - start
                 after = self._calibration_seconds() if calibrating else 0.0
                 progress = min(1.0, (elapsed + self._seconds_to_end(loop) + after) / budget_s)
@@ -406,8 +405,8 @@ class Trainer:
 
     def _calibration_seconds(self) -> float:
         """What calibration after training will take: predictions of the calibration and test scans and
-        of the out-of-distribution bank's and calibration's features (``pipeline.ood``), at the last
-        evaluation's pace, and :data:`CALIBRATION_SECONDS` besides."""
+        of the out-of-distribution bank's and calibration's features (``pipeline.ood``), at the pace
+        last timed, and :data:`CALIBRATION_SECONDS` besides."""
         pool = len(self.data.labelled) + len(self.data.unlabelled)
         scans = 2 * len(self.data.calibration) + len(self.data.test) + min(pool, ood.MAX_BANK)
         return CALIBRATION_SECONDS + self.predict_seconds * scans

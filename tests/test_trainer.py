@@ -156,8 +156,8 @@ def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path
     assert "training gets 12 s of the 60 s the plan foresaw" in caplog.text
     with pytest.raises(ValueError, match="budget of 2 minutes is spent before training"):
         Trainer(config, toy_training_data(), tmp_path / "spent", progress=False).fit(deadline=clock.now + 2)
-    # steps the user asked for stop where the run's budget would not leave calibration its time (the
-    # prediction pace is known from the first evaluation, at step 20: 1.2 s)
+    # steps the user asked for stop where the run's budget would not leave calibration its time (the first
+    # evaluation, at step 20, 1.2 s in, times the end's writing)
     steps = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0", "train.steps=100000",
                                "train.run_minutes=2"])
     summary = Trainer(steps, toy_training_data(), tmp_path / "steps", progress=False).fit(
@@ -173,8 +173,9 @@ def test_a_run_that_ends_before_its_first_evaluation_still_leaves_the_prediction
     clock = RunClock(monkeypatch, step=0.05)
     config = load_config(None, ["method.name=supervised", *TOY, "train.minutes=1", "train.steps=100000",
                                 "train.run_minutes=2", "train.eval_every=100000"])
-    # calibration's 2 x 60 calibration scans, 90 test and 450 for the bank, and the summary's 90 test scans,
-    # at 1 ms: known from a few scans timed before the first step, as no evaluation comes to time them
+    # calibration's 2 x 60 calibration scans, 90 test and 450 for the bank at 1 ms (and, inside the training
+    # stage, the summary's 90 test scans): paced on a few scans timed before the first step, as no evaluation
+    # comes to time them
     predictions = (2 * 60 + 90 + 450) * 0.001
     trainer = Trainer(config, toy_training_data(), tmp_path, progress=False)
     summary = trainer.fit(deadline=clock.now + CALIBRATION_SECONDS + 3)
