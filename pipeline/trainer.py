@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,7 @@ class Trainer:
         self.bfloat16 = train.precision == "bfloat16"
         self.steps_taken = 0
         self.predict_seconds = 0.0  # a scan's prediction: timed on a few at the start, then at each evaluation
+        self.write_seconds = 0.0  # drawing the curves and writing the model, as the end does: timed at the start
         self.history: list[dict] = []
         self.round_log: list[dict] = []
 
@@ -309,7 +311,7 @@ class Trainer:
         save_every = train.checkpoint_minutes * 60.0
         import pipeline.plots  # noqa: F401  # matplotlib's import (seconds) would pass for a slow evaluation
         if (budget_s > 0 or calibrating) and not self.predict_seconds:
-            self._time_predictions()
+            self._time_the_end()
         while True:
             if budget_s > 0:
                 elapsed = time.perf_counter() - start
@@ -379,27 +381,38 @@ class Trainer:
             shutil.rmtree(self.run_dir / RESUME_DIR, ignore_errors=True)  # finished: nothing to resume
         return distributed.broadcast(summary)
 
-    def _time_predictions(self, scans: int = 16) -> None:
-        """A first prediction pace, from a few calibration scans, until the first evaluation times
-        it: a budget that ends before then still leaves the end's and calibration's predictions
-        their time (rank 0 decides the end)."""
+    def _time_the_end(self, scans: int = 16) -> None:
+        """What the end of the run costs, timed before the first step: a first prediction pace, from
+        a few calibration scans, until the first evaluation times it, and the writing (the curves, the
+        checkpoint, into a scratch folder), which no evaluation times in full. A budget that ends
+        before its first evaluation still leaves the end's and calibration's work its time (rank 0
+        decides the end)."""
+        if not self.world.main:
+            return
         index = self.data.calibration[:scans]
-        if self.world.main and len(index):
+        if len(index):
             tick = time.perf_counter()
             predict_logits(self.method.prediction_network(), self.data.images[index], self.device)
             self.predict_seconds = (time.perf_counter() - tick) / len(index)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".timing-", dir=self.run_dir) as scratch:
+            tick = time.perf_counter()
+            self._write_curves(Path(scratch))
+            save_checkpoint(Path(scratch), self.method, self.config, self.data.classes, self.in_channels)
+            self.write_seconds = time.perf_counter() - tick
 
     def _seconds_to_end(self, loop: LoopState) -> float:
         """What training costs from here if it stops after one more step: that step (at the mean
         pace) and the evaluation it brings when due, then the end of the run. Each evaluation redraws
         the curves so far, so the slowest one measures the end's last evaluation, and again its
-        writing (the curves, the checkpoint); the summary's test predictions come besides.
+        writing (the curves, the checkpoint: at least what they cost at the start); the summary's test
+        predictions come besides.
 
         Counting the next step and its evaluation matters: the check comes before them, and a
         budget that left the end alone ran past it by an evaluation (3.4 s of 3 in a CI run)."""
         step = loop.train_time / max(loop.step, 1)
-        # before the first evaluation, its predictions are all that is known of one
-        slowest = max(loop.slowest_eval, self.predict_seconds * len(self.data.calibration))
+        # before the first evaluation, its predictions and the writing timed at the start are what is known of one
+        slowest = max(loop.slowest_eval, self.predict_seconds * len(self.data.calibration) + self.write_seconds)
         evaluation = slowest if (loop.step + 1) % loop.eval_every == 0 else 0.0
         return step + evaluation + 2 * slowest + self.predict_seconds * len(self.data.test)
 
@@ -480,13 +493,15 @@ class Trainer:
             **({"processes": self.world.size} if self.world.size > 1 else {}),
         }
 
-    def _write_curves(self) -> None:
-        """``metrics.csv`` and ``training_curves.png`` so far, so a long run can be watched."""
+    def _write_curves(self, folder: Path | None = None) -> None:
+        """``metrics.csv`` and ``training_curves.png`` so far, so a long run can be watched (in the
+        run folder unless ``folder`` is given)."""
         from pipeline.plots import plot_training_curves
 
+        folder = self.run_dir if folder is None else folder
         history = pd.DataFrame(self.history)
-        write_csv(self.run_dir / "metrics.csv", history)
-        plot_training_curves(history, self.run_dir / "training_curves.png",
+        write_csv(folder / "metrics.csv", history)
+        plot_training_curves(history, folder / "training_curves.png",
                              title=f"{self.config.name}: {self.config.method_name}")
 
     def _write(self, summary: dict) -> None:
