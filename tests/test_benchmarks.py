@@ -1,6 +1,7 @@
 """The benchmarks' own machinery: the notes-style loop trains the same method as the pipeline."""
 
 import json
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -388,3 +389,32 @@ def test_a_variant_s_settings_win_over_the_stored_plan_and_need_a_folder_of_thei
         with pytest.raises(SystemExit):
             real.main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_a_variant_s_result_records_the_training_budget_its_run_had(tmp_path, monkeypatch):
+    from benchmarks import real
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(real, "RESULTS", tmp_path / "results")
+    spec = {"scans": "x", "positive": "b", "labels_per_class": 5, "minutes": 3.0}
+
+    def finished_run(command, **kwargs):  # what `pipeline run` leaves behind, for the result to read
+        run = tmp_path / "runs" / "set_run"
+        run.mkdir(parents=True)
+        (tmp_path / "runs" / "LATEST").write_text(str(run))
+        minutes = float(next(item for item in reversed(command) if item.startswith("train.minutes=")).split("=")[1])
+        (run / "plan.json").write_text(json.dumps({"settings": {
+            "train.minutes": {"value": minutes, "set_by": "user", "planned": None, "reason": ""}}}))
+        (run / "train_summary.json").write_text(json.dumps({"method": "pi_model", "steps": 10,
+                                                            "wall_seconds": minutes * 60 - 1}))
+        (run / "calibration.json").write_text(json.dumps({
+            "screening": {"positive_class": "b", "review_low": 0.2, "decision": 0.5},
+            "test": {"n": 2, "screening": {"auroc": 1.0, "sensitivity": 1.0, "specificity": 1.0,
+                                           "review_fraction": 0.0}}}))
+        pd.DataFrame({"label": ["a", "b"], "p_b": [0.1, 0.9]}).to_csv(run / "test_predictions.csv", index=False)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(real.subprocess, "run", finished_run)
+    result = real.run_one("set", spec, real.DEFAULT_METHOD, 0, suite="longer", settings=("train.minutes=10",))
+    assert result["minutes"] == 10 and result["user"]["minutes"] == 3.0
+    assert json.loads(real.result_path("set", real.DEFAULT_METHOD, 0, "longer").read_text())["minutes"] == 10
