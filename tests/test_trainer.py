@@ -156,8 +156,8 @@ def test_a_run_deadline_bounds_training_and_leaves_calibration_its_time(tmp_path
     assert "training gets 12 s of the 60 s the plan foresaw" in caplog.text
     with pytest.raises(ValueError, match="budget of 2 minutes is spent before training"):
         Trainer(config, toy_training_data(), tmp_path / "spent", progress=False).fit(deadline=clock.now + 2)
-    # steps the user asked for stop where the run's budget would not leave calibration its time (the first
-    # evaluation, at step 20, 1.2 s in, times the end's writing)
+    # steps the user asked for stop where the run's budget would not leave calibration its time (the end's
+    # writing timed before the first step, and again by the first evaluation, at step 20, 1.2 s in)
     steps = load_config(None, ["method.name=supervised", *TOY, "train.minutes=0", "train.steps=100000",
                                "train.run_minutes=2"])
     summary = Trainer(steps, toy_training_data(), tmp_path / "steps", progress=False).fit(
