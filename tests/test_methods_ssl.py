@@ -34,9 +34,9 @@ from toy import toy_training_data
 # (its lower bound, three classes), so the default target of 0.95 would call no scan.
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.unlabelled_batch_size=32",
        "calibrate.min_support=3", "calibrate.target_precision=0.8", "train.threads=2"]
-SSL = ["pi_model", "mean_teacher", "fixmatch", "freematch", "softmatch", "co_training", "co_teaching"]
+SSL = ["pi_model", "vat", "mean_teacher", "fixmatch", "freematch", "softmatch", "co_training", "co_teaching"]
 # The parameter scaling each method's unsupervised term, and settings that make it non-zero at once.
-WEIGHT_KEY = {"pi_model": "consistency_weight", "mean_teacher": "consistency_weight",
+WEIGHT_KEY = {"pi_model": "consistency_weight", "vat": "consistency_weight", "mean_teacher": "consistency_weight",
               "fixmatch": "unlabelled_weight", "freematch": "unlabelled_weight", "softmatch": "unlabelled_weight",
               "co_training": "unlabelled_weight",
               "co_teaching": "unlabelled_weight"}
