@@ -282,7 +282,7 @@ def _rerun_note(frame: pd.DataFrame) -> list[str]:
     default_runs = frame[frame["method"] == DEFAULT_METHOD].set_index(["set", "draw"])["run"]
     first_baseline = [plan_from == default_runs.get((name, draw)) for name, draw, plan_from
                       in zip(frame["set"], frame["draw"], frame["plan_from"])]
-    for method in (DEFAULT_METHOD, BASELINE):
+    for method in [DEFAULT_METHOD, BASELINE, *sorted(set(frame["method"]) - {DEFAULT_METHOD, BASELINE})]:
         rerun = frame[(frame["method"] == method) & ~pd.Series(first_baseline, index=frame.index)
                       & frame["plan_from"].fillna("").str.contains(f"_{method}_", regex=False)]
         if rerun.empty:
@@ -294,6 +294,20 @@ def _rerun_note(frame: pd.DataFrame) -> list[str]:
                   f"precision of that draw's other run; the method's settings are planned again by that commit, "
                   f"and the method's code and the machine's speed on the day differ.", ""]
     return lines
+
+
+def _borrowed_plan_note(frame: pd.DataFrame) -> list[str]:
+    """A sentence where default-method runs trained with another method's run's plan (a default adopted
+    after the page's runs were made, measured on their draws with ``--into``, as a baseline run is)."""
+    if "plan_from" not in frame:
+        return []
+    runs = frame[(frame["method"] == DEFAULT_METHOD) & frame["plan_from"].notna()]
+    lenders = {method: runs[runs["plan_from"].str.contains(f"_{method}_", regex=False)]
+               for method in set(frame["method"]) - {DEFAULT_METHOD}}
+    return [f"{len(part)} `{DEFAULT_METHOD}` runs ({part['date'].min()} to {part['date'].max()}) took as overrides "
+            f"the settings their draw's `{method}` run planned (inputs, network, augmentation, batch sizes, "
+            f"precision), as the baseline's runs did, so that all three of a draw train with one plan and "
+            f"budget; the `{method}` rows are those runs.\n" for method, part in sorted(lenders.items()) if len(part)]
 
 
 def _fallback_note(frame: pd.DataFrame) -> list[str]:
@@ -362,6 +376,7 @@ def build_page(sets: dict[str, dict]) -> str:
         f"Dates: {frame['date'].min()} to {frame['date'].max()}.",
         "",
         *_rerun_note(frame),
+        *_borrowed_plan_note(frame),
         *[f"`{name}`: {sets[name]['assumed']}.\n" for name in sets if "assumed" in sets[name] and name in set(frame["set"])],
         *_fallback_note(frame),
         "Sensitivity and specificity are on the test scans at the operating point calibrated for 95% "

@@ -31,7 +31,7 @@ from torch import nn
 
 # Methods whose every trained parameter gets a gradient at every step (DDP's reducer
 # requires it) and whose round hooks predict only through the trainer's broadcast.
-SUPPORTED_METHODS = ("supervised", "self_training", "fixmatch", "mean_teacher", "pi_model", "co_teaching")
+SUPPORTED_METHODS = ("supervised", "self_training", "fixmatch", "mean_teacher", "pi_model", "vat", "co_teaching")
 # Rank 0 may ingest and preprocess a whole archive while the others wait at a barrier.
 TIMEOUT = timedelta(hours=2)
 

@@ -222,24 +222,49 @@ def test_rerun_repeats_only_another_commits_runs_each_with_its_own_plan(tmp_path
 
 
 def test_the_page_names_re_run_baseline_runs_apart_from_first_ones():
+    from benchmarks.real import DEFAULT_METHOD as D
     from benchmarks.real import _rerun_note
 
     frame = pd.DataFrame([
-        {"set": "s", "draw": 0, "run": "s_pi_model_1", "method": "pi_model", "plan_from": None, "commit": "a",
+        {"set": "s", "draw": 0, "run": f"s_{D}_1", "method": D, "plan_from": None, "commit": "a",
          "date": "d1"},
-        {"set": "s", "draw": 0, "run": "s_supervised_2", "method": "supervised", "plan_from": "s_pi_model_1",
+        {"set": "s", "draw": 0, "run": "s_supervised_2", "method": "supervised", "plan_from": f"s_{D}_1",
          "commit": "a", "date": "d1"},  # first run
         {"set": "s", "draw": 1, "run": "s_supervised_4", "method": "supervised", "plan_from": "s_supervised_2",
          "commit": "b", "date": "d2"},  # a re-run
         # a small pool: the plan trained the default method's run as supervised, and the baseline took its plan
-        {"set": "t", "draw": 0, "run": "t_supervised_5", "method": "pi_model", "plan_from": None, "commit": "b",
+        {"set": "t", "draw": 0, "run": "t_supervised_5", "method": D, "plan_from": None, "commit": "b",
          "date": "d2"},
         {"set": "t", "draw": 0, "run": "t_supervised_6", "method": "supervised", "plan_from": "t_supervised_5",
          "commit": "b", "date": "d2"},
     ])
     note = " ".join(_rerun_note(frame))
     assert "`supervised` runs re-run on a later commit (1 on b" in note
-    assert "`pi_model` runs re-run" not in note
+    assert f"`{D}` runs re-run" not in note
+
+
+def test_the_page_says_which_default_method_runs_took_the_former_default_s_plan():
+    from benchmarks.real import DEFAULT_METHOD as D
+    from benchmarks.real import _borrowed_plan_note, _rerun_note
+
+    frame = pd.DataFrame([
+        {"set": "s", "draw": 0, "run": "s_pi_model_1", "method": "pi_model", "plan_from": None, "commit": "a",
+         "date": "d1"},
+        {"set": "s", "draw": 0, "run": "s_supervised_2", "method": "supervised", "plan_from": "s_pi_model_1",
+         "commit": "a", "date": "d1"},
+        {"set": "s", "draw": 0, "run": f"s_{D}_3", "method": D, "plan_from": "s_pi_model_1", "commit": "c",
+         "date": "d3"},  # measured on the draw with --into, then adopted
+        {"set": "s", "draw": 1, "run": f"s_{D}_4", "method": D, "plan_from": None, "commit": "c", "date": "d4"},
+        {"set": "s", "draw": 1, "run": "s_pi_model_5", "method": "pi_model", "plan_from": "s_pi_model_0",
+         "commit": "c", "date": "d4"},  # a re-run of the former default keeps its note
+    ])
+    assert D != "pi_model"
+    assert _borrowed_plan_note(frame) == [
+        f"1 `{D}` runs (d3 to d3) took as overrides the settings their draw's `pi_model` run planned (inputs, "
+        "network, augmentation, batch sizes, precision), as the baseline's runs did, so that all three of a draw "
+        "train with one plan and budget; the `pi_model` rows are those runs.\n"]
+    assert "`pi_model` runs re-run on a later commit (1 on c" in " ".join(_rerun_note(frame))
+    assert _borrowed_plan_note(frame[frame["plan_from"].isna()]) == []
 
 
 def test_active_counts_the_abnormal_scans_each_arm_added_by_the_held_back_truth(tmp_path):

@@ -53,7 +53,7 @@ def labelled_classes() -> list[int]:
     return classes.tolist()
 
 
-def write_task(root: Path) -> None:
+def write_task(root: Path, method: str = "supervised") -> None:
     """Toy PNG scans, labels.csv, a split file and two configs (2 processes / 1 process)."""
     images, labels = toy_images(600, seed=1)
     by_class = {k: iter(np.flatnonzero(labels.numpy() == k)) for k in range(3)}
@@ -78,7 +78,7 @@ def write_task(root: Path) -> None:
                      "cache_dir": str(root / "cache")},
             "preprocess": {"spatial_size": [16, 16]},
             "network": {"channels": [8, 16]},
-            "method": {"name": "supervised"},
+            "method": {"name": method},
             "train": {"steps": 60, "eval_every": 30, "batch_size": 16, "threads": 1, "workers": 1},
         }
         (root / f"{runs}.toml").write_text(tomli_w.dumps(config))
@@ -124,3 +124,23 @@ def test_two_processes_train_like_one(tmp_path):
     assert abs(ddp["calibration_accuracy"] - single["calibration_accuracy"]) <= 0.1
     # Final training loss (mean over the last 30 steps, averaged over both processes).
     assert abs(ddp_metrics["loss"].iloc[-1] - single_metrics["loss"].iloc[-1]) <= 0.25
+
+
+def test_the_plan_s_default_method_trains_under_torchrun(tmp_path):
+    # A planned folder trains the default method, under torchrun too. VAT searches for its perturbation
+    # with a gradient inside the forward pass that DDP wraps: the step must still average the weights'
+    # gradients once, as every other step's do.
+    from pipeline.stages.plan import DEFAULT_METHOD
+
+    write_task(tmp_path, DEFAULT_METHOD)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "pipeline", "train", "--config", str(tmp_path / "runs_ddp.toml"), "--quiet",
+               "train.unlabelled_batch_size=16"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((only_run(tmp_path / "runs_ddp") / "train_summary.json").read_text())
+    assert summary["method"] == DEFAULT_METHOD and summary["processes"] == 2 and summary["steps"] == 60
+    metrics = pd.read_csv(only_run(tmp_path / "runs_ddp") / "metrics.csv")
+    assert (metrics["unsupervised"] > 0).all()
+    assert summary["calibration_accuracy"] >= 0.85  # as one process learns the three classes in 60 steps

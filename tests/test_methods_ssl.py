@@ -535,6 +535,41 @@ def test_pi_model_warmup_trains_on_labelled_scans_alone_then_ramps_from_its_end(
         build("pi_model", "method.pi_model.warmup=1.0")
 
 
+def test_vat_change_has_its_size_and_moves_the_prediction_more_than_a_random_one():
+    data = toy_training_data()
+    config, method = build("vat", "method.vat.epsilon=0.5")
+    method.eval()  # no dropout: the comparison below is of the change alone
+    images = data.images[data.unlabelled[:16]]
+    with torch.no_grad():
+        clean = method.network(images)
+    torch.manual_seed(3)
+    change = method.adversarial_change(images, clean)
+    rms = change.flatten(1).pow(2).mean(dim=1).sqrt()
+    assert torch.allclose(rms, torch.full_like(rms, 0.5 * float(images.std())), rtol=1e-4)  # each scan's
+    from pipeline.methods.vat import prediction_divergence
+
+    with torch.no_grad():
+        adversarial = float(prediction_divergence(clean, method.network(images + change)))
+        noise = [torch.randn_like(images) * rms.view(-1, 1, 1, 1) for _ in range(5)]
+        random = [float(prediction_divergence(clean, method.network(images + n))) for n in noise]
+    assert adversarial > 2 * max(random)
+    assert not any(p.grad is not None for p in method.parameters())  # the search trains nothing
+    for bad in ("method.vat.epsilon=0", "method.vat.xi=-1", "method.vat.power_iterations=0", "method.vat.warmup=1"):
+        with pytest.raises(ValueError, match=bad.split("=")[0].split(".")[-1]):
+            build("vat", bad)
+
+
+def test_vat_entropy_and_alignment_wait_for_the_pool_prior_as_the_pi_model_s_do():
+    data = toy_training_data()
+    config, method = build("vat", "method.vat.alignment_weight=1.0", "method.vat.entropy_weight=0.3")
+    torch.manual_seed(1)
+    before = method.losses(batch_for(config, data, progress=0.5))
+    assert float(before["unsupervised"]) > 0 and "entropy" not in before and "alignment" not in before
+    method.pool_prior = torch.tensor([0.6, 0.2, 0.2])
+    after = method.losses(batch_for(config, data, progress=0.5))
+    assert float(after["entropy"]) > 0 and float(after["alignment"]) > 0
+
+
 def test_confidence_averages_follow_the_batches_and_lower_the_bar_for_a_rarely_predicted_class():
     averages = ConfidenceAverages(3, momentum=0.5)
     assert torch.allclose(averages.thresholds(), torch.full((3,), 1 / 3))  # a network that knows nothing

@@ -651,17 +651,20 @@ def mask_volumes_with_a_large_pool(tmp_path, write):
     return fp
 
 
-def test_the_default_method_warms_up_only_where_few_steps_fit(tmp_path, write, monkeypatch):
+def test_the_pi_model_warms_up_only_where_few_steps_fit(tmp_path, write, monkeypatch):
     fp = mask_volumes_with_a_large_pool(tmp_path, write)
     # The stand-in probe of test_a_budget_no_size_fits_...: at 24^3, 8 + 16 fit ~1,627 steps in 3 minutes.
     monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32", **_:
                         3e-7 * size**3 * sum(batches))
-    roomy = planning.make_plan(fp, minutes=10, probe=True)
-    short = planning.make_plan(fp, minutes=1.5, probe=True)
+    roomy = planning.make_plan(fp, minutes=10, probe=True, method="pi_model")
+    short = planning.make_plan(fp, minutes=1.5, probe=True, method="pi_model")
     assert roomy.settings["method.name"] == short.settings["method.name"] == planning.DEFAULT_METHOD
     assert roomy.settings["method.pi_model.warmup"] == 0.0
     assert short.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP > 0
     assert "labelled scans alone" in short.reasons["method.pi_model.warmup"]
+    # the rule was measured for the Pi-model: the default trains without one however short its run
+    default = planning.make_plan(fp, minutes=1.5, probe=True)
+    assert planning.DEFAULT_METHOD != "pi_model" and not any(key.endswith(".warmup") for key in default.settings)
 
 
 def test_steps_are_planned_for_what_foreseen_preprocessing_leaves_of_a_whole_run_budget(tmp_path, write,
@@ -677,8 +680,8 @@ def test_steps_are_planned_for_what_foreseen_preprocessing_leaves_of_a_whole_run
 
     # 3 minutes fit over 1,500 steps at 24^3, batches 8 + 16: no warm-up. With half a minute of them foreseen
     # for preprocessing, the steps are planned for the 2.5 minutes left, too few: the warm-up.
-    roomy = planning.make_plan(fp, minutes=3, probe=True)
-    short = planning.make_plan(fp, minutes=3, probe=True, preprocessing=preprocessing)
+    roomy = planning.make_plan(fp, minutes=3, probe=True, method="pi_model")
+    short = planning.make_plan(fp, minutes=3, probe=True, preprocessing=preprocessing, method="pi_model")
     assert roomy.settings["method.pi_model.warmup"] == 0.0 and roomy.preprocess_seconds is None
     assert short.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP and short.preprocess_seconds == 30.0
     probe = short.probe[-1]
@@ -741,19 +744,20 @@ def test_a_user_set_size_batches_or_precision_is_timed_for_the_warm_up(tmp_path,
         return 3e-7 * size**3 * sum(batches) * (2 if precision == "float32" else 1) * width
 
     monkeypatch.setattr(planning, "time_step", stand_in)
-    own = planning.make_plan(fp, minutes=3, probe=True)
+    own = planning.make_plan(fp, minutes=3, probe=True, method="pi_model")
     # its own choice, 28^3 with 8 + 8 in bfloat16, fits ~1,540 steps: no warm-up
     assert own.settings["train.precision"] == "bfloat16" and own.settings["method.pi_model.warmup"] == 0.0
     fixed = {"preprocess.spatial_size": [28, 28, 28], "train.precision": "float32", "train.batch_size": 8}
-    forced = planning.make_plan(fp, minutes=3, probe=True, fixed=fixed)
+    forced = planning.make_plan(fp, minutes=3, probe=True, fixed=fixed, method="pi_model")
     user_row = forced.probe[-1]
     assert user_row["set_by"] == "user" and user_row["batches"] == [8, 16] and user_row["precision"] == "float32"
     assert user_row["steps_in_budget"] < planning.TARGET_STEPS  # ~510 steps fit the run the user asked for
     assert forced.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP
-    assert "~512 Pi-model steps" in forced.reasons["method.pi_model.warmup"]
-    same = planning.make_plan(fp, minutes=3, probe=True, fixed={"train.precision": "bfloat16"})
+    assert f"~512 steps of {planning.DEFAULT_METHOD}" in forced.reasons["method.pi_model.warmup"]
+    same = planning.make_plan(fp, minutes=3, probe=True, fixed={"train.precision": "bfloat16"}, method="pi_model")
     assert not any(row.get("set_by") == "user" for row in same.probe)  # the plan's own run: nothing more timed
-    wide = planning.make_plan(fp, minutes=3, probe=True, fixed={"network.channels": [64, 128, 256]})
+    wide = planning.make_plan(fp, minutes=3, probe=True, fixed={"network.channels": [64, 128, 256]},
+                              method="pi_model")
     assert wide.probe[-1]["set_by"] == "user" and wide.settings["method.pi_model.warmup"] == planning.SHORT_RUN_WARMUP
 
 
@@ -770,6 +774,11 @@ def test_the_default_methods_settings_go_with_the_default_method_whoever_chose_i
     asked = planning.make_plan(fp, minutes=3, method=planning.DEFAULT_METHOD, probe=False).settings
     assert {key.rsplit(".", 1)[1]: asked[key] for key in asked
             if key.startswith(f"method.{planning.DEFAULT_METHOD}.")} == planning.DEFAULT_METHOD_PARAMS
+    # the Pi-model, the default before, keeps the settings it was measured with when a user asks for it
+    pi = planning.make_plan(fp, minutes=3, method="pi_model", probe=False).settings
+    assert {key.rsplit(".", 1)[1]: pi[key] for key in pi
+            if key.startswith("method.pi_model.")} == planning.TESTED_PARAMS["pi_model"]
+    assert not [key for key in pi if key.startswith(f"method.{planning.DEFAULT_METHOD}.")]
 
 
 def test_a_positive_class_the_data_lacks_is_refused_before_training(tmp_path, monkeypatch, caplog, write):
