@@ -34,8 +34,6 @@ from pipeline.methods.base import Method, StepBatch
 from pipeline.methods.shared import (
     PoolPriorRounds,
     WeightAveraged,
-    mean_entropy,
-    prior_alignment,
     sigmoid_rampup,
     softmax_mse,
 )
@@ -97,15 +95,7 @@ class PiModel(PoolPriorRounds, WeightAveraged, Method):
             ramp = sigmoid_rampup(batch.progress - self.params.warmup, self.params.rampup)
             weight = self.params.consistency_weight * ramp
             loss = loss + weight * unsupervised
-            aligned = self.params.alignment_weight == 0 or self.pool_prior is not None
-            if self.params.entropy_weight > 0 and aligned:
-                entropy = mean_entropy(logits[n_labelled:])
-                loss = loss + self.params.entropy_weight * ramp * entropy
-                terms["entropy"] = entropy.detach()
-            if self.params.alignment_weight > 0 and self.pool_prior is not None:
-                alignment = prior_alignment(logits[n_labelled:], self.pool_prior)
-                loss = loss + self.params.alignment_weight * ramp * alignment
-                terms["alignment"] = alignment.detach()
+            loss = loss + self.entropy_and_alignment(logits[n_labelled:], ramp, terms)
             terms["unsupervised"] = unsupervised.detach()
             terms["weight"] = torch.tensor(weight)
         terms["loss"] = loss

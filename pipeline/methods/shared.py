@@ -162,6 +162,23 @@ class PoolPriorRounds:
             raise ValueError(f"method.{self.name}.prior_rounds must be >= 2, got {self.params.prior_rounds}")
         self.rounds = self.params.prior_rounds if enabled else 1
 
+    def entropy_and_alignment(self, logits: torch.Tensor, ramp: float, terms: dict) -> torch.Tensor:
+        """The ramped entropy (``params.entropy_weight``) and prior-alignment (``params.alignment_weight``)
+        terms on unlabelled ``logits``, added to ``terms`` detached; their weighted sum (0 where neither
+        acts). With alignment on, entropy waits for a pool prior: until one is estimated nothing holds
+        the class mix, and entropy alone drifts to one class."""
+        total = logits.new_zeros(())
+        aligned = self.params.alignment_weight == 0 or self.pool_prior is not None
+        if self.params.entropy_weight > 0 and aligned:
+            entropy = mean_entropy(logits)
+            total = total + self.params.entropy_weight * ramp * entropy
+            terms["entropy"] = entropy.detach()
+        if self.params.alignment_weight > 0 and self.pool_prior is not None:
+            alignment = prior_alignment(logits, self.pool_prior)
+            total = total + self.params.alignment_weight * ramp * alignment
+            terms["alignment"] = alignment.detach()
+        return total
+
     @property
     def estimates_prior(self) -> bool:
         return self.rounds > 1  # init_prior_rounds gives an aligning method at least 2 rounds

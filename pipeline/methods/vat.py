@@ -31,8 +31,6 @@ from pipeline.methods.base import Method, StepBatch
 from pipeline.methods.shared import (
     PoolPriorRounds,
     WeightAveraged,
-    mean_entropy,
-    prior_alignment,
     sigmoid_rampup,
 )
 
@@ -122,15 +120,7 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
             ramp = sigmoid_rampup(batch.progress - self.params.warmup, self.params.rampup)
             weight = self.params.consistency_weight * ramp
             loss = loss + weight * unsupervised
-            aligned = self.params.alignment_weight == 0 or self.pool_prior is not None
-            if self.params.entropy_weight > 0 and aligned:
-                entropy = mean_entropy(clean)
-                loss = loss + self.params.entropy_weight * ramp * entropy
-                terms["entropy"] = entropy.detach()
-            if self.params.alignment_weight > 0 and self.pool_prior is not None:
-                alignment = prior_alignment(clean, self.pool_prior)
-                loss = loss + self.params.alignment_weight * ramp * alignment
-                terms["alignment"] = alignment.detach()
+            loss = loss + self.entropy_and_alignment(clean, ramp, terms)
             terms["unsupervised"] = unsupervised.detach()
             terms["weight"] = torch.tensor(weight)
         terms["loss"] = loss
