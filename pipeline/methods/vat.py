@@ -94,15 +94,8 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
 
     def losses(self, batch: StepBatch):
         """Cross-entropy on labelled scans plus the ramped KL from each unlabelled scan's prediction
-        to its prediction under the adversarial change.
-
-        Returns
-        -------
-        dict
-            ``loss`` (total), ``supervised``, ``unsupervised`` and ``weight`` (detached),
-            ``entropy`` when ``entropy_weight`` > 0 (with alignment, once a pool prior is estimated),
-            ``alignment`` once a pool prior is estimated.
-        """
+        to its prediction under the adversarial change; the same terms as the Pi-model's ``losses``
+        returns (``unsupervised`` is the KL divergence here)."""
         n_labelled, n_unlabelled = len(batch.labels), len(batch.unlabelled)
         if batch.progress < self.params.warmup:
             n_unlabelled = 0
