@@ -34,9 +34,10 @@ from toy import toy_training_data
 # (its lower bound, three classes), so the default target of 0.95 would call no scan.
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.unlabelled_batch_size=32",
        "calibrate.min_support=3", "calibrate.target_precision=0.8", "train.threads=2"]
-SSL = ["pi_model", "vat", "mean_teacher", "fixmatch", "freematch", "softmatch", "co_training", "co_teaching"]
+SSL = ["pi_model", "vat", "ict", "mean_teacher", "fixmatch", "freematch", "softmatch", "co_training", "co_teaching"]
 # The parameter scaling each method's unsupervised term, and settings that make it non-zero at once.
-WEIGHT_KEY = {"pi_model": "consistency_weight", "vat": "consistency_weight", "mean_teacher": "consistency_weight",
+WEIGHT_KEY = {"pi_model": "consistency_weight", "vat": "consistency_weight", "ict": "consistency_weight",
+              "mean_teacher": "consistency_weight",
               "fixmatch": "unlabelled_weight", "freematch": "unlabelled_weight", "softmatch": "unlabelled_weight",
               "co_training": "unlabelled_weight",
               "co_teaching": "unlabelled_weight"}
@@ -568,6 +569,38 @@ def test_vat_entropy_and_alignment_wait_for_the_pool_prior_as_the_pi_model_s_do(
     method.pool_prior = torch.tensor([0.6, 0.2, 0.2])
     after = method.losses(batch_for(config, data, progress=0.5))
     assert float(after["entropy"]) > 0 and float(after["alignment"]) > 0
+
+
+def test_ict_student_sees_mixed_scans_and_is_pulled_to_the_same_mix_of_fixed_teacher_predictions():
+    data = toy_training_data()
+    config, method = build("ict", "network.dropout=0.0")
+    for _ in range(3):  # let the averaged weights differ from the trained ones
+        with torch.no_grad():
+            for p in method.network.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        method.after_step()
+    seen = {}
+    method.network.register_forward_hook(lambda module, args, out: seen.update(student_in=args[0], student=out))
+    method.ema.register_forward_hook(lambda module, args, out: seen.update(teacher_in=args[0], teacher=out))
+    torch.manual_seed(2)
+    terms = method.losses(batch_for(config, data, n_labelled=4, n_unlabelled=16))
+    lam = float(terms["mix"])
+    assert 0 < lam < 1 and not seen["teacher"].requires_grad
+    # each mixed scan is lam * one unmixed view + (1 - lam) * another: recover the pairing
+    views, mixed = seen["teacher_in"], seen["student_in"][4:]
+    residual = (mixed[:, None] - lam * views[:, None] - (1 - lam) * views[None, :]).flatten(2).abs().amax(2)
+    pairs = residual.argmin(dim=1)
+    assert float(residual.min(dim=1).values.max()) < 1e-5 and len(set(pairs.tolist())) == 16
+    probs = torch.softmax(seen["teacher"].float(), 1)
+    target = lam * probs + (1 - lam) * probs[pairs]
+    student = torch.softmax(seen["student"][4:].detach().float(), 1)
+    assert float(terms["unsupervised"]) == pytest.approx(float(((student - target) ** 2).mean()), rel=1e-5)
+    terms["loss"].backward()
+    assert all(p.grad is None for p in method.ema.parameters())
+    assert method.prediction_network() is method.ema
+    for bad in ("method.ict.alpha=0", "method.ict.ema_decay=0", "method.ict.consistency_weight=-1"):
+        with pytest.raises(ValueError, match=bad.split("=")[0].split(".")[-1]):
+            build("ict", bad)
 
 
 def test_confidence_averages_follow_the_batches_and_lower_the_bar_for_a_rarely_predicted_class():
