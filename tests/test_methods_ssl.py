@@ -603,6 +603,20 @@ def test_ict_student_sees_mixed_scans_and_is_pulled_to_the_same_mix_of_fixed_tea
             build("ict", bad)
 
 
+def test_ict_alignment_holds_the_mixtures_mean_at_the_pool_prior_once_there_is_one():
+    data = toy_training_data()
+    config, method = build("ict", "method.ict.alignment_weight=1.0")
+    assert method.rounds == method.params.prior_rounds
+    torch.manual_seed(1)
+    before = method.losses(batch_for(config, data, progress=0.5))
+    assert float(before["unsupervised"]) > 0 and "alignment" not in before
+    method.pool_prior = torch.tensor([0.6, 0.2, 0.2])
+    after = method.losses(batch_for(config, data, progress=0.5))
+    assert float(after["alignment"]) > 0
+    with pytest.raises(ValueError, match="alignment_weight"):
+        build("ict", "method.ict.alignment_weight=-1")
+
+
 def test_confidence_averages_follow_the_batches_and_lower_the_bar_for_a_rarely_predicted_class():
     averages = ConfidenceAverages(3, momentum=0.5)
     assert torch.allclose(averages.thresholds(), torch.full((3,), 1 / 3))  # a network that knows nothing
