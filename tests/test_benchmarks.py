@@ -267,6 +267,15 @@ def test_the_page_says_which_default_method_runs_took_the_former_default_s_plan(
     assert _borrowed_plan_note(frame[frame["plan_from"].isna()]) == []
 
 
+def test_abnormal_among_skipped_pools_the_draws_skipped_scans():
+    from benchmarks.real import _pooled_miss
+
+    runs = pd.DataFrame({"n_test": [100, 100], "skip_fraction": [0.01, 0.99],
+                         "abnormal_among_skipped": [1.0, 1 / 99]})  # 1 of 1 skipped, then 1 of 99
+    assert _pooled_miss(runs) == "2.0% (2 of 100)"  # not the mean of the shares, 50.5%
+    assert _pooled_miss(runs.assign(skip_fraction=0.0, abnormal_among_skipped=0.0)) == "- (none skipped)"
+
+
 def test_active_counts_the_abnormal_scans_each_arm_added_by_the_held_back_truth(tmp_path):
     from benchmarks.active import _positives_added, added_positives
 
