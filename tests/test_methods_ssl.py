@@ -78,6 +78,16 @@ def trained_gradients(name, weight, data):
     return method, terms, grads
 
 
+def drift_from_the_average(method, steps=3):
+    """Move the trained weights at random and average them in after each move, so that an EMA teacher
+    (or weight average) differs from the network it follows."""
+    for _ in range(steps):
+        with torch.no_grad():
+            for p in method.network.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        method.after_step()
+
+
 @pytest.mark.parametrize("name", SSL)
 def test_unsupervised_term_is_nonzero_and_carries_gradient_to_trained_networks(name):
     data = toy_training_data()
@@ -94,11 +104,7 @@ def test_unsupervised_term_is_nonzero_and_carries_gradient_to_trained_networks(n
 def test_mean_teacher_consistency_pulls_the_student_towards_a_fixed_teacher():
     data = toy_training_data()
     config, method = build("mean_teacher", "network.dropout=0.0")
-    for _ in range(3):  # let the teacher differ from the student
-        with torch.no_grad():
-            for p in method.network.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
-        method.after_step()
+    drift_from_the_average(method)
     seen = {}
     student_inputs = []
     method.network.register_forward_hook(lambda module, args, out: student_inputs.append(args[0]))
@@ -508,11 +514,13 @@ def test_pi_model_with_alignment_learns_when_the_pool_mix_differs_and_estimates_
     assert {"pool_prior_0", "pool_prior_1", "pool_prior_2"} <= set(rounds.columns)
 
 
-def test_pi_model_with_alignment_minimises_entropy_only_once_a_pool_prior_is_estimated():
+@pytest.mark.parametrize("name", ["pi_model", "vat"])
+def test_with_alignment_entropy_is_minimised_only_once_a_pool_prior_is_estimated(name):
     data = toy_training_data()
-    config, method = build("pi_model", "method.pi_model.alignment_weight=1.0", "method.pi_model.entropy_weight=0.3")
+    config, method = build(name, f"method.{name}.alignment_weight=1.0", f"method.{name}.entropy_weight=0.3")
     torch.manual_seed(1)
     before = method.losses(batch_for(config, data, progress=0.5))
+    assert float(before["unsupervised"]) > 0
     assert "entropy" not in before and "alignment" not in before  # nothing would hold the class mix yet
     method.pool_prior = torch.tensor([0.6, 0.2, 0.2])
     after = method.losses(batch_for(config, data, progress=0.5))
@@ -560,25 +568,10 @@ def test_vat_change_has_its_size_and_moves_the_prediction_more_than_a_random_one
             build("vat", bad)
 
 
-def test_vat_entropy_and_alignment_wait_for_the_pool_prior_as_the_pi_model_s_do():
-    data = toy_training_data()
-    config, method = build("vat", "method.vat.alignment_weight=1.0", "method.vat.entropy_weight=0.3")
-    torch.manual_seed(1)
-    before = method.losses(batch_for(config, data, progress=0.5))
-    assert float(before["unsupervised"]) > 0 and "entropy" not in before and "alignment" not in before
-    method.pool_prior = torch.tensor([0.6, 0.2, 0.2])
-    after = method.losses(batch_for(config, data, progress=0.5))
-    assert float(after["entropy"]) > 0 and float(after["alignment"]) > 0
-
-
 def test_ict_student_sees_mixed_scans_and_is_pulled_to_the_same_mix_of_fixed_teacher_predictions():
     data = toy_training_data()
     config, method = build("ict", "network.dropout=0.0")
-    for _ in range(3):  # let the averaged weights differ from the trained ones
-        with torch.no_grad():
-            for p in method.network.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
-        method.after_step()
+    drift_from_the_average(method)
     seen = {}
     method.network.register_forward_hook(lambda module, args, out: seen.update(student_in=args[0], student=out))
     method.ema.register_forward_hook(lambda module, args, out: seen.update(teacher_in=args[0], teacher=out))
