@@ -568,6 +568,33 @@ def test_vat_change_has_its_size_and_moves_the_prediction_more_than_a_random_one
             build("vat", bad)
 
 
+def test_vat_view_term_compares_two_weak_views_and_carries_gradient():
+    data = toy_training_data()
+    config, method = build("vat", "method.vat.view_weight=10")
+    seen = []
+    hook = method.network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    terms = method.losses(batch_for(config, data, progress=0.5))
+    hook.remove()
+    assert seen[0] == 8 + 2 * 16  # labelled, then two weak views of each unlabelled scan, in one pass
+    assert float(terms["views"]) > 0
+
+    def gradients(weight):  # same seeds and batch layout: only the view term's weight differs
+        config, method = build("vat", f"method.vat.view_weight={weight}")
+        torch.manual_seed(1)
+        method.losses(batch_for(config, data, progress=0.5))["loss"].backward()
+        return torch.cat([p.grad.flatten() for p in method.network.parameters() if p.grad is not None])
+
+    assert not torch.allclose(gradients(10), gradients(1e-9))
+    _, plain = build("vat")
+    seen.clear()
+    hook = plain.network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    assert "views" not in plain.losses(batch_for(config, data, progress=0.5))
+    hook.remove()
+    assert seen[0] == 8 + 16  # no second view is paid for by default
+    with pytest.raises(ValueError, match="view_weight"):
+        build("vat", "method.vat.view_weight=-1")
+
+
 def test_ict_student_sees_mixed_scans_and_is_pulled_to_the_same_mix_of_fixed_teacher_predictions():
     data = toy_training_data()
     config, method = build("ict", "network.dropout=0.0")

@@ -17,6 +17,10 @@ vanishes in bfloat16, whose inputs keep 8 bits of mantissa.
 
 Entropy minimisation ("VAT + EntMin") and holding the mean unlabelled prediction at the pool's
 estimated prior work as in the Pi-model (``PoolPriorRounds``); so do ``warmup`` and ``ema_decay``.
+With ``view_weight`` > 0 each unlabelled scan is also seen in a second weak view and the Pi-model's
+term (softmax MSE between the two views, both with gradient) is added at that weight: the two
+consistencies smooth the prediction in different directions, the augmentation's and the network's
+least smooth one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pipeline.methods.shared import (
     PoolPriorRounds,
     WeightAveraged,
     sigmoid_rampup,
+    softmax_mse,
 )
 
 
@@ -64,6 +69,7 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
         alignment_weight: float = 0.0  # > 0: hold the mean unlabelled prediction at the pool's prior
         prior_rounds: int = 4  # with alignment: the prior is re-estimated at the start of each round
         warmup: float = 0.0  # fraction of training on labelled scans alone; the ramp starts after it
+        view_weight: float = 0.0  # > 0: also the Pi-model's softmax MSE between two weak views
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
@@ -72,7 +78,7 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
                 raise ValueError(f"method.vat.{key} must be > 0, got {getattr(params, key)}")
         if params.power_iterations < 1:
             raise ValueError(f"method.vat.power_iterations must be >= 1, got {params.power_iterations}")
-        for key in ("entropy_weight", "alignment_weight"):
+        for key in ("entropy_weight", "alignment_weight", "view_weight"):
             if getattr(params, key) < 0:
                 raise ValueError(f"method.vat.{key} must be >= 0, got {getattr(params, key)}")
         if not 0 <= params.warmup < 1:
@@ -99,21 +105,26 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
         n_labelled, n_unlabelled = len(batch.labels), len(batch.unlabelled)
         if batch.progress < self.params.warmup:
             n_unlabelled = 0
+        views = 2 if self.params.view_weight > 0 else 1
         parts = [batch.augment.weak(batch.labelled)]
         if n_unlabelled:
-            parts.append(batch.augment.weak(batch.unlabelled))
+            parts += [batch.augment.weak(batch.unlabelled) for _ in range(views)]
         logits = self.network(torch.cat(parts))
         supervised = F.cross_entropy(logits[:n_labelled], batch.labels)
         terms = {"supervised": supervised.detach()}
         loss = supervised
         if n_unlabelled:
-            clean = logits[n_labelled:]
+            clean = logits[n_labelled:n_labelled + n_unlabelled]
             change = self.adversarial_change(parts[1], clean)
             unsupervised = prediction_divergence(clean, self.network(parts[1].detach() + change))
             ramp = sigmoid_rampup(batch.progress - self.params.warmup, self.params.rampup)
             weight = self.params.consistency_weight * ramp
             loss = loss + weight * unsupervised
             loss = loss + self.entropy_and_alignment(clean, ramp, terms)
+            if views == 2:
+                agreement = softmax_mse(clean, logits[n_labelled + n_unlabelled:])
+                loss = loss + self.params.view_weight * ramp * agreement
+                terms["views"] = agreement.detach()
             terms["unsupervised"] = unsupervised.detach()
             terms["weight"] = torch.tensor(weight)
         terms["loss"] = loss
