@@ -66,6 +66,16 @@ def batch_for(config, data, n_labelled=8, n_unlabelled=16, progress=0.5, seed=0)
     return StepBatch(data.images[lab], data.labels[lab], data.images[data.unlabelled[unl]], unl, augment, progress)
 
 
+def losses_and_pass_sizes(method, batch):
+    """``method.losses(batch)`` and the number of images in each forward pass of its network."""
+    seen = []
+    hook = method.network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    try:
+        return method.losses(batch), seen
+    finally:
+        hook.remove()
+
+
 def trained_gradients(name, weight, data):
     """Gradients of the total loss with the unsupervised weight set to ``weight`` (same seeds)."""
     config, method = build(name, f"method.{name}.{WEIGHT_KEY[name]}={weight}", *EXTRA.get(name, []))
@@ -530,14 +540,11 @@ def test_with_alignment_entropy_is_minimised_only_once_a_pool_prior_is_estimated
 def test_pi_model_warmup_trains_on_labelled_scans_alone_then_ramps_from_its_end():
     data = toy_training_data()
     config, method = build("pi_model", "method.pi_model.warmup=0.25")
-    seen = []
-    hook = method.network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
-    warm = method.losses(batch_for(config, data, progress=0.2))
+    warm, seen = losses_and_pass_sizes(method, batch_for(config, data, progress=0.2))
     assert seen == [8] and "unsupervised" not in warm  # the unlabelled passes are not paid for
     assert torch.equal(warm["loss"], warm["supervised"])
-    later = method.losses(batch_for(config, data, progress=0.4))
-    hook.remove()
-    assert seen[1] == 8 + 2 * 16 and float(later["unsupervised"]) > 0
+    later, seen = losses_and_pass_sizes(method, batch_for(config, data, progress=0.4))
+    assert seen[0] == 8 + 2 * 16 and float(later["unsupervised"]) > 0
     ramp = sigmoid_rampup(0.4 - 0.25, method.params.rampup)
     assert float(later["weight"]) == pytest.approx(method.params.consistency_weight * ramp)
     with pytest.raises(ValueError, match="warmup"):
@@ -571,10 +578,7 @@ def test_vat_change_has_its_size_and_moves_the_prediction_more_than_a_random_one
 def test_vat_view_term_compares_two_weak_views_and_carries_gradient():
     data = toy_training_data()
     config, method = build("vat", "method.vat.view_weight=10")
-    seen = []
-    hook = method.network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
-    terms = method.losses(batch_for(config, data, progress=0.5))
-    hook.remove()
+    terms, seen = losses_and_pass_sizes(method, batch_for(config, data, progress=0.5))
     assert seen[0] == 8 + 2 * 16  # labelled, then two weak views of each unlabelled scan, in one pass
     assert float(terms["views"]) > 0
 
@@ -586,11 +590,8 @@ def test_vat_view_term_compares_two_weak_views_and_carries_gradient():
 
     assert not torch.allclose(gradients(10), gradients(1e-9))
     _, plain = build("vat")
-    seen.clear()
-    hook = plain.network.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
-    assert "views" not in plain.losses(batch_for(config, data, progress=0.5))
-    hook.remove()
-    assert seen[0] == 8 + 16  # no second view is paid for by default
+    terms, seen = losses_and_pass_sizes(plain, batch_for(config, data, progress=0.5))
+    assert "views" not in terms and seen[0] == 8 + 16  # no second view is paid for by default
     with pytest.raises(ValueError, match="view_weight"):
         build("vat", "method.vat.view_weight=-1")
 
