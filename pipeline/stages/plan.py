@@ -446,12 +446,13 @@ def few_labels_batch(n_labelled: int) -> int:
     them (a power of two), never under ``MIN_BATCH``: 8 up to 1,023 labels, 16 up to 2,047, 32 up to
     4,095, then 64.
 
-    In a budget of minutes small batches buy more, noisier steps, and supervised training took them
-    as a better model on PneumoniaMNIST at every label count measured (5 draws unless said): with 100
+    In a budget of minutes small batches buy more, noisier steps, and from 100 to 1,200 labels
+    supervised training took them as a better model on PneumoniaMNIST (5 draws unless said): with 100
     labels 8 + 16 beat 64 + 128 by 0.028 (the Pi-model was level), with 400 labels 8 beat 32 by
-    +0.009 [+0.003, +0.015] (VAT level, -0.002), with 1,200 labels 16 beat 64 by 0.012 (3 draws);
-    on the same pictures as a folder of photos at 128 px, 32 against 8 read -0.008 [-0.024, +0.007]
-    (``benchmarks/real_variants.md``).
+    +0.009 [+0.003, +0.015] (VAT level, -0.002), with 1,200 labels 16 beat 64 by 0.012 (3 draws).
+    With 3,124 the trend had turned: 32 read 0.003 below 64 (3 draws, another day's runs). On the
+    same pictures as a folder of photos at 128 px, 32 against 8 read -0.008 [-0.024, +0.007] with
+    100 labels (``benchmarks/real_variants.md``).
     """
     return max(MIN_BATCH, 2 ** int(math.log2(max(n_labelled * LABELLED_SHARE_A_BATCH, 1))))
 
