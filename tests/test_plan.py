@@ -310,9 +310,9 @@ def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, mon
     assert probes[-1]["seconds_per_step"] == round(1e-4 * 28**2 * 44, 4)
     assert batches == (8, 16)  # never below 8 labelled scans a batch, the unlabelled batch twice it
     # Where the smallest batches fit, the larger ones are timed from the largest down: the largest that fits.
-    # (1,200 labelled scans: a labelled batch of at most 16, a sixty-fourth of them rounded down to a power of two.)
+    # (9,000 labelled scans: a labelled batch of at most 16, a 512th of them rounded down to a power of two.)
     timed.clear()
-    more = {**fp, "counts": {**fp["counts"], "labelled": {"a": 600, "b": 600}}}
+    more = {**fp, "counts": {**fp["counts"], "labelled": {"a": 4500, "b": 4500}}}
     size, (scale, batches), probes = planning._choose_size([28], 2, "8bit_picture", more, minutes=110, probe=True)
     assert timed == [(28, [8, 16]), (28, [16, 32])] and (size, batches) == (28, (8, 16))
     assert [p["steps_in_budget"] >= planning.TARGET_STEPS for p in probes] == [True, False]
@@ -320,7 +320,7 @@ def test_probe_times_steps_and_keeps_the_size_when_the_target_fits(tmp_path, mon
 
 def test_a_budget_no_size_fits_gets_the_largest_size_with_enough_steps_at_its_most_steps(monkeypatch):
     fp = {"spatial_dims": 3, "colour_fraction": 0.0, "classes": ["a", "b"],
-          "counts": {"labelled": {"a": 1100, "b": 1100}, "unlabelled": {"(unlabelled)": 1000}}}
+          "counts": {"labelled": {"a": 8200, "b": 8200}, "unlabelled": {"(unlabelled)": 1000}}}
     # A stand-in probe whose step grows with the voxels in it: 8 + 16 at 28^3 gets ~1,025 steps in
     # 3 minutes, 16 + 32 ~512, at 24^3 8 + 16 ~1,627.
     monkeypatch.setattr(planning, "time_step", lambda size, dims, fp, method, batches, precision="float32":
@@ -351,7 +351,7 @@ def test_precision_is_bfloat16_only_where_the_probe_shows_it_faster(monkeypatch)
     assert planning._choose_precision(64, 2, fp, probe=False)[0] == "float32"
     # Timed over several steps of the smallest batches the size probe tries, where steps are short.
     volumes = {"spatial_dims": 3, "colour_fraction": 0.0, "classes": ["a", "b"],
-               "counts": {"labelled": {"a": 1100, "b": 1100}, "unlabelled": {"(unlabelled)": 500}}}
+               "counts": {"labelled": {"a": 8200, "b": 8200}, "unlabelled": {"(unlabelled)": 500}}}
     timed = []
     monkeypatch.setattr(planning, "time_step", lambda *a, precision, **k: timed.append((a[4], k["repeats"])) or 1.0)
     planning._choose_precision(28, 3, volumes, probe=True)
@@ -399,16 +399,17 @@ def test_user_values_win_over_the_plan_and_are_marked(tmp_path, monkeypatch):
     assert record["fingerprint"]["counts"]["labelled"] == {"abnormal": 3, "normal": 3}
 
 
-def test_few_labels_get_a_labelled_batch_of_at_most_a_sixty_fourth_of_them(tmp_path, write):
-    assert [planning.few_labels_batch(n) for n in (1, 100, 600, 1023, 1200, 2048, 3124, 4096)] == [
-        8, 8, 8, 8, 16, 32, 32, 64]
+def test_few_labels_get_a_labelled_batch_of_at_most_a_512th_of_them(tmp_path, write):
+    assert [planning.few_labels_batch(n) for n in (1, 100, 1200, 3124, 4095, 4096, 8192, 16384, 40000)] == [
+        8, 8, 8, 8, 8, 8, 16, 32, 64]
     fp = fingerprinting.fingerprint(split_frame(jpeg_folder(tmp_path, write)), ["ab", "no"])
     at_28 = {"preprocess.spatial_size": [28, 28]}
-    for per_class, batches, capped in ((50, (8, 16), True), (600, (16, 32), True), (2100, (64, 128), False)):
+    for per_class, batches, capped in ((50, (8, 16), True), (2100, (8, 16), True), (4200, (16, 32), True),
+                                       (17000, (64, 128), False)):
         fp["counts"] = {"labelled": {"ab": per_class, "no": per_class}, "unlabelled": {"(unlabelled)": 5000}}
         plan = planning.make_plan(fp, minutes=5, probe=False, fixed=at_28)
         assert (plan.settings["train.batch_size"], plan.settings["train.unlabelled_batch_size"]) == batches
-        assert (f"a sixty-fourth of the {2 * per_class} labelled scans" in plan.reasons["train.batch_size"]) == capped
+        assert (f"a 512th of the {2 * per_class} labelled scans" in plan.reasons["train.batch_size"]) == capped
     # Scaled down where too few steps fit, the unlabelled batch stays twice the labelled one: no 8 + 8.
     assert [b for _, b in planning._batch_options((16, 32))] == [(16, 32), (8, 16)]
     assert [b for _, b in planning._batch_options((8, 0))] == [(8, 0)]
