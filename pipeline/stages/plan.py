@@ -358,7 +358,7 @@ def _architecture(size: int, dims: int) -> dict[str, Any]:
     stem = (1 if size < 96 else 2 if size < 192 else 4) if dims == 2 else (1 if size < 48 else 2 if size < 128 else 4)
     # Stages until the feature map is about 4 wide at the last one (pooling halves each stage).
     stages = max(3, min(5, int(math.log2(max(size // stem, 8) / 4)) + 1))
-    # In 3 minutes twice these widths cost VAT a third of its steps and 0.007 test AUROC at 28 px,
+    # In 3 minutes twice these widths cost VAT two thirds of its steps and 0.007 test AUROC at 28 px,
     # and half them gained nothing (benchmarks/real_variants.md, "The network's width").
     widths = ([16, 32, 64, 128, 128] if dims == 3 else [32, 64, 128, 192, 256])[:stages]
     return {"channels": widths, "stem_stride": stem,
