@@ -400,8 +400,8 @@ def test_user_values_win_over_the_plan_and_are_marked(tmp_path, monkeypatch):
 
 
 def test_few_labels_get_a_labelled_batch_of_at_most_a_512th_of_them(tmp_path, write):
-    assert [planning.few_labels_batch(n) for n in (1, 100, 1200, 3124, 4095, 4096, 8192, 16384, 40000)] == [
-        8, 8, 8, 8, 8, 8, 16, 32, 64]
+    assert [planning.few_labels_batch(n) for n in (1, 100, 1200, 3124, 4095, 4096, 8191, 8192, 16384, 40000)] == [
+        8, 8, 8, 8, 8, 8, 8, 16, 32, 64]
     fp = fingerprinting.fingerprint(split_frame(jpeg_folder(tmp_path, write)), ["ab", "no"])
     at_28 = {"preprocess.spatial_size": [28, 28]}
     for per_class, batches, capped in ((50, (8, 16), True), (2100, (8, 16), True), (4200, (16, 32), True),

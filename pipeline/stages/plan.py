@@ -445,7 +445,7 @@ LABELLED_SHARE_A_BATCH = 1 / 512
 
 def few_labels_batch(n_labelled: int) -> int:
     """The largest labelled batch for ``n_labelled`` labelled scans: at most a five-hundred-and-
-    twelfth of them (a power of two), never under ``MIN_BATCH``: 8 up to 4,095 labels, then doubling
+    twelfth of them (a power of two), never under ``MIN_BATCH``: 8 up to 8,191 labels, then doubling
     as the labels double.
 
     With few labels, in a budget of minutes, the smallest batch made the best supervised model on
