@@ -409,7 +409,7 @@ def test_few_labels_get_a_labelled_batch_of_at_most_a_512th_of_them(tmp_path, wr
         fp["counts"] = {"labelled": {"ab": per_class, "no": per_class}, "unlabelled": {"(unlabelled)": 5000}}
         plan = planning.make_plan(fp, minutes=5, probe=False, fixed=at_28)
         assert (plan.settings["train.batch_size"], plan.settings["train.unlabelled_batch_size"]) == batches
-        assert (f"a 512th of the {2 * per_class} labelled scans" in plan.reasons["train.batch_size"]) == capped
+        assert (f"a 512th of the {2 * per_class:,} labelled scans" in plan.reasons["train.batch_size"]) == capped
     # Scaled down where too few steps fit, the unlabelled batch stays twice the labelled one: no 8 + 8.
     assert [b for _, b in planning._batch_options((16, 32))] == [(16, 32), (8, 16)]
     assert [b for _, b in planning._batch_options((8, 0))] == [(8, 0)]

@@ -256,7 +256,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     smaller = f", scaled by {batch_scale:g} so that more steps fit the budget" if batch_scale < 1 else ""
     capped = labelled < _scaled(_batch_sizes(chosen, dims, None), batch_scale)[0]
     plan.set("train.batch_size", labelled, f"labelled batch for {_fmt(size)} inputs{smaller}" + (
-        f" (at most a 512th of the {_scans_in(fp, 'labelled')} labelled scans, a power of two, at least "
+        f" (at most a 512th of the {_scans_in(fp, 'labelled'):,} labelled scans, a power of two, at least "
         f"{MIN_BATCH}: larger batches cost supervised 0.007-0.028 test AUROC on PneumoniaMNIST with 100 to 1,200 "
         "labels and gained nothing with 3,124)" if capped else ""))
     plan.set("train.unlabelled_batch_size", unlabelled, "twice the labelled batch: the unlabelled scans are "
@@ -286,21 +286,21 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
     expected = _steps_in_budget(minutes, step_s) if step_s else None
     n_unlabelled = _scans_in(fp, "unlabelled")
     if n_unlabelled >= MIN_UNLABELLED_FOR_SSL:
-        plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled} unlabelled scans: virtual adversarial training "
+        plan.set("method.name", DEFAULT_METHOD, f"{n_unlabelled:,} unlabelled scans: virtual adversarial training "
                  "with entropy minimisation (once the pool's prior is estimated) and prior alignment: ahead of "
                  "supervised on AdrenalMNIST3D (+0.08 test AUROC) and a little on PneumoniaMNIST (+0.01), level on "
                  "VesselMNIST3D and on covid_cxr, where 60 labels teach the network almost nothing and the "
                  "Pi-model, the default before, lost 0.03 (benchmarks/real.md)")
     else:
-        plan.set("method.name", "supervised", f"only {n_unlabelled} unlabelled scans (under "
-                 f"{MIN_UNLABELLED_FOR_SSL}): semi-supervised terms would have too little to learn from")
+        plan.set("method.name", "supervised", f"only {n_unlabelled:,} unlabelled scans (under "
+                 f"{MIN_UNLABELLED_FOR_SSL:,}): semi-supervised terms would have too little to learn from")
     # A consistency method's tested settings go with it, whoever chose it: a user who asks for the
     # default (or the Pi-model) on a small pool gets the tested one, and another method's plan holds none.
     trained = method or plan.settings["method.name"]
     for key, value in TESTED_PARAMS.get(trained, {}).items():
         plan.set(f"method.{trained}.{key}", value, "the method's tested default on the development panel")
     if trained == WARMUP_METHOD and expected is not None:
-        steps = f"~{expected} steps of {DEFAULT_METHOD} fit"  # the probe's method: the default
+        steps = f"~{expected:,} steps of {DEFAULT_METHOD} fit"  # the probe's method: the default
         if expected < TARGET_STEPS:
             plan.set(f"method.{WARMUP_METHOD}.warmup", SHORT_RUN_WARMUP, f"{steps} (under {TARGET_STEPS:,}): the "
                      "first quarter trains on the labelled scans alone, so that the network fits them before the "
@@ -309,7 +309,7 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
             plan.set(f"method.{WARMUP_METHOD}.warmup", 0.0, f"{steps}: no warm-up (with {TARGET_STEPS:,} or more "
                      "steps it cost up to 0.04 test AUROC on the panel)")
     if expected is not None:
-        plan.set("train.eval_every", max(25, expected // 8), f"about 8 evaluations in the ~{expected} steps expected")
+        plan.set("train.eval_every", max(25, expected // 8), f"about 8 evaluations in the ~{expected:,} steps expected")
     return plan
 
 
@@ -545,8 +545,8 @@ def _choose_size(candidates, dims, kind, fp, minutes, probe, precision: str = "f
         steps = _steps_in_budget(minutes, seconds)
         results.append({"size": size, "batch_scale": scale, "batches": list(batches),
                         "seconds_per_step": round(seconds, 4), "steps_in_budget": steps})
-        log.info("plan probe: %s at %d, batches %s: %.3f s a step, %d steps in %g minutes",
-                 DEFAULT_METHOD, size, batches, seconds, steps, minutes)
+        log.info("plan probe: %s at %d, batches %s: %.3f s a step, %s steps in %g minutes",
+                 DEFAULT_METHOD, size, batches, seconds, f"{steps:,}", minutes)
         return results[-1]
 
     for size in ordered:
