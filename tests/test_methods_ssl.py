@@ -1,6 +1,7 @@
 """Semi-supervised methods: live unsupervised terms, gradient paths, schedules, views, shared pieces."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from pipeline.methods import fixmatch as fixmatch_module
 from pipeline.methods.base import RoundContext, StepBatch
 from pipeline.methods.co_teaching import forget_rate
 from pipeline.methods.confidence import ConfidenceAverages, align_distribution
+from pipeline.methods.mixmatch import sharpen
 from pipeline.methods.shared import (
     Ensemble,
     HalfView,
@@ -34,9 +36,10 @@ from toy import toy_training_data
 # (its lower bound, three classes), so the default target of 0.95 would call no scan.
 TOY = ["preprocess.spatial_size=[16,16]", "network.channels=[8,16]", "train.unlabelled_batch_size=32",
        "calibrate.min_support=3", "calibrate.target_precision=0.8", "train.threads=2"]
-SSL = ["pi_model", "vat", "ict", "mean_teacher", "fixmatch", "freematch", "softmatch", "co_training", "co_teaching"]
+SSL = ["pi_model", "vat", "ict", "mixmatch", "mean_teacher", "fixmatch", "freematch", "softmatch", "co_training", "co_teaching"]
 # The parameter scaling each method's unsupervised term, and settings that make it non-zero at once.
 WEIGHT_KEY = {"pi_model": "consistency_weight", "vat": "consistency_weight", "ict": "consistency_weight",
+              "mixmatch": "consistency_weight",
               "mean_teacher": "consistency_weight",
               "fixmatch": "unlabelled_weight", "freematch": "unlabelled_weight", "softmatch": "unlabelled_weight",
               "co_training": "unlabelled_weight",
@@ -633,6 +636,54 @@ def test_ict_alignment_holds_the_mixtures_mean_at_the_pool_prior_once_there_is_o
     assert float(after["alignment"]) > 0
     with pytest.raises(ValueError, match="alignment_weight"):
         build("ict", "method.ict.alignment_weight=-1")
+
+
+def test_mixmatch_mixes_every_scan_and_pulls_unlabelled_mixtures_to_their_mixed_sharpened_guesses():
+    data = toy_training_data()
+    config, method = build("mixmatch", "network.dropout=0.0", "method.mixmatch.alignment=false")
+    passes = []
+    method.network.register_forward_hook(lambda module, args, out: passes.append((args[0], out)))
+    batch = batch_for(config, data, n_labelled=4, n_unlabelled=8)
+    batch.augment = SimpleNamespace(weak=lambda images: images)  # views are the scans themselves
+    torch.manual_seed(2)
+    terms = method.losses(batch)
+    (guess_in, guess_out), (mixed_in, mixed_out) = passes
+    lam = float(terms["mix"])
+    # the guesses' pass sees the labelled scans too, so its batch statistics are the mixed pass's
+    assert 0.5 <= lam < 1 and not guess_out.requires_grad and len(guess_in) == 4 + 2 * 8
+    inputs = torch.cat([batch.labelled, batch.unlabelled, batch.unlabelled])
+    # each mixture is lam * its own scan + (1 - lam) * another scan of the batch, labelled or not
+    residual = (mixed_in[:, None] - lam * inputs[:, None] - (1 - lam) * inputs[None, :]).flatten(2).abs().amax(2)
+    assert float(residual.min(dim=1).values.max()) < 1e-5
+    pairs = residual.argmin(dim=1)
+    probs = torch.softmax(guess_out[4:].float(), 1).view(2, 8, 3).mean(0)
+    guess = sharpen(probs, 0.5)
+    assert float(terms["guess_top"]) == pytest.approx(float(guess.max(1).values.mean()), rel=1e-5)
+    assert float(guess.max(1).values.mean()) > float(probs.max(1).values.mean())  # sharper than the mean
+    targets = torch.cat([torch.nn.functional.one_hot(batch.labels, 3).float(), guess, guess])
+    mixed = lam * targets + (1 - lam) * targets[pairs]
+    student = torch.softmax(mixed_out.detach().float(), 1)
+    assert float(terms["unsupervised"]) == pytest.approx(float(((student[4:] - mixed[4:]) ** 2).mean()), rel=1e-4)
+    cross = -(mixed[:4] * torch.log_softmax(mixed_out.detach().float()[:4], 1)).sum(1).mean()
+    assert float(terms["supervised"]) == pytest.approx(float(cross), rel=1e-4)
+    assert min(float(method.losses(batch)["mix"]) for _ in range(20)) >= 0.5  # the own scan weighs most
+    for bad in ("temperature=0", "views=0", "alpha=0", "momentum=1", "consistency_weight=-1"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]):
+            build("mixmatch", f"method.mixmatch.{bad}")
+
+
+def test_mixmatch_aligns_its_guesses_to_the_pool_prior_once_there_is_one():
+    data = toy_training_data()
+    config, method = build("mixmatch", "method.mixmatch.temperature=1.0", "network.dropout=0.0")
+    assert method.rounds == method.params.prior_rounds
+    views = [data.images[data.unlabelled[:32]]]
+    unaligned = method.guesses(views)
+    assert torch.allclose(unaligned, torch.softmax(method.network(views[0]), 1), atol=1e-5)
+    method.pool_prior = torch.tensor([0.8, 0.1, 0.1])
+    aligned = method.guesses(views)
+    assert float(aligned[:, 0].mean()) > float(unaligned[:, 0].mean()) + 0.1
+    assert torch.allclose(aligned.sum(1), torch.ones(32))
+    assert torch.allclose(sharpen(unaligned, 1.0), unaligned) and sharpen(unaligned, 0.01).max(1).values.min() > 0.99
 
 
 def test_confidence_averages_follow_the_batches_and_lower_the_bar_for_a_rarely_predicted_class():
