@@ -686,6 +686,33 @@ def test_mixmatch_aligns_its_guesses_to_the_pool_prior_once_there_is_one():
     assert torch.allclose(sharpen(unaligned, 1.0), unaligned) and sharpen(unaligned, 0.01).max(1).values.min() > 0.99
 
 
+def test_supervised_mixup_trains_labelled_mixtures_on_their_mixed_labels_and_learns(tmp_path):
+    data = toy_training_data()
+    config, method = build("supervised", "network.dropout=0.0", "method.supervised.mixup_alpha=0.75")
+    passes = []
+    method.network.register_forward_hook(lambda module, args, out: passes.append((args[0], out)))
+    batch = batch_for(config, data, n_labelled=8, n_unlabelled=8)
+    batch.augment = SimpleNamespace(weak=lambda images: images)
+    terms = method.losses(batch)
+    (mixed_in, mixed_out), = passes  # one pass, of the labelled scans alone: the pool is not seen
+    lam = float(terms["mix"])
+    assert 0.5 <= lam < 1 and len(mixed_in) == 8
+    residual = (mixed_in[:, None] - lam * batch.labelled[:, None] - (1 - lam) * batch.labelled[None, :])
+    residual = residual.flatten(2).abs().amax(2)
+    assert float(residual.min(dim=1).values.max()) < 1e-5
+    pairs = residual.argmin(dim=1)
+    one_hot = torch.nn.functional.one_hot(batch.labels, 3).float()
+    mixed = lam * one_hot + (1 - lam) * one_hot[pairs]
+    cross = -(mixed * torch.log_softmax(mixed_out.detach().float(), 1)).sum(1).mean()
+    assert float(terms["supervised"]) == pytest.approx(float(cross), rel=1e-4)
+    assert min(float(method.losses(batch)["mix"]) for _ in range(20)) >= 0.5
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        build("supervised", "method.supervised.mixup_alpha=-1")
+    config = load_config(None, ["method.name=supervised", "method.supervised.mixup_alpha=0.75", *TOY,
+                                "train.steps=120", "train.eval_every=40"])
+    assert Trainer(config, data, tmp_path, progress=False).fit()["test_accuracy"] > 0.8  # chance is 1/3
+
+
 def test_confidence_averages_follow_the_batches_and_lower_the_bar_for_a_rarely_predicted_class():
     averages = ConfidenceAverages(3, momentum=0.5)
     assert torch.allclose(averages.thresholds(), torch.full((3,), 1 / 3))  # a network that knows nothing

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from pipeline.methods import register
 from pipeline.methods.base import Method, StepBatch
 from pipeline.methods.confidence import ConfidenceAverages
-from pipeline.methods.shared import PoolPriorRounds, WeightAveraged, sigmoid_rampup
+from pipeline.methods.shared import PoolPriorRounds, WeightAveraged, mixup, sigmoid_rampup
 
 
 def sharpen(probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -106,11 +106,8 @@ class MixMatch(PoolPriorRounds, WeightAveraged, Method):
         guess = self.guesses(views, labelled)
         inputs = torch.cat([labelled, *views])
         targets = torch.cat([labels, guess.repeat(self.params.views, 1)])
-        lam = float(torch.distributions.Beta(self.params.alpha, self.params.alpha).sample())
-        lam = max(lam, 1.0 - lam)
-        pairs = torch.randperm(len(inputs), device=inputs.device)
-        logits = self.network(lam * inputs + (1 - lam) * inputs[pairs]).float()
-        mixed = lam * targets + (1 - lam) * targets[pairs]
+        mixed_inputs, mixed, lam = mixup(inputs, targets, self.params.alpha)
+        logits = self.network(mixed_inputs).float()
         supervised = -(mixed[:n_labelled] * torch.log_softmax(logits[:n_labelled], dim=1)).sum(dim=1).mean()
         unsupervised = torch.mean((torch.softmax(logits[n_labelled:], dim=1) - mixed[n_labelled:]) ** 2)
         weight = self.params.consistency_weight * sigmoid_rampup(batch.progress, self.params.rampup)

@@ -1,6 +1,6 @@
 """Pieces used by more than one method, written once.
 
-Ramp-up of unsupervised weights, EMA teachers and weight averages, confidence masks, a two-network
+Ramp-up of unsupervised weights, EMA teachers and weight averages, confidence masks, mixup, a two-network
 ensemble, image views, and calibrated pseudo-labelling with its bookkeeping.
 """
 
@@ -121,6 +121,23 @@ def confidence_mask(logits: torch.Tensor, threshold: float) -> tuple[torch.Tenso
 def softmax_mse(student_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of the two softmax outputs (averaged over samples and classes)."""
     return torch.mean((torch.softmax(student_logits, 1) - torch.softmax(target_logits, 1)) ** 2)
+
+
+def mixup(inputs: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Each scan mixed with a shuffled copy of the batch (Zhang et al. 2018), its target alike.
+
+    ``lam`` is drawn from Beta(``alpha``, ``alpha``) and kept at or above one half (MixMatch's
+    choice), so every mixture stays nearer its own scan than its partner.
+
+    Returns
+    -------
+    tuple
+        The mixed inputs, the mixed targets (rows of class probabilities) and ``lam``.
+    """
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    lam = max(lam, 1.0 - lam)
+    pairs = torch.randperm(len(inputs), device=inputs.device)
+    return lam * inputs + (1 - lam) * inputs[pairs], lam * targets + (1 - lam) * targets[pairs], lam
 
 
 def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
