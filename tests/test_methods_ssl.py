@@ -25,6 +25,7 @@ from pipeline.methods.shared import (
     ema_copy,
     ema_update,
     mean_entropy,
+    mixup,
     sigmoid_rampup,
     subset_predictor,
 )
@@ -711,6 +712,27 @@ def test_supervised_mixup_trains_labelled_mixtures_on_their_mixed_labels_and_lea
     config = load_config(None, ["method.name=supervised", "method.supervised.mixup_alpha=0.75", *TOY,
                                 "train.steps=120", "train.eval_every=40"])
     assert Trainer(config, data, tmp_path, progress=False).fit()["test_accuracy"] > 0.8  # chance is 1/3
+
+
+def test_vat_mixup_mixes_the_labelled_scans_of_its_pass_and_leaves_the_unlabelled_ones():
+    data = toy_training_data()
+    config, method = build("vat", "network.dropout=0.0", "method.vat.mixup_alpha=0.75")
+    passes = []
+    method.network.register_forward_hook(lambda module, args, out: passes.append((args[0], out)))
+    batch = batch_for(config, data, n_labelled=6, n_unlabelled=8)
+    batch.augment = SimpleNamespace(weak=lambda images: images)
+    torch.manual_seed(3)
+    terms = method.losses(batch)
+    joint_in, joint_out = passes[0]  # labelled and unlabelled scans in one pass, then VAT's probes
+    assert len(joint_in) == 6 + 8 and torch.equal(joint_in[6:], batch.unlabelled)
+    assert not torch.allclose(joint_in[:6], batch.labelled)  # the labelled scans are passed mixed
+    torch.manual_seed(3)
+    mixed_in, mixed, _ = mixup(batch.labelled, torch.nn.functional.one_hot(batch.labels, 3).float(), 0.75)
+    assert torch.allclose(joint_in[:6], mixed_in)
+    cross = -(mixed * torch.log_softmax(joint_out.detach().float()[:6], 1)).sum(1).mean()
+    assert float(terms["supervised"]) == pytest.approx(float(cross), rel=1e-4) and float(terms["unsupervised"]) > 0
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        build("vat", "method.vat.mixup_alpha=-1")
 
 
 def test_confidence_averages_follow_the_batches_and_lower_the_bar_for_a_rarely_predicted_class():

@@ -20,7 +20,8 @@ estimated prior work as in the Pi-model (``PoolPriorRounds``); so do ``warmup`` 
 With ``view_weight`` > 0 each unlabelled scan is also seen in a second weak view and the Pi-model's
 term (softmax MSE between the two views, both with gradient) is added at that weight: the two
 consistencies smooth the prediction in different directions, the augmentation's and the network's
-least smooth one.
+least smooth one. With ``mixup_alpha`` > 0 the labelled scans are mixed with each other and trained
+on their mixed labels (``shared.mixup``), as supervised's option of that name does.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pipeline.methods.base import Method, StepBatch
 from pipeline.methods.shared import (
     PoolPriorRounds,
     WeightAveraged,
+    mixup,
     sigmoid_rampup,
     softmax_mse,
 )
@@ -70,6 +72,7 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
         prior_rounds: int = 4  # with alignment: the prior is re-estimated at the start of each round
         warmup: float = 0.0  # fraction of training on labelled scans alone; the ramp starts after it
         view_weight: float = 0.0  # > 0: also the Pi-model's softmax MSE between two weak views
+        mixup_alpha: float = 0.0  # > 0: labelled scans mixed with each other, as supervised's option
 
     def __init__(self, params, build_network, num_classes, input_shape):
         super().__init__(params, build_network, num_classes, input_shape)
@@ -78,7 +81,7 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
                 raise ValueError(f"method.vat.{key} must be > 0, got {getattr(params, key)}")
         if params.power_iterations < 1:
             raise ValueError(f"method.vat.power_iterations must be >= 1, got {params.power_iterations}")
-        for key in ("entropy_weight", "alignment_weight", "view_weight"):
+        for key in ("entropy_weight", "alignment_weight", "view_weight", "mixup_alpha"):
             if getattr(params, key) < 0:
                 raise ValueError(f"method.vat.{key} must be >= 0, got {getattr(params, key)}")
         if not 0 <= params.warmup < 1:
@@ -107,10 +110,13 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
             n_unlabelled = 0
         views = 2 if self.params.view_weight > 0 else 1
         parts = [batch.augment.weak(batch.labelled)]
+        targets = F.one_hot(batch.labels, self.num_classes).float()
+        if self.params.mixup_alpha > 0:
+            parts[0], targets, _ = mixup(parts[0], targets, self.params.mixup_alpha)
         if n_unlabelled:
             parts += [batch.augment.weak(batch.unlabelled) for _ in range(views)]
         logits = self.network(torch.cat(parts))
-        supervised = F.cross_entropy(logits[:n_labelled], batch.labels)
+        supervised = -(targets * torch.log_softmax(logits[:n_labelled].float(), dim=1)).sum(dim=1).mean()
         terms = {"supervised": supervised.detach()}
         loss = supervised
         if n_unlabelled:
