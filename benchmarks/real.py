@@ -332,6 +332,24 @@ def _fallback_note(frame: pd.DataFrame) -> list[str]:
             for name, part in runs.groupby("set", sort=False)]
 
 
+def _baseline_mixup_note(frame: pd.DataFrame) -> list[str]:
+    """How many baseline runs mixed their labelled scans (the plan's setting for the baseline since
+    mixup was measured for it), so that a page of older runs says it compares against the plain one."""
+    key = f"method.{BASELINE}.mixup_alpha"
+    runs = frame[frame["method"] == BASELINE]
+    if runs.empty:
+        return []
+    mixed = sum(bool(plan.get(key)) or any(s.startswith(f"{key}=") and float(s.split("=")[1]) > 0
+                                            for s in (settings if isinstance(settings, list) else []))
+                for plan, settings in zip(runs["plan"], runs.get("settings", pd.Series([None] * len(runs)))))
+    note = (f"{mixed} of the {len(runs)} `{BASELINE}` runs mixed their labelled scans (`{key}`, which the plan sets "
+            f"for the baseline: `benchmarks/real_variants.md`, \"Mixup for the supervised baseline\")")
+    if mixed < len(runs):
+        note += ("; the others trained on them unmixed, as the plan had them before, so their paired differences are "
+                 "against the plain baseline")
+    return [note + ".\n"]
+
+
 def build_page(sets: dict[str, dict]) -> str:
     results = [json.loads(p.read_text()) for p in sorted((RESULTS / SUITE).glob("*.json"))]
     if not results:
@@ -389,6 +407,7 @@ def build_page(sets: dict[str, dict]) -> str:
         *_borrowed_plan_note(frame),
         *[f"`{name}`: {sets[name]['assumed']}.\n" for name in sets if "assumed" in sets[name] and name in set(frame["set"])],
         *_fallback_note(frame),
+        *_baseline_mixup_note(frame),
         "Sensitivity and specificity are on the test scans at the operating point calibrated for 95% "
         "sensitivity on the calibration scans. *Skippable*: test scans below the review band, called healthy "
         "and not flagged, which a reader could leave to the model; *abnormal among skipped* is the price "

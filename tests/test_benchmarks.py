@@ -243,6 +243,24 @@ def test_the_page_names_re_run_baseline_runs_apart_from_first_ones():
     assert f"`{D}` runs re-run" not in note
 
 
+def test_the_page_counts_the_baseline_runs_that_mixed_their_labelled_scans():
+    from benchmarks.real import DEFAULT_METHOD as D
+    from benchmarks.real import _baseline_mixup_note
+
+    key = "method.supervised.mixup_alpha"
+    frame = pd.DataFrame([
+        {"method": "supervised", "plan": {key: 0.75}},  # planned
+        {"method": "supervised", "plan": {}, "settings": [f"{key}=0.75"]},  # a variant's --set
+        {"method": "supervised", "plan": {}, "settings": [f"{key}=0"]},
+        {"method": "supervised", "plan": {}},  # before the plan set it
+        {"method": D, "plan": {key: 0.75}},  # not a baseline run
+    ])
+    note = " ".join(_baseline_mixup_note(frame))
+    assert note.startswith("2 of the 4 `supervised` runs mixed") and "against the plain baseline" in note
+    assert "the others" not in " ".join(_baseline_mixup_note(frame.iloc[:2]))
+    assert _baseline_mixup_note(frame.iloc[4:]) == []
+
+
 def test_the_page_says_which_default_method_runs_took_the_former_default_s_plan():
     from benchmarks.real import DEFAULT_METHOD as D
     from benchmarks.real import _borrowed_plan_note, _rerun_note

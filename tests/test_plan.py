@@ -66,6 +66,7 @@ def test_mixed_size_rgb_and_grey_jpeg_folder_gets_one_sensible_plan(tmp_path, wr
     assert s["network.stem_stride"] == (2 if side[0] >= 96 else 1)
     assert s["augment.strong_bias_field"] == 0.0
     assert s["method.name"] == "supervised"  # 16 unlabelled scans are too few for SSL terms
+    assert s["method.supervised.mixup_alpha"] == planning.BASELINE_MIXUP_ALPHA > 0  # pictures: mixed
     assert all(plan.reasons[k] for k in s)  # every value has its reason
 
 
@@ -773,7 +774,12 @@ def test_the_default_methods_settings_go_with_the_default_method_whoever_chose_i
     small_pool = planning.make_plan(fp, minutes=3, probe=False).settings
     assert small_pool["method.name"] == "supervised"
     assert not [key for key in small_pool if key.startswith(f"method.{planning.DEFAULT_METHOD}.")]
+    # the baseline, asked for or chosen for a small pool, does not mix masks (pictures: the JPEG test)
+    for settings in (baseline, small_pool):
+        assert {key: settings[key] for key in settings if key.startswith("method.supervised.")} == {
+            "method.supervised.mixup_alpha": 0.0}
     asked = planning.make_plan(fp, minutes=3, method=planning.DEFAULT_METHOD, probe=False).settings
+    assert "method.supervised.mixup_alpha" not in asked  # the default method's plan holds none
     assert {key.rsplit(".", 1)[1]: asked[key] for key in asked
             if key.startswith(f"method.{planning.DEFAULT_METHOD}.")} == planning.DEFAULT_METHOD_PARAMS
     # the Pi-model, the default before, keeps the settings it was measured with when a user asks for it
