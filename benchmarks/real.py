@@ -342,11 +342,12 @@ def _baseline_mixup_note(frame: pd.DataFrame) -> list[str]:
     mixed = sum(bool(plan.get(key)) or any(s.startswith(f"{key}=") and float(s.split("=")[1]) > 0
                                             for s in (settings if isinstance(settings, list) else []))
                 for plan, settings in zip(runs["plan"], runs.get("settings", pd.Series([None] * len(runs)))))
-    note = (f"{mixed} of the {len(runs)} `{BASELINE}` runs mixed their labelled scans (`{key}`, which the plan sets "
-            f"for the baseline: `benchmarks/real_variants.md`, \"Mixup for the supervised baseline\")")
+    note = (f"{mixed or 'None'} of the {len(runs)} `{BASELINE}` runs mixed their labelled scans (`{key}`, which the "
+            "plan sets for the baseline on 2D pictures: `benchmarks/real_variants.md`, \"Mixup for the supervised "
+            "baseline\")")
     if mixed < len(runs):
-        note += ("; the others trained on them unmixed, as the plan had them before, so their paired differences are "
-                 "against the plain baseline")
+        note += (f"; {'the others' if mixed else 'they'} trained on them unmixed, as the plan had them before, so "
+                 f"{'their' if mixed else 'these'} paired differences are against the plain baseline")
     return [note + ".\n"]
 
 

@@ -259,6 +259,7 @@ def test_the_page_counts_the_baseline_runs_that_mixed_their_labelled_scans():
     assert note.startswith("2 of the 4 `supervised` runs mixed") and "against the plain baseline" in note
     assert "the others" not in " ".join(_baseline_mixup_note(frame.iloc[:2]))
     assert _baseline_mixup_note(frame.iloc[4:]) == []
+    assert " ".join(_baseline_mixup_note(frame.iloc[2:])).startswith("None of the 2 `supervised` runs mixed")
 
 
 def test_the_page_says_which_default_method_runs_took_the_former_default_s_plan():
