@@ -639,13 +639,20 @@ def test_ict_alignment_holds_the_mixtures_mean_at_the_pool_prior_once_there_is_o
         build("ict", "method.ict.alignment_weight=-1")
 
 
-def test_mixmatch_mixes_every_scan_and_pulls_unlabelled_mixtures_to_their_mixed_sharpened_guesses():
+def hooked(name, *settings, n_labelled, n_unlabelled):
+    """``name`` built without dropout, a batch whose views are the toy scans themselves, and the list
+    each forward pass of its network appends (inputs, outputs) to."""
     data = toy_training_data()
-    config, method = build("mixmatch", "network.dropout=0.0", "method.mixmatch.alignment=false")
+    config, method = build(name, "network.dropout=0.0", *settings)
     passes = []
     method.network.register_forward_hook(lambda module, args, out: passes.append((args[0], out)))
-    batch = batch_for(config, data, n_labelled=4, n_unlabelled=8)
-    batch.augment = SimpleNamespace(weak=lambda images: images)  # views are the scans themselves
+    batch = batch_for(config, data, n_labelled=n_labelled, n_unlabelled=n_unlabelled)
+    batch.augment = SimpleNamespace(weak=lambda images: images)
+    return method, batch, passes
+
+
+def test_mixmatch_mixes_every_scan_and_pulls_unlabelled_mixtures_to_their_mixed_sharpened_guesses():
+    method, batch, passes = hooked("mixmatch", "method.mixmatch.alignment=false", n_labelled=4, n_unlabelled=8)
     torch.manual_seed(2)
     terms = method.losses(batch)
     (guess_in, guess_out), (mixed_in, mixed_out) = passes
@@ -688,12 +695,7 @@ def test_mixmatch_aligns_its_guesses_to_the_pool_prior_once_there_is_one():
 
 
 def test_supervised_mixup_trains_labelled_mixtures_on_their_mixed_labels_and_learns(tmp_path):
-    data = toy_training_data()
-    config, method = build("supervised", "network.dropout=0.0", "method.supervised.mixup_alpha=0.75")
-    passes = []
-    method.network.register_forward_hook(lambda module, args, out: passes.append((args[0], out)))
-    batch = batch_for(config, data, n_labelled=8, n_unlabelled=8)
-    batch.augment = SimpleNamespace(weak=lambda images: images)
+    method, batch, passes = hooked("supervised", "method.supervised.mixup_alpha=0.75", n_labelled=8, n_unlabelled=8)
     terms = method.losses(batch)
     (mixed_in, mixed_out), = passes  # one pass, of the labelled scans alone: the pool is not seen
     lam = float(terms["mix"])
@@ -711,16 +713,11 @@ def test_supervised_mixup_trains_labelled_mixtures_on_their_mixed_labels_and_lea
         build("supervised", "method.supervised.mixup_alpha=-1")
     config = load_config(None, ["method.name=supervised", "method.supervised.mixup_alpha=0.75", *TOY,
                                 "train.steps=120", "train.eval_every=40"])
-    assert Trainer(config, data, tmp_path, progress=False).fit()["test_accuracy"] > 0.8  # chance is 1/3
+    assert Trainer(config, toy_training_data(), tmp_path, progress=False).fit()["test_accuracy"] > 0.8  # chance 1/3
 
 
 def test_vat_mixup_mixes_the_labelled_scans_of_its_pass_and_leaves_the_unlabelled_ones():
-    data = toy_training_data()
-    config, method = build("vat", "network.dropout=0.0", "method.vat.mixup_alpha=0.75")
-    passes = []
-    method.network.register_forward_hook(lambda module, args, out: passes.append((args[0], out)))
-    batch = batch_for(config, data, n_labelled=6, n_unlabelled=8)
-    batch.augment = SimpleNamespace(weak=lambda images: images)
+    method, batch, passes = hooked("vat", "method.vat.mixup_alpha=0.75", n_labelled=6, n_unlabelled=8)
     torch.manual_seed(3)
     terms = method.losses(batch)
     joint_in, joint_out = passes[0]  # labelled and unlabelled scans in one pass, then VAT's probes
