@@ -108,7 +108,7 @@ class MixMatch(PoolPriorRounds, WeightAveraged, Method):
         targets = torch.cat([labels, guess.repeat(self.params.views, 1)])
         mixed_inputs, mixed, lam = mixup(inputs, targets, self.params.alpha)
         logits = self.network(mixed_inputs).float()
-        supervised = -(mixed[:n_labelled] * torch.log_softmax(logits[:n_labelled], dim=1)).sum(dim=1).mean()
+        supervised = F.cross_entropy(logits[:n_labelled], mixed[:n_labelled])
         unsupervised = torch.mean((torch.softmax(logits[n_labelled:], dim=1) - mixed[n_labelled:]) ** 2)
         weight = self.params.consistency_weight * sigmoid_rampup(batch.progress, self.params.rampup)
         return {"loss": supervised + weight * unsupervised, "supervised": supervised.detach(),

@@ -34,11 +34,10 @@ class Supervised(Method):
 
     def losses(self, batch: StepBatch):
         images = batch.augment.weak(batch.labelled) if self.params.augment else batch.labelled
+        targets, terms = batch.labels, {}
         if self.params.mixup_alpha > 0:
-            targets = F.one_hot(batch.labels, self.num_classes).float()
-            images, targets, lam = mixup(images, targets, self.params.mixup_alpha)
-            log_probs = torch.log_softmax(self.network(images).float(), dim=1)
-            loss = -(targets * log_probs).sum(dim=1).mean()
-            return {"loss": loss, "supervised": loss.detach(), "mix": torch.tensor(lam)}
-        loss = F.cross_entropy(self.network(images), batch.labels)
-        return {"loss": loss, "supervised": loss.detach()}
+            one_hot = F.one_hot(batch.labels, self.num_classes).float()
+            images, targets, lam = mixup(images, one_hot, self.params.mixup_alpha)
+            terms["mix"] = torch.tensor(lam)
+        loss = F.cross_entropy(self.network(images).float(), targets)  # class indices or mixed probabilities
+        return {"loss": loss, "supervised": loss.detach(), **terms}

@@ -110,13 +110,14 @@ class VirtualAdversarial(PoolPriorRounds, WeightAveraged, Method):
             n_unlabelled = 0
         views = 2 if self.params.view_weight > 0 else 1
         parts = [batch.augment.weak(batch.labelled)]
-        targets = F.one_hot(batch.labels, self.num_classes).float()
+        targets = batch.labels
         if self.params.mixup_alpha > 0:
-            parts[0], targets, _ = mixup(parts[0], targets, self.params.mixup_alpha)
+            one_hot = F.one_hot(batch.labels, self.num_classes).float()
+            parts[0], targets, _ = mixup(parts[0], one_hot, self.params.mixup_alpha)
         if n_unlabelled:
             parts += [batch.augment.weak(batch.unlabelled) for _ in range(views)]
         logits = self.network(torch.cat(parts))
-        supervised = -(targets * torch.log_softmax(logits[:n_labelled].float(), dim=1)).sum(dim=1).mean()
+        supervised = F.cross_entropy(logits[:n_labelled].float(), targets)  # class indices or mixed probabilities
         terms = {"supervised": supervised.detach()}
         loss = supervised
         if n_unlabelled:

@@ -307,9 +307,10 @@ def make_plan(fp: dict[str, Any], minutes: float | None = None, method: str | No
         plan.set(f"method.{trained}.{key}", value, "the method's tested default on the development panel")
     if trained == "supervised":
         if dims == 2 and kind != "binary_mask":
-            plan.set("method.supervised.mixup_alpha", BASELINE_MIXUP_ALPHA, "2D pictures: labelled scans mixed "
-                     "with each other (mixup, Beta(0.75, 0.75)): +0.013 test AUROC for supervised on PneumoniaMNIST "
-                     "and +0.041 on covid_cxr's radiographs (benchmarks/real_variants.md)")
+            alpha = BASELINE_MIXUP_ALPHA
+            plan.set("method.supervised.mixup_alpha", alpha, f"2D pictures: labelled scans mixed with each other "
+                     f"(mixup, Beta({alpha}, {alpha})): +0.013 test AUROC for supervised on PneumoniaMNIST and "
+                     "+0.041 on covid_cxr's radiographs (benchmarks/real_variants.md)")
         else:
             plan.set("method.supervised.mixup_alpha", 0.0, f"{'masks' if kind == 'binary_mask' else 'volumes'}: "
                      "labelled scans not mixed (mixup read level on AdrenalMNIST3D's masks and 0.02 lower on "
