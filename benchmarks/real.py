@@ -36,7 +36,7 @@ from scipy import stats  # noqa: E402
 
 from benchmarks.common import HERE, RESULTS, commit, machine, markdown_table  # noqa: E402
 from pipeline.io import atomic_path, write_json, write_text  # noqa: E402
-from pipeline.stages.plan import DEFAULT_METHOD  # noqa: E402
+from pipeline.stages.plan import DEFAULT_METHOD, MIN_UNLABELLED_FOR_SSL  # noqa: E402
 
 SUITE = "real"
 SETS_FILE = HERE / "real_sets.toml"
@@ -122,7 +122,9 @@ def run_command(spec: dict, method: str, draw: int) -> list[str]:
     command = [sys.executable, "-m", "pipeline", "run", "--scans", spec["scans"], *screening,
                "--labels-per-class", str(spec["labels_per_class"]), "--seed", str(draw), "--quiet",
                f"train.minutes={spec['minutes']}"]
-    return command + ([f"method.name={method}"] if method != DEFAULT_METHOD else [])
+    # Named even for the default SSL method, which the plan trains on masks and volumes but not on 2D
+    # pictures (there it trains the mixed baseline): the page compares the two on every set.
+    return command + [f"method.name={method}"]
 
 
 def result_path(name: str, method: str, draw: int, suite: str = SUITE) -> Path:
@@ -178,6 +180,12 @@ def shared_plan(planned: dict) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in sorted(planned.items()) if not key.startswith("method.")]
 
 
+def planned_method(plan: dict) -> str | None:
+    """The method the plan chose (``plan.json``), where the run named another; None where nothing was planned."""
+    entry = plan["settings"].get("method.name")
+    return None if entry is None else entry.get("planned", entry["value"])
+
+
 def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | None = None,
             suite: str = SUITE, settings: tuple[str, ...] = ()) -> dict:
     """Train and calibrate one draw of ``name`` with ``method``; store and return its result.
@@ -203,8 +211,9 @@ def run_one(name: str, spec: dict, method: str, draw: int, plan_from: dict | Non
     # a variant's ``--set train.minutes=M`` trains for M: the budget the run had, not the set's
     minutes = plan["settings"].get("train.minutes", {}).get("value", spec["minutes"])
     result = {
-        # the method asked for; the plan trains supervised where the pool is too small for the default
+        # the method asked for and trained; the one a new user's run of the set would train
         "set": name, "method": method, "trained_method": summary["method"], "draw": draw, "run": run.name,
+        "planned_method": planned_method(plan),
         "test_auroc": test["auroc"], "sensitivity": test["sensitivity"], "specificity": test["specificity"],
         "review_fraction": test["review_fraction"], "skip_fraction": skipped, "abnormal_among_skipped": missed,
         "n_test": calibration["test"]["n"], "n_test_positive": int((predictions["label"] == positive).sum()),
@@ -332,6 +341,18 @@ def _fallback_note(frame: pd.DataFrame) -> list[str]:
             for name, part in runs.groupby("set", sort=False)]
 
 
+def _planned_method_note(frame: pd.DataFrame) -> list[str]:
+    """A sentence per set whose default-method runs' plans would have trained another method, had the
+    runs not named theirs (runs before 2026-12-08 did not record it)."""
+    if "planned_method" not in frame:
+        return []
+    runs = frame[(frame["method"] == DEFAULT_METHOD) & frame["planned_method"].notna()
+                 & (frame["planned_method"] != DEFAULT_METHOD)]
+    return [f"`{name}`: a new user's run trains `{', '.join(sorted(set(part['planned_method'])))}` (the plan's "
+            f"choice in {len(part)} of its `{DEFAULT_METHOD}` runs), not the default SSL method.\n"
+            for name, part in runs.groupby("set", sort=False)]
+
+
 def _baseline_mixup_note(frame: pd.DataFrame) -> list[str]:
     """How many baseline runs mixed their labelled scans (the plan's setting for the baseline since
     mixup was measured for it), so that a page of older runs says it compares against the plain one."""
@@ -396,7 +417,9 @@ def build_page(sets: dict[str, dict]) -> str:
         "(M is the training budget: a user's `--minutes` is the whole command's, ingest to calibration, "
         "which the bench leaves out so that its runs stay comparable across commits; each run's whole wall "
         "time is in its result file as `run_wall_s`); "
-        f"`{BASELINE}` runs after `{DEFAULT_METHOD}` in each draw and adds `method.name={BASELINE}` and, as "
+        "and `method.name` naming its method (the plan trains the default SSL method where the pool holds "
+        f"{MIN_UNLABELLED_FOR_SSL} scans or more, but on 2D pictures, where it trains the mixed baseline); "
+        f"`{BASELINE}` runs after `{DEFAULT_METHOD}` in each draw and adds, as "
         f"overrides, the settings `{DEFAULT_METHOD}`'s run planned (inputs, network, augmentation, batch sizes, "
         "precision), so that both train with one plan and budget whatever each run's timing probe saw. "
         "Draw D seeds the split (which scans are labelled) and training.",
@@ -408,6 +431,7 @@ def build_page(sets: dict[str, dict]) -> str:
         *_borrowed_plan_note(frame),
         *[f"`{name}`: {sets[name]['assumed']}.\n" for name in sets if "assumed" in sets[name] and name in set(frame["set"])],
         *_fallback_note(frame),
+        *_planned_method_note(frame),
         *_baseline_mixup_note(frame),
         "Sensitivity and specificity are on the test scans at the operating point calibrated for 95% "
         "sensitivity on the calibration scans. *Skippable*: test scans below the review band, called healthy "

@@ -262,6 +262,21 @@ def test_the_page_counts_the_baseline_runs_that_mixed_their_labelled_scans():
     assert " ".join(_baseline_mixup_note(frame.iloc[2:])).startswith("None of the 2 `supervised` runs mixed")
 
 
+def test_the_page_names_the_sets_where_a_new_user_s_run_trains_another_method():
+    from benchmarks.real import DEFAULT_METHOD as D
+    from benchmarks.real import _planned_method_note
+
+    frame = pd.DataFrame([
+        {"set": "xray", "method": D, "planned_method": "supervised"},  # 2D pictures: the mixed baseline
+        {"set": "xray", "method": D, "planned_method": None},  # before runs recorded it
+        {"set": "masks", "method": D, "planned_method": D},
+        {"set": "masks", "method": "supervised", "planned_method": "supervised"},  # a baseline run names its own
+    ])
+    assert _planned_method_note(frame) == [f"`xray`: a new user's run trains `supervised` (the plan's choice in 1 "
+                                           f"of its `{D}` runs), not the default SSL method.\n"]
+    assert _planned_method_note(frame.drop(columns="planned_method")) == []
+
+
 def test_the_page_says_which_default_method_runs_took_the_former_default_s_plan():
     from benchmarks.real import DEFAULT_METHOD as D
     from benchmarks.real import _borrowed_plan_note, _rerun_note
@@ -394,7 +409,9 @@ def test_a_panel_folder_with_a_labels_file_is_run_without_an_entry(tmp_path, mon
     command = real.run_command(sets["mri"], "supervised", 2)
     assert command[command.index("--healthy") + 1] == "No Tumour" and "--positive" not in command
     assert command[-1] == "method.name=supervised" and command[command.index("--seed") + 1] == "2"
-    assert "--positive" in real.run_command(sets["xray"], real.DEFAULT_METHOD, 0)
+    # the default SSL method is named too: on 2D pictures the plan would train the mixed baseline instead
+    default = real.run_command(sets["xray"], real.DEFAULT_METHOD, 0)
+    assert "--positive" in default and default[-1] == f"method.name={real.DEFAULT_METHOD}"
     # The baseline's command with its draw's shared plan is one the CLI accepts, every override read
     # (5b6eba1 put --seed after the first override, and the plan's were refused as unrecognised).
     from pipeline.cli import build_parser
@@ -457,7 +474,9 @@ def test_a_variant_s_result_records_the_training_budget_its_run_had(tmp_path, mo
         (tmp_path / "runs" / "LATEST").write_text(str(run))
         minutes = float(next(item for item in reversed(command) if item.startswith("train.minutes=")).split("=")[1])
         (run / "plan.json").write_text(json.dumps({"settings": {
-            "train.minutes": {"value": minutes, "set_by": "user", "planned": None, "reason": ""}}}))
+            "train.minutes": {"value": minutes, "set_by": "user", "planned": None, "reason": ""},
+            # the run named its method; the plan would have trained the mixed baseline
+            "method.name": {"value": real.DEFAULT_METHOD, "set_by": "user", "planned": "supervised", "reason": ""}}}))
         (run / "train_summary.json").write_text(json.dumps({"method": "pi_model", "steps": 10,
                                                             "wall_seconds": minutes * 60 - 1}))
         (run / "calibration.json").write_text(json.dumps({
@@ -470,4 +489,5 @@ def test_a_variant_s_result_records_the_training_budget_its_run_had(tmp_path, mo
     monkeypatch.setattr(real.subprocess, "run", finished_run)
     result = real.run_one("set", spec, real.DEFAULT_METHOD, 0, suite="longer", settings=("train.minutes=10",))
     assert result["minutes"] == 10 and result["user"]["minutes"] == 3.0
+    assert result["method"] == real.DEFAULT_METHOD and result["planned_method"] == "supervised"
     assert json.loads(real.result_path("set", real.DEFAULT_METHOD, 0, "longer").read_text())["minutes"] == 10

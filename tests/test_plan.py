@@ -70,6 +70,26 @@ def test_mixed_size_rgb_and_grey_jpeg_folder_gets_one_sensible_plan(tmp_path, wr
     assert all(plan.reasons[k] for k in s)  # every value has its reason
 
 
+def test_pictures_with_a_large_pool_train_the_mixed_baseline_and_masks_the_default_method(tmp_path, write):
+    rows = jpeg_folder(tmp_path, write)
+    fp = fingerprinting.fingerprint(split_frame(rows, ["labelled"] * 8 + ["unlabelled"] * 16), ["ab", "no"])
+    fp["counts"]["unlabelled"] = {"(unlabelled)": 5000}
+    pictures = planning.make_plan(fp, minutes=5, probe=False)
+    assert pictures.settings["method.name"] == "supervised"
+    assert pictures.settings["method.supervised.mixup_alpha"] == planning.BASELINE_MIXUP_ALPHA > 0
+    assert "2D pictures" in pictures.reasons["method.name"] and "5,000 unlabelled" in pictures.reasons["method.name"]
+    assert not [key for key in pictures.settings if key.startswith(f"method.{planning.DEFAULT_METHOD}.")]
+    # a user who asks for the default SSL method on pictures gets it with its tested settings, unmixed
+    asked = planning.make_plan(fp, minutes=5, probe=False, method=planning.DEFAULT_METHOD).settings
+    assert {key.rsplit(".", 1)[1]: asked[key] for key in asked
+            if key.startswith(f"method.{planning.DEFAULT_METHOD}.")} == planning.DEFAULT_METHOD_PARAMS
+    assert "method.supervised.mixup_alpha" not in asked
+    # the same pool of binary mask volumes trains the default SSL method
+    masks = planning.make_plan(mask_volumes_with_a_large_pool(tmp_path / "masks", write), minutes=5, probe=False)
+    assert masks.settings["method.name"] == planning.DEFAULT_METHOD
+    assert "method.supervised.mixup_alpha" not in masks.settings
+
+
 def test_a_pool_larger_than_memory_is_loaded_in_part(tmp_path, write, monkeypatch):
     rows = jpeg_folder(tmp_path, write)
     fp = fingerprinting.fingerprint(split_frame(rows, ["labelled"] * 8 + ["unlabelled"] * 16), ["ab", "no"])
