@@ -418,7 +418,7 @@ def build_page(sets: dict[str, dict]) -> str:
         "which the bench leaves out so that its runs stay comparable across commits; each run's whole wall "
         "time is in its result file as `run_wall_s`); "
         "and `method.name` naming its method (the plan trains the default SSL method where the pool holds "
-        f"{MIN_UNLABELLED_FOR_SSL} scans or more, but on 2D pictures, where it trains the mixed baseline); "
+        f"{MIN_UNLABELLED_FOR_SSL} scans or more, except on 2D pictures, where it trains the mixed baseline); "
         f"`{BASELINE}` runs after `{DEFAULT_METHOD}` in each draw and adds, as "
         f"overrides, the settings `{DEFAULT_METHOD}`'s run planned (inputs, network, augmentation, batch sizes, "
         "precision), so that both train with one plan and budget whatever each run's timing probe saw. "
