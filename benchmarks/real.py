@@ -329,28 +329,27 @@ def _borrowed_plan_note(frame: pd.DataFrame) -> list[str]:
             f"budget; the `{method}` rows are those runs.\n" for method, part in sorted(lenders.items()) if len(part)]
 
 
+def _default_runs_with_another(frame: pd.DataFrame, column: str) -> list[tuple[str, pd.DataFrame, str]]:
+    """Per set, the default-method runs whose ``column`` names another method, and those methods."""
+    if column not in frame:
+        return []
+    runs = frame[(frame["method"] == DEFAULT_METHOD) & frame[column].notna() & (frame[column] != DEFAULT_METHOD)]
+    return [(name, part, ", ".join(sorted(set(part[column])))) for name, part in runs.groupby("set", sort=False)]
+
+
 def _fallback_note(frame: pd.DataFrame) -> list[str]:
     """A sentence per set some of whose default-method runs the plan trained as another method."""
-    if "trained_method" not in frame:
-        return []
-    runs = frame[(frame["method"] == DEFAULT_METHOD) & frame["trained_method"].notna()
-                 & (frame["trained_method"] != DEFAULT_METHOD)]
-    return [f"`{name}`: in {len(part)} of its `{DEFAULT_METHOD}` runs the plan trained "
-            f"`{', '.join(sorted(set(part['trained_method'])))}` instead (too few unlabelled scans for the default "
-            "method), so those draws' paired difference compares two such runs.\n"
-            for name, part in runs.groupby("set", sort=False)]
+    return [f"`{name}`: in {len(part)} of its `{DEFAULT_METHOD}` runs the plan trained `{others}` instead (too few "
+            "unlabelled scans for the default method), so those draws' paired difference compares two such runs.\n"
+            for name, part, others in _default_runs_with_another(frame, "trained_method")]
 
 
 def _planned_method_note(frame: pd.DataFrame) -> list[str]:
     """A sentence per set whose default-method runs' plans would have trained another method, had the
     runs not named theirs (runs before 2026-12-08 did not record it)."""
-    if "planned_method" not in frame:
-        return []
-    runs = frame[(frame["method"] == DEFAULT_METHOD) & frame["planned_method"].notna()
-                 & (frame["planned_method"] != DEFAULT_METHOD)]
-    return [f"`{name}`: a new user's run trains `{', '.join(sorted(set(part['planned_method'])))}` (the plan's "
-            f"choice in {len(part)} of its `{DEFAULT_METHOD}` runs), not the default SSL method.\n"
-            for name, part in runs.groupby("set", sort=False)]
+    return [f"`{name}`: a new user's run trains `{others}` (the plan's choice in {len(part)} of its "
+            f"`{DEFAULT_METHOD}` runs), not the default SSL method.\n"
+            for name, part, others in _default_runs_with_another(frame, "planned_method")]
 
 
 def _baseline_mixup_note(frame: pd.DataFrame) -> list[str]:
