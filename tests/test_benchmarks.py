@@ -275,6 +275,13 @@ def test_the_page_names_the_sets_where_a_new_user_s_run_trains_another_method():
     assert _planned_method_note(frame) == [f"`xray`: a new user's run trains `supervised` (the plan's choice in 1 "
                                            f"of its `{D}` runs), not the default SSL method.\n"]
     assert _planned_method_note(frame.drop(columns="planned_method")) == []
+    # a small pool: the plan trained a default-method run as supervised, which the page says too
+    from benchmarks.real import _fallback_note
+
+    frame["trained_method"] = ["supervised", D, D, "supervised"]
+    assert _fallback_note(frame) == [f"`xray`: in 1 of its `{D}` runs the plan trained `supervised` instead (too "
+                                     "few unlabelled scans for the default method), so those draws' paired "
+                                     "difference compares two such runs.\n"]
 
 
 def test_the_page_says_which_default_method_runs_took_the_former_default_s_plan():
